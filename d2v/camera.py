@@ -1,0 +1,129 @@
+"""The camera model every stage shares. Pure numpy.
+
+Coordinates
+-----------
+* Image: continuous pixel coordinates, u right, v down, origin at the top-left *corner*
+  of the image; the image covers [0, W] x [0, H] and pixel (row i, col j) has its
+  centre at (j + 0.5, i + 0.5). Output frames use the same convention.
+* World: X right, Y down, Z forward (away from the viewer, into the picture). The image
+  lies on the plane Z = 0 with pixel (u, v) at world (u, v, 0). World units are image
+  pixels.
+* Camera: world -> camera is X_c = R (X_w - C) = R X_w + t with t = -R C; intrinsics
+  K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] in output pixels, principal point at the
+  output's centre. Rotation rows are the camera's right, down and forward axes.
+
+The reference camera (time 0) looks straight at the plane from C0 = (crop centre, -D)
+with D = crop width and fx = fy = output width, so it sees exactly the largest centred
+crop of the image with the output's aspect ("cover"). Zoom z spans 1/z of that crop:
+either by moving to distance D / z (a dolly, which gives parallax with depth) or by
+fx = z * W_out (a lens zoom, no parallax). On the flat plane both give the same frame.
+
+A point at relative depth s (1 = on the plane, < 1 = nearer) sits on the ray from C0
+through its pixel: P = C0 + s (Q - C0). Depth maps use this (see `d2v.render`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from d2v.models import CameraFrame
+
+
+def cover_crop(image_w: float, image_h: float, out_w: float, out_h: float) -> tuple[float, float, float, float]:
+    """The largest centred crop of the image with the output's aspect: (u0, v0, w, h)."""
+    aspect = out_w / out_h
+    if image_w / image_h > aspect:
+        h = float(image_h)
+        w = h * aspect
+    else:
+        w = float(image_w)
+        h = w / aspect
+    return (image_w - w) / 2.0, (image_h - h) / 2.0, w, h
+
+
+def intrinsics(fx: float, fy: float, out_w: float, out_h: float) -> np.ndarray:
+    return np.array([[fx, 0.0, out_w / 2.0], [0.0, fy, out_h / 2.0], [0.0, 0.0, 1.0]])
+
+
+def rot_z(angle_rad: float) -> np.ndarray:
+    """Rotation about the optical axis. In camera coordinates (x right, y down) a
+    positive angle turns the camera clockwise as the viewer sees it, so the picture
+    on screen turns counter-clockwise."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def look_at(center: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
+    """World->camera rotation for a camera at `center` looking at `target`, image-down
+    aligned with world +Y (the picture's down) before the roll."""
+    forward = np.asarray(target, float) - np.asarray(center, float)
+    forward /= np.linalg.norm(forward)
+    down_hint = np.array([0.0, 1.0, 0.0])
+    right = np.cross(down_hint, forward)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    R = np.stack([right, down, forward])
+    return rot_z(roll_rad) @ R
+
+
+def plane_homography(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """3x3 H mapping image (plane Z = 0) coordinates to output coordinates: H = K [r1 r2 t]."""
+    H = K @ np.column_stack([R[:, 0], R[:, 1], t])
+    return H / H[2, 2]
+
+
+def frame_homography(frame: CameraFrame) -> np.ndarray:
+    return plane_homography(frame.K(), frame.R(), frame.t())
+
+
+def apply_homography(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(N, 2) points through H -> (N, 2)."""
+    pts = np.asarray(pts, dtype=np.float64)
+    homo = np.column_stack([pts, np.ones(len(pts))]) @ H.T
+    return homo[:, :2] / homo[:, 2:3]
+
+
+def footprint(frame: CameraFrame, out_w: float, out_h: float) -> np.ndarray:
+    """The output frame's four corners on the image plane, (4, 2): TL, TR, BR, BL."""
+    corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])
+    return apply_homography(np.linalg.inv(frame_homography(frame)), corners)
+
+
+def make_frame(
+    index: int,
+    time_s: float,
+    *,
+    camera_center: np.ndarray,
+    R: np.ndarray,
+    fx: float,
+    out_w: int,
+    out_h: int,
+    crop_w: float,
+    roll_rad: float = 0.0,
+) -> CameraFrame:
+    """Build a CameraFrame and its summary fields (where the axis meets the plane, zoom)."""
+    C = np.asarray(camera_center, dtype=np.float64)
+    t = -R @ C
+    forward = R[2]
+    # The optical axis meets Z = 0 at C + lam * forward.
+    lam = -C[2] / forward[2] if abs(forward[2]) > 1e-12 else 0.0
+    hit = C + lam * forward
+    # Zoom: width the view spans on the plane at its centre, against the cover crop.
+    span = out_w * lam / fx
+    zoom = crop_w / span if span > 0 else float("inf")
+    return CameraFrame(
+        index=index,
+        time_s=float(time_s),
+        fx=float(fx),
+        fy=float(fx),
+        cx=out_w / 2.0,
+        cy=out_h / 2.0,
+        rotation=R.tolist(),
+        translation=t.tolist(),
+        fov_deg=math.degrees(2.0 * math.atan(out_w / (2.0 * fx))),
+        center=[float(hit[0]), float(hit[1])],
+        zoom=float(zoom),
+        roll_deg=math.degrees(roll_rad),
+    )

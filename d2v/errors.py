@@ -1,0 +1,68 @@
+"""Named errors: part of d2v's interface.
+
+Every error a user can cause is a `D2VError` with a message that says what is wrong
+and what to do. The HTTP edge maps `status_code` to the response; the CLI prints
+`str(err)` on one line and exits non-zero. Anything else is a bug.
+"""
+
+
+class D2VError(Exception):
+    """Base of every error a user can act on."""
+
+    status_code = 400
+
+
+class InvalidRequestError(D2VError, ValueError):
+    """A render request field is missing, out of range or malformed."""
+
+    status_code = 422
+
+
+class InvalidPathError(InvalidRequestError):
+    """The drawn path cannot be used (too few points, NaN, too many points...)."""
+
+
+class UnknownEffectError(InvalidRequestError):
+    """The effect name is not one d2v knows."""
+
+
+class InvalidImageError(D2VError, ValueError):
+    """The upload is not an image d2v can decode."""
+
+    status_code = 415
+
+
+class ImageTooLargeError(D2VError, ValueError):
+    """The image has more pixels (or bytes) than the configured limit."""
+
+    status_code = 413
+
+
+class ModelNotConfiguredError(D2VError):
+    """A backend needs model weights that are not configured."""
+
+    status_code = 422
+
+
+class JobNotFoundError(D2VError, KeyError):
+    """No job with this id exists."""
+
+    status_code = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class ObjectNotFoundError(D2VError, KeyError):
+    """No object with this key exists in the store."""
+
+    status_code = 404
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class InvalidVideoError(D2VError, ValueError):
+    """An input video cannot be decoded."""
+
+    status_code = 415

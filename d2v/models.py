@@ -1,0 +1,318 @@
+"""The shapes d2v speaks: one pydantic model per thing, used by the CLI, the HTTP API,
+batch jobs and the manifest alike.
+
+    DrawnPath         the stroke a person drew (canvas + points, or a bare list in pixels)
+    RenderRequest     what to render: path, effect, duration, fps, size, backend, knobs
+    CameraFrame       one frame's camera (intrinsics, rotation, translation, fov)
+    CameraTrajectory  the per-frame cameras for a request on one image
+    Manifest          what was rendered, how, and where it went
+
+`parse_request` / `parse_path` turn untrusted JSON into these models and raise d2v's
+named errors (`InvalidPathError`, `UnknownEffectError`, `InvalidRequestError`) with a
+one-line message, never a raw pydantic traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
+
+# name -> what the viewer sees. Order is the order `d2v effects` prints.
+EFFECTS: dict[str, str] = {
+    "auto": "picks an effect from the path's shape: straight -> zoom_in or pan, "
+    "closed loop -> orbit, spiral -> spiral, otherwise pan",
+    "zoom_in": "pushes in along the path (about 1x -> 3x); the last frame is centred on the path's end",
+    "pull_back": "starts close on the path's start, travels the path while pulling back to the full view",
+    "pan": "constant zoom (about 1.5x); the view's centre follows the path",
+    "orbit": "the camera arcs around the path's centre; the drawn direction sets the arc's direction",
+    "dolly_zoom": "moves toward the path's end while the lens widens so the subject keeps its size "
+    "(the background changes scale; needs a depth map for true parallax)",
+    "spiral": "zooms in with roll; the picture turns the way the spiral was drawn",
+    "earth_zoom_out": "exponential pull back from about 10x at the path's start to the full view",
+    "crash_zoom": "a hold, then a very fast push in to the path's end",
+}
+EffectName = Literal[
+    "auto", "zoom_in", "pull_back", "pan", "orbit", "dolly_zoom", "spiral", "earth_zoom_out", "crash_zoom"
+]
+BackendName = Literal["camera", "svd"]
+
+MAX_PATH_POINTS = 10_000
+MIN_SIDE, MAX_SIDE = 64, 3840
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+class PathPoint(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    x: float
+    y: float
+    t: float | None = Field(default=None, description="seconds since the stroke began")
+
+    @field_validator("x", "y", "t")
+    @classmethod
+    def _check_finite(cls, v: float | None, info) -> float | None:
+        return None if v is None else _finite(info.field_name, v)
+
+
+class Canvas(BaseModel):
+    width: float = Field(gt=0, description="width of the drawing canvas, in canvas units")
+    height: float = Field(gt=0, description="height of the drawing canvas, in canvas units")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _check_finite(cls, v: float, info) -> float:
+        return _finite(f"canvas {info.field_name}", v)
+
+
+class DrawnPath(BaseModel):
+    """A drawn stroke. With `canvas`, points are in canvas units and scale to the image;
+    without it (the bare-list form), points are already image pixels."""
+
+    canvas: Canvas | None = None
+    points: list[PathPoint]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"canvas": None, "points": data}
+        return data
+
+    @field_validator("points")
+    @classmethod
+    def _check_points(cls, pts: list[PathPoint]) -> list[PathPoint]:
+        if len(pts) > MAX_PATH_POINTS:
+            raise ValueError(f"has {len(pts)} points; at most {MAX_PATH_POINTS} are allowed (simplify the stroke)")
+        distinct = {(p.x, p.y) for p in pts}
+        if len(distinct) < 2:
+            raise ValueError(f"needs at least 2 distinct points, got {len(distinct)}")
+        times = [p.t for p in pts]
+        if any(t is not None for t in times) and any(t is None for t in times):
+            raise ValueError("either every point has 't' or none does")
+        return pts
+
+    def image_points(self, image_width: int, image_height: int) -> np.ndarray:
+        """Points in image pixels (continuous coordinates, origin at the top-left corner), (N, 2)."""
+        xy = np.array([[p.x, p.y] for p in self.points], dtype=np.float64)
+        if self.canvas is not None:
+            xy[:, 0] *= image_width / self.canvas.width
+            xy[:, 1] *= image_height / self.canvas.height
+        return xy
+
+    def times(self) -> np.ndarray | None:
+        """Seconds since the stroke began, (N,), or None when the points carry no `t`."""
+        if self.points[0].t is None:
+            return None
+        return np.array([p.t for p in self.points], dtype=np.float64)
+
+
+class RenderRequest(BaseModel):
+    """What to render. The same model is the CLI's flags, the HTTP `request` field,
+    a batch line (plus `image` and `id`) and the manifest's `request`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: DrawnPath
+    effect: str = Field(default="auto", description="one of `d2v effects`")
+    duration_s: float = Field(default=4.0, ge=0.5, le=20.0, description="seconds of video")
+    fps: int = Field(default=24, ge=1, le=60, description="output frames per second")
+    width: int = Field(default=1024, ge=MIN_SIDE, le=MAX_SIDE, description="output width, even")
+    height: int = Field(default=576, ge=MIN_SIDE, le=MAX_SIDE, description="output height, even")
+    backend: BackendName = "camera"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    # Camera knobs.
+    end_zoom: float | None = Field(
+        default=None, ge=1.0, le=20.0, description="peak zoom of the move; None = the effect's default"
+    )
+    shake: float = Field(default=0.0, ge=0.0, le=1.0, description="seeded handheld shake, 0 = none")
+    speed_ramp: float = Field(default=0.0, ge=0.0, le=1.0, description="slow-fast-slow speed ramp strength")
+    motion_blur: float = Field(default=0.0, ge=0.0, le=1.0, description="shutter as a fraction of a frame, 0 = off")
+    motion_blur_samples: int = Field(default=6, ge=2, le=32, description="sub-frames accumulated per frame")
+    loop: bool = Field(default=False, description="end where it started, for a seamless loop")
+    allow_borders: bool = Field(default=False, description="let the view leave the image instead of clamping")
+
+    # Encoder knobs.
+    crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+
+    @field_validator("effect")
+    @classmethod
+    def _known_effect(cls, v: str) -> str:
+        if v not in EFFECTS:
+            raise ValueError(f"unknown effect {v!r}; choose one of: {', '.join(EFFECTS)}")
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int, info) -> int:
+        if v % 2:
+            raise ValueError(f"{info.field_name} must be even for H.264 (yuv420p), got {v}")
+        return v
+
+    @property
+    def n_frames(self) -> int:
+        return max(1, round(self.duration_s * self.fps))
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class CameraFrame(BaseModel):
+    """One frame's pinhole camera; conventions in `d2v.camera`.
+
+    Intrinsics are in output pixels; `rotation` is world->camera (row-major 3x3) and
+    `translation` is t = -R C, so a world point X maps to K (R X + t). The summary
+    fields (`center`, `zoom`, `roll_deg`) describe the view on the image plane.
+    """
+
+    index: int
+    time_s: float
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    rotation: list[list[float]]
+    translation: list[float]
+    fov_deg: float = Field(description="horizontal field of view, degrees")
+    center: list[float] = Field(description="where the optical axis meets the image, image pixels")
+    zoom: float = Field(description="1 = the full cover crop, 2 = half its width, ...")
+    roll_deg: float = 0.0
+
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def R(self) -> np.ndarray:
+        return np.asarray(self.rotation, dtype=np.float64)
+
+    def t(self) -> np.ndarray:
+        return np.asarray(self.translation, dtype=np.float64)
+
+    def camera_center(self) -> np.ndarray:
+        return -self.R().T @ self.t()
+
+
+class CameraTrajectory(BaseModel):
+    """Per-frame cameras for one request on one image; JSON round-trips exactly."""
+
+    effect: str = Field(description="the effect used (what `auto` resolved to)")
+    image_width: int
+    image_height: int
+    width: int
+    height: int
+    fps: int
+    base_distance: float = Field(description="distance from the first camera to the image plane, image pixels")
+    frames: list[CameraFrame]
+    clamped_frames: list[int] = Field(default_factory=list, description="frames moved to keep the view inside")
+    notes: list[str] = Field(default_factory=list)
+    path_shape: str | None = Field(default=None, description="straight | closed_loop | spiral | freeform")
+    subject: list[float] | None = Field(
+        default=None, description="the image point the move is about (dolly_zoom: path end; orbit: path centre)"
+    )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+class Manifest(BaseModel):
+    """Written next to every video as `manifest.json`."""
+
+    job_id: str
+    request: RenderRequest
+    effect: str
+    backend: BackendName
+    model: str | None = None
+    seed: int
+    frames: int
+    fps: int
+    width: int
+    height: int
+    duration_s: float
+    image: dict[str, Any] = Field(default_factory=dict, description="input image: width, height, sha256, format")
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    clamped_frames: list[int] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    methods: dict[str, str] = Field(default_factory=dict, description="stage -> method used")
+    keys: dict[str, str] = Field(default_factory=dict, description="object-store keys of the results")
+    created_at: str
+    d2v_version: str
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "is required"
+        elif e["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _raise_named(err: ValidationError, what: str) -> None:
+    message = f"invalid {what}: {_one_line(err)}"
+    locs = [e["loc"] for e in err.errors()]
+    if any(loc and loc[0] == "effect" for loc in locs):
+        raise UnknownEffectError(message) from None
+    if what == "path" or any(loc and loc[0] == "path" for loc in locs):
+        raise InvalidPathError(message) from None
+    raise InvalidRequestError(message) from None
+
+
+def parse_path(data: Any) -> DrawnPath:
+    """Untrusted JSON (already decoded, or a str) -> DrawnPath, or InvalidPathError."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as e:
+            raise InvalidPathError(f"invalid path: not JSON ({e})") from None
+    try:
+        return DrawnPath.model_validate(data)
+    except ValidationError as e:
+        _raise_named(e, "path")
+    raise AssertionError("unreachable")
+
+
+def parse_request(data: Any) -> RenderRequest:
+    """Untrusted JSON (already decoded, or a str) -> RenderRequest, or a named error."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as e:
+            raise InvalidRequestError(f"invalid request: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"invalid request: expected a JSON object, got {type(data).__name__}")
+    try:
+        return RenderRequest.model_validate(data)
+    except ValidationError as e:
+        _raise_named(e, "request")
+    raise AssertionError("unreachable")
+
+
+def job_id_for(image_bytes: bytes, request: RenderRequest) -> str:
+    """Content address of a job: the same image and request give the same id."""
+    h = hashlib.sha256()
+    h.update(hashlib.sha256(image_bytes).digest())
+    h.update(request.canonical_json().encode())
+    return h.hexdigest()[:24]
