@@ -66,3 +66,9 @@ class InvalidVideoError(D2VError, ValueError):
     """An input video cannot be decoded."""
 
     status_code = 415
+
+
+class StoreUnavailableError(D2VError):
+    """The object store cannot be reached or refused our credentials."""
+
+    status_code = 503

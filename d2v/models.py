@@ -316,3 +316,31 @@ def job_id_for(image_bytes: bytes, request: RenderRequest) -> str:
     h.update(hashlib.sha256(image_bytes).digest())
     h.update(request.canonical_json().encode())
     return h.hexdigest()[:24]
+
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class JobResult(BaseModel):
+    video_url: str | None = None
+    poster_url: str | None = None
+    video_key: str
+    poster_key: str | None = None
+    manifest_key: str | None = None
+    frames: int
+    fps: int
+    width: int
+    height: int
+
+
+class JobStatus(BaseModel):
+    """`status.json` in the store, and the body of GET /v1/jobs/{job_id}."""
+
+    job_id: str
+    status: JobState
+    stage: str | None = None
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    error: str | None = None
+    result: JobResult | None = None
+    attempts: int = 0
+    updated_at: str | None = None

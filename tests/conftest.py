@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,41 @@ def photo() -> np.ndarray:
 @pytest.fixture
 def example_image_path() -> Path:
     return EXAMPLES / "hubble.jpg"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3 server (SeaweedFS) for the whole test session."""
+    from tests.seaweed import SeaweedS3
+
+    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_store(seaweed, request):
+    """An S3Store on its own fresh bucket (one per test: no test sees another's objects)."""
+    import re
+
+    from d2v.s3store import S3Store
+
+    bucket = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
+    env = seaweed.env(bucket)
+    return S3Store.from_env(env)

