@@ -127,3 +127,46 @@ def make_frame(
         zoom=float(zoom),
         roll_deg=math.degrees(roll_rad),
     )
+
+
+def interpolate_camera(f0: CameraFrame, f1: CameraFrame, alpha: float) -> CameraFrame:
+    """The camera a fraction `alpha` of the way from f0 to f1 (sub-frames for motion
+    blur): centre linear, rotation by slerp, focal length log-linear (constant speed in
+    zoom), principal point and time linear. Summary fields (`center`, `zoom`) are
+    recomputed as `make_frame` does; `roll_deg` takes the short way round."""
+    from scipy.spatial.transform import Rotation
+
+    a = float(alpha)
+    C = (1.0 - a) * f0.camera_center() + a * f1.camera_center()
+    r0 = Rotation.from_matrix(f0.R())
+    delta = r0.inv() * Rotation.from_matrix(f1.R())
+    R = (r0 * Rotation.from_rotvec(a * delta.as_rotvec())).as_matrix()
+    fx = math.exp((1.0 - a) * math.log(f0.fx) + a * math.log(f1.fx))
+    fy = math.exp((1.0 - a) * math.log(f0.fy) + a * math.log(f1.fy))
+    cx = (1.0 - a) * f0.cx + a * f1.cx
+    cy = (1.0 - a) * f0.cy + a * f1.cy
+
+    forward = R[2]
+    lam = -C[2] / forward[2] if abs(forward[2]) > 1e-12 else 0.0
+    hit = C + lam * forward
+    # Zoom is span-relative to the cover crop; recover the crop width from f0.
+    fwd0 = f0.R()[2]
+    lam0 = -f0.camera_center()[2] / fwd0[2] if abs(fwd0[2]) > 1e-12 else 0.0
+    crop_w = f0.zoom * (2.0 * f0.cx) * lam0 / f0.fx
+    span = 2.0 * cx * lam / fx
+    zoom = crop_w / span if span > 0 and math.isfinite(crop_w) else f0.zoom
+    droll = (f1.roll_deg - f0.roll_deg + 180.0) % 360.0 - 180.0
+    return CameraFrame(
+        index=f0.index if a < 0.5 else f1.index,
+        time_s=(1.0 - a) * f0.time_s + a * f1.time_s,
+        fx=fx,
+        fy=fy,
+        cx=cx,
+        cy=cy,
+        rotation=R.tolist(),
+        translation=(-R @ C).tolist(),
+        fov_deg=math.degrees(2.0 * math.atan(cx / fx)),
+        center=[float(hit[0]), float(hit[1])],
+        zoom=float(zoom),
+        roll_deg=f0.roll_deg + a * droll,
+    )

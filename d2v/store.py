@@ -98,6 +98,15 @@ class Store(ABC):
         Path(path).write_bytes(self.get_bytes(key))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class LocalStore(Store):
     """A directory tree mirroring the bucket layout."""
 
@@ -115,6 +124,7 @@ class LocalStore(Store):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,109 @@
+"""The `d2v` command as a user runs it: a real subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from d2v.encode import probe_video
+from d2v.models import EFFECTS
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples/hubble.jpg"
+PATHS = REPO / "examples/paths"
+
+
+def d2v(*args, cwd, env_extra=None):
+    exe = shutil.which("d2v", path=str(Path(sys.executable).parent)) or "d2v"
+    env = {**os.environ, "D2V_DATA_DIR": str(Path(cwd) / "data"), **(env_extra or {})}
+    env.pop("D2V_S3_ENDPOINT", None)
+    return subprocess.run([exe, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_render_example_writes_video_poster_and_manifest(tmp_path):
+    r = d2v("render", EXAMPLE, "--path", PATHS / "zoom_in.json", "--effect", "zoom_in", "--duration", "1",
+            "--fps", "12", "--size", "320x180", "-o", "out/clip.mp4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = probe_video(tmp_path / "out/clip.mp4")
+    assert (info["frames"], info["width"], info["height"]) == (12, 320, 180)
+    assert "poster:" in r.stdout and "manifest:" in r.stdout
+    manifest_path = Path(r.stdout.split("manifest:")[1].split()[0].removeprefix("file://"))
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["effect"] == "zoom_in" and manifest["frames"] == 12
+    assert {"trajectory", "base", "encode", "total"} <= set(manifest["stage_seconds"])
+    assert (manifest_path.parent / "poster.jpg").read_bytes()[:2] == b"\xff\xd8"
+    # Same image and request again: served from the store, not rendered again.
+    again = d2v("render", EXAMPLE, "--path", PATHS / "zoom_in.json", "--effect", "zoom_in", "--duration", "1",
+                "--fps", "12", "--size", "320x180", "-o", "out/again.mp4", cwd=tmp_path)
+    assert again.returncode == 0 and (tmp_path / "out/again.mp4").read_bytes() == (tmp_path / "out/clip.mp4").read_bytes()
+
+
+def test_effects_lists_every_effect_with_a_description(tmp_path):
+    r = d2v("effects", cwd=tmp_path)
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(EFFECTS)
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_trajectory_prints_cameras_as_json(tmp_path):
+    r = d2v("trajectory", EXAMPLE, "--path", PATHS / "pan.json", "--effect", "pan", "--duration", "2",
+            "--fps", "10", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    traj = json.loads(r.stdout)
+    assert traj["effect"] == "pan" and len(traj["frames"]) == 20
+    assert set(traj["frames"][0]) >= {"fx", "fy", "cx", "cy", "rotation", "translation", "fov_deg"}
+
+
+def _bad_path(tmp_path, name: str, content: str) -> Path:
+    p = tmp_path / name
+    p.write_text(content)
+    return p
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--effect", "warp_drive"], "unknown effect 'warp_drive'"),
+        (["--duration", "99"], "duration_s"),
+        (["--fps", "0"], "fps"),
+        (["--size", "1023x576"], "even"),
+        (["--size", "big"], "size must look like 1024x576"),
+        (["--backend", "svd"], "D2V_SVD_MODEL"),
+        (["--path", "{bad1}"], "at least 2 distinct points"),
+        (["--path", "{bad2}"], "finite"),
+        (["--path", "{bad3}"], "not valid JSON"),
+        (["--path", "missing.json"], "path file not found"),
+        (["IMAGE=notes.txt"], "not an image"),
+        (["IMAGE=missing.png"], "image not found"),
+    ],
+)
+def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
+    bad = {
+        "{bad1}": _bad_path(tmp_path, "one.json", '{"points": [{"x": 1, "y": 1}, {"x": 1, "y": 1}]}'),
+        "{bad2}": _bad_path(tmp_path, "nan.json", '[{"x": NaN, "y": 1}, {"x": 2, "y": 2}]'),
+        "{bad3}": _bad_path(tmp_path, "broken.json", '{"points": [ oops'),
+    }
+    (tmp_path / "notes.txt").write_text("not a picture")
+    image, rest = EXAMPLE, []
+    path = PATHS / "zoom_in.json"
+    it = iter(args)
+    for a in it:
+        if a.startswith("IMAGE="):
+            image = a.split("=", 1)[1]
+        elif a == "--path":
+            v = next(it)
+            path = bad.get(v, v)
+        else:
+            rest.append(a)
+    r = d2v("render", image, "--path", path, *rest, "-o", "x.mp4", cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert words in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.mp4").exists()

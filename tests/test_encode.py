@@ -1,0 +1,163 @@
+"""The encoder: what a player (and a user's ffprobe) sees in the MP4 and the poster."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from d2v.encode import EncodeStats, decode_video, encode_mp4, encode_poster, probe_video
+from d2v.errors import InvalidRequestError, InvalidVideoError
+
+from .conftest import textured_image
+
+
+def moving_frames(n: int, w: int = 320, h: int = 180, seed: int = 0) -> list[np.ndarray]:
+    big = textured_image(w + 2 * n, h, seed=seed)
+    return [np.ascontiguousarray(big[:, 2 * i:2 * i + w]) for i in range(n)]
+
+
+def smooth_frame(w: int = 320, h: int = 180) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    return np.stack([
+        40 + 180 * xx / w,
+        40 + 180 * yy / h,
+        128 + 80 * np.sin(xx / w * 3 + yy / h * 2),
+    ], axis=-1).astype(np.uint8)
+
+
+def top_level_boxes(data: bytes) -> list[str]:
+    """The MP4's top-level box types, in file order."""
+    boxes, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        elif size == 0:
+            size = len(data) - pos
+        boxes.append(kind.decode("latin-1"))
+        pos += size
+    return boxes
+
+
+@pytest.mark.parametrize("fps", [24, 25, 30])
+def test_decoding_gives_every_frame_at_the_right_rate(tmp_path: Path, fps: int):
+    frames = moving_frames(37)
+    out = tmp_path / "v.mp4"
+    stats = encode_mp4(frames, out, fps)
+    assert isinstance(stats, EncodeStats)
+    assert (stats.frames, stats.width, stats.height, stats.fps) == (37, 320, 180, fps)
+    assert stats.bytes == out.stat().st_size > 0 and stats.seconds > 0
+
+    video, got_fps = decode_video(out)
+    assert video.shape == (37, 180, 320, 3) and video.dtype == np.uint8
+    assert got_fps == pytest.approx(fps)
+    info = probe_video(out)
+    assert info["frames"] == 37 and (info["width"], info["height"]) == (320, 180)
+    assert info["duration_s"] == pytest.approx(37 / fps, abs=1e-3)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    # Frames stay in order: each decoded frame is closest to its own source frame.
+    for i in (0, 18, 36):
+        errs = [np.abs(video[i].astype(int) - f).mean() for f in frames]
+        assert int(np.argmin(errs)) == i
+
+
+def test_colours_survive(tmp_path: Path):
+    frame = smooth_frame()
+    encode_mp4([frame] * 5, tmp_path / "c.mp4", 24, crf=18)
+    video, _ = decode_video(tmp_path / "c.mp4")
+    err = np.abs(video.astype(int) - frame.astype(int))
+    assert err.mean() < 1.5
+    assert np.abs(video.mean(axis=(0, 1, 2)) - frame.mean(axis=(0, 1))).max() < 1.0  # no colour cast
+
+
+def test_moov_comes_before_mdat(tmp_path: Path):
+    encode_mp4(moving_frames(10), tmp_path / "f.mp4", 24)
+    boxes = top_level_boxes((tmp_path / "f.mp4").read_bytes())
+    assert "moov" in boxes and "mdat" in boxes
+    assert boxes.index("moov") < boxes.index("mdat"), boxes
+
+
+def test_writes_to_a_file_object_with_faststart():
+    buf = io.BytesIO()
+    stats = encode_mp4(iter(moving_frames(12)), buf, 24)  # a generator streams in
+    data = buf.getvalue()
+    assert stats.bytes == len(data) and stats.frames == 12
+    boxes = top_level_boxes(data)
+    assert boxes.index("moov") < boxes.index("mdat")
+    video, fps = decode_video(data)  # bytes in, too
+    assert video.shape == (12, 180, 320, 3) and fps == pytest.approx(24)
+
+
+def test_writes_to_a_stream_that_cannot_seek():
+    class Pipe(io.RawIOBase):
+        def __init__(self):
+            self.chunks: list[bytes] = []
+
+        def writable(self):
+            return True
+
+        def seekable(self):
+            return False
+
+        def write(self, b):
+            self.chunks.append(bytes(b))
+            return len(b)
+
+    pipe = Pipe()
+    encode_mp4(moving_frames(6), pipe, 24)
+    video, _ = decode_video(b"".join(pipe.chunks))
+    assert len(video) == 6
+
+
+def test_crf_and_preset_are_used(tmp_path: Path):
+    frames = moving_frames(12)
+    hi = encode_mp4(frames, tmp_path / "hi.mp4", 24, crf=14, preset="ultrafast")
+    lo = encode_mp4(frames, tmp_path / "lo.mp4", 24, crf=36, preset="ultrafast")
+    assert lo.bytes < hi.bytes / 2
+    with pytest.raises(InvalidRequestError):
+        encode_mp4(frames, tmp_path / "x.mp4", 24, crf=60)
+    with pytest.raises(InvalidRequestError, match="preset"):
+        encode_mp4(frames, tmp_path / "x.mp4", 24, preset="warp-speed")
+
+
+@pytest.mark.parametrize("size", [(321, 180), (320, 181)])
+def test_odd_sizes_are_refused(tmp_path: Path, size):
+    w, h = size
+    with pytest.raises(InvalidRequestError, match="even"):
+        encode_mp4([np.zeros((h, w, 3), np.uint8)] * 2, tmp_path / "o.mp4", 24)
+
+
+def test_bad_frames_are_refused(tmp_path: Path):
+    a = np.zeros((180, 320, 3), np.uint8)
+    with pytest.raises(InvalidRequestError, match="frame 1"):
+        encode_mp4([a, np.zeros((180, 322, 3), np.uint8)], tmp_path / "d.mp4", 24)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    with pytest.raises(InvalidRequestError):
+        encode_mp4([a.astype(np.float32)], tmp_path / "f.mp4", 24)
+    with pytest.raises(InvalidRequestError, match="no frames"):
+        encode_mp4([], tmp_path / "e.mp4", 24)
+
+
+def test_poster_is_a_jpeg_of_the_frame():
+    frame = smooth_frame(320, 180)
+    data = encode_poster(frame)
+    assert data[:3] == b"\xff\xd8\xff"
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "JPEG" and img.size == (320, 180)
+    assert np.abs(np.asarray(img.convert("RGB")).astype(int) - frame).mean() < 3
+    assert len(encode_poster(frame, quality=40)) < len(data)
+
+
+def test_non_video_input_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(InvalidVideoError, match="not a video"):
+        decode_video(b"this is not a video at all" * 10)
+    (tmp_path / "still.txt").write_bytes(b"\x00" * 100)
+    with pytest.raises(InvalidVideoError):
+        decode_video(tmp_path / "still.txt")
+    with pytest.raises(InvalidVideoError, match="no such file"):
+        probe_video(tmp_path / "missing.mp4")

@@ -1,0 +1,344 @@
+"""The camera renderer: what the viewer sees for known cameras.
+
+Cameras are built here with `camera.make_frame` / `camera.look_at` (not the trajectory
+planner), so each test knows exactly where things must appear.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from d2v import camera
+from d2v.errors import InvalidImageError
+from d2v.models import CameraFrame, CameraTrajectory
+from d2v.render import CameraRenderer, load_depth_map, pseudo_depth, reference_center
+
+from .conftest import textured_image
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def view(
+    W: int, H: int, w: int, h: int, *, center=None, zoom: float = 1.0, lens: bool = False,
+    offset=(0.0, 0.0, 0.0), fx_scale: float = 1.0, index: int = 0,
+) -> CameraFrame:
+    """A camera looking straight at the image point `center` (default: the cover crop's
+    centre) with zoom z: by dollying to distance D/z, or (lens=True) by fx = z * w.
+    `offset` moves the camera centre afterwards without turning it."""
+    u0, v0, cw, ch = camera.cover_crop(W, H, w, h)
+    c = np.array([u0 + cw / 2, v0 + ch / 2]) if center is None else np.asarray(center, float)
+    dist = cw if lens else cw / zoom
+    C = np.array([c[0], c[1], -dist]) + np.asarray(offset, float)
+    fx = w * (zoom if lens else 1.0) * fx_scale
+    return camera.make_frame(index, index / 24, camera_center=C, R=np.eye(3), fx=fx, out_w=w, out_h=h, crop_w=cw)
+
+
+def trajectory(frames: list[CameraFrame], W: int, H: int, w: int, h: int, **kw) -> CameraTrajectory:
+    frames = [f.model_copy(update={"index": i, "time_s": i / 24}) for i, f in enumerate(frames)]
+    u0, v0, cw, ch = camera.cover_crop(W, H, w, h)
+    return CameraTrajectory(
+        effect=kw.pop("effect", "pan"), image_width=W, image_height=H, width=w, height=h, fps=24,
+        base_distance=cw, frames=frames, **kw,
+    )
+
+
+def shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far content moved from a to b (phase correlation), (dx, dy)."""
+    ga = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gb = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    (dx, dy), _ = cv2.phaseCorrelate(ga, gb)
+    return np.array([dx, dy])
+
+
+# -- flat scene ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,interp", [((1024, 576), cv2.INTER_LINEAR), ((640, 360), cv2.INTER_AREA)])
+def test_reference_camera_shows_the_cover_crop(size, interp):
+    img = textured_image(960, 700, seed=1)  # 16:9 cover crop = rows 80..620, all columns
+    w, h = size
+    out = CameraRenderer(img).render_frame(view(960, 700, w, h), w, h)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    assert psnr(out, cv2.resize(img[80:620], (w, h), interpolation=interp)) > 35
+
+
+def test_same_size_reference_is_the_image_itself(photo):
+    out = CameraRenderer(photo).render_frame(view(960, 540, 960, 540), 960, 540)
+    assert np.array_equal(out, photo)
+
+
+@pytest.mark.parametrize("lens", [False, True], ids=["dolly", "lens"])
+def test_zoom_2x_on_a_point_puts_it_at_the_frame_centre(lens):
+    img = (textured_image(960, 540, seed=2) // 3).astype(np.uint8)  # dark, so the dot stands out
+    p = (700.0, 150.0)  # continuous coordinates: the dot covers pixels 697..702
+    cv2.circle(img, (int(p[0]), int(p[1])), 2, (255, 255, 255), -1, lineType=cv2.LINE_8)
+    p = (int(p[0]) + 0.5, int(p[1]) + 0.5)  # cv2.circle centres on pixel (700, 150)
+    w, h = 640, 360
+    out = CameraRenderer(img).render_frame(view(960, 540, w, h, center=p, zoom=2.0, lens=lens), w, h)
+    gray = out.min(axis=2).astype(np.float64)
+    ys, xs = np.nonzero(gray > 170)  # half way between the dark photo (<= 85) and the dot
+    assert len(xs) > 0, "the dot is not in the frame"
+    weights = gray[ys, xs]
+    cx, cy = np.average(xs + 0.5, weights=weights), np.average(ys + 0.5, weights=weights)
+    assert abs(cx - w / 2) < 1.0 and abs(cy - h / 2) < 1.0
+    # Zoom 2 of a 960-wide cover crop at 640 px: 1 image px = 4/3 output px, so the dot
+    # (5 px across) spans about 6.7 px.
+    assert 6 <= xs.max() - xs.min() + 1 <= 8
+
+
+def test_large_image_shown_small_does_not_alias():
+    W, H, w, h = 4000, 2250, 640, 360
+    cam = view(W, H, w, h)  # 6.25 source pixels per output pixel
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    out = CameraRenderer(noise).render_frame(cam, w, h)
+    area = cv2.resize(noise, (w, h), interpolation=cv2.INTER_AREA)
+    naive = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    assert psnr(out, area) > 27  # a plain bilinear warp gets about 15
+    assert psnr(naive, area) < 20  # (the test can tell)
+
+    # A grating finer than the output can show must vanish, not turn into a moire.
+    x = np.arange(W) + 0.5
+    row = 127.5 + 100 * np.cos(2 * np.pi * x / (1.4 * W / w))
+    grating = np.repeat(np.broadcast_to(row, (H, W)).astype(np.uint8)[:, :, None], 3, axis=2)
+    out = CameraRenderer(grating).render_frame(cam, w, h).astype(np.float64)
+    assert out.std() < 0.1 * 70.7  # 70.7 = the grating's own std
+    assert cv2.resize(grating, (w, h), interpolation=cv2.INTER_LINEAR).std() > 0.5 * 70.7
+
+
+def test_zoom_through_a_pyramid_level_does_not_pop():
+    """Around 2 source px per output px the renderer moves to the next pyramid level; it
+    blends levels, so the picture's sharpness changes smoothly through a slow zoom
+    (picking one level would halve or double it in one frame)."""
+    img = textured_image(2400, 1350, seed=3)  # 2.34 source px per output px at zoom 1
+    r = CameraRenderer(img)
+    energy = []
+    for z in np.linspace(1.10, 1.24, 15):  # 2.13 -> 1.89 source px per output px
+        g = cv2.cvtColor(r.render_frame(view(2400, 1350, 1024, 576, zoom=z, lens=True), 1024, 576), cv2.COLOR_RGB2GRAY)
+        g = g.astype(np.float64)
+        energy.append(np.mean(np.diff(g, axis=1) ** 2) + np.mean(np.diff(g, axis=0) ** 2))
+    assert np.abs(np.diff(np.log(energy))).max() < 0.05
+
+
+def test_render_streams_frames(photo):
+    frames = [view(960, 540, 512, 288, zoom=1 + 0.1 * i) for i in range(5)]
+    gen = CameraRenderer(photo).render(trajectory(frames, 960, 540, 512, 288))
+    assert inspect.isgenerator(gen)
+    out = list(gen)
+    assert len(out) == 5 and all(f.shape == (288, 512, 3) and f.dtype == np.uint8 for f in out)
+    assert not np.shares_memory(out[0], out[1])  # each frame is its own array
+
+
+def test_flat_frames_are_fast(photo):
+    r = CameraRenderer(photo)
+    cams = [view(960, 540, 1024, 576, zoom=1.2 + 0.02 * i, center=(480 + i, 270)) for i in range(20)]
+    r.render_frame(cams[0], 1024, 576)
+    t0 = time.perf_counter()
+    for c in cams:
+        r.render_frame(c, 1024, 576)
+    per_frame = (time.perf_counter() - t0) / len(cams)
+    assert per_frame < 0.03, f"{per_frame * 1000:.1f} ms per 1024x576 frame"
+
+
+# -- depth ---------------------------------------------------------------------------
+
+
+def near_square_depth(W: int, H: int, box) -> np.ndarray:
+    depth = np.zeros((H, W), np.float32)
+    x0, y0, x1, y1 = box
+    depth[y0:y1, x0:x1] = 1.0
+    return depth
+
+
+def test_reference_frame_is_unchanged_by_depth(photo):
+    depth = near_square_depth(960, 540, (300, 150, 600, 400))
+    cam = view(960, 540, 640, 360)
+    flat = CameraRenderer(photo).render_frame(cam, 640, 360)
+    assert np.array_equal(CameraRenderer(photo, depth).render_frame(cam, 640, 360), flat)
+    # Also as frame 0 of a trajectory that then moves.
+    traj = trajectory([cam, view(960, 540, 640, 360, offset=(30, 0, 0))], 960, 540, 640, 360)
+    assert np.array_equal(next(CameraRenderer(photo, depth).render(traj)), flat)
+
+
+def test_sideways_move_shifts_near_things_more(photo):
+    W, H, w, h = 960, 540, 960, 540
+    depth = near_square_depth(W, H, (330, 120, 630, 420))  # a 300 px near square
+    r = CameraRenderer(photo, depth, parallax=0.35)
+    traj = trajectory([view(W, H, w, h), view(W, H, w, h, offset=(24, 0, 0))], W, H, w, h)
+    a, b = list(r.render(traj))
+    near = shift(a[170:370, 380:580], b[170:370, 380:580])
+    far = shift(a[:, :250], b[:, :250])
+    # Plane at distance D = 960 seen with fx = 960: moving 24 px right shifts it 24 px
+    # left; the near square (s = 0.65, distance 0.65 D) moves 24 / 0.65 = 37 px.
+    assert far[0] == pytest.approx(-24, abs=1.0)
+    assert near[0] == pytest.approx(-24 / 0.65, abs=1.5)
+    assert abs(far[1]) < 0.5 and abs(near[1]) < 0.5
+
+
+def _marked_scene(W=960, H=540, half=40):
+    """Grey texture, a red square subject at the centre, blue markers left and right."""
+    img = (textured_image(W, H, seed=4) // 2 + 40).astype(np.uint8)
+    img[..., 0] = np.minimum(img[..., 0], 150)
+    cx, cy = W // 2, H // 2
+    img[cy - half:cy + half, cx - half:cx + half] = (255, 0, 0)
+    for dx in (-250, 250):  # near enough the centre to stay in view as it widens
+        cv2.circle(img, (cx + dx, cy), 6, (0, 0, 255), -1)
+    return img, (cx - half, cy - half, cx + half, cy + half)
+
+
+def _measure(frame: np.ndarray) -> tuple[float, float]:
+    """(red square's width, distance between the blue markers) in output pixels."""
+    f = frame.astype(int)
+    red = (f[..., 0] > 200) & (f[..., 1] < 80) & (f[..., 2] < 80)
+    blue = (f[..., 2] > 200) & (f[..., 0] < 80) & (f[..., 1] < 80)
+    cols = np.nonzero(red.any(axis=0))[0]
+    n, labels, stats, cent = cv2.connectedComponentsWithStats(blue.astype(np.uint8))
+    blobs = sorted(cent[1:][stats[1:, cv2.CC_STAT_AREA] > 10][:, 0])
+    assert len(blobs) == 2, f"expected 2 markers, found {len(blobs)}"
+    return cols.max() - cols.min() + 1, blobs[1] - blobs[0]
+
+
+@pytest.mark.parametrize("with_depth_map", [True, False], ids=["depth_map", "pseudo_depth"])
+def test_dolly_zoom_keeps_the_subject_size_while_the_background_shrinks(with_depth_map):
+    """A dolly zoom as the trajectory builds it: toward the subject on the plane while
+    the lens widens so the plane keeps its scale. For dolly_zoom the renderer puts the
+    subject's depth layer on the plane, so the background lies behind it."""
+    W, H, w, h = 960, 540, 960, 540
+    img, box = _marked_scene(W, H)
+    depth = near_square_depth(W, H, box) if with_depth_map else None
+    r = CameraRenderer(img, depth, parallax=0.35)
+    s = 0.65  # the background's depth relative to the subject's: 1 / s behind it
+    u0, v0, cw, ch = camera.cover_crop(W, H, w, h)
+    ks = (0.0, 0.25, 0.5)  # fraction of the way to the plane
+    cams = [view(W, H, w, h, offset=(0, 0, k * cw), fx_scale=1 - k) for k in ks]
+    traj = trajectory(cams, W, H, w, h, effect="dolly_zoom", subject=[W / 2, H / 2])
+    frames = list(r.render(traj))
+    assert np.array_equal(frames[0], r.render_frame(cams[0], w, h))
+    (sq0, bg0), (sq1, bg1), (sq2, bg2) = [_measure(f) for f in frames]
+    assert sq1 == pytest.approx(sq0, rel=0.05) and sq2 == pytest.approx(sq0, rel=0.05)
+    if with_depth_map:
+        # Background at distance D / s, then D / s - k D, seen with focal (1 - k) fx:
+        # its scale goes as (1 - k) / (1 - k s).
+        for k, bg in zip(ks[1:], (bg1, bg2)):
+            assert bg / bg0 == pytest.approx((1 - k) / (1 - k * s), rel=0.02)
+    else:
+        # The pseudo-depth blob fades out gradually, so the markers (half way down it)
+        # recede less than a true background would, but they do recede.
+        assert bg2 < bg1 < bg0 and bg2 / bg0 < 0.92
+
+
+def test_orbit_keeps_the_subject_still_and_swings_the_background(photo):
+    """An orbit step: the camera moves right while turning to keep looking at the
+    subject. The subject stays put; the background behind it moves with the camera."""
+    W, H, w, h = 960, 540, 960, 540
+    subject = np.array([W / 2, H / 2, 0.0])
+    c0 = view(W, H, w, h)
+    C1 = c0.camera_center() + np.array([60.0, 0.0, 0.0])
+    c1 = camera.make_frame(1, 1 / 24, camera_center=C1, R=camera.look_at(C1, subject), fx=w,
+                           out_w=w, out_h=h, crop_w=W)
+    traj = trajectory([c0, c1], W, H, w, h, effect="orbit", subject=[W / 2, H / 2])
+    a, b = list(CameraRenderer(photo).render(traj))  # pseudo-depth around the subject
+    centre = shift(a[240:300, 450:510], b[240:300, 450:510])
+    corner = shift(a[:160, :240], b[:160, :240])
+    assert np.abs(centre).max() < 0.5
+    assert corner[0] > 10  # about 29 px here
+
+
+def test_pseudo_depth_is_a_soft_blob_at_the_subject():
+    d = pseudo_depth(400, 300, (100.0, 200.0), radius_frac=0.2)
+    assert d.shape == (300, 400) and d.dtype == np.float32
+    assert 0.0 <= d.min() and d.max() <= 1.0
+    assert d[200, 100] > 0.99 and d[0, 399] < 0.01
+    assert d[200, 100 + 60] == pytest.approx(0.5, abs=0.05)  # 0.5 at the radius (60 px)
+
+
+def test_load_depth_map_from_png_bytes():
+    ramp8 = np.tile(np.linspace(0, 255, 200).astype(np.uint8), (100, 1))
+    ok, png8 = cv2.imencode(".png", ramp8)
+    d = load_depth_map(png8.tobytes(), 400, 200)
+    assert d.shape == (200, 400) and d.dtype == np.float32
+    assert d[:, 0].max() < 0.01 and d[:, -1].min() > 0.99
+    ramp16 = (np.tile(np.linspace(0, 1, 200), (100, 1)) * 65535).astype(np.uint16)
+    ok, png16 = cv2.imencode(".png", ramp16)
+    d16 = load_depth_map(png16.tobytes(), 200, 100)
+    assert np.allclose(d16, np.linspace(0, 1, 200)[None, :], atol=1e-3)
+    with pytest.raises(InvalidImageError):
+        load_depth_map(b"not an image", 10, 10)
+
+
+# -- motion blur ---------------------------------------------------------------------
+
+
+def _grad_energy(img: np.ndarray) -> tuple[float, float]:
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(np.mean(np.diff(g, axis=1) ** 2)), float(np.mean(np.diff(g, axis=0) ** 2))
+
+
+def test_motion_blur_smears_along_the_motion_only(photo):
+    # Squares: vertical edges (x gradients) and horizontal edges (y gradients) apart.
+    W, H, w, h = 960, 540, 640, 360
+    yy, xx = np.mgrid[0:H, 0:W]
+    board = np.where((xx // 80 + yy // 80) % 2 == 0, 40, 215).astype(np.uint8)
+    board = np.repeat(board[:, :, None], 3, axis=2)
+    # A fast pan: the view moves 16 image px (about 16 output px at zoom 1.5) per frame.
+    cams = [view(W, H, w, h, zoom=1.5, center=(400 + 16 * i, 270)) for i in range(5)]
+    traj = trajectory(cams, W, H, w, h)
+    r = CameraRenderer(board)
+    sharp = list(r.render(traj))
+    blurred = list(r.render(traj, motion_blur=1.0, samples=8))
+    assert np.array_equal(sharp[2], r.render_frame(cams[2], w, h))
+    gx0, gy0 = _grad_energy(sharp[2])
+    gx1, gy1 = _grad_energy(blurred[2])
+    assert gx1 < 0.3 * gx0  # vertical edges smeared along the motion
+    assert gy1 > 0.75 * gy0  # horizontal edges stay sharp (but near the corners)
+    # The shutter is centred on the frame's own camera: a dot smears into a streak
+    # about one frame's motion long, centred where the sharp frame shows the dot.
+    dot = np.zeros((H, W, 3), np.uint8)
+    cv2.circle(dot, (480, 270), 2, (255, 255, 255), -1)
+    r = CameraRenderer(dot)
+    a = r.render_frame(cams[2], w, h)[..., 0].astype(np.float64)
+    b = list(r.render(traj, motion_blur=1.0, samples=8))[2][..., 0].astype(np.float64)
+    ys, xs = np.mgrid[0:h, 0:w]
+    ca, cb = [(np.sum(xs * m) / m.sum(), np.sum(ys * m) / m.sum()) for m in (a, b)]
+    assert cb == pytest.approx(ca, abs=0.3)
+    streak = np.nonzero(b.max(axis=0) > 4)[0]
+    assert 14 <= streak.max() - streak.min() + 1 - 5 <= 19  # ~16 px of motion + the dot
+
+
+def test_motion_blur_leaves_a_still_camera_sharp(photo):
+    cams = [view(960, 540, 640, 360, zoom=1.3)] * 3
+    traj = trajectory(cams, 960, 540, 640, 360)
+    r = CameraRenderer(photo)
+    assert all(np.array_equal(a, b) for a, b in zip(r.render(traj), r.render(traj, motion_blur=1.0)))
+
+
+def test_interpolate_camera():
+    a = view(960, 540, 640, 360, zoom=1.0, center=(300, 200))
+    R1 = camera.look_at(np.array([500.0, 300.0, -400.0]), np.array([520.0, 280.0, 0.0]), roll_rad=0.4)
+    b = camera.make_frame(1, 1 / 24, camera_center=np.array([500.0, 300.0, -400.0]), R=R1, fx=2560,
+                          out_w=640, out_h=360, crop_w=960)
+    assert np.allclose(camera.frame_homography(camera.interpolate_camera(a, b, 0.0)), camera.frame_homography(a))
+    assert np.allclose(camera.frame_homography(camera.interpolate_camera(a, b, 1.0)), camera.frame_homography(b))
+    m = camera.interpolate_camera(a, b, 0.5)
+    assert np.allclose(m.camera_center(), (a.camera_center() + b.camera_center()) / 2)
+    assert m.fx == pytest.approx(math.sqrt(a.fx * b.fx))
+    # Slerp: the middle rotation is half way in angle from each end.
+    ang = lambda P, Q: math.acos(np.clip((np.trace(P.T @ Q) - 1) / 2, -1, 1))  # noqa: E731
+    assert ang(a.R(), m.R()) == pytest.approx(ang(a.R(), b.R()) / 2, rel=1e-6)
+    assert ang(m.R(), b.R()) == pytest.approx(ang(a.R(), b.R()) / 2, rel=1e-6)
+    assert 0 < m.zoom and a.time_s < m.time_s < b.time_s
+
+
+def test_reference_center_matches_the_camera_conventions():
+    c = reference_center(1000, 872, 1024, 576)
+    u0, v0, cw, ch = camera.cover_crop(1000, 872, 1024, 576)
+    assert np.allclose(c, [500, 436, -cw])
