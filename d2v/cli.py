@@ -4,6 +4,7 @@
                [--size 1024x576] [--backend camera|svd] [--seed 0] -o OUT.mp4
     d2v effects
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
+    d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
 
 Bad input: one line on stderr (`d2v: error: ...`) and exit status 2; no traceback.
 Set D2V_DEBUG=1 to see tracebacks of internal errors.
@@ -151,6 +152,79 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_serve_config(path: str) -> dict:
+    import yaml
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidRequestError(f"Serve config not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+        ServeDeploySchema.model_validate(data)
+    except yaml.YAMLError as e:
+        raise InvalidRequestError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InvalidRequestError(f"{p} is not a valid Serve config: {where}: {first['msg']}") from None
+    return data
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Runs the Serve app with Ray's own `serve run` (it honours every field of the
+    config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from d2v.store import store_settings
+
+    config = _load_serve_config(args.config)
+    http = config.get("http_options") or {}
+    host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    env = {**os.environ, **store_settings()}  # an absolute data dir: replicas have other working dirs
+    serve_exe = Path(sys.executable).parent / "serve"
+    command = [str(serve_exe), "run", args.config] if serve_exe.exists() else \
+        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", args.config]
+    print(f"d2v: starting Serve with {args.config} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']})",
+          file=sys.stderr)
+    # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
+    # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    stopping: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not stopping and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    deadline = time.monotonic() + args.ready_timeout
+    while not stopping and proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    print(f"d2v: ready at {url} (API docs at {url}/docs); Ctrl-C stops", file=sys.stderr)
+                    break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        code = proc.wait(timeout=None if not stopping else 90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    if stopping:
+        # A second Ctrl-C while Serve shuts down: stop waiting politely.
+        print("d2v: stopped", file=sys.stderr)
+        return 0
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="d2v", description="Draw a path on a photo, get a video whose camera follows it.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -165,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("effects", help="list the camera effects")
     p.set_defaults(func=cmd_effects)
+
+    p = sub.add_parser("serve", help="run the render farm's HTTP API (Ray Serve) on this machine")
+    p.add_argument("--config", default="configs/serve-local.yaml", help="a Serve config YAML")
+    p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("trajectory", help="print the per-frame camera as JSON")
     _add_request_flags(p)

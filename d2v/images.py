@@ -42,6 +42,10 @@ class LoadedImage:
     def extension(self) -> str:
         return EXTENSIONS.get(self.format, "img")
 
+    def info(self) -> dict:
+        """What the manifest and the store need to know of the image (small: crosses stages)."""
+        return {"width": self.width, "height": self.height, "format": self.format, "extension": self.extension}
+
 
 def read_image_bytes(source: str | Path) -> bytes:
     """Read an image file for the CLI/batch, with the byte limit and a clear error."""

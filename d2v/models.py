@@ -151,6 +151,15 @@ class RenderRequest(BaseModel):
     loop: bool = Field(default=False, description="end where it started, for a seamless loop")
     allow_borders: bool = Field(default=False, description="let the view leave the image instead of clamping")
 
+    # svd backend knobs (ignored by the camera backend).
+    guidance_strength: float = Field(
+        default=0.6, ge=0.0, le=1.0,
+        description="how far SVD may depart from the camera render: 0 = the render unchanged, 1 = plain SVD",
+    )
+    motion_bucket_id: int | None = Field(default=None, ge=1, le=255, description="None = derived from the move")
+    noise_aug_strength: float | None = Field(default=None, ge=0.0, le=1.0, description="None = derived")
+    num_inference_steps: int = Field(default=25, ge=1, le=100)
+
     # Encoder knobs.
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"

@@ -11,33 +11,28 @@ thread: both cores work at once and no clip is ever held in memory whole.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from d2v import __version__
-from d2v.encode import encode_mp4, encode_poster
+from d2v.encode import encode_mp4
 from d2v.errors import D2VError, ModelNotConfiguredError
 from d2v.images import decode_image
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
+from d2v.stages import make_manifest, now_iso, store_results
 from d2v.store import Store, job_key
 from d2v.trajectory import plan_trajectory
 
 ProgressFn = Callable[[str, float], None]
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def svd_model_setting() -> str | None:
@@ -223,48 +218,25 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
 
         report("upload", 0.97)
         t0 = time.perf_counter()
-        keys = {
-            "video": job_key(job_id, "video.mp4"),
-            "poster": job_key(job_id, "poster.jpg"),
-            "manifest": job_key(job_id, "manifest.json"),
-            "input": job_key(job_id, f"input.{image.extension}"),
-        }
-        store.put_file(keys["video"], video_path, "video/mp4")
-        store.put_bytes(keys["poster"], encode_poster(poster[0]), "image/jpeg")
+        keys = store_results(store, job_id, video_path, poster[0], image.info())
         seconds["upload"] = time.perf_counter() - t0
 
-    return Manifest(
+    return make_manifest(
         job_id=job_id,
         request=request,
-        effect=trajectory.effect,
-        backend=request.backend,
-        model=None,
-        seed=request.seed,
+        trajectory=trajectory,
+        image_info=image.info(),
         frames=stats.frames,
-        fps=request.fps,
         width=stats.width,
         height=stats.height,
-        duration_s=stats.frames / request.fps,
-        image={
-            "width": image.width,
-            "height": image.height,
-            "format": image.format,
-            "sha256": hashlib.sha256(image.rgb.tobytes()).hexdigest()[:16],
-            "depth_map": depth is not None,
-        },
-        stage_seconds={k: round(v, 4) for k, v in seconds.items()},
-        clamped_frames=trajectory.clamped_frames,
-        notes=list(trajectory.notes),
+        stage_seconds=seconds,
         methods={
-            "trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})",
             "base": "camera: plane homography" + (" + depth warp" if depth is not None else ""),
             "interpolate": "none: the camera backend renders every output frame",
             "upscale": "none: rendered at the output size",
-            "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart",
         },
         keys=keys,
-        created_at=now_iso(),
-        d2v_version=__version__,
+        depth_map=depth is not None,
     )
 
 

@@ -168,6 +168,16 @@ class LocalStore(Store):
         return str(self.root)
 
 
+def store_settings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The D2V_* settings that choose a store, with the data directory made absolute, so
+    another process (a Ray actor with another working directory) opens the same store."""
+    env = os.environ if env is None else env
+    settings = {k: v for k, v in env.items() if k.startswith("D2V_S3_")}
+    if not settings.get("D2V_S3_ENDPOINT"):
+        settings["D2V_DATA_DIR"] = str(Path(env.get("D2V_DATA_DIR") or "d2v-data").expanduser().resolve())
+    return settings
+
+
 def store_from_env(env: Mapping[str, str] | None = None) -> Store:
     """S3 when D2V_S3_ENDPOINT is set, else the local directory D2V_DATA_DIR (./d2v-data)."""
     env = os.environ if env is None else env

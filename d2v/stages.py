@@ -1,0 +1,222 @@
+"""The pipeline's stages as plain functions over a `Clip`, for the Serve app.
+
+    plan(request, w, h)                  -> CameraTrajectory           (trajectory, CPU)
+    render_base(image, trajectory, ...)  -> Clip of keyframes          (base: camera | svd)
+    retime(clip, request)                -> Clip at the output rate    (interpolate)
+    resize(clip, request)                -> Clip at the output size    (upscale)
+    encode_and_store(clip, ...)          -> Manifest, results in the store   (encode)
+
+Each returns a new Clip carrying the frames and what every stage so far took and did,
+so the manifest can say so. `d2v.pipeline` runs the same work streamed in one process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from d2v import __version__
+from d2v.encode import encode_mp4, encode_poster
+from d2v.errors import ModelNotConfiguredError
+from d2v.interpolate import METHOD as INTERPOLATE_METHOD
+from d2v.interpolate import interpolate_frames
+from d2v.models import CameraTrajectory, Manifest, RenderRequest
+from d2v.render import CameraRenderer
+from d2v.store import Store, job_key
+from d2v.trajectory import plan_trajectory
+from d2v.upscale import method_for, upscale_frames
+
+ProgressFn = Callable[[str, float], None]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    fps: float  # the rate at which `frames` span the clip
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    methods: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
+        return Clip(
+            frames=frames,
+            fps=fps,
+            stage_seconds={**self.stage_seconds, stage: round(seconds, 4)},
+            methods={**self.methods, stage: method},
+            model=self.model,
+            settings=self.settings,
+        )
+
+
+def plan(request: RenderRequest, image_width: int, image_height: int) -> CameraTrajectory:
+    return plan_trajectory(request, image_width, image_height)
+
+
+def render_base(
+    image: np.ndarray,
+    trajectory: CameraTrajectory,
+    request: RenderRequest,
+    *,
+    depth: np.ndarray | None = None,
+    svd=None,
+    progress: ProgressFn | None = None,
+) -> Clip:
+    """Keyframes. The camera backend renders every output frame at the output size (the
+    camera is known at any time, so there is nothing to interpolate); svd renders the
+    model's keyframes, guided by the camera render of the same move."""
+    t0 = time.perf_counter()
+    report = progress or (lambda stage, fraction: None)
+    renderer = CameraRenderer(image, depth)
+    if request.backend == "camera":
+        n = len(trajectory)
+        frames = np.empty((n, request.height, request.width, 3), np.uint8)
+        for i, frame in enumerate(renderer.render(trajectory, motion_blur=request.motion_blur,
+                                                  samples=request.motion_blur_samples)):
+            frames[i] = frame
+            if i % 8 == 0 or i == n - 1:
+                report("base", (i + 1) / n)
+        method = "camera: plane homography" + (" + depth warp" if depth is not None else "")
+        return Clip(frames, request.fps).next(frames, request.fps, "base", time.perf_counter() - t0, method)
+
+    if svd is None:
+        raise ModelNotConfiguredError(
+            "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL (a model directory or hub id) "
+            "for the base deployment, or use backend 'camera'"
+        )
+    return render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report)
+
+
+def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) -> Clip:
+    from d2v.svd import keyframe_count, model_size
+
+    k = keyframe_count(svd)
+    w, h = model_size(request, svd)
+    keyframe_request = request.model_copy(update={"width": w, "height": h})
+    # The keyframes span the whole clip: frame j of K at time j / (K - 1) of the move.
+    key_traj = plan_trajectory(keyframe_request.model_copy(update={"fps": request.fps}), *image.shape[1::-1])
+    pick = np.linspace(0, len(key_traj) - 1, k).round().astype(int)
+    key_traj = key_traj.model_copy(update={"frames": [key_traj.frames[i] for i in pick]})
+    guides = np.stack([renderer.render_frame(f, w, h) for f in key_traj.frames])
+    report("base", 0.1)
+    keyframes = svd.generate(image, guides, request, key_traj)
+    report("base", 1.0)
+    span_s = (len(trajectory) - 1) / request.fps if len(trajectory) > 1 else 1.0
+    fps = (k - 1) / span_s if k > 1 else request.fps
+    clip = Clip(keyframes, fps, model=svd.name, settings=svd.settings_for(request, key_traj))
+    return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"svd {svd.name}, camera-guided")
+
+
+def retime(clip: Clip, request: RenderRequest) -> Clip:
+    t0 = time.perf_counter()
+    n = request.n_frames
+    if len(clip.frames) == n:
+        return clip.next(clip.frames, request.fps, "interpolate", 0.0, "none: base rendered every output frame")
+    frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n)
+    return clip.next(frames, request.fps, "interpolate", time.perf_counter() - t0,
+                     f"{INTERPOLATE_METHOD}: {len(clip.frames)} -> {n} frames")
+
+
+def resize(clip: Clip, request: RenderRequest) -> Clip:
+    t0 = time.perf_counter()
+    h, w = clip.frames.shape[1:3]
+    method = method_for(w, h, request.width, request.height)
+    frames = upscale_frames(clip.frames, request.width, request.height)
+    label = "none: already at the output size" if method == "none" else f"{method}: {w}x{h} -> " \
+            f"{request.width}x{request.height}"
+    return clip.next(frames, clip.fps, "upscale", time.perf_counter() - t0, label)
+
+
+def store_results(store: Store, job_id: str, video_path: Path, poster: np.ndarray, image_info: dict) -> dict:
+    """Uploads the video and poster; returns the keys of everything the job produced."""
+    keys = {
+        "video": job_key(job_id, "video.mp4"),
+        "poster": job_key(job_id, "poster.jpg"),
+        "manifest": job_key(job_id, "manifest.json"),
+        "input": job_key(job_id, f"input.{image_info['extension']}"),
+    }
+    store.put_file(keys["video"], video_path, "video/mp4")
+    store.put_bytes(keys["poster"], encode_poster(poster), "image/jpeg")
+    return keys
+
+
+def make_manifest(
+    *,
+    job_id: str,
+    request: RenderRequest,
+    trajectory: CameraTrajectory,
+    image_info: dict,
+    frames: int,
+    width: int,
+    height: int,
+    stage_seconds: dict[str, float],
+    methods: dict[str, str],
+    keys: dict[str, str],
+    model: str | None = None,
+    settings: dict | None = None,
+    depth_map: bool = False,
+) -> Manifest:
+    methods = {"trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})", **methods,
+               "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart"}
+    notes = list(trajectory.notes)
+    if settings:
+        notes.append("svd settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return Manifest(
+        job_id=job_id,
+        request=request,
+        effect=trajectory.effect,
+        backend=request.backend,
+        model=model,
+        seed=request.seed,
+        frames=frames,
+        fps=request.fps,
+        width=width,
+        height=height,
+        duration_s=frames / request.fps,
+        image={**{k: image_info[k] for k in ("width", "height", "format")}, "depth_map": depth_map},
+        stage_seconds={k: round(v, 4) for k, v in stage_seconds.items()},
+        clamped_frames=trajectory.clamped_frames,
+        notes=notes,
+        methods=methods,
+        keys=keys,
+        created_at=now_iso(),
+        d2v_version=__version__,
+    )
+
+
+def encode_and_store(
+    clip: Clip,
+    request: RenderRequest,
+    trajectory: CameraTrajectory,
+    image_info: dict,
+    store: Store,
+    job_id: str,
+    *,
+    depth_map: bool = False,
+) -> Manifest:
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
+        video = Path(tmp) / "video.mp4"
+        stats = encode_mp4(iter(clip.frames), video, request.fps, crf=request.crf, preset=request.preset)
+        encode_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        keys = store_results(store, job_id, video, clip.frames[len(clip.frames) // 2], image_info)
+        upload_s = time.perf_counter() - t1
+    manifest = make_manifest(
+        job_id=job_id, request=request, trajectory=trajectory, image_info=image_info, frames=stats.frames,
+        width=stats.width, height=stats.height,
+        stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s},
+        methods=clip.methods, keys=keys, model=clip.model, settings=clip.settings, depth_map=depth_map,
+    )
+    store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
+    return manifest

@@ -1,0 +1,329 @@
+"""The HTTP ingress: the d2v API (FastAPI inside Ray Serve) and the job runner.
+
+    POST /v1/jobs                 multipart: image (file), request (JSON), depth (optional file) -> 202
+    GET  /v1/jobs/{job_id}        status, stage, progress, error, result
+    GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
+    GET  /v1/jobs/{job_id}/poster -> the poster JPEG
+    GET  /v1/effects, GET /healthz, OpenAPI at /docs
+
+POST checks everything a user can get wrong before anything is queued (4xx at once),
+stores the input and request, and returns. The job then runs here, as an asyncio task
+that chains the stage deployments' handles (trajectory -> base -> interpolate ->
+upscale -> encode) and awaits only the end. A stage that dies mid-job (a replica
+crash) makes the attempt fail; the job is retried up to `max_attempts`, then failed
+with the reason. If this replica dies, its jobs' leases run out and another ingress
+replica (or this one, restarted) claims and reruns them.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see real types (Request)
+# on the methods that Serve re-wraps, or it takes `request` for a query parameter.
+import asyncio
+import json
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from ray import serve
+
+from actors.job_registry import get_registry
+from d2v import __version__
+from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNotFoundError
+from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
+from d2v.models import EFFECTS, JobStatus, parse_request, job_id_for
+from d2v.pipeline import cached_manifest, require_backend
+from d2v.store import LocalStore, job_key, store_from_env, store_settings, validate_job_id
+
+log = logging.getLogger("d2v.ingress")
+
+api = FastAPI(
+    title="d2v",
+    version=__version__,
+    description="Draw a path on a photo, get a video whose camera follows it. "
+    "POST an image and a request to /v1/jobs, then poll the status_url.",
+)
+
+
+@dataclass
+class IngressSettings:
+    """Operator knobs, from the Serve config's application `args`."""
+
+    max_running_jobs: int = 2  # jobs this replica runs through the pipeline at once
+    max_queued_jobs: int = 32  # more than this waiting on this replica -> 503
+    max_attempts: int = 3  # a job whose stage replica died is retried this many times in all
+    lease_s: float = 30.0  # a job's runner must renew within this, or another takes it over
+    retry_backoff_s: float = 2.0
+    url_expiry_s: int = 3600  # presigned result URLs
+    max_clip_bytes: int = 4 * 2**30  # frames held between stages, all of them
+
+
+class Busy(D2VError):
+    status_code = 503
+
+
+class Unauthorized(D2VError):
+    status_code = 401
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+@api.exception_handler(D2VError)
+async def _d2v_error(request: Request, exc: D2VError) -> JSONResponse:
+    exc = _user_error(exc) or exc  # a D2VError raised in an actor arrives wrapped by Ray
+    headers = {"Retry-After": "10"} if exc.status_code == 503 else None
+    return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)}, headers=headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
+        parts.append(f"{loc}: {'is required' if e['type'] == 'missing' else e['msg']}")
+    return _error(422, "; ".join(parts))
+
+
+def _is_system_failure(exc: BaseException) -> bool:
+    """Failures of the machinery (a replica died, was unreachable, was overloaded), as
+    opposed to errors in the job itself: only these are worth another attempt."""
+    import ray.exceptions as rex
+    from ray.serve.exceptions import BackPressureError
+
+    system = (rex.RayActorError, rex.ActorUnavailableError, rex.WorkerCrashedError, rex.NodeDiedError,
+              rex.OutOfMemoryError, rex.ObjectLostError, BackPressureError, ConnectionError)
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, system):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
+
+
+def _user_error(exc: BaseException) -> D2VError | None:
+    """The D2VError inside a stage's exception (Ray wraps it), if that is what it was."""
+    seen = exc
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, D2VError) and not isinstance(cause, D2VError):
+            return seen
+        seen = cause or seen.__cause__
+    return None
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, trajectory, base, interpolate, upscale, encode, settings: dict | None = None):
+        self.trajectory, self.base, self.interpolate, self.upscale, self.encode = (
+            trajectory, base, interpolate, upscale, encode)
+        self.settings = IngressSettings(**(settings or {}))
+        self.store = store_from_env()
+        self.registry = get_registry(store_settings(), lease_s=self.settings.lease_s,
+                                     max_attempts=self.settings.max_attempts)
+        try:
+            self.owner = serve.get_replica_context().replica_id.unique_id
+        except Exception:
+            self.owner = uuid.uuid4().hex[:12]
+        keys = os.environ.get("D2V_API_KEYS", "")
+        self.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
+        self.running = asyncio.Semaphore(self.settings.max_running_jobs)
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if not self.api_keys:
+            return
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not any(secrets.compare_digest(token, k) for k in self.api_keys):
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "version": __version__, "store": self.store.describe(),
+                "running_jobs": len(self.tasks)}
+
+    @api.get("/v1/effects")
+    async def effects(self) -> list[dict]:
+        return [{"name": name, "description": text} for name, text in EFFECTS.items()]
+
+    @api.post("/v1/jobs", status_code=202)
+    async def submit(self, request: Request) -> JSONResponse:
+        self._authorize(request)
+        length = int(request.headers.get("content-length") or 0)
+        if length > MAX_IMAGE_BYTES + 1_000_000:
+            raise ImageTooLargeError(f"upload is {length / 2**20:.1f} MiB; the limit is "
+                                     f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'request' JSON field")
+        try:
+            form = await request.form()
+        except Exception as e:
+            raise InvalidRequestError(f"the multipart body could not be read: {e}") from None
+        upload, raw_request, depth_upload = form.get("image"), form.get("request"), form.get("depth")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequestError("image: is required (a file field named 'image')")
+        if raw_request is None:
+            raise InvalidRequestError("request: is required (a JSON field named 'request')")
+        render_request = parse_request(raw_request if isinstance(raw_request, str) else await raw_request.read())
+        require_backend(render_request)
+        image_bytes = await upload.read()
+        check_image_header(image_bytes)  # format and pixel limits before any decoding
+        image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
+        depth_bytes = None
+        if depth_upload is not None and not isinstance(depth_upload, str):
+            depth_bytes = await depth_upload.read()
+            check_image_header(depth_bytes)
+        clip_bytes = render_request.n_frames * render_request.width * render_request.height * 3
+        if clip_bytes > self.settings.max_clip_bytes:
+            raise InvalidRequestError(
+                f"{render_request.n_frames} frames at {render_request.width}x{render_request.height} is "
+                f"{clip_bytes / 2**30:.1f} GiB of frames; this farm takes up to "
+                f"{self.settings.max_clip_bytes / 2**30:.0f} GiB: shorten the clip or lower fps or size")
+
+        job_id = job_id_for(image_bytes + (depth_bytes or b"") + __version__.encode(), render_request)
+        if cached_manifest(self.store, job_id) is not None:
+            status = await self.registry.get.remote(job_id)
+            if status is not None and status.status == "succeeded":
+                return self._accepted(request, job_id, "succeeded")
+        if len(self.tasks) >= self.settings.max_running_jobs + self.settings.max_queued_jobs:
+            raise Busy(f"the farm is busy ({len(self.tasks)} jobs on this replica); retry in a few seconds")
+
+        status, is_new = await self.registry.submit.remote(job_id, self.owner)
+        if is_new:
+            # Inputs first: from here on any replica can (re)run the job from the store.
+            self.store.put_bytes(job_key(job_id, f"input.{image.extension}"), image_bytes)
+            if depth_bytes:
+                self.store.put_bytes(job_key(job_id, "depth.png"), depth_bytes)
+            self.store.put_bytes(job_key(job_id, "request.json"), render_request.model_dump_json(indent=2).encode())
+            self._start(job_id)
+        return self._accepted(request, job_id, status.status)
+
+    def _accepted(self, request: Request, job_id: str, status: str) -> JSONResponse:
+        url = str(request.url_for("job_status", job_id=job_id))
+        return JSONResponse(status_code=202, content={"job_id": job_id, "status": status, "status_url": url})
+
+    async def _status(self, job_id: str) -> JobStatus:
+        validate_job_id(job_id)
+        status = await self.registry.get.remote(job_id)
+        if status is None:
+            raise JobNotFoundError(f"no job {job_id!r}: check the id, or submit it again (POST /v1/jobs)")
+        return status
+
+    @api.get("/v1/jobs/{job_id}", name="job_status")
+    async def job_status(self, job_id: str, request: Request) -> dict:
+        self._authorize(request)
+        status = await self._status(job_id)
+        body = status.model_dump(mode="json", exclude={"updated_at"})
+        if status.result is not None:
+            body["result"]["video_url"] = str(request.url_for("job_video", job_id=job_id))
+            body["result"]["poster_url"] = str(request.url_for("job_poster", job_id=job_id))
+        return body
+
+    async def _result_object(self, job_id: str, request: Request, name: str, media_type: str) -> Response:
+        self._authorize(request)
+        status = await self._status(job_id)
+        if status.status != "succeeded":
+            return _error(409, f"job {job_id} is {status.status}; its {name} exists once it has succeeded")
+        key = job_key(job_id, name)
+        if isinstance(self.store, LocalStore):
+            return FileResponse(self.store.local_path(key), media_type=media_type)
+        return RedirectResponse(self.store.url(key, self.settings.url_expiry_s), status_code=307)
+
+    @api.get("/v1/jobs/{job_id}/video", name="job_video")
+    async def job_video(self, job_id: str, request: Request) -> Response:
+        return await self._result_object(job_id, request, "video.mp4", "video/mp4")
+
+    @api.get("/v1/jobs/{job_id}/poster", name="job_poster")
+    async def job_poster(self, job_id: str, request: Request) -> Response:
+        return await self._result_object(job_id, request, "poster.jpg", "image/jpeg")
+
+    @api.get("/v1/jobs/{job_id:path}", include_in_schema=False)
+    async def job_bad_id(self, job_id: str) -> dict:
+        # Anything with a '/' in it ('../x' decoded from %2F) lands here: say why it is refused.
+        validate_job_id(job_id)
+        raise InvalidRequestError(f"no such resource under job {job_id!r}")
+
+    # -- running jobs ------------------------------------------------------------------
+
+    def _start(self, job_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(job_id))
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
+
+    async def _run(self, job_id: str) -> None:
+        async with self.running:
+            try:
+                await self._attempts(job_id)
+            except Exception as e:  # never leave a job 'running' because of a bug here
+                log.exception("job %s: runner failed", job_id)
+                await self.registry.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
+
+    async def _attempts(self, job_id: str) -> None:
+        request = parse_request(self.store.get_bytes(job_key(job_id, "request.json")))
+        inputs = [k for k in self.store.list(f"jobs/{job_id}/input.")]
+        image_bytes = self.store.get_bytes(inputs[0])
+        depth_key = job_key(job_id, "depth.png")
+        depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
+        image_info = (await asyncio.to_thread(decode_image, image_bytes)).info()
+        while True:
+            status = await self.registry.start_attempt.remote(job_id, self.owner)
+            try:
+                manifest = await self._pipeline(job_id, request, image_bytes, depth_bytes, image_info)
+            except Exception as e:
+                user_error = _user_error(e)
+                if user_error is not None:
+                    await self.registry.fail.remote(job_id, str(user_error))
+                    return
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if _is_system_failure(e) and status.attempts < self.settings.max_attempts:
+                    log.warning("job %s: attempt %d failed (%s); retrying", job_id, status.attempts, reason)
+                    await asyncio.sleep(self.settings.retry_backoff_s * status.attempts)
+                    continue
+                reached = (await self.registry.get.remote(job_id)).stage
+                await self.registry.fail.remote(
+                    job_id, f"failed after {status.attempts} attempt(s) in stage '{reached}': {reason}")
+                return
+            result = {"video_key": manifest.keys["video"], "poster_key": manifest.keys["poster"],
+                      "manifest_key": manifest.keys["manifest"], "frames": manifest.frames, "fps": manifest.fps,
+                      "width": manifest.width, "height": manifest.height}
+            await self.registry.succeed.remote(job_id, result)
+            return
+
+    async def _pipeline(self, job_id, request, image_bytes, depth_bytes, image_info):
+        # Each call gets the previous call's DeploymentResponse: Serve passes the result
+        # along between replicas without a round trip through this one.
+        trajectory = self.trajectory.plan.remote(request, image_info["width"], image_info["height"])
+        keyframes = self.base.render.remote(job_id, image_bytes, depth_bytes, request, trajectory)
+        frames = self.interpolate.retime.remote(keyframes, request)
+        sized = self.upscale.resize.remote(frames, request)
+        return await self.encode.encode.remote(job_id, sized, request, trajectory, image_info,
+                                               depth_bytes is not None)
+
+    async def _supervise(self) -> None:
+        """Renew the leases of the jobs this replica runs; adopt orphans of dead replicas."""
+        period = max(1.0, self.settings.lease_s / 3)
+        while True:
+            try:
+                await self.registry.renew.remote(self.owner, list(self.tasks))
+                free = self.settings.max_running_jobs + self.settings.max_queued_jobs - len(self.tasks)
+                if free > 0:
+                    for job_id in await self.registry.claim_orphans.remote(self.owner, min(free, 4)):
+                        if job_id not in self.tasks:
+                            log.warning("job %s: adopting it (its runner stopped)", job_id)
+                            self._start(job_id)
+            except Exception:
+                log.exception("supervisor pass failed")
+            await asyncio.sleep(period)
+
+    def check_health(self) -> None:
+        if self.supervisor.done():
+            raise RuntimeError("the job supervisor stopped")

@@ -1,0 +1,119 @@
+"""One Serve deployment per pipeline stage, each a thin wrapper around `d2v.stages`.
+
+Frames travel between stages as `Clip`s through Ray's object store: the ingress passes
+each stage's DeploymentResponse straight into the next call and awaits only the last.
+Resources, replica counts and autoscaling come from the Serve config (configs/*.yaml);
+the defaults here only make the app start on a laptop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ray import serve
+
+from actors.gpu_worker import GPUWorker
+from d2v import stages
+from d2v.images import decode_image
+from d2v.models import CameraTrajectory, Manifest, RenderRequest
+from d2v.render import load_depth_map
+from d2v.stages import Clip
+from d2v.store import store_from_env
+
+log = logging.getLogger("d2v.deployments")
+
+
+def _registry():
+    """The job registry, for progress reports; None outside the app (library use)."""
+    from actors.job_registry import get_registry
+    from d2v.store import store_settings
+
+    try:
+        return get_registry(store_settings())
+    except Exception as e:  # progress is best-effort; the job itself must not fail on it
+        log.warning("no job registry for progress reports: %s", e)
+        return None
+
+
+class _ReportsProgress:
+    def _progress(self, job_id: str):
+        registry = getattr(self, "_registry_handle", None)
+        if registry is None:
+            registry = self._registry_handle = _registry()
+
+        def report(stage: str, fraction: float) -> None:
+            if registry is not None:
+                registry.progress.remote(job_id, stage, fraction)  # fire and forget
+
+        return report
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class TrajectoryStage:
+    def plan(self, request: RenderRequest, image_width: int, image_height: int) -> CameraTrajectory:
+        return stages.plan(request, image_width, image_height)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class BaseStage(GPUWorker, _ReportsProgress):
+    """Keyframes: the camera render, or SVD guided by it. The SVD model (D2V_SVD_MODEL)
+    loads once per replica on the device this replica was given."""
+
+    stage = "base"
+
+    def load(self) -> None:
+        self.svd = None
+        self.svd_error: str | None = None
+        model = os.environ.get("D2V_SVD_MODEL")
+        if not model:
+            return
+        try:
+            from d2v.svd import load_svd
+
+            self.svd = load_svd(model, self.device)
+        except Exception as e:  # serve camera jobs anyway; svd jobs get this reason
+            self.svd_error = f"the svd model {model!r} (D2V_SVD_MODEL) failed to load: {e}"
+            log.error(self.svd_error)
+
+    def render(self, job_id: str, image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
+               trajectory: CameraTrajectory) -> Clip:
+        from d2v.errors import ModelNotConfiguredError
+
+        if request.backend == "svd" and self.svd is None and self.svd_error:
+            raise ModelNotConfiguredError(self.svd_error)
+        image = decode_image(image_bytes)
+        depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+        return stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
+                                  progress=self._progress(job_id))
+
+    def whoami(self) -> dict:
+        return self.describe()
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class InterpolateStage(GPUWorker):
+    stage = "interpolate"
+
+    def retime(self, clip: Clip, request: RenderRequest) -> Clip:
+        return stages.retime(clip, request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class UpscaleStage(GPUWorker):
+    stage = "upscale"
+
+    def resize(self, clip: Clip, request: RenderRequest) -> Clip:
+        return stages.resize(clip, request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class EncodeStage(_ReportsProgress):
+    def __init__(self):
+        self.store = store_from_env()
+
+    def encode(self, job_id: str, clip: Clip, request: RenderRequest, trajectory: CameraTrajectory,
+               image_info: dict, has_depth: bool) -> Manifest:
+        self._progress(job_id)("encode", 0.0)
+        return stages.encode_and_store(clip, request, trajectory, image_info, self.store, job_id,
+                                       depth_map=has_depth)

@@ -1,0 +1,207 @@
+"""The render farm end to end: real Ray Serve, real HTTP, results in a real S3 server
+(SeaweedFS). One app for the module; each test submits its own jobs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import ray
+from ray import serve
+
+from d2v.encode import decode_video
+from d2v.s3store import S3Store
+from tests.conftest import textured_image
+from tests.seaweed import free_port
+from tests.test_images import huge_png_header, png_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+PAN = json.loads((REPO / "examples/paths/pan.json").read_text())
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def farm(seaweed):
+    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    from deployments.app import build_app
+
+    serve.run(build_app({"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2}), name="d2v",
+              route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield client, S3Store.from_env(env)
+    client.close()
+    serve.shutdown()
+    ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def submit(client, image: bytes, request: dict, **files) -> httpx.Response:
+    return client.post("/v1/jobs", files={"image": ("photo.png", image, "image/png"), **files},
+                       data={"request": json.dumps(request)})
+
+
+def wait(client, url: str, timeout_s: float = 180, seen: list | None = None) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get(url).json()
+        if seen is not None and (not seen or seen[-1] != (status["status"], status["stage"])):
+            seen.append((status["status"], status["stage"]))
+        if status["status"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job did not finish in {timeout_s} s: {status}")
+
+
+def slow_request(**kw) -> dict:
+    # Motion blur with many sub-frames makes the base stage take seconds on a CPU, so a
+    # test can watch the job run (and kill a replica mid-job).
+    return {"path": PAN, "effect": "pan", "duration_s": 2, "fps": 12, "width": 480, "height": 270,
+            "motion_blur": 1.0, "motion_blur_samples": 24, **kw}
+
+
+PHOTO = png_bytes(textured_image(960, 540, seed=5))
+
+
+def test_job_runs_to_a_video_in_the_bucket(farm):
+    client, store = farm
+    r = submit(client, PHOTO, slow_request())
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["status_url"].endswith(f"/v1/jobs/{body['job_id']}")
+    seen: list = []
+    status = wait(client, body["status_url"], seen=seen)
+    assert status["status"] == "succeeded", status
+    states = [s for s, _ in seen]
+    assert "running" in states and states.index("running") < states.index("succeeded")
+    assert {"base", "encode"} & {stage for _, stage in seen}  # progress names the stage
+    result = status["result"]
+    assert (result["frames"], result["fps"], result["width"], result["height"]) == (24, 12, 480, 270)
+
+    video = client.get(result["video_url"], follow_redirects=False)
+    assert video.status_code in (302, 307) and "X-Amz-Signature" in video.headers["location"]
+    mp4 = httpx.get(video.headers["location"], timeout=60).content
+    frames, fps = decode_video(mp4)
+    assert frames.shape == (24, 270, 480, 3) and fps == 12
+
+    job = body["job_id"]
+    keys = set(store.list(f"jobs/{job}/"))
+    for name in ("input.png", "request.json", "status.json", "manifest.json", "video.mp4", "poster.jpg"):
+        assert f"jobs/{job}/{name}" in keys
+    manifest = json.loads(store.get_bytes(f"jobs/{job}/manifest.json"))
+    assert manifest["frames"] == 24 and manifest["effect"] == "pan"
+    assert {"base", "interpolate", "upscale", "encode"} <= set(manifest["methods"])
+    assert {"base", "interpolate", "upscale", "encode"} <= set(manifest["stage_seconds"])
+    assert json.loads(store.get_bytes(f"jobs/{job}/status.json"))["status"] == "succeeded"
+    assert store.get_bytes(f"jobs/{job}/video.mp4") == mp4
+
+    # The same image and request again: the finished result, not a second render.
+    again = submit(client, PHOTO, slow_request())
+    assert again.status_code == 202 and again.json() == {**body, "status": "succeeded"}
+    assert client.get(body["status_url"]).json()["attempts"] == 1
+    assert json.loads(store.get_bytes(f"jobs/{job}/manifest.json"))["created_at"] == manifest["created_at"]
+
+    poster = client.get(f"/v1/jobs/{job}/poster", follow_redirects=True)
+    assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
+
+
+def test_killing_the_base_replica_mid_job_loses_nothing(farm):
+    client, store = farm
+    r = submit(client, png_bytes(textured_image(960, 540, seed=6)), slow_request(seed=1))
+    assert r.status_code == 202
+    url = r.json()["status_url"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        s = client.get(url).json()
+        if s["stage"] == "base" and s["progress"] > 0.05:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"never saw the base stage working: {s}")
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#BaseStage#" in a["name"]]
+    assert replicas, "no BaseStage replica found"
+    for a in replicas:
+        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+
+    status = wait(client, url)
+    assert status["status"] == "succeeded", status
+    assert status["attempts"] == 2  # the killed attempt, then the one that finished
+    frames, _ = decode_video(store.get_bytes(status["result"]["video_key"]))
+    assert len(frames) == 24
+
+
+def _truncated_png() -> bytes:
+    data = png_bytes(textured_image(200, 120))
+    return data[: len(data) // 2]
+
+
+GOOD = {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 128, "height": 72}
+
+
+@pytest.mark.parametrize(
+    "image, request_body, status, words",
+    [
+        (b"this is not a picture", GOOD, 415, "not an image"),
+        (_truncated_png(), GOOD, 415, "truncated"),
+        (huge_png_header(20000, 20000), GOOD, 413, "20000x20000"),
+        (PHOTO, "{not json", 422, "not JSON"),
+        (PHOTO, {**GOOD, "effect": "warp_drive"}, 422, "unknown effect 'warp_drive'"),
+        (PHOTO, {**GOOD, "path": [{"x": float("nan"), "y": 1}, {"x": 2, "y": 2}]}, 422, "finite"),
+        (PHOTO, {**GOOD, "fps": 0}, 422, "fps"),
+        (PHOTO, {**GOOD, "duration_s": 86400}, 422, "duration_s"),
+        (PHOTO, {**GOOD, "backend": "svd"}, 422, "D2V_SVD_MODEL"),
+        (PHOTO, {**GOOD, "width": 3840, "height": 2160, "duration_s": 20, "fps": 60}, 422, "GiB of frames"),
+    ],
+)
+def test_bad_jobs_get_a_4xx_that_says_what_is_wrong(farm, image, request_body, status, words):
+    client, _ = farm
+    data = {"request": request_body if isinstance(request_body, str) else json.dumps(request_body)}
+    r = client.post("/v1/jobs", files={"image": ("x.png", image, "image/png")}, data=data)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and words in detail and "Traceback" not in detail
+
+
+def test_missing_fields_and_bad_ids(farm):
+    client, _ = farm
+    r = client.post("/v1/jobs", data={"request": json.dumps(GOOD)}, files={"other": ("a", b"b")})
+    assert r.status_code == 422 and "image: is required" in r.json()["detail"]
+    r = client.post("/v1/jobs", files={"image": ("x.png", PHOTO, "image/png")})
+    assert r.status_code == 422 and "request: is required" in r.json()["detail"]
+    r = client.post("/v1/jobs", json=GOOD)
+    assert r.status_code == 422 and "multipart/form-data" in r.json()["detail"]
+    r = client.get("/v1/jobs/0123456789abcdef01234567")
+    assert r.status_code == 404 and "no job" in r.json()["detail"]
+    r = client.get("/v1/jobs/..%2F..%2Fetc%2Fpasswd")
+    assert r.status_code in (400, 404, 422) and "invalid job id" in r.json()["detail"]
+    r = client.get("/v1/jobs/0123456789abcdef01234567/video")
+    assert r.status_code == 404
+
+
+def test_server_keeps_serving_after_bad_input(farm):
+    client, _ = farm
+    assert client.get("/healthz").json()["status"] == "ok"
+    effects = client.get("/v1/effects").json()
+    assert [e["name"] for e in effects][:2] == ["auto", "zoom_in"] and all(e["description"] for e in effects)
+    assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
+    r = submit(client, png_bytes(textured_image(320, 180, seed=9)), GOOD)
+    assert r.status_code == 202
+    assert wait(client, r.json()["status_url"])["status"] == "succeeded"
