@@ -28,9 +28,8 @@ from d2v.errors import D2VError, ModelNotConfiguredError
 from d2v.images import decode_image
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
-from d2v.stages import make_manifest, now_iso, store_results
+from d2v.stages import make_manifest, now_iso, plan, store_results
 from d2v.store import Store, job_key
-from d2v.trajectory import plan_trajectory
 
 ProgressFn = Callable[[str, float], None]
 
@@ -183,7 +182,7 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
 
     report("trajectory", 0.0)
     t0 = time.perf_counter()
-    trajectory = plan_trajectory(request, image.width, image.height)
+    trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
     seconds["trajectory"] = time.perf_counter() - t0
 
     if request.backend != "camera":
@@ -232,8 +231,8 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
         stage_seconds=seconds,
         methods={
             "base": "camera: plane homography" + (" + depth warp" if depth is not None else ""),
-            "interpolate": "none: the camera backend renders every output frame",
-            "upscale": "none: rendered at the output size",
+            "interpolate": "none: the camera backend renders every output frame at the output size",
+            "upscale": "none: the camera backend renders every output frame at the output size",
         },
         keys=keys,
         depth_map=depth is not None,

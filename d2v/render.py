@@ -19,7 +19,11 @@
   dolly_zoom and orbit keep their subject fixed on the image plane (that is how the
   trajectory builds them), so for them depth is measured from the subject: its layer
   becomes the plane, the background lies behind it (s > 1) and recedes or swings.
-  Without a depth map they use a soft `pseudo_depth` blob around the subject.
+  Without a depth map dolly_zoom, which a flat picture shows as no change at all, uses a
+  soft `pseudo_depth` blob around the subject, sized by its view; orbit stays flat (its keystoned arc reads
+  as an orbit, and a fake depth stretches the picture into streaks as the camera swings).
+  The trajectory keeps views inside the image at every depth shown here: it models
+  the same depth range (`d2v.trajectory.depth_range`; pass `depth_parallax` to it).
 * Motion blur: sub-frame accumulation over a shutter centred on each frame, cameras
   interpolated with `camera.interpolate_camera`.
 
@@ -40,13 +44,16 @@ import numpy as np
 from d2v import camera
 from d2v.errors import InvalidImageError
 from d2v.models import CameraFrame, CameraTrajectory
+from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
 
-DEPTH_EFFECTS = {"dolly_zoom", "orbit"}
 _DEPTH_GRID_STEP = 4  # output pixels between depth-warp grid points
 _DEPTH_MAX_STEPS = 32  # most ray-march steps of the depth warp
 _DEPTH_REFINE = 3  # regula-falsi steps after the march
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
+# dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
+# shorter side: the subject stays one piece while the view's edges lie well behind it.
+PSEUDO_RADIUS = 0.5
 
 
 class _Layers(NamedTuple):
@@ -89,6 +96,8 @@ class CameraRenderer:
 
     border: "reflect" (default; the trajectory keeps views inside the image, so this
     only touches sub-pixel edges) or "black" (for views allowed to leave the image).
+    parallax: how far a user depth map moves things (see the module docstring); plan
+    trajectories with `depth_parallax` so their views stay inside the image.
     """
 
     def __init__(
@@ -96,7 +105,7 @@ class CameraRenderer:
         image: np.ndarray,
         depth: np.ndarray | None = None,
         *,
-        parallax: float = 0.35,
+        parallax: float = DEFAULT_PARALLAX,
         border: str = "reflect",
     ):
         image = np.asarray(image)
@@ -126,6 +135,13 @@ class CameraRenderer:
     def image(self) -> np.ndarray:
         return self._levels[0]
 
+    @property
+    def depth_parallax(self) -> float | None:
+        """The parallax of the user depth map, None without one: what
+        `d2v.trajectory.plan_trajectory(..., depth_parallax=)` needs to keep views inside
+        the image at every depth this renderer shows."""
+        return None if self.depth is None else self.parallax
+
     # -- depth ------------------------------------------------------------------------
 
     def _prepare_depth(self, depth: np.ndarray) -> np.ndarray:
@@ -146,13 +162,13 @@ class CameraRenderer:
         scale = min(1.0, _DEPTH_MAX_SIDE / max(self.width, self.height))
         return max(2, round(self.width * scale)), max(2, round(self.height * scale))
 
-    def _layers(self, depth: np.ndarray | None, c0: np.ndarray, pivot=None) -> _Layers | None:
+    def _layers(self, depth: np.ndarray | None, c0: np.ndarray, pivot=None, parallax=None) -> _Layers | None:
         """Depth -> relative depth s of every image point (1 = on the plane, < 1 nearer,
         > 1 farther). With a pivot (an image point), s is divided by the pivot's own s,
         so the pivot's layer becomes the plane and what lies behind it gets s > 1."""
         if depth is None:
             return None
-        s = 1.0 - self.parallax * depth
+        s = 1.0 - (self.parallax if parallax is None else parallax) * depth
         if pivot is not None:
             dh, dw = depth.shape
             px = float(np.clip(pivot[0] * dw / self.width - 0.5, 0, dw - 1))
@@ -165,13 +181,23 @@ class CameraRenderer:
         """Depth for a trajectory. dolly_zoom and orbit are built so their subject keeps
         its place and size on the image plane: the subject's layer is made the plane
         (pivot), so nearer things move against it and the background swings or recedes
-        behind it. Without a depth map those effects get a `pseudo_depth` blob."""
-        pivot = trajectory.subject if trajectory.effect in DEPTH_EFFECTS else None
-        depth = self.depth
-        if depth is None and pivot is not None:
+        behind it. Without a depth map dolly_zoom gets a `pseudo_depth` blob of strength
+        PSEUDO_PARALLAX (the strength the trajectory planned for), other effects none."""
+        pivot = trajectory.subject if trajectory.effect in PIVOT_EFFECTS else None
+        if self.depth is not None:
+            return self._layers(self.depth, c0, pivot)
+        if trajectory.effect in PSEUDO_DEPTH_EFFECTS and pivot is not None:
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
-            depth = pseudo_depth(dw, dh, (pivot[0] * dw / self.width, pivot[1] * dh / self.height))
-        return self._layers(depth, c0, pivot)
+            # Sized by what the first frame shows, so the near blob holds the subject and
+            # the rest of the view lies behind it, at any zoom.
+            fp = camera.footprint(trajectory.frames[0], trajectory.width, trajectory.height)
+            view = min(np.ptp(fp[:, 0]) * dw / self.width, np.ptp(fp[:, 1]) * dh / self.height)
+            depth = pseudo_depth(
+                dw, dh, (pivot[0] * dw / self.width, pivot[1] * dh / self.height),
+                radius_frac=PSEUDO_RADIUS * view / min(dw, dh),
+            )  # fmt: skip
+            return self._layers(depth, c0, pivot, PSEUDO_PARALLAX)
+        return None
 
     # -- one frame --------------------------------------------------------------------
 
@@ -406,10 +432,10 @@ def load_depth_map(data: bytes | str | Path, width: int, height: int) -> np.ndar
 def pseudo_depth(width: int, height: int, subject_uv, radius_frac: float = 0.4) -> np.ndarray:
     """A stand-in depth map (height, width) float32 for effects that need depth when none
     was given: a soft near blob around the subject, 1 at the subject, 0.5 at
-    radius_frac * min(width, height), 0 far away (a Gaussian). Broad and smooth on
-    purpose: a 2.5D warp stretches the picture where depth changes, and a steep blob
-    edge turns a wide orbit into streaks; near the peak it is flat enough (within 1%
-    over a tenth of the radius) that the subject moves as one piece."""
+    radius_frac * min(width, height), 0 far away (a Gaussian). Smooth on purpose: a
+    2.5D warp stretches the picture where depth changes (a sideways move turns a steep
+    edge into streaks); near the peak it is flat enough (within 1% over a tenth of the
+    radius) that the subject moves as one piece."""
     su, sv = float(subject_uv[0]), float(subject_uv[1])
     radius = max(1e-6, radius_frac * min(width, height))
     x = ((np.arange(width, dtype=np.float32) + 0.5 - su) / radius) ** 2

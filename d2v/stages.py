@@ -29,7 +29,7 @@ from d2v.interpolate import interpolate_frames
 from d2v.models import CameraTrajectory, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.store import Store, job_key
-from d2v.trajectory import plan_trajectory
+from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
 from d2v.upscale import method_for, upscale_frames
 
 ProgressFn = Callable[[str, float], None]
@@ -48,6 +48,10 @@ class Clip:
     model: str | None = None
     settings: dict = field(default_factory=dict)
 
+    def skipped(self, *stages: str, reason: str) -> "Clip":
+        return Clip(self.frames, self.fps, {**self.stage_seconds, **{s: 0.0 for s in stages}},
+                    {**self.methods, **{s: f"none: {reason}" for s in stages}}, self.model, self.settings)
+
     def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
         return Clip(
             frames=frames,
@@ -59,8 +63,17 @@ class Clip:
         )
 
 
-def plan(request: RenderRequest, image_width: int, image_height: int) -> CameraTrajectory:
-    return plan_trajectory(request, image_width, image_height)
+def renders_final_frames(request: RenderRequest) -> bool:
+    """True when the base stage's frames are already at the output rate and size (the
+    camera backend), so interpolate and upscale have nothing to do and are skipped:
+    shipping a clip of hundreds of MB through two no-op replicas costs more than they do."""
+    return request.backend == "camera"
+
+
+def plan(request: RenderRequest, image_width: int, image_height: int, *, has_depth: bool = False) -> CameraTrajectory:
+    """With a depth map the planner keeps every depth's view inside the image, not just the plane's."""
+    return plan_trajectory(request, image_width, image_height,
+                           depth_parallax=DEFAULT_PARALLAX if has_depth else None)
 
 
 def render_base(
@@ -87,7 +100,9 @@ def render_base(
             if i % 8 == 0 or i == n - 1:
                 report("base", (i + 1) / n)
         method = "camera: plane homography" + (" + depth warp" if depth is not None else "")
-        return Clip(frames, request.fps).next(frames, request.fps, "base", time.perf_counter() - t0, method)
+        clip = Clip(frames, request.fps).next(frames, request.fps, "base", time.perf_counter() - t0, method)
+        return clip.skipped("interpolate", "upscale", reason="the camera backend renders every output frame at the "
+                                                             "output size")
 
     if svd is None:
         raise ModelNotConfiguredError(
@@ -104,7 +119,7 @@ def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) 
     w, h = model_size(request, svd)
     keyframe_request = request.model_copy(update={"width": w, "height": h})
     # The keyframes span the whole clip: frame j of K at time j / (K - 1) of the move.
-    key_traj = plan_trajectory(keyframe_request.model_copy(update={"fps": request.fps}), *image.shape[1::-1])
+    key_traj = plan(keyframe_request, *image.shape[1::-1], has_depth=renderer.depth_parallax is not None)
     pick = np.linspace(0, len(key_traj) - 1, k).round().astype(int)
     key_traj = key_traj.model_copy(update={"frames": [key_traj.frames[i] for i in pick]})
     guides = np.stack([renderer.render_frame(f, w, h) for f in key_traj.frames])

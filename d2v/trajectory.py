@@ -11,6 +11,12 @@ back), build each effect's cameras, add seeded handheld shake, then clamp so the
 never leaves the image (unless `allow_borders`). Camera conventions are d2v.camera's:
 reference camera at (crop centre, -D) with D = cover-crop width and fx = output width;
 zoom z spans 1/z of the crop. Pure numpy/scipy.
+
+"Inside the image" covers depth too: where the renderer (d2v.render) puts image points at
+relative depths s != 1 (dolly_zoom's stand-in depth, or a user depth map when the caller
+passes its parallax), a moving camera sees farther layers spread wider and nearer ones
+swing further, so it can show picture the flat view would not. The planner models that
+range of layers (`depth_range`) and keeps every layer's view inside the image.
 """
 
 from __future__ import annotations
@@ -37,22 +43,36 @@ from d2v.pathshape import (
     smooth_pinned,
 )
 
-__all__ = ["plan_trajectory", "analyze_path", "resolve_effect", "PathShape", "DEFAULT_ZOOM"]
+__all__ = [
+    "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
+    "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS",
+]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
-# keep its tilted view inside the image).
+# keep its tilted view inside the image; pan: at least this, more for long strokes;
+# dolly_zoom: what the background spans at its widest, the subject is framed tighter).
 DEFAULT_ZOOM = {
     "zoom_in": 3.0, "pull_back": 3.0, "pan": 1.5, "spiral": 3.0, "earth_zoom_out": 10.0,
-    "crash_zoom": 4.0, "dolly_zoom": 1.5, "orbit": 1.0,
+    "crash_zoom": 4.0, "dolly_zoom": 1.25, "orbit": 1.0,
 }  # fmt: skip
 AUTO_SHORT_STROKE = 0.35  # straight strokes shorter than this x image diagonal zoom in; longer ones pan
 EASE_FRACTION = 0.2  # share of the move spent speeding up (and again slowing down)
 DRAWN_EASE_FRACTION = 0.1  # the same, laid over drawing-speed timing
 COVER_BLEND = 0.35  # zoom_in / pull_back: progress over which the view eases from/to the cover view
-ORBIT_ARC_DEG, ORBIT_PITCH_DEG = 40.0, 5.0
+# Orbit: a 20 degree yaw arc (+-10) with a 5 degree rise. On the flat picture a wider arc
+# needs much more zoom to keep its keystoned views inside the image, and past ~10 degrees
+# the far side of the picture visibly stretches.
+ORBIT_ARC_DEG, ORBIT_PITCH_DEG = 20.0, 5.0
+PAN_MAX_ZOOM = 3.0  # pan zooms in up to this far so its view can follow the whole stroke
 SPIRAL_ROLL_POWER = 2.0  # roll grows as p^2, so the picture turns mostly once zoomed in enough to
 # turn without showing borders (less extra zoom from the clamp)
-DOLLY_RATIO = 2.5  # dolly_zoom: the camera ends at D / 2.5
+DOLLY_RATIO = 2.0  # dolly_zoom: the camera ends at D / 2 (closer warps the background into a bulge)
+# Depth the renderer applies (d2v.render uses these): a user depth map's default
+# parallax, and the strength of the stand-in depth it gives dolly_zoom without one.
+DEFAULT_PARALLAX = 0.35
+PSEUDO_PARALLAX = 0.35
+PIVOT_EFFECTS = {"dolly_zoom", "orbit"}  # depth measured from the subject (its layer is the plane)
+PSEUDO_DEPTH_EFFECTS = {"dolly_zoom"}  # a flat picture shows these effects as nothing: fake depth
 CRASH_HOLD, CRASH_PUSH_S, CRASH_PUSH_SHARE, CRASH_MIN_FRAMES = 0.5, 0.3, 0.15, 4
 SHAKE_VIEW_RMS, SHAKE_ROLL_RMS_DEG = 0.006, 0.3  # at shake = 1: view shift (x view width), roll
 CLAMP_SMOOTH_S = 0.12  # the clamp's corrections are smoothed over about this many seconds
@@ -75,6 +95,21 @@ def resolve_effect(
             return "zoom_in" if short else "pan"
         return "zoom_in"
     return {"closed_loop": "orbit", "spiral": "spiral"}.get(shape.kind, "pan")
+
+
+def depth_range(effect: str, depth_parallax: float | None = None) -> tuple[float, float]:
+    """The (nearest, farthest) relative depth s at which the renderer may show image points
+    for this effect (1 = on the plane; see d2v.camera and d2v.render). depth_parallax is
+    the renderer's parallax for a user depth map, None without one. Depth is 1 - parallax *
+    depth_map in [1 - p, 1]; for PIVOT_EFFECTS it is divided by the subject's own, which
+    could be anything in that range, so the bound is [1 - p, 1 / (1 - p)]. The stand-in
+    depth peaks at the subject, so everything else lies behind it: [1, 1 / (1 - p)]."""
+    if depth_parallax is None:
+        if effect in PSEUDO_DEPTH_EFFECTS:
+            return 1.0, 1.0 / (1.0 - PSEUDO_PARALLAX)
+        return 1.0, 1.0
+    p = float(depth_parallax)
+    return (1.0 - p, 1.0 / (1.0 - p)) if effect in PIVOT_EFFECTS else (1.0 - p, 1.0)
 
 
 # --- timing ----------------------------------------------------------------------------
@@ -134,8 +169,10 @@ class _Scene:
     out_w: int
     out_h: int
     crop_w: float
+    crop_h: float
     D: float  # base distance = cover-crop width
     centre: np.ndarray  # cover-crop centre, (2,)
+    layers: tuple[float, float] = (1.0, 1.0)  # depth_range of the effect: (1, 1) = flat
 
 
 @dataclass
@@ -182,7 +219,7 @@ def _effect(name: str, sc: _Scene, path: CleanPath, shape: PathShape, p, tau, re
         b = _smoothstep((p - (1 - COVER_BLEND)) / COVER_BLEND)
         return _frontal(sc, c + (sc.centre - c) * b[:, None], z)
     if name == "pan":
-        return _frontal(sc, path.at(p), np.full(len(p), zpk))
+        return _frontal(sc, path.at(p), np.full(len(p), _pan_zoom(sc, path, zpk)))
     if name == "earth_zoom_out":  # zoom = z0^(1 - p): constant speed in log-zoom
         z = zpk ** (1 - p)
         return _frontal(sc, _toward(sc, shape.start, z, zpk), z)
@@ -196,15 +233,42 @@ def _effect(name: str, sc: _Scene, path: CleanPath, shape: PathShape, p, tau, re
         return _frontal(sc, _toward(sc, shape.spiral_center, z, zpk), z, roll)
     if name == "crash_zoom":
         return _frontal(sc, *_crash(sc, shape, tau, req, zpk), lens=True)
-    if name == "dolly_zoom":  # toward the subject while the lens widens: its size holds
-        dist = sc.D * (1 - (1 - 1 / DOLLY_RATIO) * p)
-        rig = _frontal(sc, np.tile(shape.end, (len(p), 1)), np.full(len(p), zpk), lens=True)
-        rig.C[:, 2] = -dist
-        rig.fx = zpk * sc.out_w * dist / sc.D
-        return rig
+    if name == "dolly_zoom":
+        return _dolly(sc, shape, p, zpk)
     if name == "orbit":
         return _orbit(sc, shape, p, req)
     raise UnknownEffectError(f"no camera move for effect {name!r}")
+
+
+def _pan_zoom(sc: _Scene, path: CleanPath, zpk: float) -> float:
+    """The least zoom >= zpk at which the view centred on any point of the path stays
+    inside the image, so the camera follows the whole stroke instead of waiting against an
+    edge; at most PAN_MAX_ZOOM (a stroke nearer the edge than that allows gets clamped)."""
+    room = np.minimum(path.points.min(axis=0), [sc.W, sc.H] - path.points.max(axis=0))
+    need = np.array([sc.crop_w, sc.crop_h]) / (2.0 * np.maximum(room, 1e-9))
+    return max(zpk, min(float(need.max()), PAN_MAX_ZOOM))
+
+
+def _dolly(sc: _Scene, shape: PathShape, p, zpk: float) -> _Rig:
+    """Toward the subject (the path's end) from D to D / DOLLY_RATIO while the lens widens
+    with the distance, so the picture plane, where the subject is, keeps its scale.
+
+    The background is what moves: the renderer puts it behind the subject, at relative
+    depth up to s = sc.layers[1], and from distance d a camera sees (1 + D (s - 1) / d) / s
+    times as much of such a layer as of the plane. So the view starts zoomed in by that
+    factor at its largest (the last frame, the farthest layer) over zpk: at its widest the
+    background spans a zpk view. It aims at the subject moved in just far enough for that
+    view to fit the image; every frame's view then lies inside it (the background only
+    spreads as the camera closes in), so the clamp leaves the dolly straight."""
+    far = sc.layers[1]
+    grow = (1.0 + DOLLY_RATIO * (far - 1.0)) / far
+    half = np.array([sc.crop_w, sc.crop_h]) / (2.0 * zpk)
+    centre = np.clip(shape.end, half, np.maximum([sc.W, sc.H] - half, half))
+    dist = sc.D * (1 - (1 - 1 / DOLLY_RATIO) * p)
+    rig = _frontal(sc, np.tile(centre, (len(p), 1)), np.full(len(p), 1.0), lens=True)
+    rig.C[:, 2] = -dist
+    rig.fx = zpk * grow * sc.out_w * dist / sc.D
+    return rig
 
 
 def _crash(sc: _Scene, shape: PathShape, tau, req: RenderRequest, zpk: float):
@@ -223,8 +287,11 @@ def _crash(sc: _Scene, shape: PathShape, tau, req: RenderRequest, zpk: float):
 
 def _orbit(sc: _Scene, shape: PathShape, p, req: RenderRequest) -> _Rig:
     """Arc around the centroid at distance D, looking at it: yaw over ORBIT_ARC_DEG (to the
-    right, +X, for a clockwise drawing) with a slight rise in the middle; a constant lens
-    zoom just large enough that the tilted views fit inside the image."""
+    right, +X, for a clockwise drawing) with a slight rise in the middle. One lens zoom
+    and one sideways offset hold for the whole arc (`_steady_fit`), so the subject stays
+    still on screen while the views, keystoned as the camera swings, stay inside the image
+    (at every depth the renderer shows: without a depth map that is the flat picture;
+    with one, near and far layers swing against the subject)."""
     d = shape.direction or (1 if shape.end[0] >= shape.start[0] else -1)
     yaw = d * math.radians(ORBIT_ARC_DEG) * (p - 0.5)
     pitch = math.radians(ORBIT_PITCH_DEG) * np.sin(math.pi * p)
@@ -233,9 +300,38 @@ def _orbit(sc: _Scene, shape: PathShape, p, req: RenderRequest) -> _Rig:
     C = G + sc.D * offs
     R = np.stack([look_at(c, G) for c in C])
     rig = _Rig(C, R, np.full(len(p), float(sc.out_w)), np.zeros(len(p)), lens=True)
-    zoom = max(float(_fit_factor(rig, sc).max()), float(req.end_zoom or 1.0))
+    zoom, offset = _steady_fit(rig, sc, float(req.end_zoom or 1.0))
     rig.fx = rig.fx * zoom
+    rig.C[:, :2] += offset
     return rig
+
+
+def _steady_fit(rig: _Rig, sc: _Scene, min_zoom: float = 1.0) -> tuple[float, np.ndarray]:
+    """The least lens zoom factor (>= min_zoom) at which one camera offset parallel to
+    the plane keeps every frame's view inside the image, and that offset (the one nearest
+    zero). The clamp's per-frame shifts would keep the views inside too, but they change
+    from frame to frame and slide the subject about the screen. An offset shared by every
+    camera, the first (the renderer's depth reference) included, moves what each depth
+    layer shows by exactly as much."""
+
+    def offsets(f: float):  # the offsets fitting every frame at zoom f: [lo, hi] per axis
+        pts, _, ok = _footprints(rig.C, rig.R, rig.fx * f, sc, rig.C[0])
+        lo, hi = _shift_range(pts, np.ones(pts.shape[:2]), sc)
+        return bool(ok.all()), lo.max(axis=0), hi.min(axis=0)
+
+    def fits(f: float) -> bool:
+        ok, lo, hi = offsets(f)
+        return ok and bool(np.all(lo <= hi + 1e-6))
+
+    zoom = min_zoom
+    if not fits(zoom):
+        a, b = math.log(zoom), math.log(zoom * 256.0)
+        for _ in range(40):
+            mid = (a + b) / 2
+            a, b = (a, mid) if fits(math.exp(mid)) else (mid, b)
+        zoom = math.exp(b)
+    _, lo, hi = offsets(zoom)
+    return zoom, np.clip(0.0, lo, np.maximum(lo, hi))
 
 
 def _shake(rig: _Rig, amount: float, seed: int, fps: int, loop: bool, out_w: int) -> _Rig:
@@ -266,20 +362,44 @@ def _shake(rig: _Rig, amount: float, seed: int, fps: int, loop: bool, out_w: int
 # --- the no-border clamp ---------------------------------------------------------------
 
 
-def _footprints(C, R, fx, sc: _Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Each frame's output corners on the image plane (n, 4, 2), and whether all four
-    corner rays hit the plane in front of the camera."""
+def _footprints(C, R, fx, sc: _Scene, c0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What each frame can show of the image: points (n, m, 2) whose bounding box holds it,
+    how far each point moves per unit of camera shift parallel to the plane (n, m), and
+    whether every corner ray looks toward the plane (n,).
+
+    Flat (sc.layers = (1, 1)): the output's four corners on the plane, each moving as far
+    as the camera. With depth the renderer shows, where a ray meets layer s at P, image
+    point Q = c0 + (P - c0) / s (c0: the first camera; see d2v.render). Along a ray Q is
+    affine in 1 / s, and each layer sees the output rectangle as a convex quad, so the
+    corners on the nearest and farthest layer bound everything; a shift d moves layer s's
+    points by d / s. Layers behind the camera are skipped, as the renderer skips them."""
     n = len(fx)
-    K = np.zeros((n, 3, 3))
-    K[:, 0, 0] = K[:, 1, 1] = fx
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = sc.out_w / 2, sc.out_h / 2, 1.0
-    t = -np.einsum("nij,nj->ni", R, C)
-    H = K @ np.stack([R[:, :, 0], R[:, :, 1], t], axis=2)  # plane (u, v, 1) -> output
-    corners = np.array([[0, 0, 1], [sc.out_w, 0, 1], [sc.out_w, sc.out_h, 1], [0, sc.out_h, 1]], float)
-    hom = np.einsum("nij,kj->nki", np.linalg.inv(H), corners)
-    ok = np.all(hom[..., 2] > 1e-12, axis=1)  # the third coordinate is 1 / depth
-    pts = hom[..., :2] / np.where(np.abs(hom[..., 2:]) > 1e-12, hom[..., 2:], 1e-12)
-    return pts, ok
+    near, far = sc.layers
+    corners = np.array([[0, 0], [sc.out_w, 0], [sc.out_w, sc.out_h], [0, sc.out_h]], float)
+    rays = np.ones((n, 4, 3))
+    rays[..., :2] = (corners - [sc.out_w / 2, sc.out_h / 2])[None] / fx[:, None, None]
+    d = np.einsum("nji,nkj->nki", R, rays)  # world directions R^T ray, (n, 4, 3)
+    ok = np.all(d[..., 2] > 1e-12, axis=1)
+    dz = np.where(d[..., 2] > 1e-12, d[..., 2], 1e-12)
+    if near == far == 1.0:
+        s = np.ones((n, 1))
+    else:
+        s_cam = 1.0 - C[:, 2] / c0[2]  # the layer through the camera centre
+        s = np.column_stack([np.clip(s_cam + 1e-3, near, far), np.full(n, far)])
+    lam = (c0[2] * (1.0 - s)[:, :, None] - C[:, None, None, 2]) / dz[:, None, :]  # (n, layers, 4)
+    P = C[:, None, None, :2] + lam[..., None] * d[:, None, :, :2]
+    Q = c0[:2] + (P - c0[:2]) / s[:, :, None, None]
+    inv_s = np.broadcast_to(1.0 / s[:, :, None], lam.shape)
+    return Q.reshape(n, -1, 2), inv_s.reshape(n, -1), ok
+
+
+def _shift_range(pts, inv_s, sc: _Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame and axis (n, 2), the camera shifts [lo, hi] that keep every point inside
+    [0, W] x [0, H] (lo > hi: no shift does)."""
+    k = inv_s[..., None]
+    lo = (-pts / k).max(axis=1)
+    hi = ((np.array([sc.W, sc.H]) - pts) / k).min(axis=1)
+    return lo, hi
 
 
 def _zoomed(rig: _Rig, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -293,16 +413,16 @@ def _zoomed(rig: _Rig, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hit + (rig.C - hit) / f[:, None], rig.fx.copy()
 
 
-def _fits(pts, ok, sc: _Scene, tol: float = 1e-6) -> np.ndarray:
-    size = pts.max(axis=1) - pts.min(axis=1)
-    return ok & (size[:, 0] <= sc.W + tol) & (size[:, 1] <= sc.H + tol)
+def _fits(pts, inv_s, ok, sc: _Scene, tol: float = 1e-6) -> np.ndarray:
+    lo, hi = _shift_range(pts, inv_s, sc)
+    return ok & np.all(lo <= hi + tol, axis=1)
 
 
-def _fit_factor(rig: _Rig, sc: _Scene) -> np.ndarray:
-    """Per frame, the least zoom-in factor (>= 1) after which the footprint fits inside the
-    image by size (a shift can then place it). Bisection: footprints shrink as f grows."""
+def _fit_factor(rig: _Rig, sc: _Scene, c0) -> np.ndarray:
+    """Per frame, the least zoom-in factor (>= 1) after which some shift places the view
+    inside the image. Bisection: views shrink as f grows."""
     f = np.ones(len(rig.fx))
-    bad = ~_fits(*_footprints(rig.C, rig.R, rig.fx, sc), sc)
+    bad = ~_fits(*_footprints(rig.C, rig.R, rig.fx, sc, c0), sc)
     if not bad.any():
         return f
     sub = _Rig(rig.C[bad], rig.R[bad], rig.fx[bad], rig.roll[bad], rig.lens)
@@ -310,7 +430,7 @@ def _fit_factor(rig: _Rig, sc: _Scene) -> np.ndarray:
     for _ in range(40):
         mid = (lo + hi) / 2
         C, fx = _zoomed(sub, np.exp(mid))
-        fit = _fits(*_footprints(C, sub.R, fx, sc), sc)
+        fit = _fits(*_footprints(C, sub.R, fx, sc, c0), sc)
         hi, lo = np.where(fit, mid, hi), np.where(fit, lo, mid)
     f[bad] = np.exp(hi)
     return f
@@ -318,33 +438,25 @@ def _fit_factor(rig: _Rig, sc: _Scene) -> np.ndarray:
 
 def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int], list[str]]:
     """Keep every view inside [0, W] x [0, H]: zoom in just enough where a view is larger
-    than the image, then shift cameras parallel to the plane (which shifts the footprint
-    by exactly as much). Both corrections are smoothed over time so the camera eases
-    against the image edge instead of stopping dead, then re-clipped to stay exact."""
-    n = len(rig.fx)
-    mode = "wrap" if loop else "nearest"
-    sigma = max(1.0, CLAMP_SMOOTH_S * fps)
-    before, _ = _footprints(rig.C, rig.R, rig.fx, sc)
+    than the image, then shift cameras parallel to the plane. Both corrections are
+    smoothed over time so the camera eases against the image edge instead of stopping
+    dead, then re-clipped to stay exact.
 
-    g = np.log(_fit_factor(rig, sc))
-    if g.max() > 0:
-        k = int(math.ceil(2 * sigma))
-        env = gaussian_filter1d(maximum_filter1d(g, 2 * k + 1, mode=mode), sigma, mode=mode)
-        g = np.maximum(env, g)  # smooth, and never less than needed
-    C, fx = _zoomed(rig, np.exp(g))
+    With depth, what a frame shows depends on the first camera too (the renderer's
+    reference c0), which the clamp itself may move: clamp against the first camera's
+    clamped position until that stops changing (it barely does: layer s feels c0's
+    shift only in proportion to 1 - 1 / s)."""
+    c0 = rig.C[0]
+    for _ in range(1 if sc.layers == (1.0, 1.0) else 5):
+        out, shift, g = _clamp_once(rig, sc, fps, loop, c0)
+        if np.linalg.norm(out.C[0] - c0) <= 1e-9 * sc.D:
+            break
+        c0 = out.C[0]
 
-    pts, _ = _footprints(C, rig.R, fx, sc)
-    lo = -pts.min(axis=1)  # (n, 2): allowed shifts are [lo, hi] per axis
-    hi = np.array([sc.W, sc.H]) - pts.max(axis=1)
-    mid = (lo + hi) / 2
-    lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)  # a view exactly as large as the image
-    shift = np.clip(0.0, lo, hi)
-    shift = np.clip(gaussian_filter1d(shift, sigma, axis=0, mode=mode), lo, hi)
-    C = C.copy()
-    C[:, :2] += shift
-    out = _Rig(C, rig.R, fx, rig.roll, rig.lens)
-
-    after, _ = _footprints(C, rig.R, fx, sc)
+    # Report the camera's own adjustments: how far the flat view moved.
+    flat = replace(sc, layers=(1.0, 1.0))
+    before, _, _ = _footprints(rig.C, rig.R, rig.fx, flat, c0)
+    after, _, _ = _footprints(out.C, out.R, out.fx, flat, c0)
     moved = np.abs(after - before).max(axis=(1, 2))
     idx = [int(i) for i in np.nonzero(moved > CLAMP_REPORT_PX)[0]]
     notes = []
@@ -355,26 +467,55 @@ def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int]
         if g.max() >= math.log(1.005):
             how.append(f"zoomed in up to {math.exp(g.max()):.2f}x")
         notes.append(
-            f"kept the view inside the image: adjusted {len(idx)} of {n} frames ({', '.join(how)}); "
+            f"kept the view inside the image: adjusted {len(idx)} of {len(rig.fx)} frames ({', '.join(how)}); "
             "set allow_borders to let it leave the image instead"
         )
     return out, idx, notes
 
 
+def _clamp_once(rig: _Rig, sc: _Scene, fps: int, loop: bool, c0) -> tuple[_Rig, np.ndarray, np.ndarray]:
+    """One pass of `_clamp` against reference camera c0: (rig, shifts (n, 2), log zooms (n,))."""
+    mode = "wrap" if loop else "nearest"
+    sigma = max(1.0, CLAMP_SMOOTH_S * fps)
+
+    g = np.log(_fit_factor(rig, sc, c0))
+    if g.max() > 0:
+        k = int(math.ceil(2 * sigma))
+        env = gaussian_filter1d(maximum_filter1d(g, 2 * k + 1, mode=mode), sigma, mode=mode)
+        g = np.maximum(env, g)  # smooth, and never less than needed
+    C, fx = _zoomed(rig, np.exp(g))
+
+    lo, hi = _shift_range(*_footprints(C, rig.R, fx, sc, c0)[:2], sc)
+    mid = (lo + hi) / 2
+    lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)  # a view exactly as large as the image
+    shift = np.clip(0.0, lo, hi)
+    shift = np.clip(gaussian_filter1d(shift, sigma, axis=0, mode=mode), lo, hi)
+    C = C.copy()
+    C[:, :2] += shift
+    return _Rig(C, rig.R, fx, rig.roll, rig.lens), shift, g
+
+
 # --- the plan --------------------------------------------------------------------------
 
 
-def plan_trajectory(request: RenderRequest, image_width: int, image_height: int) -> CameraTrajectory:
+def plan_trajectory(
+    request: RenderRequest, image_width: int, image_height: int, *, depth_parallax: float | None = None
+) -> CameraTrajectory:
     """One camera per output frame (frame i at time i / fps) for `request` on an image of
-    the given size. Deterministic for a given request (shake uses request.seed)."""
-    W, H, out_w, out_h = int(image_width), int(image_height), request.width, request.height
-    u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
-    sc = _Scene(W, H, out_w, out_h, cw, cw, np.array([u0 + cw / 2, v0 + ch / 2]))
+    the given size. Deterministic for a given request (shake uses request.seed).
 
+    depth_parallax: the renderer's parallax when it has a user depth map (its
+    `depth_parallax`), None when it has none; views are kept inside the image at every
+    depth the renderer may show (see `depth_range`)."""
+    W, H, out_w, out_h = int(image_width), int(image_height), request.width, request.height
     xy = request.path.image_points(W, H)
     path = clean_path(xy)
     shape = shape_of(path)
     effect = resolve_effect(request.effect, shape, W, H)
+
+    u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
+    centre = np.array([u0 + cw / 2, v0 + ch / 2])
+    sc = _Scene(W, H, out_w, out_h, cw, ch, cw, centre, depth_range(effect, depth_parallax))
 
     n = request.n_frames
     tau = _frame_taus(n, request.loop)

@@ -36,6 +36,7 @@ from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNot
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.models import EFFECTS, JobStatus, parse_request, job_id_for
 from d2v.pipeline import cached_manifest, require_backend
+from d2v.stages import renders_final_frames
 from d2v.store import LocalStore, job_key, store_from_env, store_settings, validate_job_id
 
 log = logging.getLogger("d2v.ingress")
@@ -301,11 +302,13 @@ class Ingress:
     async def _pipeline(self, job_id, request, image_bytes, depth_bytes, image_info):
         # Each call gets the previous call's DeploymentResponse: Serve passes the result
         # along between replicas without a round trip through this one.
-        trajectory = self.trajectory.plan.remote(request, image_info["width"], image_info["height"])
-        keyframes = self.base.render.remote(job_id, image_bytes, depth_bytes, request, trajectory)
-        frames = self.interpolate.retime.remote(keyframes, request)
-        sized = self.upscale.resize.remote(frames, request)
-        return await self.encode.encode.remote(job_id, sized, request, trajectory, image_info,
+        trajectory = self.trajectory.plan.remote(request, image_info["width"], image_info["height"],
+                                                 depth_bytes is not None)
+        clip = self.base.render.remote(job_id, image_bytes, depth_bytes, request, trajectory)
+        if not renders_final_frames(request):
+            clip = self.interpolate.retime.remote(clip, request)
+            clip = self.upscale.resize.remote(clip, request)
+        return await self.encode.encode.remote(job_id, clip, request, trajectory, image_info,
                                                depth_bytes is not None)
 
     async def _supervise(self) -> None:

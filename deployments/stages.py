@@ -51,8 +51,8 @@ class _ReportsProgress:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class TrajectoryStage:
-    def plan(self, request: RenderRequest, image_width: int, image_height: int) -> CameraTrajectory:
-        return stages.plan(request, image_width, image_height)
+    def plan(self, request: RenderRequest, image_width: int, image_height: int, has_depth: bool) -> CameraTrajectory:
+        return stages.plan(request, image_width, image_height, has_depth=has_depth)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})

@@ -7,8 +7,10 @@ planner), so each test knows exactly where things must appear.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,10 +18,13 @@ import pytest
 
 from d2v import camera
 from d2v.errors import InvalidImageError
-from d2v.models import CameraFrame, CameraTrajectory
+from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.render import CameraRenderer, load_depth_map, pseudo_depth, reference_center
+from d2v.trajectory import plan_trajectory
 
 from .conftest import textured_image
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -236,21 +241,94 @@ def test_dolly_zoom_keeps_the_subject_size_while_the_background_shrinks(with_dep
         assert bg2 < bg1 < bg0 and bg2 / bg0 < 0.92
 
 
-def test_orbit_keeps_the_subject_still_and_swings_the_background(photo):
-    """An orbit step: the camera moves right while turning to keep looking at the
-    subject. The subject stays put; the background behind it moves with the camera."""
-    W, H, w, h = 960, 540, 960, 540
+def _orbit_step(W, H, w, h):
+    """An orbit step: the camera moves right while turning to keep looking at the subject."""
     subject = np.array([W / 2, H / 2, 0.0])
     c0 = view(W, H, w, h)
     C1 = c0.camera_center() + np.array([60.0, 0.0, 0.0])
     c1 = camera.make_frame(1, 1 / 24, camera_center=C1, R=camera.look_at(C1, subject), fx=w,
                            out_w=w, out_h=h, crop_w=W)
-    traj = trajectory([c0, c1], W, H, w, h, effect="orbit", subject=[W / 2, H / 2])
-    a, b = list(CameraRenderer(photo).render(traj))  # pseudo-depth around the subject
+    return trajectory([c0, c1], W, H, w, h, effect="orbit", subject=[W / 2, H / 2]), c1
+
+
+def test_orbit_with_a_depth_map_keeps_the_subject_still_and_swings_the_background(photo):
+    """The subject stays put; the background behind it moves with the camera."""
+    W, H, w, h = 960, 540, 960, 540
+    traj, _ = _orbit_step(W, H, w, h)
+    depth = pseudo_depth(W, H, (W / 2, H / 2))  # a user depth map: near in the middle
+    a, b = list(CameraRenderer(photo, depth).render(traj))
     centre = shift(a[240:300, 450:510], b[240:300, 450:510])
     corner = shift(a[:160, :240], b[:160, :240])
     assert np.abs(centre).max() < 0.5
     assert corner[0] > 10  # about 29 px here
+
+
+def test_orbit_without_a_depth_map_is_the_flat_picture(photo):
+    """No stand-in depth for orbit: a fake one smears the picture as the camera swings."""
+    W, H, w, h = 960, 540, 960, 540
+    traj, c1 = _orbit_step(W, H, w, h)
+    r = CameraRenderer(photo)
+    assert np.array_equal(list(r.render(traj))[1], r.render_frame(c1, w, h))
+
+
+def _plan(path, effect: str, W: int, H: int, depth_parallax=None, **kw) -> CameraTrajectory:
+    req = RenderRequest(path=path, effect=effect, **{"duration_s": 1.0, "fps": 8, "width": 256, "height": 144, **kw})
+    return plan_trajectory(req, W, H, depth_parallax=depth_parallax)
+
+
+def test_planned_dolly_zoom_holds_the_subject_and_shrinks_the_background():
+    """The example dolly_zoom, as planned, with the stand-in depth: the subject (the path's
+    end, near the right edge) keeps its size while the background visibly recedes."""
+    W, H = 1000, 872
+    path = json.loads((EXAMPLES / "paths" / "dolly_zoom.json").read_text())
+    traj = _plan(path, "dolly_zoom", W, H, width=640, height=360)
+    img = (textured_image(W, H, seed=4) // 2 + 40).astype(np.uint8)  # as _marked_scene, markers where planned
+    img[..., 0] = np.minimum(img[..., 0], 150)
+    su, sv = (int(round(c)) for c in traj.subject)
+    img[sv - 20:sv + 20, su - 20:su + 20] = (255, 0, 0)
+    fp = camera.footprint(traj.frames[0], 640, 360)
+    cu, cv, half_w = fp[:, 0].mean(), fp[:, 1].mean(), np.ptp(fp[:, 0]) / 2
+    for u in (cu - 0.85 * half_w, cu + 0.85 * half_w):  # background near the view's sides
+        cv2.circle(img, (int(u), int(cv) + 60), 5, (0, 0, 255), -1)
+    frames = list(CameraRenderer(img).render(traj))
+    (sq0, bg0), (sq1, bg1) = _measure(frames[0]), _measure(frames[-1])
+    assert sq1 == pytest.approx(sq0, rel=0.05)
+    assert bg1 / bg0 < 0.85  # about 0.80
+
+
+@pytest.fixture(scope="module")
+def bright_hubble():
+    """examples/hubble.jpg lifted to 40..255, so anything from outside it (black) shows."""
+    hubble = cv2.imread(str(EXAMPLES / "hubble.jpg"))[:, :, ::-1]
+    return (40 + hubble.astype(np.float32) * (215 / 255)).astype(np.uint8)
+
+
+def _darkest(frames) -> int:
+    return int(min(f.max(axis=2).min() for f in frames))
+
+
+@pytest.mark.parametrize("variant", [{}, {"loop": True}, {"shake": 1.0}], ids=["plain", "loop", "shake"])
+@pytest.mark.parametrize("effect", list(EFFECTS))
+def test_no_frame_shows_anything_outside_the_image(bright_hubble, effect, variant):
+    """Every effect with its example path: rendered with a black border, no pixel is
+    near black (edge pixels blend a little of the border: they stay above 30)."""
+    H, W = bright_hubble.shape[:2]
+    path = json.loads((EXAMPLES / "paths" / f"{effect}.json").read_text())
+    traj = _plan(path, effect, W, H, **variant)
+    assert _darkest(CameraRenderer(bright_hubble, border="black").render(traj)) > 16
+
+
+@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in"])
+def test_no_frame_shows_anything_outside_the_image_with_a_depth_map(bright_hubble, effect):
+    """Planned for the renderer's depth map (depth_parallax), near and far layers swing
+    and spread without bringing in anything from outside the image."""
+    H, W = bright_hubble.shape[:2]
+    depth = pseudo_depth(W, H, (0.6 * W, 0.55 * H), radius_frac=0.3)
+    r = CameraRenderer(bright_hubble, depth, border="black")
+    path = json.loads((EXAMPLES / "paths" / f"{effect}.json").read_text())
+    for shake in (0.0, 1.0):
+        traj = _plan(path, effect, W, H, depth_parallax=r.depth_parallax, shake=shake)
+        assert _darkest(r.render(traj)) > 16
 
 
 def test_pseudo_depth_is_a_soft_blob_at_the_subject():

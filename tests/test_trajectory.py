@@ -18,7 +18,7 @@ import pytest
 from d2v.camera import apply_homography, cover_crop, footprint, frame_homography
 from d2v.models import EFFECTS, CameraTrajectory, RenderRequest
 from d2v.pathshape import analyze_path, clean_path
-from d2v.trajectory import plan_trajectory, resolve_effect
+from d2v.trajectory import DEFAULT_PARALLAX, PSEUDO_PARALLAX, depth_range, plan_trajectory, resolve_effect
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 W, H = 960, 540
@@ -49,10 +49,10 @@ def zigzag():
     return np.array([[120 + 100 * i, 270 + (70 if i % 2 else -70)] for i in range(8)], float)
 
 
-def plan(path, effect="auto", w=W, h=H, **kw) -> CameraTrajectory:
+def plan(path, effect="auto", w=W, h=H, depth_parallax=None, **kw) -> CameraTrajectory:
     kw.setdefault("duration_s", 2.0)
     req = RenderRequest(path=path, effect=effect, width=kw.pop("width", OUT_W), height=kw.pop("height", OUT_H), **kw)
-    return plan_trajectory(req, w, h)
+    return plan_trajectory(req, w, h, depth_parallax=depth_parallax)
 
 
 def footprints(tr: CameraTrajectory) -> np.ndarray:
@@ -63,6 +63,29 @@ def assert_inside(tr: CameraTrajectory, tol=1e-3):
     fp = footprints(tr)
     assert fp[..., 0].min() >= -tol and fp[..., 1].min() >= -tol
     assert fp[..., 0].max() <= tr.image_width + tol and fp[..., 1].max() <= tr.image_height + tol
+
+
+def assert_inside_at_depth(tr: CameraTrajectory, near: float, far: float, tol=1e-3):
+    """What the renderer can show with depth stays inside the image: the output corners'
+    rays meet each layer s (plane Z = C0z (1 - s), C0 = the first camera) at P, which the
+    renderer shows as image point C0 + (P - C0) / s (see d2v.render). Layers on a fine
+    grid, skipping those behind the camera as the renderer does."""
+    c0 = tr.frames[0].camera_center()
+    corners = np.array([[0, 0, 1], [tr.width, 0, 1], [tr.width, tr.height, 1], [0, tr.height, 1]], float)
+    for f in tr.frames:
+        C = f.camera_center()
+        rays = corners @ np.linalg.inv(f.K()).T @ f.R()  # world directions, rows
+        s_cam = 1 - C[2] / c0[2]
+        for s in np.linspace(max(near, s_cam + 1e-3), far, 9):
+            lam = (c0[2] * (1 - s) - C[2]) / rays[:, 2]
+            assert np.all(lam > 0)
+            q = c0[:2] + (C[:2] + lam[:, None] * rays[:, :2] - c0[:2]) / s
+            assert q.min() >= -tol and q[:, 0].max() <= tr.image_width + tol and q[:, 1].max() <= tr.image_height + tol
+
+
+def screen_positions(tr: CameraTrajectory, point) -> np.ndarray:
+    """Where an image point appears on screen in each frame, (n, 2)."""
+    return np.array([apply_homography(frame_homography(f), np.array([point]))[0] for f in tr.frames])
 
 
 def centres(tr):
@@ -150,10 +173,46 @@ def test_pull_back_is_zoom_in_reversed():
 
 
 def test_pan_keeps_zoom_and_follows_left_to_right():
-    tr = plan(pts(line((150, 270), (810, 270))), "pan")
+    path = line((380, 270), (580, 270))  # the 1.5x view can follow this one anywhere
+    tr = plan(pts(path), "pan")
     np.testing.assert_allclose(zooms(tr), 1.5, rtol=1e-6)
     x = centres(tr)[:, 0]
-    assert np.all(np.diff(x) >= -1e-9) and x[-1] - x[0] > 250
+    assert np.all(np.diff(x) >= -1e-9) and x[[0, -1]] == pytest.approx([380, 580], abs=0.5)
+    assert tr.clamped_frames == []
+
+
+def test_pan_zooms_in_just_enough_to_follow_a_long_stroke():
+    # 250 px from the left and right edges: a view centred there is 500 px wide, zoom 1.92.
+    tr = plan(pts(line((250, 260), (710, 280))), "pan")
+    np.testing.assert_allclose(zooms(tr), W / 500, rtol=1e-3)
+    x = centres(tr)[:, 0]
+    assert np.all(np.diff(x) >= -1e-9) and x[[0, -1]] == pytest.approx([250, 710], abs=0.5)
+    assert tr.clamped_frames == [] and tr.notes == []
+    # end_zoom is the least zoom, not a fixed one.
+    assert zooms(plan(pts(line((380, 270), (580, 270))), "pan", end_zoom=2.5)) == pytest.approx(2.5)
+    assert zooms(plan(pts(line((250, 260), (710, 280))), "pan", end_zoom=1.2)) == pytest.approx(W / 500, rel=1e-3)
+    # At most 3x (a 320 px view); past that the clamp holds the view in.
+    tr = plan(pts(line((60, 270), (900, 270))), "pan")
+    np.testing.assert_allclose(zooms(tr), 3.0, rtol=1e-6)
+    assert tr.clamped_frames and centres(tr)[:, 0].min() == pytest.approx(160, abs=0.5)
+    assert_inside(tr)
+
+
+def test_example_pan_follows_the_whole_stroke():
+    # x 150 -> 850 on a 1000 px wide image. At 1.5x the view's centre could only travel
+    # 333..667: the camera waited, moved, then stopped, with 64 of 96 frames clamped.
+    path = json.loads((EXAMPLES / "paths" / "pan.json").read_text())
+    tr = plan(path, "pan", w=1000, h=872, duration_s=4.0)
+    assert zooms(tr) == pytest.approx(3.0)  # it would take 3.33 to reach 150 px from the edge
+    x = centres(tr)[:, 0]
+    assert np.ptp(x) >= 0.9 * 700
+    still = np.abs(np.diff(x)) < 0.5  # the camera waiting against an edge
+    assert still.sum() <= 0.15 * len(x)
+    # The clamp only nudges the slow, eased ends, and by little.
+    free = centres(plan(path, "pan", w=1000, h=872, duration_s=4.0, allow_borders=True))[:, 0]
+    assert np.abs(x - free).max() < 20
+    middle = [i for i in tr.clamped_frames if 0.15 * len(x) < i < 0.85 * len(x)]
+    assert middle == [] and len(tr.clamped_frames) <= 0.25 * len(x)
 
 
 def test_drawing_speed_sets_camera_progress():
@@ -210,12 +269,46 @@ def test_orbit_direction_follows_the_drawing(clockwise):
     tr = plan(pts(circle(clockwise=clockwise)), "orbit")
     x = np.array([f.camera_center()[0] for f in tr.frames])
     moved = x[-1] - x[0]
-    assert (moved > 0) == clockwise and abs(moved) > 0.3 * tr.base_distance  # a ~40 degree arc
+    assert (moved > 0) == clockwise and abs(moved) > 0.3 * tr.base_distance  # a 20 degree arc
     # It looks at the loop's centre, from about the base distance.
     assert tr.subject == pytest.approx([480, 270], abs=3)
     dist = [np.linalg.norm(f.camera_center() - [*tr.subject, 0]) for f in tr.frames]
     assert np.allclose(dist, tr.base_distance, rtol=0.05)
+    fwd = np.array([f.R()[2] for f in tr.frames])
+    arc = math.degrees(math.acos(fwd[0] @ fwd[-1]))
+    assert 19 < arc < 21  # +-10 degrees: more stretches the far side of the flat picture
     assert_inside(tr)
+
+
+def test_orbit_holds_its_subject_still_on_screen():
+    # Off centre, so the keystoned views need to be moved in to fit: by one offset for
+    # the whole arc, not per frame (which would slide the subject about).
+    tr = plan(pts(circle(cx=560, cy=300, r=120)), "orbit", duration_s=3.0)
+    on_screen = screen_positions(tr, tr.subject)
+    # 3 px here (the subject is 40 px from the point the camera looks at, which holds
+    # exactly); per-frame clamping slid it 82 px.
+    assert np.ptp(on_screen, axis=0).max() < 0.005 * OUT_W
+    assert tr.clamped_frames == []
+    assert 1.0 < zooms(tr).max() < 1.35
+    assert_inside(tr)
+
+
+@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in"])
+def test_views_stay_inside_at_every_depth_the_renderer_shows(effect):
+    path = pts(circle(cx=520, cy=290, r=140)) if effect == "orbit" else pts(line((420, 300), (700, 200)))
+    for shake in (0.0, 1.0):
+        flat = plan(path, effect, shake=shake)
+        assert_inside_at_depth(flat, *depth_range(effect))  # no depth map
+        deep = plan(path, effect, shake=shake, depth_parallax=DEFAULT_PARALLAX)  # a user depth map
+        assert_inside_at_depth(deep, *depth_range(effect, DEFAULT_PARALLAX))
+        assert_inside(deep)
+
+
+def test_depth_range():
+    assert depth_range("orbit") == (1.0, 1.0) and depth_range("pan") == (1.0, 1.0)  # flat: no depth map
+    assert depth_range("dolly_zoom") == pytest.approx((1.0, 1 / (1 - PSEUDO_PARALLAX)))  # stand-in depth
+    assert depth_range("orbit", 0.4) == pytest.approx((0.6, 1 / 0.6))  # around the subject: either way
+    assert depth_range("zoom_in", 0.4) == pytest.approx((0.6, 1.0))
 
 
 @pytest.mark.parametrize("clockwise", [True, False])
@@ -259,12 +352,31 @@ def test_dolly_zoom_moves_toward_subject_and_keeps_its_size():
     tr = plan(pts(line((400, 320), end)), "dolly_zoom")
     C = np.array([f.camera_center() for f in tr.frames])
     dist = -C[:, 2]
-    assert dist[0] == pytest.approx(tr.base_distance) and dist[-1] == pytest.approx(tr.base_distance / 2.5, rel=1e-3)
+    assert dist[0] == pytest.approx(tr.base_distance) and dist[-1] == pytest.approx(tr.base_distance / 2, rel=1e-3)
+    np.testing.assert_allclose(C[:, :2], np.broadcast_to(C[0, :2], C[:, :2].shape))  # straight in, not sideways
     fx = np.array([f.fx for f in tr.frames])
     np.testing.assert_allclose(fx / dist, fx[0] / dist[0])  # the lens widens as it closes in
     fp = footprints(tr)
     assert np.abs(fp - fp[0]).max() < 1e-6  # on a flat plane the frame does not change
     assert tr.subject == pytest.approx(list(end))
+    assert np.linalg.norm(centres(tr)[0] - end) < 0.01 * W  # room enough to aim at the subject
+    # The stand-in depth puts the background up to 1 / 0.65 behind the subject; from half
+    # the distance the camera sees (1 + 2 * 0.54) / 1.54 = 1.35 times as much of it. The
+    # view starts that much tighter than the 1.25x the background may span at its widest.
+    far = 1 / (1 - PSEUDO_PARALLAX)
+    assert zooms(tr) == pytest.approx(1.25 * (1 + 2 * (far - 1)) / far, rel=1e-6)
+    assert tr.clamped_frames == []
+
+
+def test_dolly_zoom_near_the_edge_keeps_the_background_inside():
+    # The example: toward the orange galaxy near the right edge of the Hubble field.
+    path = json.loads((EXAMPLES / "paths" / "dolly_zoom.json").read_text())
+    tr = plan(path, "dolly_zoom", w=1000, h=872, duration_s=4.0)
+    assert_inside_at_depth(tr, *depth_range("dolly_zoom"))
+    assert tr.clamped_frames == []  # planned to fit: the clamp has nothing to move mid-dolly
+    # The subject is still in the view, well inside it.
+    u, v = screen_positions(tr, tr.subject)[0]
+    assert 0.2 * OUT_W < u < 0.8 * OUT_W and 0.2 * OUT_H < v < 0.8 * OUT_H
 
 
 # --- auto and path analysis --------------------------------------------------------------
