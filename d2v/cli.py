@@ -5,6 +5,9 @@
     d2v effects
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
     d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
+    d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
+    d2v upscale IN.mp4 --size 1920x1080 -o OUT.mp4 # resize a video exactly
+    d2v models check | make-tiny DIR               # SVD model set-up
 
 Bad input: one line on stderr (`d2v: error: ...`) and exit status 2; no traceback.
 Set D2V_DEBUG=1 to see tracebacks of internal errors.
@@ -152,6 +155,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_check(args: argparse.Namespace) -> int:
+    from d2v.svd import load_svd, svd_model_setting
+
+    model = svd_model_setting()
+    if model is None:
+        from d2v.errors import ModelNotConfiguredError
+
+        raise ModelNotConfiguredError("no SVD model configured: set D2V_SVD_MODEL to a model directory or hub id "
+                                      "(`d2v models make-tiny DIR` makes a tiny one for trying things out)")
+    info = load_svd(model, args.device).describe()
+    print(f"svd model {model} loads: {info.get('num_frames')} keyframes, {info.get('dtype')} on {info.get('device')}")
+    for key, value in info.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def cmd_models_make_tiny(args: argparse.Namespace) -> int:
+    from d2v.tiny_svd import make_tiny_svd
+
+    out = make_tiny_svd(args.directory, seed=args.seed)
+    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    print(f"wrote a tiny random-weight SVD pipeline to {out} ({size / 2**20:.1f} MiB)")
+    print(f"try: D2V_SVD_MODEL={out} d2v render IMAGE --path PATH.json --backend svd -o out.mp4")
+    return 0
+
+
 def _load_serve_config(path: str) -> dict:
     import yaml
     from pydantic import ValidationError
@@ -225,6 +254,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _video_output(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() != ".mp4":
+        raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+    return out
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    """Retime a video with the interpolate stage: its frames and timing kept, frame i of
+    the output at time i/fps (DESIGN.md)."""
+    from d2v.encode import decode_video, encode_mp4
+    from d2v.interpolate import interpolate_frames, method_from_env
+
+    if not 1 <= args.fps <= 240:
+        raise InvalidRequestError(f"--fps must be in 1..240, got {args.fps}")
+    out = _video_output(args.output)
+    frames, fps_in = decode_video(args.input)
+    if not fps_in > 0:
+        raise InvalidRequestError(f"{args.input}: the video does not say its frame rate")
+    method = args.method or method_from_env()
+    result = interpolate_frames(frames, fps_in, args.fps, loop=args.loop, method=method)
+    encode_mp4(iter(result), out, args.fps, crf=args.crf, preset=args.preset)
+    print(f"wrote {out} ({len(frames)} frames at {fps_in:g} fps -> {len(result)} at {args.fps} fps, {method})")
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """Resize a video with the upscale stage to exactly --size (cover crop on aspect change)."""
+    from d2v.encode import decode_video, encode_mp4
+    from d2v.upscale import method_for, upscale_frames
+
+    width, height = args.size
+    if width < 2 or height < 2 or width % 2 or height % 2 or max(width, height) > 8192:
+        raise InvalidRequestError(f"--size must have even sides in 2..8192 for H.264, got {width}x{height}")
+    out = _video_output(args.output)
+    frames, fps = decode_video(args.input)
+    rate = max(1, round(fps))  # the encoder takes whole frame rates
+    result = upscale_frames(frames, width, height, sharpen_amount=args.sharpen)
+    encode_mp4(iter(result), out, rate, crf=args.crf, preset=args.preset)
+    h, w = frames.shape[1:3]
+    note = f", rate {fps:g} -> {rate}" if abs(rate - fps) > 1e-3 else ""
+    print(f"wrote {out} ({len(result)} frames, {w}x{h} -> {width}x{height}, {method_for(w, h, width, height)}{note})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="d2v", description="Draw a path on a photo, get a video whose camera follows it.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -244,6 +318,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/serve-local.yaml", help="a Serve config YAML")
     p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="check or make SVD models").add_subparsers(
+        dest="models_command", required=True, parser_class=_Parser)
+    p = models.add_parser("check", help="does the configured SVD model (D2V_SVD_MODEL) load, and on what device")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.set_defaults(func=cmd_models_check)
+    p = models.add_parser("make-tiny", help="write a tiny random-weight SVD pipeline (tests and demos)")
+    p.add_argument("directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_make_tiny)
+
+    p = sub.add_parser("interpolate", help="retime a video to another frame rate (optical flow)")
+    p.add_argument("input", help="the video (MP4, ...)")
+    p.add_argument("--fps", type=int, required=True, help="output frames per second")
+    p.add_argument("-o", "--output", required=True, help="the MP4 to write")
+    p.add_argument("--method", choices=["flow", "blend", "learned"], default=None,
+                   help="flow (default), blend, or learned (D2V_INTERP_MODEL)")
+    p.add_argument("--loop", action="store_true", help="the end blends into the start (seamless loop)")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("upscale", help="resize a video to an exact size (Lanczos + sharpening, or D2V_SR_MODEL)")
+    p.add_argument("input", help="the video (MP4, ...)")
+    p.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, even sides")
+    p.add_argument("-o", "--output", required=True, help="the MP4 to write")
+    p.add_argument("--sharpen", type=float, default=None, help="unsharp amount after enlarging (default 0.3, 0 = off)")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("trajectory", help="print the per-frame camera as JSON")
     _add_request_flags(p)

@@ -250,6 +250,8 @@ class Manifest(BaseModel):
     effect: str
     backend: BackendName
     model: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict, description="backend settings used (svd: strengths, "
+                                     "motion bucket, steps, dtype, device...)")
     seed: int
     frames: int
     fps: int

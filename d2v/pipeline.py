@@ -28,19 +28,24 @@ from d2v.errors import D2VError, ModelNotConfiguredError
 from d2v.images import decode_image
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
-from d2v.stages import make_manifest, now_iso, plan, store_results
+from d2v.stages import encode_and_store, make_manifest, now_iso, plan, render_base, resize, retime, store_results
+from d2v.svd import svd_model_setting
 from d2v.store import Store, job_key
 
 ProgressFn = Callable[[str, float], None]
 
 
-def svd_model_setting() -> str | None:
-    return os.environ.get("D2V_SVD_MODEL") or None
+def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
+                   svd_model: str | None = None) -> str:
+    """The job id: the same inputs, request, d2v version and model give the same job."""
+    model = (svd_model or svd_model_setting() or "") if request.backend == "svd" else ""
+    salt = (depth_bytes or b"") + __version__.encode() + model.encode()
+    return job_id_for(image_bytes + salt, request)
 
 
-def require_backend(request: RenderRequest) -> None:
+def require_backend(request: RenderRequest, svd_model: str | None = None) -> None:
     """Fail before any work when the backend cannot run here (no silent fallback)."""
-    if request.backend == "svd" and not svd_model_setting():
+    if request.backend == "svd" and not (svd_model or svd_model_setting()):
         raise ModelNotConfiguredError(
             "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL to a model directory "
             "or hub id (try `d2v models make-tiny DIR` for a tiny test model), or use --backend camera"
@@ -138,7 +143,7 @@ def render_job(
     require_backend(request)
     image = decode_image(image_bytes)
     depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-    job_id = job_id or job_id_for(image_bytes + (depth_bytes or b"") + __version__.encode(), request)
+    job_id = job_id or content_job_id(image_bytes, depth_bytes, request)
 
     if use_cache and (cached := cached_manifest(store, job_id)) is not None:
         if output_path is not None:
@@ -185,8 +190,8 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
     trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
     seconds["trajectory"] = time.perf_counter() - t0
 
-    if request.backend != "camera":
-        raise ModelNotConfiguredError(f"backend {request.backend!r} is not available in this build of d2v")
+    if request.backend == "svd":
+        return _run_svd(image, depth, request, trajectory, seconds, store, job_id, output_path, report)
     renderer = CameraRenderer(image.rgb, depth)
     n = len(trajectory)
     poster_index = n // 2
@@ -237,6 +242,26 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
         keys=keys,
         depth_map=depth is not None,
     )
+
+
+def _run_svd(image, depth, request, trajectory, seconds, store, job_id, output_path, report) -> Manifest:
+    """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
+    same stage functions the Serve app runs, in this process."""
+    from d2v.svd import load_svd
+
+    t0 = time.perf_counter()
+    report("base", 0.02)
+    svd = load_svd(svd_model_setting(), "auto")
+    seconds["model_load"] = time.perf_counter() - t0
+    clip = render_base(image.rgb, trajectory, request, depth=depth, svd=svd,
+                       progress=lambda stage, f: report(stage, 0.02 + 0.8 * f))
+    clip = resize(retime(clip, request), request)
+    report("encode", 0.85)
+    clip.stage_seconds.update({"trajectory": seconds["trajectory"], "model_load": seconds["model_load"]})
+    manifest = encode_and_store(clip, request, trajectory, image.info(), store, job_id, depth_map=depth is not None)
+    if output_path is not None:
+        store.get_file(manifest.keys["video"], output_path)
+    return manifest
 
 
 class _count:

@@ -3,7 +3,8 @@
     serve run configs/serve-local.yaml        (or: d2v serve --config configs/serve-local.yaml)
 
 `import_path: deployments.app:build_app` in a Serve config; the application's `args`
-are the ingress settings (see deployments.ingress.IngressSettings). Replicas,
+are the ingress settings (see deployments.ingress.IngressSettings), `svd_model` among
+them (a model directory or hub id; default: the D2V_SVD_MODEL environment variable). Replicas,
 resources and autoscaling of every deployment come from the config's `deployments`.
 """
 
@@ -16,8 +17,9 @@ from deployments.stages import BaseStage, EncodeStage, InterpolateStage, Traject
 
 
 def build_app(args: dict | None = None) -> Application:
-    return Ingress.bind(TrajectoryStage.bind(), BaseStage.bind(), InterpolateStage.bind(), UpscaleStage.bind(),
-                        EncodeStage.bind(), settings=dict(args or {}))
+    settings = dict(args or {})  # `svd_model` here overrides D2V_SVD_MODEL for this app
+    return Ingress.bind(TrajectoryStage.bind(), BaseStage.bind(settings.get("svd_model")), InterpolateStage.bind(),
+                        UpscaleStage.bind(), EncodeStage.bind(), settings=settings)
 
 
 app = build_app()

@@ -9,7 +9,6 @@ the defaults here only make the app start on a laptop.
 from __future__ import annotations
 
 import logging
-import os
 
 from ray import serve
 
@@ -20,6 +19,7 @@ from d2v.models import CameraTrajectory, Manifest, RenderRequest
 from d2v.render import load_depth_map
 from d2v.stages import Clip
 from d2v.store import store_from_env
+from d2v.svd import svd_model_setting
 
 log = logging.getLogger("d2v.deployments")
 
@@ -62,12 +62,16 @@ class BaseStage(GPUWorker, _ReportsProgress):
 
     stage = "base"
 
+    def __init__(self, svd_model: str | None = None):
+        self.svd_model = svd_model or svd_model_setting()
+        super().__init__()
+
     def load(self) -> None:
         self.svd = None
         self.svd_error: str | None = None
-        model = os.environ.get("D2V_SVD_MODEL")
-        if not model:
+        if not self.svd_model:
             return
+        model = self.svd_model
         try:
             from d2v.svd import load_svd
 

@@ -107,3 +107,25 @@ def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
     assert words in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_models_make_tiny_check_and_svd_render(tmp_path):
+    r = d2v("models", "make-tiny", tmp_path / "tiny", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tiny/model_index.json").is_file()
+    check = d2v("models", "check", cwd=tmp_path, env_extra={"D2V_SVD_MODEL": str(tmp_path / "tiny")})
+    assert check.returncode == 0, check.stderr
+    assert "loads" in check.stdout and "device: cpu" in check.stdout and "num_frames: 6" in check.stdout
+    r = d2v("render", EXAMPLE, "--path", PATHS / "pan.json", "--effect", "pan", "--backend", "svd", "--duration",
+            "1", "--fps", "8", "--size", "160x96", "-o", "svd.mp4", cwd=tmp_path,
+            env_extra={"D2V_SVD_MODEL": str(tmp_path / "tiny")})
+    assert r.returncode == 0, r.stderr
+    info = probe_video(tmp_path / "svd.mp4")
+    assert (info["frames"], info["width"], info["height"]) == (8, 160, 96)
+
+
+def test_models_check_without_a_model_says_which_setting(tmp_path):
+    r = d2v("models", "check", cwd=tmp_path)
+    assert r.returncode == 2 and "D2V_SVD_MODEL" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = d2v("models", "check", cwd=tmp_path, env_extra={"D2V_SVD_MODEL": str(tmp_path / "missing")})
+    assert r.returncode == 2 and "D2V_SVD_MODEL" in r.stderr and "Traceback" not in r.stderr

@@ -158,7 +158,7 @@ def ray_two_gpus():
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     try:
         yield ray

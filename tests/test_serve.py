@@ -28,20 +28,27 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def farm(seaweed):
+def farm(seaweed, tmp_path_factory):
     env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
+    # address="local": a fresh cluster of our own, never one a `ray start` left running.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})  # two apps
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     from deployments.app import build_app
 
     serve.run(build_app({"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2}), name="d2v",
               route_prefix="/")
+    # A second app with the svd backend: a tiny random-weight SVD saved to disk and loaded
+    # by the base replicas through the same loader users run.
+    from d2v.tiny_svd import make_tiny_svd
+
+    tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
+    serve.run(build_app({"lease_s": 10, "svd_model": str(tiny)}), name="d2v-svd", route_prefix="/svd")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     yield client, S3Store.from_env(env)
     client.close()
@@ -205,3 +212,27 @@ def test_server_keeps_serving_after_bad_input(farm):
     r = submit(client, png_bytes(textured_image(320, 180, seed=9)), GOOD)
     assert r.status_code == 202
     assert wait(client, r.json()["status_url"])["status"] == "succeeded"
+
+
+def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
+    client, store = farm
+    request = {"path": PAN, "effect": "pan", "duration_s": 1.5, "fps": 8, "width": 160, "height": 96,
+               "backend": "svd", "guidance_strength": 0.5, "num_inference_steps": 4, "seed": 3}
+    r = client.post("/svd/v1/jobs", files={"image": ("p.png", PHOTO, "image/png")},
+                    data={"request": json.dumps(request)})
+    assert r.status_code == 202, r.text
+    assert "/svd/v1/jobs/" in r.json()["status_url"]
+    status = wait(client, r.json()["status_url"])
+    assert status["status"] == "succeeded", status
+    frames, _ = decode_video(store.get_bytes(status["result"]["video_key"]))
+    assert frames.shape == (12, 96, 160, 3)
+    manifest = json.loads(store.get_bytes(status["result"]["manifest_key"]))
+    assert manifest["backend"] == "svd" and manifest["model"].endswith(str(Path(manifest["model"]).name))
+    settings = manifest["settings"]
+    assert settings["guidance_strength"] == 0.5 and settings["steps"] == 4 and settings["mode"] == "sdedit"
+    assert {"motion_bucket_id", "noise_aug_strength", "num_frames", "seed"} <= set(settings)
+    assert manifest["methods"]["base"].startswith("svd") and "->" in manifest["methods"]["interpolate"]
+    # The app without a model still refuses svd clearly, and both keep serving.
+    r = submit(client, PHOTO, {**GOOD, "backend": "svd"})
+    assert r.status_code == 422 and "D2V_SVD_MODEL" in r.json()["detail"]
+    assert client.get("/svd/healthz").json()["status"] == "ok"

@@ -1,0 +1,630 @@
+"""The `svd` backend: Stable Video Diffusion (diffusers) steered by the drawn camera path.
+
+    svd_model_setting() -> str | None            D2V_SVD_MODEL, None when unset
+    load_svd(model, device, compile_unet=False) -> SVDModel
+    SVDModel.generate(image, guide_frames, request, trajectory) -> (K, h, w, 3) uint8 keyframes
+    SVDModel.settings_for(request, trajectory) -> dict   (what the manifest records)
+    keyframe_count(model) -> int                 K: 14 for svd, 25 for svd-xt (unet.config.num_frames)
+    keyframe_indices(n_frames, k) -> list[int]   which output frames are the keyframes
+    model_size(request, model) -> (w, h)         the size the model renders at
+    cover_frame(image, w, h) -> (h, w, 3)        the conditioning frame (the view at time 0)
+    camera_speed / derive_motion(trajectory)     motion_bucket_id and noise_aug_strength
+    start_index(g, steps) -> int                 where the partial schedule starts
+
+SVD alone has no notion of a path: it animates a still image, and `motion_bucket_id`
+only sets how much things move. d2v steers it SDEdit-style. The camera backend renders
+the trajectory's K keyframes (the guide); here they are VAE-encoded, noised to a level
+set by `guidance_strength` g, and denoised by SVD conditioned on the input photo:
+
+* The scheduler is SVD's (EulerDiscrete, Karras sigmas 700 -> 0.002, v-prediction).
+  For `steps` steps it has sigmas s_0 > ... > s_{steps-1} > 0. With strength g the
+  first `start = floor((1 - g) * steps)` steps are skipped: the guide latents get noise
+  of sigma s_start and the remaining steps - start steps denoise them (what diffusers'
+  img2img pipelines do with `strength`).
+* g = 0 (start = steps, no step to run): the guide frames are returned exactly, not a
+  VAE round trip: "0 = the camera render unchanged". As g -> 0 the output tends to the
+  VAE round trip of the guide (`SVDModel.round_trip`); the tests check both.
+* start = 0 (g = 1, or any g > 1 - 1/steps): plain SVD. Latents start as pure noise
+  times `scheduler.init_noise_sigma`, exactly as StableVideoDiffusionPipeline starts, and
+  the guide is not used at all (at sigma 700 it would be lost in the noise anyway).
+* Conditioning, as the pipeline does it, on the input photo: its CLIP image embedding
+  (224x224) for cross-attention, its VAE latent (mode, unscaled, after adding
+  `noise_aug_strength` Gaussian noise in pixel space) concatenated to every frame's
+  latent, and the added time ids (fps - 1, motion_bucket_id, noise_aug_strength).
+  One difference: the pipeline stretches the photo to the model size; d2v takes the
+  largest centred crop with the output's aspect ("cover"), the trajectory's view at
+  time 0, so nothing is distorted and the conditioning frame matches the guide's start.
+* Classifier-free guidance as the pipeline: the unconditional branch has zero image
+  embedding and zero conditioning latent; the scale rises linearly over the frames from
+  `min_guidance_scale` (1.0) to `max_guidance_scale` (3.0).
+* `motion_bucket_id` and `noise_aug_strength` come from the camera's speed (see
+  `camera_speed`), unless the request sets them; `fps` is the keyframe rate.
+
+Loading (`load_svd`): a local directory or a hub id. Hub ids load only from the Hugging
+Face cache (`local_files_only`): a render replica never starts a multi-GB download on a
+request; fetch once with `hf download ID`. fp16 on CUDA (bf16 or fp32 with D2V_SVD_DTYPE),
+fp32 on the CPU; PyTorch SDPA attention everywhere; the VAE encoder kept in fp32 when the
+VAE config asks for it (`force_upcast`, as the pipeline does); VAE decode in chunks of
+`decode_chunk_size` frames (peak memory, for GPUs shared between replicas); optional
+`torch.compile` of the UNet. Importing this module imports neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from d2v.errors import InvalidRequestError, ModelNotConfiguredError
+from d2v.models import CameraTrajectory, RenderRequest
+
+if TYPE_CHECKING:  # torch/diffusers only load with the model
+    import torch
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "D2V_SVD_MODEL"
+DTYPE_ENV = "D2V_SVD_DTYPE"  # fp16 (default on CUDA) | bf16 | fp32; the CPU always runs fp32
+
+MIN_GUIDANCE_SCALE = 1.0  # StableVideoDiffusionPipeline's defaults
+MAX_GUIDANCE_SCALE = 3.0
+DEFAULT_DECODE_CHUNK = 8  # frames per temporal-VAE decode (the pipeline: all at once)
+DEFAULT_FPS_CONDITIONING = 7  # the pipeline's default, used for one-frame clips
+
+# Camera speed -> SVD's micro-conditioning. Speed is "view changes per second" (see
+# camera_speed); typical moves: pan 0.35, zoom_in 0.5, spiral / earth_zoom_out 0.8.
+SPEED_SCALE = 0.5  # speed at which 63% of the range below is used
+MOTION_BUCKET_RANGE = (48, 208)  # 127 (the pipeline's default) is about a pan
+NOISE_AUG_RANGE = (0.02, 0.08)  # 0.02 is the pipeline's default
+# orbit and dolly_zoom need parallax that a 2.5D render of one photo cannot show: give
+# SVD more room to move things.
+PARALLAX_EFFECTS_BUCKET_BONUS = 20
+PARALLAX_EFFECTS = {"orbit", "dolly_zoom"}
+
+
+def svd_model_setting() -> str | None:
+    """The configured SVD model (D2V_SVD_MODEL): a directory or a hub id; None when unset."""
+    return os.environ.get(MODEL_ENV, "").strip() or None
+
+
+def svd_dtype_setting() -> str | None:
+    """D2V_SVD_DTYPE: fp16 | bf16 | fp32 for CUDA; None when unset (fp16)."""
+    return os.environ.get(DTYPE_ENV, "").strip().lower() or None
+
+
+def _not_configured(detail: str) -> ModelNotConfiguredError:
+    return ModelNotConfiguredError(
+        f"backend 'svd' needs Stable Video Diffusion weights: {detail}. Set {MODEL_ENV} to a model "
+        "directory or a hub id in the local Hugging Face cache (try `d2v models make-tiny DIR` for a "
+        "tiny test model), or use --backend camera"
+    )
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None) -> str:
+    """None or "auto" -> "cuda" when torch sees a GPU, else "cpu". A CUDA device asked for
+    where torch sees none (Ray's logical GPUs on a CPU machine) runs on the CPU."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %s requested but torch sees no CUDA GPU: the svd backend runs on the CPU", device)
+        return "cpu"
+    return str(device)
+
+
+def _pick_dtype(device: str, setting: str | None) -> "torch.dtype":
+    import torch
+
+    if not device.startswith("cuda"):
+        return torch.float32  # fp16 convolutions are slow or missing on CPUs
+    names = {
+        None: torch.float16, "fp16": torch.float16, "float16": torch.float16,
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
+    }  # fmt: skip
+    if setting not in names:
+        raise ModelNotConfiguredError(f"{DTYPE_ENV}={setting!r} is not one of fp16, bf16, fp32")
+    return names[setting]
+
+
+def _from_pretrained(model: str, dtype: "torch.dtype"):
+    """StableVideoDiffusionPipeline.from_pretrained, or ModelNotConfiguredError naming the setting."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise _not_configured(
+                f"{MODEL_ENV}={model!r} is a directory but not a diffusers pipeline (no model_index.json)"
+            )
+        source, kwargs = str(path), {}
+    elif model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise _not_configured(f"{MODEL_ENV}={model!r}: no such directory")
+    else:  # "org/name": a hub id, from the local cache only
+        source, kwargs = model, {"local_files_only": True}
+
+    errors = []
+    # Hub snapshots may hold only the fp16 variant files; try the plain files first.
+    for variant in (None, "fp16"):
+        try:
+            with _no_progress_bars():
+                return StableVideoDiffusionPipeline.from_pretrained(
+                    source, variant=variant, **_dtype_kwarg(dtype), **kwargs
+                )
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError, EnvironmentError) as e:
+            # Missing, partial or corrupt files, a config of another model, weights of the
+            # wrong shapes: a configuration problem, reported as such (never a crash).
+            first_line = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else ""
+            errors.append(f"{type(e).__name__}: {first_line[:200]}")
+        if path.is_dir():
+            break  # save_pretrained directories have no variants
+    if path.is_dir():
+        raise _not_configured(f"{MODEL_ENV}={model!r} could not be loaded: {errors[0]}")
+    log.warning("loading hub id %r from the local cache failed: %s", model, "; ".join(errors))
+    raise _not_configured(
+        f"{MODEL_ENV}={model!r} is no directory, and as a hub id it is not loadable from the local Hugging "
+        f"Face cache (d2v never downloads weights on a request: fetch them once with `hf download {model}`)"
+    )
+
+
+@contextmanager
+def _no_progress_bars():
+    """diffusers and transformers draw progress bars while loading: not on d2v's one-line
+    outputs (`d2v models check`, replica logs)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    restore = []
+    for lib in (diffusers_logging, transformers_logging):
+        if lib.is_progress_bar_enabled():
+            lib.disable_progress_bar()
+            restore.append(lib)
+    try:
+        yield
+    finally:
+        for lib in restore:
+            lib.enable_progress_bar()
+
+
+def _dtype_kwarg(dtype) -> dict:
+    """diffusers renamed from_pretrained's `torch_dtype` to `dtype` (and warns on the old name)."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (only where `dtype` exists)
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
+def load_svd(
+    model: str | None,
+    device: str | None = "auto",
+    *,
+    compile_unet: bool = False,
+    dtype: str | None = None,
+    decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+) -> "SVDModel":
+    """Load an SVD pipeline for generation on `device`.
+
+    model: a local directory (`save_pretrained` layout) or a hub id already in the HF
+    cache; None or "" -> ModelNotConfiguredError naming D2V_SVD_MODEL (as does a missing
+    directory or anything that fails to load). dtype: fp16 | bf16 | fp32 on CUDA
+    (default: D2V_SVD_DTYPE, else fp16); the CPU always runs fp32.
+    """
+    if not model:
+        raise _not_configured(f"{MODEL_ENV} is not set")
+    device = resolve_device(device)
+    torch_dtype = _pick_dtype(device, dtype or svd_dtype_setting())
+    pipe = _from_pretrained(str(model), torch_dtype)
+    return SVDModel.from_pipeline(
+        pipe, name=str(model), device=device, dtype=torch_dtype,
+        compile_unet=compile_unet, decode_chunk_size=decode_chunk_size,
+    )  # fmt: skip
+
+
+# --- sizes and settings ----------------------------------------------------------------
+
+
+def keyframe_count(model: "SVDModel") -> int:
+    """Keyframes the model generates per clip: unet.config.num_frames (svd 14, svd-xt 25)."""
+    return model.num_frames
+
+
+def keyframe_indices(n_frames: int, k: int) -> list[int]:
+    """k output frames spread evenly over n_frames, first and last included (repeats
+    when n_frames < k): the frames whose cameras the guide renders."""
+    if n_frames < 1 or k < 1:
+        raise ValueError(f"need at least one frame and one keyframe, got {n_frames}, {k}")
+    return [int(i) for i in np.round(np.linspace(0, n_frames - 1, k))]
+
+
+def model_size(request: RenderRequest, model: "SVDModel") -> tuple[int, int]:
+    """(w, h) the model renders at: the request's aspect, each side a multiple of
+    `model.size_multiple` (64 for SVD: /8 by the VAE, /8 more by the UNet's levels), with
+    the area the model was trained at, never more (SVD-XT: 768x768 = 1024x576). The
+    upscale stage takes it to the output size."""
+    m, area = model.size_multiple, model.native_area
+    aspect = request.width / request.height
+    w = max(m, round(math.sqrt(area * aspect) / m) * m)
+    h = max(m, round(math.sqrt(area / aspect) / m) * m)
+    if w * h > area and (w > m or h > m):  # rounded up past the area: take off one step
+        options = [(w - m, h)] if w > m else []
+        options += [(w, h - m)] if h > m else []
+        w, h = min(options, key=lambda s: abs(math.log(s[0] / s[1] / aspect)))
+    return w, h
+
+
+def cover_frame(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The photo's largest centred crop with aspect w:h ("cover", the trajectory's view at
+    time 0), resized to (h, w, 3): SVD's conditioning frame."""
+    import cv2
+
+    from d2v.camera import cover_crop
+
+    H, W = image.shape[:2]
+    u0, v0, cw, ch = cover_crop(W, H, w, h)
+    x0, y0 = int(round(u0)), int(round(v0))
+    crop = image[y0 : y0 + max(1, int(round(ch))), x0 : x0 + max(1, int(round(cw)))]
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA if crop.shape[1] > w else cv2.INTER_CUBIC)
+
+
+def camera_speed(trajectory: CameraTrajectory) -> float:
+    """How fast the view changes, per second, averaged over the move. Each frame step adds
+    the view's travel in view widths, |d log zoom|, |d roll| (radians) and the turn of
+    the optical axis (radians); dolly_zoom adds |d log distance| (its zoom holds while
+    the camera moves in)."""
+    frames = trajectory.frames
+    if len(frames) < 2:
+        return 0.0
+    span = frames[-1].time_s - frames[0].time_s
+    if span <= 0:
+        return 0.0
+    centre = np.array([f.center for f in frames])
+    zoom = np.maximum(np.array([f.zoom for f in frames]), 1e-6)
+    roll = np.radians([f.roll_deg for f in frames])
+    axis = np.array([f.R()[2] for f in frames])
+    view_width = trajectory.base_distance / np.sqrt(zoom[1:] * zoom[:-1])
+    motion = (
+        np.linalg.norm(np.diff(centre, axis=0), axis=1) / view_width
+        + np.abs(np.diff(np.log(zoom)))
+        + np.abs(np.diff(roll))
+        + np.arccos(np.clip((axis[1:] * axis[:-1]).sum(axis=1), -1.0, 1.0))
+    )
+    if trajectory.effect == "dolly_zoom":
+        dist = np.maximum(np.abs(np.array([f.camera_center()[2] for f in frames])), 1e-6)
+        motion = motion + np.abs(np.diff(np.log(dist)))
+    return float(motion.sum() / span)
+
+
+def derive_motion(trajectory: CameraTrajectory) -> tuple[int, float, float]:
+    """(motion_bucket_id, noise_aug_strength, speed) for a camera move. Both rise with
+    speed and saturate; faster moves take the frames further from the conditioning
+    photo, which more noise augmentation lets SVD follow."""
+    speed = camera_speed(trajectory)
+    s = 1.0 - math.exp(-speed / SPEED_SCALE)
+    lo, hi = MOTION_BUCKET_RANGE
+    bucket = lo + (hi - lo) * s + (PARALLAX_EFFECTS_BUCKET_BONUS if trajectory.effect in PARALLAX_EFFECTS else 0)
+    aug = NOISE_AUG_RANGE[0] + (NOISE_AUG_RANGE[1] - NOISE_AUG_RANGE[0]) * s
+    return int(np.clip(round(bucket), 1, 255)), round(aug, 4), speed
+
+
+def keyframe_fps(trajectory: CameraTrajectory, k: int) -> int:
+    """The keyframes' rate (SVD's `fps` conditioning): k frames over the move's span."""
+    frames = trajectory.frames
+    span = frames[-1].time_s - frames[0].time_s if frames else 0.0
+    if k < 2 or span <= 0:
+        return DEFAULT_FPS_CONDITIONING
+    return int(np.clip(round((k - 1) / span), 1, 30))
+
+
+def start_index(guidance_strength: float, steps: int) -> int:
+    """Scheduler steps skipped for strength g: floor((1 - g) * steps), so g = 0 skips all
+    (the guide unchanged) and g = 1 none (plain SVD). The epsilon absorbs float error
+    in (1 - g) * steps (e.g. g = 0.6, steps = 5)."""
+    return min(steps, max(0, math.floor((1.0 - guidance_strength) * steps + 1e-9)))
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+class SVDModel:
+    """A loaded SVD pipeline and d2v's settings for it. Build with `load_svd`. One
+    generation at a time (a lock): the scheduler is stateful and a second concurrent
+    generation would only double the GPU memory."""
+
+    def __init__(self, pipe, *, name: str, device: str, dtype, unet, decode_chunk_size: int, compiled: bool):
+        self.pipe = pipe
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.unet = unet  # pipe.unet, or its torch.compile wrapper
+        self.vae = pipe.vae
+        self.image_encoder = pipe.image_encoder
+        self.decode_chunk_size = int(decode_chunk_size)
+        self.compiled = compiled
+        self.num_frames = int(pipe.unet.config.num_frames)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_channels = int(self.vae.config.latent_channels)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        # Each UNet level but the last halves the latent: sides must divide evenly all
+        # the way down. The pipeline itself also insists on multiples of 8.
+        levels = len(pipe.unet.config.block_out_channels)
+        self.size_multiple = max(8, self.vae_scale_factor * 2 ** (levels - 1))
+        sample = pipe.unet.config.sample_size or 96
+        self.native_area = int(sample * self.vae_scale_factor) ** 2
+        self.min_guidance_scale = MIN_GUIDANCE_SCALE
+        self.max_guidance_scale = MAX_GUIDANCE_SCALE
+        self._encoder_dtype = next(self.vae.encoder.parameters()).dtype
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipe,
+        *,
+        name: str,
+        device: str,
+        dtype,
+        compile_unet: bool = False,
+        decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+    ) -> "SVDModel":
+        """d2v's settings applied to a StableVideoDiffusionPipeline (load_svd's second
+        half; the GPU benchmark uses it on a pipeline built from configs)."""
+        import torch
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        # Cast only what is not in `dtype` yet: from_pretrained(dtype=...) already did,
+        # and diffusers warns on casting a loaded model with to().
+        for component in (pipe.unet, pipe.vae, pipe.image_encoder):
+            if component.dtype != dtype:
+                component.to(dtype=dtype)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        # Fused attention (flash / memory-efficient SDPA). diffusers picks it by default
+        # on torch 2, but set_default_attn_processor() would switch to the naive one, which
+        # needs ~42 GB at SVD-XT's top level: make sure.
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        pipe.vae.set_attn_processor(AttnProcessor2_0())
+        if dtype == torch.float16 and pipe.vae.config.force_upcast:
+            # The pipeline upcasts the VAE to fp32 around every encode; keeping just the
+            # encoder in fp32 does the same without converting weights on each call.
+            pipe.vae.encoder.to(torch.float32)
+            pipe.vae.quant_conv.to(torch.float32)
+        unet = pipe.unet
+        if compile_unet:
+            unet = torch.compile(pipe.unet)  # compiles on the first call (minutes for SVD-XT)
+        return cls(pipe, name=name, device=device, dtype=dtype, unet=unet,
+                   decode_chunk_size=decode_chunk_size, compiled=compile_unet)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"SVDModel({self.name!r}, device={self.device!r}, dtype={self.dtype}, num_frames={self.num_frames})"
+
+    def describe(self) -> dict[str, Any]:
+        """What `d2v models check` prints."""
+        return {
+            "model": self.name,
+            "device": self.device,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "num_frames": self.num_frames,
+            "native_size": f"{int(math.sqrt(self.native_area))}x{int(math.sqrt(self.native_area))} area",
+            "size_multiple": self.size_multiple,
+            "attention": "sdpa",
+            "decode_chunk_size": self.decode_chunk_size,
+            "compiled_unet": self.compiled,
+        }
+
+    # -- settings ---------------------------------------------------------------------
+
+    def _scheduler(self):
+        """A private copy of the scheduler: it keeps per-run state (step index)."""
+        sched = self.pipe.scheduler
+        return type(sched).from_config(sched.config)
+
+    def settings_for(self, request: RenderRequest, trajectory: CameraTrajectory) -> dict[str, Any]:
+        """Every setting generate() uses for this request: what the manifest records."""
+        bucket, aug, speed = derive_motion(trajectory)
+        steps = int(request.num_inference_steps)
+        start = start_index(request.guidance_strength, steps)
+        sched = self._scheduler()
+        sched.set_timesteps(steps)
+        w, h = model_size(request, self)
+        return {
+            "model": self.name,
+            "num_frames": self.num_frames,
+            "width": w,
+            "height": h,
+            "guidance_strength": float(request.guidance_strength),
+            "steps": steps,
+            "denoise_steps": steps - start,
+            "start_sigma": float(sched.sigmas[start]) if start < steps else 0.0,
+            "mode": "camera render" if start == steps else ("plain svd" if start == 0 else "sdedit"),
+            "motion_bucket_id": request.motion_bucket_id if request.motion_bucket_id is not None else bucket,
+            "noise_aug_strength": (
+                float(request.noise_aug_strength) if request.noise_aug_strength is not None else aug
+            ),
+            "derived": [k for k in ("motion_bucket_id", "noise_aug_strength") if getattr(request, k) is None],
+            "camera_speed": round(speed, 4),
+            "fps": keyframe_fps(trajectory, self.num_frames),
+            "seed": int(request.seed),
+            "min_guidance_scale": self.min_guidance_scale,
+            "max_guidance_scale": self.max_guidance_scale,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device,
+            "decode_chunk_size": self.decode_chunk_size,
+            "compiled_unet": self.compiled,
+        }
+
+    # -- tensors ----------------------------------------------------------------------
+
+    def _to_pixels(self, frames: np.ndarray) -> "torch.Tensor":
+        """(K, h, w, 3) uint8 -> (K, 3, h, w) float in [-1, 1] on the device (fp32)."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def _encode(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """VAE latent distribution modes of (N, 3, h, w) pixels in [-1, 1], unscaled, in
+        chunks (the encoder's activations at full size are large)."""
+        import torch
+
+        chunk = max(1, self.decode_chunk_size)
+        modes = [
+            self.vae.encode(pixels[i : i + chunk].to(self._encoder_dtype)).latent_dist.mode()
+            for i in range(0, pixels.shape[0], chunk)
+        ]
+        return torch.cat(modes).to(self.dtype)
+
+    def _decode(self, latents: "torch.Tensor") -> np.ndarray:
+        """(1, K, C, h/f, w/f) scaled latents -> (K, h, w, 3) uint8, decoding
+        `decode_chunk_size` frames at a time (the pipeline's own chunked decode)."""
+        import torch
+
+        k = latents.shape[1]
+        video = self.pipe.decode_latents(latents.to(self.dtype), k, self.decode_chunk_size)  # (1, 3, K, h, w)
+        video = ((video[0].permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255)
+        return video.to(torch.uint8).cpu().numpy()
+
+    def round_trip(self, frames: np.ndarray) -> np.ndarray:
+        """The frames through the VAE and back (encode mode, chunked temporal decode):
+        what generate() tends to as guidance_strength -> 0."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            latents = self._encode(self._to_pixels(frames)) * self.scaling_factor
+            return self._decode(latents.unsqueeze(0))
+
+    def _clip_embeds(self, frame: np.ndarray) -> "torch.Tensor":
+        """(1, 1, D) CLIP image embedding of a frame, stretched to 224x224 (as the pipeline
+        stretches its input) and normalised as CLIPImageProcessor does."""
+        import cv2
+        import torch
+
+        small = cv2.resize(frame, (224, 224), interpolation=cv2.INTER_AREA)
+        fe = self.pipe.feature_extractor
+        pixels = torch.from_numpy(small).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        mean = torch.tensor(fe.image_mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(fe.image_std, device=self.device).view(1, 3, 1, 1)
+        clip_dtype = next(self.image_encoder.parameters()).dtype
+        embeds = self.image_encoder(((pixels - mean) / std).to(clip_dtype)).image_embeds
+        return embeds.unsqueeze(1).to(self.dtype)
+
+    def _noisy_image_latent(self, frame: np.ndarray, aug: float, generator) -> "torch.Tensor":
+        """(1, C, h/f, w/f) SVD conditioning latent: the VAE mode of the frame plus `aug`
+        Gaussian noise in pixel space, not multiplied by the scaling factor (SVD's quirk)."""
+        import torch
+
+        px = self._to_pixels(frame[None])
+        px = px + aug * torch.randn(px.shape, generator=generator, device=self.device)
+        return self._encode(px)
+
+    # -- generation -------------------------------------------------------------------
+
+    def generate(
+        self,
+        image: np.ndarray,
+        guide_frames: np.ndarray,
+        request: RenderRequest,
+        trajectory: CameraTrajectory,
+    ) -> np.ndarray:
+        """Keyframes that follow the guide: (K, h, w, 3) uint8, the same shape as
+        `guide_frames` (the camera renders of the trajectory's K keyframes at
+        `model_size`; K is normally `keyframe_count(model)`). `image` is the input photo,
+        (H, W, 3) uint8. Seeded by request.seed."""
+        import torch
+
+        # 1. Check inputs.
+        image = _check_rgb(image, "image")
+        guide_frames = np.asarray(guide_frames)
+        if guide_frames.ndim != 4 or guide_frames.shape[-1] != 3 or guide_frames.dtype != np.uint8:
+            raise InvalidRequestError(
+                f"guide frames must be (K, h, w, 3) uint8, got {guide_frames.shape} {guide_frames.dtype}"
+            )
+        k, h, w = guide_frames.shape[:3]
+        m = self.size_multiple
+        if h % m or w % m:
+            raise InvalidRequestError(f"guide frames are {w}x{h}; this model needs multiples of {m} (see model_size)")
+
+        # 2. Settings; g = 0 leaves the camera render as it is.
+        settings = self.settings_for(request, trajectory)
+        steps = settings["steps"]
+        start = start_index(request.guidance_strength, steps)
+        if start == steps:
+            return guide_frames.copy()
+
+        with self._lock, torch.inference_mode():
+            device, dtype = self.device, self.dtype
+            generator = torch.Generator(device=device).manual_seed(int(request.seed))
+            cfg = self.max_guidance_scale > 1.0  # as the pipeline decides
+
+            # 3. Condition on the photo: its CLIP embedding, and its VAE latent after
+            #    noise augmentation (this draws the generator's first numbers, as the
+            #    pipeline does), with the zero unconditional branch first for CFG.
+            cond_frame = cover_frame(image, w, h)
+            aug = float(settings["noise_aug_strength"])
+            embeds = self._clip_embeds(cond_frame)
+            cond_latent = self._noisy_image_latent(cond_frame, aug, generator)
+            cond_latents = cond_latent.unsqueeze(1).repeat(1, k, 1, 1, 1)  # one per frame
+            if cfg:
+                embeds = torch.cat([torch.zeros_like(embeds), embeds])
+                cond_latents = torch.cat([torch.zeros_like(cond_latents), cond_latents])
+
+            # 4. Added time ids. SVD was trained on fps - 1 (see the pipeline).
+            time_ids = torch.tensor(
+                [[settings["fps"] - 1, settings["motion_bucket_id"], aug]], device=device, dtype=dtype
+            ).repeat(embeds.shape[0], 1)
+
+            # 5. The partial schedule: steps start .. steps-1 of the full schedule.
+            scheduler = self._scheduler()
+            scheduler.set_timesteps(steps, device=device)
+            scheduler.set_begin_index(start)
+            timesteps = scheduler.timesteps[start:]
+
+            # 6. Initial latents. The noise is drawn whatever g is, so a seed's noise is
+            #    the same at every strength.
+            f = self.vae_scale_factor
+            shape = (1, k, self.latent_channels, h // f, w // f)
+            noise = torch.randn(shape, generator=generator, device=device).to(dtype)
+            if start == 0:  # plain SVD: pure noise, as the pipeline's prepare_latents
+                latents = noise * scheduler.init_noise_sigma
+            else:  # SDEdit: the guide's latents plus noise of the starting sigma
+                guide = self._encode(self._to_pixels(guide_frames)) * self.scaling_factor
+                latents = guide.unsqueeze(0) + noise * scheduler.sigmas[start].to(device=device, dtype=dtype)
+
+            # 7. Guidance scale per frame: min on the first frame rising to max on the last.
+            scale = torch.linspace(self.min_guidance_scale, self.max_guidance_scale, k, device=device)
+            scale = scale.to(dtype).view(1, k, 1, 1, 1)
+
+            # 8. Denoising loop (the pipeline's, over the partial schedule).
+            for t in timesteps:
+                model_in = torch.cat([latents] * 2) if cfg else latents
+                model_in = scheduler.scale_model_input(model_in, t)
+                model_in = torch.cat([model_in, cond_latents], dim=2)
+                pred = self.unet(
+                    model_in, t, encoder_hidden_states=embeds, added_time_ids=time_ids, return_dict=False
+                )[0]
+                if cfg:
+                    uncond, cond_pred = pred.chunk(2)
+                    pred = uncond + scale * (cond_pred - uncond)
+                latents = scheduler.step(pred, t, latents, generator=generator).prev_sample
+
+            # 9. Decode in chunks -> uint8 frames.
+            return self._decode(latents)
+
+
+def _check_rgb(image: np.ndarray, what: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidRequestError(f"{what} must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    return np.ascontiguousarray(image)
+
