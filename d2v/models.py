@@ -37,10 +37,13 @@ EFFECTS: dict[str, str] = {
     "closed loop -> orbit, spiral -> spiral, otherwise pan",
     "zoom_in": "pushes in along the path (about 1x -> 3x); the last frame is centred on the path's end",
     "pull_back": "starts close on the path's start, travels the path while pulling back to the full view",
-    "pan": "constant zoom (about 1.5x); the view's centre follows the path",
-    "orbit": "the camera arcs around the path's centre; the drawn direction sets the arc's direction",
-    "dolly_zoom": "moves toward the path's end while the lens widens so the subject keeps its size "
-    "(the background changes scale; needs a depth map for true parallax)",
+    "pan": "constant zoom (1.5x, more for long strokes so the view can follow all of it, up to 3x); "
+    "the view's centre follows the path",
+    "orbit": "the camera arcs (20 degrees) around the path's centre; drawn clockwise it swings right, "
+    "counter-clockwise left",
+    "dolly_zoom": "moves toward the path's end while the lens widens so the subject keeps its size and the "
+    "background changes scale (a depth map gives true parallax; without one the subject is lifted off the "
+    "background around the path's end)",
     "spiral": "zooms in with roll; the picture turns the way the spiral was drawn",
     "earth_zoom_out": "exponential pull back from about 10x at the path's start to the full view",
     "crash_zoom": "a hold, then a very fast push in to the path's end",
