@@ -236,3 +236,39 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     r = submit(client, PHOTO, {**GOOD, "backend": "svd"})
     assert r.status_code == 422 and "D2V_SVD_MODEL" in r.json()["detail"]
     assert client.get("/svd/healthz").json()["status"] == "ok"
+
+
+def _kill_named(fragment: str) -> int:
+    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if fragment in a["name"]]
+    for a in actors:
+        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=False)
+    return len(actors)
+
+
+def test_a_dead_ingress_replica_and_a_restarted_registry_lose_no_job(farm):
+    client, store = farm
+    r = submit(client, png_bytes(textured_image(960, 540, seed=7)), slow_request(seed=2))
+    assert r.status_code == 202
+    job = r.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # The job's runner dies with its replica; Serve starts a new one. The registry restarts
+    # too, reloading the unfinished jobs from the store.
+    assert _kill_named("d2v#Ingress#") >= 1
+    assert _kill_named("d2v-job-registry-") == 1
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            status = client.get(f"/v1/jobs/{job}", timeout=10).json()
+            if status.get("status") in ("succeeded", "failed"):
+                break
+        except (httpx.HTTPError, ValueError):
+            pass  # the ingress is restarting
+        assert time.monotonic() < deadline, "the orphaned job was never adopted"
+        time.sleep(0.5)
+    assert status["status"] == "succeeded", status
+    assert status["attempts"] >= 2
+    frames, _ = decode_video(store.get_bytes(status["result"]["video_key"]))
+    assert len(frames) == 24
