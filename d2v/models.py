@@ -240,6 +240,7 @@ class CameraTrajectory(BaseModel):
     subject: list[float] | None = Field(
         default=None, description="the image point the move is about (dolly_zoom: path end; orbit: path centre)"
     )
+    seconds: float | None = Field(default=None, description="how long planning took")
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -85,8 +85,11 @@ def renders_final_frames(request: RenderRequest) -> bool:
 
 def plan(request: RenderRequest, image_width: int, image_height: int, *, has_depth: bool = False) -> CameraTrajectory:
     """With a depth map the planner keeps every depth's view inside the image, not just the plane's."""
-    return plan_trajectory(request, image_width, image_height,
-                           depth_parallax=DEFAULT_PARALLAX if has_depth else None)
+    t0 = time.perf_counter()
+    trajectory = plan_trajectory(request, image_width, image_height,
+                                 depth_parallax=DEFAULT_PARALLAX if has_depth else None)
+    trajectory.seconds = round(time.perf_counter() - t0, 4)
+    return trajectory
 
 
 def render_base(
@@ -219,7 +222,7 @@ def make_manifest(
         height=height,
         duration_s=frames / request.fps,
         image={**{k: image_info[k] for k in ("width", "height", "format")}, "depth_map": depth_map},
-        stage_seconds={k: round(v, 4) for k, v in stage_seconds.items()},
+        stage_seconds={"trajectory": trajectory.seconds or 0.0, **{k: round(v, 4) for k, v in stage_seconds.items()}},
         clamped_frames=trajectory.clamped_frames,
         notes=notes,
         methods=methods,
