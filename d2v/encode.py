@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from d2v.errors import InvalidRequestError, InvalidVideoError
+from d2v.store import publish_mode
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
@@ -105,6 +106,7 @@ def encode_mp4(
     try:
         stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads)
         if to_path:
+            publish_mode(tmp)
             os.replace(tmp, out)
         else:
             with open(tmp, "rb") as f:

@@ -107,6 +107,12 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def publish_mode(path: str | Path) -> None:
+    """Give a temp file (mkstemp makes 0600) the mode a plain new file gets here, before
+    it is renamed into place: results should read like any other file."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 class LocalStore(Store):
     """A directory tree mirroring the bucket layout."""
 
@@ -124,7 +130,7 @@ class LocalStore(Store):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any file
+            publish_mode(tmp)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
