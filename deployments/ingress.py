@@ -5,6 +5,8 @@
     GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/effects, GET /healthz, OpenAPI at /docs
+    POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
+    GET  /                        the drawing page (deployments/web/, files under /static/)
 
 POST checks everything a user can get wrong before anything is queued (4xx at once),
 stores the input and request, and returns. The job then runs here, as an asyncio task
@@ -24,22 +26,26 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from actors.job_registry import get_registry
 from d2v import __version__
 from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNotFoundError
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
-from d2v.models import EFFECTS, JobStatus, parse_request, job_id_for
-from d2v.pipeline import cached_manifest, require_backend
+from d2v.models import EFFECTS, JobStatus, RenderRequest, parse_request
+from d2v.pipeline import cached_manifest, content_job_id, require_backend
+from d2v.preview import preview as render_preview
 from d2v.stages import renders_final_frames
 from d2v.store import LocalStore, job_key, store_from_env, store_settings, validate_job_id
 
 log = logging.getLogger("d2v.ingress")
+WEB_DIR = Path(__file__).resolve().parent / "web"
 
 api = FastAPI(
     title="d2v",
@@ -47,6 +53,7 @@ api = FastAPI(
     description="Draw a path on a photo, get a video whose camera follows it. "
     "POST an image and a request to /v1/jobs, then poll the status_url.",
 )
+api.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
 
 @dataclass
@@ -60,6 +67,8 @@ class IngressSettings:
     retry_backoff_s: float = 2.0
     url_expiry_s: int = 3600  # presigned result URLs
     max_clip_bytes: int = 4 * 2**30  # frames held between stages, all of them
+    max_previews: int = 2  # POST /v1/preview renders this many at once here (in threads)
+    svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
 
 
 class Busy(D2VError):
@@ -134,6 +143,7 @@ class Ingress:
         keys = os.environ.get("D2V_API_KEYS", "")
         self.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
         self.running = asyncio.Semaphore(self.settings.max_running_jobs)
+        self.previewing = asyncio.Semaphore(self.settings.max_previews)
         self.tasks: dict[str, asyncio.Task] = {}
         self.supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
@@ -156,8 +166,14 @@ class Ingress:
     async def effects(self) -> list[dict]:
         return [{"name": name, "description": text} for name, text in EFFECTS.items()]
 
-    @api.post("/v1/jobs", status_code=202)
-    async def submit(self, request: Request) -> JSONResponse:
+    @api.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        # The page's links are relative, so it also works under a route prefix (`/prefix/`).
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _read_upload(self, request: Request) -> tuple[RenderRequest, bytes, bytes | None]:
+        """The multipart body of POST /v1/jobs and /v1/preview, checked cheapest first:
+        key, size, shape, the request, then the image's header (never a full decode here)."""
         self._authorize(request)
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_IMAGE_BYTES + 1_000_000:
@@ -175,14 +191,29 @@ class Ingress:
         if raw_request is None:
             raise InvalidRequestError("request: is required (a JSON field named 'request')")
         render_request = parse_request(raw_request if isinstance(raw_request, str) else await raw_request.read())
-        require_backend(render_request)
         image_bytes = await upload.read()
         check_image_header(image_bytes)  # format and pixel limits before any decoding
-        image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
         depth_bytes = None
         if depth_upload is not None and not isinstance(depth_upload, str):
             depth_bytes = await depth_upload.read()
             check_image_header(depth_bytes)
+        return render_request, image_bytes, depth_bytes
+
+    @api.post("/v1/preview")
+    async def preview(self, request: Request) -> dict:
+        """A low-resolution render of the camera move (no job, nothing stored): the effect
+        `auto` picks, the smoothed path and per-frame views in canvas units, and a small
+        MP4 inline as a data: URL. Same multipart body as POST /v1/jobs."""
+        render_request, image_bytes, _ = await self._read_upload(request)
+        async with self.previewing:
+            image = await asyncio.to_thread(decode_image, image_bytes)
+            return await asyncio.to_thread(render_preview, image.rgb, render_request)
+
+    @api.post("/v1/jobs", status_code=202)
+    async def submit(self, request: Request) -> JSONResponse:
+        render_request, image_bytes, depth_bytes = await self._read_upload(request)
+        require_backend(render_request, self.settings.svd_model)
+        image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
         clip_bytes = render_request.n_frames * render_request.width * render_request.height * 3
         if clip_bytes > self.settings.max_clip_bytes:
             raise InvalidRequestError(
@@ -190,7 +221,7 @@ class Ingress:
                 f"{clip_bytes / 2**30:.1f} GiB of frames; this farm takes up to "
                 f"{self.settings.max_clip_bytes / 2**30:.0f} GiB: shorten the clip or lower fps or size")
 
-        job_id = job_id_for(image_bytes + (depth_bytes or b"") + __version__.encode(), render_request)
+        job_id = content_job_id(image_bytes, depth_bytes, render_request, self.settings.svd_model)
         if cached_manifest(self.store, job_id) is not None:
             status = await self.registry.get.remote(job_id)
             if status is not None and status.status == "succeeded":
@@ -205,7 +236,7 @@ class Ingress:
             if depth_bytes:
                 self.store.put_bytes(job_key(job_id, "depth.png"), depth_bytes)
             self.store.put_bytes(job_key(job_id, "request.json"), render_request.model_dump_json(indent=2).encode())
-            self._start(job_id)
+            self._start(job_id, (render_request, image_bytes, depth_bytes, image.info()))
         return self._accepted(request, job_id, status.status)
 
     def _accepted(self, request: Request, job_id: str, status: str) -> JSONResponse:
@@ -255,26 +286,30 @@ class Ingress:
 
     # -- running jobs ------------------------------------------------------------------
 
-    def _start(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(job_id))
+    def _start(self, job_id: str, inputs: tuple | None = None) -> None:
+        """`inputs` when this replica just received them; an adopted job reads them from the store."""
+        task = asyncio.get_running_loop().create_task(self._run(job_id, inputs))
         self.tasks[job_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
 
-    async def _run(self, job_id: str) -> None:
+    async def _run(self, job_id: str, inputs: tuple | None) -> None:
         async with self.running:
             try:
-                await self._attempts(job_id)
+                await self._attempts(job_id, inputs or await self._stored_inputs(job_id))
             except Exception as e:  # never leave a job 'running' because of a bug here
                 log.exception("job %s: runner failed", job_id)
                 await self.registry.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
 
-    async def _attempts(self, job_id: str) -> None:
+    async def _stored_inputs(self, job_id: str) -> tuple:
         request = parse_request(self.store.get_bytes(job_key(job_id, "request.json")))
-        inputs = [k for k in self.store.list(f"jobs/{job_id}/input.")]
-        image_bytes = self.store.get_bytes(inputs[0])
+        image_bytes = self.store.get_bytes(self.store.list(f"jobs/{job_id}/input.")[0])
         depth_key = job_key(job_id, "depth.png")
         depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
         image_info = (await asyncio.to_thread(decode_image, image_bytes)).info()
+        return request, image_bytes, depth_bytes, image_info
+
+    async def _attempts(self, job_id: str, inputs: tuple) -> None:
+        request, image_bytes, depth_bytes, image_info = inputs
         while True:
             status = await self.registry.start_attempt.remote(job_id, self.owner)
             try:

@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import ray
-from ray import serve
 
 from d2v.encode import decode_video
 from d2v.s3store import S3Store
 from tests.conftest import textured_image
-from tests.seaweed import free_port
+from tests.farm import serve_farm
 from tests.test_images import huge_png_header, png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,36 +25,16 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def farm(seaweed, tmp_path_factory):
-    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
-    # address="local": a fresh cluster of our own, never one a `ray start` left running.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, runtime_env={"env_vars": env})  # two apps
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    from deployments.app import build_app
-
-    serve.run(build_app({"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2}), name="d2v",
-              route_prefix="/")
     # A second app with the svd backend: a tiny random-weight SVD saved to disk and loaded
-    # by the base replicas through the same loader users run.
+    # by the base replicas through the same loader users run. Two apps: 4 logical CPUs.
     from d2v.tiny_svd import make_tiny_svd
 
     tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
-    serve.run(build_app({"lease_s": 10, "svd_model": str(tiny)}), name="d2v-svd", route_prefix="/svd")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    yield client, S3Store.from_env(env)
-    client.close()
-    serve.shutdown()
-    ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
+    apps = {"/": {"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2},
+            "/svd": {"lease_s": 10, "svd_model": str(tiny)}}
+    with serve_farm(env, apps, num_cpus=4) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, S3Store.from_env(env)
 
 
 def submit(client, image: bytes, request: dict, **files) -> httpx.Response:

@@ -1,0 +1,107 @@
+"""An instant, low-resolution preview of a request's camera move (for the web page).
+
+    preview(image, request) -> dict   (JSON-ready; see `preview` for the fields)
+
+The same trajectory planner and camera renderer as a full render, on a copy of the
+image at most PREVIEW_MAX_SIDE pixels on a side, at PREVIEW_SIDE pixels on the output's
+longer side and at most PREVIEW_FPS: tens of milliseconds for a few seconds of video.
+Paths are in canvas units, so planning on the smaller copy gives the same move, scaled.
+Depth maps, motion blur and the svd backend are left out: this shows where the camera
+goes, not the final look. Pure numpy/OpenCV/PyAV, no Ray.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import cv2
+import numpy as np
+
+from d2v.camera import footprint
+from d2v.encode import encode_mp4
+from d2v.models import MIN_SIDE, Canvas, DrawnPath, RenderRequest
+from d2v.pathshape import clean_path, shape_of
+from d2v.render import CameraRenderer
+from d2v.trajectory import plan_trajectory, resolve_effect
+
+PREVIEW_SIDE = 256  # output pixels on the preview's longer side
+PREVIEW_FPS = 12
+PREVIEW_MAX_SIDE = 1024  # the image is shrunk to at most this before planning and rendering
+PATH_POINTS = 200  # the smoothed path is sent back with at most this many points
+
+
+def _even(x: float) -> int:
+    return max(MIN_SIDE, int(round(x / 2)) * 2)
+
+
+def preview_size(width: int, height: int, side: int = PREVIEW_SIDE) -> tuple[int, int]:
+    """The preview's (width, height): the output's aspect ratio, `side` on the longer side."""
+    scale = side / max(width, height)
+    return _even(width * scale), _even(height * scale)
+
+
+def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = max_side / max(w, h)
+    if scale >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def preview(rgb: np.ndarray, request: RenderRequest) -> dict:
+    """Plan and render `request` small on the RGB image `rgb` (H, W, 3 uint8).
+
+    Returns: effect (what was chosen; `auto` resolved), requested_effect, auto_effect
+    (what `auto` would pick for this path, whatever was requested), path_shape, direction
+    (+1 clockwise on screen, -1 counter-clockwise, 0 none),
+    canvas (the path's canvas, or the image size for a bare list of pixel points),
+    path (the smoothed path as it will be used, [[x, y], ...] in canvas units), views
+    (each frame's view on the image as 4 corners TL, TR, BR, BL in canvas units), fps,
+    frames, width, height, duration_s, clamped_frames (how many frames the view was kept
+    inside the image), notes, video (a data: URL of the H.264 MP4) and seconds taken."""
+    t0 = time.perf_counter()
+    full_h, full_w = rgb.shape[:2]
+    path = request.path
+    if path.canvas is None:  # a bare list is in image pixels: the image is its canvas
+        path = DrawnPath(canvas=Canvas(width=full_w, height=full_h), points=path.points)
+    canvas = path.canvas
+    small = _shrink(rgb, PREVIEW_MAX_SIDE)
+    h, w = small.shape[:2]
+    pw, ph = preview_size(request.width, request.height)
+    req = request.model_copy(update={
+        "path": path, "width": pw, "height": ph, "fps": min(request.fps, PREVIEW_FPS),
+        "backend": "camera", "motion_blur": 0.0,
+    })  # fmt: skip
+    trajectory = plan_trajectory(req, w, h)
+
+    buf = io.BytesIO()
+    encode_mp4(CameraRenderer(small).render(trajectory), buf, trajectory.fps, crf=28, preset="ultrafast", threads=1)
+
+    sx, sy = canvas.width / w, canvas.height / h  # small-image pixels -> canvas units
+    to_canvas = np.array([sx, sy])
+    cleaned = clean_path(path.image_points(w, h))
+    shape = shape_of(cleaned)
+    clean = cleaned.points
+    pick = np.unique(np.linspace(0, len(clean) - 1, min(len(clean), PATH_POINTS)).round().astype(int))
+    views = [(footprint(f, pw, ph) * to_canvas).round(1).tolist() for f in trajectory.frames]
+    return {
+        "effect": trajectory.effect,
+        "requested_effect": request.effect,
+        "auto_effect": resolve_effect("auto", shape, w, h),
+        "path_shape": shape.kind,
+        "direction": shape.direction,
+        "canvas": {"width": canvas.width, "height": canvas.height},
+        "path": (clean[pick] * to_canvas).round(1).tolist(),
+        "views": views,
+        "fps": trajectory.fps,
+        "frames": len(trajectory.frames),
+        "width": pw,
+        "height": ph,
+        "duration_s": len(trajectory.frames) / trajectory.fps,
+        "clamped_frames": len(trajectory.clamped_frames),
+        "notes": trajectory.notes,
+        "video": "data:video/mp4;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -1,0 +1,656 @@
+// d2v drawing page: choose a photo, draw the camera path, preview it, render it.
+//
+// The path is recorded in canvas units: the canvas's own pixel grid (canvas.width x
+// canvas.height), whatever size the page shows it at. Each point carries t, seconds
+// since the stroke began, so drawing speed carries into the camera (see DESIGN.md).
+// A stroke that starts near the end of the current path continues it; any other
+// stroke starts a new path. Undo steps back through those changes.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const MAX_POINTS = 10000; // the API's limit
+const PREVIEW_MAX_SIDE = 1024; // previews upload a copy of the photo at most this large
+const CONTINUE_RADIUS_CSS = 24; // a stroke starting this close to the path's end continues it
+const STAGE_LABELS = {
+  queued: "Queued",
+  trajectory: "Camera path",
+  base: "Render frames",
+  interpolate: "Interpolate",
+  upscale: "Upscale",
+  encode: "Encode",
+  done: "Done",
+};
+
+const state = {
+  file: null, // the photo as chosen: what Render uploads
+  previewBlob: null, // a smaller copy for previews
+  bitmap: null, // the decoded photo, drawn on the canvas
+  history: [], // paths, newest last; the current path is the last one
+  stroke: null, // the stroke being drawn: {points, t0, base}
+  effects: [],
+  preview: null, // the last /v1/preview answer
+  previewFor: "", // ...and the request JSON it answered
+  previewAbort: null,
+  previewTimer: 0,
+  job: null,
+  errorSource: "", // what showed the error on screen ("preview", or "" for anything else)
+};
+
+// --- small helpers ------------------------------------------------------------------
+
+function currentPath() {
+  return state.history.length ? state.history[state.history.length - 1] : [];
+}
+
+// One error at a time, in words; `source` lets a later success clear its own error.
+function showError(message, source = "") {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+  state.errorSource = source;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error-text").textContent = "";
+  state.errorSource = "";
+}
+
+// The API's 4xx answers carry {"detail": "..."}: show those words.
+async function apiError(response) {
+  let detail = "";
+  try {
+    const body = await response.json();
+    detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail ?? body);
+  } catch (_) {
+    detail = response.statusText;
+  }
+  return `${detail || "the server answered " + response.status} (HTTP ${response.status})`;
+}
+
+function settings() {
+  const [width, height] = $("size").value.split("x").map(Number);
+  return {
+    effect: $("effect").value,
+    duration_s: Number($("duration").value),
+    fps: Number($("fps").value),
+    width,
+    height,
+  };
+}
+
+function requestBody() {
+  const canvas = $("canvas");
+  return {
+    path: {
+      canvas: { width: canvas.width, height: canvas.height },
+      points: thin(currentPath()),
+    },
+    ...settings(),
+  };
+}
+
+// Keep under the API's point limit by dropping every other point (ends kept).
+function thin(points) {
+  let pts = points;
+  while (pts.length > MAX_POINTS) {
+    pts = pts.filter((_, i) => i % 2 === 0 || i === pts.length - 1);
+  }
+  return pts.map((p) => ({ x: round1(p.x), y: round1(p.y), t: Math.round(p.t * 1000) / 1000 }));
+}
+
+const round1 = (v) => Math.round(v * 10) / 10;
+
+function distinctPoints(points) {
+  return new Set(points.map((p) => `${p.x},${p.y}`)).size;
+}
+
+function prettyEffect(name) {
+  return name.replace(/_/g, " ");
+}
+
+// --- the photo ----------------------------------------------------------------------
+
+async function loadFile(file) {
+  clearError();
+  if (!file) return;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (_) {
+    showError(`“${file.name}” is not an image this browser can open. Choose a JPEG, PNG or WebP photo.`);
+    return;
+  }
+  clearTimeout(state.previewTimer);
+  if (state.previewAbort) state.previewAbort.abort(); // a preview of the old photo
+  state.file = file;
+  state.bitmap = bitmap;
+  state.previewBlob = await previewCopy(file, bitmap);
+  state.history = [];
+  state.preview = null;
+  resetPreview("Draw a path to see the camera move.");
+
+  // The canvas grid: the photo's aspect ratio, 800..1600 units on the longer side.
+  const longer = Math.max(bitmap.width, bitmap.height);
+  const scale = Math.min(Math.max(1, 800 / longer), 1600 / longer);
+  const canvas = $("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.hidden = false;
+  $("drop-empty").hidden = true;
+  $("drop").dataset.state = "loaded";
+  $("choose-again").hidden = false;
+  $("hint").textContent = "Draw the camera's path on the photo (mouse, pen or finger).";
+  updateButtons();
+  redraw();
+}
+
+// Previews upload a smaller copy: planning is scale-free (canvas units), the copy is fast.
+async function previewCopy(file, bitmap) {
+  const longer = Math.max(bitmap.width, bitmap.height);
+  if (longer <= PREVIEW_MAX_SIDE && file.size <= 2 * 2 ** 20) return file;
+  const scale = PREVIEW_MAX_SIDE / longer;
+  const c = document.createElement("canvas");
+  c.width = Math.max(1, Math.round(bitmap.width * scale));
+  c.height = Math.max(1, Math.round(bitmap.height * scale));
+  c.getContext("2d").drawImage(bitmap, 0, 0, c.width, c.height);
+  return await new Promise((resolve) => c.toBlob((b) => resolve(b || file), "image/jpeg", 0.9));
+}
+
+function setupFileInputs() {
+  const input = $("file");
+  $("choose").addEventListener("click", () => input.click());
+  $("choose-again").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    loadFile(input.files[0]);
+    input.value = ""; // choosing the same file again still fires change
+  });
+
+  const drop = $("drop");
+  const isFileDrag = (e) => e.dataTransfer && Array.from(e.dataTransfer.types).includes("Files");
+  for (const type of ["dragenter", "dragover"]) {
+    drop.addEventListener(type, (e) => {
+      if (!isFileDrag(e)) return;
+      e.preventDefault();
+      drop.classList.add("dragging");
+    });
+  }
+  drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("dragging");
+    const file = e.dataTransfer.files[0];
+    if (file) loadFile(file);
+  });
+  // A file dropped anywhere else must not navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+  // Paste an image from the clipboard.
+  window.addEventListener("paste", (e) => {
+    const item = Array.from(e.clipboardData?.files || []).find((f) => f.type.startsWith("image/"));
+    if (item) loadFile(item);
+  });
+}
+
+// --- drawing --------------------------------------------------------------------------
+
+function canvasPoint(e) {
+  const canvas = $("canvas");
+  const rect = canvas.getBoundingClientRect();
+  return {
+    x: Math.min(Math.max(((e.clientX - rect.left) * canvas.width) / rect.width, 0), canvas.width),
+    y: Math.min(Math.max(((e.clientY - rect.top) * canvas.height) / rect.height, 0), canvas.height),
+  };
+}
+
+// Canvas units per CSS pixel: line widths and hit radii are given in CSS pixels.
+function unitsPerCssPx() {
+  const canvas = $("canvas");
+  return canvas.width / (canvas.getBoundingClientRect().width || canvas.width);
+}
+
+function setupDrawing() {
+  const canvas = $("canvas");
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!state.bitmap || (e.pointerType === "mouse" && e.button !== 0)) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    clearError();
+    const p = canvasPoint(e);
+    const path = currentPath();
+    const end = path[path.length - 1];
+    const continues = end && Math.hypot(p.x - end.x, p.y - end.y) <= CONTINUE_RADIUS_CSS * unitsPerCssPx();
+    // A continued stroke picks up the time where the path left off (the pause between
+    // strokes is not part of the move).
+    const base = continues ? path.slice() : [];
+    const t0 = e.timeStamp - (continues ? (end.t + 1 / 60) * 1000 : 0);
+    state.stroke = { pointerId: e.pointerId, t0, base, points: [{ ...p, t: (e.timeStamp - t0) / 1000 }] };
+    redraw();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    const stroke = state.stroke;
+    if (!stroke || e.pointerId !== stroke.pointerId) return;
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+    for (const ev of events.length ? events : [e]) {
+      const p = canvasPoint(ev);
+      const last = stroke.points[stroke.points.length - 1];
+      const t = Math.max(last.t, (ev.timeStamp - stroke.t0) / 1000);
+      if (p.x !== last.x || p.y !== last.y) stroke.points.push({ ...p, t });
+    }
+    redraw();
+  });
+  const finish = (e) => {
+    const stroke = state.stroke;
+    if (!stroke || e.pointerId !== stroke.pointerId) return;
+    state.stroke = null;
+    const path = stroke.base.concat(stroke.points);
+    if (distinctPoints(path) < 2 || stroke.points.length < 2) {
+      $("hint").textContent = "That was a tap: drag to draw a path.";
+      redraw();
+      return;
+    }
+    state.history.push(path);
+    $("hint").textContent = "Draw again from the path's end to continue it, or anywhere else to start over.";
+    afterPathChange();
+  };
+  canvas.addEventListener("pointerup", finish);
+  canvas.addEventListener("pointercancel", finish);
+
+  $("undo").addEventListener("click", undo);
+  $("clear").addEventListener("click", () => {
+    if (!currentPath().length) return;
+    state.history.push([]);
+    afterPathChange();
+  });
+  document.addEventListener("keydown", (e) => {
+    const typing = e.target.matches?.("input[type=text], textarea");
+    if ((e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z" && !typing) {
+      e.preventDefault();
+      undo();
+    }
+  });
+}
+
+function undo() {
+  if (!state.history.length) return;
+  state.history.pop();
+  afterPathChange();
+}
+
+function afterPathChange() {
+  state.preview = null;
+  updateButtons();
+  redraw();
+  if (distinctPoints(currentPath()) >= 2) {
+    schedulePreview(0);
+  } else {
+    if (state.previewAbort) state.previewAbort.abort();
+    resetPreview("Draw a path to see the camera move.");
+    $("analysis").textContent = "";
+  }
+}
+
+function updateButtons() {
+  const hasPath = distinctPoints(currentPath()) >= 2;
+  $("undo").disabled = state.history.length === 0;
+  $("clear").disabled = currentPath().length === 0;
+  $("render").disabled = !(state.bitmap && hasPath) || Boolean(state.job && state.job.active);
+}
+
+// --- what the canvas shows ------------------------------------------------------------
+
+function redraw() {
+  const canvas = $("canvas");
+  if (!state.bitmap) return;
+  const ctx = canvas.getContext("2d");
+  const u = unitsPerCssPx();
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(state.bitmap, 0, 0, canvas.width, canvas.height);
+
+  const view = currentView();
+  if (view) drawView(ctx, view, u);
+
+  const raw = state.stroke ? state.stroke.base.concat(state.stroke.points) : currentPath();
+  const smooth = !state.stroke && state.preview ? state.preview.path.map(([x, y]) => ({ x, y })) : null;
+  // The raw stroke: thin while drawing, faint once the smoothed path is back.
+  if (raw.length > 1) {
+    strokeLine(ctx, raw, smooth ? 1.5 * u : 3 * u, smooth ? "rgba(255,255,255,0.45)" : "#ffffff", smooth ? [4 * u, 4 * u] : []);
+  }
+  if (smooth) {
+    strokeLine(ctx, smooth, 7 * u, "rgba(0,0,0,0.55)", []);
+    strokeLine(ctx, smooth, 4 * u, "#ffb547", []);
+  }
+  const line = smooth || raw;
+  if (line.length > 1) drawEnds(ctx, line, u);
+}
+
+function strokeLine(ctx, pts, width, color, dash) {
+  ctx.save();
+  ctx.lineJoin = "round";
+  ctx.lineCap = "round";
+  ctx.lineWidth = width;
+  ctx.strokeStyle = color;
+  ctx.setLineDash(dash);
+  ctx.beginPath();
+  ctx.moveTo(pts[0].x, pts[0].y);
+  for (const p of pts.slice(1)) ctx.lineTo(p.x, p.y);
+  ctx.stroke();
+  ctx.restore();
+}
+
+// A dot at the start, an arrowhead at the end.
+function drawEnds(ctx, pts, u) {
+  const a = pts[0];
+  const b = pts[pts.length - 1];
+  ctx.save();
+  ctx.fillStyle = "#ffffff";
+  ctx.strokeStyle = "rgba(0,0,0,0.6)";
+  ctx.lineWidth = 2 * u;
+  ctx.beginPath();
+  ctx.arc(a.x, a.y, 6 * u, 0, 2 * Math.PI);
+  ctx.fill();
+  ctx.stroke();
+  // The direction at the end: from a point a little way back along the path.
+  let k = pts.length - 2;
+  while (k > 0 && Math.hypot(b.x - pts[k].x, b.y - pts[k].y) < 12 * u) k--;
+  const ang = Math.atan2(b.y - pts[k].y, b.x - pts[k].x);
+  const len = 16 * u;
+  ctx.beginPath();
+  ctx.moveTo(b.x + Math.cos(ang) * len * 0.4, b.y + Math.sin(ang) * len * 0.4);
+  ctx.lineTo(b.x + Math.cos(ang + 2.5) * len, b.y + Math.sin(ang + 2.5) * len);
+  ctx.lineTo(b.x + Math.cos(ang - 2.5) * len, b.y + Math.sin(ang - 2.5) * len);
+  ctx.closePath();
+  ctx.fill();
+  ctx.stroke();
+  ctx.restore();
+}
+
+// The camera's view at the preview video's current frame, as 4 corners (canvas units).
+function currentView() {
+  const p = state.preview;
+  const video = $("preview");
+  if (!p || state.stroke || !p.views.length || video.readyState < 2) return null;
+  const i = Math.min(p.views.length - 1, Math.floor(video.currentTime * p.fps + 1e-3));
+  return p.views[i];
+}
+
+// Dim what the camera does not see; outline what it does.
+function drawView(ctx, quad, u) {
+  const canvas = $("canvas");
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(0, 0, canvas.width, canvas.height);
+  ctx.moveTo(quad[0][0], quad[0][1]);
+  for (const [x, y] of quad.slice(1)) ctx.lineTo(x, y);
+  ctx.closePath();
+  ctx.fillStyle = "rgba(0,0,0,0.6)";
+  ctx.fill("evenodd");
+  ctx.beginPath();
+  ctx.moveTo(quad[0][0], quad[0][1]);
+  for (const [x, y] of quad.slice(1)) ctx.lineTo(x, y);
+  ctx.closePath();
+  ctx.lineWidth = 2 * u;
+  ctx.strokeStyle = "rgba(255,255,255,0.85)";
+  ctx.stroke();
+  ctx.restore();
+}
+
+// While a preview plays, its view rectangle moves over the photo in step with it.
+let shownView = null;
+function animate() {
+  const view = currentView();
+  if (view !== shownView && !state.stroke) redraw();
+  shownView = view;
+  requestAnimationFrame(animate);
+}
+
+// --- preview --------------------------------------------------------------------------
+
+function resetPreview(message) {
+  const video = $("preview");
+  video.removeAttribute("src");
+  video.load();
+  video.closest(".video-box").dataset.empty = "true";
+  $("preview-placeholder").textContent = message;
+  $("preview-status").textContent = "";
+}
+
+function schedulePreview(delayMs = 200) {
+  clearTimeout(state.previewTimer);
+  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  state.previewTimer = setTimeout(runPreview, delayMs);
+}
+
+async function runPreview() {
+  if (state.previewAbort) state.previewAbort.abort();
+  const abort = new AbortController();
+  state.previewAbort = abort;
+  const body = JSON.stringify(requestBody());
+  const form = new FormData();
+  form.append("image", state.previewBlob, state.file.name || "photo");
+  form.append("request", body);
+  $("preview-status").textContent = "Planning the camera move…";
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch("v1/preview", { method: "POST", body: form, signal: abort.signal });
+  } catch (err) {
+    if (abort.signal.aborted) return;
+    $("preview-status").textContent = "";
+    showError(`Could not reach the server for a preview: ${err.message}`, "preview");
+    return;
+  }
+  if (abort.signal.aborted) return;
+  if (!response.ok) {
+    $("preview-status").textContent = "";
+    showError(await apiError(response), "preview");
+    return;
+  }
+  const p = await response.json();
+  if (abort.signal.aborted) return;
+  state.preview = p;
+  state.previewFor = body; // the request this preview shows
+  if (state.errorSource === "preview") clearError();
+  const video = $("preview");
+  video.src = p.video;
+  video.closest(".video-box").dataset.empty = "false";
+  video.closest(".video-box").style.aspectRatio = `${p.width} / ${p.height}`;
+  video.play().catch(() => {});
+  const ms = Math.round(performance.now() - started);
+  const clamped = p.clamped_frames ? `; the view was kept inside the photo on ${p.clamped_frames} frames` : "";
+  $("preview-status").textContent =
+    `${p.width}×${p.height}, ${p.fps} fps, ${p.duration_s.toFixed(1)} s, ready in ${ms} ms${clamped}.`;
+  showAnalysis(p);
+  redraw();
+}
+
+function showAnalysis(p) {
+  const shape = { straight: "a straight stroke", closed_loop: "a closed loop", spiral: "a spiral", freeform: "a freeform stroke" }[p.path_shape] || p.path_shape;
+  const turn = p.direction > 0 ? " (clockwise)" : p.direction < 0 ? " (counter-clockwise)" : "";
+  const el = $("analysis");
+  el.textContent = "";
+  el.append(`Path: ${shape}${turn}. auto picks `);
+  const strong = document.createElement("strong");
+  strong.textContent = prettyEffect(p.auto_effect);
+  el.append(strong);
+  if (p.requested_effect !== "auto") {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.textContent = `rendering ${prettyEffect(p.effect)}`;
+    el.append(" ", chip);
+  } else {
+    el.append(".");
+  }
+}
+
+// --- effects and settings ---------------------------------------------------------------
+
+async function loadEffects() {
+  try {
+    const response = await fetch("v1/effects");
+    if (!response.ok) throw new Error(await apiError(response));
+    state.effects = await response.json();
+  } catch (err) {
+    showError(`Could not load the list of effects: ${err.message}`);
+    return;
+  }
+  const select = $("effect");
+  select.textContent = "";
+  for (const { name } of state.effects) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = prettyEffect(name);
+    select.append(option);
+  }
+  select.value = "auto";
+  describeEffect();
+}
+
+function describeEffect() {
+  const e = state.effects.find((x) => x.name === $("effect").value);
+  $("effect-help").textContent = e ? e.description.replace(/->/g, "→") : "";
+}
+
+function setupSettings() {
+  $("effect").addEventListener("change", () => {
+    describeEffect();
+    schedulePreview(0);
+  });
+  const duration = $("duration");
+  const showDuration = () => ($("duration-out").textContent = `${Number(duration.value)} s`);
+  duration.addEventListener("input", () => {
+    showDuration();
+    schedulePreview(250);
+  });
+  showDuration();
+  $("size").addEventListener("change", () => schedulePreview(0));
+  $("fps").addEventListener("change", () => schedulePreview(0));
+  $("settings").addEventListener("submit", (e) => {
+    e.preventDefault();
+    render();
+  });
+  $("error-close").addEventListener("click", clearError);
+  $("copy").addEventListener("click", copyLink);
+}
+
+// --- render ---------------------------------------------------------------------------
+
+async function render() {
+  clearError();
+  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "photo");
+  form.append("request", JSON.stringify(requestBody()));
+  state.job = { active: true };
+  updateButtons();
+  showResultCard();
+  setStages("queued", 0);
+  $("result-card").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  let response;
+  try {
+    response = await fetch("v1/jobs", { method: "POST", body: form });
+  } catch (err) {
+    return jobFailed(`Could not reach the server: ${err.message}`);
+  }
+  if (!response.ok) return jobFailed(await apiError(response));
+  const accepted = await response.json();
+  state.job = { active: true, id: accepted.job_id, statusUrl: accepted.status_url };
+  poll(state.job);
+}
+
+function showResultCard() {
+  $("result-card").hidden = false;
+  $("video-box").hidden = true;
+  $("actions").hidden = true;
+  $("link").hidden = true;
+  const video = $("video");
+  video.removeAttribute("src");
+  video.load();
+}
+
+async function poll(job) {
+  while (state.job === job) {
+    let status;
+    try {
+      const response = await fetch(job.statusUrl, { cache: "no-store" });
+      if (!response.ok) return jobFailed(await apiError(response));
+      status = await response.json();
+    } catch (err) {
+      return jobFailed(`Lost touch with the server: ${err.message}`);
+    }
+    if (status.status === "failed") {
+      setStages(status.stage, status.progress, true);
+      return jobFailed(`The render failed: ${status.error || "no reason given"}`);
+    }
+    if (status.status === "succeeded") {
+      setStages("done", 1);
+      return jobDone(job, status.result);
+    }
+    setStages(status.stage || status.status, status.progress);
+    await new Promise((r) => setTimeout(r, 400));
+  }
+}
+
+function setStages(stage, progress, failed = false) {
+  const order = Object.keys(STAGE_LABELS);
+  const at = order.indexOf(stage);
+  const list = $("stages");
+  list.textContent = "";
+  for (const [i, name] of order.entries()) {
+    const li = document.createElement("li");
+    li.textContent = STAGE_LABELS[name];
+    if (i < at || stage === "done") li.className = "done";
+    else if (i === at) li.className = failed ? "failed" : "active";
+    if (i === at) li.setAttribute("aria-current", "step");
+    list.append(li);
+  }
+  $("progress").value = stage === "done" ? 1 : progress || 0;
+  const label = STAGE_LABELS[stage] || stage || "";
+  $("progress-text").textContent = stage === "done" ? "Done" : `${label} ${Math.round((progress || 0) * 100)}%`;
+}
+
+function jobFailed(message) {
+  state.job = null;
+  updateButtons();
+  $("progress-text").textContent = "Failed";
+  showError(message);
+}
+
+function jobDone(job, result) {
+  state.job = null;
+  updateButtons();
+  const url = new URL(result.video_url, location.href).href;
+  const video = $("video");
+  video.src = url;
+  $("video-box").style.aspectRatio = `${result.width} / ${result.height}`;
+  $("video-box").hidden = false;
+  video.play().catch(() => {});
+  const download = $("download");
+  download.href = url;
+  download.download = `d2v-${job.id}.mp4`;
+  $("link").value = url;
+  $("actions").hidden = false;
+  $("progress-text").textContent = `Done: ${result.width}×${result.height}, ${result.frames} frames at ${result.fps} fps`;
+}
+
+async function copyLink() {
+  const link = $("link");
+  try {
+    await navigator.clipboard.writeText(link.value);
+    $("copy").textContent = "Copied ✓";
+    setTimeout(() => ($("copy").textContent = "Copy link"), 1600);
+  } catch (_) {
+    // No clipboard access (e.g. not a secure context): show the link, selected.
+    link.hidden = false;
+    link.focus();
+    link.select();
+  }
+}
+
+// --- start ----------------------------------------------------------------------------
+
+setupFileInputs();
+setupDrawing();
+setupSettings();
+loadEffects();
+requestAnimationFrame(animate);

@@ -1,0 +1,41 @@
+"""The d2v Serve app for tests: a fresh local Ray (never one a `ray start` left running),
+Serve on a free loopback port, the given apps, environment set for the driver and every
+replica; everything shut down and restored afterwards."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+from ray import serve
+
+from tests.seaweed import free_port
+
+
+@contextmanager
+def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2) -> Iterator[str]:
+    """`apps`: route prefix -> build_app args. Yields the base URL."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        from deployments.app import build_app
+
+        for prefix, args in apps.items():
+            serve.run(build_app(args), name="d2v" + prefix.rstrip("/").replace("/", "-"), route_prefix=prefix)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

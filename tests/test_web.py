@@ -1,0 +1,295 @@
+"""The drawing page (issue #7), end to end in a real headless Chromium.
+
+The browser is Debian's `chromium` driven by Selenium through Debian's
+`chromium-driver` (the driver matches the browser exactly; nothing is downloaded).
+The page comes from the running Serve app, results land in a real S3 server
+(SeaweedFS), and the test draws with real pointer events. Screenshots go to
+test-artifacts/ (gitignored).
+
+The HTTP side of the page (GET /, /static/..., POST /v1/preview) is tested without a
+browser too, so it runs where Chromium is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.farm import serve_farm
+from tests.test_images import png_bytes
+from tests.conftest import textured_image
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+PHOTO = REPO / "examples/hubble.jpg"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--window-size=1440,1240", "--autoplay-policy=no-user-gesture-required"]
+
+pytestmark = pytest.mark.timeout(300)
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists() and importlib.util.find_spec("selenium")),
+    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver: "
+    "apt-get install -y chromium chromium-driver) and selenium (pip install -e '.[test]')",
+)
+
+
+@pytest.fixture(scope="module")
+def web(seaweed):
+    """The d2v Serve app on a free port, results in S3; yields its base URL."""
+    with serve_farm({**seaweed.env("web"), "D2V_DEVICE": "cpu"}, {"/": {"max_running_jobs": 2}}) as url:
+        yield url
+
+
+# --- HTTP, no browser ------------------------------------------------------------------
+
+STROKE = {"canvas": {"width": 800, "height": 450},
+          "points": [{"x": 100 + 12 * i, "y": 225 + 0.1 * i, "t": 0.02 * i} for i in range(40)]}
+
+
+def test_preview_plans_the_same_move_small():
+    from d2v.models import parse_request
+    from d2v.preview import preview
+
+    # A bare list of points is in image pixels: the image is the canvas.
+    points = [{"x": 100 + 10 * i, "y": 180.0} for i in range(30)]
+    request = parse_request({"path": points, "effect": "zoom_in", "width": 576, "height": 1024, "fps": 30})
+    out = preview(textured_image(640, 360, seed=2), request)
+    assert out["canvas"] == {"width": 640, "height": 360} and out["effect"] == "zoom_in"
+    assert (out["width"], out["height"], out["fps"], out["frames"]) == (144, 256, 12, 48)  # portrait, 4 s
+    end = out["views"][-1]  # zoom_in ends centred on the path's end
+    cx, cy = sum(x for x, _ in end) / 4, sum(y for _, y in end) / 4
+    assert abs(cx - 390) < 40 and abs(cy - 180) < 40, (cx, cy)
+
+
+def test_page_and_static_files_are_served(web):
+    page = httpx.get(f"{web}/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="static/app.js"' in page.text and 'href="static/style.css"' in page.text  # relative: works under a route prefix
+    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+        r = httpx.get(f"{web}/static/{name}", timeout=30)
+        assert r.status_code == 200 and kind in r.headers["content-type"], (name, r.headers)
+    assert httpx.get(f"{web}/static/nope.js", timeout=30).status_code == 404
+
+
+def test_preview_answers_fast_with_the_move(web):
+    image = png_bytes(textured_image(960, 540, seed=3))
+    request = {"path": STROKE, "effect": "auto", "duration_s": 2, "fps": 24, "width": 1024, "height": 576}
+    with httpx.Client(base_url=web, timeout=60) as client:
+        post = lambda: client.post("/v1/preview", files={"image": ("p.png", image, "image/png")},
+                                   data={"request": json.dumps(request)})
+        post()  # warm-up (first import of the renderer in the replica)
+        t0 = time.perf_counter()
+        r = post()
+        elapsed = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert elapsed < 1.5, f"preview took {elapsed:.2f} s"
+    assert body["effect"] == body["auto_effect"] == "pan" and body["path_shape"] == "straight"
+    assert body["canvas"] == {"width": 800, "height": 450}
+    assert (body["width"], body["height"], body["fps"], body["frames"]) == (256, 144, 12, 24)
+    assert len(body["views"]) == 24 and all(len(q) == 4 for q in body["views"])
+    xs = [x for x, _ in body["path"]]
+    assert 90 < xs[0] < 110 and 560 < xs[-1] < 590  # the smoothed path, in canvas units
+    assert body["video"].startswith("data:video/mp4;base64,")
+
+
+def test_preview_errors_are_words(web):
+    request = {"path": STROKE, "effect": "auto"}
+    r = httpx.post(f"{web}/v1/preview", files={"image": ("x.png", b"not an image", "image/png")},
+                   data={"request": json.dumps(request)}, timeout=30)
+    assert r.status_code in (400, 415) and "not an image" in r.json()["detail"]
+    r = httpx.post(f"{web}/v1/preview", files={"image": ("p.png", png_bytes(textured_image(64, 64)), "image/png")},
+                   data={"request": json.dumps({**request, "effect": "warp"})}, timeout=30)
+    assert r.status_code == 422 and "unknown effect 'warp'" in r.json()["detail"]
+
+
+# --- the page in Chromium -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in BROWSER_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, script: str, timeout_s: float = 60, what: str = ""):
+    """Run `script` (a JS expression) until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = driver.execute_script(f"return ({script});")
+        if value:
+            return value
+        time.sleep(0.1)
+    error = driver.execute_script("return document.getElementById('error').hidden ? '' : "
+                                  "document.getElementById('error-text').textContent;")
+    raise AssertionError(f"timed out waiting for {what or script}; page error: {error!r}")
+
+
+def draw(driver, points: list[tuple[float, float]], kind: str = "pen", step_ms: int = 25) -> None:
+    """Draw a stroke on the canvas with real pointer events; points are fractions of its size."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    canvas = driver.find_element("id", "canvas")
+    w, h = canvas.rect["width"], canvas.rect["height"]
+    offset = lambda fx, fy: (int((fx - 0.5) * w), int((fy - 0.5) * h))  # from the element's centre
+    kinds = {"pen": interaction.POINTER_PEN, "mouse": interaction.POINTER_MOUSE, "touch": interaction.POINTER_TOUCH}
+    pointer = PointerInput(kinds[kind], kind)
+    actions = ActionBuilder(driver, mouse=pointer, duration=step_ms)
+    actions.pointer_action.move_to(canvas, *offset(*points[0])).pointer_down()
+    for fx, fy in points[1:]:
+        actions.pointer_action.move_to(canvas, *offset(fx, fy))
+    actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def screenshot(driver, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    driver.save_screenshot(str(path))
+    return path
+
+
+@needs_browser
+def test_draw_preview_render_and_play_in_chromium(web, browser):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    driver.get(f"{web}/")
+    wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
+    names = driver.execute_script("return [...document.querySelectorAll('#effect option')].map(o => o.value)")
+    assert names[0] == "auto" and {"zoom_in", "pan", "orbit", "spiral", "crash_zoom"} <= set(names)
+    screenshot(driver, "web-empty.png")
+
+    driver.find_element("id", "file").send_keys(str(PHOTO))
+    wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
+    canvas_size = driver.execute_script("const c = document.getElementById('canvas'); return [c.width, c.height]")
+    assert canvas_size == [1000, 872]  # the photo's grid (800..1600 on the longer side)
+
+    # A left-to-right stroke with a gentle rise, drawn with a pen (pointer events, timed).
+    stroke = [(0.15 + 0.7 * i / 30, 0.55 - 0.12 * (i / 30) ** 2) for i in range(31)]
+    draw(driver, stroke, kind="pen")
+    analysis = wait_for(driver, "document.getElementById('analysis').textContent.includes('auto picks') && "
+                        "document.getElementById('analysis').textContent", what="the path analysis")
+    assert "straight" in analysis and ("pan" in analysis or "zoom in" in analysis), analysis
+    sent = driver.execute_script("return requestBody().path")
+    assert sent["canvas"] == {"width": 1000, "height": 872} and len(sent["points"]) >= 10
+    times = [p["t"] for p in sent["points"]]
+    assert times[0] == 0 and times == sorted(times) and times[-1] > 0.2  # drawing speed was recorded
+
+    # Undo takes the stroke away, and nothing is left to render; draw it again.
+    driver.find_element("id", "undo").click()
+    assert driver.execute_script("return currentPath().length") == 0
+    assert not driver.find_element("id", "render").is_enabled()
+    draw(driver, stroke, kind="mouse")
+    drawn = driver.execute_script("return currentPath()")
+
+    # A finger stroke from the path's end continues it, in time too; undo takes just that back.
+    draw(driver, [stroke[-1], (0.9, 0.45), (0.93, 0.5)], kind="touch")
+    longer = driver.execute_script("return currentPath()")
+    assert len(longer) > len(drawn) and longer[: len(drawn)] == drawn
+    assert all(a["t"] < b["t"] for a, b in zip(longer[len(drawn) - 1 :], longer[len(drawn) :]))
+    driver.find_element("id", "undo").click()
+    assert driver.execute_script("return currentPath()") == drawn
+
+    # Settings, by keyboard where it is natural: pan, 2 s, 640x360 at 12 fps.
+    Select(driver.find_element("id", "effect")).select_by_value("pan")
+    duration = driver.find_element("id", "duration")
+    duration.send_keys(Keys.HOME, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)  # 1 s + 2 x 0.5 s
+    assert driver.find_element("id", "duration-out").text == "2 s"
+    Select(driver.find_element("id", "size")).select_by_value("640x360")
+    Select(driver.find_element("id", "fps")).select_by_value("12")
+    assert "follows the path" in driver.find_element("id", "effect-help").text  # pan's description
+
+    # The preview follows the settings: 2 s at 12 fps, playing.
+    wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody()) && "
+             "document.getElementById('preview').currentTime > 0", what="the preview of these settings playing")
+    assert driver.execute_script("return [state.preview.effect, state.preview.duration_s]") == ["pan", 2]
+    # The camera's view moves over the photo with the preview; what it leaves out is dimmed.
+    outside, photo = driver.execute_script("""
+        const c = document.getElementById('canvas');
+        const copy = document.createElement('canvas');
+        copy.width = c.width; copy.height = c.height;
+        copy.getContext('2d').drawImage(state.bitmap, 0, 0, c.width, c.height);
+        const mean = (canvas) => {  // a corner block no view of this move reaches
+          const d = canvas.getContext('2d').getImageData(800, 700, 150, 150).data;
+          let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
+          return s / (d.length / 4 * 3);
+        };
+        return [mean(c), mean(copy)];""")
+    assert outside < 0.6 * photo, (outside, photo)
+    screenshot(driver, "web-preview.png")
+
+    driver.find_element("id", "render").click()
+    wait_for(driver, "document.querySelector('#stages li.active, #stages li.done')", what="stage progress")
+    wait_for(driver, "!document.getElementById('video-box').hidden", timeout_s=180, what="the rendered video")
+    duration_s = wait_for(driver, "document.getElementById('video').readyState >= 2 && "
+                          "document.getElementById('video').duration", what="the video's metadata")
+    assert abs(duration_s - 2.0) < 0.1, duration_s
+    t1 = driver.execute_script("return document.getElementById('video').currentTime")
+    wait_for(driver, f"document.getElementById('video').currentTime != {t1}", timeout_s=10, what="the video playing")
+    video = driver.execute_script("const v = document.getElementById('video'); "
+                                  "return {paused: v.paused, loop: v.loop, w: v.videoWidth, h: v.videoHeight}")
+    assert not video["paused"] and video["loop"], video
+    assert (video["w"], video["h"]) == (640, 360)
+    stages = driver.execute_script("return [...document.querySelectorAll('#stages li')].map(li => li.className)")
+    assert all(c == "done" for c in stages), stages
+    href = driver.find_element("id", "download").get_attribute("href")
+    assert href.endswith("/video") and "/v1/jobs/" in href
+    copy = driver.find_element("id", "copy")
+    assert copy.tag_name == "button"
+    copy.click()  # the clipboard, or (where the page may not write it) the link shown, selected
+    wait_for(driver, "document.getElementById('copy').textContent.includes('Copied') || "
+             "!document.getElementById('link').hidden", timeout_s=10, what="the link copied or shown")
+    assert driver.find_element("id", "link").get_attribute("value") == href
+    time.sleep(0.4)  # a frame or two further into the loop for the screenshot
+    shot = screenshot(driver, "web-rendered.png")
+    assert shot.stat().st_size > 10_000
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # no error shown
+
+
+@needs_browser
+def test_invalid_uploads_show_an_error_on_the_page(web, browser, tmp_path):
+    driver = browser
+    driver.get(f"{web}/")
+    wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
+
+    # Not an image at all: the browser cannot open it, the page says so.
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are my notes, not a photo")
+    driver.find_element("id", "file").send_keys(str(fake))
+    text = wait_for(driver, "!document.getElementById('error').hidden && "
+                    "document.getElementById('error-text').textContent", what="the error message")
+    assert "notes.png" in text and "not an image" in text, text
+    assert driver.find_element("id", "canvas").get_attribute("hidden") is not None
+    screenshot(driver, "web-invalid-upload.png")
+
+    # An image the browser shows but the server refuses (too small): the API's words.
+    tiny = tmp_path / "tiny.png"
+    tiny.write_bytes(png_bytes(textured_image(12, 12)))
+    driver.find_element("id", "file").send_keys(str(tiny))
+    wait_for(driver, "!document.getElementById('canvas').hidden", what="the tiny photo on the canvas")
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # the old error went away
+    draw(driver, [(0.2, 0.5), (0.4, 0.52), (0.6, 0.5), (0.8, 0.48)], kind="mouse")
+    text = wait_for(driver, "!document.getElementById('error').hidden && "
+                    "document.getElementById('error-text').textContent", what="the server's error message")
+    assert "12x12" in text and "at least 16 pixels" in text and "(HTTP 4" in text, text
