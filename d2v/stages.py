@@ -24,8 +24,7 @@ import numpy as np
 from d2v import __version__
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
-from d2v.interpolate import METHOD as INTERPOLATE_METHOD
-from d2v.interpolate import interpolate_frames
+from d2v.interpolate import interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.store import Store, job_key
@@ -40,6 +39,17 @@ def now_iso() -> str:
 
 
 @dataclass
+class CameraSource:
+    """What rendered a clip's keyframes with the camera backend: the image (and depth
+    map) and the keyframes' cameras (`trajectory.frames[i]` made frame i). With it,
+    `retime` renders exact in-between frames instead of estimating them."""
+
+    image: np.ndarray
+    trajectory: CameraTrajectory
+    depth: np.ndarray | None = None
+
+
+@dataclass
 class Clip:
     frames: np.ndarray  # (N, H, W, 3) uint8
     fps: float  # the rate at which `frames` span the clip
@@ -47,10 +57,12 @@ class Clip:
     methods: dict[str, str] = field(default_factory=dict)
     model: str | None = None
     settings: dict = field(default_factory=dict)
+    camera: CameraSource | None = None  # set when the frames are camera renders (exact retiming)
 
     def skipped(self, *stages: str, reason: str) -> "Clip":
         return Clip(self.frames, self.fps, {**self.stage_seconds, **{s: 0.0 for s in stages}},
-                    {**self.methods, **{s: f"none: {reason}" for s in stages}}, self.model, self.settings)
+                    {**self.methods, **{s: f"none: {reason}" for s in stages}}, self.model, self.settings,
+                    self.camera)
 
     def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
         return Clip(
@@ -60,6 +72,7 @@ class Clip:
             methods={**self.methods, stage: method},
             model=self.model,
             settings=self.settings,
+            camera=self.camera if stage == "base" else None,  # later stages' frames are no longer plain renders
         )
 
 
@@ -140,9 +153,17 @@ def retime(clip: Clip, request: RenderRequest) -> Clip:
     n = request.n_frames
     if len(clip.frames) == n:
         return clip.next(clip.frames, request.fps, "interpolate", 0.0, "none: base rendered every output frame")
-    frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n)
+    cam = clip.camera
+    if cam is not None and len(cam.trajectory.frames) == len(clip.frames):
+        # The camera is known between keyframes: render the in-betweens exactly.
+        renderer = CameraRenderer(cam.image, cam.depth)
+        frames = interpolate_camera_frames(renderer, cam.trajectory, clip.fps, request.fps, n_out=n)
+        method = "camera: exact in-between renders"
+    else:
+        frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n)
+        method = method_from_env()
     return clip.next(frames, request.fps, "interpolate", time.perf_counter() - t0,
-                     f"{INTERPOLATE_METHOD}: {len(clip.frames)} -> {n} frames")
+                     f"{method}: {len(clip.frames)} -> {n} frames")
 
 
 def resize(clip: Clip, request: RenderRequest) -> Clip:
