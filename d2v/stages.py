@@ -136,7 +136,10 @@ def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) 
     keyframe_request = request.model_copy(update={"width": w, "height": h})
     # The keyframes span the whole clip: frame j of K at time j / (K - 1) of the move.
     key_traj = plan(keyframe_request, *image.shape[1::-1], has_depth=renderer.depth_parallax is not None)
-    pick = np.linspace(0, len(key_traj) - 1, k).round().astype(int)
+    n = len(key_traj)
+    # A loop's keyframes go evenly around the cycle (the frame after the last is frame 0);
+    # otherwise they span first to last.
+    pick = (np.arange(k) * n / k if request.loop else np.linspace(0, n - 1, k)).round().astype(int)
     key_traj = key_traj.model_copy(update={"frames": [key_traj.frames[i] for i in pick]})
     guides = np.stack([renderer.render_frame(f, w, h) for f in key_traj.frames])
     report("base", 0.1)
@@ -160,7 +163,7 @@ def retime(clip: Clip, request: RenderRequest) -> Clip:
         frames = interpolate_camera_frames(renderer, cam.trajectory, clip.fps, request.fps, n_out=n)
         method = "camera: exact in-between renders"
     else:
-        frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n)
+        frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n, loop=request.loop)
         method = method_from_env()
     return clip.next(frames, request.fps, "interpolate", time.perf_counter() - t0,
                      f"{method}: {len(clip.frames)} -> {n} frames")

@@ -40,3 +40,16 @@ def test_upscale_exact_sizes(size):
     frames = ramp_frames(3, 90, 160)
     out = upscale_frames(frames, *size)
     assert out.shape == (3, size[1], size[0], 3) and out.dtype == np.uint8
+
+
+def test_retime_of_a_loop_wraps_the_last_keyframe_into_the_first():
+    from d2v.models import parse_request
+    from d2v.stages import Clip, retime
+
+    request = parse_request({"path": [{"x": 0, "y": 0}, {"x": 9, "y": 0}], "duration_s": 1, "fps": 8, "loop": True,
+                             "width": 64, "height": 64})
+    keys = ramp_frames(4)  # 0, 10, 20, 30: a cycle of 4 keyframes over 8 output frames
+    out = retime(Clip(keys, 4.0), request).frames
+    assert len(out) == 8
+    assert [int(f[0, 0, 0]) for f in out[::2]] == [0, 10, 20, 30]  # keyframes in place, around the cycle
+    assert abs(int(out[7, 0, 0, 0]) - 15) <= 2  # the last in-between blends 30 back into 0
