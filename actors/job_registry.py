@@ -186,6 +186,9 @@ def get_registry(settings: dict[str, str], **kwargs):
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
+        # On the head node: a 0-CPU actor could land on a GPU worker and keep it from
+        # ever scaling down.
+        resources={"node:__internal_head__": 0.001},
         max_restarts=-1,
         max_task_retries=-1,
         max_concurrency=1,

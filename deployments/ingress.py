@@ -20,6 +20,7 @@ replica (or this one, restarted) claims and reruns them.
 # No `from __future__ import annotations` here: FastAPI must see real types (Request)
 # on the methods that Serve re-wraps, or it takes `request` for a query parameter.
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -360,6 +361,11 @@ class Ingress:
                             self._start(job_id)
             except Exception:
                 log.exception("supervisor pass failed")
+            # Serve's handle calls leave reference cycles holding the ObjectRefs of finished
+            # stage results (whole clips). This replica allocates too little for the cyclic
+            # GC to run by itself, so the clips stayed pinned in the object stores of the GPU
+            # nodes that made them, and the autoscaler could never give those nodes back.
+            gc.collect()
             await asyncio.sleep(period)
 
     def check_health(self) -> None:

@@ -42,16 +42,31 @@ def submit(client, image: bytes, request: dict, **files) -> httpx.Response:
                        data={"request": json.dumps(request)})
 
 
-def wait(client, url: str, timeout_s: float = 180, seen: list | None = None) -> dict:
+def wait_for(client, url: str, ok, timeout_s: float = 120) -> dict:
+    """Poll a job's status until `ok(status)`."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(url).json()
+    while not ok(status := client.get(url).json()):
+        assert time.monotonic() < deadline, f"timed out waiting; last status {status}"
+        time.sleep(0.05)
+    return status
+
+
+def wait(client, url: str, timeout_s: float = 180, seen: list | None = None) -> dict:
+    """Poll until the job finished; `seen` collects each (status, stage) it passed through."""
+    def finished(status: dict) -> bool:
         if seen is not None and (not seen or seen[-1] != (status["status"], status["stage"])):
             seen.append((status["status"], status["stage"]))
-        if status["status"] in ("succeeded", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job did not finish in {timeout_s} s: {status}")
+        return status["status"] in ("succeeded", "failed")
+
+    return wait_for(client, url, finished, timeout_s)
+
+
+def kill_named(fragment: str, *, restart: bool) -> int:
+    """Kill every named actor whose name contains `fragment` (Serve replicas, the registry)."""
+    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if fragment in a["name"]]
+    for a in actors:
+        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=not restart)
+    return len(actors)
 
 
 def slow_request(**kw) -> dict:
@@ -111,18 +126,8 @@ def test_killing_the_base_replica_mid_job_loses_nothing(farm):
     r = submit(client, png_bytes(textured_image(960, 540, seed=6)), slow_request(seed=1))
     assert r.status_code == 202
     url = r.json()["status_url"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        s = client.get(url).json()
-        if s["stage"] == "base" and s["progress"] > 0.05:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"never saw the base stage working: {s}")
-    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#BaseStage#" in a["name"]]
-    assert replicas, "no BaseStage replica found"
-    for a in replicas:
-        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+    wait_for(client, url, lambda s: s["stage"] == "base" and s["progress"] > 0.05)
+    assert kill_named("#BaseStage#", restart=False) >= 1  # Serve's controller starts new ones
 
     status = wait(client, url)
     assert status["status"] == "succeeded", status
@@ -214,26 +219,16 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     assert client.get("/svd/healthz").json()["status"] == "ok"
 
 
-def _kill_named(fragment: str) -> int:
-    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if fragment in a["name"]]
-    for a in actors:
-        ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=False)
-    return len(actors)
-
-
 def test_a_dead_ingress_replica_and_a_restarted_registry_lose_no_job(farm):
     client, store = farm
     r = submit(client, png_bytes(textured_image(960, 540, seed=7)), slow_request(seed=2))
     assert r.status_code == 202
     job = r.json()["job_id"]
-    deadline = time.monotonic() + 120
-    while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(client, f"/v1/jobs/{job}", lambda s: s["status"] == "running")
     # The job's runner dies with its replica; Serve starts a new one. The registry restarts
     # too, reloading the unfinished jobs from the store.
-    assert _kill_named("d2v#Ingress#") >= 1
-    assert _kill_named("d2v-job-registry-") == 1
+    assert kill_named("d2v#Ingress#", restart=True) >= 1
+    assert kill_named("d2v-job-registry-", restart=True) == 1  # a detached actor: Ray restarts it
     deadline = time.monotonic() + 180
     while True:
         try:
