@@ -25,8 +25,8 @@ import numpy as np
 from d2v import __version__
 from d2v.encode import encode_mp4
 from d2v.errors import D2VError, ModelNotConfiguredError
-from d2v.images import decode_image
-from d2v.models import JobResult, JobStatus, Manifest, RenderRequest, job_id_for
+from d2v.images import LoadedImage, decode_image
+from d2v.models import CameraTrajectory, JobResult, JobStatus, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.stages import encode_and_store, make_manifest, now_iso, plan, render_base, resize, retime, store_results
 from d2v.svd import svd_model_setting
@@ -183,15 +183,31 @@ def render_job(
 
 
 def _run_stages(image, depth, request, store, job_id, output_path, report) -> Manifest:
-    seconds: dict[str, float] = {}
-
     report("trajectory", 0.0)
-    t0 = time.perf_counter()
     trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
-    seconds["trajectory"] = time.perf_counter() - t0
-
     if request.backend == "svd":
-        return _run_svd(image, depth, request, trajectory, seconds, store, job_id, output_path, report)
+        return _run_svd(image, depth, request, trajectory, store, job_id, output_path, report)
+    return stream_camera_job(image, depth, request, trajectory, store, job_id, output_path=output_path,
+                             progress=report)
+
+
+def stream_camera_job(
+    image: LoadedImage,
+    depth: np.ndarray | None,
+    request: RenderRequest,
+    trajectory: CameraTrajectory,
+    store: Store,
+    job_id: str,
+    *,
+    output_path: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> Manifest:
+    """The camera backend's frames are final as rendered (every output frame, at the output
+    size), so they stream straight into the encoder: render on a second thread, encode on
+    this one, both cores busy, no clip held whole. Then the video, poster and manifest go to
+    the store. `d2v render` runs this, and so does the farm's base replica for camera jobs."""
+    report = progress or (lambda stage, fraction: None)
+    seconds: dict[str, float] = {}
     renderer = CameraRenderer(image.rgb, depth)
     n = len(trajectory)
     poster_index = n // 2
@@ -220,12 +236,13 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
         seconds["encode"] = max(0.0, render_encode_wall - counted.waited)
         seconds["render_encode_wall"] = render_encode_wall
 
-        report("upload", 0.97)
+        report("encode", 1.0)
         t0 = time.perf_counter()
         keys = store_results(store, job_id, video_path, poster[0], image.info())
         seconds["upload"] = time.perf_counter() - t0
 
-    return make_manifest(
+    final = "none: the camera backend renders every output frame at the output size"
+    manifest = make_manifest(
         job_id=job_id,
         request=request,
         trajectory=trajectory,
@@ -235,16 +252,19 @@ def _run_stages(image, depth, request, store, job_id, output_path, report) -> Ma
         height=stats.height,
         stage_seconds=seconds,
         methods={
-            "base": "camera: plane homography" + (" + depth warp" if depth is not None else ""),
-            "interpolate": "none: the camera backend renders every output frame at the output size",
-            "upscale": "none: the camera backend renders every output frame at the output size",
+            "base": "camera: plane homography" + (" + depth warp" if depth is not None else "")
+            + ", streamed into the encoder",
+            "interpolate": final,
+            "upscale": final,
         },
         keys=keys,
         depth_map=depth is not None,
     )
+    store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
+    return manifest
 
 
-def _run_svd(image, depth, request, trajectory, seconds, store, job_id, output_path, report) -> Manifest:
+def _run_svd(image, depth, request, trajectory, store, job_id, output_path, report) -> Manifest:
     """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
     same stage functions the Serve app runs, in this process."""
     from d2v.svd import load_svd
@@ -252,12 +272,12 @@ def _run_svd(image, depth, request, trajectory, seconds, store, job_id, output_p
     t0 = time.perf_counter()
     report("base", 0.02)
     svd = load_svd(svd_model_setting(), "auto")
-    seconds["model_load"] = time.perf_counter() - t0
+    model_load_s = time.perf_counter() - t0
     clip = render_base(image.rgb, trajectory, request, depth=depth, svd=svd,
                        progress=lambda stage, f: report(stage, 0.02 + 0.8 * f))
     clip = resize(retime(clip, request), request)
     report("encode", 0.85)
-    clip.stage_seconds.update({"trajectory": seconds["trajectory"], "model_load": seconds["model_load"]})
+    clip.stage_seconds["model_load"] = model_load_s
     manifest = encode_and_store(clip, request, trajectory, image.info(), store, job_id, depth_map=depth is not None)
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
@@ -280,7 +300,7 @@ class _count:
         frame = next(self._frames)
         self.waited += time.perf_counter() - t0
         self.done += 1
-        self._report("render", 0.02 + 0.95 * self.done / self._total)
+        self._report("base", self.done / self._total)
         return frame
 
 

@@ -1,7 +1,7 @@
 """The pipeline's stages as plain functions over a `Clip`, for the Serve app.
 
     plan(request, w, h)                  -> CameraTrajectory           (trajectory, CPU)
-    render_base(image, trajectory, ...)  -> Clip of keyframes          (base: camera | svd)
+    render_base(image, trajectory, ...)  -> Clip of keyframes          (base: svd)
     retime(clip, request)                -> Clip at the output rate    (interpolate)
     resize(clip, request)                -> Clip at the output size    (upscale)
     encode_and_store(clip, ...)          -> Manifest, results in the store   (encode)
@@ -59,11 +59,6 @@ class Clip:
     settings: dict = field(default_factory=dict)
     camera: CameraSource | None = None  # set when the frames are camera renders (exact retiming)
 
-    def skipped(self, *stages: str, reason: str) -> "Clip":
-        return Clip(self.frames, self.fps, {**self.stage_seconds, **{s: 0.0 for s in stages}},
-                    {**self.methods, **{s: f"none: {reason}" for s in stages}}, self.model, self.settings,
-                    self.camera)
-
     def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
         return Clip(
             frames=frames,
@@ -77,9 +72,9 @@ class Clip:
 
 
 def renders_final_frames(request: RenderRequest) -> bool:
-    """True when the base stage's frames are already at the output rate and size (the
-    camera backend), so interpolate and upscale have nothing to do and are skipped:
-    shipping a clip of hundreds of MB through two no-op replicas costs more than they do."""
+    """True when the base stage's frames are already the output (the camera backend renders
+    every output frame at the output size): they then stream straight into the encoder
+    (`d2v.pipeline.stream_camera_job`) instead of travelling through the stages below."""
     return request.backend == "camera"
 
 
@@ -101,25 +96,13 @@ def render_base(
     svd=None,
     progress: ProgressFn | None = None,
 ) -> Clip:
-    """Keyframes. The camera backend renders every output frame at the output size (the
-    camera is known at any time, so there is nothing to interpolate); svd renders the
-    model's keyframes, guided by the camera render of the same move."""
+    """SVD keyframes, guided by the camera render of the same move. (Camera frames are
+    final as rendered: they go through `d2v.pipeline.stream_camera_job` instead.)"""
+    if renders_final_frames(request):
+        raise ValueError("camera jobs stream through d2v.pipeline.stream_camera_job, not render_base")
     t0 = time.perf_counter()
     report = progress or (lambda stage, fraction: None)
     renderer = CameraRenderer(image, depth)
-    if request.backend == "camera":
-        n = len(trajectory)
-        frames = np.empty((n, request.height, request.width, 3), np.uint8)
-        for i, frame in enumerate(renderer.render(trajectory, motion_blur=request.motion_blur,
-                                                  samples=request.motion_blur_samples)):
-            frames[i] = frame
-            if i % 8 == 0 or i == n - 1:
-                report("base", (i + 1) / n)
-        method = "camera: plane homography" + (" + depth warp" if depth is not None else "")
-        clip = Clip(frames, request.fps).next(frames, request.fps, "base", time.perf_counter() - t0, method)
-        return clip.skipped("interpolate", "upscale", reason="the camera backend renders every output frame at the "
-                                                             "output size")
-
     if svd is None:
         raise ModelNotConfiguredError(
             "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL (a model directory or hub id) "

@@ -340,10 +340,13 @@ class Ingress:
         # along between replicas without a round trip through this one.
         trajectory = self.trajectory.plan.remote(request, image_info["width"], image_info["height"],
                                                  depth_bytes is not None)
+        if renders_final_frames(request):
+            # Frames are final at the base stage (camera backend): it streams them into the
+            # encoder itself, render and encode overlapping, and stores the results.
+            return await self.base.render_final.remote(job_id, image_bytes, depth_bytes, request, trajectory)
         clip = self.base.render.remote(job_id, image_bytes, depth_bytes, request, trajectory)
-        if not renders_final_frames(request):
-            clip = self.interpolate.retime.remote(clip, request)
-            clip = self.upscale.resize.remote(clip, request)
+        clip = self.interpolate.retime.remote(clip, request)
+        clip = self.upscale.resize.remote(clip, request)
         return await self.encode.encode.remote(job_id, clip, request, trajectory, image_info,
                                                depth_bytes is not None)
 

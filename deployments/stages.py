@@ -16,6 +16,7 @@ from actors.gpu_worker import GPUWorker
 from d2v import stages
 from d2v.images import decode_image
 from d2v.models import CameraTrajectory, Manifest, RenderRequest
+from d2v.pipeline import stream_camera_job
 from d2v.render import load_depth_map
 from d2v.stages import Clip
 from d2v.store import store_from_env
@@ -64,6 +65,7 @@ class BaseStage(GPUWorker, _ReportsProgress):
 
     def __init__(self, svd_model: str | None = None):
         self.svd_model = svd_model or svd_model_setting()
+        self.store = store_from_env()
         super().__init__()
 
     def load(self) -> None:
@@ -90,6 +92,16 @@ class BaseStage(GPUWorker, _ReportsProgress):
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
         return stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
                                   progress=self._progress(job_id))
+
+    def render_final(self, job_id: str, image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
+                     trajectory: CameraTrajectory) -> Manifest:
+        """Camera jobs: the frames are final as rendered, so this replica streams them into
+        the encoder and stores the results, as `d2v render` does: render and encode overlap,
+        and no clip crosses replicas (run one after the other, they cost 1.5x in-process)."""
+        image = decode_image(image_bytes)
+        depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+        return stream_camera_job(image, depth, request, trajectory, self.store, job_id,
+                                 progress=self._progress(job_id))
 
     def whoami(self) -> dict:
         return self.describe()
