@@ -26,6 +26,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answering(proc: subprocess.Popen, url: str, timeout_s: float, what: str, log) -> bool:
+    """Wait until `url` answers HTTP (an error status counts: the server is up, it only
+    refused us). Raises, with `log()` (its output so far), if the process exits first;
+    False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def weed_binary() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(found).exists():
@@ -69,17 +87,9 @@ class SeaweedS3:
         args += [f"-{name}={port}" for name, port in ports.items()]
         self.log = open(self.workdir / "weed.log", "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}: see {self.workdir / 'weed.log'}")
-            try:
-                urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1)
-                return self
-            except urllib.error.HTTPError:  # S3 answered (403 for an anonymous list): it is up
-                return self
-            except OSError:
-                time.sleep(0.2)
+        if wait_until_answering(self.proc, f"http://{self.endpoint}/", timeout_s, "weed mini",
+                                lambda: f"see {self.workdir / 'weed.log'}"):
+            return self
         self.stop()
         raise RuntimeError(f"SeaweedFS S3 did not come up on {self.endpoint} in {timeout_s} s")
 

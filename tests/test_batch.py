@@ -18,8 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -30,7 +28,7 @@ from d2v.encode import decode_video
 from d2v.s3store import S3Store
 from d2v.store import LocalStore, batch_manifest_key
 from tests.conftest import textured_image
-from tests.seaweed import free_port
+from tests.seaweed import free_port, wait_until_answering
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -171,17 +169,9 @@ class RayHead:
         self.log = open(Path(self.temp_dir) / "head.log", "wb")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2)
-                return self
-            except urllib.error.HTTPError:  # it answered (401: token auth is on): it is up
-                return self
-            except OSError:
-                time.sleep(0.5)
+        # Its dashboard answers once job submission works (401 with token auth: up too).
+        if wait_until_answering(self.proc, f"{self.dashboard}/api/version", timeout_s, "ray start", self.log_text):
+            return self
         log = self.log_text()
         self.stop()
         raise RuntimeError(f"the Ray head's dashboard did not answer in {timeout_s} s:\n{log}")
