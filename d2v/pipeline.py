@@ -11,8 +11,6 @@ thread: both cores work at once and no clip is ever held in memory whole.
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import tempfile
 import threading
@@ -302,7 +300,3 @@ class _count:
         self.done += 1
         self._report("base", self.done / self._total)
         return frame
-
-
-def manifest_summary(manifest: Manifest) -> str:
-    return json.dumps({k: manifest.stage_seconds.get(k) for k in ("trajectory", "base", "encode", "total")})

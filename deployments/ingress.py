@@ -21,7 +21,6 @@ replica (or this one, restarted) claims and reruns them.
 # on the methods that Serve re-wraps, or it takes `request` for a query parameter.
 import asyncio
 import gc
-import json
 import logging
 import os
 import secrets

