@@ -103,11 +103,13 @@ class JobRegistryImpl:
 
     def start_attempt(self, job_id: str, owner: str) -> JobStatus:
         status = self.require(job_id)
+        was_active = status.status in ("queued", "running")
         status.status, status.stage, status.progress, status.error = "running", "trajectory", 0.0, None
         status.attempts += 1
         self.jobs[job_id] = status
         self.leases[job_id] = (owner, time.time() + self.lease_s)
-        self._persist(status, active_changed=True)
+        # queued -> running leaves the set of unfinished jobs as it was: one write, not two.
+        self._persist(status, active_changed=not was_active)
         return status
 
     def progress(self, job_id: str, stage: str, fraction: float) -> None:

@@ -10,7 +10,7 @@ job of the bundled example
 interleaved, median of --repeats; then throughput (jobs/minute) with 1, 2 and 4
 concurrent HTTP clients. Every job gets its own seed, so none is served from the cache.
 
-    python bench/serve_bench.py [--repeats 3] [--jobs-per-client 2]
+    python bench/serve_bench.py [--repeats 3] [--jobs-per-client 2] [--poll S]
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from tests.seaweed import SeaweedS3  # noqa: E402
 IMAGE = REPO / "examples/hubble.jpg"
 PATH = json.loads((REPO / "examples/paths/zoom_in.json").read_text())
 BASE = "http://127.0.0.1:8000"
-# A client polls the status this often (a real one would poll less; faster polling takes
-# CPU from the job on a 2-core box, and its timing resolution is this).
-POLL_S = 0.1
+# --poll 0 (the default): the client long-polls (GET /v1/jobs/{id}?wait_s=30) and hears the
+# moment a job is done; --poll S: it polls every S seconds instead (each poll costs CPU on
+# the farm, and the timing resolution is S).
+POLL_S = 0.0
 STAGES = ("trajectory", "base", "interpolate", "upscale", "encode", "upload")
 
 _seed = iter(range(1, 10**6))
@@ -61,7 +62,7 @@ def run_serve_job(client: httpx.Client, image: bytes) -> tuple[float, dict]:
     r.raise_for_status()
     url = r.json()["status_url"]
     while True:
-        status = client.get(url).json()
+        status = client.get(url, params={"wait_s": 30} if not POLL_S else None).json()
         if status["status"] in ("succeeded", "failed"):
             break
         time.sleep(POLL_S)
@@ -76,7 +77,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs-per-client", type=int, default=2)
     ap.add_argument("--config", default=str(REPO / "configs/serve-local.yaml"))
+    ap.add_argument("--poll", type=float, default=0.0, help="poll every S seconds (0: long polling)")
     args = ap.parse_args()
+    global POLL_S
+    POLL_S = args.poll
     image = IMAGE.read_bytes()
 
     with tempfile.TemporaryDirectory() as tmp, SeaweedS3(Path(tmp) / "s3") as s3:
@@ -131,7 +135,8 @@ def main() -> None:
     print(f"d2v farm benchmark: zoom_in, 4 s 24 fps 1024x576 camera backend, results to S3 (SeaweedFS); "
           f"median of {args.repeats}, interleaved")
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}; Serve config {Path(args.config).name}")
+          f"{platform.python_version()}; Serve config {Path(args.config).name}; client "
+          f"{'long-polls (wait_s=30)' if not POLL_S else f'polls every {POLL_S:g} s'}")
     print()
     print(f"| {'path':<38} | {'seconds':>8} | {'x in-process':>12} |")
     print(f"|{'-' * 40}|{'-' * 10}|{'-' * 14}|")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from d2v.errors import D2VError, InvalidRequestError, ObjectNotFoundError, StoreUnavailableError
+from d2v.errors import D2VError, InvalidRequestError, ObjectNotFoundError, StoreUnavailableError, one_line
 from d2v.models import RenderRequest, parse_request
 from d2v.store import Store, batch_manifest_key, store_from_env, store_settings, validate_job_id
 
@@ -365,7 +365,7 @@ def _run_on_ray(work: Iterator[tuple[dict, bytes | None, bytes | None]], setting
                 row = Row(**ray.get(ref))
             except Exception as e:  # the task's worker or node died, retries spent
                 row = Row(id=payload["label"], line=payload["line"], status="failed",
-                          error=f"ray: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                          error=f"ray: {one_line(e)}")
             finish(row)
 
 

@@ -219,6 +219,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Ray starts workers at nice 15 to keep its own daemons responsive; on a box that runs
     # d2v serve, rendering is the work (it ran 1.31x -> 1.18x of in-process at nice 0).
     env.setdefault("RAY_worker_niceness", "0")
+    # Serve's controller wakes every 0.1 s by default: on an idle 2-core box that alone took
+    # 0.034 cores (0.010 at 0.5 s), CPU the jobs could use. Jobs take seconds, so do the
+    # controller's decisions (autoscaling, health): 0.5 s loses nothing users see.
+    env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
     serve_exe = Path(sys.executable).parent / "serve"
     command = [str(serve_exe), "run", args.config] if serve_exe.exists() else \
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", args.config]

@@ -72,3 +72,10 @@ class StoreUnavailableError(D2VError):
     """The object store cannot be reached or refused our credentials."""
 
     status_code = 503
+
+
+def one_line(e: BaseException) -> str:
+    """'TypeName: first line of the message', for errors from code that is not ours
+    (torch, Ray, a loader) quoted inside one of our one-line messages."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

@@ -1,7 +1,7 @@
 """The HTTP ingress: the d2v API (FastAPI inside Ray Serve) and the job runner.
 
     POST /v1/jobs                 multipart: image (file), request (JSON), depth (optional file) -> 202
-    GET  /v1/jobs/{job_id}        status, stage, progress, error, result
+    GET  /v1/jobs/{job_id}        status, stage, progress, error, result (?wait_s=N: long polling)
     GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/effects, GET /healthz, OpenAPI at /docs
@@ -24,11 +24,12 @@ import gc
 import logging
 import os
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,7 +37,7 @@ from ray import serve
 
 from actors.job_registry import get_registry
 from d2v import __version__
-from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNotFoundError
+from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNotFoundError, StoreUnavailableError, one_line
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.models import EFFECTS, JobStatus, RenderRequest, parse_request
 from d2v.pipeline import cached_manifest, content_job_id, require_backend
@@ -46,6 +47,7 @@ from d2v.store import LocalStore, job_key, store_from_env, store_settings, valid
 
 log = logging.getLogger("d2v.ingress")
 WEB_DIR = Path(__file__).resolve().parent / "web"
+MAX_WAIT_S = 30.0  # GET /v1/jobs/{id}?wait_s=: the longest a status request is held open
 
 api = FastAPI(
     title="d2v",
@@ -231,13 +233,28 @@ class Ingress:
 
         status, is_new = await self.registry.submit.remote(job_id, self.owner)
         if is_new:
-            # Inputs first: from here on any replica can (re)run the job from the store.
-            self.store.put_bytes(job_key(job_id, f"input.{image.extension}"), image_bytes)
-            if depth_bytes:
-                self.store.put_bytes(job_key(job_id, "depth.png"), depth_bytes)
-            self.store.put_bytes(job_key(job_id, "request.json"), render_request.model_dump_json(indent=2).encode())
-            self._start(job_id, (render_request, image_bytes, depth_bytes, image.info()))
+            # The job starts at once, with the image as decoded here; its inputs go to the
+            # store meanwhile, and the 202 waits for them: from then on any replica can
+            # (re)run the job from the store.
+            self._start(job_id, (render_request, image_bytes, depth_bytes, image))
+            try:
+                await self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes)
+            except Exception as e:
+                self.tasks[job_id].cancel()
+                reason = _user_error(e) or e
+                await self.registry.fail.remote(job_id, f"its inputs could not be stored: {reason}")
+                raise StoreUnavailableError(
+                    f"the object store did not take the upload ({reason}); nothing was queued: retry") from None
         return self._accepted(request, job_id, status.status)
+
+    async def _store_inputs(self, job_id: str, render_request: RenderRequest, image_bytes: bytes, extension: str,
+                            depth_bytes: bytes | None) -> None:
+        puts = {f"input.{extension}": image_bytes,
+                "request.json": render_request.model_dump_json(indent=2).encode()}
+        if depth_bytes:
+            puts["depth.png"] = depth_bytes
+        await asyncio.gather(*(asyncio.to_thread(self.store.put_bytes, job_key(job_id, name), data)
+                               for name, data in puts.items()))
 
     def _accepted(self, request: Request, job_id: str, status: str) -> JSONResponse:
         url = str(request.url_for("job_status", job_id=job_id))
@@ -251,9 +268,22 @@ class Ingress:
         return status
 
     @api.get("/v1/jobs/{job_id}", name="job_status")
-    async def job_status(self, job_id: str, request: Request) -> dict:
+    async def job_status(
+        self, job_id: str, request: Request,
+        wait_s: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description=(
+            "Long polling: wait up to this many seconds for the job to finish before answering. "
+            "The answer comes the moment it is done, with no polling in between.")),
+    ) -> dict:
         self._authorize(request)
         status = await self._status(job_id)
+        deadline = time.monotonic() + wait_s
+        while status.status in ("queued", "running") and (left := deadline - time.monotonic()) > 0:
+            task = self.tasks.get(job_id)
+            if task is not None:  # this replica runs it: woken the moment it ends
+                await asyncio.wait({task}, timeout=left)
+            else:  # another replica runs it: ask the registry now and then
+                await asyncio.sleep(min(left, 0.25))
+            status = await self._status(job_id)
         body = status.model_dump(mode="json", exclude={"updated_at"})
         if status.result is not None:
             body["result"]["video_url"] = str(request.url_for("job_video", job_id=job_id))
@@ -293,6 +323,8 @@ class Ingress:
         task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
 
     async def _run(self, job_id: str, inputs: tuple | None) -> None:
+        if inputs is not None and self.running.locked():
+            inputs = inputs[:3] + (None,)  # it must wait: hold the compressed image only, decode later
         async with self.running:
             try:
                 await self._attempts(job_id, inputs or await self._stored_inputs(job_id))
@@ -301,25 +333,29 @@ class Ingress:
                 await self.registry.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
 
     async def _stored_inputs(self, job_id: str) -> tuple:
-        request = parse_request(self.store.get_bytes(job_key(job_id, "request.json")))
-        image_bytes = self.store.get_bytes(self.store.list(f"jobs/{job_id}/input.")[0])
-        depth_key = job_key(job_id, "depth.png")
-        depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
-        image_info = (await asyncio.to_thread(decode_image, image_bytes)).info()
-        return request, image_bytes, depth_bytes, image_info
+        def read() -> tuple:
+            request = parse_request(self.store.get_bytes(job_key(job_id, "request.json")))
+            image_bytes = self.store.get_bytes(self.store.list(f"jobs/{job_id}/input.")[0])
+            depth_key = job_key(job_id, "depth.png")
+            depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
+            return request, image_bytes, depth_bytes, None
+
+        return await asyncio.to_thread(read)
 
     async def _attempts(self, job_id: str, inputs: tuple) -> None:
-        request, image_bytes, depth_bytes, image_info = inputs
+        request, image_bytes, depth_bytes, image = inputs
+        if image is None:
+            image = await asyncio.to_thread(decode_image, image_bytes)
         while True:
             status = await self.registry.start_attempt.remote(job_id, self.owner)
             try:
-                manifest = await self._pipeline(job_id, request, image_bytes, depth_bytes, image_info)
+                manifest = await self._pipeline(job_id, request, image, depth_bytes)
             except Exception as e:
                 user_error = _user_error(e)
                 if user_error is not None:
                     await self.registry.fail.remote(job_id, str(user_error))
                     return
-                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                reason = one_line(e)
                 if _is_system_failure(e) and status.attempts < self.settings.max_attempts:
                     log.warning("job %s: attempt %d failed (%s); retrying", job_id, status.attempts, reason)
                     await asyncio.sleep(self.settings.retry_backoff_s * status.attempts)
@@ -334,19 +370,19 @@ class Ingress:
             await self.registry.succeed.remote(job_id, result)
             return
 
-    async def _pipeline(self, job_id, request, image_bytes, depth_bytes, image_info):
+    async def _pipeline(self, job_id, request, image, depth_bytes):
         # Each call gets the previous call's DeploymentResponse: Serve passes the result
-        # along between replicas without a round trip through this one.
-        trajectory = self.trajectory.plan.remote(request, image_info["width"], image_info["height"],
-                                                 depth_bytes is not None)
+        # along between replicas without a round trip through this one. The image goes
+        # decoded (the ingress decoded it to check it), so no stage decodes it again.
+        trajectory = self.trajectory.plan.remote(request, image.width, image.height, depth_bytes is not None)
         if renders_final_frames(request):
             # Frames are final at the base stage (camera backend): it streams them into the
             # encoder itself, render and encode overlapping, and stores the results.
-            return await self.base.render_final.remote(job_id, image_bytes, depth_bytes, request, trajectory)
-        clip = self.base.render.remote(job_id, image_bytes, depth_bytes, request, trajectory)
+            return await self.base.render_final.remote(job_id, image, depth_bytes, request, trajectory)
+        clip = self.base.render.remote(job_id, image, depth_bytes, request, trajectory)
         clip = self.interpolate.retime.remote(clip, request)
         clip = self.upscale.resize.remote(clip, request)
-        return await self.encode.encode.remote(job_id, clip, request, trajectory, image_info,
+        return await self.encode.encode.remote(job_id, clip, request, trajectory, image.info(),
                                                depth_bytes is not None)
 
     async def _supervise(self) -> None:

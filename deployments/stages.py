@@ -9,12 +9,13 @@ the defaults here only make the app start on a laptop.
 from __future__ import annotations
 
 import logging
+import time
 
 from ray import serve
 
 from actors.gpu_worker import GPUWorker
 from d2v import stages
-from d2v.images import decode_image
+from d2v.images import LoadedImage
 from d2v.models import CameraTrajectory, Manifest, RenderRequest
 from d2v.pipeline import stream_camera_job
 from d2v.render import load_depth_map
@@ -23,6 +24,7 @@ from d2v.store import store_from_env
 from d2v.svd import svd_model_setting
 
 log = logging.getLogger("d2v.deployments")
+PROGRESS_INTERVAL_S = 0.25  # progress reports to the registry, at most this often per stage
 
 
 def _registry():
@@ -43,9 +45,17 @@ class _ReportsProgress:
         if registry is None:
             registry = self._registry_handle = _registry()
 
+        last = {"stage": None, "at": 0.0}
+
         def report(stage: str, fraction: float) -> None:
-            if registry is not None:
-                registry.progress.remote(job_id, stage, fraction)  # fire and forget
+            # At most a few actor calls a second (the base stage reports every frame): each
+            # call costs CPU in this replica and the registry that the render could use.
+            now = time.monotonic()
+            if registry is None or (stage == last["stage"] and fraction < 1.0
+                                    and now - last["at"] < PROGRESS_INTERVAL_S):
+                return
+            last["stage"], last["at"] = stage, now
+            registry.progress.remote(job_id, stage, fraction)  # fire and forget
 
         return report
 
@@ -82,23 +92,21 @@ class BaseStage(GPUWorker, _ReportsProgress):
             self.svd_error = f"the svd model {model!r} (D2V_SVD_MODEL) failed to load: {e}"
             log.error(self.svd_error)
 
-    def render(self, job_id: str, image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
+    def render(self, job_id: str, image: LoadedImage, depth_bytes: bytes | None, request: RenderRequest,
                trajectory: CameraTrajectory) -> Clip:
         from d2v.errors import ModelNotConfiguredError
 
         if request.backend == "svd" and self.svd is None and self.svd_error:
             raise ModelNotConfiguredError(self.svd_error)
-        image = decode_image(image_bytes)
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
         return stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
                                   progress=self._progress(job_id))
 
-    def render_final(self, job_id: str, image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
+    def render_final(self, job_id: str, image: LoadedImage, depth_bytes: bytes | None, request: RenderRequest,
                      trajectory: CameraTrajectory) -> Manifest:
         """Camera jobs: the frames are final as rendered, so this replica streams them into
         the encoder and stores the results, as `d2v render` does: render and encode overlap,
         and no clip crosses replicas (run one after the other, they cost 1.5x in-process)."""
-        image = decode_image(image_bytes)
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
         return stream_camera_job(image, depth, request, trajectory, self.store, job_id,
                                  progress=self._progress(job_id))

@@ -121,6 +121,22 @@ def test_job_runs_to_a_video_in_the_bucket(farm):
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
 
 
+def test_long_polling_answers_when_the_job_is_done(farm):
+    client, _ = farm
+    body = submit(client, PHOTO, slow_request(seed=7)).json()
+    quick = client.get(body["status_url"], params={"wait_s": 0}).json()
+    assert quick["status"] in ("queued", "running")  # wait_s=0 answers at once
+    t0 = time.monotonic()
+    status = client.get(body["status_url"], params={"wait_s": 30}).json()  # one request, held open
+    assert status["status"] == "succeeded", status
+    assert time.monotonic() - t0 < 30 and status["result"]["frames"] == 24
+    # Done already: answers at once.
+    assert client.get(body["status_url"], params={"wait_s": 30}).json()["status"] == "succeeded"
+    for bad in ("-1", "31", "soon"):
+        r = client.get(body["status_url"], params={"wait_s": bad})
+        assert r.status_code == 422 and r.json()["detail"].startswith("wait_s:"), r.text
+
+
 def test_killing_the_base_replica_mid_job_loses_nothing(farm):
     client, store = farm
     r = submit(client, png_bytes(textured_image(960, 540, seed=6)), slow_request(seed=1))
