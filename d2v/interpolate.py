@@ -8,15 +8,18 @@ time pass through unchanged (bit for bit). In between, one of:
   forward/backward consistency, forward projection to time t with occluders winning,
   bidirectional backward warps blended). Flows are computed once per keyframe pair and
   reused for every in-between time in it.
-* "learned": a RIFE-class model from a weights file, when D2V_INTERP_MODEL names one.
-  The file is a torch.export program (`.pt2`, `torch.export.save`, exported with
-  dynamic H and W) or a TorchScript module (`torch.jit.save`) whose
-  `forward(img0, img1, t)` takes two (1, 3, H, W) float tensors in [0, 1] and a
-  (1, 1, 1, 1) tensor t and returns the (1, 3, H, W) frame at t: the calling
-  convention of RIFE's `inference(img0, img1, timestep)`, so a RIFE model wrapped in a
-  4-line module and scripted/traced loads here. Runs on CUDA when present.
-  (No RIFE weights can be fetched on these machines: the loading path is tested with a
-  tiny module the tests build; the architecture itself is the model file's business.)
+* "learned": a RIFE-class model from a weights file, when D2V_INTERP_MODEL names one:
+  - a published RIFE v4.x `flownet.pkl` (Practical-RIFE; also `.pth`, `.pt`, or
+    `.safetensors` when safetensors is installed): a state dict, read with
+    `torch.load(weights_only=True)` and loaded strictly into d2v's own IFNet
+    (`d2v.nets.rife`: the v4.6 layout and the v4.14+ layouts with a feature encoder);
+  - or a saved program: torch.export (`.pt2`, exported with dynamic H and W) or
+    TorchScript (`torch.jit.save`), whose `forward(img0, img1, t)` takes two
+    (1, 3, H, W) float tensors in [0, 1] and a (1, 1, 1, 1) tensor t and returns the
+    (1, 3, H, W) frame at t: the calling convention of RIFE's `inference(img0, img1,
+    timestep)`, and of `d2v.nets.rife.RIFEInterpolator`.
+  Runs on CUDA when present; the frame goes back to uint8 there. Nothing is downloaded:
+  the file is the user's (the tests build seeded random weights in the published layout).
 * "blend": plain linear blending (the baseline the benchmark compares against).
 * exact camera in-betweens: frames that came from the camera backend can be rendered
   again at interpolated cameras (`render_camera_inbetweens`); `d2v.stages.retime`
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from d2v.errors import InvalidRequestError, ModelNotConfiguredError
+from d2v.errors import InvalidRequestError, ModelNotConfiguredError, one_line
 
 METHOD = "flow"
 METHODS = ("flow", "blend", "learned")
@@ -49,9 +52,9 @@ def output_count(n_in: int, fps_in: float, fps_out: float, *, loop: bool = False
     if n_in < 1:
         return 0
     if loop:
-        return max(1, int(math.ceil(n_in / fps_in * fps_out - 1e-6)))
+        return max(1, math.ceil(n_in / fps_in * fps_out - 1e-6))
     span = (n_in - 1) / fps_in
-    return int(math.floor(span * fps_out + 1e-6)) + 1
+    return math.floor(span * fps_out + 1e-6) + 1
 
 
 def source_positions(n_out: int, fps_in: float, fps_out: float, n_in: int, *, loop: bool = False) -> np.ndarray:
@@ -74,7 +77,7 @@ def positions_for(n_in: int, fps_in: float, fps_out: float, n_out: int | None, l
 
 def _split(p: float, n_in: int, loop: bool) -> tuple[int, int, float]:
     """Position -> (left keyframe, right keyframe, fraction); fraction 0 = a keyframe."""
-    lo = int(math.floor(p + 1e-9))
+    lo = math.floor(p + 1e-9)
     w = p - lo
     if w < 1e-6:
         return lo % n_in, lo % n_in, 0.0
@@ -168,11 +171,11 @@ def _pair_maker(method: str):
 
 # -- the learned interpolator -------------------------------------------------------------
 
-_MODEL_CACHE: dict[str, "LearnedInterpolator"] = {}
+_MODEL_CACHE: dict[str, LearnedInterpolator] = {}
 
 
 class LearnedInterpolator:
-    """A saved torch frame interpolator (see the module docstring for the contract).
+    """A frame interpolator from a weights file (see the module docstring for the formats).
     Frames go to the device once per call and come back as uint8 (converted there)."""
 
     def __init__(self, path: str | Path, device: str | None = None):
@@ -180,13 +183,7 @@ class LearnedInterpolator:
 
         self.path = Path(path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        try:
-            self.module = load_torch_program(self.path, self.device)
-        except Exception as e:  # a corrupt or foreign file: say which and why, in one line
-            raise ModelNotConfiguredError(
-                f"{MODEL_ENV}={self.path} is not a TorchScript or torch.export interpolation model "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-            ) from None
+        self.module, self.kind = load_interp_module(self.path, self.device)
         self.name = self.path.name
 
     def _tensor(self, frame: np.ndarray):
@@ -209,6 +206,37 @@ class LearnedInterpolator:
         return u8.cpu().numpy()
 
 
+def load_interp_module(path: Path, device):
+    """path -> (module called as module(img0, img1, t), a word on what it is). A saved
+    program loads as one; anything else is read as a state dict and must be a RIFE
+    IFNet's. ModelNotConfiguredError, in one line naming D2V_INTERP_MODEL, otherwise."""
+    from d2v.nets import is_torchscript, read_state_dict
+    from d2v.nets.rife import load_rife
+
+    if path.suffix == ".pt2" or is_torchscript(path):
+        try:
+            return load_torch_program(path, device), ("torch.export" if path.suffix == ".pt2" else "TorchScript")
+        except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file: say which and why, in one line
+            raise ModelNotConfiguredError(
+                f"{MODEL_ENV}={path} is not a TorchScript or torch.export interpolation model ({one_line(e)})"
+            ) from None
+    try:
+        state = read_state_dict(path, device)
+    except Exception as e:  # noqa: BLE001 -- whatever torch.load or safetensors raise
+        raise ModelNotConfiguredError(
+            f"{MODEL_ENV}={path} is not a TorchScript or torch.export interpolation model, nor a readable "
+            f"RIFE weights file ({one_line(e)})"
+        ) from None
+    try:
+        model = load_rife(state)
+    except (ValueError, TypeError) as e:
+        raise ModelNotConfiguredError(
+            f"{MODEL_ENV}={path} holds weights, but not those of a RIFE v4.x IFNet "
+            f"(4.6 or 4.14+): {' '.join(str(e).split())}"
+        ) from None
+    return model.to(device), model.description
+
+
 def load_torch_program(path: str | Path, device):
     """A saved torch program: torch.export (`.pt2`) or TorchScript (anything else).
     Both run without the Python class that defined the model, which is what lets a
@@ -228,10 +256,12 @@ def load_interp_model(path: str | Path | None = None) -> LearnedInterpolator:
     path = path or os.environ.get(MODEL_ENV)
     if not path:
         raise ModelNotConfiguredError(
-            f"learned interpolation needs a model: set {MODEL_ENV} to a .pt2 or TorchScript file (see d2v.interpolate)")
+            f"learned interpolation needs a model: set {MODEL_ENV} to a RIFE flownet.pkl, a .pt2 or a "
+            f"TorchScript file (see d2v.interpolate)")
     p = Path(path)
     if not p.is_file():
-        raise ModelNotConfiguredError(f"{MODEL_ENV}={p}: no such file (a .pt2 or TorchScript interpolation model)")
+        raise ModelNotConfiguredError(
+            f"{MODEL_ENV}={p}: no such file (a RIFE flownet.pkl, .pt2 or TorchScript interpolation model)")
     key = str(p.resolve())
     if key not in _MODEL_CACHE:
         try:

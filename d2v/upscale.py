@@ -4,11 +4,16 @@ When the aspect ratio changes, the largest centred crop with the target's aspect
 taken first ("cover"), so nothing is stretched; the crop is then resized to exactly
 (width, height), whatever the ratio of the two sides.
 
-* Learned super-resolution when D2V_SR_MODEL names a weights file: loaded with
-  `spandrel` (Real-ESRGAN, SwinIR, ... from .pth / .safetensors) when it is installed,
-  or a saved torch program: torch.export `.pt2` (dynamic H and W) or TorchScript
-  (input (1, 3, h, w) in [0, 1], output (1, 3, s h, s w)). The model's fixed scale is followed by an exact resize to the
-  target. Runs on CUDA when present; uint8 conversion happens on the device.
+* Learned super-resolution when D2V_SR_MODEL names a weights file:
+  - a saved torch program: torch.export `.pt2` (dynamic H and W) or TorchScript
+    (input (1, 3, h, w) in [0, 1], output (1, 3, s h, s w); s is measured on a probe);
+  - or a state dict (.pth / .pt / .safetensors): loaded with `spandrel` (Real-ESRGAN,
+    SwinIR, ...) when it is installed and imports, else with d2v's own architectures
+    (`d2v.nets.esrgan`: Real-ESRGAN's published RRDBNet files RealESRGAN_x4plus,
+    _x2plus, _x4plus_anime_6B, and SRVGGNetCompact files realesr-general-x4v3,
+    realesr-animevideov3), read with `torch.load(weights_only=True)`.
+  The model's fixed scale is followed by an exact resize to the target. Runs on CUDA
+  when present; uint8 conversion happens on the device.
 * Otherwise classical: area averaging when shrinking (no aliasing), Lanczos (8x8 taps)
   when enlarging, then an optional mild unsharp mask (`sharpen`, default
   `DEFAULT_SHARPEN`; measured on real footage in bench/interp_bench.py: a 2x
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 
 from d2v.camera import cover_crop
-from d2v.errors import InvalidRequestError, ModelNotConfiguredError
+from d2v.errors import InvalidRequestError, ModelNotConfiguredError, one_line
 
 MODEL_ENV = "D2V_SR_MODEL"
 DEFAULT_SHARPEN = 0.3  # unsharp-mask amount after enlarging (0 = off)
@@ -51,8 +56,9 @@ def method_for(src_w: int, src_h: int, width: int, height: int) -> str:
 def crop_box(w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer (x0, y0, cw, ch) of the cover crop of a w x h frame for width x height."""
     u0, v0, cw, ch = cover_crop(w, h, width, height)
-    cw_i, ch_i = max(1, min(w, int(round(cw)))), max(1, min(h, int(round(ch))))
-    x0, y0 = min(int(round(u0)), w - cw_i), min(int(round(v0)), h - ch_i)
+    # int(round()): round() of a numpy float is a numpy float on numpy < 2
+    cw_i, ch_i = max(1, min(w, int(round(cw)))), max(1, min(h, int(round(ch))))  # noqa: RUF046
+    x0, y0 = min(int(round(u0)), w - cw_i), min(int(round(v0)), h - ch_i)  # noqa: RUF046
     return x0, y0, cw_i, ch_i
 
 
@@ -105,7 +111,7 @@ def _gaussian_blur(x, sigma: float):
     import torch
     import torch.nn.functional as F
 
-    r = max(1, int(round(3 * sigma)))
+    r = max(1, int(round(3 * sigma)))  # noqa: RUF046
     k = torch.exp(-(torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2) / (2 * sigma * sigma))
     k = k / k.sum()
     c = x.shape[1]
@@ -155,7 +161,7 @@ def upscale_frames(
 
 # -- learned super-resolution -------------------------------------------------------------
 
-_SR_CACHE: dict[str, "SRModel"] = {}
+_SR_CACHE: dict[str, SRModel] = {}
 
 
 class SRModel:
@@ -189,9 +195,10 @@ class SRModel:
 
 
 def load_sr_model(path: str | Path | None = None) -> SRModel:
-    """The model D2V_SR_MODEL (or `path`) names. Saved programs (.pt2, TorchScript) load with torch;
-    anything else (a .pth / .safetensors state dict) with spandrel, which detects the
-    architecture. Clear errors for a missing file, missing packages, unknown formats."""
+    """The model D2V_SR_MODEL (or `path`) names. Saved programs (.pt2, TorchScript) load
+    with torch; a state dict (.pth / .safetensors) with spandrel when it imports, else
+    with `d2v.nets.esrgan`. Clear errors for a missing file, missing packages, unknown
+    formats."""
     path = path or os.environ.get(MODEL_ENV)
     if not path:
         raise ModelNotConfiguredError(f"learned upscaling needs a model: set {MODEL_ENV} to a weights file")
@@ -205,47 +212,73 @@ def load_sr_model(path: str | Path | None = None) -> SRModel:
         import torch
     except ImportError:
         raise ModelNotConfiguredError(f"{MODEL_ENV} is set but torch is not installed") from None
+    from d2v.nets import is_torchscript
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = _load_torchscript(p, device) or _load_spandrel(p, device)
+    if p.suffix == ".pt2" or is_torchscript(p):
+        model = _load_program(p, device)
+    else:
+        model = _load_weights(p, device)
     _SR_CACHE[key] = model
     return model
 
 
-def _load_torchscript(p: Path, device) -> SRModel | None:
-    """A saved torch SR program, its scale measured on a small probe; None if it is not one."""
+def _load_program(p: Path, device) -> SRModel:
+    """A saved torch SR program, its scale measured on a small probe."""
     import torch
-
-    import zipfile
 
     from d2v.interpolate import load_torch_program
 
-    if not zipfile.is_zipfile(p):
-        return None
     try:
         module = load_torch_program(p, device)
-    except Exception:
-        return None  # a zip but not a program (e.g. a torch.save'd state dict): spandrel's
-    with torch.inference_mode():
-        probe = module(torch.zeros(1, 3, 32, 32, device=device))
+    except Exception as e:  # noqa: BLE001 -- one line, whatever torch raises
+        raise ModelNotConfiguredError(
+            f"{MODEL_ENV}={p.name} is not a loadable torch.export or TorchScript program ({one_line(e)})"
+        ) from None
+    try:
+        with torch.inference_mode():
+            probe = module(torch.zeros(1, 3, 32, 32, device=device))
+    except Exception as e:  # noqa: BLE001 -- e.g. a program with another signature
+        raise ModelNotConfiguredError(
+            f"{MODEL_ENV}={p.name} does not run as an SR model on a (1, 3, 32, 32) image ({one_line(e)})"
+        ) from None
     scale = probe.shape[-1] // 32
     if probe.ndim != 4 or scale < 1 or tuple(probe.shape[-2:]) != (32 * scale, 32 * scale):
         raise ModelNotConfiguredError(f"{p.name}: output {tuple(probe.shape)} for a 32x32 input is not an SR scale")
     return SRModel(module, scale, p.name, device)
 
 
-def _load_spandrel(p: Path, device) -> SRModel:
+def _load_weights(p: Path, device) -> SRModel:
+    """A state dict: spandrel first (it knows many architectures) when it imports, then
+    d2v's Real-ESRGAN architectures. The error names what each said."""
+    tried = []
     try:
         import spandrel
-    except Exception as e:  # not installed, or its torchvision does not load
-        raise ModelNotConfiguredError(
-            f"{MODEL_ENV}={p.name} is not a saved torch program (.pt2, TorchScript), and loading it as "
-            f"weights needs spandrel (pip install spandrel): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from None
+    except Exception as e:  # noqa: BLE001 -- not installed, or its torchvision does not load beside this torch
+        tried.append(f"spandrel does not import ({one_line(e)})")
+    else:
+        try:
+            desc = spandrel.ModelLoader(device=device).load_from_file(str(p))
+            if not isinstance(desc, spandrel.ImageModelDescriptor):
+                raise TypeError(f"not a single-image model ({type(desc).__name__})")
+            desc.model.eval()
+            return SRModel(desc, desc.scale, p.name, device)  # a descriptor is callable: (N, 3, h, w) -> (N, 3, sh, sw)
+        except Exception as e:  # noqa: BLE001 -- any failure: fall back to d2v's own architectures
+            tried.append(f"spandrel cannot load it ({one_line(e)})")
+
+    from d2v.nets import read_state_dict
+    from d2v.nets.esrgan import load_esrgan
+
     try:
-        desc = spandrel.ModelLoader(device=device).load_from_file(str(p))
-    except Exception as e:
-        raise ModelNotConfiguredError(f"{MODEL_ENV}={p.name}: spandrel cannot load it ({e})") from None
-    if not isinstance(desc, spandrel.ImageModelDescriptor):
-        raise ModelNotConfiguredError(f"{MODEL_ENV}={p.name} is not a single-image model (spandrel: {type(desc).__name__})")
-    desc.model.eval()
-    return SRModel(desc, desc.scale, p.name, device)  # a descriptor is callable: (N, 3, h, w) -> (N, 3, sh, sw)
+        state = read_state_dict(p, device)
+    except Exception as e:  # noqa: BLE001 -- whatever torch.load or safetensors raise
+        tried.append(f"it is not a readable weights file ({one_line(e)})")
+    else:
+        try:
+            module, scale = load_esrgan(state)
+            return SRModel(module.to(device), scale, p.name, device)
+        except (ValueError, TypeError) as e:
+            tried.append(f"d2v.nets.esrgan: {' '.join(str(e).split())}")
+    raise ModelNotConfiguredError(
+        f"{MODEL_ENV}={p.name} is not a saved torch program (.pt2, TorchScript) and no loader takes its "
+        f"weights: {'; '.join(tried)}")
