@@ -281,8 +281,8 @@ class Ingress:
             task = self.tasks.get(job_id)
             if task is not None:  # this replica runs it: woken the moment it ends
                 await asyncio.wait({task}, timeout=left)
-            else:  # another replica runs it: ask the registry now and then
-                await asyncio.sleep(min(left, 0.25))
+            else:  # another replica runs it: ask the registry twice a second
+                await asyncio.sleep(min(left, 0.5))
             status = await self._status(job_id)
         body = status.model_dump(mode="json", exclude={"updated_at"})
         if status.result is not None:

@@ -188,6 +188,41 @@ def test_esrgan_file_upscales_like_the_network(kind, tmp_path, monkeypatch):
         assert upscale_frames(f, w, h).shape == (2, h, w, 3)
 
 
+PUBLISHED_SR = {  # name: (network, wrapper key of the published file)
+    "RealESRGAN_x4plus": (lambda: RRDBNet(3, 3, scale=4, num_block=23), "params_ema"),
+    "RealESRGAN_x2plus": (lambda: RRDBNet(3, 3, scale=2, num_block=23), "params_ema"),
+    "RealESRGAN_x4plus_anime_6B": (lambda: RRDBNet(3, 3, scale=4, num_block=6), "params_ema"),
+    "realesr-general-x4v3": (lambda: SRVGGNetCompact(3, 3, num_conv=32, upscale=4), "params"),
+    "realesr-animevideov3": (lambda: SRVGGNetCompact(3, 3, num_conv=16, upscale=4), "params"),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_SR))
+def test_spandrel_reads_d2v_networks_as_the_published_ones(name, tmp_path, monkeypatch):
+    """Where spandrel imports (it needs a torchvision that loads beside this torch: not on
+    the CPU CI box), its own detection must take d2v's files for the published models and
+    compute the same output; and D2V_SR_MODEL then loads them through spandrel."""
+    try:
+        import spandrel
+    except Exception as e:  # noqa: BLE001 -- ImportError, or torchvision failing to load
+        pytest.skip(f"spandrel does not import here ({type(e).__name__})")
+    build, wrapper = PUBLISHED_SR[name]
+    net = seeded(build(), 3, gain=0.5)
+    path = tmp_path / f"{name}.pth"
+    torch.save({wrapper: net.state_dict()}, path)
+    desc = spandrel.ModelLoader().load_from_file(str(path))
+    assert desc.architecture.name in ("ESRGAN", "RealESRGAN Compact"), desc.architecture.name
+    assert desc.scale == (4 if "x2" not in name else 2)
+    x = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs, ours = desc.model.eval()(x), net(x)
+    assert theirs.shape == ours.shape and torch.allclose(theirs, ours, atol=1e-5)
+
+    monkeypatch.setenv("D2V_SR_MODEL", str(path))
+    model = load_sr_model()
+    assert isinstance(model.module, spandrel.ImageModelDescriptor) and model.scale == desc.scale
+
+
 def test_esrgan_loader_reads_sizes_from_the_weights():
     for build, _ in SR_NETS.values():
         ref = seeded(build())
