@@ -137,6 +137,24 @@ def test_long_polling_answers_when_the_job_is_done(farm):
         assert r.status_code == 422 and r.json()["detail"].startswith("wait_s:"), r.text
 
 
+def test_a_job_waits_for_a_free_slot_and_then_runs(farm):
+    # This app runs 2 jobs at once: a third waits as 'queued' (holding only the compressed
+    # upload, decoded when its turn comes), then runs like the others.
+    client, store = farm
+    slow = [submit(client, PHOTO, slow_request(seed=s)).json() for s in (11, 12)]
+    quick = {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 320, "height": 180}
+    third = submit(client, PHOTO, quick).json()
+    wait_for(client, slow[1]["status_url"], lambda s: s["status"] == "running")
+    assert client.get(slow[0]["status_url"]).json()["status"] == "running"
+    assert client.get(third["status_url"]).json()["status"] == "queued"
+    status = wait(client, third["status_url"])
+    assert status["status"] == "succeeded", status
+    frames, fps = decode_video(store.get_bytes(status["result"]["video_key"]))
+    assert frames.shape == (8, 180, 320, 3) and fps == 8
+    for job in slow:
+        assert wait(client, job["status_url"])["status"] == "succeeded"
+
+
 def test_killing_the_base_replica_mid_job_loses_nothing(farm):
     client, store = farm
     r = submit(client, png_bytes(textured_image(960, 540, seed=6)), slow_request(seed=1))
