@@ -240,7 +240,8 @@ class Ingress:
             try:
                 await self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes)
             except Exception as e:
-                self.tasks[job_id].cancel()
+                if (task := self.tasks.get(job_id)) is not None:
+                    task.cancel()
                 reason = _user_error(e) or e
                 await self.registry.fail.remote(job_id, f"its inputs could not be stored: {reason}")
                 raise StoreUnavailableError(
