@@ -210,12 +210,12 @@ def load_interp_module(path: Path, device):
     """path -> (module called as module(img0, img1, t), a word on what it is). A saved
     program loads as one; anything else is read as a state dict and must be a RIFE
     IFNet's. ModelNotConfiguredError, in one line naming D2V_INTERP_MODEL, otherwise."""
-    from d2v.nets import is_torchscript, read_state_dict
+    from d2v.nets import program_kind, read_state_dict
     from d2v.nets.rife import load_rife
 
-    if path.suffix == ".pt2" or is_torchscript(path):
+    if kind := program_kind(path):
         try:
-            return load_torch_program(path, device), ("torch.export" if path.suffix == ".pt2" else "TorchScript")
+            return load_torch_program(path, device), kind
         except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file: say which and why, in one line
             raise ModelNotConfiguredError(
                 f"{MODEL_ENV}={path} is not a TorchScript or torch.export interpolation model ({one_line(e)})"

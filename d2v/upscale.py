@@ -212,10 +212,10 @@ def load_sr_model(path: str | Path | None = None) -> SRModel:
         import torch
     except ImportError:
         raise ModelNotConfiguredError(f"{MODEL_ENV} is set but torch is not installed") from None
-    from d2v.nets import is_torchscript
+    from d2v.nets import program_kind
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if p.suffix == ".pt2" or is_torchscript(p):
+    if program_kind(p):
         model = _load_program(p, device)
     else:
         model = _load_weights(p, device)

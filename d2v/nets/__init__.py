@@ -6,7 +6,7 @@ here with `load_state_dict(strict=True)` and nothing is downloaded or installed.
 * `d2v.nets.rife`: Practical-RIFE's IFNet, v4.x (`flownet.pkl`);
   `load_rife(state_dict) -> RIFEInterpolator`.
 
-Each module names the source it matches and its licence. `is_torchscript` and
+Each module names the source it matches and its licence. `program_kind` and
 `read_state_dict` tell a saved program from a weights file and read the latter safely
 (tensors only: `torch.load(weights_only=True)`, or safetensors when it is installed).
 """
@@ -25,6 +25,14 @@ def is_torchscript(path: str | Path) -> bool:
             return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in z.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
+
+
+def program_kind(path: str | Path) -> str | None:
+    """'torch.export' for a `.pt2`, 'TorchScript' for a torch.jit.save archive, None for
+    anything else (a weights file): the one place the two loaders tell them apart."""
+    if Path(path).suffix == ".pt2":
+        return "torch.export"
+    return "TorchScript" if is_torchscript(path) else None
 
 
 def read_state_dict(path: str | Path, device="cpu") -> dict:
