@@ -246,6 +246,73 @@ class CameraTrajectory(BaseModel):
         return len(self.frames)
 
 
+FidelityVerdict = Literal["followed", "missed", "unmeasured"]
+
+
+class FidelityFrame(BaseModel):
+    """One sampled frame of the path check (`d2v.fidelity`)."""
+
+    index: int
+    located: bool
+    method: Literal["tracked", "features", "ecc"] | None = Field(default=None, description="how the frame was located")
+    center: list[float] | None = Field(default=None, description="measured view centre, image pixels")
+    planned_center: list[float] | None = Field(default=None, description="the plan's view centre, image pixels")
+    center_pct: float | None = Field(default=None, description="centre error, % of the view width")
+    zoom_pct: float | None = Field(default=None, description="measured / planned zoom - 1, %")
+    roll_deg: float | None = Field(default=None, description="measured - planned roll, degrees")
+    corner_pct: float | None = Field(default=None, description="farthest frame corner from the plan's, % of the "
+                                     "view width")
+
+
+class FidelitySummary(BaseModel):
+    """The path check in short: the verdict and its numbers (GET /v1/jobs/{id} `result.fidelity`)."""
+
+    verdict: FidelityVerdict
+    reason: str | None = Field(default=None, description="why missed (the worst frame) or unmeasured")
+    effect: str | None = None
+    end_center_pct: float | None = Field(default=None, description="last frame's centre error, % of the view width")
+    median_center_pct: float | None = None
+    worst_center_pct: float | None = None
+    worst_zoom_pct: float | None = None
+    worst_roll_deg: float | None = None
+    worst_corner_pct: float | None = None
+    worst_frame: int | None = None
+    located: int = 0
+    sampled: int = 0
+    tolerance: dict[str, float] = Field(default_factory=dict, description="what counts as followed for this effect")
+
+    def one_line(self) -> str:
+        """'path followed: end 0.3% off, worst 1.1% (24/24 frames located)'."""
+        counts = f"({self.located}/{self.sampled} frames located)"
+        if self.verdict == "unmeasured":
+            return f"path unmeasured: {self.reason}"
+        end = f"end {self.end_center_pct:.1f}% off" if self.end_center_pct is not None else "end not located"
+        worst = f"worst {self.worst_center_pct:.1f}%"
+        if self.verdict == "followed":
+            return f"path followed: {end}, {worst} {counts}"
+        return f"path missed: {self.reason}; {end}, {worst} {counts}"
+
+
+class FidelityAttempt(BaseModel):
+    """One generation of a generative base stage and how it measured (auto-correct)."""
+
+    attempt: int
+    guidance_strength: float
+    fidelity: FidelitySummary
+    shipped: bool = False
+
+
+class FidelityReport(FidelitySummary):
+    """`fidelity` in the manifest: the summary, every sampled frame, and the base stage's
+    attempts when a generative backend was re-run closer to the camera render."""
+
+    frames: list[FidelityFrame] = Field(default_factory=list)
+    attempts: list[FidelityAttempt] = Field(default_factory=list)
+
+    def summary(self) -> FidelitySummary:
+        return FidelitySummary.model_validate(self.model_dump(include=set(FidelitySummary.model_fields)))
+
+
 class Manifest(BaseModel):
     """Written next to every video as `manifest.json`."""
 
@@ -268,6 +335,7 @@ class Manifest(BaseModel):
     notes: list[str] = Field(default_factory=list)
     methods: dict[str, str] = Field(default_factory=dict, description="stage -> method used")
     keys: dict[str, str] = Field(default_factory=dict, description="object-store keys of the results")
+    fidelity: FidelityReport | None = Field(default=None, description="the path check: did the video follow the path")
     created_at: str
     d2v_version: str
 
@@ -342,6 +410,9 @@ class JobResult(BaseModel):
     video_key: str
     poster_key: str | None = None
     manifest_key: str | None = None
+    fidelity_key: str | None = None
+    fidelity_url: str | None = None
+    fidelity: FidelitySummary | None = None
     frames: int
     fps: int
     width: int

@@ -199,6 +199,15 @@ class CameraRenderer:
             return self._layers(depth, c0, pivot, PSEUDO_PARALLAX)
         return None
 
+    def relative_depth(self, trajectory: CameraTrajectory) -> np.ndarray | None:
+        """Relative depth s of every image point as `render` shows this trajectory (at most
+        _DEPTH_MAX_SIDE on its long side; 1 = the plane the move pivots on), or None for a
+        flat render. The path check (`d2v.fidelity`) measures views on the s = 1 layer."""
+        if not trajectory.frames:
+            return None
+        layers = self._trajectory_layers(trajectory, trajectory.frames[0].camera_center())
+        return None if layers is None else layers.s
+
     # -- one frame --------------------------------------------------------------------
 
     def render_frame(

@@ -1,0 +1,567 @@
+"""Path fidelity: did the video's camera go where the person drew? Measured from the
+frames alone. Pure OpenCV and numpy.
+
+    measure_fidelity(frames, photo, trajectory, depth=None) -> FidelityReport
+    sample_indices(n_frames, max_samples) -> list[int]     which frames are measured
+    tolerance_for(effect, has_depth) -> Tolerance          what counts as "followed"
+    fidelity_image(photo, path_xy, trajectory, report) -> (h, w, 3) uint8   fidelity.png
+
+How a frame is located. The photo's ORB features are computed once. Each sampled frame
+is brought to about the photo's feature scale, its features matched to the photo's
+(Lowe's ratio test) and a homography photo -> frame fitted robustly (MAGSAC). Where that
+finds too few inliers (low texture, heavy blur, a view much finer than the photo's own
+pixels), the frame is aligned directly (ECC, `cv2.findTransformECC`, homography model)
+starting from the previous located frame's estimate carried along by the plan's own
+frame-to-frame motion, or from the planned view for the first; an ECC fit counts only
+with a correlation of at least ECC_MIN_CORRELATION. Either way the result is the view
+that the frame shows: where the frame's centre lands on the photo (the view centre),
+how many photo pixels one output pixel spans there (zoom) and which way the frame's
+horizontal points on the photo (roll).
+
+What is compared. For each located frame i against the plan's camera i:
+* centre error: the measured view centre, seen through the planned camera, is this far
+  from the frame's centre, in % of the view width (0.5% = 5 px on a 1024-wide frame);
+* zoom error: measured / planned zoom - 1, in %;
+* roll error: measured - planned roll, in degrees.
+
+Parallax. A flat render is a homography of the photo, exactly. With depth (a depth map,
+or dolly_zoom's stand-in depth) only one layer is: the plane the trajectory pivots on
+(dolly_zoom and orbit keep their subject's layer on the image plane; other effects the
+photo's own plane, depth s = 1). For those the fit uses only matches on photo points
+within PIVOT_BAND of that layer when there are enough, so the measurement is of the
+plane the move is about, not of the background sliding behind it. Per-effect
+tolerances (`TOLERANCES`) say how far a faithful render may measure off:
+
+    effect                          centre (any frame / end)   zoom    roll
+    planar moves (zoom_in, pull_back,     3% / 1%               5%     2 deg
+      pan, spiral, earth_zoom_out,
+      crash_zoom)
+    orbit (flat: a keystoned plane)       3% / 1%               5%     2 deg
+    dolly_zoom (stand-in depth)           4% / 2%               8%     2 deg
+    any effect with a depth map           5% / 3%              10%     3 deg
+
+A faithful camera render measures well inside these (bench/RESULTS.md has the figures);
+a miss is any located frame beyond a tolerance. Verdicts: `followed`; `missed` (the worst
+frame and by how much); `unmeasured` with the reason (a flat or noise-like photo, too
+few frames located). Measuring never raises for the user: anything unexpected becomes
+`unmeasured` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from d2v import camera
+from d2v.models import CameraFrame, CameraTrajectory, FidelityFrame, FidelityReport
+from d2v.trajectory import PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS
+
+PHOTO_SIDE = 1024  # the photo's features are computed at most this large (long side)
+ECC_SIDE = 256  # frames are aligned directly at most this wide
+FEATURE_SIDE = 384  # and matched by features at most this wide
+ECC_ITERATIONS = 50
+ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
+RATIO = 0.8  # Lowe's ratio test
+RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
+MIN_INLIERS = 12
+MIN_INLIER_SHARE = 0.2
+ECC_MIN_CORRELATION = 0.85
+REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
+MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
+DEFAULT_SAMPLES = 24  # frames measured per clip (the first and last always)
+MIN_PHOTO_DETAIL = 2.0  # std of the photo's Laplacian (gray levels) below which it counts as flat
+NOISE_SLOPE = -1.0  # power-spectrum slope above which the photo counts as noise (natural: about -2)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    center_pct: float  # any frame
+    end_center_pct: float  # the last frame
+    zoom_pct: float
+    roll_deg: float
+    corner_pct: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"center_pct": self.center_pct, "end_center_pct": self.end_center_pct,
+                "zoom_pct": self.zoom_pct, "roll_deg": self.roll_deg, "corner_pct": self.corner_pct}
+
+
+PLANAR = Tolerance(3.0, 1.0, 5.0, 2.0, 5.0)
+TOLERANCES = {"dolly_zoom": Tolerance(4.0, 2.0, 8.0, 2.0, 6.0)}
+WITH_DEPTH = Tolerance(5.0, 3.0, 10.0, 3.0, 8.0)
+
+
+def tolerance_for(effect: str, has_depth: bool = False) -> Tolerance:
+    return WITH_DEPTH if has_depth else TOLERANCES.get(effect, PLANAR)
+
+
+def sample_indices(n_frames: int, max_samples: int = DEFAULT_SAMPLES) -> list[int]:
+    """Up to max_samples frame indices spread evenly over the clip, first and last included."""
+    if n_frames <= 0:
+        return []
+    k = max(1, min(n_frames, int(max_samples)))
+    return sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, k)})
+
+
+# -- geometry ---------------------------------------------------------------------------------
+
+
+def _scale(s: float) -> np.ndarray:
+    """d2v coordinates (pixel centres at +0.5) of an image resized by s, from the original's
+    (exact for d2v's corner-origin coordinates)."""
+    return np.diag([s, s, 1.0])
+
+
+def _cv_to_d2v(pts: np.ndarray) -> np.ndarray:
+    return np.asarray(pts, np.float64) + 0.5
+
+
+def _view(H: np.ndarray, out_w: int, out_h: int) -> tuple[np.ndarray, float, float]:
+    """For a homography H (photo -> frame, d2v coordinates): the photo point under the frame's
+    centre, photo pixels per frame pixel there, and the frame's horizontal's angle on the photo
+    (degrees, clockwise as seen, like the trajectory's roll)."""
+    G = np.linalg.inv(H)
+    x, y = out_w / 2.0, out_h / 2.0
+    p = G @ np.array([x, y, 1.0])
+    w = p[2]
+    centre = p[:2] / w
+    J = (G[:2, :2] - np.outer(centre, G[2, :2])) / w  # d(photo) / d(frame) at the centre
+    scale = math.sqrt(abs(np.linalg.det(J)))
+    angle = math.degrees(math.atan2(J[1, 0], J[0, 0]))
+    return centre, scale, angle
+
+
+def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tuple[list[float], float, float, float, float]:
+    """(measured centre, centre error % of the view width, zoom error %, roll error degrees,
+    corner error % of the view width) of the measured view H against the planned one (both
+    photo px -> frame px). The corner error is how far the frame's corners land from where
+    the plan puts them: it catches what centre, zoom and roll miss (an orbit's keystone
+    swinging the wrong way)."""
+    c_m, scale_m, angle_m = _view(H, out_w, out_h)
+    _, scale_p, angle_p = _view(planned, out_w, out_h)
+    seen = camera.apply_homography(planned, c_m[None])[0]  # the measured centre, in the planned frame
+    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / out_w
+    zoom_pct = 100.0 * (scale_p / scale_m - 1.0)
+    roll = (angle_m - angle_p + 180.0) % 360.0 - 180.0
+    corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])
+    moved = camera.apply_homography(planned @ np.linalg.inv(H), corners)
+    corner_pct = 100.0 * float(np.max(np.linalg.norm(moved - corners, axis=1))) / out_w
+    return [float(c_m[0]), float(c_m[1])], centre_pct, zoom_pct, roll, corner_pct
+
+
+def _plausible(H: np.ndarray | None) -> bool:
+    if H is None or not np.all(np.isfinite(H)):
+        return False
+    A = H[:2, :2] / H[2, 2] if abs(H[2, 2]) > 1e-12 else None
+    return A is not None and np.linalg.det(A) > 1e-8
+
+
+# -- the photo --------------------------------------------------------------------------------
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        return rgb
+    return cv2.cvtColor(np.ascontiguousarray(rgb[:, :, :3]), cv2.COLOR_RGB2GRAY)
+
+
+def _spectral_slope(gray: np.ndarray) -> float:
+    """Slope of the radially averaged power spectrum on log-log axes: natural photos fall
+    off as about f^-2, white noise is flat (0)."""
+    side = 256
+    g = cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    g -= g.mean()
+    g *= np.outer(np.hanning(side), np.hanning(side)).astype(np.float32)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    yy, xx = np.indices(power.shape)
+    r = np.hypot(xx - side / 2, yy - side / 2).astype(int)
+    radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    f = np.arange(len(radial))
+    keep = (f >= 4) & (f <= side // 2 - 8) & (radial > 0)
+    if keep.sum() < 8:
+        return 0.0
+    return float(np.polyfit(np.log(f[keep]), np.log(radial[keep]), 1)[0])
+
+
+class PhotoIndex:
+    """The photo as the measurement needs it, built once per photo: a gray copy at most
+    PHOTO_SIDE on its long side, its ORB features, and whether it has enough structure
+    to locate views by at all (`unusable` holds the reason when not)."""
+
+    def __init__(self, photo: np.ndarray):
+        gray = _gray(photo)
+        self.height, self.width = gray.shape[:2]
+        self.scale = min(1.0, PHOTO_SIDE / max(self.width, self.height))  # feature px per photo px
+        small = gray if self.scale == 1.0 else cv2.resize(
+            gray, (max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale))),
+            interpolation=cv2.INTER_AREA)
+        self.gray = small
+        # Direct alignment samples the level nearest the frame's scale (blurred like the frames).
+        self.levels = [cv2.GaussianBlur(small, (0, 0), 1.0)]
+        while min(self.levels[-1].shape[:2]) >= 32:
+            self.levels.append(cv2.pyrDown(self.levels[-1]))
+        self.unusable: str | None = None
+        detail = float(cv2.Laplacian(small, cv2.CV_32F).std())
+        if detail < MIN_PHOTO_DETAIL:
+            self.unusable = (f"the photo is almost a flat colour (detail {detail:.1f} gray levels): there is "
+                             "nothing in it to locate the views by")
+            self.keypoints, self.descriptors = (), None
+            return
+        slope = _spectral_slope(small)
+        if slope > NOISE_SLOPE:
+            self.unusable = (f"the photo looks like noise (its detail does not fall off with scale: spectral "
+                             f"slope {slope:.2f}, photos about -2), so views at different zooms cannot be told "
+                             "apart")
+        orb = cv2.ORB_create(nfeatures=ORB_PHOTO_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
+        self.keypoints, self.descriptors = orb.detectAndCompute(small, None)
+        if self.unusable is None and (self.descriptors is None or len(self.keypoints) < 2 * MIN_INLIERS):
+            self.unusable = (f"the photo has too little texture to locate the views by "
+                             f"({len(self.keypoints)} features)")
+        self.points = _cv_to_d2v([k.pt for k in self.keypoints]).reshape(-1, 2) / self.scale  # photo px
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def match(self, descriptors: np.ndarray) -> list[tuple[int, int]]:
+        """(frame feature, photo feature) pairs that pass the ratio test."""
+        if descriptors is None or self.descriptors is None or len(descriptors) < 2:
+            return []
+        pairs = []
+        for m in self._matcher.knnMatch(descriptors, self.descriptors, k=2):
+            if len(m) == 2 and m[0].distance < RATIO * m[1].distance:
+                pairs.append((m[0].queryIdx, m[0].trainIdx))
+        return pairs
+
+
+# -- one frame --------------------------------------------------------------------------------
+
+
+def _to_cv(M: np.ndarray) -> np.ndarray:
+    """A map between d2v coordinates (pixel centres at +0.5) -> the same map in OpenCV's."""
+    return _shift(-0.5) @ M @ _shift(0.5)
+
+
+def _from_cv(M: np.ndarray) -> np.ndarray:
+    return _shift(0.5) @ M @ _shift(-0.5)
+
+
+def _shift(d: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, d], [0.0, 1.0, d], [0.0, 0.0, 1.0]])
+
+
+class _FrameLocator:
+    """Locates frames of one clip in the photo (see the module docstring)."""
+
+    def __init__(self, photo: PhotoIndex):
+        self.photo = photo
+        self.orb = cv2.ORB_create(nfeatures=ORB_FRAME_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
+
+    def _shrink(self, gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at most `side` wide, and S: frame px -> that image's px."""
+        k = min(1.0, side / gray.shape[1])
+        if k == 1.0:
+            return gray, np.eye(3)
+        small = cv2.resize(gray, (max(8, round(gray.shape[1] * k)), max(8, round(gray.shape[0] * k))),
+                           interpolation=cv2.INTER_AREA)
+        return small, np.diag([small.shape[1] / gray.shape[1], small.shape[0] / gray.shape[0], 1.0])
+
+    def locate(self, rgb: np.ndarray, guesses: Sequence[np.ndarray]) -> tuple[np.ndarray, str] | None:
+        """H (photo px -> frame px, d2v coordinates) and how it was found, or None.
+
+        1. Track: direct alignment (ECC) from each guess (the last located view carried
+           along, then the last located view as it was); the first fit that correlates wins.
+        2. Otherwise features: matched to the photo's, a robust homography, refined and
+           checked by direct alignment (a fit the pixels do not bear out is dropped).
+        3. Otherwise direct alignment from the remaining guesses (the planned view)."""
+        gray = _gray(rgb)
+        small, S = self._shrink(gray, ECC_SIDE)
+        P = _scale(self.photo.scale)
+        to_small = lambda H: S @ H @ np.linalg.inv(P)  # noqa: E731  photo px -> frame px  =>  feature -> small
+        tracking, fallback = list(guesses[:-1]), list(guesses[-1:])
+        for guess in tracking:
+            found = self._by_ecc(small, to_small(guess))
+            if found is not None:
+                return np.linalg.inv(S) @ found @ P, "tracked"
+        fs, FS = self._shrink(gray, FEATURE_SIDE)
+        H_feat = self._by_features(fs)
+        if H_feat is not None:
+            refined = self._by_ecc(small, S @ np.linalg.inv(FS) @ H_feat)
+            if refined is not None:
+                return np.linalg.inv(S) @ refined @ P, "features"
+        for guess in fallback:
+            found = self._by_ecc(small, to_small(guess))
+            if found is not None:
+                return np.linalg.inv(S) @ found @ P, "ecc"
+        return None
+
+    def _by_features(self, small: np.ndarray) -> np.ndarray | None:
+        """H (photo feature px -> small frame px) from ORB matches, or None."""
+        keypoints, descriptors = self.orb.detectAndCompute(small, None)
+        pairs = self.photo.match(descriptors)
+        if len(pairs) < MIN_INLIERS:
+            return None
+        q, t = np.array(pairs).T
+        frame_pts = _cv_to_d2v([keypoints[i].pt for i in q])
+        photo_pts = self.photo.points[t] * self.photo.scale
+        H, inliers = cv2.findHomography(photo_pts, frame_pts, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=2000,
+                                        confidence=0.999)
+        if H is None or inliers is None:
+            return None
+        count = int(inliers.sum())
+        if count >= MIN_INLIERS and count >= MIN_INLIER_SHARE * len(pairs) and _plausible(H):
+            return H / H[2, 2]
+        return None
+
+    def _by_ecc(self, small: np.ndarray, guess: np.ndarray) -> np.ndarray | None:
+        """Direct alignment from a guess H (photo feature px -> small frame px): the refined H
+        when the frame and the photo seen through it correlate by ECC_MIN_CORRELATION, else None.
+        Coarse to fine, each level against the photo's pyramid level of about the same scale
+        (sampling a finer level would alias)."""
+        if not _plausible(guess) or float(small.std()) < 1.0:
+            return None
+        H = guess / guess[2, 2]
+        levels = [(cv2.pyrDown(small), 0.5), (small, 1.0)] if min(small.shape) >= 64 else [(small, 1.0)]
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+        cc = -1.0
+        for image, k in levels:
+            K = np.diag([k, k, 1.0]) if k != 1.0 else np.eye(3)
+            if k != 1.0:  # pyrDown keeps pixel 2i as pixel i: exact in OpenCV coordinates
+                K = _from_cv(np.diag([k, k, 1.0]))
+            G = np.linalg.inv(K @ H)  # this level's px -> photo feature px
+            _, scale, _ = _view(K @ H, image.shape[1], image.shape[0])
+            lvl = int(np.clip(math.floor(math.log2(max(scale, 1e-6)) + 0.3), 0, len(self.photo.levels) - 1))
+            L = _from_cv(np.diag([0.5**lvl, 0.5**lvl, 1.0]))
+            W = _to_cv(L @ G)
+            W = (W / W[2, 2]).astype(np.float32)
+            template = cv2.GaussianBlur(image, (0, 0), 1.0)
+            try:
+                cc, W = cv2.findTransformECC(template, self.photo.levels[lvl], W, cv2.MOTION_HOMOGRAPHY, criteria,
+                                             None, 1)
+            except cv2.error:  # did not converge, or nothing to align
+                return None
+            G = np.linalg.inv(L) @ _from_cv(W.astype(np.float64))
+            H = np.linalg.inv(K) @ np.linalg.inv(G)
+            H = H / H[2, 2]
+        return H if cc >= ECC_MIN_CORRELATION and _plausible(H) else None
+
+
+# -- a clip -----------------------------------------------------------------------------------
+
+
+def _planned_frame(trajectory: CameraTrajectory, index: int, n_video: int) -> CameraFrame:
+    """The plan's camera for video frame `index` of `n_video`: the same frame when the counts
+    agree, else the plan at the same fraction of the move (another tool's frame count)."""
+    frames = trajectory.frames
+    if n_video == len(frames) or len(frames) == 1:
+        return frames[min(index, len(frames) - 1)]
+    t = index * (len(frames) - 1) / max(1, n_video - 1)
+    j = min(int(math.floor(t)), len(frames) - 2)
+    return frames[j] if t == j else camera.interpolate_camera(frames[j], frames[j + 1], t - j)
+
+
+def _resized(frame: CameraFrame, k: float) -> CameraFrame:
+    """The same camera rendering an output k times the size."""
+    return frame.model_copy(update={"fx": frame.fx * k, "fy": frame.fy * k, "cx": frame.cx * k, "cy": frame.cy * k})
+
+
+def has_parallax(trajectory: CameraTrajectory, depth: np.ndarray | None) -> bool:
+    """Whether the camera backend renders this move with parallax (then no homography is exact)."""
+    return depth is not None or trajectory.effect in PSEUDO_DEPTH_EFFECTS
+
+
+def measure_fidelity(
+    frames: Mapping[int, np.ndarray] | Sequence[np.ndarray] | Iterable[np.ndarray],
+    photo: np.ndarray,
+    trajectory: CameraTrajectory,
+    *,
+    n_frames: int | None = None,
+    depth: np.ndarray | None = None,
+    photo_index: PhotoIndex | None = None,
+    max_samples: int = DEFAULT_SAMPLES,
+) -> FidelityReport:
+    """Measure how closely the frames follow the trajectory.
+
+    frames: the clip's frames (a sequence, any iterable), or {index: frame} for just the
+    sampled ones (then pass n_frames, the clip's length). photo: the input photo, RGB;
+    depth: the depth map the camera backend used, if any. A clip whose frame count differs
+    from the trajectory's is compared at the same fraction of the move. Never raises: a
+    failure becomes `unmeasured` with the reason."""
+    tolerance = tolerance_for(trajectory.effect, depth is not None)
+    try:
+        return _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples)
+    except Exception as e:  # the check must never cost the user their video
+        return _unmeasured(f"the measurement failed ({type(e).__name__}: {e})", 0, tolerance, trajectory.effect)
+
+
+def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples) -> FidelityReport:
+    if isinstance(frames, Mapping):
+        picked = dict(frames)
+        n = int(n_frames if n_frames is not None else (max(picked) + 1 if picked else 0))
+        indices = sorted(picked)
+    else:
+        if not isinstance(frames, (Sequence, np.ndarray)):
+            frames = list(frames)
+        n = len(frames)
+        indices = sample_indices(n, max_samples)
+        picked = {i: frames[i] for i in indices}
+    if n == 0 or not indices:
+        return _unmeasured("the video has no frames", 0, tolerance, trajectory.effect)
+    index = photo_index or PhotoIndex(photo)
+    if index.unusable:
+        return _unmeasured(index.unusable, len(indices), tolerance, trajectory.effect)
+
+    out_h, out_w = np.asarray(picked[indices[0]]).shape[:2]
+    if abs(out_w / out_h - trajectory.width / trajectory.height) > 0.01:
+        raise ValueError(f"frames are {out_w}x{out_h}, not the trajectory's aspect ({trajectory.width}x"
+                         f"{trajectory.height})")
+    # The plan's cameras for the sampled frames, at the frames' size.
+    k = out_w / trajectory.width
+    plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
+    locator = _FrameLocator(index)
+    references = _references(locator, photo, trajectory, depth, plans, k)
+
+    results: list[FidelityFrame] = []
+    last: tuple[np.ndarray, np.ndarray] | None = None
+    for i in indices:
+        planned_H = references.get(i)
+        if planned_H is None:  # parallax, and its reference could not be measured: no yardstick
+            results.append(FidelityFrame(index=i, located=False))
+            continue
+        guesses = []
+        if last is not None:  # the last located view, carried along by the plan's motion since
+            H_prev, planned_prev = last
+            guesses += [planned_H @ np.linalg.inv(planned_prev) @ H_prev, H_prev]
+        guesses.append(planned_H)
+        found = locator.locate(np.asarray(picked[i]), guesses)
+        if found is None:
+            results.append(FidelityFrame(index=i, located=False))
+            continue
+        H, method = found
+        centre, c_err, z_err, r_err, k_err = _compare(H, planned_H, out_w, out_h)
+        results.append(FidelityFrame(index=i, located=True, method=method, center=centre,
+                                     planned_center=[float(v) for v in plans[i].center],
+                                     center_pct=round(c_err, 3), zoom_pct=round(z_err, 3),
+                                     roll_deg=round(r_err, 3), corner_pct=round(k_err, 3)))
+        last = (H, planned_H)
+    return _verdict(results, n, tolerance, trajectory.effect)
+
+
+def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTrajectory,
+                depth: np.ndarray | None, plans: dict[int, CameraFrame], k: float) -> dict[int, np.ndarray]:
+    """What each sampled frame should measure as (photo px -> frame px). A flat render is
+    the plan's plane homography exactly. With parallax no homography is exact, and the fit
+    settles on a blend of the layers: the yardstick is then the same measurement of the
+    camera backend's own render of the planned cameras (small, the sampled frames only)."""
+    if not has_parallax(trajectory, depth):
+        return {i: camera.frame_homography(f) for i, f in plans.items()}
+    from d2v.render import CameraRenderer
+
+    out_w = plans[next(iter(plans))].cx * 2.0
+    r = min(1.0, REFERENCE_SIDE / out_w)  # reference px per frame px
+    w, h = max(16, round(trajectory.width * k * r / 2) * 2), max(16, round(trajectory.height * k * r / 2) * 2)
+    first = _resized(trajectory.frames[0], k * r)  # the renderer's layers hang on the first camera
+    small = {i: _resized(f, r) for i, f in plans.items()}
+    sub = trajectory.model_copy(update={"width": w, "height": h, "frames": [first, *small.values()]})
+    renders = list(CameraRenderer(photo, depth).render(sub))[1:]
+    S = np.diag([r, r, 1.0])
+    out: dict[int, np.ndarray] = {}
+    last = None
+    for (i, f), frame in zip(small.items(), renders):
+        planned = camera.frame_homography(f)
+        guesses = ([planned @ np.linalg.inv(last[1]) @ last[0]] if last else []) + [planned]
+        found = locator.locate(frame, guesses)
+        if found is not None:
+            out[i] = np.linalg.inv(S) @ found[0]
+            last = (found[0], planned)
+    return out
+
+
+def _unmeasured(reason: str, sampled: int, tolerance: Tolerance, effect: str) -> FidelityReport:
+    return FidelityReport(verdict="unmeasured", reason=reason, effect=effect, located=0, sampled=sampled,
+                          tolerance=tolerance.as_dict(), frames=[])
+
+
+def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect: str) -> FidelityReport:
+    located = [r for r in results if r.located]
+    base = dict(effect=effect, located=len(located), sampled=len(results), tolerance=tolerance.as_dict(),
+                frames=results)
+    need = max(2, math.ceil(MIN_LOCATED_SHARE * len(results))) if len(results) > 1 else 1
+    if len(located) < need:
+        return FidelityReport(
+            verdict="unmeasured", **base,
+            reason=f"only {len(located)} of {len(results)} sampled frames could be located in the photo (at least "
+                   f"{need} needed): the video may not be of this photo, or shows too little of its detail")
+    centres = np.array([r.center_pct for r in located])
+    end = results[-1] if results[-1].index == n - 1 and results[-1].located else None
+    summary = dict(end_center_pct=end.center_pct if end else None,
+                   median_center_pct=round(float(np.median(centres)), 3),
+                   worst_center_pct=round(float(centres.max()), 3),
+                   worst_zoom_pct=round(float(max(abs(r.zoom_pct) for r in located)), 3),
+                   worst_roll_deg=round(float(max(abs(r.roll_deg) for r in located)), 3),
+                   worst_corner_pct=round(float(max(r.corner_pct for r in located)), 3))
+
+    def excess(r: FidelityFrame) -> tuple[float, str]:
+        limit_c = tolerance.end_center_pct if r is end else tolerance.center_pct
+        options = [(r.center_pct / limit_c, f"{r.center_pct:.1f}% of the view width off (tolerance {limit_c:g}%)"),
+                   (abs(r.zoom_pct) / tolerance.zoom_pct,
+                    f"zoomed {r.zoom_pct:+.1f}% from the plan (tolerance {tolerance.zoom_pct:g}%)"),
+                   (abs(r.roll_deg) / tolerance.roll_deg,
+                    f"rolled {r.roll_deg:+.1f} degrees from the plan (tolerance {tolerance.roll_deg:g})"),
+                   (r.corner_pct / tolerance.corner_pct,
+                    f"framed differently: a corner {r.corner_pct:.1f}% of the view width from the plan's "
+                    f"(tolerance {tolerance.corner_pct:g}%)")]
+        return max(options, key=lambda o: o[0])
+
+    worst = max(located, key=lambda r: excess(r)[0])
+    ratio, how = excess(worst)
+    if ratio > 1.0:
+        return FidelityReport(verdict="missed", reason=f"frame {worst.index} is {how}", worst_frame=worst.index,
+                              **summary, **base)
+    return FidelityReport(verdict="followed", reason=None, worst_frame=worst.index, **summary, **base)
+
+
+# -- the picture ------------------------------------------------------------------------------
+
+_DRAWN, _PLANNED, _FOLLOWED, _MISSED = (255, 255, 255), (0, 200, 255), (60, 220, 60), (255, 60, 60)
+
+
+def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityReport, max_side: int = 1024) -> np.ndarray:
+    """fidelity.png: the photo (dimmed) with the drawn path (white), the planned view centres
+    (blue) and the measured ones (green when followed, red when missed), (h, w, 3) RGB uint8."""
+    photo = np.asarray(photo)[:, :, :3] if np.asarray(photo).ndim == 3 else cv2.cvtColor(photo, cv2.COLOR_GRAY2RGB)
+    h, w = photo.shape[:2]
+    k = min(1.0, max_side / max(w, h))
+    img = cv2.resize(photo, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) \
+        if k < 1.0 else photo.copy()
+    img = cv2.addWeighted(img, 0.55, np.zeros_like(img), 0.45, 0.0)
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    shift = 4  # sub-pixel drawing
+
+    def pts(xy) -> np.ndarray:
+        return np.round(np.asarray(xy, np.float64).reshape(-1, 2) * k * (1 << shift)).astype(np.int32)
+
+    def polyline(xy, colour, width) -> None:
+        if len(xy) >= 2:
+            cv2.polylines(img, [pts(xy)], False, colour, width, cv2.LINE_AA, shift)
+
+    polyline(path_xy, _DRAWN, thick * 2)
+    planned = [f.planned_center for f in report.frames if f.planned_center is not None]
+    polyline(planned, _PLANNED, thick)
+    colour = _MISSED if report.verdict == "missed" else _FOLLOWED
+    measured = [f.center for f in report.frames if f.located and f.center is not None]
+    polyline(measured, colour, thick)
+    for c in pts(measured):
+        cv2.circle(img, (int(c[0]), int(c[1])), (thick * 2) << shift, colour, -1, cv2.LINE_AA, shift)
+    if measured:
+        end = tuple(int(v) for v in pts(measured[-1:])[0])
+        cv2.circle(img, end, (thick * 6) << shift, colour, thick, cv2.LINE_AA, shift)
+    label = report.one_line()
+    scale = max(0.4, img.shape[1] / 1400)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(img, (0, 0), (min(img.shape[1], tw + 16), th + base + 12), (0, 0, 0), -1)
+    cv2.putText(img, label, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, colour if report.verdict != "unmeasured"
+                else _DRAWN, 1, cv2.LINE_AA)
+    return img
