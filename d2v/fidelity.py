@@ -60,9 +60,9 @@ from d2v import camera
 from d2v.models import CameraFrame, CameraTrajectory, FidelityFrame, FidelityReport
 from d2v.trajectory import PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS
 
-PHOTO_SIDE = 1024  # the photo's features are computed at most this large (long side)
-ECC_SIDE = 256  # frames are aligned directly at most this wide
-FEATURE_SIDE = 384  # and matched by features at most this wide
+PHOTO_SIDE = 1024  # the photo is measured at this size (long side)
+ECC_SIDE = 256  # frames are aligned directly at most this wide (1% of the view: 2.6 px; ECC is sub-pixel)
+FEATURE_MIN_SIDE, FEATURE_SIDE = 256, 512  # and matched by features at a width in this range
 ECC_ITERATIONS = 50
 ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
 RATIO = 0.8  # Lowe's ratio test
@@ -72,7 +72,7 @@ MIN_INLIER_SHARE = 0.2
 ECC_MIN_CORRELATION = 0.85
 REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
 MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
-DEFAULT_SAMPLES = 24  # frames measured per clip (the first and last always)
+DEFAULT_SAMPLES = 16  # frames measured per clip (the first and last always): 10% of a camera job's time
 MIN_PHOTO_DETAIL = 2.0  # std of the photo's Laplacian (gray levels) below which it counts as flat
 NOISE_SLOPE = -1.0  # power-spectrum slope above which the photo counts as noise (natural: about -2)
 
@@ -153,6 +153,48 @@ def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tupl
     return [float(c_m[0]), float(c_m[1])], centre_pct, zoom_pct, roll, corner_pct
 
 
+def _affine_at(M: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The affine map (3x3) that agrees with the homography M at (x, y) to first order."""
+    p = M @ np.array([x, y, 1.0])
+    q = p[:2] / p[2]
+    J = (M[:2, :2] - np.outer(q, M[2, :2])) / p[2]
+    return np.vstack([np.column_stack([J, q - J @ np.array([x, y])]), [0.0, 0.0, 1.0]])
+
+
+def _similarity(H: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The similarity (photo -> frame) nearest an affine fit H, about the frame's centre.
+
+    An affine fit of a frame whose texture runs one way (a mast against the sky) leaves its
+    shear free: the axis across the texture turns at will. So the roll is each frame axis's
+    turn weighted by how much texture pins it (horizontal edges pin the x axis: the energy of
+    vertical gradients; vertical edges the y axis), and the scale is the fit's area scale."""
+    h, w = frame.shape[:2]
+    G = np.linalg.inv(H)
+    c = G @ np.array([w / 2.0, h / 2.0, 1.0])
+    c = c[:2] / c[2]
+    J = G[:2, :2] / G[2, 2]  # frame -> photo, linear part (H is affine)
+    g = cv2.GaussianBlur(frame.astype(np.float32), (0, 0), 1.0)
+    pin_x = float(np.square(cv2.Sobel(g, cv2.CV_32F, 0, 1)).sum())
+    pin_y = float(np.square(cv2.Sobel(g, cv2.CV_32F, 1, 0)).sum())
+    theta_x = math.atan2(J[1, 0], J[0, 0])
+    theta_y = math.atan2(-J[0, 1], J[1, 1])
+    diff = (theta_y - theta_x + math.pi) % (2 * math.pi) - math.pi
+    theta = theta_x + diff * pin_y / max(pin_x + pin_y, 1e-12)
+    scale = math.sqrt(abs(np.linalg.det(J)))
+    R = scale * np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    G_sim = np.eye(3)
+    G_sim[:2, :2] = R
+    G_sim[:2, 2] = c - R @ np.array([w / 2.0, h / 2.0])
+    return np.linalg.inv(G_sim)
+
+
+def _is_affine(H: np.ndarray, width: float, height: float) -> bool:
+    """True when H's perspective terms change its scale by under 0.1% across the frame."""
+    G = np.linalg.inv(H)
+    G = G / G[2, 2]
+    return abs(G[2, 0]) * width + abs(G[2, 1]) * height < 1e-3
+
+
 def _plausible(H: np.ndarray | None) -> bool:
     if H is None or not np.all(np.isfinite(H)):
         return False
@@ -196,41 +238,49 @@ class PhotoIndex:
     def __init__(self, photo: np.ndarray):
         gray = _gray(photo)
         self.height, self.width = gray.shape[:2]
-        self.scale = min(1.0, PHOTO_SIDE / max(self.width, self.height))  # feature px per photo px
-        small = gray if self.scale == 1.0 else cv2.resize(
-            gray, (max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale))),
-            interpolation=cv2.INTER_AREA)
-        self.gray = small
+        # Features and alignment work on the photo at PHOTO_SIDE, enlarged if smaller: a zoomed-in
+        # frame shows the photo's pixels larger than they are, and ORB's pyramid only shrinks.
+        self.scale = PHOTO_SIDE / max(self.width, self.height)  # feature px per photo px
+        size = (max(1, round(self.width * self.scale)), max(1, round(self.height * self.scale)))
+        self.gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_CUBIC)
         # Direct alignment samples the level nearest the frame's scale (blurred like the frames).
-        self.levels = [cv2.GaussianBlur(small, (0, 0), 1.0)]
+        self.levels = [cv2.GaussianBlur(self.gray, (0, 0), 1.0)]
         while min(self.levels[-1].shape[:2]) >= 32:
             self.levels.append(cv2.pyrDown(self.levels[-1]))
+        # Is there anything to locate views by? Judged on the photo's own pixels, not enlarged.
+        own = self.gray if self.scale <= 1 else gray
+        detail = float(cv2.Laplacian(own, cv2.CV_32F).std())
         self.unusable: str | None = None
-        detail = float(cv2.Laplacian(small, cv2.CV_32F).std())
         if detail < MIN_PHOTO_DETAIL:
             self.unusable = (f"the photo is almost a flat colour (detail {detail:.1f} gray levels): there is "
                              "nothing in it to locate the views by")
-            self.keypoints, self.descriptors = (), None
-            return
-        slope = _spectral_slope(small)
-        if slope > NOISE_SLOPE:
+        slope = _spectral_slope(own)
+        if self.unusable is None and slope > NOISE_SLOPE:
             self.unusable = (f"the photo looks like noise (its detail does not fall off with scale: spectral "
                              f"slope {slope:.2f}, photos about -2), so views at different zooms cannot be told "
                              "apart")
-        orb = cv2.ORB_create(nfeatures=ORB_PHOTO_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
-        self.keypoints, self.descriptors = orb.detectAndCompute(small, None)
-        if self.unusable is None and (self.descriptors is None or len(self.keypoints) < 2 * MIN_INLIERS):
-            self.unusable = (f"the photo has too little texture to locate the views by "
-                             f"({len(self.keypoints)} features)")
-        self.points = _cv_to_d2v([k.pt for k in self.keypoints]).reshape(-1, 2) / self.scale  # photo px
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self._features: tuple | None = None  # computed on first use: tracking often needs none
+
+    def _ensure_features(self) -> None:
+        if self._features is None:
+            orb = cv2.ORB_create(nfeatures=ORB_PHOTO_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
+            keypoints, descriptors = orb.detectAndCompute(self.gray, None)
+            points = _cv_to_d2v([k.pt for k in keypoints]).reshape(-1, 2) / self.scale  # photo px
+            self._features = (points, descriptors, cv2.BFMatcher(cv2.NORM_HAMMING))
+
+    @property
+    def points(self) -> np.ndarray:
+        self._ensure_features()
+        return self._features[0]
 
     def match(self, descriptors: np.ndarray) -> list[tuple[int, int]]:
         """(frame feature, photo feature) pairs that pass the ratio test."""
-        if descriptors is None or self.descriptors is None or len(descriptors) < 2:
+        self._ensure_features()
+        _, photo_descriptors, matcher = self._features
+        if descriptors is None or photo_descriptors is None or len(descriptors) < 2 or len(photo_descriptors) < 2:
             return []
         pairs = []
-        for m in self._matcher.knnMatch(descriptors, self.descriptors, k=2):
+        for m in matcher.knnMatch(descriptors, photo_descriptors, k=2):
             if len(m) == 2 and m[0].distance < RATIO * m[1].distance:
                 pairs.append((m[0].queryIdx, m[0].trainIdx))
         return pairs
@@ -255,8 +305,12 @@ def _shift(d: float) -> np.ndarray:
 class _FrameLocator:
     """Locates frames of one clip in the photo (see the module docstring)."""
 
-    def __init__(self, photo: PhotoIndex):
+    def __init__(self, photo: PhotoIndex, affine: bool = False):
         self.photo = photo
+        # Frontal moves (all but orbit) map the photo to the frame by an affine map: fitting one
+        # leaves no room for the perspective terms that a frame of little texture (a tower against
+        # the sky) cannot pin down, and which would otherwise show up as roll or keystone.
+        self.affine = affine
         self.orb = cv2.ORB_create(nfeatures=ORB_FRAME_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
 
     def _shrink(self, gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,8 +322,15 @@ class _FrameLocator:
                            interpolation=cv2.INTER_AREA)
         return small, np.diag([small.shape[1] / gray.shape[1], small.shape[0] / gray.shape[0], 1.0])
 
+    def _feature_side(self, gray: np.ndarray, planned: np.ndarray) -> int:
+        """Frame width for feature matching: about the planned view's width in the photo's
+        feature pixels, so ORB compares like with like (its pyramid covers the rest)."""
+        _, scale, _ = _view(planned, gray.shape[1], gray.shape[0])  # photo px per frame px
+        return int(np.clip(gray.shape[1] * scale * self.photo.scale, FEATURE_MIN_SIDE, FEATURE_SIDE))
+
     def locate(self, rgb: np.ndarray, guesses: Sequence[np.ndarray]) -> tuple[np.ndarray, str] | None:
-        """H (photo px -> frame px, d2v coordinates) and how it was found, or None.
+        """H (photo px -> frame px, d2v coordinates) and how it was found, or None. The last
+        guess is the planned view.
 
         1. Track: direct alignment (ECC) from each guess (the last located view carried
            along, then the last located view as it was); the first fit that correlates wins.
@@ -280,22 +341,28 @@ class _FrameLocator:
         small, S = self._shrink(gray, ECC_SIDE)
         P = _scale(self.photo.scale)
         to_small = lambda H: S @ H @ np.linalg.inv(P)  # noqa: E731  photo px -> frame px  =>  feature -> small
-        tracking, fallback = list(guesses[:-1]), list(guesses[-1:])
+        # The first frame has no track: its planned view is where direct alignment starts.
+        tracking, fallback = (list(guesses[:-1]), list(guesses[-1:])) if len(guesses) > 1 else (list(guesses), [])
+        found, method = None, None
         for guess in tracking:
-            found = self._by_ecc(small, to_small(guess))
-            if found is not None:
-                return np.linalg.inv(S) @ found @ P, "tracked"
-        fs, FS = self._shrink(gray, FEATURE_SIDE)
-        H_feat = self._by_features(fs)
-        if H_feat is not None:
-            refined = self._by_ecc(small, S @ np.linalg.inv(FS) @ H_feat)
-            if refined is not None:
-                return np.linalg.inv(S) @ refined @ P, "features"
-        for guess in fallback:
-            found = self._by_ecc(small, to_small(guess))
-            if found is not None:
-                return np.linalg.inv(S) @ found @ P, "ecc"
-        return None
+            if (found := self._by_ecc(small, to_small(guess))) is not None:
+                method = "tracked"
+                break
+        if found is None:
+            fs, FS = self._shrink(gray, self._feature_side(gray, guesses[-1]))
+            H_feat = self._by_features(fs)
+            if H_feat is not None and (found := self._by_ecc(small, S @ np.linalg.inv(FS) @ H_feat)) is not None:
+                method = "features"
+        if found is None:
+            for guess in fallback:
+                if (found := self._by_ecc(small, to_small(guess))) is not None:
+                    method = "ecc"
+                    break
+        if found is None:
+            return None
+        if self.affine:
+            found = _similarity(found, small)
+        return np.linalg.inv(S) @ found @ P, method
 
     def _by_features(self, small: np.ndarray) -> np.ndarray | None:
         """H (photo feature px -> small frame px) from ORB matches, or None."""
@@ -306,8 +373,13 @@ class _FrameLocator:
         q, t = np.array(pairs).T
         frame_pts = _cv_to_d2v([keypoints[i].pt for i in q])
         photo_pts = self.photo.points[t] * self.photo.scale
-        H, inliers = cv2.findHomography(photo_pts, frame_pts, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=2000,
-                                        confidence=0.999)
+        if self.affine:
+            A, inliers = cv2.estimateAffine2D(photo_pts, frame_pts, method=cv2.USAC_MAGSAC,
+                                              ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.999)
+            H = None if A is None else np.vstack([A, [0.0, 0.0, 1.0]])
+        else:
+            H, inliers = cv2.findHomography(photo_pts, frame_pts, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=2000,
+                                            confidence=0.999)
         if H is None or inliers is None:
             return None
         count = int(inliers.sum())
@@ -335,14 +407,21 @@ class _FrameLocator:
             lvl = int(np.clip(math.floor(math.log2(max(scale, 1e-6)) + 0.3), 0, len(self.photo.levels) - 1))
             L = _from_cv(np.diag([0.5**lvl, 0.5**lvl, 1.0]))
             W = _to_cv(L @ G)
-            W = (W / W[2, 2]).astype(np.float32)
+            W = W / W[2, 2]
+            if self.affine:
+                W = _affine_at(W, image.shape[1] / 2.0, image.shape[0] / 2.0)[:2]
+            W = W.astype(np.float32)
             template = cv2.GaussianBlur(image, (0, 0), 1.0)
             try:
-                cc, W = cv2.findTransformECC(template, self.photo.levels[lvl], W, cv2.MOTION_HOMOGRAPHY, criteria,
-                                             None, 1)
+                cc, W = cv2.findTransformECC(template, self.photo.levels[lvl], W,
+                                             cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY,
+                                             criteria, None, 1)
             except cv2.error:  # did not converge, or nothing to align
                 return None
-            G = np.linalg.inv(L) @ _from_cv(W.astype(np.float64))
+            W = W.astype(np.float64)
+            if W.shape[0] == 2:
+                W = np.vstack([W, [0.0, 0.0, 1.0]])
+            G = np.linalg.inv(L) @ _from_cv(W)
             H = np.linalg.inv(K) @ np.linalg.inv(G)
             H = H / H[2, 2]
         return H if cc >= ECC_MIN_CORRELATION and _plausible(H) else None
@@ -420,7 +499,8 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     # The plan's cameras for the sampled frames, at the frames' size.
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
-    locator = _FrameLocator(index)
+    frontal = all(_is_affine(camera.frame_homography(f), out_w, out_h) for f in plans.values())
+    locator = _FrameLocator(index, affine=frontal)
     references = _references(locator, photo, trajectory, depth, plans, k)
 
     results: list[FidelityFrame] = []
@@ -484,39 +564,44 @@ def _unmeasured(reason: str, sampled: int, tolerance: Tolerance, effect: str) ->
                           tolerance=tolerance.as_dict(), frames=[])
 
 
+def _excess(r: FidelityFrame, tolerance: Tolerance, is_end: bool) -> tuple[float, str]:
+    """How far past its tolerance a located frame is (> 1: a miss), and in words."""
+    limit_c = tolerance.end_center_pct if is_end else tolerance.center_pct
+    options = [(r.center_pct / limit_c, f"{r.center_pct:.1f}% of the view width off (tolerance {limit_c:g}%)"),
+               (abs(r.zoom_pct) / tolerance.zoom_pct,
+                f"zoomed {r.zoom_pct:+.1f}% from the plan (tolerance {tolerance.zoom_pct:g}%)"),
+               (abs(r.roll_deg) / tolerance.roll_deg,
+                f"rolled {r.roll_deg:+.1f} degrees from the plan (tolerance {tolerance.roll_deg:g})"),
+               (r.corner_pct / tolerance.corner_pct,
+                f"framed differently: a corner {r.corner_pct:.1f}% of the view width from the plan's "
+                f"(tolerance {tolerance.corner_pct:g}%)")]
+    return max(options, key=lambda o: o[0])
+
+
 def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect: str) -> FidelityReport:
+    """followed: every located frame within tolerance, and at least MIN_LOCATED_SHARE located.
+    missed: a located frame beyond it (two, when too few were located to vouch for the rest).
+    unmeasured: too few located and no clear miss among them."""
     located = [r for r in results if r.located]
     base = dict(effect=effect, located=len(located), sampled=len(results), tolerance=tolerance.as_dict(),
                 frames=results)
     need = max(2, math.ceil(MIN_LOCATED_SHARE * len(results))) if len(results) > 1 else 1
-    if len(located) < need:
+    end = results[-1] if results and results[-1].index == n - 1 and results[-1].located else None
+    scored = [(r, *_excess(r, tolerance, r is end)) for r in located]
+    misses = [x for x in scored if x[1] > 1.0]
+    if len(located) < need and len(misses) < 2:
         return FidelityReport(
             verdict="unmeasured", **base,
             reason=f"only {len(located)} of {len(results)} sampled frames could be located in the photo (at least "
                    f"{need} needed): the video may not be of this photo, or shows too little of its detail")
     centres = np.array([r.center_pct for r in located])
-    end = results[-1] if results[-1].index == n - 1 and results[-1].located else None
     summary = dict(end_center_pct=end.center_pct if end else None,
                    median_center_pct=round(float(np.median(centres)), 3),
                    worst_center_pct=round(float(centres.max()), 3),
                    worst_zoom_pct=round(float(max(abs(r.zoom_pct) for r in located)), 3),
                    worst_roll_deg=round(float(max(abs(r.roll_deg) for r in located)), 3),
                    worst_corner_pct=round(float(max(r.corner_pct for r in located)), 3))
-
-    def excess(r: FidelityFrame) -> tuple[float, str]:
-        limit_c = tolerance.end_center_pct if r is end else tolerance.center_pct
-        options = [(r.center_pct / limit_c, f"{r.center_pct:.1f}% of the view width off (tolerance {limit_c:g}%)"),
-                   (abs(r.zoom_pct) / tolerance.zoom_pct,
-                    f"zoomed {r.zoom_pct:+.1f}% from the plan (tolerance {tolerance.zoom_pct:g}%)"),
-                   (abs(r.roll_deg) / tolerance.roll_deg,
-                    f"rolled {r.roll_deg:+.1f} degrees from the plan (tolerance {tolerance.roll_deg:g})"),
-                   (r.corner_pct / tolerance.corner_pct,
-                    f"framed differently: a corner {r.corner_pct:.1f}% of the view width from the plan's "
-                    f"(tolerance {tolerance.corner_pct:g}%)")]
-        return max(options, key=lambda o: o[0])
-
-    worst = max(located, key=lambda r: excess(r)[0])
-    ratio, how = excess(worst)
+    worst, ratio, how = max(scored, key=lambda x: x[1])
     if ratio > 1.0:
         return FidelityReport(verdict="missed", reason=f"frame {worst.index} is {how}", worst_frame=worst.index,
                               **summary, **base)
@@ -528,7 +613,7 @@ def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect:
 _DRAWN, _PLANNED, _FOLLOWED, _MISSED = (255, 255, 255), (0, 200, 255), (60, 220, 60), (255, 60, 60)
 
 
-def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityReport, max_side: int = 1024) -> np.ndarray:
+def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityReport, max_side: int = 768) -> np.ndarray:
     """fidelity.png: the photo (dimmed) with the drawn path (white), the planned view centres
     (blue) and the measured ones (green when followed, red when missed), (h, w, 3) RGB uint8."""
     photo = np.asarray(photo)[:, :, :3] if np.asarray(photo).ndim == 3 else cv2.cvtColor(photo, cv2.COLOR_GRAY2RGB)

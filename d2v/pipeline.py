@@ -26,7 +26,19 @@ from d2v.errors import D2VError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, JobResult, JobStatus, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
-from d2v.stages import encode_and_store, make_manifest, now_iso, plan, render_base, resize, retime, store_results
+from d2v.fidelity import sample_indices
+from d2v.stages import (
+    CHECK_METHOD,
+    check_and_store,
+    encode_and_store,
+    make_manifest,
+    now_iso,
+    plan,
+    render_base,
+    resize,
+    retime,
+    store_results,
+)
 from d2v.svd import svd_model_setting
 from d2v.store import Store, job_key
 
@@ -170,6 +182,8 @@ def render_job(
         video_key=manifest.keys["video"],
         poster_key=manifest.keys["poster"],
         manifest_key=manifest.keys["manifest"],
+        fidelity_key=manifest.keys.get("fidelity"),
+        fidelity=manifest.fidelity.summary() if manifest.fidelity else None,
         frames=manifest.frames,
         fps=manifest.fps,
         width=manifest.width,
@@ -210,12 +224,16 @@ def stream_camera_job(
     n = len(trajectory)
     poster_index = n // 2
     poster: list[np.ndarray] = []
+    to_check = set(sample_indices(n))
+    checked: dict[int, np.ndarray] = {}  # the frames the path check measures
 
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(renderer.render(trajectory, motion_blur=request.motion_blur,
                                                   samples=request.motion_blur_samples)):
             if i == poster_index:
                 poster.append(frame.copy())
+            if i in to_check:
+                checked[i] = frame  # the renderer hands out a fresh array per frame
             yield frame
 
     produced = _Timed(frames())
@@ -239,6 +257,10 @@ def stream_camera_job(
         keys = store_results(store, job_id, video_path, poster[0], image.info())
         seconds["upload"] = time.perf_counter() - t0
 
+    report("check", 0.0)
+    t0 = time.perf_counter()
+    fidelity = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth)
+    seconds["check"] = time.perf_counter() - t0
     final = "none: the camera backend renders every output frame at the output size"
     manifest = make_manifest(
         job_id=job_id,
@@ -254,9 +276,11 @@ def stream_camera_job(
             + ", streamed into the encoder",
             "interpolate": final,
             "upscale": final,
+            "check": CHECK_METHOD,
         },
         keys=keys,
         depth_map=depth is not None,
+        fidelity=fidelity,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest
@@ -276,7 +300,7 @@ def _run_svd(image, depth, request, trajectory, store, job_id, output_path, repo
     clip = resize(retime(clip, request), request)
     report("encode", 0.85)
     clip.stage_seconds["model_load"] = model_load_s
-    manifest = encode_and_store(clip, request, trajectory, image.info(), store, job_id, depth_map=depth is not None)
+    manifest = encode_and_store(clip, request, trajectory, image, store, job_id, depth=depth)
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
     return manifest

@@ -4,7 +4,8 @@
     render_base(image, trajectory, ...)  -> Clip of keyframes          (base: svd)
     retime(clip, request)                -> Clip at the output rate    (interpolate)
     resize(clip, request)                -> Clip at the output size    (upscale)
-    encode_and_store(clip, ...)          -> Manifest, results in the store   (encode)
+    encode_and_store(clip, ...)          -> Manifest, results in the store   (encode, then check)
+    check_and_store(frames, ...)         -> FidelityReport, fidelity.png in the store   (check)
 
 Each returns a new Clip carrying the frames and what every stage so far took and did,
 so the manifest can say so. `d2v.pipeline` runs the same work streamed in one process.
@@ -19,13 +20,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from d2v import __version__
+
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
+from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
+from d2v.images import LoadedImage
 from d2v.interpolate import interpolate_camera_frames, interpolate_frames, method_from_env
-from d2v.models import CameraTrajectory, Manifest, RenderRequest
+from d2v.models import CameraTrajectory, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.store import Store, job_key
 from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
@@ -58,6 +63,7 @@ class Clip:
     model: str | None = None
     settings: dict = field(default_factory=dict)
     camera: CameraSource | None = None  # set when the frames are camera renders (exact retiming)
+    attempts: list[FidelityAttempt] = field(default_factory=list)  # generative base: each try, measured
 
     def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
         return Clip(
@@ -68,6 +74,7 @@ class Clip:
             model=self.model,
             settings=self.settings,
             camera=self.camera if stage == "base" else None,  # later stages' frames are no longer plain renders
+            attempts=self.attempts,
         )
 
 
@@ -175,6 +182,30 @@ def store_results(store: Store, job_id: str, video_path: Path, poster: np.ndarra
     return keys
 
 
+def check_and_store(
+    frames: dict[int, np.ndarray],
+    n_frames: int,
+    image: LoadedImage,
+    request: RenderRequest,
+    trajectory: CameraTrajectory,
+    store: Store,
+    job_id: str,
+    *,
+    depth: np.ndarray | None = None,
+    attempts: list[FidelityAttempt] | None = None,
+) -> FidelityReport:
+    """The check stage: measures the sampled output frames against the trajectory
+    (`d2v.fidelity`) and stores fidelity.png, the photo with the drawn and the measured path.
+    Never fails the job: a measurement that cannot be made is `unmeasured` with the reason."""
+    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=n_frames, depth=depth)
+    report.attempts = list(attempts or [])
+    picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    if ok:
+        store.put_bytes(job_key(job_id, "fidelity.png"), png.tobytes(), "image/png")
+    return report
+
+
 def make_manifest(
     *,
     job_id: str,
@@ -190,6 +221,7 @@ def make_manifest(
     model: str | None = None,
     settings: dict | None = None,
     depth_map: bool = False,
+    fidelity: FidelityReport | None = None,
 ) -> Manifest:
     methods = {"trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})", **methods,
                "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart"}
@@ -212,7 +244,8 @@ def make_manifest(
         clamped_frames=trajectory.clamped_frames,
         notes=notes,
         methods=methods,
-        keys=keys,
+        keys={**keys, **({"fidelity": job_key(job_id, "fidelity.png")} if fidelity is not None else {})},
+        fidelity=fidelity,
         created_at=now_iso(),
         d2v_version=__version__,
     )
@@ -222,25 +255,35 @@ def encode_and_store(
     clip: Clip,
     request: RenderRequest,
     trajectory: CameraTrajectory,
-    image_info: dict,
+    image: LoadedImage,
     store: Store,
     job_id: str,
     *,
-    depth_map: bool = False,
+    depth: np.ndarray | None = None,
 ) -> Manifest:
+    """Encode the clip, store the video and poster, check the path, store the manifest."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video = Path(tmp) / "video.mp4"
         stats = encode_mp4(iter(clip.frames), video, request.fps, crf=request.crf, preset=request.preset)
         encode_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        keys = store_results(store, job_id, video, clip.frames[len(clip.frames) // 2], image_info)
+        keys = store_results(store, job_id, video, clip.frames[len(clip.frames) // 2], image.info())
         upload_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    n = len(clip.frames)
+    fidelity = check_and_store({i: clip.frames[i] for i in sample_indices(n)}, n, image, request, trajectory,
+                               store, job_id, depth=depth, attempts=clip.attempts)
+    check_s = time.perf_counter() - t2
     manifest = make_manifest(
-        job_id=job_id, request=request, trajectory=trajectory, image_info=image_info, frames=stats.frames,
+        job_id=job_id, request=request, trajectory=trajectory, image_info=image.info(), frames=stats.frames,
         width=stats.width, height=stats.height,
-        stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s},
-        methods=clip.methods, keys=keys, model=clip.model, settings=clip.settings, depth_map=depth_map,
+        stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s, "check": check_s},
+        methods={**clip.methods, "check": CHECK_METHOD}, keys=keys, model=clip.model, settings=clip.settings,
+        depth_map=depth is not None, fidelity=fidelity,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest
+
+
+CHECK_METHOD = "path check: ORB features + ECC alignment of sampled frames against the photo (d2v.fidelity)"
