@@ -3,6 +3,7 @@
     d2v render IMAGE --path PATH.json [--effect auto] [--duration 4] [--fps 24]
                [--size 1024x576] [--backend camera|svd] [--seed 0] -o OUT.mp4
     d2v effects
+    d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
     d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
@@ -58,12 +59,21 @@ def _read_path_file(path: str) -> Any:
 
 def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, ...)")
-    p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
-    p.add_argument("--effect", default="auto", help="camera move; `d2v effects` lists them (default auto)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds (0.5-20, default 4)")
     p.add_argument("--fps", type=int, default=24, help="frames per second (1-60, default 24)")
     p.add_argument("--size", type=_size, default=(1024, 576), help="WIDTHxHEIGHT, even sides (default 1024x576)")
     p.add_argument("--backend", default="camera", help="camera (no weights) or svd (default camera)")
+    p.add_argument("--no-auto-correct", dest="auto_correct", action="store_false",
+                   help="svd: ship the first attempt even when the path check finds it off the path")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    _add_camera_flags(p)
+
+
+def _add_camera_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that shape the camera move (render, trajectory and check share them)."""
+    p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
+    p.add_argument("--effect", default="auto", help="camera move; `d2v effects` lists them (default auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--end-zoom", type=float, default=None, help="peak zoom (default: the effect's own)")
     p.add_argument("--shake", type=float, default=0.0, help="handheld shake 0-1")
@@ -71,8 +81,6 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-blur", type=float, default=0.0, help="shutter as a fraction of a frame, 0-1")
     p.add_argument("--loop", action="store_true", help="end where it starts, for a seamless loop")
     p.add_argument("--allow-borders", action="store_true", help="let the view leave the image")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
 
 
 def _request_from_args(args: argparse.Namespace):
@@ -95,8 +103,9 @@ def _request_from_args(args: argparse.Namespace):
             "motion_blur": args.motion_blur,
             "loop": args.loop,
             "allow_borders": args.allow_borders,
-            "crf": args.crf,
-            "preset": args.preset,
+            "auto_correct": getattr(args, "auto_correct", True),
+            "crf": getattr(args, "crf", 18),
+            "preset": getattr(args, "preset", "veryfast"),
         }
     )
 
@@ -150,9 +159,54 @@ def cmd_render(args: argparse.Namespace) -> int:
           f"{manifest.duration_s:g} s, effect {manifest.effect}, job {manifest.job_id})")
     print(f"poster:   {store.url(keys['poster'])}")
     print(f"manifest: {store.url(keys['manifest'])}")
+    if manifest.fidelity is not None:
+        print(manifest.fidelity.one_line())
+    if "fidelity" in keys:
+        print(f"fidelity: {store.url(keys['fidelity'])}")
     for note in manifest.notes:
         print(f"note: {note}")
     return 0
+
+
+EXIT_FOLLOWED, EXIT_MISSED, EXIT_UNMEASURED = 0, 1, 3
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Measure any video against a photo and a path: did its camera go where the path says?
+    Size, frame rate and length come from the video unless given; exit 0 followed, 1 missed,
+    2 bad input, 3 unmeasured."""
+    import cv2
+
+    from d2v.encode import decode_frames, probe_video
+    from d2v.fidelity import measure_fidelity, sample_indices
+    from d2v.images import load_image
+    from d2v.render import load_depth_map
+    from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
+
+    facts = probe_video(args.video)
+    if facts["frames"] < 2:
+        raise InvalidRequestError(f"{args.video} has {facts['frames']} frame(s): a camera move needs at least 2")
+    image = load_image(args.image)
+    depth = load_depth_map(args.depth, image.width, image.height) if args.depth else None
+    width, height = args.size or (facts["width"] - facts["width"] % 2, facts["height"] - facts["height"] % 2)
+    fps = args.fps or min(60, max(1, round(facts["fps"] or 24)))
+    duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
+    args.size, args.fps, args.duration, args.backend = (width, height), fps, duration, "camera"
+    request = _request_from_args(args)
+    trajectory = plan_trajectory(request, image.width, image.height,
+                                 depth_parallax=DEFAULT_PARALLAX if depth is not None else None)
+    frames, count, _ = decode_frames(args.video, sample_indices(max(1, facts["frames"]), args.samples))
+    if (facts["width"], facts["height"]) != (width, height):
+        frames = {i: cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for i, f in frames.items()}
+    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth)
+    if args.picture:
+        from d2v.fidelity import fidelity_image
+
+        picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
+        if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+            raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
+    print(report.model_dump_json(indent=2) if args.json else report.one_line())
+    return {"followed": EXIT_FOLLOWED, "missed": EXIT_MISSED}.get(report.verdict, EXIT_UNMEASURED)
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
@@ -317,6 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="render again even if this job is in the store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("check", help="measure whether a video's camera followed a drawn path (exit 0 followed, "
+                       "1 missed, 2 bad input, 3 unmeasured)")
+    p.add_argument("video", help="the video to check (any tool's, made from the same photo and path)")
+    p.add_argument("--image", required=True, help="the photo the video was made from")
+    _add_camera_flags(p)
+    p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT the move was planned at (default: the video's)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the video's)")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: the video's length)")
+    p.add_argument("--depth", default=None, help="the depth map the video was rendered with, if any")
+    p.add_argument("--samples", type=int, default=16, help="frames measured (default 16; more is slower)")
+    p.add_argument("--picture", default=None, help="also write the photo with the drawn and measured path (PNG)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("effects", help="list the camera effects")
     p.set_defaults(func=cmd_effects)

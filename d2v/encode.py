@@ -231,6 +231,29 @@ def decode_video(src: str | Path | bytes | BinaryIO) -> tuple[np.ndarray, float]
     return np.stack(out), fps
 
 
+def decode_frames(src: str | Path | bytes | BinaryIO, indices) -> tuple[dict[int, np.ndarray], int, float]:
+    """Decode the whole stream but keep only the frames at `indices`: ({index: (H, W, 3) uint8
+    RGB}, frames decoded, frames per second). Memory stays at the frames kept."""
+    wanted = set(int(i) for i in indices)
+    container, name = _open_input(src)
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = _stream_fps(stream)
+        try:
+            for frame in container.decode(stream):
+                if count in wanted:
+                    kept[count] = frame.to_ndarray(format="rgb24", interpolation=_SWS_TO_RGB)
+                count += 1
+        except av.error.FFmpegError as e:
+            raise InvalidVideoError(f"{name}: decoding failed after {count} frames ({e})") from None
+    if not count:
+        raise InvalidVideoError(f"{name} has a video stream but no decodable frames")
+    return kept, count, fps
+
+
 def probe_video(src: str | Path | bytes | BinaryIO) -> dict:
     """Stream facts without decoding pixels: frames, width, height, fps, duration_s, codec, pix_fmt."""
     container, _ = _open_input(src)

@@ -64,6 +64,7 @@ PHOTO_SIDE = 1024  # the photo is measured at this size (long side)
 ECC_SIDE = 256  # frames are aligned directly at most this wide (1% of the view: 2.6 px; ECC is sub-pixel)
 FEATURE_MIN_SIDE, FEATURE_SIDE = 256, 512  # and matched by features at a width in this range
 ECC_ITERATIONS = 50
+MIN_SIDE = 160  # smaller frames (a model's keyframes) are enlarged to this width to be measured
 ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
@@ -97,6 +98,53 @@ WITH_DEPTH = Tolerance(5.0, 3.0, 10.0, 3.0, 8.0)
 
 def tolerance_for(effect: str, has_depth: bool = False) -> Tolerance:
     return WITH_DEPTH if has_depth else TOLERANCES.get(effect, PLANAR)
+
+
+THRESHOLD_ENV, RETRIES_ENV = "D2V_FIDELITY_THRESHOLD", "D2V_FIDELITY_RETRIES"
+
+
+@dataclass(frozen=True)
+class AutoCorrect:
+    """When a generative base stage re-runs closer to the camera render: its keyframes miss
+    (any frame's centre more than `threshold_pct` of the view width off, or a miss on zoom,
+    roll or framing, or frames that cannot be found in the photo at all), up to `retries`
+    more times, each at half the guidance strength. Settings: D2V_FIDELITY_THRESHOLD
+    (percent, default 3) and D2V_FIDELITY_RETRIES (default 2, 0 = never)."""
+
+    threshold_pct: float = 3.0
+    retries: int = 2
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "AutoCorrect":
+        import os
+
+        from d2v.errors import InvalidRequestError
+
+        env = os.environ if env is None else env
+        try:
+            threshold = float(env.get(THRESHOLD_ENV, cls.threshold_pct))
+            retries = int(env.get(RETRIES_ENV, cls.retries))
+        except ValueError:
+            raise InvalidRequestError(f"{THRESHOLD_ENV} must be a number (percent of the view width) and "
+                                      f"{RETRIES_ENV} a whole number") from None
+        if not (0.0 < threshold <= 100.0 and math.isfinite(threshold)) or not 0 <= retries <= 5:
+            raise InvalidRequestError(f"{THRESHOLD_ENV} must be in (0, 100] and {RETRIES_ENV} in 0..5, got "
+                                      f"{threshold:g} and {retries}")
+        return cls(threshold, retries)
+
+    def misses(self, report: FidelityReport) -> bool:
+        if report.verdict == "missed":
+            return True
+        if report.verdict == "unmeasured":  # the frames are not of the photo: a miss, unless no frame was judged
+            return report.sampled > 0 and not report.photo_unusable
+        return (report.worst_center_pct or 0.0) > self.threshold_pct
+
+    @staticmethod
+    def rank(report: FidelityReport) -> tuple:
+        """Lower is better: followed, then missed, then unmeasured; then the worst frame's error."""
+        order = {"followed": 0, "missed": 1, "unmeasured": 2}[report.verdict]
+        worst = report.worst_center_pct if report.worst_center_pct is not None else math.inf
+        return order, -report.located, worst
 
 
 def sample_indices(n_frames: int, max_samples: int = DEFAULT_SAMPLES) -> list[int]:
@@ -314,12 +362,13 @@ class _FrameLocator:
         self.orb = cv2.ORB_create(nfeatures=ORB_FRAME_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
 
     def _shrink(self, gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at most `side` wide, and S: frame px -> that image's px."""
-        k = min(1.0, side / gray.shape[1])
+        """The frame at most `side` wide (and at least MIN_SIDE: a model's small keyframes are
+        enlarged so ORB's patches and ECC's pyramid fit), and S: frame px -> that image's px."""
+        k = min(1.0, side / gray.shape[1]) if gray.shape[1] >= MIN_SIDE else MIN_SIDE / gray.shape[1]
         if k == 1.0:
             return gray, np.eye(3)
         small = cv2.resize(gray, (max(8, round(gray.shape[1] * k)), max(8, round(gray.shape[0] * k))),
-                           interpolation=cv2.INTER_AREA)
+                           interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         return small, np.diag([small.shape[1] / gray.shape[1], small.shape[0] / gray.shape[0], 1.0])
 
     def _feature_side(self, gray: np.ndarray, planned: np.ndarray) -> int:
@@ -490,7 +539,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         return _unmeasured("the video has no frames", 0, tolerance, trajectory.effect)
     index = photo_index or PhotoIndex(photo)
     if index.unusable:
-        return _unmeasured(index.unusable, len(indices), tolerance, trajectory.effect)
+        return _unmeasured(index.unusable, len(indices), tolerance, trajectory.effect, photo=True)
 
     out_h, out_w = np.asarray(picked[indices[0]]).shape[:2]
     if abs(out_w / out_h - trajectory.width / trajectory.height) > 0.01:
@@ -559,9 +608,9 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
     return out
 
 
-def _unmeasured(reason: str, sampled: int, tolerance: Tolerance, effect: str) -> FidelityReport:
+def _unmeasured(reason: str, sampled: int, tolerance: Tolerance, effect: str, photo: bool = False) -> FidelityReport:
     return FidelityReport(verdict="unmeasured", reason=reason, effect=effect, located=0, sampled=sampled,
-                          tolerance=tolerance.as_dict(), frames=[])
+                          tolerance=tolerance.as_dict(), frames=[], photo_unusable=photo)
 
 
 def _excess(r: FidelityFrame, tolerance: Tolerance, is_end: bool) -> tuple[float, str]:
@@ -649,4 +698,9 @@ def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityRepor
     cv2.rectangle(img, (0, 0), (min(img.shape[1], tw + 16), th + base + 12), (0, 0, 0), -1)
     cv2.putText(img, label, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, colour if report.verdict != "unmeasured"
                 else _DRAWN, 1, cv2.LINE_AA)
+    x, y = 8, img.shape[0] - 8
+    cv2.rectangle(img, (0, y - th - base - 6), (img.shape[1], img.shape[0]), (0, 0, 0), -1)
+    for text, c in (("drawn path", _DRAWN), ("planned view centre", _PLANNED), ("measured view centre", colour)):
+        cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, c, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] + 24
     return img

@@ -162,6 +162,10 @@ class RenderRequest(BaseModel):
     motion_bucket_id: int | None = Field(default=None, ge=1, le=255, description="None = derived from the move")
     noise_aug_strength: float | None = Field(default=None, ge=0.0, le=1.0, description="None = derived")
     num_inference_steps: int = Field(default=25, ge=1, le=100)
+    auto_correct: bool = Field(
+        default=True, description="svd: when the path check finds the keyframes off the path, re-run them closer "
+        "to the camera render (D2V_FIDELITY_THRESHOLD, D2V_FIDELITY_RETRIES)",
+    )
 
     # Encoder knobs.
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
@@ -280,6 +284,7 @@ class FidelitySummary(BaseModel):
     located: int = 0
     sampled: int = 0
     tolerance: dict[str, float] = Field(default_factory=dict, description="what counts as followed for this effect")
+    photo_unusable: bool = Field(default=False, description="unmeasured because of the photo itself (flat, noise)")
 
     def one_line(self) -> str:
         """'path followed: end 0.3% off, worst 1.1% (24/24 frames located)'."""

@@ -71,6 +71,21 @@ def read_status(store: Store, job_id: str) -> JobStatus:
     return JobStatus.model_validate_json(store.get_bytes(job_key(job_id, "status.json")))
 
 
+def job_result(manifest: Manifest) -> JobResult:
+    """A finished job's `result` (status.json, GET /v1/jobs/{id}) from its manifest."""
+    return JobResult(
+        video_key=manifest.keys["video"],
+        poster_key=manifest.keys["poster"],
+        manifest_key=manifest.keys["manifest"],
+        fidelity_key=manifest.keys.get("fidelity"),
+        fidelity=manifest.fidelity.summary() if manifest.fidelity else None,
+        frames=manifest.frames,
+        fps=manifest.fps,
+        width=manifest.width,
+        height=manifest.height,
+    )
+
+
 def cached_manifest(store: Store, job_id: str) -> Manifest | None:
     """A finished job's manifest, when its video is in the store too."""
     if not (store.exists(job_key(job_id, "manifest.json")) and store.exists(job_key(job_id, "video.mp4"))):
@@ -178,17 +193,7 @@ def render_job(
     manifest.stage_seconds["total"] = round(time.perf_counter() - t_start, 4)
     store.put_bytes(job_key(job_id, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     status.status, status.stage, status.progress = "succeeded", "done", 1.0
-    status.result = JobResult(
-        video_key=manifest.keys["video"],
-        poster_key=manifest.keys["poster"],
-        manifest_key=manifest.keys["manifest"],
-        fidelity_key=manifest.keys.get("fidelity"),
-        fidelity=manifest.fidelity.summary() if manifest.fidelity else None,
-        frames=manifest.frames,
-        fps=manifest.fps,
-        width=manifest.width,
-        height=manifest.height,
-    )
+    status.result = job_result(manifest)
     write_status(store, status)
     report("done", 1.0)
     return manifest

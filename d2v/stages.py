@@ -27,9 +27,9 @@ from d2v import __version__
 
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
-from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
+from d2v.fidelity import AutoCorrect, PhotoIndex, fidelity_image, measure_fidelity, sample_indices
 from d2v.images import LoadedImage
-from d2v.interpolate import interpolate_camera_frames, interpolate_frames, method_from_env
+from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.store import Store, job_key
@@ -127,18 +127,57 @@ def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) 
     # The keyframes span the whole clip: frame j of K at time j / (K - 1) of the move.
     key_traj = plan(keyframe_request, *image.shape[1::-1], has_depth=renderer.depth_parallax is not None)
     n = len(key_traj)
-    # A loop's keyframes go evenly around the cycle (the frame after the last is frame 0);
-    # otherwise they span first to last.
-    pick = (np.arange(k) * n / k if request.loop else np.linspace(0, n - 1, k)).round().astype(int)
-    key_traj = key_traj.model_copy(update={"frames": [key_traj.frames[i] for i in pick]})
-    guides = np.stack([renderer.render_frame(f, w, h) for f in key_traj.frames])
+    # Keyframe j shows the camera at the output time where interpolation will put it
+    # (`d2v.interpolate.positions_for`): frame j (n - 1) / (k - 1), or j n / k round a loop.
+    # Cameras at rounded frame indices would jitter the speed by up to half a frame.
+    at = np.arange(k) * n / k if request.loop else np.linspace(0.0, n - 1.0, k)
+    full = key_traj  # every output frame's camera, at the model's size
+    cams = camera_inbetweens(full.frames, at, loop=request.loop)
+    key_traj = key_traj.model_copy(update={"frames": [c.model_copy(update={"index": j}) for j, c in enumerate(cams)]})
+    # The guide is the camera backend's own render of the keyframe cameras (stand-in depth and
+    # pivot included), so the path check measures svd output against the same yardstick.
+    guides = np.stack(list(renderer.render(key_traj)))
     report("base", 0.1)
-    keyframes = svd.generate(image, guides, request, key_traj)
+    keyframes, attempts = generate_following(svd, image, guides, request, key_traj, depth=renderer.depth, report=report)
     report("base", 1.0)
     span_s = (len(trajectory) - 1) / request.fps if len(trajectory) > 1 else 1.0
     fps = (k - 1) / span_s if k > 1 else request.fps
-    clip = Clip(keyframes, fps, model=svd.name, settings=svd.settings_for(request, key_traj))
+    shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
+    settings = svd.settings_for(request.model_copy(update={"guidance_strength": shipped}), key_traj)
+    if settings["mode"] == "camera render":
+        # Strength 0 ships the camera render itself: render every output frame at its own camera
+        # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
+        keyframes, fps = np.stack(list(renderer.render(full))), float(request.fps)
+    clip = Clip(keyframes, fps, model=svd.name, settings=settings, attempts=attempts)
     return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"svd {svd.name}, camera-guided")
+
+
+def generate_following(svd, image: np.ndarray, guides: np.ndarray, request: RenderRequest,
+                       key_traj: CameraTrajectory, *, depth: np.ndarray | None = None,
+                       report: ProgressFn | None = None) -> tuple[np.ndarray, list[FidelityAttempt]]:
+    """SVD keyframes that follow the path: generate, measure them against the keyframes'
+    cameras, and while they miss (`AutoCorrect`) generate again at half the guidance
+    strength, closer to the camera render. Returns the best attempt's keyframes and every
+    attempt, measured (none when the request turns auto-correct off)."""
+    if not request.auto_correct:
+        return svd.generate(image, guides, request, key_traj), []
+    policy = AutoCorrect.from_env()
+    photo = PhotoIndex(image)
+    strength = float(request.guidance_strength)
+    tries: list[tuple[np.ndarray, FidelityAttempt, tuple]] = []
+    for attempt in range(1, policy.retries + 2):
+        frames = svd.generate(image, guides, request.model_copy(update={"guidance_strength": strength}), key_traj)
+        measured = measure_fidelity(frames, image, key_traj, depth=depth, photo_index=photo, max_samples=len(frames))
+        tries.append((frames, FidelityAttempt(attempt=attempt, guidance_strength=strength,
+                                              fidelity=measured.summary()), AutoCorrect.rank(measured)))
+        if report is not None:
+            report("base", 0.1 + 0.9 * attempt / (policy.retries + 1))
+        if strength == 0.0 or not policy.misses(measured):
+            break
+        strength = round(strength / 2.0, 6)
+    best = min(range(len(tries)), key=lambda i: tries[i][2])
+    tries[best][1].shipped = True
+    return tries[best][0], [t[1] for t in tries]
 
 
 def retime(clip: Clip, request: RenderRequest) -> Clip:
@@ -150,7 +189,8 @@ def retime(clip: Clip, request: RenderRequest) -> Clip:
     if cam is not None and len(cam.trajectory.frames) == len(clip.frames):
         # The camera is known between keyframes: render the in-betweens exactly.
         renderer = CameraRenderer(cam.image, cam.depth)
-        frames = interpolate_camera_frames(renderer, cam.trajectory, clip.fps, request.fps, n_out=n)
+        frames = interpolate_camera_frames(renderer, cam.trajectory, clip.fps, request.fps, n_out=n,
+                                           loop=request.loop)
         method = "camera: exact in-between renders"
     else:
         frames = interpolate_frames(clip.frames, clip.fps, request.fps, n_out=n, loop=request.loop)

@@ -4,6 +4,7 @@
     GET  /v1/jobs/{job_id}        status, stage, progress, error, result (?wait_s=N: long polling)
     GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
+    GET  /v1/jobs/{job_id}/fidelity -> fidelity.png (the drawn path and the measured one)
     GET  /v1/effects, GET /healthz, OpenAPI at /docs
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
     GET  /                        the drawing page (deployments/web/, files under /static/)
@@ -40,7 +41,7 @@ from d2v import __version__
 from d2v.errors import D2VError, ImageTooLargeError, InvalidRequestError, JobNotFoundError, StoreUnavailableError, one_line
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.models import EFFECTS, JobStatus, RenderRequest, parse_request
-from d2v.pipeline import cached_manifest, content_job_id, require_backend
+from d2v.pipeline import cached_manifest, content_job_id, job_result, require_backend
 from d2v.preview import preview as render_preview
 from d2v.stages import renders_final_frames
 from d2v.store import LocalStore, job_key, store_from_env, store_settings, validate_job_id
@@ -289,6 +290,8 @@ class Ingress:
         if status.result is not None:
             body["result"]["video_url"] = str(request.url_for("job_video", job_id=job_id))
             body["result"]["poster_url"] = str(request.url_for("job_poster", job_id=job_id))
+            if status.result.fidelity_key:
+                body["result"]["fidelity_url"] = str(request.url_for("job_fidelity", job_id=job_id))
         return body
 
     async def _result_object(self, job_id: str, request: Request, name: str, media_type: str) -> Response:
@@ -308,6 +311,11 @@ class Ingress:
     @api.get("/v1/jobs/{job_id}/poster", name="job_poster")
     async def job_poster(self, job_id: str, request: Request) -> Response:
         return await self._result_object(job_id, request, "poster.jpg", "image/jpeg")
+
+    @api.get("/v1/jobs/{job_id}/fidelity", name="job_fidelity")
+    async def job_fidelity(self, job_id: str, request: Request) -> Response:
+        """fidelity.png: the photo with the drawn path and where the video's view went."""
+        return await self._result_object(job_id, request, "fidelity.png", "image/png")
 
     @api.get("/v1/jobs/{job_id:path}", include_in_schema=False)
     async def job_bad_id(self, job_id: str) -> dict:
@@ -365,10 +373,7 @@ class Ingress:
                 await self.registry.fail.remote(
                     job_id, f"failed after {status.attempts} attempt(s) in stage '{reached}': {reason}")
                 return
-            result = {"video_key": manifest.keys["video"], "poster_key": manifest.keys["poster"],
-                      "manifest_key": manifest.keys["manifest"], "frames": manifest.frames, "fps": manifest.fps,
-                      "width": manifest.width, "height": manifest.height}
-            await self.registry.succeed.remote(job_id, result)
+            await self.registry.succeed.remote(job_id, job_result(manifest).model_dump(mode="json"))
             return
 
     async def _pipeline(self, job_id, request, image, depth_bytes):
@@ -383,8 +388,7 @@ class Ingress:
         clip = self.base.render.remote(job_id, image, depth_bytes, request, trajectory)
         clip = self.interpolate.retime.remote(clip, request)
         clip = self.upscale.resize.remote(clip, request)
-        return await self.encode.encode.remote(job_id, clip, request, trajectory, image.info(),
-                                               depth_bytes is not None)
+        return await self.encode.encode.remote(job_id, clip, request, trajectory, image, depth_bytes)
 
     async def _supervise(self) -> None:
         """Renew the leases of the jobs this replica runs; adopt orphans of dead replicas."""

@@ -137,7 +137,8 @@ class EncodeStage(_ReportsProgress):
         self.store = store_from_env()
 
     def encode(self, job_id: str, clip: Clip, request: RenderRequest, trajectory: CameraTrajectory,
-               image_info: dict, has_depth: bool) -> Manifest:
+               image: LoadedImage, depth_bytes: bytes | None) -> Manifest:
+        """Encode and store, then the path check (it needs the frames, which are here)."""
         self._progress(job_id)("encode", 0.0)
-        return stages.encode_and_store(clip, request, trajectory, image_info, self.store, job_id,
-                                       depth_map=has_depth)
+        depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+        return stages.encode_and_store(clip, request, trajectory, image, self.store, job_id, depth=depth)

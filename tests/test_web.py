@@ -261,6 +261,14 @@ def test_draw_preview_render_and_play_in_chromium(web, browser):
     wait_for(driver, "document.getElementById('copy').textContent.includes('Copied') || "
              "!document.getElementById('link').hidden", timeout_s=10, what="the link copied or shown")
     assert driver.find_element("id", "link").get_attribute("value") == href
+    # Under the video: the path check's verdict and the photo with the drawn and measured path.
+    verdict = wait_for(driver, "!document.getElementById('fidelity').hidden && "
+                       "document.getElementById('fidelity-image').naturalWidth > 0 && "
+                       "document.getElementById('fidelity-verdict').textContent", what="the path check")
+    assert verdict.startswith("Path followed: end ") and "frames located" in verdict, verdict
+    picture = driver.execute_script("const i = document.getElementById('fidelity-image'); "
+                                    "return [i.naturalWidth, i.naturalHeight, i.src]")
+    assert picture[0] >= 300 and picture[1] >= 200 and picture[2].endswith("/fidelity"), picture
     time.sleep(0.4)  # a frame or two further into the loop for the screenshot
     shot = screenshot(driver, "web-rendered.png")
     assert shot.stat().st_size > 10_000

@@ -19,6 +19,7 @@ const STAGE_LABELS = {
   interpolate: "Interpolate",
   upscale: "Upscale",
   encode: "Encode",
+  check: "Check path",
   done: "Done",
 };
 
@@ -562,6 +563,7 @@ function showResultCard() {
   $("result-card").hidden = false;
   $("video-box").hidden = true;
   $("actions").hidden = true;
+  $("fidelity").hidden = true;
   $("link").hidden = true;
   const video = $("video");
   video.removeAttribute("src");
@@ -631,6 +633,25 @@ function jobDone(job, result) {
   $("link").value = url;
   $("actions").hidden = false;
   $("progress-text").textContent = `Done: ${result.width}×${result.height}, ${result.frames} frames at ${result.fps} fps`;
+  showFidelity(result);
+}
+
+// The path check: did the video go where the path was drawn? The verdict, and the photo
+// with the drawn path and the measured path of the view's centre.
+function showFidelity(result) {
+  const fidelity = result.fidelity;
+  if (!fidelity || !result.fidelity_url) return;
+  const verdict = $("fidelity-verdict");
+  verdict.dataset.verdict = fidelity.verdict;
+  const located = `${fidelity.located}/${fidelity.sampled} frames located`;
+  const pct = (x) => (x === null || x === undefined ? "?" : `${x.toFixed(1)}%`);
+  verdict.textContent = fidelity.verdict === "followed"
+    ? `Path followed: end ${pct(fidelity.end_center_pct)} off, worst ${pct(fidelity.worst_center_pct)} (${located})`
+    : fidelity.verdict === "missed"
+      ? `Path missed: ${fidelity.reason} (${located})`
+      : `Path not measured: ${fidelity.reason}`;
+  $("fidelity-image").src = new URL(result.fidelity_url, location.href).href;
+  $("fidelity").hidden = false;
 }
 
 async function copyLink() {

@@ -1,0 +1,355 @@
+"""The path check (d2v.fidelity, `d2v check`): real photos (scikit-image's), real renders
+through the pipeline, real H.264 encode and decode, the real CLI. It must say `followed` for
+every faithful camera render, catch videos that went elsewhere, and say `unmeasured` (with
+the reason) where nothing can be measured, never raise."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from d2v import fidelity
+from d2v.cli import main as d2v_main
+from d2v.encode import decode_video, encode_mp4
+from d2v.fidelity import measure_fidelity, sample_indices, tolerance_for
+from d2v.models import EFFECTS, parse_request
+from d2v.pipeline import render_job
+from d2v.render import CameraRenderer
+from d2v.store import LocalStore, job_key
+from d2v.trajectory import plan_trajectory
+
+OUT_W, OUT_H, FPS, SECONDS = 480, 270, 12, 2.0
+
+
+def rgb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else np.ascontiguousarray(image[:, :, :3])
+
+
+PHOTOS = {"astronaut": rgb(skimage.data.astronaut()), "coffee": rgb(skimage.data.coffee()),
+          "camera": rgb(skimage.data.camera())}
+
+
+def png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def path_for(effect: str) -> dict:
+    """A stroke per effect in canvas units (0..1000 x 0..1000, any photo): shapes a person
+    would draw for that move, not tuned to one photo."""
+    def pts(xy):
+        return [{"x": 1000 * x, "y": 1000 * y} for x, y in xy]
+
+    line = lambda a, b, n=12: [(a[0] + (b[0] - a[0]) * i / n, a[1] + (b[1] - a[1]) * i / n)  # noqa: E731
+                               for i in range(n + 1)]
+    loop = [(0.5 + 0.22 * math.cos(2 * math.pi * i / 40), 0.5 + 0.22 * math.sin(2 * math.pi * i / 40))
+            for i in range(41)]
+    spiral = [(0.55 + 0.3 * (1 - 0.85 * i / 60) * math.cos(3 * math.pi * i / 60),
+               0.5 + 0.3 * (1 - 0.85 * i / 60) * math.sin(3 * math.pi * i / 60)) for i in range(61)]
+    shapes = {"zoom_in": line((0.35, 0.6), (0.6, 0.4)), "pull_back": line((0.3, 0.4), (0.55, 0.5)),
+              "pan": line((0.15, 0.5), (0.85, 0.45)), "orbit": loop, "dolly_zoom": line((0.45, 0.6), (0.62, 0.45)),
+              "spiral": spiral, "earth_zoom_out": line((0.4, 0.4), (0.5, 0.45)),
+              "crash_zoom": line((0.5, 0.5), (0.62, 0.42)), "auto": line((0.2, 0.55), (0.8, 0.5))}
+    return {"canvas": {"width": 1000, "height": 1000}, "points": pts(shapes[effect])}
+
+
+def request(effect: str, path: dict | None = None, **kw):
+    return parse_request({"path": path or path_for(effect), "effect": effect, "duration_s": SECONDS, "fps": FPS,
+                          "width": OUT_W, "height": OUT_H, **kw})
+
+
+def render_frames(photo: np.ndarray, req) -> np.ndarray:
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    return np.stack(list(CameraRenderer(photo).render(trajectory)))
+
+
+# -- faithful renders ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("photo_name", ["astronaut", "coffee"])
+@pytest.mark.parametrize("effect", [e for e in EFFECTS if e != "auto"])
+def test_camera_renders_follow_their_path(tmp_path, photo_name, effect):
+    """Through the whole pipeline: the manifest's check, and the decoded MP4 measured again."""
+    photo = PHOTOS[photo_name]
+    req = request(effect)
+    store = LocalStore(tmp_path / "store")
+    manifest = render_job(png(photo), req, store)
+    report = manifest.fidelity
+    assert report is not None and report.verdict == "followed", report.one_line()
+    tol = tolerance_for(effect)
+    assert report.end_center_pct < min(1.0, tol.end_center_pct) and report.worst_center_pct < tol.center_pct
+    assert report.located == report.sampled == 16
+
+    frames, _ = decode_video(store.local_path(job_key(manifest.job_id, "video.mp4")))
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    again = measure_fidelity(frames, photo, trajectory, max_samples=len(frames))
+    assert again.verdict == "followed" and again.located == len(frames) == 24, again.one_line()
+    assert again.end_center_pct < 1.0 and again.worst_center_pct < tol.center_pct
+
+
+def test_the_measured_offset_is_the_offset_in_the_video():
+    """Quantitative, not just a verdict: frames shifted sideways by 4% of their width measure
+    as 4% off (and the unshifted ones as on the path)."""
+    photo = PHOTOS["astronaut"]
+    req = request("zoom_in")
+    frames = render_frames(photo, req)
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    shift = np.float32([[1, 0, 0.04 * OUT_W], [0, 1, 0]])
+    moved = np.stack([cv2.warpAffine(f, shift, (OUT_W, OUT_H), borderMode=cv2.BORDER_REFLECT) for f in frames])
+    on = measure_fidelity(frames, photo, trajectory)
+    off = measure_fidelity(moved, photo, trajectory)
+    assert on.worst_center_pct < 0.5
+    assert off.verdict == "missed" and off.located == off.sampled
+    measured = [f.center_pct for f in off.frames]
+    assert all(3.5 < m < 4.5 for m in measured), measured
+
+
+def test_roll_and_zoom_are_measured():
+    photo = PHOTOS["coffee"]
+    req = request("pan")
+    frames = render_frames(photo, req)
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    centre = (OUT_W / 2, OUT_H / 2)
+    turned = np.stack([cv2.warpAffine(f, cv2.getRotationMatrix2D(centre, 6.0, 1.0), (OUT_W, OUT_H),
+                                      borderMode=cv2.BORDER_REFLECT) for f in frames])
+    report = measure_fidelity(turned, photo, trajectory)
+    assert report.verdict == "missed" and "rolled" in report.reason
+    assert all(5.0 < abs(f.roll_deg) < 7.0 for f in report.frames if f.located)
+    zoomed = np.stack([cv2.warpAffine(f, cv2.getRotationMatrix2D(centre, 0.0, 1.12), (OUT_W, OUT_H),
+                                      borderMode=cv2.BORDER_REFLECT) for f in frames])
+    report = measure_fidelity(zoomed, photo, trajectory)
+    assert report.verdict == "missed" and "zoomed" in report.reason
+    assert all(10.0 < f.zoom_pct < 14.0 for f in report.frames if f.located)
+
+
+# -- wrong videos -------------------------------------------------------------------------------
+
+
+def write_video(path, frames) -> None:
+    encode_mp4(iter(frames), path, FPS)
+
+
+def check(*args) -> int:
+    return d2v_main(["check", *map(str, args)])
+
+
+@pytest.mark.parametrize("effect", ["zoom_in", "pan", "orbit", "spiral", "earth_zoom_out"])
+def test_wrong_videos_are_caught_by_d2v_check(tmp_path, capsys, effect):
+    photo, other = PHOTOS["astronaut"], PHOTOS["coffee"]
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    path = path_for(effect)
+    (tmp_path / "path.json").write_text(json.dumps(path))
+    flags = ["--image", tmp_path / "photo.png", "--path", tmp_path / "path.json", "--effect", effect]
+
+    right = render_frames(photo, request(effect))
+    write_video(tmp_path / "right.mp4", right)
+    assert check(tmp_path / "right.mp4", *flags) == 0
+    assert capsys.readouterr().out.startswith("path followed: end ")
+
+    reversed_path = {**path, "points": path["points"][::-1]}
+    write_video(tmp_path / "reversed.mp4", render_frames(photo, request(effect, reversed_path)))
+    assert check(tmp_path / "reversed.mp4", *flags) == 1
+    assert capsys.readouterr().out.startswith("path missed: frame ")
+
+    shuffled = right[np.random.default_rng(0).permutation(len(right))]
+    write_video(tmp_path / "shuffled.mp4", shuffled)
+    assert check(tmp_path / "shuffled.mp4", *flags) == 1
+
+    other_path = path_for("pan" if effect != "pan" else "zoom_in")
+    write_video(tmp_path / "elsewhere.mp4", render_frames(photo, request(effect, other_path)))
+    assert check(tmp_path / "elsewhere.mp4", *flags) == 1
+
+    write_video(tmp_path / "other-photo.mp4", render_frames(other, request(effect)))
+    assert check(tmp_path / "other-photo.mp4", *flags) in (1, 3)
+    capsys.readouterr()
+
+
+def test_check_json_report_and_picture(tmp_path, capsys):
+    photo = PHOTOS["camera"]
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    (tmp_path / "path.json").write_text(json.dumps(path_for("spiral")))
+    write_video(tmp_path / "v.mp4", render_frames(photo, request("spiral")))
+    code = check(tmp_path / "v.mp4", "--image", tmp_path / "photo.png", "--path", tmp_path / "path.json",
+                 "--effect", "spiral", "--json", "--picture", tmp_path / "check.png")
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["verdict"] == "followed" and report["effect"] == "spiral"
+    assert len(report["frames"]) == report["sampled"] == 16
+    assert all(f["located"] and f["center_pct"] < 3 and abs(f["roll_deg"]) < 2 for f in report["frames"])
+    picture = cv2.imread(str(tmp_path / "check.png"))
+    assert picture is not None and picture.shape[:2] == photo.shape[:2]  # at most 768 px, never enlarged
+
+
+def test_check_takes_another_tools_frame_count_and_size(tmp_path, capsys):
+    """A video of the same move at another size and frame rate (another tool's) is compared at
+    the same fraction of the move."""
+    photo = PHOTOS["astronaut"]
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    (tmp_path / "path.json").write_text(json.dumps(path_for("zoom_in")))
+    req = parse_request({"path": path_for("zoom_in"), "effect": "zoom_in", "duration_s": 1.5, "fps": 20,
+                         "width": 320, "height": 180})
+    write_video(tmp_path / "v.mp4", render_frames(photo, req))
+    code = check(tmp_path / "v.mp4", "--image", tmp_path / "photo.png", "--path", tmp_path / "path.json",
+                 "--effect", "zoom_in", "--duration", "3", "--fps", "8")
+    assert code == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.mp4"], "no such file"),
+    (["photo.png"], "frame(s)"),  # a still image is no camera move
+    (["v.mp4", "--effect", "warp_speed"], "unknown effect"),
+])
+def test_check_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
+    photo = PHOTOS["coffee"]
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    (tmp_path / "path.json").write_text(json.dumps(path_for("pan")))
+    write_video(tmp_path / "v.mp4", render_frames(photo, request("pan")))
+    target, *rest = args
+    code = check(tmp_path / target, "--image", tmp_path / "photo.png", "--path", tmp_path / "path.json", *rest)
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and err.count("\n") == 1, err
+
+
+# -- nothing to measure -------------------------------------------------------------------------
+
+
+FLAT = np.full((400, 600, 3), (90, 140, 200), np.uint8)
+NOISE = np.random.default_rng(3).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("photo, words", [(FLAT, "flat colour"), (NOISE, "noise")])
+def test_flat_or_noise_photos_are_unmeasured_with_the_reason(tmp_path, capsys, photo, words):
+    store = LocalStore(tmp_path / "store")
+    manifest = render_job(png(photo), request("zoom_in"), store)  # the job itself still succeeds
+    report = manifest.fidelity
+    assert report.verdict == "unmeasured" and words in report.reason and report.photo_unusable
+    assert store.exists(job_key(manifest.job_id, "fidelity.png"))
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    (tmp_path / "path.json").write_text(json.dumps(path_for("zoom_in")))
+    code = check(store.local_path(job_key(manifest.job_id, "video.mp4")), "--image", tmp_path / "photo.png",
+                 "--path", tmp_path / "path.json", "--effect", "zoom_in")
+    assert code == 3 and capsys.readouterr().out.startswith("path unmeasured: the photo ")
+
+
+def test_measuring_never_raises():
+    trajectory = plan_trajectory(request("pan"), 512, 512)
+    frames = np.zeros((5, 100, 100, 3), np.uint8)  # not even the trajectory's shape
+    report = measure_fidelity(frames, PHOTOS["astronaut"], trajectory)
+    assert report.verdict == "unmeasured" and "measurement failed" in report.reason
+    assert measure_fidelity([], PHOTOS["astronaut"], trajectory).verdict == "unmeasured"
+
+
+def test_sample_indices_span_the_clip():
+    assert sample_indices(96) == sorted(set(sample_indices(96))) and len(sample_indices(96)) == 16
+    assert sample_indices(96)[0] == 0 and sample_indices(96)[-1] == 95
+    assert sample_indices(5) == [0, 1, 2, 3, 4] and sample_indices(1) == [0] and sample_indices(0) == []
+
+
+def test_tolerances_are_documented_per_effect():
+    assert tolerance_for("pan") == fidelity.PLANAR and tolerance_for("orbit") == fidelity.PLANAR
+    assert tolerance_for("dolly_zoom").center_pct > fidelity.PLANAR.center_pct
+    assert tolerance_for("pan", has_depth=True) == fidelity.WITH_DEPTH
+    for name in ("planar moves", "orbit", "dolly_zoom", "depth map"):
+        assert name in fidelity.__doc__
+
+
+# -- the svd backend: measured, and corrected when it misses ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_svd(tmp_path_factory):
+    from d2v.tiny_svd import make_tiny_svd
+
+    return str(make_tiny_svd(tmp_path_factory.mktemp("tiny-svd")))
+
+
+def svd_request(strength: float, **kw):
+    return request("pan", backend="svd", guidance_strength=strength, num_inference_steps=4, duration_s=1.0,
+                   fps=8, width=256, height=144, **kw)
+
+
+def test_svd_at_strength_zero_follows_the_path(tmp_path, monkeypatch, capsys, tiny_svd):
+    """Strength 0 ships the camera render (the only strength a random-weight model can be
+    judged at): the check of the svd job's video says followed, in the manifest and in `d2v check`."""
+    monkeypatch.setenv("D2V_SVD_MODEL", tiny_svd)
+    photo = PHOTOS["astronaut"]
+    store = LocalStore(tmp_path / "store")
+    manifest = render_job(png(photo), svd_request(0.0), store)
+    assert manifest.backend == "svd" and manifest.fidelity.verdict == "followed", manifest.fidelity.one_line()
+    assert [(a.guidance_strength, a.fidelity.verdict, a.shipped) for a in manifest.fidelity.attempts] == [
+        (0.0, "followed", True)]
+    (tmp_path / "photo.png").write_bytes(png(photo))
+    (tmp_path / "path.json").write_text(json.dumps(path_for("pan")))
+    code = check(store.local_path(job_key(manifest.job_id, "video.mp4")), "--image", tmp_path / "photo.png",
+                 "--path", tmp_path / "path.json", "--effect", "pan")
+    assert code == 0, capsys.readouterr()
+
+
+def test_svd_auto_correct_lowers_the_strength_and_ships_the_best_attempt(tmp_path, monkeypatch, tiny_svd):
+    """At strength 1 a random model makes noise: the path check misses, the base stage runs
+    again at 0.5 and 0.25 (D2V_FIDELITY_RETRIES = 2), and ships the best-measured attempt."""
+    monkeypatch.setenv("D2V_SVD_MODEL", tiny_svd)
+    store = LocalStore(tmp_path / "store")
+    manifest = render_job(png(PHOTOS["coffee"]), svd_request(1.0), store)
+    attempts = manifest.fidelity.attempts
+    assert [a.guidance_strength for a in attempts] == [1.0, 0.5, 0.25]
+    assert all(a.fidelity.verdict != "followed" for a in attempts)
+    shipped = [a for a in attempts if a.shipped]
+    assert len(shipped) == 1
+    assert fidelity.AutoCorrect.rank(shipped[0].fidelity) == min(fidelity.AutoCorrect.rank(a.fidelity)
+                                                                  for a in attempts)
+    assert manifest.settings["guidance_strength"] == shipped[0].guidance_strength
+    status = json.loads(store.get_bytes(job_key(manifest.job_id, "status.json")))
+    assert status["result"]["fidelity"]["verdict"] == manifest.fidelity.verdict
+    assert status["result"]["fidelity_key"] == job_key(manifest.job_id, "fidelity.png")
+
+    # The request can turn it off; the setting bounds it.
+    off = render_job(png(PHOTOS["coffee"]), svd_request(1.0, auto_correct=False), store)
+    assert off.fidelity.attempts == [] and off.settings["guidance_strength"] == 1.0
+    monkeypatch.setenv("D2V_FIDELITY_RETRIES", "0")
+    once = render_job(png(PHOTOS["coffee"]), svd_request(1.0, seed=1), store)
+    assert [a.guidance_strength for a in once.fidelity.attempts] == [1.0]
+
+
+class _ShiftingModel:
+    """Stands in for a model that can follow the guide (no such weights exist on these
+    machines): returns the guide moved sideways by strength x 20% of the frame, as a generative
+    model drifting from the path more the more freedom it is given."""
+
+    name = "shifting stand-in"
+
+    def __init__(self):
+        self.calls: list[float] = []
+
+    def generate(self, image, guides, req, trajectory):
+        self.calls.append(req.guidance_strength)
+        h, w = guides.shape[1:3]
+        shift = np.float32([[1, 0, 0.2 * req.guidance_strength * w], [0, 1, 0]])
+        return np.stack([cv2.warpAffine(g, shift, (w, h), borderMode=cv2.BORDER_REFLECT) for g in guides])
+
+
+def test_auto_correct_stops_at_the_first_attempt_that_follows(monkeypatch):
+    from d2v.stages import generate_following
+
+    photo = PHOTOS["astronaut"]
+    req = request("zoom_in", backend="svd", guidance_strength=0.6, width=256, height=144)
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    guides = np.stack(list(CameraRenderer(photo).render(trajectory)))
+    model = _ShiftingModel()
+    monkeypatch.setenv("D2V_FIDELITY_RETRIES", "4")
+    frames, attempts = generate_following(model, photo, guides, req, trajectory)
+    # 0.6 -> 12% off, 0.3 -> 6%, 0.15 -> 3%, 0.075 -> 1.5% (the end frame may be 1% off at
+    # most), 0.0375 -> 0.75%: followed, and shipped.
+    assert model.calls == [0.6, 0.3, 0.15, 0.075, 0.0375]
+    assert [a.fidelity.verdict for a in attempts] == ["missed"] * 4 + ["followed"]
+    assert [a.shipped for a in attempts] == [False] * 4 + [True]
+    assert 0.5 < attempts[-1].fidelity.worst_center_pct < 1.0
+    assert 1.2 < attempts[-2].fidelity.end_center_pct < 1.8
+    assert np.array_equal(frames, model.generate(photo, guides, req.model_copy(update={"guidance_strength": 0.0375}),
+                                                 trajectory))
+    monkeypatch.setenv("D2V_FIDELITY_THRESHOLD", "lots")
+    with pytest.raises(Exception, match="D2V_FIDELITY_THRESHOLD"):
+        generate_following(model, photo, guides, req, trajectory)
