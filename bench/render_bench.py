@@ -1,15 +1,17 @@
-"""Render + encode against encode-only, in one run (issue #2's benchmark).
+"""Render + encode against encode-only, and what the path check adds, in one run.
 
 A 4 s, 24 fps, 1024x576 clip of the bundled example with the camera backend, timed
-three ways, each the median of --repeats runs, interleaved so machine noise hits all:
+four ways, each the median of --repeats runs, interleaved so machine noise hits all:
 
-    encode-only   the same frames, already rendered and in memory, through the encoder (the floor)
-    library       d2v.pipeline.render_job: trajectory + streaming render -> encode + store
-    cli           `d2v render ...` as a user runs it (a fresh process: imports included)
+    encode-only     the same frames, already rendered and in memory, through the encoder (the floor)
+    render+encode   the streaming render into the encoder, as render_job runs it, nothing else
+    library         d2v.pipeline.render_job: trajectory + render -> encode + store + path check
+    cli             `d2v render ...` as a user runs it (a fresh process: imports included)
 
     python bench/render_bench.py [--effect zoom_in] [--repeats 5]
 
-Prints a table; ratios are against encode-only. The target is library <= 1.5x.
+Prints a table; ratios are against encode-only (target: library <= 1.5x), and the path
+check's cost as library against render+encode (target: at most 1.10x, issue #11).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from d2v.encode import encode_mp4  # noqa: E402
 from d2v.images import load_image  # noqa: E402
 from d2v.models import parse_request  # noqa: E402
-from d2v.pipeline import render_job  # noqa: E402
+from d2v.pipeline import prefetch, render_job  # noqa: E402
 from d2v.render import CameraRenderer  # noqa: E402
 from d2v.store import LocalStore  # noqa: E402
 from d2v.trajectory import plan_trajectory  # noqa: E402
@@ -53,7 +55,7 @@ def main() -> None:
     trajectory = plan_trajectory(request, image.width, image.height)
     frames = list(CameraRenderer(image.rgb).render(trajectory))
 
-    rows: dict[str, list[float]] = {"encode-only": [], "library": [], "cli": []}
+    rows: dict[str, list[float]] = {"encode-only": [], "render+encode": [], "library": [], "cli": []}
     stages: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -61,6 +63,11 @@ def main() -> None:
             t0 = time.perf_counter()
             encode_mp4(iter(frames), tmp / "floor.mp4", request.fps, crf=request.crf, preset=request.preset)
             rows["encode-only"].append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            streamed = prefetch(CameraRenderer(image.rgb).render(trajectory))
+            encode_mp4(streamed, tmp / "streamed.mp4", request.fps, crf=request.crf, preset=request.preset)
+            rows["render+encode"].append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
             manifest = render_job(image_bytes, request, LocalStore(tmp / f"lib{r}"), output_path=tmp / "lib.mp4")
@@ -85,15 +92,21 @@ def main() -> None:
     print()
     print(f"| {'what':<34} | {'seconds':>8} | {'ms/frame':>8} | {'x encode-only':>13} |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 15}|")
-    for name, label in (("encode-only", "encode-only (floor)"), ("library", "library render_job (render+encode)"),
-                        ("cli", "CLI `d2v render` wall")):
+    for name, label in (("encode-only", "encode-only (floor)"), ("render+encode", "render + encode (streamed)"),
+                        ("library", "render_job (render+encode+check)"), ("cli", "CLI `d2v render` wall")):
         s = statistics.median(rows[name])
         print(f"| {label:<34} | {s:8.3f} | {1000 * s / n:8.2f} | {s / floor:13.2f} |")
+    streamed_s, library_s = statistics.median(rows["render+encode"]), statistics.median(rows["library"])
+    check_s = statistics.median(st.get("check", 0.0) for st in stages)
+    print()
+    print(f"path check: render_job / render+encode = {library_s / streamed_s:.3f}x; the check stage itself "
+          f"{check_s:.3f} s = {100 * check_s / streamed_s:.1f}% of render+encode "
+          f"({manifest.fidelity.one_line()})")
     print()
     print("library stages (median seconds; render and encode overlap on two threads):")
     print(f"| {'stage':<20} | {'seconds':>8} | {'ms/frame':>8} |")
     print(f"|{'-' * 22}|{'-' * 10}|{'-' * 10}|")
-    for key in ("trajectory", "base", "encode", "render_encode_wall", "upload", "total"):
+    for key in ("trajectory", "base", "encode", "render_encode_wall", "upload", "check", "total"):
         s = statistics.median(st.get(key, 0.0) for st in stages)
         print(f"| {key:<20} | {s:8.3f} | {1000 * s / n:8.2f} |")
 

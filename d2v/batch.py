@@ -84,6 +84,7 @@ class Row:
     keys: dict[str, str] = field(default_factory=dict)
     seconds: float | None = None
     error: str | None = None
+    fidelity: str | None = None  # the path check's verdict: followed | missed | unmeasured
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
@@ -204,6 +205,7 @@ def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: byt
                               depth_bytes=depth_bytes, job_id=item.get("id"),
                               progress=lambda stage, fraction: stages.append(stage) if stage == "cached" else None)
         row.id, row.keys = manifest.job_id, dict(manifest.keys)
+        row.fidelity = manifest.fidelity.verdict if manifest.fidelity else None
         row.status = "skipped" if "cached" in stages else "succeeded"
     except D2VError as e:
         row.error = str(e)
@@ -301,7 +303,8 @@ def run_batch(jobs_file: str | Path, env: dict[str, str] | None = None, options:
                 finish(Row(id=item.label, line=item.line, status="failed", error=item.error))
                 continue
             if item.id is not None and (done := cached_manifest(store, item.id)) is not None:
-                finish(Row(id=item.id, line=item.line, status="skipped", keys=dict(done.keys), seconds=0.0))
+                finish(Row(id=item.id, line=item.line, status="skipped", keys=dict(done.keys), seconds=0.0,
+                           fidelity=done.fidelity.verdict if done.fidelity else None))
                 continue
             payload = {"line": item.line, "label": item.label, "id": item.id, "image": item.image,
                        "depth": item.depth, "request": item.request.model_dump(mode="json"),

@@ -198,7 +198,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     frames, count, _ = decode_frames(args.video, sample_indices(max(1, facts["frames"]), args.samples))
     if (facts["width"], facts["height"]) != (width, height):
         frames = {i: cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for i, f in frames.items()}
-    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth)
+    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth,
+                              motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
     if args.picture:
         from d2v.fidelity import fidelity_image
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -356,9 +356,11 @@ class CameraRenderer:
     # -- a whole trajectory -----------------------------------------------------------
 
     def render(
-        self, trajectory: CameraTrajectory, *, motion_blur: float = 0.0, samples: int = 6
+        self, trajectory: CameraTrajectory, *, motion_blur: float = 0.0, samples: int = 6,
+        indices: Sequence[int] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Yield each frame of the trajectory, (height, width, 3) uint8, one at a time.
+        """Yield each frame of the trajectory (or just those at `indices`, as the whole clip
+        would show them), (height, width, 3) uint8, one at a time.
 
         motion_blur: shutter length in frames (0 = off); each frame averages `samples`
         renders at cameras spread evenly over [i - b/2, i + b/2], clamped to the move."""
@@ -377,7 +379,7 @@ class CameraRenderer:
         acc = np.zeros((h, w, 3), np.float32) if blur > 0 and samples > 1 else None
         sub = np.empty((h, w, 3), np.uint8) if acc is not None else None
 
-        for i in range(n):
+        for i in range(n) if indices is None else indices:
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if acc is not None else []
             if acc is None or all(_same_camera(cams[0], c) for c in cams[1:]):

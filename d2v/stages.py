@@ -237,7 +237,8 @@ def check_and_store(
     """The check stage: measures the sampled output frames against the trajectory
     (`d2v.fidelity`) and stores fidelity.png, the photo with the drawn and the measured path.
     Never fails the job: a measurement that cannot be made is `unmeasured` with the reason."""
-    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=n_frames, depth=depth)
+    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=n_frames, depth=depth,
+                              motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
     report.attempts = list(attempts or [])
     picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
     ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

@@ -94,6 +94,9 @@ def test_in_process_batch_resumes_and_fails_bad_items_alone(tmp_path):
     assert "missing.png" in rows[2].error and "unknown effect 'wobble'" in rows[3].error
     assert rows[0].keys["video"] == "jobs/first/video.mp4" and store.exists(rows[1].keys["video"])
     assert [r["status"] for r in manifest_rows(store, "my batch")] == [r.status for r in rows]
+    # Every rendered item was checked against its path: the verdict in its row, the picture stored.
+    assert [r["fidelity"] for r in manifest_rows(store, "my batch")] == ["followed", "followed", None, None]
+    assert store.exists(rows[0].keys["fidelity"]) and rows[0].keys["fidelity"].endswith("fidelity.png")
 
     again = run_batch(path, env, Options(use_ray=False), base_dir=work)
     assert [r.status for r in again] == ["skipped", "skipped", "failed", "failed"]

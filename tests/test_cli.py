@@ -33,6 +33,7 @@ def test_render_example_writes_video_poster_and_manifest(tmp_path):
     info = probe_video(tmp_path / "out/clip.mp4")
     assert (info["frames"], info["width"], info["height"]) == (12, 320, 180)
     assert "poster:" in r.stdout and "manifest:" in r.stdout
+    assert "\npath followed: end " in r.stdout and "(12/12 frames located)" in r.stdout
     manifest_path = Path(r.stdout.split("manifest:")[1].split()[0].removeprefix("file://"))
     manifest = json.loads(manifest_path.read_text())
     assert manifest["effect"] == "zoom_in" and manifest["frames"] == 12

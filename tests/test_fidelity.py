@@ -353,3 +353,35 @@ def test_auto_correct_stops_at_the_first_attempt_that_follows(monkeypatch):
     monkeypatch.setenv("D2V_FIDELITY_THRESHOLD", "lots")
     with pytest.raises(Exception, match="D2V_FIDELITY_THRESHOLD"):
         generate_following(model, photo, guides, req, trajectory)
+
+
+@pytest.mark.parametrize("effect", ["pan", "spiral", "crash_zoom"])
+def test_motion_blurred_renders_are_measured_at_the_smears_scale(tmp_path, capsys, effect):
+    """A full shutter smears a fast move over many pixels: still followed, and a reversed
+    move with the same blur still a miss."""
+    photo = PHOTOS["astronaut"]
+    req = request(effect, motion_blur=1.0, motion_blur_samples=12)
+    manifest = render_job(png(photo), req, LocalStore(tmp_path / "store"))
+    assert manifest.fidelity.verdict == "followed" and manifest.fidelity.located >= 14, manifest.fidelity.one_line()
+    path = path_for(effect)
+    reversed_path = {**path, "points": path["points"][::-1]}
+    rev = request(effect, reversed_path, motion_blur=1.0, motion_blur_samples=12)
+    trajectory = plan_trajectory(rev, photo.shape[1], photo.shape[0])
+    frames = list(CameraRenderer(photo).render(trajectory, motion_blur=1.0, samples=12))
+    report = measure_fidelity(frames, photo, plan_trajectory(req, photo.shape[1], photo.shape[0]), motion_blur=1.0,
+                              blur_samples=12)
+    assert report.verdict == "missed", report.one_line()
+
+
+def test_a_depth_map_render_is_measured_against_its_parallax(tmp_path):
+    """With a depth map no homography is exact; the yardstick is the camera backend's own render."""
+    photo = PHOTOS["coffee"]
+    h, w = photo.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    depth = np.clip(255 * (1.0 - np.hypot(xx - 0.55 * w, yy - 0.5 * h) / (0.6 * w)), 0, 255).astype(np.uint8)
+    depth_png = cv2.imencode(".png", depth)[1].tobytes()
+    for effect in ("orbit", "dolly_zoom", "zoom_in"):
+        manifest = render_job(png(photo), request(effect), LocalStore(tmp_path / "store"), depth_bytes=depth_png)
+        report = manifest.fidelity
+        assert report.verdict == "followed" and report.tolerance == fidelity.WITH_DEPTH.as_dict(), report.one_line()
+        assert manifest.image["depth_map"]

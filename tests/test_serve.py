@@ -102,10 +102,18 @@ def test_job_runs_to_a_video_in_the_bucket(farm):
 
     job = body["job_id"]
     keys = set(store.list(f"jobs/{job}/"))
-    for name in ("input.png", "request.json", "status.json", "manifest.json", "video.mp4", "poster.jpg"):
+    for name in ("input.png", "request.json", "status.json", "manifest.json", "video.mp4", "poster.jpg",
+                 "fidelity.png"):
         assert f"jobs/{job}/{name}" in keys
     manifest = json.loads(store.get_bytes(f"jobs/{job}/manifest.json"))
     assert manifest["frames"] == 24 and manifest["effect"] == "pan"
+    # The path check: in the manifest, in the status, and its picture behind fidelity_url.
+    assert manifest["fidelity"]["verdict"] == "followed" and manifest["fidelity"]["located"] == 16
+    assert result["fidelity"]["verdict"] == "followed" and result["fidelity"]["end_center_pct"] < 1.0
+    assert "frames" not in result["fidelity"]  # the summary; the per-frame errors are in the manifest
+    picture = client.get(result["fidelity_url"], follow_redirects=True)
+    assert picture.status_code == 200 and picture.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert picture.content == store.get_bytes(f"jobs/{job}/fidelity.png")
     assert {"base", "interpolate", "upscale", "encode"} <= set(manifest["methods"])
     assert {"base", "interpolate", "upscale", "encode"} <= set(manifest["stage_seconds"])
     assert json.loads(store.get_bytes(f"jobs/{job}/status.json"))["status"] == "succeeded"
@@ -232,7 +240,8 @@ def test_server_keeps_serving_after_bad_input(farm):
 def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     client, store = farm
     request = {"path": PAN, "effect": "pan", "duration_s": 1.5, "fps": 8, "width": 160, "height": 96,
-               "backend": "svd", "guidance_strength": 0.5, "num_inference_steps": 4, "seed": 3}
+               "backend": "svd", "guidance_strength": 0.5, "num_inference_steps": 4, "seed": 3,
+               "auto_correct": False}
     r = client.post("/svd/v1/jobs", files={"image": ("p.png", PHOTO, "image/png")},
                     data={"request": json.dumps(request)})
     assert r.status_code == 202, r.text
@@ -247,6 +256,10 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     assert settings["guidance_strength"] == 0.5 and settings["steps"] == 4 and settings["mode"] == "sdedit"
     assert {"motion_bucket_id", "noise_aug_strength", "num_frames", "seed"} <= set(settings)
     assert manifest["methods"]["base"].startswith("svd") and "->" in manifest["methods"]["interpolate"]
+    # The encode replica checked the path (a random model's frames: not of the photo).
+    assert manifest["fidelity"]["verdict"] in ("missed", "unmeasured") and manifest["fidelity"]["attempts"] == []
+    assert status["result"]["fidelity"]["verdict"] == manifest["fidelity"]["verdict"]
+    assert store.exists(status["result"]["fidelity_key"])
     # The app without a model still refuses svd clearly, and both keep serving.
     r = submit(client, PHOTO, {**GOOD, "backend": "svd"})
     assert r.status_code == 422 and "D2V_SVD_MODEL" in r.json()["detail"]
