@@ -266,6 +266,10 @@ class FidelityFrame(BaseModel):
     roll_deg: float | None = Field(default=None, description="measured - planned roll, degrees")
     corner_pct: float | None = Field(default=None, description="farthest frame corner from the plan's, % of the "
                                      "view width")
+    subject_pct: float | None = Field(default=None, description="parallax moves: the subject's distance from "
+                                      "where the plan keeps it, % of the view width")
+    subject_zoom_pct: float | None = Field(default=None, description="parallax moves: the subject's size against "
+                                           "the plan's, %")
 
 
 class FidelitySummary(BaseModel):

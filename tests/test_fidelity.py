@@ -137,7 +137,7 @@ def check(*args) -> int:
     return d2v_main(["check", *map(str, args)])
 
 
-@pytest.mark.parametrize("effect", ["zoom_in", "pan", "orbit", "spiral", "earth_zoom_out"])
+@pytest.mark.parametrize("effect", ["zoom_in", "pan", "orbit", "spiral", "earth_zoom_out", "dolly_zoom"])
 def test_wrong_videos_are_caught_by_d2v_check(tmp_path, capsys, effect):
     photo, other = PHOTOS["astronaut"], PHOTOS["coffee"]
     (tmp_path / "photo.png").write_bytes(png(photo))
