@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from d2v.images import load_image  # noqa: E402
 from d2v.models import parse_request  # noqa: E402
 from d2v.render import CameraRenderer  # noqa: E402
-from d2v.svd import SVDModel, cover_frame, keyframe_indices, model_size, start_index  # noqa: E402
+from d2v.svd import SVDModel, cover_frame, keyframe_indices, model_size  # noqa: E402
 from d2v.tiny_svd import CLIP_IMAGE_PROCESSOR_CONFIG, SVD_SCHEDULER_CONFIG, build_tiny_svd  # noqa: E402
 from d2v.trajectory import plan_trajectory  # noqa: E402
 
@@ -299,8 +299,13 @@ def main() -> int:
         render_s.append(time.perf_counter() - t0)
         return m.generate(photo, guides, req, traj)
 
+    def denoise_steps(strength: float, steps: int) -> int:  # the schedule from sigma(g) down (d2v.svd)
+        req = request.model_copy(update={"guidance_strength": strength, "num_inference_steps": steps})
+        return model.settings_for(req, plan_trajectory(req.model_copy(update={"width": w, "height": h}),
+                                                       photo.shape[1], photo.shape[0]))["denoise_steps"]
+
     for strength in (1.0, args.strength):
-        run_steps = args.steps - start_index(strength, args.steps)
+        run_steps = denoise_steps(strength, args.steps)
         encoded = 1 + (frames if 0 < run_steps < args.steps else 0)
         run_variant(f"(b) d2v, guidance_strength {strength:g}", run_steps, clip_flops(run_steps, encoded),
                     lambda s=strength: d2v_clip(model, s, min(5, args.steps)),  # g 0.6: 3 of 5 steps
@@ -308,7 +313,7 @@ def main() -> int:
                     est_s=(args.repeats + 1) * (per_step * run_steps + 5))  # fmt: skip
 
     # 5. (c) the same with the UNet compiled (compile time is the warm-up).
-    run_steps = args.steps - start_index(args.strength, args.steps)
+    run_steps = denoise_steps(args.strength, args.steps)
     if do_compile:
         compiled = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=dtype, compile_unet=True,
                                           decode_chunk_size=args.decode_chunk)  # fmt: skip

@@ -121,11 +121,13 @@ class AutoCorrect:
     """When a generative base stage re-runs closer to the camera render: its keyframes miss
     (any frame's centre more than `threshold_pct` of the view width off, or a miss on zoom,
     roll or framing, or frames that cannot be found in the photo at all), up to `retries`
-    more times, each at half the guidance strength. Settings: D2V_FIDELITY_THRESHOLD
-    (percent, default 3) and D2V_FIDELITY_RETRIES (default 2, 0 = never)."""
+    more times, each at `step` less guidance strength (strength is a log scale of noise:
+    0.15 less starts from 6.7 times less noise). Settings: D2V_FIDELITY_THRESHOLD (percent,
+    default 3) and D2V_FIDELITY_RETRIES (default 2, 0 = never)."""
 
     threshold_pct: float = 3.0
     retries: int = 2
+    step: float = 0.15
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "AutoCorrect":

@@ -156,8 +156,15 @@ class RenderRequest(BaseModel):
 
     # svd backend knobs (ignored by the camera backend).
     guidance_strength: float = Field(
-        default=0.6, ge=0.0, le=1.0,
-        description="how far SVD may depart from the camera render: 0 = the render unchanged, 1 = plain SVD",
+        default=0.5, ge=0.0, le=1.0,
+        description="how far SVD may depart from the camera render, on a log scale of noise (d2v.svd): "
+        "0 = the render unchanged, 0.5 = noise about the size of the picture's own signal, 1 = plain SVD",
+    )
+    free_strength: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="dual-clock denoising: where the render had to invent pixels (outside the photo, "
+        "disocclusions) SVD starts from this strength, while the photo's pixels hold to the guide until "
+        "guidance_strength; None = one clock",
     )
     motion_bucket_id: int | None = Field(default=None, ge=1, le=255, description="None = derived from the move")
     noise_aug_strength: float | None = Field(default=None, ge=0.0, le=1.0, description="None = derived")

@@ -353,6 +353,39 @@ class CameraRenderer:
         full = cv2.remap(grid, up1, up2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return full[:, :, 0], full[:, :, 1]
 
+    # -- which pixels are the photo's ---------------------------------------------------
+
+    def render_validity(self, trajectory: CameraTrajectory, indices: Sequence[int] | None = None
+                        ) -> Iterator[np.ndarray]:
+        """For each frame `render` would yield (same trajectory and indices): (height, width)
+        bool, True where the frame shows the photo, False where the render had to invent
+        pixels: outside the photo (a view allowed past its borders) and, with depth, where
+        a near layer's edge was stretched over what the move revealed (disocclusions; the
+        source spreads STRETCH_INVENTED times wider than the plane would spread it)."""
+        frames = trajectory.frames
+        w, h = trajectory.width, trajectory.height
+        layers = self._trajectory_layers(trajectory, frames[0].camera_center()) if frames else None
+        scratch: dict = {}
+        ones = np.full((self.height, self.width), 255, np.uint8)
+        for i in range(len(frames)) if indices is None else indices:
+            frame = frames[i]
+            G = np.linalg.inv(camera.frame_homography(frame))
+            moved = layers is not None and \
+                np.linalg.norm(frame.camera_center() - layers.c0) > 1e-6 * abs(layers.c0[2])
+            if not moved:
+                inside = cv2.warpPerspective(ones, _to_cv(G, 0), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                yield inside >= 128
+                continue
+            qx, qy = self._depth_maps(frame, w, h, layers, scratch)
+            inside = cv2.remap(ones, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
+            # Source area per output pixel of the warp, against the plane's at that pixel.
+            dxx, dxy = np.gradient(qx, axis=1), np.gradient(qx, axis=0)
+            dyx, dyy = np.gradient(qy, axis=1), np.gradient(qy, axis=0)
+            area = np.abs(dxx * dyy - dxy * dyx)
+            plane = local_scale(G, w / 2.0, h / 2.0) ** 2
+            yield inside & (area * STRETCH_INVENTED >= plane)
+
     # -- a whole trajectory -----------------------------------------------------------
 
     def render(
@@ -391,6 +424,11 @@ class CameraRenderer:
                     cv2.accumulate(sub, acc)
                 cv2.convertScaleAbs(acc, dst=out, alpha=1.0 / len(cams))
             yield out
+
+
+# A depth warp that spreads a source pixel over this many times the area the plane would
+# gives it has stretched a layer edge over what it revealed: those pixels are invented.
+STRETCH_INVENTED = 4.0
 
 
 def _camera_at(frames: list[CameraFrame], t: float) -> CameraFrame:

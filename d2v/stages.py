@@ -118,55 +118,75 @@ def render_base(
     return render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report)
 
 
+@dataclass
+class Guide:
+    """What steers SVD: the keyframes' cameras, the camera backend's render of them and where
+    that render shows the photo (False: pixels it had to invent), at the model's size; and
+    every output frame's camera at that size (`full`)."""
+
+    full: CameraTrajectory
+    cameras: CameraTrajectory
+    frames: np.ndarray  # (K, h, w, 3) uint8
+    valid: np.ndarray  # (K, h, w) bool
+
+
+def svd_guide(renderer: CameraRenderer, request: RenderRequest, k: int, w: int, h: int) -> Guide:
+    """The guide is exactly the camera backend's frames at the keyframe cameras (one render
+    path: depth, pivot and stand-in depth included), so the path check measures svd output
+    against the same yardstick as a camera job."""
+    keyframe_request = request.model_copy(update={"width": w, "height": h})
+    full = plan(keyframe_request, renderer.width, renderer.height, has_depth=renderer.depth_parallax is not None)
+    n = len(full)
+    # Keyframe j shows the camera at the output time where interpolation will put it
+    # (`d2v.interpolate.positions_for`): frame j (n - 1) / (k - 1), or j n / k round a loop.
+    # Cameras at rounded frame indices would jitter the speed by up to half a frame.
+    at = np.arange(k) * n / k if request.loop else np.linspace(0.0, n - 1.0, k)
+    cams = camera_inbetweens(full.frames, at, loop=request.loop)  # cams[0] is full.frames[0]: depth hangs on it
+    cameras = full.model_copy(update={"frames": [c.model_copy(update={"index": j}) for j, c in enumerate(cams)]})
+    frames = np.stack(list(renderer.render(cameras)))
+    valid = np.stack(list(renderer.render_validity(cameras)))
+    return Guide(full, cameras, frames, valid)
+
+
 def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) -> Clip:
     from d2v.svd import keyframe_count, model_size
 
     k = keyframe_count(svd)
     w, h = model_size(request, svd)
-    keyframe_request = request.model_copy(update={"width": w, "height": h})
-    # The keyframes span the whole clip: frame j of K at time j / (K - 1) of the move.
-    key_traj = plan(keyframe_request, *image.shape[1::-1], has_depth=renderer.depth_parallax is not None)
-    n = len(key_traj)
-    # Keyframe j shows the camera at the output time where interpolation will put it
-    # (`d2v.interpolate.positions_for`): frame j (n - 1) / (k - 1), or j n / k round a loop.
-    # Cameras at rounded frame indices would jitter the speed by up to half a frame.
-    at = np.arange(k) * n / k if request.loop else np.linspace(0.0, n - 1.0, k)
-    full = key_traj  # every output frame's camera, at the model's size
-    cams = camera_inbetweens(full.frames, at, loop=request.loop)
-    key_traj = key_traj.model_copy(update={"frames": [c.model_copy(update={"index": j}) for j, c in enumerate(cams)]})
-    # The guide is the camera backend's own render of the keyframe cameras (stand-in depth and
-    # pivot included), so the path check measures svd output against the same yardstick.
-    guides = np.stack(list(renderer.render(key_traj)))
+    guide = svd_guide(renderer, request, k, w, h)
     report("base", 0.1)
-    keyframes, attempts = generate_following(svd, image, guides, request, key_traj, depth=renderer.depth, report=report)
+    keyframes, attempts = generate_following(svd, image, guide.frames, request, guide.cameras, depth=renderer.depth,
+                                             valid=guide.valid, report=report)
     report("base", 1.0)
     span_s = (len(trajectory) - 1) / request.fps if len(trajectory) > 1 else 1.0
     fps = (k - 1) / span_s if k > 1 else request.fps
     shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
-    settings = svd.settings_for(request.model_copy(update={"guidance_strength": shipped}), key_traj)
+    settings = svd.settings_for(request.model_copy(update={"guidance_strength": shipped}), guide.cameras)
     if settings["mode"] == "camera render":
         # Strength 0 ships the camera render itself: render every output frame at its own camera
         # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
-        keyframes, fps = np.stack(list(renderer.render(full))), float(request.fps)
+        keyframes, fps = np.stack(list(renderer.render(guide.full))), float(request.fps)
     clip = Clip(keyframes, fps, model=svd.name, settings=settings, attempts=attempts)
     return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"svd {svd.name}, camera-guided")
 
 
 def generate_following(svd, image: np.ndarray, guides: np.ndarray, request: RenderRequest,
                        key_traj: CameraTrajectory, *, depth: np.ndarray | None = None,
+                       valid: np.ndarray | None = None,
                        report: ProgressFn | None = None) -> tuple[np.ndarray, list[FidelityAttempt]]:
     """SVD keyframes that follow the path: generate, measure them against the keyframes'
-    cameras, and while they miss (`AutoCorrect`) generate again at half the guidance
-    strength, closer to the camera render. Returns the best attempt's keyframes and every
+    cameras, and while they miss (`AutoCorrect`) generate again at a lower guidance
+    strength (AutoCorrect.step less: a fixed factor less noise), closer to the camera render. Returns the best attempt's keyframes and every
     attempt, measured (none when the request turns auto-correct off)."""
     if not request.auto_correct:
-        return svd.generate(image, guides, request, key_traj), []
+        return svd.generate(image, guides, request, key_traj, valid=valid), []
     policy = AutoCorrect.from_env()
     photo = PhotoIndex(image)
     strength = float(request.guidance_strength)
     tries: list[tuple[np.ndarray, FidelityAttempt, tuple]] = []
     for attempt in range(1, policy.retries + 2):
-        frames = svd.generate(image, guides, request.model_copy(update={"guidance_strength": strength}), key_traj)
+        frames = svd.generate(image, guides, request.model_copy(update={"guidance_strength": strength}), key_traj,
+                              valid=valid)
         measured = measure_fidelity(frames, image, key_traj, depth=depth, photo_index=photo, max_samples=len(frames))
         tries.append((frames, FidelityAttempt(attempt=attempt, guidance_strength=strength,
                                               fidelity=measured.summary()), AutoCorrect.rank(measured)))
@@ -174,7 +194,7 @@ def generate_following(svd, image: np.ndarray, guides: np.ndarray, request: Rend
             report("base", 0.1 + 0.9 * attempt / (policy.retries + 1))
         if strength == 0.0 or not policy.misses(measured):
             break
-        strength = round(strength / 2.0, 6)
+        strength = round(max(0.0, strength - policy.step), 6)
     best = min(range(len(tries)), key=lambda i: tries[i][2])
     tries[best][1].shipped = True
     return tries[best][0], [t[1] for t in tries]

@@ -7,9 +7,10 @@
     keyframe_count(model) -> int                 K: 14 for svd, 25 for svd-xt (unet.config.num_frames)
     keyframe_indices(n_frames, k) -> list[int]   which output frames are the keyframes
     model_size(request, model) -> (w, h)         the size the model renders at
-    cover_frame(image, w, h) -> (h, w, 3)        the conditioning frame (the view at time 0)
+    cover_frame(image, w, h) -> (h, w, 3)        the largest centred crop at the model's aspect
     camera_speed / derive_motion(trajectory)     motion_bucket_id and noise_aug_strength
-    start_index(g, steps) -> int                 where the partial schedule starts
+    start_sigma(g) -> float                      the noise level strength g starts from
+    denoise_sigmas(schedule, g) -> list[float]   the partial schedule from there
 
 SVD alone has no notion of a path: it animates a still image, and `motion_bucket_id`
 only sets how much things move. d2v steers it SDEdit-style. The camera backend renders
@@ -17,23 +18,37 @@ the trajectory's K keyframes (the guide); here they are VAE-encoded, noised to a
 set by `guidance_strength` g, and denoised by SVD conditioned on the input photo:
 
 * The scheduler is SVD's (EulerDiscrete, Karras sigmas 700 -> 0.002, v-prediction).
-  For `steps` steps it has sigmas s_0 > ... > s_{steps-1} > 0. With strength g the
-  first `start = floor((1 - g) * steps)` steps are skipped: the guide latents get noise
-  of sigma s_start and the remaining steps - start steps denoise them (what diffusers'
-  img2img pipelines do with `strength`).
-* g = 0 (start = steps, no step to run): the guide frames are returned exactly, not a
-  VAE round trip: "0 = the camera render unchanged". As g -> 0 the output tends to the
-  VAE round trip of the guide (`SVDModel.round_trip`); the tests check both.
-* start = 0 (g = 1, or any g > 1 - 1/steps): plain SVD. Latents start as pure noise
-  times `scheduler.init_noise_sigma`, exactly as StableVideoDiffusionPipeline starts, and
-  the guide is not used at all (at sigma 700 it would be lost in the noise anyway).
-* Conditioning, as the pipeline does it, on the input photo: its CLIP image embedding
-  (224x224) for cross-attention, its VAE latent (mode, unscaled, after adding
-  `noise_aug_strength` Gaussian noise in pixel space) concatenated to every frame's
-  latent, and the added time ids (fps - 1, motion_bucket_id, noise_aug_strength).
-  One difference: the pipeline stretches the photo to the model size; d2v takes the
-  largest centred crop with the output's aspect ("cover"), the trajectory's view at
-  time 0, so nothing is distorted and the conditioning frame matches the guide's start.
+  Strength is calibrated in noise level, not in steps: `guidance_strength` g sets the
+  starting sigma on a log scale between the schedule's ends (`start_sigma`),
+  sigma(g) = 0.002 * (700 / 0.002) ** g, so equal steps of g are equal factors of noise:
+
+      g      0.1     0.2    0.3    0.4   0.5   0.6   0.7    0.8   0.9   1.0
+      sigma  0.0072  0.026  0.092  0.33  1.18  4.3   15.4   55    199   700 (plain SVD)
+
+  The guide latents (std about 1) get noise of sigma(g), then the schedule's own sigmas
+  below it denoise them (`denoise_sigmas`). Counting steps instead (diffusers' img2img
+  `strength`) put g = 0.6 at sigma 34.5 with 25 steps, where the guide is all but gone.
+  SDEdit keeps the layout of its guide while the noise stays below the signal (here
+  sigma <= ~1) and hands it over to the model above that: the default g = 0.5 (sigma
+  1.18) sits at that edge, and the path check's auto-correct steps down from there when
+  a clip misses (d2v.fidelity.AutoCorrect).
+* g = 0: the guide frames are returned exactly, not a VAE round trip: "0 = the camera
+  render unchanged". As g -> 0 the output tends to the VAE round trip of the guide
+  (`SVDModel.round_trip`); the tests check both.
+* sigma(g) at or above the schedule's first sigma (g = 1): plain SVD. Latents start as
+  pure noise times `scheduler.init_noise_sigma`, exactly as StableVideoDiffusionPipeline
+  starts, and (without dual-clock) the guide is not used at all.
+* Dual clock (after Time-to-Move, Singer et al., ICLR 2026): where the guide is the photo
+  (the validity mask of `CameraRenderer.render_validity`), it is re-imposed, re-noised to
+  the current sigma, at every step until sigma falls to sigma(guidance_strength); where
+  the render had to invent pixels (outside the photo, disocclusions) SVD alone denoises
+  from the earlier start sigma(free_strength). `free_strength` None: one clock.
+* Conditioning, as the pipeline does it, on one frame: its CLIP image embedding (224x224)
+  for cross-attention, its VAE latent (mode, unscaled, after adding `noise_aug_strength`
+  Gaussian noise in pixel space) concatenated to every frame's latent, and the added time
+  ids (fps - 1, motion_bucket_id, noise_aug_strength). The frame is the guide's frame 0,
+  the trajectory's first view (a pan starts zoomed in, an orbit tilted), so the
+  conditioning and the guide agree on where the clip starts.
 * Classifier-free guidance as the pipeline: the unconditional branch has zero image
   embedding and zero conditioning latent; the scale rises linearly over the frames from
   `min_guidance_scale` (1.0) to `max_guidance_scale` (3.0).
@@ -325,11 +340,33 @@ def keyframe_fps(trajectory: CameraTrajectory, k: int) -> int:
     return int(np.clip(round((k - 1) / span), 1, 30))
 
 
-def start_index(guidance_strength: float, steps: int) -> int:
-    """Scheduler steps skipped for strength g: floor((1 - g) * steps), so g = 0 skips all
-    (the guide unchanged) and g = 1 none (plain SVD). The epsilon absorbs float error
-    in (1 - g) * steps (e.g. g = 0.6, steps = 5)."""
-    return min(steps, max(0, math.floor((1.0 - guidance_strength) * steps + 1e-9)))
+SIGMA_MIN, SIGMA_MAX = 0.002, 700.0  # SVD's Karras schedule ends (scheduler_config.json)
+
+
+def start_sigma(guidance_strength: float, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> float:
+    """The noise level strength g starts from: 0 for g <= 0 (the guide itself), else
+    sigma_min * (sigma_max / sigma_min) ** g (log-linear; sigma_max at g = 1)."""
+    g = float(guidance_strength)
+    if g <= 0.0:
+        return 0.0
+    return float(math.exp(math.log(sigma_min) + min(g, 1.0) * (math.log(sigma_max) - math.log(sigma_min))))
+
+
+def denoise_sigmas(schedule, sigma: float) -> list[float]:
+    """The partial schedule that starts at `sigma`: it, then the full schedule's sigmas below
+    it (`schedule`: descending, without the final 0). At or above the first: the whole one."""
+    full = [float(x) for x in schedule]
+    if sigma >= full[0]:
+        return full
+    return [float(sigma)] + [x for x in full if x < sigma * (1.0 - 1e-6)]
+
+
+def decode_chunks(n: int, chunk: int) -> list[int]:
+    """Sizes of the decode chunks for n frames: as few as chunks of at most `chunk` need, as
+    even as possible (25 by 8: 7, 6, 6, 6, not 8, 8, 8, 1), so the temporal decoder never
+    sees a frame alone (chunks of 2 with an odd n: one chunk of 3)."""
+    pieces = max(1, min(math.ceil(n / max(1, chunk)), n // 2))
+    return [len(part) for part in np.array_split(np.arange(n), pieces)]
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -428,13 +465,36 @@ class SVDModel:
         sched = self.pipe.scheduler
         return type(sched).from_config(sched.config)
 
+    def _scheduler_sigmas(self, steps: int) -> list[float]:
+        """The full schedule's sigmas for `steps` steps, descending, without the final 0."""
+        sched = self._scheduler()
+        sched.set_timesteps(int(steps))
+        return [float(x) for x in sched.sigmas[:-1]]
+
+    def _clocks(self, request: RenderRequest) -> dict[str, Any]:
+        """The denoising clocks for a request: the schedule to run (sigmas), the sigma it
+        starts from, and `hold`, the sigma down to which the guide is re-imposed where it is
+        valid (dual clock; equal to the start with one clock). Mode: "camera render" (g = 0),
+        "plain svd", "sdedit" or "dual clock"."""
+        full = self._scheduler_sigmas(request.num_inference_steps)
+        lo, hi = full[-1], full[0]
+        guided = start_sigma(request.guidance_strength, lo, hi)
+        free = request.free_strength
+        if guided == 0.0 and (free is None or free <= 0.0):
+            return {"schedule": [], "start": 0.0, "hold": 0.0, "mode": "camera render"}
+        start = max(guided, start_sigma(free, lo, hi)) if free is not None else guided
+        schedule = denoise_sigmas(full, start)
+        if free is not None and start > guided:
+            mode = "dual clock"
+        else:
+            mode = "plain svd" if start >= hi else "sdedit"
+        return {"schedule": schedule, "start": schedule[0], "hold": guided, "mode": mode}
+
     def settings_for(self, request: RenderRequest, trajectory: CameraTrajectory) -> dict[str, Any]:
         """Every setting generate() uses for this request: what the manifest records."""
         bucket, aug, speed = derive_motion(trajectory)
         steps = int(request.num_inference_steps)
-        start = start_index(request.guidance_strength, steps)
-        sched = self._scheduler()
-        sched.set_timesteps(steps)
+        clock = self._clocks(request)
         w, h = model_size(request, self)
         return {
             "model": self.name,
@@ -442,10 +502,12 @@ class SVDModel:
             "width": w,
             "height": h,
             "guidance_strength": float(request.guidance_strength),
+            "free_strength": request.free_strength,
             "steps": steps,
-            "denoise_steps": steps - start,
-            "start_sigma": float(sched.sigmas[start]) if start < steps else 0.0,
-            "mode": "camera render" if start == steps else ("plain svd" if start == 0 else "sdedit"),
+            "denoise_steps": len(clock["schedule"]),
+            "start_sigma": clock["start"],
+            "hold_sigma": clock["hold"],
+            "mode": clock["mode"],
             "motion_bucket_id": request.motion_bucket_id if request.motion_bucket_id is not None else bucket,
             "noise_aug_strength": (
                 float(request.noise_aug_strength) if request.noise_aug_strength is not None else aug
@@ -483,13 +545,30 @@ class SVDModel:
         ]
         return torch.cat(modes).to(self.dtype)
 
-    def _decode(self, latents: "torch.Tensor") -> np.ndarray:
-        """(1, K, C, h/f, w/f) scaled latents -> (K, h, w, 3) uint8, decoding
-        `decode_chunk_size` frames at a time (the pipeline's own chunked decode)."""
+    def _latent_mask(self, valid: np.ndarray | None, shape, device, dtype) -> "torch.Tensor":
+        """(K, h, w) bool -> (1, K, 1, h/f, w/f): 1 where a latent cell is valid throughout."""
+        import cv2
         import torch
 
-        k = latents.shape[1]
-        video = self.pipe.decode_latents(latents.to(self.dtype), k, self.decode_chunk_size)  # (1, 3, K, h, w)
+        k, _, _, lh, lw = shape
+        if valid is None:
+            return torch.ones((1, k, 1, lh, lw), device=device, dtype=dtype)
+        cells = [cv2.resize(np.asarray(v, np.float32), (lw, lh), interpolation=cv2.INTER_AREA) > 0.999
+                 for v in valid]
+        return torch.from_numpy(np.stack(cells)[None, :, None].astype(np.float32)).to(device=device, dtype=dtype)
+
+    def _decode(self, latents: "torch.Tensor") -> np.ndarray:
+        """(1, K, C, h/f, w/f) scaled latents -> (K, h, w, 3) uint8, decoding at most
+        `decode_chunk_size` frames at a time in even chunks (`decode_chunks`)."""
+        import torch
+
+        latents = latents.to(self.dtype)
+        parts, start = [], 0
+        for size in decode_chunks(latents.shape[1], self.decode_chunk_size):
+            part = latents[:, start:start + size]
+            parts.append(self.pipe.decode_latents(part, size, size))  # (1, 3, size, h, w)
+            start += size
+        video = torch.cat(parts, dim=2)
         video = ((video[0].permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255)
         return video.to(torch.uint8).cpu().numpy()
 
@@ -534,11 +613,18 @@ class SVDModel:
         guide_frames: np.ndarray,
         request: RenderRequest,
         trajectory: CameraTrajectory,
+        *,
+        valid: np.ndarray | None = None,
+        step_callback=None,
     ) -> np.ndarray:
         """Keyframes that follow the guide: (K, h, w, 3) uint8, the same shape as
         `guide_frames` (the camera renders of the trajectory's K keyframes at
         `model_size`; K is normally `keyframe_count(model)`). `image` is the input photo,
-        (H, W, 3) uint8. Seeded by request.seed."""
+        (H, W, 3) uint8. `valid`: (K, h, w) bool, where the guide shows the photo (dual
+        clock). `step_callback(i, info)` is called before each denoising step with the
+        sigma, the latents, the guide's latents, the latent mask, whether the guide is held
+        there, and the conditioning frame (for tests and tools; nothing private is read).
+        Seeded by request.seed."""
         import torch
 
         # 1. Check inputs.
@@ -555,20 +641,22 @@ class SVDModel:
 
         # 2. Settings; g = 0 leaves the camera render as it is.
         settings = self.settings_for(request, trajectory)
-        steps = settings["steps"]
-        start = start_index(request.guidance_strength, steps)
-        if start == steps:
+        clock = self._clocks(request)
+        if clock["mode"] == "camera render":
             return guide_frames.copy()
+        if valid is not None and np.asarray(valid).shape != (k, h, w):
+            raise InvalidRequestError(f"validity mask must be (K, h, w) = {(k, h, w)}, got {np.asarray(valid).shape}")
 
         with self._lock, torch.inference_mode():
             device, dtype = self.device, self.dtype
             generator = torch.Generator(device=device).manual_seed(int(request.seed))
             cfg = self.max_guidance_scale > 1.0  # as the pipeline decides
 
-            # 3. Condition on the photo: its CLIP embedding, and its VAE latent after
-            #    noise augmentation (this draws the generator's first numbers, as the
-            #    pipeline does), with the zero unconditional branch first for CFG.
-            cond_frame = cover_frame(image, w, h)
+            # 3. Condition on the trajectory's first view (the guide's frame 0): its CLIP
+            #    embedding, and its VAE latent after noise augmentation (this draws the
+            #    generator's first numbers, as the pipeline does), with the zero
+            #    unconditional branch first for CFG.
+            cond_frame = np.ascontiguousarray(guide_frames[0])
             aug = float(settings["noise_aug_strength"])
             embeds = self._clip_embeds(cond_frame)
             cond_latent = self._noisy_image_latent(cond_frame, aug, generator)
@@ -582,29 +670,46 @@ class SVDModel:
                 [[settings["fps"] - 1, settings["motion_bucket_id"], aug]], device=device, dtype=dtype
             ).repeat(embeds.shape[0], 1)
 
-            # 5. The partial schedule: steps start .. steps-1 of the full schedule.
+            # 5. The schedule: from the start sigma down (the full one for plain SVD).
             scheduler = self._scheduler()
-            scheduler.set_timesteps(steps, device=device)
-            scheduler.set_begin_index(start)
-            timesteps = scheduler.timesteps[start:]
+            plain = clock["start"] >= float(self.pipe.scheduler.config.sigma_max) * 0.999 or \
+                clock["mode"] == "plain svd"
+            if plain:
+                scheduler.set_timesteps(int(request.num_inference_steps), device=device)
+            else:
+                scheduler.set_timesteps(sigmas=clock["schedule"], device=device)
+            timesteps = scheduler.timesteps
 
             # 6. Initial latents. The noise is drawn whatever g is, so a seed's noise is
             #    the same at every strength.
             f = self.vae_scale_factor
             shape = (1, k, self.latent_channels, h // f, w // f)
             noise = torch.randn(shape, generator=generator, device=device).to(dtype)
-            if start == 0:  # plain SVD: pure noise, as the pipeline's prepare_latents
+            guide = None
+            if clock["mode"] != "plain svd" or valid is not None:
+                guide = (self._encode(self._to_pixels(guide_frames)) * self.scaling_factor).unsqueeze(0)
+            if plain:  # plain SVD: pure noise, as the pipeline's prepare_latents
                 latents = noise * scheduler.init_noise_sigma
             else:  # SDEdit: the guide's latents plus noise of the starting sigma
-                guide = self._encode(self._to_pixels(guide_frames)) * self.scaling_factor
-                latents = guide.unsqueeze(0) + noise * scheduler.sigmas[start].to(device=device, dtype=dtype)
+                latents = guide + noise * scheduler.sigmas[0].to(device=device, dtype=dtype)
+            # Dual clock: where the guide is valid it is held (re-noised) while sigma > hold.
+            hold = float(clock["hold"]) if clock["mode"] == "dual clock" else None
+            keep = None if hold is None else self._latent_mask(valid, shape, device, dtype)
 
             # 7. Guidance scale per frame: min on the first frame rising to max on the last.
             scale = torch.linspace(self.min_guidance_scale, self.max_guidance_scale, k, device=device)
             scale = scale.to(dtype).view(1, k, 1, 1, 1)
 
-            # 8. Denoising loop (the pipeline's, over the partial schedule).
-            for t in timesteps:
+            # 8. Denoising loop (the pipeline's, over the schedule).
+            for i, t in enumerate(timesteps):
+                sigma = float(scheduler.sigmas[i])
+                holding = keep is not None and sigma > hold * (1.0 + 1e-6)
+                if holding:
+                    fresh = torch.randn(shape, generator=generator, device=device).to(dtype)
+                    latents = keep * (guide + sigma * fresh) + (1.0 - keep) * latents
+                if step_callback is not None:
+                    step_callback(i, {"sigma": sigma, "latents": latents, "guide": guide, "mask": keep,
+                                      "holding": holding, "conditioning_frame": cond_frame})
                 model_in = torch.cat([latents] * 2) if cfg else latents
                 model_in = scheduler.scale_model_input(model_in, t)
                 model_in = torch.cat([model_in, cond_latents], dim=2)

@@ -10,6 +10,7 @@ that the GPU benchmark's code runs (`--tiny`).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from d2v.svd import (
     keyframe_indices,
     load_svd,
     model_size,
-    start_index,
+    decode_chunks,
+    start_sigma,
     svd_model_setting,
 )
 from d2v.trajectory import plan_trajectory
@@ -176,12 +178,26 @@ def test_keyframe_indices():
     assert len(keyframe_indices(3, 6)) == 6
 
 
-def test_start_index():
-    assert start_index(0.0, 25) == 25  # nothing to denoise: the guide
-    assert start_index(1.0, 25) == 0  # the whole schedule: plain SVD
-    assert start_index(0.6, 25) == 10
-    assert start_index(0.6, 5) == 2  # (1 - 0.6) * 5 is 1.9999999999999998 in floats
-    assert start_index(0.99, 25) == 0
+def test_strength_is_a_log_scale_of_noise():
+    """The documented table (d2v.svd): sigma(g) = 0.002 * (700 / 0.002) ** g."""
+    table = {0.1: 0.0072, 0.2: 0.026, 0.3: 0.092, 0.4: 0.33, 0.5: 1.18, 0.6: 4.3, 0.7: 15.4, 0.8: 55, 0.9: 199}
+    for g, sigma in table.items():
+        assert start_sigma(g) == pytest.approx(sigma, rel=0.02), g
+    assert start_sigma(0.0) == 0.0 and start_sigma(1.0) == pytest.approx(700.0)
+    values = [start_sigma(g / 100) for g in range(101)]
+    assert all(a < b for a, b in zip(values, values[1:]))
+    ratios = [b / a for a, b in zip(values[1:], values[2:])]  # equal steps of g: equal factors of noise
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-9)
+
+
+def test_decode_chunks_never_leave_a_frame_alone():
+    assert decode_chunks(25, 8) == [7, 6, 6, 6]  # not 8, 8, 8, 1
+    assert decode_chunks(14, 8) == [7, 7] and decode_chunks(6, 8) == [6]
+    for n in range(2, 60):
+        for chunk in range(2, 17):
+            sizes = decode_chunks(n, chunk)
+            assert sum(sizes) == n and max(sizes) <= max(chunk, 3) and min(sizes) >= 2, (n, chunk, sizes)
+            assert len(sizes) == (math.ceil(n / chunk) if chunk > 2 else n // 2)
 
 
 def test_motion_follows_the_camera_speed(photo):
@@ -204,7 +220,10 @@ def test_settings_record_overrides_and_derived_values(svd, photo):
     given = svd.settings_for(make_request(motion_bucket_id=200, noise_aug_strength=0.1, seed=3), traj)
     assert (given["motion_bucket_id"], given["noise_aug_strength"], given["seed"]) == (200, 0.1, 3)
     assert given["derived"] == []
-    assert given["steps"] == STEPS and given["denoise_steps"] == STEPS - start_index(0.6, STEPS)
+    g = given["guidance_strength"]
+    assert given["steps"] == STEPS and given["start_sigma"] == pytest.approx(start_sigma(g), rel=1e-6)
+    assert given["mode"] == "sdedit" and given["denoise_steps"] == 1 + sum(
+        1 for x in svd._scheduler_sigmas(STEPS) if x < start_sigma(g))
 
 
 # --- generation ------------------------------------------------------------------------
@@ -227,11 +246,12 @@ def test_strength_zero_is_the_camera_render(svd, photo):
 
 
 def test_low_strength_stays_within_the_vae_round_trip(svd, photo):
-    # g = 1/steps runs one step from the smallest sigma (0.002): the guide's latents come
+    # A small g starts from a sigma close to the smallest (0.002): the guide's latents come
     # back almost unchanged, so the frames are the VAE round trip of the camera render.
-    request = make_request(guidance_strength=0.25, num_inference_steps=4)
+    request = make_request(guidance_strength=0.02, num_inference_steps=4)
     traj, guides = guides_for(svd, photo, request)
-    assert svd.settings_for(request, traj)["start_sigma"] == pytest.approx(0.002, rel=1e-3)
+    sigma = svd.settings_for(request, traj)["start_sigma"]
+    assert sigma == pytest.approx(start_sigma(0.02), rel=1e-3) and sigma < 0.003
     out = svd.generate(photo, guides, request, traj)
     round_trip = svd.round_trip(guides)
     vae_error = mean_abs(round_trip, guides)  # large: the tiny VAE's weights are random
@@ -241,9 +261,11 @@ def test_low_strength_stays_within_the_vae_round_trip(svd, photo):
 
 
 def test_strength_one_does_not_depend_on_the_guide(svd, photo):
+    # Plain SVD: only the conditioning frame (the guide's frame 0, the first view) matters.
     request = make_request(guidance_strength=1.0)
     traj, guides = guides_for(svd, photo, request)
-    other = guides[::-1].copy() // 2 + 40
+    other = guides.copy()
+    other[1:] = guides[1:][::-1] // 2 + 40
     a = svd.generate(photo, guides, request, traj)
     b = svd.generate(photo, other, request, traj)
     assert np.array_equal(a, b)
@@ -279,7 +301,7 @@ def test_plain_svd_is_diffusers_pipeline(svd, photo, monkeypatch):
     ours = svd.generate(photo, guides, request, traj)
 
     s = svd.settings_for(request, traj)
-    cond = cover_frame(photo, s["width"], s["height"])
+    cond = guides[0]  # d2v conditions on the trajectory's first view
 
     def encode_image(image, device, num_videos_per_prompt, do_classifier_free_guidance):
         embeds = svd._clip_embeds(cond)
@@ -340,3 +362,89 @@ def test_tiny_model_on_cuda_fp16(tmp_path, photo):
     assert a.shape == guides.shape
     assert np.array_equal(a, model.generate(photo, guides, request, traj))
     assert np.array_equal(model.generate(photo, guides, make_request(guidance_strength=0.0), traj), guides)
+
+
+# --- the guide, the conditioning frame and the dual clock (the path held through denoising)
+
+
+@pytest.mark.parametrize("effect", ["zoom_in", "pull_back", "pan", "orbit", "dolly_zoom", "spiral", "earth_zoom_out",
+                                    "crash_zoom"])
+def test_the_guide_is_the_camera_backends_frames_at_exact_times(svd, photo, effect):
+    from d2v.interpolate import positions_for
+    from d2v.stages import svd_guide
+
+    request = make_request(effect=effect, duration_s=2.0)
+    w, h = model_size(request, svd)
+    renderer = CameraRenderer(photo)
+    guide = svd_guide(renderer, request, svd.num_frames, w, h)
+    camera_frames = np.stack(list(CameraRenderer(photo).render(guide.cameras)))  # the camera backend, as is
+    assert np.array_equal(guide.frames, camera_frames) and guide.frames.shape == (svd.num_frames, h, w, 3)
+    # Keyframe j's camera is the move's at the time interpolation shows keyframe j.
+    n = len(guide.full)
+    at = positions_for(svd.num_frames, 1.0, 1.0, n, False)  # output frame i sits at keyframe position at[i]
+    expected = np.interp(np.arange(svd.num_frames), at, np.arange(n)) / request.fps
+    assert np.allclose([c.time_s for c in guide.cameras.frames], expected, atol=1e-6)
+    assert guide.valid.shape == guide.frames.shape[:3] and guide.valid.all()  # all photo: nothing invented
+    if effect == "dolly_zoom":  # the stand-in depth moves the background: the guide is no still
+        assert min(mean_abs(a, b) for a, b in zip(guide.frames, guide.frames[1:])) > 0.5
+
+
+def test_the_validity_mask_marks_invented_pixels(svd, photo):
+    from d2v.stages import svd_guide
+
+    # A pan whose view leaves the photo (allow_borders): the render invents what lies outside.
+    request = make_request(effect="pan", allow_borders=True, end_zoom=1.0,
+                           path=[{"x": -40, "y": 100}, {"x": 360, "y": 100}])
+    w, h = model_size(request, svd)
+    guide = svd_guide(CameraRenderer(photo), request, svd.num_frames, w, h)
+    outside = 1.0 - guide.valid.reshape(len(guide.valid), -1).mean(axis=1)
+    assert outside[0] > 0.2 and outside[-1] > 0.2 and outside.min() < outside[0]
+    # The invented pixels are on the side the view left the photo by: left at the start, right at the end.
+    def invented(mask, half):
+        return (~mask[:, : w // 2]).mean() if half == "left" else (~mask[:, w // 2:]).mean()
+
+    assert invented(guide.valid[0], "left") > invented(guide.valid[0], "right") + 0.1
+    assert invented(guide.valid[-1], "right") > invented(guide.valid[-1], "left") + 0.1
+
+
+@pytest.mark.parametrize("effect", ["pan", "pull_back", "orbit"])
+def test_conditioning_is_the_trajectorys_first_view(svd, photo, effect):
+    request = make_request(effect=effect, guidance_strength=0.5)
+    traj, guides = guides_for(svd, photo, request)
+    seen = []
+    svd.generate(photo, guides, request, traj, step_callback=lambda i, info: seen.append(info["conditioning_frame"]))
+    assert seen and all(np.array_equal(frame, guides[0]) for frame in seen)
+    if effect == "pan":  # a pan starts zoomed in: not the photo's cover crop
+        w, h = model_size(request, svd)
+        assert mean_abs(guides[0], cover_frame(photo, w, h)) > 5
+
+
+def test_dual_clock_holds_the_guide_where_it_is_valid(svd, photo):
+    """Inside the mask the latents are the guide re-noised to each step's sigma until the
+    late clock (sigma(guidance_strength)); outside, SVD denoises alone from the early one."""
+    request = make_request(guidance_strength=0.3, free_strength=0.8, num_inference_steps=8)
+    traj, guides = guides_for(svd, photo, request)
+    k, h, w = guides.shape[:3]
+    valid = np.ones((k, h, w), bool)
+    valid[:, :, : w // 2] = False
+    steps = []
+
+    def watch(i, info):
+        z = ((info["latents"] - info["guide"]) / info["sigma"]).float()
+        inside = info["mask"].expand_as(z) > 0.5
+        steps.append((info["sigma"], info["holding"], float(z[inside].mean()), float(z[inside].std()),
+                      float(z[~inside].std())))
+
+    out = svd.generate(photo, guides, request, traj, valid=valid, step_callback=watch)
+    settings = svd.settings_for(request, traj)
+    assert settings["mode"] == "dual clock" and settings["start_sigma"] == pytest.approx(start_sigma(0.8), rel=1e-6)
+    assert settings["hold_sigma"] == pytest.approx(start_sigma(0.3), rel=1e-6)
+    held = [s for s in steps if s[1]]
+    assert held and all(s[0] > start_sigma(0.3) for s in held)
+    assert all(abs(mean) < 0.1 and 0.9 < std < 1.1 for _, _, mean, std, _ in held)  # the re-noised guide
+    assert any(abs(outside - 1.0) > 0.5 for *_, outside in held)  # outside: SVD's own way
+    assert not any(s[1] for s in steps if s[0] <= start_sigma(0.3))  # the late clock lets go
+    assert out.shape == guides.shape
+    one_clock = svd.generate(photo, guides, make_request(guidance_strength=0.3, num_inference_steps=8), traj)
+    assert svd.settings_for(make_request(guidance_strength=0.3), traj)["mode"] == "sdedit"
+    assert not np.array_equal(out, one_clock)
