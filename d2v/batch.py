@@ -185,6 +185,23 @@ def _store(settings: dict[str, str]) -> Store:
     return _stores[key]
 
 
+_capped: list[float] = []
+
+
+def cap_gpu_memory(fraction: float) -> None:
+    """A task holding a fraction of a GPU keeps to that share of its memory (once per worker
+    process, as the Serve replicas do): two half-GPU svd items must not starve each other."""
+    if not 0.0 < fraction < 1.0 or _capped:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(fraction), torch.device("cuda", 0))  # Ray's one GPU
+        _capped.append(fraction)
+
+
 def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: bytes | None,
                 depth_bytes: bytes | None) -> dict[str, Any]:
     """Render one item (in a Ray task, or in-process); never raises for the item's own
@@ -194,6 +211,7 @@ def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: byt
     t0 = time.perf_counter()
     row = Row(id=item["label"], line=item["line"], status="failed")
     try:
+        cap_gpu_memory(item.get("gpu_fraction") or 0.0)
         store = _store(settings)
         base_dir = Path(item["base_dir"])
         if image_bytes is None:
@@ -358,6 +376,7 @@ def _run_on_ray(work: Iterator[tuple[dict, bytes | None, bytes | None]], setting
             except StopIteration:
                 exhausted = True
                 break
+            payload = {**payload, "gpu_fraction": options.num_gpus}
             in_flight[task.remote(payload, settings, image, depth)] = payload
         if not in_flight:
             continue

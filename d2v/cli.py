@@ -27,6 +27,7 @@ from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
 from d2v.models import EFFECTS
 
 EXIT_BAD_INPUT = 2
+SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
 EXIT_INTERNAL = 1
 
 
@@ -65,6 +66,14 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="camera", help="camera (no weights) or svd (default camera)")
     p.add_argument("--no-auto-correct", dest="auto_correct", action="store_false",
                    help="svd: ship the first attempt even when the path check finds it off the path")
+    svd = p.add_argument_group("svd backend (named after the request's fields)")
+    svd.add_argument("--guidance-strength", type=float, default=None,
+                     help="0 = the camera render, 1 = plain SVD, log scale of noise (default 0.5)")
+    svd.add_argument("--free-strength", type=float, default=None,
+                     help="dual clock: where the render invents pixels, SVD starts from this strength")
+    svd.add_argument("--motion-bucket-id", type=int, default=None, help="1-255 (default: from the camera's speed)")
+    svd.add_argument("--noise-aug-strength", type=float, default=None, help="0-1 (default: from the camera's speed)")
+    svd.add_argument("--steps", dest="num_inference_steps", type=int, default=None, help="denoising steps (default 25)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     _add_camera_flags(p)
@@ -104,6 +113,7 @@ def _request_from_args(args: argparse.Namespace):
             "loop": args.loop,
             "allow_borders": args.allow_borders,
             "auto_correct": getattr(args, "auto_correct", True),
+            **{name: getattr(args, name) for name in SVD_FIELDS if getattr(args, name, None) is not None},
             "crf": getattr(args, "crf", 18),
             "preset": getattr(args, "preset", "veryfast"),
         }

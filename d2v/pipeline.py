@@ -294,17 +294,18 @@ def stream_camera_job(
 def _run_svd(image, depth, request, trajectory, store, job_id, output_path, report) -> Manifest:
     """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
     same stage functions the Serve app runs, in this process."""
-    from d2v.svd import load_svd
+    from d2v.svd import shared_svd
 
     t0 = time.perf_counter()
     report("base", 0.02)
-    svd = load_svd(svd_model_setting(), "auto")
+    svd, loaded = shared_svd(svd_model_setting(), "auto")  # one per process: a batch worker keeps it
     model_load_s = time.perf_counter() - t0
     clip = render_base(image.rgb, trajectory, request, depth=depth, svd=svd,
                        progress=lambda stage, f: report(stage, 0.02 + 0.8 * f))
     clip = resize(retime(clip, request), request)
     report("encode", 0.85)
     clip.stage_seconds["model_load"] = model_load_s
+    clip.settings = {**clip.settings, "model_load": "loaded" if loaded else "reused"}
     manifest = encode_and_store(clip, request, trajectory, image, store, job_id, depth=depth)
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)

@@ -71,6 +71,7 @@ import math
 import os
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,6 +218,71 @@ def _dtype_kwarg(dtype) -> dict:
     except ImportError:
         return {"torch_dtype": dtype}
     return {"dtype": dtype}
+
+
+COMPILE_ENV, DECODE_CHUNK_ENV, WARMUP_ENV = "D2V_SVD_COMPILE", "D2V_SVD_DECODE_CHUNK", "D2V_SVD_WARMUP"
+
+
+@dataclass(frozen=True)
+class SVDOptions:
+    """How a process runs its SVD model, from the environment (D2V_SVD_COMPILE 0/1,
+    D2V_SVD_DECODE_CHUNK frames, D2V_SVD_DTYPE fp16|bf16|fp32, D2V_SVD_WARMUP 0/1) and, in
+    the farm, the Serve config's `args.svd_options` (the same names, lower case, without
+    the prefix), which win."""
+
+    compile: bool = False  # torch.compile the UNet (minutes on the first call: warm up)
+    decode_chunk_size: int = DEFAULT_DECODE_CHUNK  # frames per temporal-VAE decode (peak memory)
+    dtype: str | None = None  # None: fp16 on CUDA; the CPU always runs fp32
+    warmup: bool = True  # one generation at the model's size when loaded, so the first job is not slow
+
+    @classmethod
+    def resolve(cls, overrides: dict | None = None, env=None) -> "SVDOptions":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"compile": env.get(COMPILE_ENV), "decode_chunk_size": env.get(DECODE_CHUNK_ENV),
+                                  "dtype": env.get(DTYPE_ENV), "warmup": env.get(WARMUP_ENV)}
+        unknown = set(overrides or {}) - set(values)
+        if unknown:
+            raise _not_configured(f"svd_options: unknown {', '.join(sorted(unknown))}; known: {', '.join(values)}")
+        values.update({k: v for k, v in (overrides or {}).items()})
+        out: dict[str, Any] = {}
+        for name, raw in values.items():
+            if raw is None or raw == "":
+                continue
+            if name in ("compile", "warmup"):
+                flag = str(raw).strip().lower()
+                if flag not in ("0", "1", "true", "false", "yes", "no"):
+                    raise _not_configured(f"svd {name} must be 0 or 1 (D2V_SVD_{name.upper()}), got {raw!r}")
+                out[name] = flag in ("1", "true", "yes")
+            elif name == "decode_chunk_size":
+                try:
+                    out[name] = int(raw)
+                except (TypeError, ValueError):
+                    out[name] = 0
+                if not 1 <= out[name] <= 64:
+                    raise _not_configured(f"svd decode_chunk_size ({DECODE_CHUNK_ENV}) must be 1..64, got {raw!r}")
+            else:
+                out[name] = str(raw)
+        return cls(**out)
+
+
+_shared: dict[tuple, "SVDModel"] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_svd(model: str, device: str | None = "auto", options: "SVDOptions | None" = None) -> tuple["SVDModel", bool]:
+    """The process's SVD model for these settings, loaded (and warmed up) on first use:
+    (model, True when this call loaded it). A batch worker renders item after item with one."""
+    options = options or SVDOptions.resolve()
+    key = (str(model), resolve_device(device), options)
+    with _shared_lock:
+        if key in _shared:
+            return _shared[key], False
+        svd = load_svd(model, device, compile_unet=options.compile, dtype=options.dtype,
+                       decode_chunk_size=options.decode_chunk_size)
+        if options.warmup:
+            svd.warm_up()
+        _shared[key] = svd
+        return svd, True
 
 
 def load_svd(
@@ -440,6 +506,23 @@ class SVDModel:
             unet = torch.compile(pipe.unet)  # compiles on the first call (minutes for SVD-XT)
         return cls(pipe, name=name, device=device, dtype=dtype, unet=unet,
                    decode_chunk_size=decode_chunk_size, compiled=compile_unet)  # fmt: skip
+
+    def warm_up(self) -> None:
+        """One denoising step at the model's native size (the shapes real jobs use), so
+        cuDNN's algorithm search and torch.compile happen here, not in the first job."""
+        from d2v.models import parse_request
+        from d2v.trajectory import plan_trajectory
+
+        side = int(math.sqrt(self.native_area))
+        photo = np.full((side, side, 3), 128, np.uint8)
+        photo[side // 4 : side // 2, side // 4 : side // 2] = 200
+        request = parse_request({"path": [{"x": 0.25 * side, "y": 0.5 * side}, {"x": 0.75 * side, "y": 0.5 * side}],
+                                 "effect": "pan", "width": max(64, side), "height": max(64, side), "duration_s": 1,
+                                 "backend": "svd", "guidance_strength": 1.0, "num_inference_steps": 1})
+        w, h = model_size(request, self)
+        trajectory = plan_trajectory(request.model_copy(update={"width": w, "height": h}), side, side)
+        guides = np.repeat(cover_frame(photo, w, h)[None], self.num_frames, axis=0)
+        self.generate(photo, guides, request, trajectory)
 
     def __repr__(self) -> str:
         return f"SVDModel({self.name!r}, device={self.device!r}, dtype={self.dtype}, num_frames={self.num_frames})"

@@ -73,8 +73,9 @@ class BaseStage(GPUWorker, _ReportsProgress):
 
     stage = "base"
 
-    def __init__(self, svd_model: str | None = None):
+    def __init__(self, svd_model: str | None = None, svd_options: dict | None = None):
         self.svd_model = svd_model or svd_model_setting()
+        self.svd_options = svd_options
         self.store = store_from_env()
         super().__init__()
 
@@ -85,9 +86,10 @@ class BaseStage(GPUWorker, _ReportsProgress):
             return
         model = self.svd_model
         try:
-            from d2v.svd import load_svd
+            from d2v.svd import SVDOptions, shared_svd
 
-            self.svd = load_svd(model, self.device)
+            # Loaded and warmed up here, at replica start: the first job finds it ready.
+            self.svd, _ = shared_svd(model, self.device, SVDOptions.resolve(self.svd_options))
         except Exception as e:  # serve camera jobs anyway; svd jobs get this reason
             self.svd_error = f"the svd model {model!r} (D2V_SVD_MODEL) failed to load: {e}"
             log.error(self.svd_error)

@@ -384,3 +384,36 @@ def test_a_depth_map_render_is_measured_against_its_parallax(tmp_path):
         report = manifest.fidelity
         assert report.verdict == "followed" and report.tolerance == fidelity.WITH_DEPTH.as_dict(), report.one_line()
         assert manifest.image["depth_map"]
+
+
+def test_a_batch_of_svd_items_loads_the_model_once(tmp_path, monkeypatch):
+    """One model per batch worker: the first item loads it, the others reuse it."""
+    from d2v.batch import Options, run_batch
+    from d2v.tiny_svd import make_tiny_svd
+
+    model = make_tiny_svd(tmp_path / "own-model")  # a model no other test has loaded in this process
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "photo.png").write_bytes(png(PHOTOS["coffee"]))
+    lines = [{"image": "photo.png", "id": f"svd{i}", "path": path_for("pan"), "effect": "pan", "backend": "svd",
+              "guidance_strength": 0.0, "num_inference_steps": 2, "duration_s": 1.0, "fps": 6, "width": 160,
+              "height": 96, "seed": i} for i in range(3)]
+    (work / "three.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    env = {"D2V_DATA_DIR": str(tmp_path / "store")}
+    monkeypatch.setenv("D2V_SVD_MODEL", str(model))
+    rows = run_batch(work / "three.jsonl", env, Options(use_ray=False), base_dir=work)
+    assert [r.status for r in rows] == ["succeeded"] * 3 and [r.fidelity for r in rows] == ["followed"] * 3
+    store = LocalStore(tmp_path / "store")
+    loads = [json.loads(store.get_bytes(job_key(r.id, "manifest.json")))["settings"]["model_load"] for r in rows]
+    assert loads == ["loaded", "reused", "reused"]
+
+
+def test_svd_dolly_zoom_at_strength_zero_moves(tmp_path, monkeypatch, tiny_svd):
+    monkeypatch.setenv("D2V_SVD_MODEL", tiny_svd)
+    store = LocalStore(tmp_path / "store")
+    req = request("dolly_zoom", backend="svd", guidance_strength=0.0, num_inference_steps=2, duration_s=1.0, fps=8,
+                  width=256, height=144)
+    manifest = render_job(png(PHOTOS["astronaut"]), req, store)
+    frames, _ = decode_video(store.local_path(job_key(manifest.job_id, "video.mp4")))
+    assert float(np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean()) > 3.0
+    assert manifest.fidelity.verdict == "followed", manifest.fidelity.one_line()

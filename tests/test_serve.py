@@ -32,7 +32,7 @@ def farm(seaweed, tmp_path_factory):
     tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
     env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
     apps = {"/": {"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2},
-            "/svd": {"lease_s": 10, "svd_model": str(tiny)}}
+            "/svd": {"lease_s": 10, "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}}}
     with serve_farm(env, apps, num_cpus=4) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, S3Store.from_env(env)
 
@@ -254,6 +254,7 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     assert manifest["backend"] == "svd" and manifest["model"].endswith(str(Path(manifest["model"]).name))
     settings = manifest["settings"]
     assert settings["guidance_strength"] == 0.5 and settings["steps"] == 4 and settings["mode"] == "sdedit"
+    assert settings["decode_chunk_size"] == 4  # the Serve config's args.svd_options
     assert {"motion_bucket_id", "noise_aug_strength", "num_frames", "seed"} <= set(settings)
     assert manifest["methods"]["base"].startswith("svd") and "->" in manifest["methods"]["interpolate"]
     # The encode replica checked the path (a random model's frames: not of the photo).

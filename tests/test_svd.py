@@ -448,3 +448,36 @@ def test_dual_clock_holds_the_guide_where_it_is_valid(svd, photo):
     one_clock = svd.generate(photo, guides, make_request(guidance_strength=0.3, num_inference_steps=8), traj)
     assert svd.settings_for(make_request(guidance_strength=0.3), traj)["mode"] == "sdedit"
     assert not np.array_equal(out, one_clock)
+
+
+def test_svd_options_from_the_environment_and_the_serve_config(monkeypatch):
+    from d2v.svd import SVDOptions
+
+    monkeypatch.setenv("D2V_SVD_DECODE_CHUNK", "4")
+    monkeypatch.setenv("D2V_SVD_COMPILE", "1")
+    monkeypatch.setenv("D2V_SVD_DTYPE", "bf16")
+    assert SVDOptions.resolve() == SVDOptions(compile=True, decode_chunk_size=4, dtype="bf16", warmup=True)
+    assert SVDOptions.resolve({"decode_chunk_size": 2, "compile": False}).decode_chunk_size == 2  # config wins
+    with pytest.raises(ModelNotConfiguredError, match="D2V_SVD_DECODE_CHUNK"):
+        SVDOptions.resolve({"decode_chunk_size": 0})
+    with pytest.raises(ModelNotConfiguredError, match="unknown speed"):
+        SVDOptions.resolve({"speed": "max"})
+    monkeypatch.setenv("D2V_SVD_WARMUP", "maybe")
+    with pytest.raises(ModelNotConfiguredError, match="D2V_SVD_WARMUP"):
+        SVDOptions.resolve()
+
+
+def test_render_takes_the_svd_knobs_as_flags(tmp_path):
+    from d2v.cli import _request_from_args, build_parser
+
+    (tmp_path / "p.json").write_text('[{"x": 1, "y": 1}, {"x": 50, "y": 40}]')
+    args = build_parser().parse_args([
+        "render", "x.png", "--path", str(tmp_path / "p.json"), "--backend", "svd", "-o", "o.mp4",
+        "--guidance-strength", "0.3", "--free-strength", "0.8", "--motion-bucket-id", "90",
+        "--noise-aug-strength", "0.05", "--steps", "12", "--no-auto-correct"])
+    request = _request_from_args(args)
+    assert (request.guidance_strength, request.free_strength, request.motion_bucket_id, request.noise_aug_strength,
+            request.num_inference_steps, request.auto_correct) == (0.3, 0.8, 90, 0.05, 12, False)
+    defaults = _request_from_args(build_parser().parse_args(["render", "x.png", "--path", str(tmp_path / "p.json"),
+                                                             "-o", "o.mp4"]))
+    assert defaults.guidance_strength == 0.5 and defaults.free_strength is None and defaults.auto_correct
