@@ -14,6 +14,10 @@ one run, each the median of --repeats after a warm-up:
                         decode in chunks of 8
     (c) d2v+compile     (b) at g=0.6 with torch.compile of the UNet (compile time reported
                         apart); skipped with --no-compile or when the time budget is short
+    (d) channels_last   (b) with the UNet and VAE weights channels-last
+    (e) max-autotune    (d) compiled in max-autotune mode (CUDA graphs), VAE decoder too
+    (f) bf16            (d) in bfloat16 instead of float16 (CUDA only)
+    encode              96 output frames through libx264 and, where it opens, h264_nvenc
 
 plus the two big kernels alone: one guided UNet step and the temporal VAE decode.
 FLOPs are counted, not guessed: torch.utils.flop_counter on meta-device copies of the
@@ -186,7 +190,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="the tiny random model on the CPU (a smoke test)")
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--strength", type=float, default=0.6, help="d2v's guidance_strength for (b) and (c)")
+    ap.add_argument("--strength", type=float, default=0.5, help="d2v's guidance_strength for (b) to (f)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default 2; 1 with --tiny)")
     ap.add_argument("--decode-chunk", type=int, default=8, help="d2v's decode_chunk_size")
     ap.add_argument("--compile", dest="compile", action="store_true", default=None,
@@ -323,11 +327,53 @@ def main() -> int:
                     lambda: d2v_clip(compiled, args.strength, args.steps),
                     est_s=240 + args.repeats * (per_step * run_steps + 5))  # fmt: skip
 
-    # 6. The two big kernels alone.
+    # 6. GPU tunings, each a row at the same strength (they build on each other, in this order:
+    #    each changes the shared modules in place): channels-last weights; torch.compile in
+    #    max-autotune mode (CUDA graphs: static shapes) with the VAE decoder compiled too; bf16.
+    cuda = device.startswith("cuda")
+    tuned = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=dtype, channels_last=True,
+                                   decode_chunk_size=args.decode_chunk)  # fmt: skip
+    run_variant(f"(d) d2v + channels_last, strength {args.strength:g}", run_steps, clip_flops(run_steps, 1 + frames),
+                lambda: d2v_clip(tuned, args.strength, min(2, args.steps)),
+                lambda: d2v_clip(tuned, args.strength, args.steps),
+                est_s=(args.repeats + 1) * (per_step * run_steps + 5))  # fmt: skip
+    if do_compile:
+        autotuned = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=dtype, compile_unet=True,
+                                           compile_mode="max-autotune", compile_vae=True, channels_last=True,
+                                           decode_chunk_size=args.decode_chunk)  # fmt: skip
+        run_variant(f"(e) + compile max-autotune (CUDA graphs) + VAE", run_steps, clip_flops(run_steps, 1 + frames),
+                    lambda: d2v_clip(autotuned, args.strength, args.steps),
+                    lambda: d2v_clip(autotuned, args.strength, args.steps),
+                    est_s=300 + args.repeats * (per_step * run_steps + 5))  # fmt: skip
+    else:
+        add_row("(e) + compile max-autotune (CUDA graphs) + VAE", run_steps, [], None,
+                clip_flops(run_steps, 1 + frames), "skipped: no compile (--no-compile, --tiny or no CUDA)")
+    if cuda and dtype != torch.bfloat16:
+        pipe.to(dtype=torch.bfloat16)
+        bf16 = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=torch.bfloat16, channels_last=True,
+                                      decode_chunk_size=args.decode_chunk)  # fmt: skip
+        run_variant(f"(f) d2v + channels_last in bf16 (vs fp16 in (d))", run_steps, clip_flops(run_steps, 1 + frames),
+                    lambda: d2v_clip(bf16, args.strength, min(2, args.steps)),
+                    lambda: d2v_clip(bf16, args.strength, args.steps),
+                    est_s=(args.repeats + 1) * (per_step * run_steps + 5))  # fmt: skip
+    else:
+        add_row("(f) d2v + channels_last in bf16", run_steps, [], None, clip_flops(run_steps, 1 + frames),
+                "skipped: CUDA only (the CPU runs fp32)")
+
+    # 7. Encoding the clip: libx264 on the CPU against NVENC on the GPU (PyAV), when present.
+    encode_rows = bench_encode(frames, h, w)
+
+    # 8. The two big kernels alone.
     kernel_rows = bench_kernels(model, frames, h, w, flops, device, budget)
 
     print_table(name, device, dtype, w, h, frames, args, flops, rows, kernel_rows, render_s,
                 time.perf_counter() - t_start)  # fmt: skip
+    print()
+    print(f"| {'encode (H.264, 1024x576 frames)':<44} | {'frames':>6} | {'seconds':>8} | {'fps':>8} | note")
+    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 10}|{'-' * 10}|------")
+    for e in encode_rows:
+        print(f"| {e['encoder']:<44} | {e['frames']:>6} | {_fmt(e.get('seconds'), '8.3f')} | "
+              f"{_fmt(e.get('fps'), '8.1f')} | {e.get('note', '')}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": name, "device": _device_name(device), "dtype": str(dtype), "width": w, "height": h,
@@ -335,6 +381,30 @@ def main() -> int:
             "variants": rows, "kernels": kernel_rows, "render_s": render_s,
         }, indent=2, default=str))  # fmt: skip
     return 0
+
+
+def bench_encode(frames: int, h: int, w: int) -> list[dict]:
+    """The encode stage's share: 96 output frames (4 s at 24 fps, the output size) through
+    libx264 (veryfast, the default) and through h264_nvenc where it opens."""
+    import tempfile
+
+    from d2v.encode import encode_mp4, nvenc_available
+
+    rng = np.random.default_rng(0)
+    base = (rng.random((576 // 8, 1024 // 8, 3)) * 255).astype(np.uint8)
+    clip = [np.roll(np.kron(base, np.ones((8, 8, 1), np.uint8)), 4 * i, axis=1) for i in range(96)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for codec, label in (("libx264", "libx264 veryfast (CPU)"), ("h264_nvenc", "h264_nvenc p3 (GPU)")):
+            if codec == "h264_nvenc" and not nvenc_available():
+                rows.append({"encoder": label, "frames": len(clip), "note": "skipped: no NVENC here"})
+                continue
+            encode_mp4(iter(clip[:8]), Path(tmp) / "warm.mp4", 24, codec=codec)
+            t0 = time.perf_counter()
+            encode_mp4(iter(clip), Path(tmp) / f"{codec}.mp4", 24, codec=codec)
+            sec = time.perf_counter() - t0
+            rows.append({"encoder": label, "frames": len(clip), "seconds": sec, "fps": len(clip) / sec})
+    return rows
 
 
 def _per_step_estimate(row: dict, steps: int) -> float:

@@ -82,10 +82,15 @@ def encode_mp4(
     crf: int = 18,
     preset: str = "veryfast",
     threads: int = 0,
+    codec: str = "libx264",
 ) -> EncodeStats:
     """Encode RGB uint8 frames (all the same even size) to an H.264 MP4 at `out`
     (a path or a binary file object). `threads=0` lets x264 pick. Frames are consumed
-    one at a time, so a generator streams straight through without holding the video."""
+    one at a time, so a generator streams straight through without holding the video.
+    codec "h264_nvenc" encodes on an NVIDIA GPU (`nvenc_available()`): crf becomes NVENC's
+    constant quality, and the x264 preset its nearest (p1 fastest .. p7 slowest)."""
+    if codec not in ("libx264", "h264_nvenc"):
+        raise InvalidRequestError(f"unknown encoder {codec!r}; choose libx264 or h264_nvenc")
     if isinstance(fps, bool) or not isinstance(fps, numbers.Integral) or fps < 1:
         raise InvalidRequestError(f"fps must be a positive integer, got {fps!r}")
     if not 0 <= int(crf) <= 51:
@@ -104,7 +109,7 @@ def encode_mp4(
     )
     os.close(fd)
     try:
-        stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads)
+        stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads, codec)
         if to_path:
             publish_mode(tmp)
             os.replace(tmp, out)
@@ -118,8 +123,28 @@ def encode_mp4(
     return stats
 
 
+_NVENC_PRESET = {"ultrafast": "p1", "superfast": "p2", "veryfast": "p3", "faster": "p4", "fast": "p4",
+                 "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7"}
+_nvenc: list[bool] = []
+
+
+def nvenc_available() -> bool:
+    """Whether PyAV's FFmpeg has h264_nvenc and it opens here (an NVIDIA GPU and driver):
+    tried once per process on two small frames."""
+    if not _nvenc:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                blank = np.zeros((64, 64, 3), np.uint8)
+                _encode_to_path(iter([blank, blank]), Path(tmp) / "probe.mp4", 24, 23, "veryfast", 0, "h264_nvenc")
+            _nvenc.append(True)
+        except Exception:
+            _nvenc.append(False)
+    return _nvenc[0]
+
+
 def _encode_to_path(
-    frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str, threads: int
+    frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str, threads: int,
+    codec: str = "libx264",
 ) -> EncodeStats:
     it = iter(frames)
     t_wait = time.perf_counter()
@@ -134,7 +159,7 @@ def _encode_to_path(
     n = 0
     try:
         with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
+            stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.time_base = 1 / rate
             cc = stream.codec_context
@@ -142,7 +167,10 @@ def _encode_to_path(
             cc.thread_count = int(threads)
             cc.colorspace = cc.color_primaries = cc.color_trc = _AVCOL_BT709
             cc.color_range = _AVCOL_RANGE_MPEG
-            stream.options = {"crf": str(int(crf)), "preset": str(preset)}
+            if codec == "h264_nvenc":
+                stream.options = {"rc": "vbr", "cq": str(int(crf)), "preset": _NVENC_PRESET[preset]}
+            else:
+                stream.options = {"crf": str(int(crf)), "preset": str(preset)}
 
             frame = first
             while frame is not None:

@@ -234,12 +234,18 @@ class SVDOptions:
     decode_chunk_size: int = DEFAULT_DECODE_CHUNK  # frames per temporal-VAE decode (peak memory)
     dtype: str | None = None  # None: fp16 on CUDA; the CPU always runs fp32
     warmup: bool = True  # one generation at the model's size when loaded, so the first job is not slow
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune (CUDA graphs)
+    compile_vae: bool = False  # torch.compile the VAE decoder too
+    channels_last: bool = False  # UNet and VAE weights in channels-last memory format (faster convs on GPUs)
 
     @classmethod
     def resolve(cls, overrides: dict | None = None, env=None) -> "SVDOptions":
         env = os.environ if env is None else env
         values: dict[str, Any] = {"compile": env.get(COMPILE_ENV), "decode_chunk_size": env.get(DECODE_CHUNK_ENV),
-                                  "dtype": env.get(DTYPE_ENV), "warmup": env.get(WARMUP_ENV)}
+                                  "dtype": env.get(DTYPE_ENV), "warmup": env.get(WARMUP_ENV),
+                                  "compile_mode": env.get("D2V_SVD_COMPILE_MODE"),
+                                  "compile_vae": env.get("D2V_SVD_COMPILE_VAE"),
+                                  "channels_last": env.get("D2V_SVD_CHANNELS_LAST")}
         unknown = set(overrides or {}) - set(values)
         if unknown:
             raise _not_configured(f"svd_options: unknown {', '.join(sorted(unknown))}; known: {', '.join(values)}")
@@ -248,7 +254,7 @@ class SVDOptions:
         for name, raw in values.items():
             if raw is None or raw == "":
                 continue
-            if name in ("compile", "warmup"):
+            if name in ("compile", "warmup", "compile_vae", "channels_last"):
                 flag = str(raw).strip().lower()
                 if flag not in ("0", "1", "true", "false", "yes", "no"):
                     raise _not_configured(f"svd {name} must be 0 or 1 (D2V_SVD_{name.upper()}), got {raw!r}")
@@ -260,6 +266,11 @@ class SVDOptions:
                     out[name] = 0
                 if not 1 <= out[name] <= 64:
                     raise _not_configured(f"svd decode_chunk_size ({DECODE_CHUNK_ENV}) must be 1..64, got {raw!r}")
+            elif name == "compile_mode":
+                if str(raw) not in ("default", "reduce-overhead", "max-autotune"):
+                    raise _not_configured(f"svd compile_mode (D2V_SVD_COMPILE_MODE) must be default, reduce-overhead "
+                                          f"or max-autotune, got {raw!r}")
+                out[name] = str(raw)
             else:
                 out[name] = str(raw)
         return cls(**out)
@@ -278,7 +289,8 @@ def shared_svd(model: str, device: str | None = "auto", options: "SVDOptions | N
         if key in _shared:
             return _shared[key], False
         svd = load_svd(model, device, compile_unet=options.compile, dtype=options.dtype,
-                       decode_chunk_size=options.decode_chunk_size)
+                       decode_chunk_size=options.decode_chunk_size, compile_mode=options.compile_mode,
+                       compile_vae=options.compile_vae, channels_last=options.channels_last)
         if options.warmup:
             svd.warm_up()
         _shared[key] = svd
@@ -292,6 +304,9 @@ def load_svd(
     compile_unet: bool = False,
     dtype: str | None = None,
     decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+    compile_mode: str = "default",
+    compile_vae: bool = False,
+    channels_last: bool = False,
 ) -> "SVDModel":
     """Load an SVD pipeline for generation on `device`.
 
@@ -307,7 +322,8 @@ def load_svd(
     pipe = _from_pretrained(str(model), torch_dtype)
     return SVDModel.from_pipeline(
         pipe, name=str(model), device=device, dtype=torch_dtype,
-        compile_unet=compile_unet, decode_chunk_size=decode_chunk_size,
+        compile_unet=compile_unet, decode_chunk_size=decode_chunk_size, compile_mode=compile_mode,
+        compile_vae=compile_vae, channels_last=channels_last,
     )  # fmt: skip
 
 
@@ -467,6 +483,7 @@ class SVDModel:
         self.max_guidance_scale = MAX_GUIDANCE_SCALE
         self._encoder_dtype = next(self.vae.encoder.parameters()).dtype
         self._lock = threading.Lock()
+        self.tuning: dict[str, Any] = {}  # compile mode, compiled VAE, channels-last (describe())
 
     @classmethod
     def from_pipeline(
@@ -478,6 +495,9 @@ class SVDModel:
         dtype,
         compile_unet: bool = False,
         decode_chunk_size: int = DEFAULT_DECODE_CHUNK,
+        compile_mode: str = "default",
+        compile_vae: bool = False,
+        channels_last: bool = False,
     ) -> "SVDModel":
         """d2v's settings applied to a StableVideoDiffusionPipeline (load_svd's second
         half; the GPU benchmark uses it on a pipeline built from configs)."""
@@ -501,11 +521,23 @@ class SVDModel:
             # encoder in fp32 does the same without converting weights on each call.
             pipe.vae.encoder.to(torch.float32)
             pipe.vae.quant_conv.to(torch.float32)
+        if channels_last:  # the 2-D convolutions' preferred layout on tensor cores (3-D ones stay)
+            for module in (*pipe.unet.modules(), *pipe.vae.modules()):
+                if isinstance(module, torch.nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
         unet = pipe.unet
+        mode = None if compile_mode == "default" else compile_mode
         if compile_unet:
-            unet = torch.compile(pipe.unet)  # compiles on the first call (minutes for SVD-XT)
-        return cls(pipe, name=name, device=device, dtype=dtype, unet=unet,
-                   decode_chunk_size=decode_chunk_size, compiled=compile_unet)  # fmt: skip
+            # Compiles on the first call (minutes for SVD-XT: warm up). max-autotune and
+            # reduce-overhead capture CUDA graphs: the shapes are static per size and frame count.
+            unet = torch.compile(pipe.unet, mode=mode)
+        if compile_vae and not hasattr(pipe.vae.decoder, "_orig_mod"):  # not compiled twice
+            pipe.vae.decoder = torch.compile(pipe.vae.decoder, mode=mode)
+        model = cls(pipe, name=name, device=device, dtype=dtype, unet=unet,
+                    decode_chunk_size=decode_chunk_size, compiled=compile_unet)  # fmt: skip
+        model.tuning = {"compile_mode": compile_mode if compile_unet or compile_vae else None,
+                        "compiled_vae": compile_vae, "channels_last": channels_last}
+        return model
 
     def warm_up(self) -> None:
         """One denoising step at the model's native size (the shapes real jobs use), so
@@ -539,6 +571,7 @@ class SVDModel:
             "attention": "sdpa",
             "decode_chunk_size": self.decode_chunk_size,
             "compiled_unet": self.compiled,
+            **self.tuning,
         }
 
     # -- settings ---------------------------------------------------------------------
