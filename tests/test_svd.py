@@ -341,10 +341,14 @@ def test_gpu_bench_runs_tiny_on_cpu():
     assert out.returncode == 0, out.stderr[-3000:]
     table = out.stdout
     assert "| variant" in table and "TFLOP/s" in table
-    for row in ("(a) diffusers pipeline", "(b) d2v, guidance_strength 1 ", "(b) d2v, guidance_strength 0.6"):
+    for row in ("(a) diffusers pipeline", "(b) d2v, guidance_strength 1 ", "(b) d2v, guidance_strength 0.5",
+                "(d) d2v + channels_last"):
         line = next(line for line in table.splitlines() if line.startswith(f"| {row}"))
         assert "skipped" not in line and "out of memory" not in line
+    for row in ("(e) + compile max-autotune", "(f) d2v + channels_last in bf16"):  # CUDA only: said so
+        assert "skipped: " in next(line for line in table.splitlines() if line.startswith(f"| {row}"))
     assert "guided UNet step" in table and "temporal VAE decode" in table
+    assert "| libx264 veryfast (CPU)" in table and "h264_nvenc" in table
 
 
 # --- CUDA ------------------------------------------------------------------------------
