@@ -161,3 +161,24 @@ def test_non_video_input_is_a_clear_error(tmp_path: Path):
         decode_video(tmp_path / "still.txt")
     with pytest.raises(InvalidVideoError, match="no such file"):
         probe_video(tmp_path / "missing.mp4")
+
+
+def test_encoder_choice_is_checked_and_nvenc_is_probed_not_assumed(tmp_path):
+    from d2v.encode import nvenc_available
+
+    frames = [np.zeros((64, 64, 3), np.uint8)] * 2
+    with pytest.raises(InvalidRequestError, match="unknown encoder 'x265'"):
+        encode_mp4(iter(frames), tmp_path / "a.mp4", 24, codec="x265")
+    assert isinstance(nvenc_available(), bool)  # False on a machine without an NVIDIA GPU, never an error
+
+
+@pytest.mark.gpu
+def test_nvenc_encodes_a_playable_clip(tmp_path):
+    from d2v.encode import nvenc_available
+
+    if not nvenc_available():
+        pytest.skip("PyAV's FFmpeg has no working h264_nvenc here")
+    frames = [np.full((144, 256, 3), 10 * i, np.uint8) for i in range(12)]
+    stats = encode_mp4(iter(frames), tmp_path / "gpu.mp4", 12, codec="h264_nvenc")
+    decoded, fps = decode_video(tmp_path / "gpu.mp4")
+    assert stats.frames == 12 and decoded.shape == (12, 144, 256, 3) and fps == 12
