@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime
 
 import ray
 
@@ -78,13 +79,24 @@ class JobRegistryImpl:
         """Queue a job and lease it to `owner`. Returns (status, is_new): an existing
         unfinished or finished job is returned as it is, not queued twice."""
         existing = self.get(job_id)
-        if existing is not None and existing.status != "failed":
+        if existing is not None and existing.status != "failed" and not self._abandoned(existing):
             return existing, False
         status = JobStatus(job_id=job_id, status="queued", stage="queued", progress=0.0)
         self.jobs[job_id] = status
         self.leases[job_id] = (owner, time.time() + self.lease_s)
         self._persist(status, active_changed=True)
         return status, True
+
+    def _abandoned(self, status: JobStatus) -> bool:
+        """Queued or running in the store, run by nobody in this farm (a `d2v render` or batch
+        task that was killed) and silent for longer than a lease: anyone may take it over."""
+        if status.job_id in self.jobs or status.status not in ("queued", "running"):
+            return False
+        try:
+            updated = datetime.fromisoformat(status.updated_at or "").timestamp()
+        except ValueError:
+            return True
+        return time.time() - updated > self.lease_s
 
     def get(self, job_id: str) -> JobStatus | None:
         if job_id in self.jobs:

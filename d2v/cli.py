@@ -54,8 +54,8 @@ def _read_path_file(path: str) -> Any:
         raise InvalidPathError(f"path file not found: {p}")
     try:
         return json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidPathError(f"path file {p} is not valid JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidPathError(f"path file {p} is not valid JSON: {e or 'nested too deep'}") from None
 
 
 def _add_request_flags(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,9 @@ from d2v.errors import ImageTooLargeError, InvalidImageError
 MAX_IMAGE_BYTES = int(os.environ.get("D2V_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("D2V_MAX_IMAGE_PIXELS", 40_000_000))
 MIN_IMAGE_SIDE = 16
+# The formats d2v takes: what cameras and phones write. Pillow would open dozens more
+# (animated GIF, ICO, PSD, EPS through Ghostscript...): none of them is a photo to film.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 
 # We check pixels ourselves, before decoding; PIL's own bomb check would only warn.
 Image.MAX_IMAGE_PIXELS = None
@@ -65,14 +68,17 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     if not data:
         raise InvalidImageError("the image is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
             fmt, (w, h) = im.format or "unknown", im.size
+            frames = getattr(im, "n_frames", 1)
     except UnidentifiedImageError:
         raise InvalidImageError(
             "not an image d2v can read; upload a JPEG, PNG, WebP, BMP or TIFF photo"
         ) from None
     except Exception as e:  # PIL raises assorted errors on corrupt headers
         raise InvalidImageError(f"the image header is corrupt ({e})") from None
+    if frames > 1:
+        raise InvalidImageError(f"the {fmt} has {frames} frames (an animation); upload a single photo")
     if w * h > max_pixels:
         raise ImageTooLargeError(
             f"image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP: downscale it first"
@@ -86,7 +92,7 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedIm
     """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
     fmt, _, _ = check_image_header(data, max_pixels=max_pixels)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

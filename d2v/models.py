@@ -393,13 +393,34 @@ def parse_path(data: Any) -> DrawnPath:
     raise AssertionError("unreachable")
 
 
+MAX_JSON_DEPTH = 16  # a request nests 4 deep (request > path > points > point); allow some slack
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep a decoded JSON value nests, counting no further than limit + 1."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
 def parse_request(data: Any) -> RenderRequest:
     """Untrusted JSON (already decoded, or a str) -> RenderRequest, or a named error."""
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
-        except ValueError as e:
-            raise InvalidRequestError(f"invalid request: not JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # RecursionError: thousands of nested brackets
+            reason = f"nested deeper than {MAX_JSON_DEPTH}" if isinstance(e, RecursionError) else str(e)
+            raise InvalidRequestError(f"invalid request: not JSON ({reason})") from None
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidRequestError(f"invalid request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise InvalidRequestError(f"invalid request: expected a JSON object, got {type(data).__name__}")
     try:

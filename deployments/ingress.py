@@ -43,7 +43,8 @@ from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.models import EFFECTS, JobStatus, RenderRequest, parse_request
 from d2v.pipeline import cached_manifest, content_job_id, job_result, require_backend
 from d2v.preview import preview as render_preview
-from d2v.stages import renders_final_frames
+from d2v.render import load_depth_map
+from d2v.stages import plan, renders_final_frames
 from d2v.store import LocalStore, job_key, store_from_env, store_settings, validate_job_id
 
 log = logging.getLogger("d2v.ingress")
@@ -157,7 +158,9 @@ class Ingress:
             return
         header = request.headers.get("authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        if not any(secrets.compare_digest(token, k) for k in self.api_keys):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
+        given = token.encode("utf-8", "surrogateescape")
+        if not any(secrets.compare_digest(given, k.encode()) for k in self.api_keys):
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     @api.get("/healthz")
@@ -200,6 +203,8 @@ class Ingress:
         if depth_upload is not None and not isinstance(depth_upload, str):
             depth_bytes = await depth_upload.read()
             check_image_header(depth_bytes)
+            # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
+            await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
         return render_request, image_bytes, depth_bytes
 
     @api.post("/v1/preview")
@@ -217,6 +222,9 @@ class Ingress:
         render_request, image_bytes, depth_bytes = await self._read_upload(request)
         require_backend(render_request, self.settings.svd_model)
         image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
+        # Plan the move now (milliseconds): a path the planner cannot use is a 422 here, not a
+        # job that fails after its 202.
+        await asyncio.to_thread(plan, render_request, image.width, image.height, has_depth=depth_bytes is not None)
         clip_bytes = render_request.n_frames * render_request.width * render_request.height * 3
         if clip_bytes > self.settings.max_clip_bytes:
             raise InvalidRequestError(

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from d2v.encode import decode_video
+from d2v.models import parse_request
 from d2v.s3store import S3Store
 from tests.conftest import textured_image
 from tests.farm import serve_farm
@@ -208,6 +209,61 @@ def test_bad_jobs_get_a_4xx_that_says_what_is_wrong(farm, image, request_body, s
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and words in detail and "Traceback" not in detail
+
+
+def _animated_gif() -> bytes:
+    import io
+
+    from PIL import Image
+
+    frames = [Image.fromarray(textured_image(120, 80, seed=i)) for i in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    return out.getvalue()
+
+
+def _ico() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(textured_image(64, 64)).save(out, format="ICO")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("files, request_body, status, words", [
+    ({"image": ("a.gif", _animated_gif(), "image/gif")}, GOOD, 415, "JPEG, PNG, WebP"),
+    ({"image": ("a.ico", _ico(), "image/x-icon")}, GOOD, 415, "JPEG, PNG, WebP"),
+    ({"image": ("x.png", PHOTO, "image/png")}, '{"path": ' + "[" * 5000 + "]" * 5000 + "}", 422, "nested"),
+    ({"image": ("x.png", PHOTO, "image/png"), "depth": ("d.png", _truncated_png(), "image/png")}, GOOD, 415,
+     "depth map"),
+])
+def test_caller_mistakes_are_refused_at_submit(farm, files, request_body, status, words):
+    """Found at submit, with a 4xx, not as a job that fails after its 202."""
+    client, _ = farm
+    data = {"request": request_body if isinstance(request_body, str) else json.dumps(request_body)}
+    r = client.post("/v1/jobs", files=files, data=data)
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+
+
+def test_a_job_left_running_by_a_killed_cli_is_taken_over(farm):
+    """`d2v render` killed mid-job leaves status.json 'running' with nobody running it: once
+    it has been silent for a lease, the same submission runs it."""
+    from d2v.models import JobStatus
+    from d2v.pipeline import content_job_id
+    from d2v.store import job_key
+
+    client, store = farm
+    image = png_bytes(textured_image(320, 180, seed=11))
+    job_id = content_job_id(image, None, parse_request(GOOD))
+    stale = JobStatus(job_id=job_id, status="running", stage="base", progress=0.4, attempts=1,
+                      updated_at="2026-01-01T00:00:00+00:00")
+    store.put_bytes(job_key(job_id, "status.json"), stale.model_dump_json().encode())
+    r = client.post("/v1/jobs", files={"image": ("x.png", image, "image/png")}, data={"request": json.dumps(GOOD)})
+    assert r.status_code == 202 and r.json()["job_id"] == job_id and r.json()["status"] == "queued", r.text
+    assert wait(client, r.json()["status_url"])["status"] == "succeeded"
 
 
 def test_missing_fields_and_bad_ids(farm):

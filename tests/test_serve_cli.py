@@ -45,6 +45,9 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         files = {"image": ("p.png", png_bytes(textured_image(320, 180, seed=3)), "image/png")}
         r = client.post("/v1/jobs", files=files, data={"request": json.dumps(request)})
         assert r.status_code == 401 and "API key" in r.json()["detail"]
+        wrong = {"Authorization": "Bearer ключ-2".encode()}  # not ASCII: still a 401, not a 500
+        r = client.post("/v1/jobs", files=files, data={"request": json.dumps(request)}, headers=wrong)
+        assert r.status_code == 401 and "API key" in r.json()["detail"]
         auth = {"Authorization": "Bearer k-2"}
         r = client.post("/v1/jobs", files=files, data={"request": json.dumps(request)}, headers=auth)
         assert r.status_code == 202, r.text
