@@ -295,16 +295,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
-    proc = subprocess.Popen(command, env=env, start_new_session=True)
     stopping: list[int] = []
+    started: list[subprocess.Popen] = []
 
     def stop(signum, frame) -> None:
-        if not stopping and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        if not stopping and started and started[0].poll() is None:
+            started[0].send_signal(signal.SIGINT)
         stopping.append(signum)
 
+    # Handlers first, then the child: started from a script (`d2v serve &`) this process
+    # inherits SIGINT ignored, and so would `serve run`, which then never hears our Ctrl-C.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    proc = subprocess.Popen(command, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    started.append(proc)
+    if stopping:  # asked to stop while it started
+        proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + args.ready_timeout
     while not stopping and proc.poll() is None and time.monotonic() < deadline:
         try:
@@ -314,16 +321,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     break
         except OSError:
             time.sleep(0.5)
-    try:
-        code = proc.wait(timeout=None if not stopping else 90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
+    code = _wait_for_serve(proc, stopping)
     if stopping:
-        # A second Ctrl-C while Serve shuts down: stop waiting politely.
         print("d2v: stopped", file=sys.stderr)
         return 0
     return code
+
+
+STOP_GRACE_S = 20  # Serve's own shutdown after SIGINT; then SIGTERM, then SIGKILL: out within 30 s
+
+
+def _wait_for_serve(proc, stopping: list[int]) -> int:
+    """Wait for `serve run` to end; once asked to stop, give it STOP_GRACE_S to shut Serve
+    and its Ray down, then stop it harder, so a process manager never has to."""
+    import signal
+    import subprocess
+
+    while True:
+        try:
+            return proc.wait(timeout=0.5 if not stopping else STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            if not stopping:
+                continue
+        for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)  # its session: `serve run` and what it started
+            except ProcessLookupError:
+                break
+            try:
+                return proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        return proc.wait()
 
 
 def _video_output(path: str) -> Path:

@@ -181,12 +181,26 @@ class Ingress:
         """The multipart body of POST /v1/jobs and /v1/preview, checked cheapest first:
         key, size, shape, the request, then the image's header (never a full decode here)."""
         self._authorize(request)
-        length = int(request.headers.get("content-length") or 0)
-        if length > MAX_IMAGE_BYTES + 1_000_000:
+        limit = MAX_IMAGE_BYTES + 1_000_000
+        too_large = ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            raise InvalidRequestError("the Content-Length header is not a number") from None
+        if length > limit:
             raise ImageTooLargeError(f"upload is {length / 2**20:.1f} MiB; the limit is "
                                      f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'request' JSON field")
+        # Count the body as it arrives (a chunked upload has no Content-Length, and a header
+        # can lie): cut it at the limit instead of reading it whole first.
+        chunks, received = [], 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large
+            chunks.append(chunk)
+        request._body = b"".join(chunks)  # what request.form() parses (Starlette reads _body first)
         try:
             form = await request.form()
         except Exception as e:

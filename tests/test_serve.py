@@ -266,6 +266,25 @@ def test_a_job_left_running_by_a_killed_cli_is_taken_over(farm):
     assert wait(client, r.json()["status_url"])["status"] == "succeeded"
 
 
+def test_a_chunked_upload_is_cut_at_the_limit(farm):
+    """No Content-Length: counted as it streams, refused past the limit, not read whole."""
+    client, _ = farm
+    boundary = "d2vboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"request\"\r\n\r\n{json.dumps(GOOD)}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode()
+    sent = [0]
+
+    def body():
+        yield head
+        for _ in range(120):  # 120 MiB, far past the 50 MiB limit
+            sent[0] += 1
+            yield b"\0" * 2**20
+
+    r = client.post("/v1/jobs", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+
+
 def test_missing_fields_and_bad_ids(farm):
     client, _ = farm
     r = client.post("/v1/jobs", data={"request": json.dumps(GOOD)}, files={"other": ("a", b"b")})

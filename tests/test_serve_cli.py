@@ -71,3 +71,39 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     assert "d2v: stopped" in (tmp_path / "serve.log").read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
+
+
+@pytest.mark.timeout(300)
+def test_d2v_serve_started_from_a_script_stops_on_sigterm(tmp_path):
+    """Started in the background by a shell script (SIGINT ignored, as a non-interactive shell
+    does for `cmd &`), `d2v serve` still stops within 30 s of SIGTERM, Serve and Ray with it."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    exe = Path(sys.executable).parent / "d2v"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
+    env["D2V_DATA_DIR"] = str(tmp_path / "data")
+    script = tmp_path / "start.sh"
+    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'configs/serve-local.yaml'} > {tmp_path / 'serve.log'} "
+                      f"2>&1 &\necho $!\n")
+    pid = int(subprocess.run(["sh", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=30).stdout.strip())
+    deadline = time.monotonic() + 240
+    while "ready at http://127.0.0.1:8000" not in (tmp_path / "serve.log").read_text():
+        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    while time.monotonic() - t0 < 30:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("d2v serve was still running 30 s after SIGTERM: " + (tmp_path / "serve.log").read_text()[-2000:])
+    assert "d2v: stopped" in (tmp_path / "serve.log").read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
