@@ -13,6 +13,8 @@ Configuration (environment, the same names in Serve configs and batch jobs):
 
 from __future__ import annotations
 
+import os
+
 import io
 from datetime import timedelta
 from pathlib import Path
@@ -32,10 +34,16 @@ PART_SIZE = 16 * 1024 * 1024
 
 def _http_client() -> urllib3.PoolManager:
     """Bounded retries with backoff for transient failures; a dead endpoint is reported
-    in about a second instead of the SDK's default half a minute of retries."""
+    in about a second instead of the SDK's default half a minute of retries. A frozen one
+    is given up on after D2V_S3_TIMEOUT_S (default 30 s) per read, not the 120 s that held
+    every request of the farm."""
     retry = urllib3.Retry(total=3, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504])
+    try:
+        read_s = float(os.environ.get("D2V_S3_TIMEOUT_S", 30))
+    except ValueError:
+        read_s = 30.0
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=120), retries=retry, maxsize=16,
+        timeout=urllib3.Timeout(connect=5, read=read_s), retries=retry, maxsize=16,
         cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
     )
 

@@ -50,6 +50,7 @@ from d2v.store import LocalStore, job_key, store_from_env, store_settings, valid
 log = logging.getLogger("d2v.ingress")
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_WAIT_S = 30.0  # GET /v1/jobs/{id}?wait_s=: the longest a status request is held open
+HEALTH_TIMEOUT_S = 2.0  # /healthz: a dependency that takes longer counts as down
 
 api = FastAPI(
     title="d2v",
@@ -164,9 +165,27 @@ class Ingress:
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
     @api.get("/healthz")
-    async def healthz(self) -> dict:
-        return {"status": "ok", "version": __version__, "store": self.store.describe(),
-                "running_jobs": len(self.tasks)}
+    async def healthz(self) -> JSONResponse:
+        """200 when this replica and what it depends on answer; 503 (with which one) when not.
+        Never blocks the event loop: the store is probed in a thread, with a short timeout."""
+        checks = {"store": self._probe(asyncio.to_thread(self.store.exists, "healthz/probe")),
+                  "registry": self._probe(self.registry.get.remote("0" * 24))}
+        results = dict(zip(checks, await asyncio.gather(*checks.values())))
+        ok = all(v == "ok" for v in results.values())
+        body = {"status": "ok" if ok else "degraded", "version": __version__, "store": self.store.describe(),
+                "running_jobs": len(self.tasks), "dependencies": results}
+        return JSONResponse(status_code=200 if ok else 503, content=body,
+                            headers=None if ok else {"Retry-After": "10"})
+
+    @staticmethod
+    async def _probe(call, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
+        try:
+            await asyncio.wait_for(call, timeout_s)
+            return "ok"
+        except asyncio.TimeoutError:
+            return f"no answer within {timeout_s:g} s"
+        except Exception as e:
+            return f"unavailable: {one_line(e)}"
 
     @api.get("/v1/effects")
     async def effects(self) -> list[dict]:

@@ -285,6 +285,30 @@ def test_a_chunked_upload_is_cut_at_the_limit(farm):
     assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
 
 
+def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
+    """S3 frozen (SIGSTOP): /healthz answers 503 with Retry-After within its probe timeout,
+    naming the store; once S3 is back, 200 again."""
+    import os
+    import signal
+
+    client, _ = farm
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["dependencies"] == {"store": "ok", "registry": "ok"}
+    os.killpg(seaweed.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = client.get("/healthz", timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert r.status_code == 503 and r.headers["Retry-After"] == "10", r.text
+        assert r.json()["dependencies"]["store"] != "ok"
+    finally:
+        os.killpg(seaweed.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while client.get("/healthz").status_code != 200:
+        assert time.monotonic() < deadline, "healthz did not recover"
+        time.sleep(0.5)
+
+
 def test_missing_fields_and_bad_ids(farm):
     client, _ = farm
     r = client.post("/v1/jobs", data={"request": json.dumps(GOOD)}, files={"other": ("a", b"b")})
