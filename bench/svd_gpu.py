@@ -341,7 +341,7 @@ def main() -> int:
         autotuned = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=dtype, compile_unet=True,
                                            compile_mode="max-autotune", compile_vae=True, channels_last=True,
                                            decode_chunk_size=args.decode_chunk)  # fmt: skip
-        run_variant(f"(e) + compile max-autotune (CUDA graphs) + VAE", run_steps, clip_flops(run_steps, 1 + frames),
+        run_variant("(e) + compile max-autotune (CUDA graphs) + VAE", run_steps, clip_flops(run_steps, 1 + frames),
                     lambda: d2v_clip(autotuned, args.strength, args.steps),
                     lambda: d2v_clip(autotuned, args.strength, args.steps),
                     est_s=300 + args.repeats * (per_step * run_steps + 5))  # fmt: skip
@@ -352,7 +352,7 @@ def main() -> int:
         pipe.to(dtype=torch.bfloat16)
         bf16 = SVDModel.from_pipeline(pipe, name=name, device=device, dtype=torch.bfloat16, channels_last=True,
                                       decode_chunk_size=args.decode_chunk)  # fmt: skip
-        run_variant(f"(f) d2v + channels_last in bf16 (vs fp16 in (d))", run_steps, clip_flops(run_steps, 1 + frames),
+        run_variant("(f) d2v + channels_last in bf16 (vs fp16 in (d))", run_steps, clip_flops(run_steps, 1 + frames),
                     lambda: d2v_clip(bf16, args.strength, min(2, args.steps)),
                     lambda: d2v_clip(bf16, args.strength, args.steps),
                     est_s=(args.repeats + 1) * (per_step * run_steps + 5))  # fmt: skip

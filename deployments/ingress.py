@@ -168,8 +168,11 @@ class Ingress:
     async def healthz(self) -> JSONResponse:
         """200 when this replica and what it depends on answer; 503 (with which one) when not.
         Never blocks the event loop: the store is probed in a thread, with a short timeout."""
+        async def registry() -> None:
+            await self.registry.get.remote("0" * 24)  # awaited here: Ray's ObjectRef is no plain future
+
         checks = {"store": self._probe(asyncio.to_thread(self.store.exists, "healthz/probe")),
-                  "registry": self._probe(self.registry.get.remote("0" * 24))}
+                  "registry": self._probe(registry())}
         results = dict(zip(checks, await asyncio.gather(*checks.values())))
         ok = all(v == "ok" for v in results.values())
         body = {"status": "ok" if ok else "degraded", "version": __version__, "store": self.store.describe(),
