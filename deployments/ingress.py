@@ -51,6 +51,8 @@ log = logging.getLogger("d2v.ingress")
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_WAIT_S = 30.0  # GET /v1/jobs/{id}?wait_s=: the longest a status request is held open
 HEALTH_TIMEOUT_S = 2.0  # /healthz: a dependency that takes longer counts as down
+DEPENDENCY_TIMEOUT_S = 5.0  # a request waits this long for the store or the registry, then 503
+STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 
 api = FastAPI(
     title="d2v",
@@ -102,6 +104,22 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         loc = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
         parts.append(f"{loc}: {'is required' if e['type'] == 'missing' else e['msg']}")
     return _error(422, "; ".join(parts))
+
+
+async def _answer(awaitable, what: str, timeout_s: float | None = None):
+    """The result of a call to something the farm depends on, or a 503 (StoreUnavailableError,
+    Retry-After) naming it when it fails or does not answer in time: never a hang, never a 500."""
+    try:
+        return await asyncio.wait_for(awaitable, DEPENDENCY_TIMEOUT_S if timeout_s is None else timeout_s)
+    except asyncio.TimeoutError:
+        raise StoreUnavailableError(f"{what} did not answer within {timeout_s or DEPENDENCY_TIMEOUT_S:g} s; "
+                                    "nothing was lost: retry shortly") from None
+    except D2VError:
+        raise
+    except Exception as e:
+        if (user := _user_error(e)) is not None:
+            raise user from None
+        raise StoreUnavailableError(f"{what} is unavailable ({one_line(e)}): retry shortly") from None
 
 
 def _is_system_failure(exc: BaseException) -> bool:
@@ -269,26 +287,28 @@ class Ingress:
                 f"{self.settings.max_clip_bytes / 2**30:.0f} GiB: shorten the clip or lower fps or size")
 
         job_id = content_job_id(image_bytes, depth_bytes, render_request, self.settings.svd_model)
-        if cached_manifest(self.store, job_id) is not None:
-            status = await self.registry.get.remote(job_id)
+        if await _answer(asyncio.to_thread(cached_manifest, self.store, job_id), "the object store") is not None:
+            status = await _answer(self._call(self.registry.get, job_id), "the job registry")
             if status is not None and status.status == "succeeded":
                 return self._accepted(request, job_id, "succeeded")
         if len(self.tasks) >= self.settings.max_running_jobs + self.settings.max_queued_jobs:
             raise Busy(f"the farm is busy ({len(self.tasks)} jobs on this replica); retry in a few seconds")
 
-        status, is_new = await self.registry.submit.remote(job_id, self.owner)
+        status, is_new = await _answer(self._call(self.registry.submit, job_id, self.owner), "the job registry")
         if is_new:
             # The job starts at once, with the image as decoded here; its inputs go to the
             # store meanwhile, and the 202 waits for them: from then on any replica can
             # (re)run the job from the store.
             self._start(job_id, (render_request, image_bytes, depth_bytes, image))
             try:
-                await self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes)
+                await _answer(self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes),
+                              "the object store", STORE_PUT_TIMEOUT_S)
             except Exception as e:
                 if (task := self.tasks.get(job_id)) is not None:
                     task.cancel()
                 reason = _user_error(e) or e
-                await self.registry.fail.remote(job_id, f"its inputs could not be stored: {reason}")
+                # Not awaited: with the store down the registry's write may wait too.
+                self.registry.fail.remote(job_id, f"its inputs could not be stored: {reason}")
                 raise StoreUnavailableError(
                     f"the object store did not take the upload ({reason}); nothing was queued: retry") from None
         return self._accepted(request, job_id, status.status)
@@ -306,9 +326,14 @@ class Ingress:
         url = str(request.url_for("job_status", job_id=job_id))
         return JSONResponse(status_code=202, content={"job_id": job_id, "status": status, "status_url": url})
 
+    @staticmethod
+    async def _call(method, *args):
+        """An actor call, awaited in a coroutine (what asyncio.wait_for can time out)."""
+        return await method.remote(*args)
+
     async def _status(self, job_id: str) -> JobStatus:
         validate_job_id(job_id)
-        status = await self.registry.get.remote(job_id)
+        status = await _answer(self._call(self.registry.get, job_id), "the job registry")
         if status is None:
             raise JobNotFoundError(f"no job {job_id!r}: check the id, or submit it again (POST /v1/jobs)")
         return status

@@ -309,6 +309,32 @@ def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
         time.sleep(0.5)
 
 
+def test_s3_frozen_means_503_with_retry_after_not_a_hang(farm, seaweed):
+    """S3 frozen mid-service: a new submission and a status request answer 503 + Retry-After
+    within seconds; once S3 is back, the same submission is accepted and runs."""
+    import os
+    import signal
+
+    client, _ = farm
+    image = png_bytes(textured_image(320, 180, seed=21))
+    files = {"image": ("x.png", image, "image/png")}
+    os.killpg(seaweed.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = client.post("/v1/jobs", files=files, data={"request": json.dumps(GOOD)}, timeout=60)
+        assert time.monotonic() - t0 < 15, time.monotonic() - t0
+        assert r.status_code == 503 and r.headers.get("Retry-After"), r.text
+        assert "retry" in r.json()["detail"]
+    finally:
+        os.killpg(seaweed.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 90
+    while (r := client.post("/v1/jobs", files=files, data={"request": json.dumps(GOOD)})).status_code == 503:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(1)
+    assert r.status_code == 202, r.text
+    assert wait(client, r.json()["status_url"])["status"] == "succeeded"
+
+
 def test_missing_fields_and_bad_ids(farm):
     client, _ = farm
     r = client.post("/v1/jobs", data={"request": json.dumps(GOOD)}, files={"other": ("a", b"b")})
