@@ -5,6 +5,8 @@ and what to do. The HTTP edge maps `status_code` to the response; the CLI prints
 `str(err)` on one line and exits non-zero. Anything else is a bug.
 """
 
+import re
+
 
 class D2VError(Exception):
     """Base of every error a user can act on."""
@@ -74,8 +76,12 @@ class StoreUnavailableError(D2VError):
     status_code = 503
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def one_line(e: BaseException) -> str:
     """'TypeName: first line of the message', for errors from code that is not ours
-    (torch, Ray, a loader) quoted inside one of our one-line messages."""
-    text = str(e).strip()
+    (torch, Ray, a loader) quoted inside one of our one-line messages. Terminal colour codes
+    (Ray colours its tracebacks) are taken out: the text ends up in JSON and on web pages."""
+    text = _ANSI.sub("", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"

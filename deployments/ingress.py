@@ -408,7 +408,7 @@ class Ingress:
                 await self._attempts(job_id, inputs or await self._stored_inputs(job_id))
             except Exception as e:  # never leave a job 'running' because of a bug here
                 log.exception("job %s: runner failed", job_id)
-                await self.registry.fail.remote(job_id, f"internal error: {type(e).__name__}: {e}")
+                await self.registry.fail.remote(job_id, f"internal error: {one_line(e)}")
 
     async def _stored_inputs(self, job_id: str) -> tuple:
         def read() -> tuple:
@@ -430,11 +430,12 @@ class Ingress:
                 manifest = await self._pipeline(job_id, request, image, depth_bytes)
             except Exception as e:
                 user_error = _user_error(e)
-                if user_error is not None:
+                # The job's own fault fails it; ours (the store unavailable: a 503) is retried.
+                if user_error is not None and user_error.status_code < 500:
                     await self.registry.fail.remote(job_id, str(user_error))
                     return
                 reason = one_line(e)
-                if _is_system_failure(e) and status.attempts < self.settings.max_attempts:
+                if (_is_system_failure(e) or user_error is not None) and status.attempts < self.settings.max_attempts:
                     log.warning("job %s: attempt %d failed (%s); retrying", job_id, status.attempts, reason)
                     await asyncio.sleep(self.settings.retry_backoff_s * status.attempts)
                     continue
