@@ -225,7 +225,7 @@ def test_draw_preview_render_and_play_in_chromium(web, browser):
              "document.getElementById('preview').currentTime > 0", what="the preview of these settings playing")
     assert driver.execute_script("return [state.preview.effect, state.preview.duration_s]") == ["pan", 2]
     # The camera's view moves over the photo with the preview; what it leaves out is dimmed.
-    outside, photo = driver.execute_script("""
+    dimming = """
         const c = document.getElementById('canvas');
         const copy = document.createElement('canvas');
         copy.width = c.width; copy.height = c.height;
@@ -235,7 +235,12 @@ def test_draw_preview_render_and_play_in_chromium(web, browser):
           let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
           return s / (d.length / 4 * 3);
         };
-        return [mean(c), mean(copy)];""")
+        return [mean(c), mean(copy)];"""
+    # The overlay is drawn on the next animation frame of the playing preview: give it a moment.
+    deadline = time.monotonic() + 10
+    while (means := driver.execute_script(dimming))[0] >= 0.6 * means[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outside, photo = means
     assert outside < 0.6 * photo, (outside, photo)
     screenshot(driver, "web-preview.png")
 
