@@ -589,22 +589,24 @@ class SVDModel:
 
     def _clocks(self, request: RenderRequest) -> dict[str, Any]:
         """The denoising clocks for a request: the schedule to run (sigmas), the sigma it
-        starts from, and `hold`, the sigma down to which the guide is re-imposed where it is
-        valid (dual clock; equal to the start with one clock). Mode: "camera render" (g = 0),
+        starts from (and whether that is the whole schedule, from pure noise), and `hold`, the
+        sigma down to which the guide is re-imposed where it is valid (dual clock; equal to
+        the start with one clock). Mode: "camera render" (g = 0),
         "plain svd", "sdedit" or "dual clock"."""
         full = self._scheduler_sigmas(request.num_inference_steps)
         lo, hi = full[-1], full[0]
         guided = start_sigma(request.guidance_strength, lo, hi)
         free = request.free_strength
         if guided == 0.0 and (free is None or free <= 0.0):
-            return {"schedule": [], "start": 0.0, "hold": 0.0, "mode": "camera render"}
+            return {"schedule": [], "start": 0.0, "hold": 0.0, "mode": "camera render", "from_noise": False}
         start = max(guided, start_sigma(free, lo, hi)) if free is not None else guided
         schedule = denoise_sigmas(full, start)
         if free is not None and start > guided:
             mode = "dual clock"
         else:
             mode = "plain svd" if start >= hi else "sdedit"
-        return {"schedule": schedule, "start": schedule[0], "hold": guided, "mode": mode}
+        # from_noise: the schedule's first sigma, where latents start as pure noise (the pipeline's way).
+        return {"schedule": schedule, "start": schedule[0], "hold": guided, "mode": mode, "from_noise": start >= hi}
 
     def settings_for(self, request: RenderRequest, trajectory: CameraTrajectory) -> dict[str, Any]:
         """Every setting generate() uses for this request: what the manifest records."""
@@ -788,8 +790,7 @@ class SVDModel:
 
             # 5. The schedule: from the start sigma down (the full one for plain SVD).
             scheduler = self._scheduler()
-            plain = clock["start"] >= float(self.pipe.scheduler.config.sigma_max) * 0.999 or \
-                clock["mode"] == "plain svd"
+            plain = clock["from_noise"]
             if plain:
                 scheduler.set_timesteps(int(request.num_inference_steps), device=device)
             else:
@@ -801,16 +802,17 @@ class SVDModel:
             f = self.vae_scale_factor
             shape = (1, k, self.latent_channels, h // f, w // f)
             noise = torch.randn(shape, generator=generator, device=device).to(dtype)
+            # Dual clock: where the guide is valid it is held (re-noised) while sigma > hold.
+            hold = float(clock["hold"]) if clock["mode"] == "dual clock" else None
+            keep = None if hold is None else self._latent_mask(valid, shape, device, dtype)
+            # The guide's latents, where anything uses them (plain SVD with one clock does not).
             guide = None
-            if clock["mode"] != "plain svd" or valid is not None:
+            if not plain or hold is not None:
                 guide = (self._encode(self._to_pixels(guide_frames)) * self.scaling_factor).unsqueeze(0)
             if plain:  # plain SVD: pure noise, as the pipeline's prepare_latents
                 latents = noise * scheduler.init_noise_sigma
             else:  # SDEdit: the guide's latents plus noise of the starting sigma
                 latents = guide + noise * scheduler.sigmas[0].to(device=device, dtype=dtype)
-            # Dual clock: where the guide is valid it is held (re-noised) while sigma > hold.
-            hold = float(clock["hold"]) if clock["mode"] == "dual clock" else None
-            keep = None if hold is None else self._latent_mask(valid, shape, device, dtype)
 
             # 7. Guidance scale per frame: min on the first frame rising to max on the last.
             scale = torch.linspace(self.min_guidance_scale, self.max_guidance_scale, k, device=device)
