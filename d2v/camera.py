@@ -74,6 +74,29 @@ def plane_homography(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return H / H[2, 2]
 
 
+def local_affine(M: np.ndarray, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the homography M takes (x, y), and its Jacobian there (2x2): M to first order."""
+    p = M @ np.array([x, y, 1.0])
+    q = p[:2] / p[2]
+    return q, (M[:2, :2] - np.outer(q, M[2, :2])) / p[2]
+
+
+def _pixel_shift(d: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, d], [0.0, 1.0, d], [0.0, 0.0, 1.0]])
+
+
+def to_opencv(M: np.ndarray, level: int = 0) -> np.ndarray:
+    """A map onto an image in d2v coordinates (pixel centres at +0.5) -> the same map onto
+    its pyramid level `level` in OpenCV's (centres at integers). pyrDown keeps pixel 2i as
+    level pixel i, so in OpenCV coordinates level L is exactly level 0 scaled by 2^-L."""
+    return np.diag([0.5**level, 0.5**level, 1.0]) @ _pixel_shift(-0.5) @ M @ _pixel_shift(0.5)
+
+
+def from_opencv(W: np.ndarray, level: int = 0) -> np.ndarray:
+    """The inverse of `to_opencv`."""
+    return _pixel_shift(0.5) @ np.diag([2.0**level, 2.0**level, 1.0]) @ W @ _pixel_shift(-0.5)
+
+
 def frame_homography(frame: CameraFrame) -> np.ndarray:
     return plane_homography(frame.K(), frame.R(), frame.t())
 

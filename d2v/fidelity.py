@@ -69,6 +69,7 @@ import cv2
 import numpy as np
 
 from d2v import camera
+from d2v.interpolate import camera_inbetweens
 from d2v.models import CameraFrame, CameraTrajectory, FidelityFrame, FidelityReport
 from d2v.trajectory import PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS
 
@@ -187,12 +188,7 @@ def _view(H: np.ndarray, out_w: int, out_h: int) -> tuple[np.ndarray, float, flo
     """For a homography H (photo -> frame, d2v coordinates): the photo point under the frame's
     centre, photo pixels per frame pixel there, and the frame's horizontal's angle on the photo
     (degrees, clockwise as seen, like the trajectory's roll)."""
-    G = np.linalg.inv(H)
-    x, y = out_w / 2.0, out_h / 2.0
-    p = G @ np.array([x, y, 1.0])
-    w = p[2]
-    centre = p[:2] / w
-    J = (G[:2, :2] - np.outer(centre, G[2, :2])) / w  # d(photo) / d(frame) at the centre
+    centre, J = camera.local_affine(np.linalg.inv(H), out_w / 2.0, out_h / 2.0)  # J: d(photo) / d(frame)
     scale = math.sqrt(abs(np.linalg.det(J)))
     angle = math.degrees(math.atan2(J[1, 0], J[0, 0]))
     return centre, scale, angle
@@ -218,9 +214,7 @@ def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tupl
 
 def _affine_at(M: np.ndarray, x: float, y: float) -> np.ndarray:
     """The affine map (3x3) that agrees with the homography M at (x, y) to first order."""
-    p = M @ np.array([x, y, 1.0])
-    q = p[:2] / p[2]
-    J = (M[:2, :2] - np.outer(q, M[2, :2])) / p[2]
+    q, J = camera.local_affine(M, x, y)
     return np.vstack([np.column_stack([J, q - J @ np.array([x, y])]), [0.0, 0.0, 1.0]])
 
 
@@ -352,17 +346,11 @@ class PhotoIndex:
 # -- one frame --------------------------------------------------------------------------------
 
 
-def _to_cv(M: np.ndarray) -> np.ndarray:
-    """A map between d2v coordinates (pixel centres at +0.5) -> the same map in OpenCV's."""
-    return _shift(-0.5) @ M @ _shift(0.5)
-
-
-def _from_cv(M: np.ndarray) -> np.ndarray:
-    return _shift(0.5) @ M @ _shift(-0.5)
-
-
-def _shift(d: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, d], [0.0, 1.0, d], [0.0, 0.0, 1.0]])
+def _smoothing(blur_px: float, S: np.ndarray) -> float:
+    """ECC's blur for a frame smeared by `blur_px` (frame px) of motion, in the px of the
+    frame shrunk by S: a smeared frame still correlates once both sides lose detail finer
+    than the smear, so blur the template and the photo alike by about its length."""
+    return 1.0 + blur_px * S[0, 0] / 3.0
 
 
 class _FrameLocator:
@@ -375,7 +363,6 @@ class _FrameLocator:
         # the sky) cannot pin down, and which would otherwise show up as roll or keystone.
         self.affine = affine
         self.orb = cv2.ORB_create(nfeatures=ORB_FRAME_FEATURES, scaleFactor=1.2, nlevels=8, fastThreshold=10)
-        self._smooth = 1.0  # the current frame's blur, in small-frame px (see locate)
 
     def _shrink(self, gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
         """The frame at most `side` wide (and at least MIN_SIDE: a model's small keyframes are
@@ -405,26 +392,24 @@ class _FrameLocator:
         3. Otherwise direct alignment from the remaining guesses (the planned view)."""
         gray = _gray(rgb)
         small, S = self._shrink(gray, ECC_SIDE)
-        # A frame smeared by motion blur still correlates once both sides lose detail finer
-        # than the smear: blur the template and the photo alike by about its length.
-        self._smooth = 1.0 + blur_px * S[0, 0] / 3.0
+        smooth = _smoothing(blur_px, S)
         P = _scale(self.photo.scale)
         to_small = lambda H: S @ H @ np.linalg.inv(P)  # noqa: E731  photo px -> frame px  =>  feature -> small
         # The first frame has no track: its planned view is where direct alignment starts.
         tracking, fallback = (list(guesses[:-1]), list(guesses[-1:])) if len(guesses) > 1 else (list(guesses), [])
         found, method = None, None
         for guess in tracking:
-            if (found := self._by_ecc(small, to_small(guess))) is not None:
+            if (found := self._by_ecc(small, to_small(guess), smooth)) is not None:
                 method = "tracked"
                 break
         if found is None:
             fs, FS = self._shrink(gray, self._feature_side(gray, guesses[-1]))
             H_feat = self._by_features(fs)
-            if H_feat is not None and (found := self._by_ecc(small, S @ np.linalg.inv(FS) @ H_feat)) is not None:
+            if H_feat is not None and (found := self._by_ecc(small, S @ np.linalg.inv(FS) @ H_feat, smooth)) is not None:
                 method = "features"
         if found is None:
             for guess in fallback:
-                if (found := self._by_ecc(small, to_small(guess))) is not None:
+                if (found := self._by_ecc(small, to_small(guess), smooth)) is not None:
                     method = "ecc"
                     break
         if found is None:
@@ -456,7 +441,8 @@ class _FrameLocator:
             return H / H[2, 2]
         return None
 
-    def locate_subject(self, rgb: np.ndarray, H: np.ndarray, at: np.ndarray) -> np.ndarray | None:
+    def locate_subject(self, rgb: np.ndarray, H: np.ndarray, at: np.ndarray, blur_px: float = 0.0
+                       ) -> np.ndarray | None:
         """The map (photo px -> frame px) of a patch of the frame around `at` (frame px), fitted
         alone, starting from the whole frame's fit H: how the layer there moved."""
         small, S = self._shrink(_gray(rgb), ECC_SIDE)
@@ -468,12 +454,14 @@ class _FrameLocator:
         patch = np.ascontiguousarray(small[y0:y0 + side, x0:x0 + side])
         T = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
         P = _scale(self.photo.scale)
-        found = self._by_ecc(patch, T @ S @ H @ np.linalg.inv(P), affine=True)
+        found = self._by_ecc(patch, T @ S @ H @ np.linalg.inv(P), _smoothing(blur_px, S), affine=True)
         return None if found is None else np.linalg.inv(T @ S) @ found @ P
 
-    def _by_ecc(self, small: np.ndarray, guess: np.ndarray, affine: bool | None = None) -> np.ndarray | None:
+    def _by_ecc(self, small: np.ndarray, guess: np.ndarray, smooth: float = 1.0,
+                affine: bool | None = None) -> np.ndarray | None:
         """Direct alignment from a guess H (photo feature px -> small frame px): the refined H
         when the frame and the photo seen through it correlate by ECC_MIN_CORRELATION, else None.
+        `smooth`: the Gaussian blur (small frame px) both sides get (see `_smoothing`).
         Coarse to fine, each level against the photo's pyramid level of about the same scale
         (sampling a finer level would alias)."""
         if not _plausible(guess) or float(small.std()) < 1.0:
@@ -484,19 +472,16 @@ class _FrameLocator:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
         cc = -1.0
         for image, k in levels:
-            K = np.diag([k, k, 1.0]) if k != 1.0 else np.eye(3)
-            if k != 1.0:  # pyrDown keeps pixel 2i as pixel i: exact in OpenCV coordinates
-                K = _from_cv(np.diag([k, k, 1.0]))
+            K = camera.from_opencv(np.diag([k, k, 1.0]))  # small frame px -> this level's (pyrDown: exact)
             G = np.linalg.inv(K @ H)  # this level's px -> photo feature px
             _, scale, _ = _view(K @ H, image.shape[1], image.shape[0])
             lvl = int(np.clip(math.floor(math.log2(max(scale, 1e-6)) + 0.3), 0, len(self.photo.levels) - 1))
-            L = _from_cv(np.diag([0.5**lvl, 0.5**lvl, 1.0]))
-            W = _to_cv(L @ G)
+            W = camera.to_opencv(G, lvl)  # onto the photo's pyramid level lvl
             W = W / W[2, 2]
             if affine:
                 W = _affine_at(W, image.shape[1] / 2.0, image.shape[0] / 2.0)[:2]
             W = W.astype(np.float32)
-            sigma = max(1.0, self._smooth * k)
+            sigma = max(1.0, smooth * k)
             template = cv2.GaussianBlur(image, (0, 0), sigma)
             photo = self.photo.levels[lvl] if sigma <= 1.0 else cv2.GaussianBlur(
                 self.photo.levels[lvl], (0, 0), math.sqrt(sigma * sigma - 1.0))
@@ -509,7 +494,7 @@ class _FrameLocator:
             W = W.astype(np.float64)
             if W.shape[0] == 2:
                 W = np.vstack([W, [0.0, 0.0, 1.0]])
-            G = np.linalg.inv(L) @ _from_cv(W)
+            G = camera.from_opencv(W, lvl)
             H = np.linalg.inv(K) @ np.linalg.inv(G)
             H = H / H[2, 2]
         return H if cc >= ECC_MIN_CORRELATION and _plausible(H) else None
@@ -524,9 +509,7 @@ def _planned_frame(trajectory: CameraTrajectory, index: int, n_video: int) -> Ca
     frames = trajectory.frames
     if n_video == len(frames) or len(frames) == 1:
         return frames[min(index, len(frames) - 1)]
-    t = index * (len(frames) - 1) / max(1, n_video - 1)
-    j = min(int(math.floor(t)), len(frames) - 2)
-    return frames[j] if t == j else camera.interpolate_camera(frames[j], frames[j + 1], t - j)
+    return camera_inbetweens(frames, [index * (len(frames) - 1) / max(1, n_video - 1)])[0]
 
 
 def _resized(frame: CameraFrame, k: float) -> CameraFrame:
@@ -557,9 +540,8 @@ def measure_fidelity(
     sampled ones (then pass n_frames, the clip's length). photo: the input photo, RGB;
     depth: the depth map the camera backend used, if any; motion_blur and blur_samples: the
     request's shutter (frames) and sub-frames, so smeared frames are compared with renders
-    smeared alike. A clip whose frame count differs
-    from the trajectory's is compared at the same fraction of the move. Never raises: a
-    failure becomes `unmeasured` with the reason."""
+    smeared alike. A clip whose frame count differs from the trajectory's is compared at the
+    same fraction of the move. Never raises: a failure becomes `unmeasured` with the reason."""
     tolerance = tolerance_for(trajectory.effect, depth is not None)
     try:
         return _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples, motion_blur,
@@ -598,9 +580,10 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     # A parallax move pivots on its subject's layer: the subject is also fitted on its own, in
     # a patch around it, so a move about another point cannot pass for this one.
     pivots = has_parallax(trajectory, depth) and trajectory.effect in PIVOT_EFFECTS and trajectory.subject is not None
-    references, subject_refs = _references(locator, photo, trajectory, depth, plans, k, n, motion_blur,
-                                           blur_samples, pivots)
+    # With parallax or motion blur no homography is exact: the yardstick is then a render.
     rendered_yardstick = has_parallax(trajectory, depth) or motion_blur > 0
+    references, subject_refs = _references(locator, photo, trajectory, depth, plans, k, n, motion_blur,
+                                           blur_samples, rendered_yardstick, pivots)
 
     results: list[FidelityFrame] = []
     last: tuple[np.ndarray, np.ndarray] | None = None
@@ -627,7 +610,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         subject = (None, None)
         if pivots:
             at = _subject_at(trajectory, camera.frame_homography(plans[i]))
-            found_subject = locator.locate_subject(np.asarray(picked[i]), H, at)
+            found_subject = locator.locate_subject(np.asarray(picked[i]), H, at, blur)
             subject = _subject_errors(found_subject, subject_refs.get(i), at, trajectory, out_w)
         results.append(FidelityFrame(index=i, located=True, method=method, center=centre,
                                      planned_center=[float(v) for v in plans[i].center],
@@ -674,7 +657,7 @@ def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: 
 
 def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTrajectory,
                 depth: np.ndarray | None, plans: dict[int, CameraFrame], k: float, n_video: int,
-                motion_blur: float, blur_samples: int, pivots: bool = False
+                motion_blur: float, blur_samples: int, rendered: bool, pivots: bool
                 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """What each sampled frame should measure as (photo px -> frame px). A sharp flat render
     is the plan's plane homography exactly. With parallax no homography is exact (the fit
@@ -682,7 +665,7 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
     yardstick is then the same measurement of the camera backend's own render of the planned
     cameras (small, the sampled frames only, with the same depth and shutter). With `pivots`,
     also the fits of the patch around the subject in those renders."""
-    if not has_parallax(trajectory, depth) and motion_blur <= 0:
+    if not rendered:
         return {i: camera.frame_homography(f) for i, f in plans.items()}, {}
     from d2v.render import CameraRenderer
 
@@ -710,8 +693,8 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
         if found is not None:
             out[i] = np.linalg.inv(S) @ found[0]
             last = (found[0], planned)
-            if pivots and (patch := locator.locate_subject(frame, found[0], _subject_at(trajectory, planned))) \
-                    is not None:
+            if pivots and (patch := locator.locate_subject(frame, found[0], _subject_at(trajectory, planned),
+                                                           blur)) is not None:
                 subjects[i] = np.linalg.inv(S) @ patch
     return out, subjects
 

@@ -63,24 +63,10 @@ class _Layers(NamedTuple):
     c0: np.ndarray  # centre of the reference camera (sees the layers undistorted)
 
 
-def _shift(d: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, d], [0.0, 1.0, d], [0.0, 0.0, 1.0]])
-
-
-def _to_cv(G: np.ndarray, level: int) -> np.ndarray:
-    """Output->image map G (d2v coordinates) -> output->pyramid-level map in OpenCV
-    coordinates. pyrDown keeps source pixel 2i as level pixel i, so in OpenCV
-    coordinates level L is exactly level 0 scaled by 2^-L."""
-    S = np.diag([0.5**level, 0.5**level, 1.0])
-    return S @ _shift(-0.5) @ G @ _shift(0.5)
-
-
 def local_scale(G: np.ndarray, x: float, y: float) -> float:
     """Source pixels per output pixel of the map G (output -> image) at (x, y):
     sqrt(|det J|) of its Jacobian."""
-    p = G @ np.array([x, y, 1.0])
-    w = p[2]
-    J = (G[:2, :2] - np.outer(p[:2] / w, G[2, :2])) / w
+    _, J = camera.local_affine(G, x, y)
     return math.sqrt(abs(np.linalg.det(J)))
 
 
@@ -199,15 +185,6 @@ class CameraRenderer:
             return self._layers(depth, c0, pivot, PSEUDO_PARALLAX)
         return None
 
-    def relative_depth(self, trajectory: CameraTrajectory) -> np.ndarray | None:
-        """Relative depth s of every image point as `render` shows this trajectory (at most
-        _DEPTH_MAX_SIDE on its long side; 1 = the plane the move pivots on), or None for a
-        flat render. The path check (`d2v.fidelity`) measures views on the s = 1 layer."""
-        if not trajectory.frames:
-            return None
-        layers = self._trajectory_layers(trajectory, trajectory.frames[0].camera_center())
-        return None if layers is None else layers.s
-
     # -- one frame --------------------------------------------------------------------
 
     def render_frame(
@@ -240,8 +217,7 @@ class CameraRenderer:
         if frac > 1.0 - _BLEND_EPS:
             lo, frac = lo + 1, 0.0
 
-        moved = layers is not None and np.linalg.norm(frame.camera_center() - layers.c0) > 1e-6 * abs(layers.c0[2])
-        if moved:
+        if _moved(frame, layers):
             qx, qy = self._depth_maps(frame, width, height, layers, scratch)
             sample = lambda lvl, dst: self._remap(lvl, qx, qy, dst)  # noqa: E731
         else:
@@ -260,7 +236,7 @@ class CameraRenderer:
     def _warp(self, level: int, G: np.ndarray, dst: np.ndarray) -> None:
         h, w = dst.shape[:2]
         cv2.warpPerspective(
-            self._levels[level], _to_cv(G, level), (w, h), dst=dst,
+            self._levels[level], camera.to_opencv(G, level), (w, h), dst=dst,
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=self._border,
         )
 
@@ -370,10 +346,8 @@ class CameraRenderer:
         for i in range(len(frames)) if indices is None else indices:
             frame = frames[i]
             G = np.linalg.inv(camera.frame_homography(frame))
-            moved = layers is not None and \
-                np.linalg.norm(frame.camera_center() - layers.c0) > 1e-6 * abs(layers.c0[2])
-            if not moved:
-                inside = cv2.warpPerspective(ones, _to_cv(G, 0), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            if not _moved(frame, layers):
+                inside = cv2.warpPerspective(ones, camera.to_opencv(G), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 yield inside >= 128
                 continue
@@ -427,8 +401,14 @@ class CameraRenderer:
 
 
 # A depth warp that spreads a source pixel over this many times the area the plane would
-# gives it has stretched a layer edge over what it revealed: those pixels are invented.
+# give it has stretched a layer edge over what it revealed: those pixels are invented.
 STRETCH_INVENTED = 4.0
+
+
+def _moved(frame: CameraFrame, layers: _Layers | None) -> bool:
+    """Whether the frame sees depth as parallax: there is depth and the camera left the
+    reference centre (a pure rotation or lens zoom there: the plane homography is exact)."""
+    return layers is not None and np.linalg.norm(frame.camera_center() - layers.c0) > 1e-6 * abs(layers.c0[2])
 
 
 def _camera_at(frames: list[CameraFrame], t: float) -> CameraFrame:

@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from d2v import __version__
-
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
 from d2v.fidelity import AutoCorrect, PhotoIndex, fidelity_image, measure_fidelity, sample_indices
@@ -175,9 +174,10 @@ def generate_following(svd, image: np.ndarray, guides: np.ndarray, request: Rend
                        valid: np.ndarray | None = None,
                        report: ProgressFn | None = None) -> tuple[np.ndarray, list[FidelityAttempt]]:
     """SVD keyframes that follow the path: generate, measure them against the keyframes'
-    cameras, and while they miss (`AutoCorrect`) generate again at a lower guidance
-    strength (AutoCorrect.step less: a fixed factor less noise), closer to the camera render. Returns the best attempt's keyframes and every
-    attempt, measured (none when the request turns auto-correct off)."""
+    cameras, and while they miss (`AutoCorrect`) generate again at a lower guidance strength
+    (AutoCorrect.step less: a fixed factor less noise), closer to the camera render. Returns
+    the best attempt's keyframes and every attempt, measured (none when the request turns
+    auto-correct off)."""
     if not request.auto_correct:
         return svd.generate(image, guides, request, key_traj, valid=valid), []
     policy = AutoCorrect.from_env()
