@@ -269,11 +269,6 @@ def _load_serve_config(path: str) -> dict:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the Serve app with Ray's own `serve run` (it honours every field of the
     config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly."""
-    import signal
-    import subprocess
-    import time
-    import urllib.request
-
     from d2v.store import store_settings
 
     config = _load_serve_config(args.config)
@@ -288,11 +283,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 0.034 cores (0.010 at 0.5 s), CPU the jobs could use. Jobs take seconds, so do the
     # controller's decisions (autoscaling, health): 0.5 s loses nothing users see.
     env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
+    redis_server = None
+    if not env.get("D2V_REDIS_URL"):
+        # The job queue: a real Redis of our own, append-only in a directory that outlives
+        # this run, so jobs queued when it stopped are still queued when it starts again.
+        from d2v.jobqueue import RedisServer
+
+        redis_dir = Path(env.get("D2V_REDIS_DIR") or Path.home() / ".cache" / "d2v" / "redis")
+        redis_server = RedisServer(redis_dir).start()
+        env["D2V_REDIS_URL"] = redis_server.url
+    try:
+        return _run_serve(args, config, env, url)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _run_serve(args: argparse.Namespace, config: dict, env: dict[str, str], url: str) -> int:
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
     serve_exe = Path(sys.executable).parent / "serve"
     command = [str(serve_exe), "run", args.config] if serve_exe.exists() else \
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", args.config]
-    print(f"d2v: starting Serve with {args.config} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']})",
-          file=sys.stderr)
+    print(f"d2v: starting Serve with {args.config} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
+          f"queue: {env['D2V_REDIS_URL']})", file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
     stopping: list[int] = []

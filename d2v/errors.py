@@ -85,3 +85,25 @@ def one_line(e: BaseException) -> str:
     (Ray colours its tracebacks) are taken out: the text ends up in JSON and on web pages."""
     text = _ANSI.sub("", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class JobBusyError(D2VError):
+    """The job is being run by another live owner (another `d2v render` of the same job)."""
+
+    status_code = 409
+
+
+class QueueUnavailableError(StoreUnavailableError):
+    """The job queue (Redis) does not answer: nothing was queued; retry shortly."""
+
+
+def user_error(exc: BaseException) -> D2VError | None:
+    """The D2VError inside an exception that crossed processes (Ray wraps a stage's error in
+    its own, keeping ours as `cause`), if that is what it was."""
+    seen = exc
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, D2VError) and not isinstance(cause, D2VError):
+            return seen
+        seen = cause or seen.__cause__
+    return None

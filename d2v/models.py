@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
@@ -467,3 +467,18 @@ class JobStatus(BaseModel):
     result: JobResult | None = None
     attempts: int = 0
     updated_at: str | None = None
+    created_at: str | None = None
+    # The lifecycle's bookkeeping (d2v.lifecycle); kept in status.json, not shown to callers.
+    owner: str | None = None  # who runs it now: 'farm:<replica>', 'cli:<host>:<pid>'
+    heartbeat_at: float | None = None  # epoch seconds of the owner's last sign of life
+    lease_s: float = 30.0  # silent longer than this: the owner is gone, anyone may take the job
+    tenant: str | None = None  # fingerprint of the API key that submitted it (d2v.lifecycle.tenant_of)
+    content: str | None = None  # content address of image + request: the result cache's key
+    cached_from: str | None = None  # answered from this earlier job's result
+    queue: str | None = None  # the farm queue that runs it (None: a CLI or batch render)
+
+    PRIVATE: ClassVar[set[str]] = {"updated_at", "owner", "heartbeat_at", "lease_s", "tenant", "content", "cached_from", "queue"}
+
+    def public(self) -> dict:
+        """The body of GET /v1/jobs/{id}: what a caller may see."""
+        return self.model_dump(mode="json", exclude=self.PRIVATE)

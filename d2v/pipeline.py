@@ -22,9 +22,9 @@ import numpy as np
 
 from d2v import __version__
 from d2v.encode import encode_mp4
-from d2v.errors import D2VError, ModelNotConfiguredError
+from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
-from d2v.models import CameraTrajectory, JobResult, JobStatus, Manifest, RenderRequest, job_id_for
+from d2v.models import CameraTrajectory, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.fidelity import sample_indices
 from d2v.stages import (
@@ -32,7 +32,6 @@ from d2v.stages import (
     check_and_store,
     encode_and_store,
     make_manifest,
-    now_iso,
     plan,
     render_base,
     resize,
@@ -40,7 +39,8 @@ from d2v.stages import (
     store_results,
 )
 from d2v.svd import svd_model_setting
-from d2v.store import Store, job_key
+from d2v.lifecycle import MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, file_key, input_key, process_owner
+from d2v.store import Store
 
 ProgressFn = Callable[[str, float], None]
 
@@ -62,15 +62,6 @@ def require_backend(request: RenderRequest, svd_model: str | None = None) -> Non
         )
 
 
-def write_status(store: Store, status: JobStatus) -> None:
-    status.updated_at = now_iso()
-    store.put_bytes(job_key(status.job_id, "status.json"), status.model_dump_json(indent=2).encode())
-
-
-def read_status(store: Store, job_id: str) -> JobStatus:
-    return JobStatus.model_validate_json(store.get_bytes(job_key(job_id, "status.json")))
-
-
 def job_result(manifest: Manifest) -> JobResult:
     """A finished job's `result` (status.json, GET /v1/jobs/{id}) from its manifest."""
     return JobResult(
@@ -88,9 +79,9 @@ def job_result(manifest: Manifest) -> JobResult:
 
 def cached_manifest(store: Store, job_id: str) -> Manifest | None:
     """A finished job's manifest, when its video is in the store too."""
-    if not (store.exists(job_key(job_id, "manifest.json")) and store.exists(job_key(job_id, "video.mp4"))):
+    if not (store.exists(file_key(job_id, MANIFEST)) and store.exists(file_key(job_id, VIDEO))):
         return None
-    return Manifest.model_validate_json(store.get_bytes(job_key(job_id, "manifest.json")))
+    return Manifest.model_validate_json(store.get_bytes(file_key(job_id, MANIFEST)))
 
 
 class _Timed:
@@ -172,29 +163,35 @@ def render_job(
 
     if use_cache and (cached := cached_manifest(store, job_id)) is not None:
         if output_path is not None:
-            store.get_file(job_key(job_id, "video.mp4"), output_path)
+            store.get_file(file_key(job_id, VIDEO), output_path)
         report("cached", 1.0)
         return cached
 
-    store.put_bytes(job_key(job_id, f"input.{image.extension}"), image_bytes)
-    store.put_bytes(job_key(job_id, "request.json"), request.model_dump_json(indent=2).encode())
-    status = JobStatus(job_id=job_id, status="running", stage="trajectory", progress=0.0, attempts=1)
-    write_status(store, status)
-    try:
-        manifest = _run_stages(image, depth, request, store, job_id, output_path, report)
-    except D2VError as e:
-        status.status, status.error = "failed", str(e)
-        write_status(store, status)
-        raise
-    except Exception as e:  # a bug: still leave a failed job behind, never a 'running' one
-        status.status, status.error = "failed", f"internal error: {type(e).__name__}: {e}"
-        write_status(store, status)
-        raise
+    jobs = Jobs(store)
+    # Ours now, unless another live process runs the same job (a second `d2v render` of
+    # the same image and request): then say who, rather than render it twice.
+    claim = jobs.claim(job_id, process_owner("cli"), rerun=True)
+    if claim.status is None:
+        raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it or pass --no-cache")
+    status = claim.status
+    store.put_bytes(input_key(job_id, image.extension), image_bytes)
+    store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
+    with Heartbeat(jobs, status) as beat:
+        def beat_and_report(stage: str, fraction: float) -> None:
+            beat.progress(stage, fraction)
+            report(stage, fraction)
+
+        try:
+            manifest = _run_stages(image, depth, request, store, job_id, output_path, beat_and_report)
+        except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
+            reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
+            if isinstance(e, KeyboardInterrupt):
+                reason = "stopped by the user (Ctrl-C)"
+            jobs.fail(status, reason)
+            raise
     manifest.stage_seconds["total"] = round(time.perf_counter() - t_start, 4)
-    store.put_bytes(job_key(job_id, "manifest.json"), manifest.model_dump_json(indent=2).encode())
-    status.status, status.stage, status.progress = "succeeded", "done", 1.0
-    status.result = job_result(manifest)
-    write_status(store, status)
+    store.put_bytes(file_key(job_id, MANIFEST), manifest.model_dump_json(indent=2).encode())
+    jobs.succeed(status, job_result(manifest))
     report("done", 1.0)
     return manifest
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -31,15 +30,12 @@ from d2v.images import LoadedImage
 from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
-from d2v.store import Store, job_key
+from d2v.lifecycle import FIDELITY, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
+from d2v.store import Store
 from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
 from d2v.upscale import method_for, upscale_frames
 
 ProgressFn = Callable[[str, float], None]
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -232,10 +228,10 @@ def resize(clip: Clip, request: RenderRequest) -> Clip:
 def store_results(store: Store, job_id: str, video_path: Path, poster: np.ndarray, image_info: dict) -> dict:
     """Uploads the video and poster; returns the keys of everything the job produced."""
     keys = {
-        "video": job_key(job_id, "video.mp4"),
-        "poster": job_key(job_id, "poster.jpg"),
-        "manifest": job_key(job_id, "manifest.json"),
-        "input": job_key(job_id, f"input.{image_info['extension']}"),
+        "video": file_key(job_id, VIDEO),
+        "poster": file_key(job_id, POSTER),
+        "manifest": file_key(job_id, MANIFEST),
+        "input": input_key(job_id, image_info["extension"]),
     }
     store.put_file(keys["video"], video_path, "video/mp4")
     store.put_bytes(keys["poster"], encode_poster(poster), "image/jpeg")
@@ -263,7 +259,7 @@ def check_and_store(
     picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
     ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     if ok:
-        store.put_bytes(job_key(job_id, "fidelity.png"), png.tobytes(), "image/png")
+        store.put_bytes(file_key(job_id, FIDELITY), png.tobytes(), "image/png")
     return report
 
 
@@ -305,7 +301,7 @@ def make_manifest(
         clamped_frames=trajectory.clamped_frames,
         notes=notes,
         methods=methods,
-        keys={**keys, **({"fidelity": job_key(job_id, "fidelity.png")} if fidelity is not None else {})},
+        keys={**keys, **({"fidelity": file_key(job_id, FIDELITY)} if fidelity is not None else {})},
         fidelity=fidelity,
         created_at=now_iso(),
         d2v_version=__version__,

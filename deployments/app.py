@@ -1,27 +1,54 @@
-"""The d2v Serve application: the stage deployments composed behind the HTTP ingress.
+"""The d2v Serve application: the HTTP API, the job runner, and the stage deployments.
 
     serve run configs/serve-local.yaml        (or: d2v serve --config configs/serve-local.yaml)
 
-`import_path: deployments.app:build_app` in a Serve config; the application's `args`
-are the ingress settings (see deployments.ingress.IngressSettings), `svd_model` among
-them (a model directory or hub id; default: the D2V_SVD_MODEL environment variable), and
-`svd_options` (compile, decode_chunk_size, dtype, warmup: see d2v.svd.SVDOptions). Replicas,
-resources and autoscaling of every deployment come from the config's `deployments`.
+    Ingress (HTTP) --enqueue--> Redis --> JobRunner (task consumer) --> TrajectoryStage -> BaseStage
+                                                                       -> InterpolateStage -> UpscaleStage -> EncodeStage
+
+`import_path: deployments.app:build_app` in a Serve config; the application's `args` are
+the farm settings (deployments.settings.FarmSettings: `svd_model`, `queue`, limits...) and
+`svd_options` (compile, decode_chunk_size, dtype, warmup: see d2v.svd.SVDOptions). The queue
+is Redis at D2V_REDIS_URL (`d2v serve` starts one when unset). Replicas, resources and
+autoscaling of every deployment come from the config's `deployments`.
 """
 
 from __future__ import annotations
 
+from ray import serve
 from ray.serve import Application
+from ray.serve.task_consumer import task_consumer, task_handler
 
+from d2v.jobqueue import DEFAULT_QUEUE, RENDER_TASK, processor_config
+from deployments.settings import FarmSettings
 from deployments.ingress import Ingress
+from deployments.runner import JobRunner
 from deployments.stages import BaseStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
 
 
+def runner_deployment(queue: str = DEFAULT_QUEUE, concurrency: int = 2):
+    """The JobRunner as a consumer of `queue`. Made per app, because the decorator takes the
+    queue's configuration when the class is made (two apps on one Redis need two queues)."""
+
+    class QueuedJobRunner(JobRunner):
+        @task_handler(name=RENDER_TASK)
+        def render_task(self, job_id: str) -> str:
+            return self.render(job_id)
+
+    consumer = task_consumer(task_processor_config=processor_config(queue))(QueuedJobRunner)
+    # max_ongoing_requests is also how many jobs a replica's Celery worker runs at once.
+    return serve.deployment(name="JobRunner", max_ongoing_requests=concurrency,
+                            ray_actor_options={"num_cpus": 0.1})(consumer)
+
+
 def build_app(args: dict | None = None) -> Application:
-    settings = dict(args or {})  # `svd_model` here overrides D2V_SVD_MODEL for this app
-    base = BaseStage.bind(settings.get("svd_model"), settings.pop("svd_options", None))
-    return Ingress.bind(TrajectoryStage.bind(), base, InterpolateStage.bind(),
-                        UpscaleStage.bind(), EncodeStage.bind(), settings=settings)
+    settings = dict(args or {})
+    svd_options = settings.pop("svd_options", None)
+    base = BaseStage.bind(settings.get("svd_model"), svd_options)
+    farm = FarmSettings.from_args(settings)  # unknown args fail here, at deploy time
+    runner = runner_deployment(farm.queue, farm.max_running_jobs).bind(
+        TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(), EncodeStage.bind(),
+        settings=settings)
+    return Ingress.bind(runner, settings=settings)
 
 
 app = build_app()

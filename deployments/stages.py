@@ -24,38 +24,28 @@ from d2v.store import store_from_env
 from d2v.svd import svd_model_setting
 
 log = logging.getLogger("d2v.deployments")
-PROGRESS_INTERVAL_S = 0.25  # progress reports to the registry, at most this often per stage
-
-
-def _registry():
-    """The job registry, for progress reports; None outside the app (library use)."""
-    from actors.job_registry import get_registry
-    from d2v.store import store_settings
-
-    try:
-        return get_registry(store_settings())
-    except Exception as e:  # progress is best-effort; the job itself must not fail on it
-        log.warning("no job registry for progress reports: %s", e)
-        return None
+PROGRESS_INTERVAL_S = 0.25  # progress reports, at most this often per stage
 
 
 class _ReportsProgress:
     def _progress(self, job_id: str):
-        registry = getattr(self, "_registry_handle", None)
-        if registry is None:
-            registry = self._registry_handle = _registry()
+        board = getattr(self, "_board", None)
+        if board is None:
+            # Progress goes to Redis (cheap, best effort); the runner folds it into status.json
+            # with each heartbeat and the API reads it from there or from Redis.
+            from d2v.jobqueue import JobQueue
+
+            board = self._board = JobQueue()
 
         last = {"stage": None, "at": 0.0}
 
         def report(stage: str, fraction: float) -> None:
-            # At most a few actor calls a second (the base stage reports every frame): each
-            # call costs CPU in this replica and the registry that the render could use.
+            # At most a few reports a second (the base stage reports every frame).
             now = time.monotonic()
-            if registry is None or (stage == last["stage"] and fraction < 1.0
-                                    and now - last["at"] < PROGRESS_INTERVAL_S):
+            if stage == last["stage"] and fraction < 1.0 and now - last["at"] < PROGRESS_INTERVAL_S:
                 return
             last["stage"], last["at"] = stage, now
-            registry.progress.remote(job_id, stage, fraction)  # fire and forget
+            board.report(job_id, stage, fraction)
 
         return report
 

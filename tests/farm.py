@@ -1,11 +1,13 @@
 """The d2v Serve app for tests: a fresh local Ray (never one a `ray start` left running),
-Serve on a free loopback port, the given apps, environment set for the driver and every
-replica; everything shut down and restored afterwards."""
+Serve on a free loopback port, the given apps, a real Redis for their job queue (unless
+`env` names one in D2V_REDIS_URL), environment set for the driver and every replica;
+everything shut down and restored afterwards."""
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+import tempfile
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import ray
@@ -16,7 +18,15 @@ from tests.seaweed import free_port
 
 @contextmanager
 def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2) -> Iterator[str]:
-    """`apps`: route prefix -> build_app args. Yields the base URL."""
+    """`apps`: route prefix -> build_app args (each gets its own queue unless it names one).
+    Yields the base URL."""
+    from d2v.jobqueue import RedisServer
+
+    stack = ExitStack()
+    env = dict(env)
+    if not env.get("D2V_REDIS_URL"):
+        redis_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-redis-"))
+        env["D2V_REDIS_URL"] = stack.enter_context(RedisServer(redis_dir)).url
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     if ray.is_initialized():
@@ -29,7 +39,8 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
         from deployments.app import build_app
 
         for prefix, args in apps.items():
-            serve.run(build_app(args), name="d2v" + prefix.rstrip("/").replace("/", "-"), route_prefix=prefix)
+            name = "d2v" + prefix.rstrip("/").replace("/", "-")
+            serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -39,3 +50,4 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        stack.close()

@@ -8,6 +8,10 @@ test-artifacts/ (gitignored).
 
 The HTTP side of the page (GET /, /static/..., POST /v1/preview) is tested without a
 browser too, so it runs where Chromium is absent.
+
+The last tests run the page against a farm with API keys (D2V_API_KEYS): the key typed
+on the page goes with every request, a 401 is said next to the key field, and the
+results (which a <video> or <img> cannot fetch with a header) still show.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -40,11 +46,43 @@ needs_browser = pytest.mark.skipif(
 )
 
 
+API_KEYS = "key1,key2"
+
+
+class Farms:
+    """One farm at a time (a test process holds one local Ray): the one the next test asks
+    for, restarted only when the API keys it needs change. Results in S3."""
+
+    def __init__(self, seaweed):
+        self.seaweed, self.stack, self.keys, self.url = seaweed, ExitStack(), None, ""
+
+    def url_for(self, api_keys: str) -> str:
+        if api_keys != self.keys:
+            self.stack.close()
+            self.keys = None
+            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": api_keys}
+            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}))
+            self.keys = api_keys
+        return self.url
+
+
 @pytest.fixture(scope="module")
-def web(seaweed):
-    """The d2v Serve app on a free port, results in S3; yields its base URL."""
-    with serve_farm({**seaweed.env("web"), "D2V_DEVICE": "cpu"}, {"/": {"max_running_jobs": 2}}) as url:
-        yield url
+def farms(seaweed):
+    farms = Farms(seaweed)
+    yield farms
+    farms.stack.close()
+
+
+@pytest.fixture
+def web(farms):
+    """The d2v Serve app on a free port, no API keys; its base URL."""
+    return farms.url_for("")
+
+
+@pytest.fixture
+def keyed_web(farms):
+    """The same app with API keys (D2V_API_KEYS=key1,key2); its base URL."""
+    return farms.url_for(API_KEYS)
 
 
 # --- HTTP, no browser ------------------------------------------------------------------
@@ -123,6 +161,7 @@ def browser():
     options.binary_location = str(CHROMIUM)
     for flag in BROWSER_FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the requests' headers
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     driver.set_page_load_timeout(60)
     yield driver
@@ -306,3 +345,132 @@ def test_invalid_uploads_show_an_error_on_the_page(web, browser, tmp_path):
     text = wait_for(driver, "!document.getElementById('error').hidden && "
                     "document.getElementById('error-text').textContent", what="the server's error message")
     assert "12x12" in text and "at least 16 pixels" in text and "(HTTP 4" in text, text
+
+
+# --- a farm with API keys -------------------------------------------------------------
+# (Last in the file: the farm restarts once, with keys, for these.)
+
+
+def test_keyed_farm_serves_the_page_but_not_the_api_without_a_key(keyed_web):
+    # The page itself needs no key: it is where the key is typed.
+    assert httpx.get(f"{keyed_web}/", timeout=30).status_code == 200
+    assert httpx.get(f"{keyed_web}/static/app.js", timeout=30).status_code == 200
+    image = png_bytes(textured_image(320, 180, seed=4))
+    files, data = {"image": ("p.png", image, "image/png")}, {"request": json.dumps({"path": STROKE})}
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        r = httpx.post(f"{keyed_web}/v1/preview", files=files, data=data, headers=headers, timeout=30)
+        assert r.status_code == 401 and "API key" in r.json()["detail"], (headers, r.text)
+    r = httpx.post(f"{keyed_web}/v1/preview", files=files, data=data, headers={"Authorization": "Bearer key2"},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def sent_requests(driver) -> list[tuple[str, dict]]:
+    """(url, request headers) of every request the browser sent since the last call, redirects included."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            sent.append((request["url"], {k.lower(): v for k, v in request["headers"].items()}))
+    return sent
+
+
+def key_status(driver) -> str:
+    return driver.execute_script("const s = document.getElementById('key-status'); return s.hidden ? '' : s.textContent")
+
+
+@needs_browser
+def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed, browser):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    driver.get(f"{keyed_web}/")
+    driver.execute_script("localStorage.removeItem('d2v.apiKey')")
+    driver.refresh()
+    key_field = driver.find_element("id", "api-key")
+    assert key_field.get_attribute("type") == "password" and key_field.get_attribute("value") == ""
+    assert driver.find_element("css selector", "label[for=api-key]").text == "API key"
+
+    # No key: the preview of a drawn path is refused; the page says why, by the key field.
+    driver.find_element("id", "file").send_keys(str(PHOTO))
+    wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
+    stroke = [(0.15 + 0.7 * i / 30, 0.55 - 0.12 * (i / 30) ** 2) for i in range(31)]
+    draw(driver, stroke, kind="mouse")
+    drawn = driver.execute_script("return currentPath()")
+    status = wait_for(driver, "document.getElementById('key-status').textContent", what="the key message")
+    assert "this farm needs an api key" in status.lower(), status
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # not a failure
+    assert driver.find_element("id", "api-key").get_attribute("aria-invalid") == "true"
+    screenshot(driver, "web-key-needed.png")
+
+    # Render without a key: refused the same way; nothing queued, the drawing kept.
+    driver.execute_script("clearKeyStatus()")
+    driver.find_element("id", "render").click()
+    status = wait_for(driver, "document.getElementById('key-status').textContent", what="the key message")
+    assert "this farm needs an api key" in status.lower(), status
+    wait_for(driver, "!document.getElementById('render').disabled", timeout_s=10, what="Render enabled again")
+    assert driver.find_element("id", "result-card").get_attribute("hidden") is not None
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+    assert driver.execute_script("return currentPath()") == drawn
+
+    # A wrong key: refused, in other words; it is kept in the browser all the same.
+    key_field.send_keys("nope", Keys.ENTER)
+    status = wait_for(driver, "document.getElementById('key-status').textContent", what="the key message")
+    assert "the api key was refused" in status.lower(), status
+    assert driver.execute_script("return localStorage.getItem('d2v.apiKey')") == "nope"
+    assert driver.execute_script("return currentPath()") == drawn
+
+    # The right key: the preview comes, and every request to the API carries the key.
+    sent_requests(driver)  # forget what went before
+    key_field.clear()
+    key_field.send_keys("key2", Keys.ENTER)
+    wait_for(driver, "state.preview && document.getElementById('key-status').hidden", what="the preview with the key")
+    assert driver.execute_script("return localStorage.getItem('d2v.apiKey')") == "key2"
+    Select(driver.find_element("id", "effect")).select_by_value("pan")
+    driver.find_element("id", "duration").send_keys(Keys.HOME)  # 1 s
+    Select(driver.find_element("id", "size")).select_by_value("640x360")
+    Select(driver.find_element("id", "fps")).select_by_value("12")
+    wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
+             what="the preview of these settings")
+    driver.find_element("id", "render").click()
+
+    # The result: fetched with the key, shown from blob: URLs, playing.
+    wait_for(driver, "!document.getElementById('video-box').hidden", timeout_s=180, what="the rendered video")
+    duration_s = wait_for(driver, "document.getElementById('video').readyState >= 2 && "
+                          "document.getElementById('video').duration", what="the video's metadata")
+    assert abs(duration_s - 1.0) < 0.1, duration_s
+    t1 = driver.execute_script("return document.getElementById('video').currentTime")
+    wait_for(driver, f"document.getElementById('video').currentTime != {t1}", timeout_s=10, what="the video playing")
+    video = driver.execute_script("const v = document.getElementById('video'); "
+                                  "return {src: v.src, w: v.videoWidth, h: v.videoHeight}")
+    assert video["src"].startswith("blob:") and (video["w"], video["h"]) == (640, 360), video
+    assert driver.find_element("id", "download").get_attribute("href").startswith("blob:")
+    picture = wait_for(driver, "!document.getElementById('fidelity').hidden && "
+                       "document.getElementById('fidelity-image').naturalWidth > 0 && "
+                       "document.getElementById('fidelity-image').src", what="the path check's picture")
+    assert picture.startswith("blob:"), picture
+    # The link to share is the presigned S3 URL the API redirected to (it needs no key).
+    link = driver.find_element("id", "link").get_attribute("value")
+    assert urlsplit(link).netloc == seaweed.endpoint and "X-Amz-Signature=" in link, link
+    screenshot(driver, "web-key-rendered.png")
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+
+    # On the wire: the key on every API request; none on the redirect to S3 (the browser
+    # drops it on a cross-origin redirect; S3 would refuse a second way of signing).
+    sent = sent_requests(driver)
+    farm = urlsplit(keyed_web).netloc
+    api = [(url, h) for url, h in sent if urlsplit(url).netloc == farm and urlsplit(url).path.startswith("/v1/")]
+    paths = {urlsplit(url).path.rsplit("/", 1)[-1] for url, _ in api}
+    assert {"preview", "jobs", "video", "fidelity"} <= paths, paths
+    assert all(h.get("authorization") == "Bearer key2" for _, h in api), [(u, h.get("authorization")) for u, h in api]
+    s3 = [(url, h) for url, h in sent if urlsplit(url).netloc == seaweed.endpoint]
+    assert len(s3) >= 2 and not any("authorization" in h for _, h in s3), s3
+
+    # The key stays in the browser for the next visit.
+    driver.refresh()
+    assert driver.find_element("id", "api-key").get_attribute("value") == "key2"
+    wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
+    assert all(h.get("authorization") == "Bearer key2" for url, h in sent_requests(driver) if "/v1/" in url)
+    driver.execute_script("localStorage.removeItem('d2v.apiKey')")

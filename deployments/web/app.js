@@ -5,6 +5,10 @@
 // since the stroke began, so drawing speed carries into the camera (see DESIGN.md).
 // A stroke that starts near the end of the current path continues it; any other
 // stroke starts a new path. Undo steps back through those changes.
+//
+// A farm with API keys (D2V_API_KEYS) wants `Authorization: Bearer <key>` on every /v1/*
+// request: the key typed at the top is kept in this browser and sent with every request
+// the page makes (none is sent while it is empty). A 401 is said next to that field.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,6 +16,7 @@ const $ = (id) => document.getElementById(id);
 const MAX_POINTS = 10000; // the API's limit
 const PREVIEW_MAX_SIDE = 1024; // previews upload a copy of the photo at most this large
 const CONTINUE_RADIUS_CSS = 24; // a stroke starting this close to the path's end continues it
+const KEY_STORAGE = "d2v.apiKey"; // localStorage: the API key, for the next visit
 const STAGE_LABELS = {
   queued: "Queued",
   trajectory: "Camera path",
@@ -36,6 +41,9 @@ const state = {
   previewTimer: 0,
   job: null,
   errorSource: "", // what showed the error on screen ("preview", or "" for anything else)
+  apiKey: storedKey(), // "" when none: then no Authorization header is sent
+  shownJob: null, // the job whose result the result card shows (results load asynchronously)
+  objectUrls: [], // blob: URLs of results fetched with the key, revoked when replaced
 };
 
 // --- small helpers ------------------------------------------------------------------
@@ -55,6 +63,77 @@ function clearError() {
   $("error").hidden = true;
   $("error-text").textContent = "";
   state.errorSource = "";
+}
+
+// --- the API key ----------------------------------------------------------------------
+
+function storedKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch (_) {
+    return ""; // storage blocked: the key lasts as long as the page
+  }
+}
+
+// Every request to the API goes through here, with the key when there is one.
+function apiFetch(url, options = {}) {
+  const headers = new Headers(options.headers);
+  if (state.apiKey) headers.set("Authorization", `Bearer ${state.apiKey}`);
+  return fetch(url, { ...options, headers });
+}
+
+// A 401 is about the key, not the request: say so next to the key field (true), instead
+// of showing a failure. Nothing drawn or chosen is lost; send again once the key is in.
+function refusedKey(response) {
+  if (response.status !== 401) return false;
+  showKeyStatus(state.apiKey
+    ? "The API key was refused: check it and enter it again."
+    : "This farm needs an API key: enter it here.");
+  return true;
+}
+
+function showKeyStatus(message) {
+  $("key-status").textContent = message;
+  $("key-status").hidden = false;
+  $("api-key").setAttribute("aria-invalid", "true");
+}
+
+function clearKeyStatus() {
+  $("key-status").hidden = true;
+  $("key-status").textContent = "";
+  $("api-key").removeAttribute("aria-invalid");
+}
+
+function setupApiKey() {
+  const input = $("api-key");
+  input.value = state.apiKey;
+  input.addEventListener("input", () => {
+    const key = input.value.trim();
+    // A header carries printable ASCII only (fetch would throw on anything else).
+    if (!/^[\x20-\x7e]*$/.test(key)) {
+      showKeyStatus("An API key is plain text (letters, digits, punctuation): check what was pasted.");
+      return;
+    }
+    state.apiKey = key;
+    try {
+      if (key) localStorage.setItem(KEY_STORAGE, key);
+      else localStorage.removeItem(KEY_STORAGE);
+    } catch (_) {
+      // storage blocked: the key still works on this page
+    }
+  });
+  // Once a key is entered (Enter, or leaving the field), ask again what a 401 refused.
+  const apply = () => {
+    if ($("key-status").hidden) return;
+    clearKeyStatus();
+    if (!state.effects.length) loadEffects();
+    schedulePreview(0);
+  };
+  input.addEventListener("change", apply);
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    apply();
+  });
 }
 
 // The API's 4xx answers carry {"detail": "..."}: show those words.
@@ -264,7 +343,7 @@ function setupDrawing() {
     afterPathChange();
   });
   document.addEventListener("keydown", (e) => {
-    const typing = e.target.matches?.("input[type=text], textarea");
+    const typing = e.target.matches?.("input[type=text], input[type=password], textarea");
     if ((e.ctrlKey || e.metaKey) && !e.shiftKey && e.key.toLowerCase() === "z" && !typing) {
       e.preventDefault();
       undo();
@@ -434,7 +513,7 @@ async function runPreview() {
   const started = performance.now();
   let response;
   try {
-    response = await fetch("v1/preview", { method: "POST", body: form, signal: abort.signal });
+    response = await apiFetch("v1/preview", { method: "POST", body: form, signal: abort.signal });
   } catch (err) {
     if (abort.signal.aborted) return;
     $("preview-status").textContent = "";
@@ -442,6 +521,11 @@ async function runPreview() {
     return;
   }
   if (abort.signal.aborted) return;
+  if (refusedKey(response)) {
+    if (state.errorSource === "preview") clearError();
+    resetPreview("The preview needs the farm's API key.");
+    return;
+  }
   if (!response.ok) {
     $("preview-status").textContent = "";
     showError(await apiError(response), "preview");
@@ -452,6 +536,7 @@ async function runPreview() {
   state.preview = p;
   state.previewFor = body; // the request this preview shows
   if (state.errorSource === "preview") clearError();
+  clearKeyStatus();
   const video = $("preview");
   video.src = p.video;
   video.closest(".video-box").dataset.empty = "false";
@@ -488,7 +573,8 @@ function showAnalysis(p) {
 
 async function loadEffects() {
   try {
-    const response = await fetch("v1/effects");
+    const response = await apiFetch("v1/effects");
+    if (refusedKey(response)) return; // asked again once a key is entered
     if (!response.ok) throw new Error(await apiError(response));
     state.effects = await response.json();
   } catch (err) {
@@ -549,11 +635,20 @@ async function render() {
   $("result-card").scrollIntoView({ block: "nearest", behavior: "smooth" });
   let response;
   try {
-    response = await fetch("v1/jobs", { method: "POST", body: form });
+    response = await apiFetch("v1/jobs", { method: "POST", body: form });
   } catch (err) {
     return jobFailed(`Could not reach the server: ${err.message}`);
   }
+  if (refusedKey(response)) {
+    // Nothing was queued: no render card, and Render works again once the key is in.
+    state.job = null;
+    updateButtons();
+    $("result-card").hidden = true;
+    $("api-key").focus();
+    return;
+  }
   if (!response.ok) return jobFailed(await apiError(response));
+  clearKeyStatus();
   const accepted = await response.json();
   state.job = { active: true, id: accepted.job_id, statusUrl: accepted.status_url };
   poll(state.job);
@@ -565,16 +660,27 @@ function showResultCard() {
   $("actions").hidden = true;
   $("fidelity").hidden = true;
   $("link").hidden = true;
+  state.shownJob = null;
   const video = $("video");
   video.removeAttribute("src");
   video.load();
+  $("fidelity-image").removeAttribute("src");
+  for (const url of state.objectUrls) URL.revokeObjectURL(url);
+  state.objectUrls = [];
 }
 
 async function poll(job) {
   while (state.job === job) {
     let status;
     try {
-      const response = await fetch(job.statusUrl, { cache: "no-store" });
+      const response = await apiFetch(job.statusUrl, { cache: "no-store" });
+      if (refusedKey(response)) {
+        // The job runs on: Render again (same photo, path and settings) finds it, key and all.
+        state.job = null;
+        updateButtons();
+        $("progress-text").textContent = "Needs the API key: enter it, then Render again to follow this render";
+        return;
+      }
       if (!response.ok) return jobFailed(await apiError(response));
       status = await response.json();
     } catch (err) {
@@ -618,29 +724,68 @@ function jobFailed(message) {
   showError(message);
 }
 
-function jobDone(job, result) {
+async function jobDone(job, result) {
   state.job = null;
+  state.shownJob = job;
   updateButtons();
-  const url = new URL(result.video_url, location.href).href;
-  const video = $("video");
-  video.src = url;
+  $("progress-text").textContent = `Done: ${result.width}×${result.height}, ${result.frames} frames at ${result.fps} fps`;
+  let video;
+  try {
+    video = await resultSource(result.video_url);
+  } catch (err) {
+    return showError(`The video is rendered, but this page could not load it: ${err.message}`);
+  }
+  if (!video || state.shownJob !== job) return; // the key was refused, or another render began
+  const player = $("video");
+  player.src = video.src;
   $("video-box").style.aspectRatio = `${result.width} / ${result.height}`;
   $("video-box").hidden = false;
-  video.play().catch(() => {});
+  player.play().catch(() => {});
   const download = $("download");
-  download.href = url;
+  download.href = video.src;
   download.download = `d2v-${job.id}.mp4`;
-  $("link").value = url;
+  $("link").value = video.link;
   $("actions").hidden = false;
-  $("progress-text").textContent = `Done: ${result.width}×${result.height}, ${result.frames} frames at ${result.fps} fps`;
-  showFidelity(result);
+  showFidelity(job, result);
+}
+
+// A result file (video, path check) as something a <video> or <img> can show: {src, link},
+// or null when the farm refused the key. Without a key, the API's own URL. With one, the
+// page fetches the file with the key and shows a blob: URL, since an element's src cannot
+// carry an Authorization header. On S3 the API answers with a redirect to a presigned URL
+// on another origin: the browser drops the Authorization header on that hop (S3 would
+// refuse a second way of signing) and reads the object through CORS, which the object
+// store has to allow for this page's origin. The link to share is where the file came
+// from: the presigned URL (no key needed until it expires), or the API's URL.
+async function resultSource(path) {
+  const url = new URL(path, location.href).href;
+  if (!state.apiKey) return { src: url, link: url };
+  let response;
+  try {
+    response = await apiFetch(url);
+  } catch (err) {
+    throw new Error(`${err.message} (from ${new URL(url).pathname}; where the file is on S3, the bucket must allow ` +
+                    `this page's origin, ${location.origin}, to read it: CORS)`);
+  }
+  if (refusedKey(response)) return null;
+  if (!response.ok) throw new Error(await apiError(response));
+  const src = URL.createObjectURL(await response.blob());
+  state.objectUrls.push(src);
+  return { src, link: response.url };
 }
 
 // The path check: did the video go where the path was drawn? The verdict, and the photo
 // with the drawn path and the measured path of the view's centre.
-function showFidelity(result) {
+async function showFidelity(job, result) {
   const fidelity = result.fidelity;
   if (!fidelity || !result.fidelity_url) return;
+  let picture;
+  try {
+    picture = await resultSource(result.fidelity_url);
+  } catch (err) {
+    return showError(`The path check's picture could not be loaded: ${err.message}`);
+  }
+  if (!picture || state.shownJob !== job) return;
   const verdict = $("fidelity-verdict");
   verdict.dataset.verdict = fidelity.verdict;
   const located = `${fidelity.located}/${fidelity.sampled} frames located`;
@@ -650,7 +795,7 @@ function showFidelity(result) {
     : fidelity.verdict === "missed"
       ? `Path missed: ${fidelity.reason} (${located})`
       : `Path not measured: ${fidelity.reason}`;
-  $("fidelity-image").src = new URL(result.fidelity_url, location.href).href;
+  $("fidelity-image").src = picture.src;
   $("fidelity").hidden = false;
 }
 
@@ -670,6 +815,7 @@ async function copyLink() {
 
 // --- start ----------------------------------------------------------------------------
 
+setupApiKey();
 setupFileInputs();
 setupDrawing();
 setupSettings();

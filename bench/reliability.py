@@ -1,0 +1,261 @@
+"""The farm's reliability, section by section (issue 13), against a real farm on this machine.
+
+Starts a real S3 server (SeaweedFS) and the farm (tests.farm.serve_farm, one app, an API key
+set), runs the chosen sections and prints a table for each.
+
+    python bench/reliability.py                      # every section
+    python bench/reliability.py --only malformed     # one (or several: --only a,b)
+    python bench/reliability.py --tiny               # a small run of each (a smoke test)
+    python bench/reliability.py --url http://127.0.0.1:8000 --api-key K   # a farm already running
+
+Sections (a function `section_NAME(farm, args)` listed in SECTIONS; each prints its own table,
+with a 'baseline' to compare with where there is one):
+
+    malformed   >= 2,000 malformed requests (bench.malformed), legal ones interleaved: per class
+                how many got a 4xx, a 5xx, no answer in 10 s, were accepted and then failed;
+                latency against the legal requests' (baseline). Then a chunked upload of
+                300 MB: the ingress replica's and the HTTP proxy's RSS growth against before it
+                (the issue asks under 64 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import malformed  # noqa: E402
+
+API_KEY = "d2v-reliability-key"
+# Enough queue that the legal and degenerate-but-legal jobs of a run never meet the
+# back-pressure 503 (a section about load would test that; this one tests inputs).
+FARM_ARGS = {"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2, "max_queued_jobs": 1000}
+
+
+@dataclass
+class Farm:
+    url: str
+    api_key: str | None
+    env: dict[str, str]
+    local: bool  # started here: its processes can be inspected (RSS)
+
+
+@contextmanager
+def start_farm(num_cpus: int = 2) -> Iterator[Farm]:
+    from tests.farm import serve_farm
+    from tests.seaweed import SeaweedS3
+
+    with ExitStack() as stack:
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-reliability-"))
+        s3 = stack.enter_context(SeaweedS3(Path(workdir) / "seaweed"))
+        env = {**s3.env("reliability"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": API_KEY}
+        url = stack.enter_context(serve_farm(env, {"/": dict(FARM_ARGS)}, num_cpus=num_cpus))
+        wait_healthy(url)
+        yield Farm(url, API_KEY, env, local=True)
+
+
+def wait_healthy(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the farm at {url} did not become healthy within {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def serve_processes() -> dict[str, "psutil.Process"]:  # noqa: F821
+    """The farm's ingress replica and HTTP proxy processes. With this process connected to the
+    farm's Ray (a farm started here), their pids come from Ray's actor table; otherwise from
+    process titles (Ray names a replica 'ray::ServeReplica:<app>:Ingress', the proxy
+    'ray::ProxyActor'), which is only right with one farm on the machine. Empty when none is found."""
+    import psutil
+    import ray
+
+    found = {}
+    if ray.is_initialized():
+        from ray._private.state import actors
+
+        for actor in actors().values():
+            name = actor.get("ActorClassName", "")
+            if actor.get("State") != "ALIVE" or not actor.get("Pid"):
+                continue
+            if name.startswith("ServeReplica:") and name.endswith(":Ingress"):
+                found["ingress"] = psutil.Process(actor["Pid"])
+            elif name == "ProxyActor":
+                found["proxy"] = psutil.Process(actor["Pid"])
+        return found
+    for p in psutil.process_iter(["cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if "ServeReplica" in title and "Ingress" in title:
+            found["ingress"] = p
+        elif "ProxyActor" in title:
+            found["proxy"] = p
+    return found
+
+
+class RssSampler:
+    """Peak RSS of some processes, sampled in a thread every `period_s`."""
+
+    def __init__(self, procs: dict, period_s: float = 0.02):
+        self.procs, self.period_s = procs, period_s
+        self.before = {name: self._rss(p) for name, p in procs.items()}
+        self.peak = dict(self.before)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rss(p) -> int:
+        try:
+            return p.memory_info().rss
+        except Exception:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, p in self.procs.items():
+                self.peak[name] = max(self.peak[name], self._rss(p))
+            time.sleep(self.period_s)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.after = {name: self._rss(p) for name, p in self.procs.items()}
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def section_malformed(farm: Farm, args) -> dict:
+    n = 300 if args.tiny else args.requests
+    upload_mb = 60 if args.tiny else 300
+    print(f"\n== malformed: {n} requests (seed {args.seed}), {args.concurrency} at a time ==", flush=True)
+    cases = malformed.generate(n, args.seed)
+    procs = serve_processes() if farm.local else {}
+    rss0 = {name: RssSampler._rss(p) for name, p in procs.items()}
+
+    def progress(done: int, total: int) -> None:
+        if done % 250 == 0 or done == total:
+            print(f"  sent {done}/{total}", flush=True)
+
+    t0 = time.perf_counter()
+    outcomes = malformed.send_all(farm.url, cases, api_key=farm.api_key, concurrency=args.concurrency,
+                                  progress=progress)
+    sent_s = time.perf_counter() - t0
+    accepted = sum(1 for o in outcomes if o.job_id)
+    print(f"  sent in {sent_s:.1f} s; following {accepted} accepted jobs", flush=True)
+    malformed.follow_accepted(farm.url, outcomes, api_key=farm.api_key, timeout_s=args.follow_s)
+    rows = malformed.summarize(outcomes)
+    print(malformed.format_table(rows, malformed.COLUMNS))
+    baseline = next((r for r in rows if r["class"] == "valid"), None)
+    if baseline:
+        print(f"baseline (legal requests, interleaved): p50 {baseline['p50 ms']} ms, p99 {baseline['p99 ms']} ms; "
+              f"{baseline['accepted']}/{baseline['requests']} accepted")
+    by_route: dict[str, list] = {}
+    for o in outcomes:
+        route = "GET" if o.case.method == "GET" else o.case.url.split("?")[0] if o.case.url.startswith("/v1/") else "other"
+        by_route.setdefault(route if route in ("GET", "/v1/jobs", "/v1/preview") else "other", []).append(o)
+    for route, group in sorted(by_route.items()):
+        bad = sum(1 for o in group if malformed.problems(o))
+        print(f"  {route}: {len(group)} requests, {bad} with a problem")
+    if procs:
+        after = {name: RssSampler._rss(p) for name, p in procs.items()}
+        print("  RSS over the run: " + ", ".join(
+            f"{name} {rss0[name] / 2**20:.0f} -> {after[name] / 2**20:.0f} MiB" for name in procs))
+
+    found = [o for o in outcomes if malformed.problems(o)]
+    print(f"\n{len(found)} requests with a problem" + (":" if found else ""))
+    seen: set = set()
+    for o in found:
+        key = (o.case.cls, o.case.name, tuple(malformed.problems(o)))
+        if key in seen:
+            continue
+        seen.add(key)
+        print("  " + malformed.describe(o) + "\n      problem: " + "; ".join(malformed.problems(o)))
+
+    upload = big_upload(farm, upload_mb, procs)
+    return {"rows": rows, "upload": upload, "problems": len(found)}
+
+
+def big_upload(farm: Farm, mib: int, procs: dict) -> dict:
+    """A chunked POST /v1/jobs of `mib` MiB (no Content-Length): the answer, how long it took,
+    and the RSS growth of the ingress replica and the proxy while it streamed."""
+    print(f"\n== malformed: one chunked upload of {mib} MiB (limit {50} MiB) ==", flush=True)
+    case = next(c for c in malformed.generate(0, 0, only={"oversize"}, big_upload_mib=mib) if c.stream_mib)
+    sampler = RssSampler(procs)
+    with sampler, httpx.Client(base_url=farm.url, timeout=120) as client:
+        t0 = time.perf_counter()
+        out = malformed.send_http(client, case, farm.api_key)
+        seconds = time.perf_counter() - t0
+    rows = [{"process": "baseline (before)", **{name: f"{sampler.before[name] / 2**20:.0f} MiB" for name in procs}}]
+    rows.append({"process": "peak growth", **{name: f"{(sampler.peak[name] - sampler.before[name]) / 2**20:+.0f} MiB"
+                                             for name in procs}})
+    rows.append({"process": "after", **{name: f"{sampler.after[name] / 2**20:.0f} MiB" for name in procs}})
+    print(f"answer: {out.status or out.error} in {seconds:.1f} s: {out.detail or out.body_head[:100]!r}")
+    if procs:
+        print(malformed.format_table(rows))
+        print("(issue 13 asks the ingress replica's growth to stay under 64 MiB)")
+    else:
+        print("(no local Serve processes found: RSS not measured)")
+    return {"status": out.status, "error": out.error, "seconds": round(seconds, 2),
+            "growth_mib": {name: round((sampler.peak[name] - sampler.before[name]) / 2**20, 1) for name in procs}}
+
+
+SECTIONS = {"malformed": section_malformed}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {', '.join(SECTIONS)}")
+    ap.add_argument("--tiny", "--fast", action="store_true", help="a small run of each section")
+    ap.add_argument("--url", default=None, help="a running farm (default: start one here)")
+    ap.add_argument("--api-key", default=None, help="with --url: the farm's API key")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--requests", type=int, default=2000, help="malformed: how many requests")
+    ap.add_argument("--concurrency", type=int, default=4, help="malformed: requests in flight at once")
+    ap.add_argument("--follow-s", type=float, default=300, help="malformed: wait this long for accepted jobs")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    if unknown := [s for s in chosen if s not in SECTIONS]:
+        ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+
+    with ExitStack() as stack:
+        if args.url:
+            farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
+        else:
+            t0 = time.perf_counter()
+            farm = stack.enter_context(start_farm())
+            print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
+        results = {name: SECTIONS[name](farm, args) for name in chosen}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    sys.exit(main())

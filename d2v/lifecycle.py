@@ -1,0 +1,252 @@
+"""The job lifecycle: the one place that knows a job's states, who runs it, and where its files are.
+
+    queued --claim--> running --succeed--> succeeded
+       |                 |--fail-------> failed --claim--> running   (a rerun of the same id)
+       |                 |--release----> queued                       (a clean stop hands it back)
+       |                 `--claim------> running                      (its owner went silent: taken over)
+       `--fail--> failed                                              (its inputs never arrived)
+
+Who runs a job: `owner` in status.json ("farm:<replica>", "cli:<host>:<pid>", ...) and
+`heartbeat_at`, which the owner refreshes while it works (a `Heartbeat` thread). A running
+job whose heartbeat is older than its lease has no live owner: anyone may claim it, whoever
+wrote it. The CLI, batch and the farm all go through `Jobs`; the farm adds an atomic lock
+(Redis) on top, since two consumers may be handed the same job at once.
+
+The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
+
+    jobs/{id}/input.<ext> request.json depth.png status.json manifest.json video.mp4 poster.jpg fidelity.png
+    active/{id}          one empty marker per unfinished job: what the reconciler lists
+    cache/{content}.json content address of a request -> the job that rendered it (finished jobs only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from d2v.errors import ObjectNotFoundError
+from d2v.models import JobResult, JobStatus
+from d2v.store import Store, job_key, validate_job_id
+
+# Names of a job's files under jobs/{id}/.
+REQUEST = "request.json"
+STATUS = "status.json"
+MANIFEST = "manifest.json"
+VIDEO = "video.mp4"
+POSTER = "poster.jpg"
+FIDELITY = "fidelity.png"
+DEPTH = "depth.png"
+INPUT_PREFIX = "input."
+ACTIVE_PREFIX = "active/"
+CACHE_PREFIX = "cache/"
+
+UNFINISHED = ("queued", "running")
+TRANSITIONS: dict[str, set[str]] = {
+    "queued": {"running", "failed"},
+    "running": {"running", "queued", "succeeded", "failed"},
+    "failed": {"running"},
+    "succeeded": {"running"},  # only a forced re-render (`d2v render --no-cache`)
+}
+DEFAULT_LEASE_S = 30.0
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class IllegalTransition(RuntimeError):
+    """A bug in a caller: the lifecycle was asked for a move it does not allow."""
+
+
+def file_key(job_id: str, name: str) -> str:
+    return job_key(job_id, name)
+
+
+def input_key(job_id: str, extension: str) -> str:
+    return job_key(job_id, INPUT_PREFIX + extension)
+
+
+def new_job_id() -> str:
+    """Random, unguessable: knowing a photo and a request says nothing about a farm job's id."""
+    return secrets.token_hex(12)
+
+
+def tenant_of(api_key: str | None) -> str | None:
+    """Who submitted a job, as stored: a fingerprint of the API key, never the key itself."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest()[:16] if api_key else None
+
+
+def process_owner(kind: str) -> str:
+    """An owner name for this process: 'cli:host:pid'."""
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+def has_live_owner(status: JobStatus, now: float | None = None) -> bool:
+    """Running, with an owner whose last heartbeat is within the lease."""
+    if status.status != "running" or not status.owner or status.heartbeat_at is None:
+        return False
+    return (now or time.time()) - status.heartbeat_at <= status.lease_s
+
+
+@dataclass
+class Claim:
+    """What `Jobs.claim` answers: the job is now ours (`status`), or why not (`reason`)."""
+
+    status: JobStatus | None
+    reason: str = ""
+
+
+class Jobs:
+    """The lifecycle over a store: every status change of every job goes through here."""
+
+    def __init__(self, store: Store, lease_s: float = DEFAULT_LEASE_S):
+        self.store, self.lease_s = store, lease_s
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobStatus | None:
+        try:
+            return JobStatus.model_validate_json(self.store.get_bytes(job_key(job_id, STATUS)))
+        except ObjectNotFoundError:
+            return None
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs not yet finished, from their markers (one listing, no status reads)."""
+        return [key[len(ACTIVE_PREFIX):] for key in self.store.list(ACTIVE_PREFIX)]
+
+    # -- moving -----------------------------------------------------------------------
+
+    def _write(self, status: JobStatus, to: str) -> JobStatus:
+        if to != status.status and to not in TRANSITIONS[status.status]:
+            raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
+        was_unfinished = status.status in UNFINISHED
+        status.status = to
+        status.updated_at = now_iso()
+        self.store.put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
+        # The marker follows the status: written before a job can be lost, removed after it is done.
+        if to in UNFINISHED and not was_unfinished:
+            self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
+        elif to not in UNFINISHED:
+            self.store.delete(ACTIVE_PREFIX + status.job_id)
+        return status
+
+    def create(self, job_id: str, *, queue: str | None = None, tenant: str | None = None,
+               content: str | None = None) -> JobStatus:
+        """A new queued job (its inputs are stored by the caller first)."""
+        status = JobStatus(job_id=validate_job_id(job_id), status="queued", stage="queued", tenant=tenant,
+                           content=content, queue=queue, lease_s=self.lease_s, created_at=now_iso(),
+                           updated_at=now_iso())
+        self.store.put_bytes(job_key(job_id, STATUS), status.model_dump_json(indent=2).encode())
+        self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
+        return status
+
+    def claim(self, job_id: str, owner: str, *, rerun: bool = False,
+              status: JobStatus | None = None) -> Claim:
+        """Make `owner` the job's runner and start an attempt, unless it is finished (a rerun
+        of a finished job only with `rerun`) or another owner is alive. A new id is created."""
+        status = status or self.get(job_id)
+        if status is None:
+            status = JobStatus(job_id=validate_job_id(job_id), status="queued", created_at=now_iso())
+        elif status.status == "succeeded" and not rerun:
+            return Claim(None, "it has already succeeded")
+        elif has_live_owner(status) and status.owner != owner:
+            ago = time.time() - (status.heartbeat_at or 0)
+            return Claim(None, f"it is being run by {status.owner} (last heartbeat {ago:.0f} s ago)")
+        status.owner, status.heartbeat_at, status.lease_s = owner, time.time(), self.lease_s
+        status.stage, status.progress, status.error, status.result = "trajectory", 0.0, None, None
+        status.attempts += 1
+        if status.status == "queued" and not self.store.exists(ACTIVE_PREFIX + job_id):
+            self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
+        return Claim(self._write(status, "running"))
+
+    def heartbeat(self, status: JobStatus, stage: str | None = None, progress: float | None = None) -> None:
+        if stage is not None:
+            status.stage = stage
+        if progress is not None:
+            status.progress = max(0.0, min(1.0, progress))
+        status.heartbeat_at = time.time()
+        self._write(status, "running")
+
+    def release(self, status: JobStatus, reason: str = "") -> JobStatus:
+        """Hand a running job back (a clean stop, or a retry later): queued, no owner."""
+        status.owner, status.heartbeat_at, status.stage, status.progress = None, None, "queued", 0.0
+        status.error = reason or None
+        return self._write(status, "queued")
+
+    def succeed(self, status: JobStatus, result: JobResult) -> JobStatus:
+        status.stage, status.progress, status.error, status.result = "done", 1.0, None, result
+        status.owner, status.heartbeat_at = None, None
+        self._write(status, "succeeded")
+        if status.content:
+            self.remember(status.content, status.job_id)
+        return status
+
+    def fail(self, status: JobStatus, error: str) -> JobStatus:
+        status.error, status.owner, status.heartbeat_at = error, None, None
+        return self._write(status, "failed")
+
+    # -- the content cache ------------------------------------------------------------
+
+    def remember(self, content: str, job_id: str) -> None:
+        self.store.put_bytes(f"{CACHE_PREFIX}{content}.json", json.dumps({"job_id": job_id}).encode())
+
+    def cached(self, content: str) -> JobStatus | None:
+        """The finished job that rendered this content, if its results are still there."""
+        try:
+            job_id = json.loads(self.store.get_bytes(f"{CACHE_PREFIX}{content}.json"))["job_id"]
+        except (ObjectNotFoundError, ValueError, KeyError, TypeError):
+            return None
+        status = self.get(job_id)
+        if status is None or status.status != "succeeded" or status.result is None:
+            return None
+        return status if self.store.exists(status.result.video_key) else None
+
+    def adopt_result(self, job_id: str, source: JobStatus, *, tenant: str | None, content: str | None) -> JobStatus:
+        """A new job (its caller's own id) answered from a finished one: same result, no render."""
+        status = JobStatus(job_id=validate_job_id(job_id), status="succeeded", stage="done", progress=1.0,
+                           result=source.result, tenant=tenant, content=content, created_at=now_iso(),
+                           updated_at=now_iso(), cached_from=source.job_id)
+        self.store.put_bytes(job_key(job_id, STATUS), status.model_dump_json(indent=2).encode())
+        return status
+
+
+class Heartbeat:
+    """Refreshes a running job's heartbeat every third of its lease, on a thread, so a
+    stage that takes minutes (an SVD step loop, a long encode) never looks dead; progress
+    reports since the last beat go with it. A failed write is retried on the next beat."""
+
+    def __init__(self, jobs: Jobs, status: JobStatus, on_error: Callable[[Exception], None] | None = None):
+        self.jobs, self.status, self.on_error = jobs, status, on_error
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"d2v-heartbeat-{status.job_id}", daemon=True)
+
+    def progress(self, stage: str, fraction: float) -> None:
+        with self._lock:
+            self.status.stage, self.status.progress = stage, max(0.0, min(1.0, fraction))
+
+    def _run(self) -> None:
+        period = max(0.5, self.jobs.lease_s / 3)
+        while not self._stop.wait(period):
+            try:
+                with self._lock:
+                    self.jobs.heartbeat(self.status)
+            except Exception as e:  # the store is away: the next beat tries again
+                if self.on_error:
+                    self.on_error(e)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

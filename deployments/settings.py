@@ -1,0 +1,31 @@
+"""The farm's operator knobs: the Serve config's application `args` (see configs/*.yaml),
+read by both the HTTP API (deployments.ingress) and the job runner (deployments.runner)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from d2v.jobqueue import DEFAULT_QUEUE
+
+
+@dataclass
+class FarmSettings:
+    max_running_jobs: int = 2  # jobs one runner replica takes from the queue at once (its max_ongoing_requests)
+    max_queued_jobs: int = 32  # more than this waiting in the queue -> POST answers 503 (retry later)
+    max_attempts: int = 3  # a job whose stage replica died is retried this many times in all
+    lease_s: float = 30.0  # a running job's owner heartbeats within this, or anyone may take the job over
+    retry_backoff_s: float = 2.0  # (kept for old configs: the queue's own backoff applies)
+    url_expiry_s: int = 3600  # presigned result URLs
+    max_clip_bytes: int = 4 * 2**30  # frames held between stages, all of them
+    max_previews: int = 2  # POST /v1/preview renders this many at once in one API replica
+    svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
+    queue: str = DEFAULT_QUEUE  # the Redis queue of this app (two apps on one Redis: two names)
+    reconcile_s: float = 10.0  # how often a runner looks for stored jobs that nobody runs
+
+    @classmethod
+    def from_args(cls, args: dict | None) -> "FarmSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(args or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown d2v app args {unknown}; known: {sorted(known)}")
+        return cls(**(args or {}))
