@@ -1133,6 +1133,17 @@ def _length_longer(rng):
                 f"Content-Type: {ctype}\r\nContent-Length: {declared}\r\n", body, half_close=True)
 
 
+def slow_body(rng) -> Case:
+    """A body shorter than its Content-Length on a connection held open: the server can only
+    answer by timing out the read (a slow client, or slowloris). Not in `generate`'s set
+    unless asked for (`slow_body=True`): it takes ANSWER_WITHIN_S to judge."""
+    ctype, body = _form(rng)
+    case = _raw("Content-Length 1,000 bytes more than sent, connection held open",
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body) + 1000}\r\n", body, app_level=True)
+    case.cls = "slow_body"
+    return case
+
+
 @maker("protocol")
 def _length_shorter(rng):
     ctype, body = _form(rng)
@@ -1145,8 +1156,8 @@ def _length_shorter(rng):
 def _length_huge(rng):
     ctype, body = _form(rng)
     declared = rng.choice([10**12, 2**63 - 1, 60 * 2**20])
-    return _raw(f"Content-Length {declared} for a small body, then EOF",
-                f"Content-Type: {ctype}\r\nContent-Length: {declared}\r\n", body, half_close=True, app_level=True)
+    return _raw(f"Content-Length {declared} (over the limit) for a small body",
+                f"Content-Type: {ctype}\r\nContent-Length: {declared}\r\n", body, app_level=True)
 
 
 @maker("protocol")
@@ -1223,12 +1234,14 @@ HAND_PICKED_ONLY = {"oversize"}  # sent once each (tens of MiB apiece), never dr
 
 
 def generate(n: int, seed: int = 0, *, big_upload_mib: int = 60, valid_every: int = VALID_EVERY,
-             only: set[str] | None = None) -> list[Case]:
+             only: set[str] | None = None, slow_body: bool = False) -> list[Case]:
     """At least `n` cases: every maker once (the hand-picked set), the rest drawn at random
     from every class, shuffled, with a valid request every `valid_every`. Same seed, same bytes."""
     rng = random.Random(seed)
     classes = [c for c in MAKERS if only is None or c in only]
     cases = [make(rng) for cls in classes for make in MAKERS[cls]]
+    if slow_body:
+        cases.append(globals()["slow_body"](rng))
     drawn = [c for c in classes if c not in HAND_PICKED_ONLY]
     n_valid = max(3, n // valid_every)
     while len(cases) < n - n_valid and drawn:
@@ -1304,6 +1317,11 @@ def send_raw(base_url: str, case: Case, api_key: str | None) -> Outcome:
     head = f"{case.method} {case.url} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n".encode("utf-8")
     if (auth := _auth_header(case, api_key)) is not None:
         head += b"Authorization: " + auth + b"\r\n"
+    if case.raw is None:  # an ordinary request, its header bytes exactly as given
+        for name, value in case.headers.items():
+            head += name.encode() + b": " + (value if isinstance(value, bytes) else value.encode("utf-8")) + b"\r\n"
+        if case.body or case.method == "POST":
+            head += f"Content-Length: {len(case.body)}\r\n".encode()
     out = Outcome(case)
     t0 = time.perf_counter()
     deadline = t0 + ANSWER_WITHIN_S
@@ -1375,7 +1393,8 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def send(client: httpx.Client, base_url: str, case: Case, api_key: str | None) -> Outcome:
-    if case.raw is not None or case.method == "GET" and case.cls in ("ids", "protocol"):
+    # Bare socket: what httpx would refuse or rewrite (lying framing, odd header bytes, raw paths).
+    if case.raw is not None or case.cls in ("ids", "protocol", "auth"):
         return send_raw(base_url, case, api_key)
     return send_http(client, case, api_key)
 

@@ -126,7 +126,7 @@ class Ingress:
         self.store = store_from_env()
         self.jobs = Jobs(self.store, self.settings.lease_s)
         self.queue = JobQueue(self.settings.queue)
-        keys = os.environ.get("D2V_API_KEYS", "")
+        keys = os.environ.get(self.settings.api_keys_env, "")
         self.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
         self.previewing = asyncio.Semaphore(self.settings.max_previews)
 

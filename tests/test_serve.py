@@ -27,14 +27,16 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def farm(seaweed, tmp_path_factory):
     # A second app with the svd backend: a tiny random-weight SVD saved to disk and loaded
-    # by the base replicas through the same loader users run. Two apps: 4 logical CPUs.
+    # by the base replicas through the same loader users run. Three apps: 6 logical CPUs.
     from d2v.tiny_svd import make_tiny_svd
 
     tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
-    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu"}
-    apps = {"/": {"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2},
-            "/svd": {"lease_s": 10, "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}}}
-    with serve_farm(env, apps, num_cpus=4) as url, httpx.Client(base_url=url, timeout=60) as client:
+    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu", "D2V_TEST_KEYS": "key-a,key-b"}
+    apps = {"/": {"lease_s": 10, "max_running_jobs": 2, "reconcile_s": 2},
+            "/svd": {"lease_s": 10, "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}},
+            # Jobs belong to their key: an app whose keys are in D2V_TEST_KEYS.
+            "/keyed": {"lease_s": 10, "api_keys_env": "D2V_TEST_KEYS"}}
+    with serve_farm(env, apps, num_cpus=6) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, S3Store.from_env(env)
 
 
@@ -63,7 +65,7 @@ def wait(client, url: str, timeout_s: float = 180, seen: list | None = None) -> 
 
 
 def kill_named(fragment: str, *, restart: bool) -> int:
-    """Kill every named actor whose name contains `fragment` (Serve replicas, the registry)."""
+    """Kill every named actor whose name contains `fragment` (Serve replicas)."""
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if fragment in a["name"]]
     for a in actors:
         ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=not restart)
@@ -120,9 +122,11 @@ def test_job_runs_to_a_video_in_the_bucket(farm):
     assert json.loads(store.get_bytes(f"jobs/{job}/status.json"))["status"] == "succeeded"
     assert store.get_bytes(f"jobs/{job}/video.mp4") == mp4
 
-    # The same image and request again: the finished result, not a second render.
+    # The same image and request again: the finished result under a new id, not a second render.
     again = submit(client, PHOTO, slow_request())
-    assert again.status_code == 202 and again.json() == {**body, "status": "succeeded"}
+    assert again.status_code == 202 and again.json()["status"] == "succeeded", again.text
+    assert again.json()["job_id"] != job
+    assert client.get(again.json()["status_url"]).json()["result"]["video_key"] == result["video_key"]
     assert client.get(body["status_url"]).json()["attempts"] == 1
     assert json.loads(store.get_bytes(f"jobs/{job}/manifest.json"))["created_at"] == manifest["created_at"]
 
@@ -249,21 +253,60 @@ def test_caller_mistakes_are_refused_at_submit(farm, files, request_body, status
 
 
 def test_a_job_left_running_by_a_killed_cli_is_taken_over(farm):
-    """`d2v render` killed mid-job leaves status.json 'running' with nobody running it: once
-    it has been silent for a lease, the same submission runs it."""
+    """`d2v render` killed mid-job leaves status.json 'running' with an owner that no longer
+    heartbeats. The same render again takes it over; the farm renders the same request
+    under its own id, never answering with the dead job."""
+    from d2v.lifecycle import Jobs
     from d2v.models import JobStatus
-    from d2v.pipeline import content_job_id
+    from d2v.pipeline import content_job_id, render_job
     from d2v.store import job_key
 
     client, store = farm
     image = png_bytes(textured_image(320, 180, seed=11))
     job_id = content_job_id(image, None, parse_request(GOOD))
     stale = JobStatus(job_id=job_id, status="running", stage="base", progress=0.4, attempts=1,
-                      updated_at="2026-01-01T00:00:00+00:00")
+                      owner="cli:elsewhere:4242", heartbeat_at=time.time() - 300)
     store.put_bytes(job_key(job_id, "status.json"), stale.model_dump_json().encode())
     r = client.post("/v1/jobs", files={"image": ("x.png", image, "image/png")}, data={"request": json.dumps(GOOD)})
-    assert r.status_code == 202 and r.json()["job_id"] == job_id and r.json()["status"] == "queued", r.text
+    assert r.status_code == 202 and r.json()["job_id"] != job_id, r.text
     assert wait(client, r.json()["status_url"])["status"] == "succeeded"
+
+    render_job(image, parse_request(GOOD), store, use_cache=False)  # the CLI again: takes its job over
+    status = Jobs(store).get(job_id)
+    assert status.status == "succeeded" and status.attempts == 2 and status.owner is None
+
+
+def test_a_job_is_visible_only_to_its_key(farm):
+    client, store = farm
+    a, b = ({"Authorization": f"Bearer {k}"} for k in ("key-a", "key-b"))
+    image = png_bytes(textured_image(320, 180, seed=12))
+    form = {"files": {"image": ("x.png", image, "image/png")}, "data": {"request": json.dumps(GOOD)}}
+    assert client.post("/keyed/v1/jobs", **form).status_code == 401
+    job_a = client.post("/keyed/v1/jobs", headers=a, **form).json()
+    done = _wait_keyed(client, job_a["status_url"], a)
+    assert done["status"] == "succeeded", done
+    # Key B cannot see A's job, its video or its picture: as absent as a job that never was.
+    for suffix in ("", "/video", "/poster", "/fidelity"):
+        r = client.get(job_a["status_url"] + suffix, headers=b)
+        assert r.status_code == 404 and "no job" in r.json()["detail"], (suffix, r.text)
+    # The same image and request from B: served from the finished result, under B's own id.
+    job_b = client.post("/keyed/v1/jobs", headers=b, **form).json()
+    assert job_b["status"] == "succeeded" and job_b["job_id"] != job_a["job_id"]
+    seen_b = client.get(job_b["status_url"], headers=b).json()
+    assert seen_b["result"]["video_key"] == done["result"]["video_key"]
+    assert client.get(job_b["status_url"], headers=a).status_code == 404
+    video = client.get(job_b["status_url"] + "/video", headers=b, follow_redirects=False)
+    assert video.status_code == 307 and "X-Amz-Expires=3600" in video.headers["location"]
+    # What a caller sees of a status never includes the bookkeeping (owner, tenant, content).
+    assert not {"tenant", "owner", "content", "heartbeat_at", "queue"} & set(seen_b)
+
+
+def _wait_keyed(client, url: str, headers: dict, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (status := client.get(url, headers=headers, params={"wait_s": 10}).json())["status"] not in (
+            "succeeded", "failed"):
+        assert time.monotonic() < deadline, status
+    return status
 
 
 def test_a_chunked_upload_is_cut_at_the_limit(farm):
@@ -293,7 +336,7 @@ def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
 
     client, _ = farm
     body = client.get("/healthz").json()
-    assert body["status"] == "ok" and body["dependencies"] == {"store": "ok"}
+    assert body["status"] == "ok" and body["dependencies"] == {"store": "ok", "queue": "ok"}
     os.killpg(seaweed.proc.pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
@@ -392,16 +435,16 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     assert client.get("/svd/healthz").json()["status"] == "ok"
 
 
-def test_a_dead_ingress_replica_and_a_restarted_registry_lose_no_job(farm):
+def test_dead_runner_and_ingress_replicas_lose_no_job(farm):
     client, store = farm
     r = submit(client, png_bytes(textured_image(960, 540, seed=7)), slow_request(seed=2))
     assert r.status_code == 202
     job = r.json()["job_id"]
     wait_for(client, f"/v1/jobs/{job}", lambda s: s["status"] == "running")
-    # The job's runner dies with its replica; Serve starts a new one. The registry restarts
-    # too, reloading the unfinished jobs from the store.
-    assert kill_named("d2v#Ingress#", restart=True) >= 1
-    assert kill_named("d2v-job-registry-", restart=True) == 1  # a detached actor: Ray restarts it
+    # The job's runner (a queue consumer) dies mid-job, and the HTTP replica with it; Serve
+    # starts new ones. The job's owner stops heartbeating: the reconciler queues it again.
+    assert kill_named("d2v#JobRunner#", restart=False) >= 1
+    assert kill_named("d2v#Ingress#", restart=False) >= 1
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -409,8 +452,8 @@ def test_a_dead_ingress_replica_and_a_restarted_registry_lose_no_job(farm):
             if status.get("status") in ("succeeded", "failed"):
                 break
         except (httpx.HTTPError, ValueError):
-            pass  # the ingress is restarting
-        assert time.monotonic() < deadline, "the orphaned job was never adopted"
+            pass  # the HTTP replica is restarting
+        assert time.monotonic() < deadline, "the orphaned job was never run again"
         time.sleep(0.5)
     assert status["status"] == "succeeded", status
     assert status["attempts"] >= 2

@@ -107,12 +107,12 @@ function clearKeyStatus() {
 function setupApiKey() {
   const input = $("api-key");
   input.value = state.apiKey;
-  input.addEventListener("input", () => {
+  const keep = () => {
     const key = input.value.trim();
     // A header carries printable ASCII only (fetch would throw on anything else).
     if (!/^[\x20-\x7e]*$/.test(key)) {
       showKeyStatus("An API key is plain text (letters, digits, punctuation): check what was pasted.");
-      return;
+      return false;
     }
     state.apiKey = key;
     try {
@@ -121,10 +121,12 @@ function setupApiKey() {
     } catch (_) {
       // storage blocked: the key still works on this page
     }
-  });
+    return true;
+  };
+  input.addEventListener("input", keep);
   // Once a key is entered (Enter, or leaving the field), ask again what a 401 refused.
   const apply = () => {
-    if ($("key-status").hidden) return;
+    if (!keep() || $("key-status").hidden) return;
     clearKeyStatus();
     if (!state.effects.length) loadEffects();
     schedulePreview(0);
@@ -675,10 +677,11 @@ async function poll(job) {
     try {
       const response = await apiFetch(job.statusUrl, { cache: "no-store" });
       if (refusedKey(response)) {
-        // The job runs on: Render again (same photo, path and settings) finds it, key and all.
+        // (The key changed while the job ran.) Nothing more of it is seen without the key
+        // that submitted it: the drawing is still here to Render again.
         state.job = null;
         updateButtons();
-        $("progress-text").textContent = "Needs the API key: enter it, then Render again to follow this render";
+        $("progress-text").textContent = "Stopped following: the API key was refused";
         return;
       }
       if (!response.ok) return jobFailed(await apiError(response));
