@@ -356,7 +356,8 @@ def _wait_for_serve(proc, stopping: list[int]) -> int:
 
     while True:
         try:
-            return proc.wait(timeout=0.5 if not stopping else STOP_GRACE_S)
+            code = proc.wait(timeout=0.5 if not stopping else STOP_GRACE_S)
+            break
         except subprocess.TimeoutExpired:
             if not stopping:
                 continue
@@ -366,10 +367,34 @@ def _wait_for_serve(proc, stopping: list[int]) -> int:
             except ProcessLookupError:
                 break
             try:
-                return proc.wait(timeout=wait_s)
+                proc.wait(timeout=wait_s)
+                break
             except subprocess.TimeoutExpired:
                 continue
-        return proc.wait()
+        code = proc.wait()
+        break
+    _sweep(proc.pid)
+    return code
+
+
+def _sweep(group: int, wait_s: float = 5.0) -> None:
+    """What `serve run` started and left behind as it exited (Ray's daemons, a replica still
+    shutting down, the HTTP proxy holding the port): stopped before we say we stopped."""
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _video_output(path: str) -> Path:

@@ -34,6 +34,9 @@ LOOP_MIN_CONSISTENCY = 0.7  # ...with most of its turning in that one direction
 SPIRAL_MIN_RADIAL_CHANGE = 0.5  # radius change over the stroke / mean radius
 CLOSED_MAX_GAP = 0.2  # |end - start| / bounding-box diagonal
 DIRECTION_MIN_DEG = 20.0  # below this net turning there is no rotation direction
+# A point farther than this from the image origin (pixels) is a mistake (a canvas of the wrong
+# size, a unit slip), and lengths and smoothing of such coordinates overflow to inf and NaN.
+MAX_COORDINATE_PX = 1e9
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ def _as_points(xy: np.ndarray) -> np.ndarray:
         raise InvalidPathError(f"invalid path: expected (N, 2) points, got shape {pts.shape}")
     if not np.all(np.isfinite(pts)):
         raise InvalidPathError("invalid path: points must be finite numbers")
+    if pts.size and (farthest := float(np.abs(pts).max())) > MAX_COORDINATE_PX:
+        raise InvalidPathError(
+            f"invalid path: a point lies {farthest:.3g} pixels from the image; points must be within "
+            f"{MAX_COORDINATE_PX:.0e} pixels of it (is the canvas size right?)"
+        )
     return pts
 
 

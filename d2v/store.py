@@ -153,10 +153,13 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root
+        # Walk only the prefix's directory (active/, jobs/{id}/), not the whole store.
+        start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not start.is_dir():
+            return []
         keys = [
-            p.relative_to(base).as_posix()
-            for p in base.rglob("*")
+            p.relative_to(self.root).as_posix()
+            for p in start.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         ]
         return sorted(k for k in keys if k.startswith(prefix))

@@ -138,6 +138,9 @@ def _drawn_progress(xy: np.ndarray, times: np.ndarray, tau: np.ndarray) -> np.nd
     """Arc-length progress that follows the drawing: at time tau (0..1 of the move) the
     camera is as far along the path as the pen was at tau of the stroke's duration."""
     t = np.maximum.accumulate(times)  # out-of-order timestamps: treat as a pause
+    # Only ratios of times matter: scaled to at most 1 in size, so that the stroke's duration
+    # cannot overflow (t from -1e308 to 1e308) or underflow (1e-320 apart) below.
+    t = t / max(float(np.abs(t).max()), np.finfo(np.float64).tiny)
     if t[-1] - t[0] <= 0:
         return None
     xy, t = decimate(xy, jitter_tolerance(xy), t)  # as the path was cleaned; pauses kept

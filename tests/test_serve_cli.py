@@ -28,7 +28,8 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         ray.shutdown()
     exe = Path(sys.executable).parent / "d2v"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
-    env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_API_KEYS": "k-1,k-2"})
+    env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
+                "D2V_API_KEYS": "k-1,k-2"})
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "configs/serve-local.yaml")], cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -73,26 +74,23 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
 
 
-@pytest.mark.timeout(300)
-def test_d2v_serve_started_from_a_script_stops_on_sigterm(tmp_path):
-    """Started in the background by a shell script (SIGINT ignored, as a non-interactive shell
-    does for `cmd &`), `d2v serve` still stops within 30 s of SIGTERM, Serve and Ray with it."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+def _start_from_script(tmp_path: Path, env: dict, log_name: str) -> int:
+    """`d2v serve ... &` from a shell script (SIGINT ignored, as a non-interactive shell does
+    for `cmd &`); returns its pid once it says it is ready."""
     exe = Path(sys.executable).parent / "d2v"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
-    env["D2V_DATA_DIR"] = str(tmp_path / "data")
+    log = tmp_path / log_name
     script = tmp_path / "start.sh"
-    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'configs/serve-local.yaml'} > {tmp_path / 'serve.log'} "
-                      f"2>&1 &\necho $!\n")
+    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'configs/serve-local.yaml'} > {log} 2>&1 &\necho $!\n")
     pid = int(subprocess.run(["sh", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=30).stdout.strip())
     deadline = time.monotonic() + 240
-    while "ready at http://127.0.0.1:8000" not in (tmp_path / "serve.log").read_text():
-        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+    while "ready at http://127.0.0.1:8000" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.5)
+    return pid
+
+
+def _stop_within_30_s(pid: int, log: Path) -> None:
     t0 = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     while time.monotonic() - t0 < 30:
@@ -103,7 +101,47 @@ def test_d2v_serve_started_from_a_script_stops_on_sigterm(tmp_path):
         time.sleep(0.2)
     else:
         os.kill(pid, signal.SIGKILL)
-        pytest.fail("d2v serve was still running 30 s after SIGTERM: " + (tmp_path / "serve.log").read_text()[-2000:])
-    assert "d2v: stopped" in (tmp_path / "serve.log").read_text()
+        pytest.fail("d2v serve was still running 30 s after SIGTERM: " + log.read_text()[-2000:])
+    assert "d2v: stopped" in log.read_text()
+
+
+@pytest.mark.timeout(600)
+def test_d2v_serve_stopped_by_sigterm_mid_job_finishes_the_job_after_a_restart(tmp_path):
+    """SIGTERM with a job running: `d2v serve` is gone within 30 s (Serve, Ray and its Redis
+    with it); started again on the same store, the job finishes without being resubmitted."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
+    env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis")})
+    pid = _start_from_script(tmp_path, env, "serve.log")
+    # Motion blur with many sub-frames at 720p: about a minute of rendering on 2 cores, so
+    # SIGTERM lands mid-job (a job that ends within the stop's grace is simply finished).
+    request = {"path": [{"x": 50, "y": 90}, {"x": 270, "y": 90}], "effect": "pan", "duration_s": 6, "fps": 24,
+               "width": 1280, "height": 720, "motion_blur": 1.0, "motion_blur_samples": 32}
+    files = {"image": ("p.png", png_bytes(textured_image(640, 360, seed=4)), "image/png")}
+    client = httpx.Client(base_url="http://127.0.0.1:8000", timeout=30)
+    r = client.post("/v1/jobs", files=files, data={"request": json.dumps(request)})
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    _stop_within_30_s(pid, tmp_path / "serve.log")
     with pytest.raises(httpx.ConnectError):
         httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
+    status = json.loads((tmp_path / "data/jobs" / job / "status.json").read_text())
+    assert status["status"] in ("queued", "running"), status  # unfinished, and not failed
+
+    pid = _start_from_script(tmp_path, env, "serve2.log")
+    try:
+        deadline = time.monotonic() + 240
+        while (status := client.get(f"/v1/jobs/{job}", params={"wait_s": 10}).json())["status"] not in (
+                "succeeded", "failed"):
+            assert time.monotonic() < deadline, status
+        assert status["status"] == "succeeded", status
+        assert (tmp_path / "data/jobs" / job / "video.mp4").is_file()
+    finally:
+        _stop_within_30_s(pid, tmp_path / "serve2.log")
