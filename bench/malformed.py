@@ -71,6 +71,7 @@ class Case:
     auth: str | bytes | None = DEFAULT_AUTH  # None: no Authorization header; bytes: exactly this
     expect: str = "reject"  # reject | either | valid
     app_level: bool = True  # False: may be refused by the HTTP server before the app (no JSON)
+    job_only: bool = False  # refused as a job, legal as a preview (which renders small, camera only)
 
     def key(self) -> tuple:
         """What identifies the request (for determinism checks)."""
@@ -218,7 +219,6 @@ class Assets:
             "QOI": (encode(im, "QOI"), "a.qoi", "image/qoi"),
             "JPEG 2000": (encode(im, "JPEG2000"), "a.jp2", "image/jp2"),
             "SGI": (encode(im, "SGI"), "a.sgi", "image/sgi"),
-            "IM": (encode(im, "IM"), "a.im", "application/octet-stream"),
             "DDS": (encode(im.convert("RGBA"), "DDS"), "a.dds", "image/vnd-ms.dds"),
             "XBM": (encode(im.convert("1"), "XBM"), "a.xbm", "image/x-xbitmap"),
             "MSP": (encode(im.convert("1"), "MSP"), "a.msp", "application/octet-stream"),
@@ -610,7 +610,7 @@ def _unknown_effect(rng):
 @maker("json")
 def _unknown_backend(rng):
     name = rng.choice(["gpu", "SVD", "", "camera ", "sora", "svd"])  # svd: no model configured here
-    return form_case("json", f"backend {name!r}", rng, request={**GOOD, "backend": name})
+    return form_case("json", f"backend {name!r}", rng, request={**GOOD, "backend": name}, job_only=name == "svd")
 
 
 @maker("json")
@@ -643,7 +643,7 @@ def _out_of_range(rng):
 @maker("json")
 def _too_many_frames(rng):
     request = {**GOOD, "width": 3840, "height": 2160, "duration_s": rng.choice([15, 20]), "fps": 60}
-    return form_case("json", "4K, 60 fps, 15-20 s (too many GiB of frames)", rng, request=request)
+    return form_case("json", "4K, 60 fps, 15-20 s (too many GiB of frames)", rng, request=request, job_only=True)
 
 
 @maker("json")
@@ -780,7 +780,8 @@ def _times(rng):
     xy = [(10, 10), (20, 15), (30, 20), (40, 25)]
     t, name = rng.choice([([3, 2, 1, 0], "t decreasing"), ([0, 0, 0, 0], "t all equal"), ([-5, -4, -3, -2], "t negative"),
                           ([0, 1e308, 1.7e308, 1.79e308], "t up to 1.79e308"), ([0, 1e-300, 2e-300, 3e-300], "t 1e-300 apart"),
-                          ([0, 5, 1, 9], "t out of order")])
+                          ([0, 5, 1, 9], "t out of order"), ([-1.7e308, -1e308, 1e308, 1.7e308], "t from -1.7e308 to 1.7e308"),
+                          ([0, 5e-324, 1e-323, 1.5e-323], "t 5e-324 apart")])
     return _path_case(name, rng, {"canvas": CANVAS, "points": _pts(xy, t)}, effect=rng.choice(["pan", "zoom_in", "auto"]))
 
 
@@ -911,7 +912,7 @@ def _format_maker(name: str) -> Maker:
 
 
 for _name in ("GIF (static)", "animated GIF", "APNG", "animated WebP", "multi-page TIFF", "MPO (two JPEGs)", "ICO",
-              "TGA", "PCX", "PPM", "QOI", "JPEG 2000", "SGI", "IM", "DDS", "XBM", "MSP", "PDF", "EPS", "AVIF", "DIB",
+              "TGA", "PCX", "PPM", "QOI", "JPEG 2000", "SGI", "DDS", "XBM", "MSP", "PDF", "EPS", "AVIF", "DIB",
               "SVG"):
     MAKERS.setdefault("format", []).append(_format_maker(_name))
 
@@ -1253,6 +1254,8 @@ def generate(n: int, seed: int = 0, *, big_upload_mib: int = 60, valid_every: in
         if case.method == "POST" and case.url == "/v1/jobs" and case.raw is None and not case.stream_mib \
                 and rng.random() < 0.15:
             case.url = "/v1/preview"
+            if case.job_only:
+                case.expect = "either"
     rng.shuffle(cases)
     for i in range(n_valid):
         valid = form_case("valid", "a legal request", rng, request=good_request(rng), expect="valid")

@@ -153,7 +153,7 @@ def section_malformed(farm: Farm, args) -> dict:
     n = 300 if args.tiny else args.requests
     upload_mb = 60 if args.tiny else 300
     print(f"\n== malformed: {n} requests (seed {args.seed}), {args.concurrency} at a time ==", flush=True)
-    cases = malformed.generate(n, args.seed)
+    cases = malformed.generate(n, args.seed, slow_body=True)
     procs = serve_processes() if farm.local else {}
     rss0 = {name: RssSampler._rss(p) for name, p in procs.items()}
 

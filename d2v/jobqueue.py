@@ -13,6 +13,7 @@ runner's reconciler re-enqueues every stored job that is unfinished with no live
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -38,16 +39,40 @@ def redis_url(env=None) -> str:
     return env.get(REDIS_ENV) or "redis://127.0.0.1:6379/0"
 
 
+FROM_ENV = "env:" + REDIS_ENV  # the broker URL, read where the adapter starts (the replica)
+
+
+@functools.cache
+def _adapter_class():
+    from ray.serve.task_processor import CeleryTaskProcessorAdapter
+
+    class D2VCeleryAdapter(CeleryTaskProcessorAdapter):
+        """Celery with the broker named by D2V_REDIS_URL in the process that starts it: the
+        task_consumer decorator makes its config where the app is built (a driver, Serve's
+        controller), whose environment need not be the replicas'."""
+
+        def initialize(self, *args, **kwargs):
+            adapter = self._config.adapter_config
+            if adapter.broker_url == FROM_ENV:
+                self._config = self._config.model_copy(update={"adapter_config": adapter.model_copy(
+                    update={"broker_url": redis_url(), "backend_url": redis_url()})})
+            return super().initialize(*args, **kwargs)
+
+    return D2VCeleryAdapter
+
+
 def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
     """Celery over Redis with short timeouts everywhere: a producer whose broker is down
-    fails in seconds (the ingress answers 503), and consumers reconnect by themselves."""
+    fails in seconds (the ingress answers 503), and consumers reconnect by themselves.
+    Without `url`, the broker is D2V_REDIS_URL of the process that uses the config."""
     from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
 
-    url = url or redis_url()
+    url = url or FROM_ENV
     transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S,
                  "socket_connect_timeout": SOCKET_TIMEOUT_S, "max_retries": 1}
     return TaskProcessorConfig(
         queue_name=queue,
+        adapter=_adapter_class(),
         adapter_config=CeleryAdapterConfig(
             broker_url=url, backend_url=url, broker_transport_options=transport,
             app_custom_config={
@@ -120,8 +145,10 @@ class JobQueue:
     # -- who runs a job: an atomic lock beside status.json's owner ---------------------
 
     def lock(self, job_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self._call("lock", self.redis.set, self.LOCK.format(job_id), owner, None,
-                               int(lease_s * 1000), True))
+        """Take the job's lock for `lease_s` (or keep it, when `owner` holds it already)."""
+        if self._call("lock", self.redis.set, self.LOCK.format(job_id), owner, None, int(lease_s * 1000), True):
+            return True
+        return self.renew(job_id, owner, lease_s)
 
     def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
         """Extend our lock; False when it is no longer ours (it lapsed and someone took it)."""

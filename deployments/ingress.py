@@ -24,6 +24,7 @@ another key is answered from the finished result under that key's own job id.
 # on the methods that Serve re-wraps, or it takes `request` for a query parameter.
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 import os
 import secrets
 import time
@@ -60,7 +61,7 @@ log = logging.getLogger("d2v.ingress")
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_WAIT_S = 30.0  # GET /v1/jobs/{id}?wait_s=: the longest a status request is held open
 HEALTH_TIMEOUT_S = 1.0  # /healthz: a dependency that takes longer counts as down (clients wait 2 s)
-DEPENDENCY_TIMEOUT_S = 5.0  # a request waits this long for the store or the queue, then 503
+DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the queue, then 503 (clients: 2 s)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 
 api = FastAPI(
@@ -129,6 +130,9 @@ class Ingress:
         keys = os.environ.get(self.settings.api_keys_env, "")
         self.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
         self.previewing = asyncio.Semaphore(self.settings.max_previews)
+        # Calls to the store and the queue run on threads; one that hangs (S3 frozen) holds its
+        # thread until the S3 timeout. Enough threads that those never starve the rest.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(64, thread_name_prefix="d2v-io"))
 
     # -- HTTP --------------------------------------------------------------------------
 

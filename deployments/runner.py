@@ -150,8 +150,13 @@ class JobRunner:
         return "failed"
 
     def _let_go(self, job_id: str) -> None:
-        self.queue.done(job_id)
-        self.queue.unlock(job_id, self.owner)
+        """Best effort: with Redis away the lock lapses by itself and the reconciler drops
+        the queue's note of a finished job."""
+        try:
+            self.queue.done(job_id)
+            self.queue.unlock(job_id, self.owner)
+        except D2VError as e:
+            log.warning("job %s: finished, but the queue did not hear it (%s)", job_id, e)
 
     def _inputs(self, job_id: str):
         request = parse_request(self.store.get_bytes(file_key(job_id, REQUEST)))
@@ -210,13 +215,19 @@ class JobRunner:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue
         does not hold. Returns how many it enqueued."""
         enqueued = self.queue.enqueued_since()
+        unfinished = self.jobs.unfinished()
+        for job_id in set(enqueued) - set(unfinished):
+            self.queue.done(job_id)  # finished while the queue was away: not waiting any more
         now, count = time.time(), 0
-        for job_id in self.jobs.unfinished():
+        for job_id in unfinished:
             status = self.jobs.get(job_id)
-            if status is None or status.queue != self.settings.queue:
-                continue  # another app's job, or a CLI render (its own rerun takes it over)
-            if has_live_owner(status, now) or self.queue.locked(job_id):
+            if status is None or has_live_owner(status, now):
                 continue
+            if status.queue is None:
+                self._abandoned_render(status, now)
+                continue
+            if status.queue != self.settings.queue or self.queue.locked(job_id):
+                continue  # another app's job, or one a consumer holds
             since = enqueued.get(job_id)
             # A running job whose owner went silent is enqueued at once (a duplicate message is
             # harmless: the claim settles it); a queued one only when the queue lost it.
@@ -225,6 +236,15 @@ class JobRunner:
                 self.queue.enqueue(job_id)
                 count += 1
         return count
+
+    def _abandoned_render(self, status: JobStatus, now: float) -> None:
+        """A `d2v render` or batch job whose process stopped heartbeating (killed): failed
+        with the reason, never left 'running'. Rendering it again takes it over."""
+        if status.status != "running" or now - (status.heartbeat_at or 0) < 2 * status.lease_s:
+            return
+        log.warning("job %s: its runner %s stopped; marking it failed", status.job_id, status.owner)
+        self.jobs.fail(status, f"its runner ({status.owner or 'unknown'}) stopped during '{status.stage}' "
+                               "and did not come back; render it again to resume")
 
     def check_health(self) -> None:
         if not self._keeper.is_alive():

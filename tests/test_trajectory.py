@@ -501,3 +501,44 @@ def test_single_frame_request():
     tr = plan(pts(line((300, 300), (500, 300))), "zoom_in", duration_s=0.5, fps=1)
     assert len(tr) == 1
     assert_inside(tr)
+
+
+# --- absurd numbers (issue 13) -----------------------------------------------------------
+
+
+def finite_cameras(tr: CameraTrajectory) -> bool:
+    return all(np.all(np.isfinite([f.fx, f.cx, f.cy, f.zoom, *f.translation, *np.ravel(f.rotation), *f.center]))
+               for f in tr.frames)
+
+
+@pytest.mark.parametrize("xy", [[(10, 10), (1e308, 20), (30, 30)], [(0, 0), (1e308, 1e308)], [(0, 0), (2e9, 0)]])
+@pytest.mark.parametrize("effect", ["pan", "orbit"])
+def test_points_absurdly_far_from_the_image_are_a_path_error(xy, effect):
+    # Lengths and smoothing of 1e308-pixel coordinates overflowed to NaN: a ValueError (a 500
+    # at submit) or NaN cameras (a job that failed after its 202).
+    from d2v.errors import InvalidPathError
+
+    with pytest.raises(InvalidPathError, match="pixels from the image"):
+        plan(pts(xy), effect)
+
+
+def test_points_far_outside_but_sane_are_planned():
+    tr = plan(pts([(100, 100), (1e8, 300)]), "pan")
+    assert finite_cameras(tr)
+    assert_inside(tr)
+
+
+@pytest.mark.parametrize("t", [[-1.7e308, -1e308, 1e308, 1.7e308], [0, 5e-324, 1e-323, 1.5e-323]])
+def test_extreme_timestamps_give_finite_cameras(t):
+    # The stroke's duration overflowed (-1.7e308 .. 1.7e308) to inf, and the cameras to NaN.
+    xy = line((200, 200), (700, 300), 4)
+    tr = plan(pts(xy, t), "pan")
+    assert finite_cameras(tr)
+    assert_inside(tr)
+
+
+def test_only_the_ratios_of_timestamps_matter():
+    xy = line((200, 200), (700, 300), 4)
+    seconds = plan(pts(xy, [0, 1, 3, 4]), "pan")
+    huge = plan(pts(xy, [0, 1e300, 3e300, 4e300]), "pan")
+    assert np.allclose(centres(seconds), centres(huge))

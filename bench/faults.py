@@ -1,0 +1,338 @@
+"""Faults with jobs in flight, against a real farm: real S3 (SeaweedFS), real Redis, real Serve.
+
+Shared by bench/reliability.py (the full run, its table in bench/RESULTS.md) and
+tests/test_reliability_faults.py (a fast subset in CI). Each scenario submits jobs, does
+something an operator's week brings (a replica killed, S3 or Redis frozen or restarted), then
+waits for every accepted job and counts:
+
+    lost      accepted, then gone (no status) or never finished within the wait
+    failed    finished 'failed' (none of these faults is the job's fault)
+    stuck     still queued/running at the end of the wait
+    503s      submissions refused during the outage, and whether each came with Retry-After
+              and a JSON detail within 2 s
+
+A submission refused with a 503 is retried by the harness, as a client would, until accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+PAN = [{"x": 60, "y": 100}, {"x": 560, "y": 140}]
+FARM_ARGS = {"lease_s": 6, "max_running_jobs": 2, "max_queued_jobs": 1000, "reconcile_s": 2}
+
+
+def job_request(seed: int, slow: bool = False) -> dict:
+    """A job of a fraction of a second (or a few seconds with `slow`: motion blur sub-frames)."""
+    request = {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90, "seed": seed}
+    if slow:
+        request.update(width=480, height=270, duration_s=2, fps=12, motion_blur=1.0, motion_blur_samples=16)
+    return request
+
+
+def photo_png(seed: int = 0) -> bytes:
+    import cv2
+
+    from tests.conftest import textured_image
+
+    return cv2.imencode(".png", textured_image(640, 360, seed=seed)[:, :, ::-1])[1].tobytes()
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    accepted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    lost: int = 0
+    stuck: int = 0
+    refused: int = 0  # 503s during the outage
+    refused_ok: int = 0  # ... each with Retry-After and a JSON detail, answered within 2 s
+    slowest_refusal_s: float = 0.0
+    other_5xx: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.failed or self.lost or self.stuck or self.other_5xx) and self.refused == self.refused_ok
+
+
+class FaultFarm:
+    """The farm with its S3 and Redis started here, so the scenarios can stop them."""
+
+    def __init__(self, num_cpus: int = 4, farm_args: dict | None = None):
+        self.num_cpus, self.farm_args = num_cpus, {**FARM_ARGS, **(farm_args or {})}
+        self.stack = ExitStack()
+        self.image = photo_png(3)
+        self.seed = 1000
+
+    def __enter__(self) -> "FaultFarm":
+        from d2v.jobqueue import RedisServer
+        from tests.farm import serve_farm
+        from tests.seaweed import SeaweedS3
+
+        work = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-faults-")))
+        self.s3 = self.stack.enter_context(SeaweedS3(work / "s3"))
+        self.redis = self.stack.enter_context(RedisServer(work / "redis"))
+        self.env = {**self.s3.env("faults"), "D2V_DEVICE": "cpu", "D2V_REDIS_URL": self.redis.url}
+        url = self.stack.enter_context(serve_farm(self.env, {"/": self.farm_args}, num_cpus=self.num_cpus))
+        self.client = self.stack.enter_context(httpx.Client(base_url=url, timeout=30))
+        self.url = url
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.s3.proc and os.killpg(self.s3.proc.pid, signal.SIGCONT)  # never leave S3 frozen
+        self.stack.close()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def post(self, slow: bool = False) -> httpx.Response:
+        self.seed += 1
+        files = {"image": ("photo.png", self.image, "image/png")}
+        return self.client.post("/v1/jobs", files=files, data={"request": json.dumps(job_request(self.seed, slow))})
+
+    def submit(self, outcome: Outcome, slow: bool = False, deadline_s: float = 300) -> str:
+        """Submit until accepted (a client retrying 503s); every 503 is checked as it comes."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            t0 = time.monotonic()
+            try:
+                r = self.post(slow)
+            except httpx.HTTPError as e:  # the HTTP replica restarting after a kill
+                outcome.errors.append(f"POST: {type(e).__name__}")
+                time.sleep(1)
+                continue
+            took = time.monotonic() - t0
+            if r.status_code == 202:
+                outcome.accepted += 1
+                return r.json()["job_id"]
+            if r.status_code == 503:
+                outcome.refused += 1
+                outcome.slowest_refusal_s = max(outcome.slowest_refusal_s, took)
+                if took <= 2.0 and r.headers.get("Retry-After") and _detail(r):
+                    outcome.refused_ok += 1
+                else:
+                    outcome.errors.append(f"503 in {took:.1f} s: {r.headers} {r.text[:200]}")
+            elif r.status_code >= 500:
+                outcome.other_5xx += 1
+                outcome.errors.append(f"POST {r.status_code}: {r.text[:200]}")
+            else:
+                raise AssertionError(f"a legal job was refused: {r.status_code} {r.text}")
+            assert time.monotonic() < deadline, "no submission accepted"
+            time.sleep(0.5)
+
+    def status(self, job_id: str) -> dict | None:
+        try:
+            r = self.client.get(f"/v1/jobs/{job_id}", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r.json() if r.status_code in (200, 404) else None
+
+    def settle(self, outcome: Outcome, jobs: list[str], timeout_s: float = 300) -> Outcome:
+        """Wait for every accepted job; count how each ended."""
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, dict | None] = {}
+        pending = list(jobs)
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                s = self.status(job_id)
+                last[job_id] = s
+                if s is not None and s.get("status") in ("succeeded", "failed"):
+                    pending.remove(job_id)
+            time.sleep(0.5)
+        for job_id in jobs:
+            s = last.get(job_id)
+            if s is None or "status" not in s:
+                outcome.lost += 1
+                outcome.errors.append(f"{job_id}: {s}")
+            elif s["status"] == "succeeded":
+                outcome.succeeded += 1
+            elif s["status"] == "failed":
+                outcome.failed += 1
+                outcome.errors.append(f"{job_id} failed: {s.get('error')}")
+            else:
+                outcome.stuck += 1
+                outcome.errors.append(f"{job_id} stuck: {s['status']} / {s.get('stage')}")
+        return outcome
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get("/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("the farm did not become healthy again")
+
+    # -- faults -------------------------------------------------------------------------
+
+    def kill_replicas(self, deployment: str) -> int:
+        import ray
+
+        actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
+        for a in actors:
+            ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]), no_restart=True)
+        return len(actors)
+
+    def freeze_s3(self) -> None:
+        os.killpg(self.s3.proc.pid, signal.SIGSTOP)
+
+    def thaw_s3(self) -> None:
+        os.killpg(self.s3.proc.pid, signal.SIGCONT)
+
+    def kill_s3(self) -> None:
+        os.killpg(self.s3.proc.pid, signal.SIGKILL)
+        self.s3.proc.wait(10)
+        self.s3.proc = None
+
+    def start_s3(self) -> None:
+        self.s3.start()
+
+    def kill_redis(self) -> None:
+        self.redis.stop(kill=True)
+
+    def start_redis(self) -> None:
+        self.redis.start()
+
+
+def _detail(r: httpx.Response) -> bool:
+    try:
+        return isinstance(r.json().get("detail"), str) and bool(r.json()["detail"])
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+
+def replica_kills(farm: FaultFarm, deployment: str, kills: int, jobs_per_kill: int = 1) -> Outcome:
+    """Kill the deployment's replicas `kills` times, each while jobs run."""
+    out = Outcome(f"{kills} {deployment} kills")
+    t0 = time.monotonic()
+    jobs: list[str] = []
+    for _ in range(kills):
+        batch = [farm.submit(out, slow=True) for _ in range(jobs_per_kill)]
+        jobs += batch
+        _wait_running(farm, batch[0])
+        farm.kill_replicas(deployment)
+        time.sleep(0.5)
+    farm.settle(out, jobs, timeout_s=120 + 30 * kills)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def outage(farm: FaultFarm, name: str, down, up, hold_s: float, jobs_before: int = 4,
+           posts_during: int = 5) -> Outcome:
+    """Jobs in flight, then `down()` for `hold_s` seconds (POSTing meanwhile: each must be a
+    quick 503), then `up()`; every job accepted before or after must finish."""
+    out = Outcome(name)
+    t0 = time.monotonic()
+    jobs = [farm.submit(out, slow=True) for _ in range(jobs_before)]
+    _wait_running(farm, jobs[0])
+    down()
+    try:
+        end = time.monotonic() + hold_s
+        sent = 0
+        while time.monotonic() < end:
+            if sent < posts_during:
+                _refused_during(farm, out)
+                sent += 1
+            time.sleep(max(0.2, hold_s / max(1, posts_during) - 2))
+    finally:
+        up()
+    farm.wait_healthy()
+    jobs += [farm.submit(out) for _ in range(2)]  # the farm takes new work again
+    farm.settle(out, jobs)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _refused_during(farm: FaultFarm, out: Outcome) -> None:
+    """One POST while a dependency is away: it must be a 503 + Retry-After + detail in 2 s."""
+    t0 = time.monotonic()
+    try:
+        r = farm.post()
+    except httpx.HTTPError as e:
+        out.errors.append(f"POST during outage: {type(e).__name__} after {time.monotonic() - t0:.1f} s")
+        out.refused += 1
+        return
+    took = time.monotonic() - t0
+    if r.status_code == 202:  # the outage did not touch this request's path (S3 frozen after it)
+        out.accepted += 1
+        out.errors.append("accepted during the outage")
+        return
+    out.refused += 1
+    out.slowest_refusal_s = max(out.slowest_refusal_s, took)
+    if r.status_code == 503 and r.headers.get("Retry-After") and _detail(r) and took <= 2.0:
+        out.refused_ok += 1
+    else:
+        out.errors.append(f"during outage: {r.status_code} in {took:.1f} s: {r.text[:200]}")
+
+
+def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
+    """`n` POSTs at once: each a 202, or a 503 with Retry-After and a JSON detail; every
+    accepted job finishes."""
+    out = Outcome(f"{n} concurrent submissions")
+    t0 = time.monotonic()
+    lock = threading.Lock()
+    jobs: list[str] = []
+
+    def one(_):
+        try:
+            r = farm.post()
+        except httpx.HTTPError as e:
+            with lock:
+                out.errors.append(f"POST: {type(e).__name__}")
+                out.other_5xx += 1
+            return
+        with lock:
+            if r.status_code == 202:
+                out.accepted += 1
+                jobs.append(r.json()["job_id"])
+            elif r.status_code == 503 and r.headers.get("Retry-After") and _detail(r):
+                out.refused += 1
+                out.refused_ok += 1
+            else:
+                out.other_5xx += 1
+                out.errors.append(f"{r.status_code}: {r.text[:200]}")
+
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(one, range(n)))
+    farm.settle(out, jobs, timeout_s=60 + 3 * n)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _wait_running(farm: FaultFarm, job_id: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = farm.status(job_id)
+        if s and s.get("status") in ("running", "succeeded", "failed"):
+            return
+        time.sleep(0.1)
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = ("scenario", "accepted", "succeeded", "failed", "lost", "stuck", "503s", "503 ok", "slowest 503 s",
+            "other 5xx", "seconds")
+    rows = [head] + [(o.scenario, o.accepted, o.succeeded, o.failed, o.lost, o.stuck, o.refused, o.refused_ok,
+                      f"{o.slowest_refusal_s:.2f}", o.other_5xx, f"{o.seconds:.0f}") for o in outcomes]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
