@@ -336,3 +336,57 @@ def table(outcomes: list[Outcome]) -> str:
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
+    """`d2v render` on the farm's store, killed mid-render (SIGKILL: no chance to clean up);
+    then the same image and request sent to the farm. The farm's job must finish, and the
+    CLI's job must not stay 'running' for ever: the reconciler fails it with the reason once
+    its heartbeat is over two leases old (rendering it again takes it over)."""
+    import subprocess
+    import sys
+
+    from d2v.lifecycle import Jobs
+    from d2v.s3store import S3Store
+
+    out = Outcome("CLI killed mid-render, same job to the farm")
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="d2v-cli-"))
+    (work / "photo.png").write_bytes(farm.image)
+    farm.seed += 1
+    request = {"path": PAN, "effect": "pan", "duration_s": 6, "fps": 24, "width": 1280, "height": 720,
+               "seed": farm.seed, "motion_blur": 1.0}
+    (work / "path.json").write_text(json.dumps(request["path"]))
+    exe = Path(sys.executable).parent / "d2v"
+    cmd = [str(exe), "render", str(work / "photo.png"), "--path", str(work / "path.json"), "--effect", "pan",
+           "--duration", "6", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
+           "-o", str(work / "out.mp4")]
+    proc = subprocess.Popen(cmd, env={**os.environ, **farm.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    jobs = Jobs(S3Store.from_env(farm.env))
+    deadline = time.monotonic() + 120
+    cli_job = None
+    while cli_job is None or (s := jobs.get(cli_job)).progress <= 0.05:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out.errors.append(f"the CLI did not get going: {proc.poll()} {proc.stderr.read()[-500:]!r}")
+            out.lost += 1
+            return out
+        for job_id in jobs.unfinished():
+            if (status := jobs.get(job_id)) and (status.owner or "").startswith("cli:"):
+                cli_job = job_id
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    files = {"image": ("photo.png", farm.image, "image/png")}
+    r = farm.client.post("/v1/jobs", files=files, data={"request": json.dumps(request)})
+    assert r.status_code == 202, r.text
+    out.accepted += 1
+    farm.settle(out, [r.json()["job_id"]], timeout_s=300)
+    # The CLI's own lease (its heartbeats stopped with it) twice over, and a few reconcile passes.
+    deadline = time.monotonic() + 2 * jobs.get(cli_job).lease_s + 4 * farm.farm_args["reconcile_s"] + 10
+    while (s := jobs.get(cli_job)).status == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+    if s.status == "running":
+        out.stuck += 1
+        out.errors.append(f"the killed CLI's job {cli_job} is still running: {s.owner}")
+    out.seconds = time.monotonic() - t0
+    return out

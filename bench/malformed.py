@@ -10,11 +10,15 @@ the full set (`--only malformed`), tests/test_reliability_inputs.py a small one 
     follow_accepted(url, outcomes, api_key=KEY)   # poll every 202 until it succeeds or fails
     print(format_table(summarize(outcomes)))
 
-A kind of mistake is a `Maker`: a function (rng, assets) -> Case, in one class (`body`,
-`fields`, `json`, `path`, `image`, `format`, `odd_image`, `bomb`, `depth`, `auth`, `ids`,
-`protocol`, `oversize`, `valid`). `generate` calls every maker once (the hand-picked set),
-then draws makers at random for the rest; makers use the rng for their variations
-(truncation points, wrong types, random bytes), so the same seed gives the same bytes.
+A kind of mistake is a `Maker`: a function rng -> Case, in one class (`body`, `fields`,
+`json`, `path`, `image`, `format`, `odd_image`, `bomb`, `depth`, `auth`, `ids`, `protocol`,
+`oversize`: the last sent once per run, tens of MiB each); legal requests are class `valid`.
+`generate` calls every maker once (the hand-picked set),
+then draws classes (equally often) and makers at random for the rest; makers use the rng
+for their variations (truncation points, wrong types, random bytes), so the same seed gives
+the same bytes. About 15% of the POSTs go to /v1/preview instead. `slow_body` (a body shorter
+than its Content-Length on a connection held open) is added only when asked for: judging it
+takes the full 10 s.
 
 Each case says what it expects: `reject` (a 4xx), `either` (a 4xx, or accepted and then
 succeeds: a degenerate but legal path, an unusual but advertised image) or `valid`
@@ -29,7 +33,6 @@ import json
 import math
 import random
 import socket
-import statistics
 import struct
 import threading
 import time
@@ -233,8 +236,7 @@ class Assets:
             "PNG 16-bit gray": encode(Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)), "PNG"),
             "PNG gray+alpha": encode(im.convert("LA"), "PNG"),
             "PNG palette with transparency": encode(im.convert("P"), "PNG", transparency=0),
-            "PNG RGBA half transparent": encode(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])),
-                                                "PNG"),
+            "PNG RGBA half transparent": encode(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "PNG"),
             "PNG 1-bit": encode(im.convert("1"), "PNG"),
             "JPEG CMYK": encode(im.convert("CMYK"), "JPEG"),
             "JPEG gray": encode(im.convert("L"), "JPEG"),
@@ -420,7 +422,8 @@ def _garbage_multipart(rng):
 @maker("body")
 def _no_disposition(rng):
     boundary = _boundary(rng)
-    body = f"--{boundary}\r\nContent-Type: image/png\r\n\r\n".encode() + assets().png + f"\r\n--{boundary}--\r\n".encode()
+    body = (f"--{boundary}\r\nContent-Type: image/png\r\n\r\n".encode() + assets().png
+            + f"\r\n--{boundary}--\r\n".encode())
     return _plain("body", "a part without Content-Disposition", body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -434,8 +437,8 @@ def _header_without_colon(rng):
 @maker("body")
 def _long_boundary(rng):
     boundary = "b" * 5000
-    body = multipart([("image", assets().png, "p.png", "image/png"), ("request", json.dumps(GOOD).encode(), None, None)],
-                     boundary)
+    body = multipart([("image", assets().png, "p.png", "image/png"),
+                      ("request", json.dumps(GOOD).encode(), None, None)], boundary)
     return _plain("body", "a 5,000-character boundary", body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -496,7 +499,8 @@ def _image_as_text(rng):
     boundary = _boundary(rng)
     body = multipart([("image", assets().png, None, None), ("request", json.dumps(GOOD).encode(), None, None)],
                      boundary)
-    return _plain("fields", "image sent as a text field (no filename)", body, f"multipart/form-data; boundary={boundary}")
+    return _plain("fields", "image sent as a text field (no filename)", body,
+                  f"multipart/form-data; boundary={boundary}")
 
 
 @maker("fields")
@@ -504,8 +508,8 @@ def _misnamed(rng):
     boundary = _boundary(rng)
     names = rng.choice([("Image", "Request"), ("IMAGE", "request"), ("image ", "request"), ("img", "req"),
                         ("file", "json"), ("", "request")])
-    body = multipart([(names[0], assets().png, "p.png", "image/png"), (names[1], json.dumps(GOOD).encode(), None, None)],
-                     boundary)
+    body = multipart([(names[0], assets().png, "p.png", "image/png"),
+                      (names[1], json.dumps(GOOD).encode(), None, None)], boundary)
     return _plain("fields", f"fields named {names!r}", body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -544,8 +548,9 @@ def _empty_request(rng):
 @maker("fields")
 def _request_as_file(rng):
     boundary = _boundary(rng)
+    request = json.dumps(good_request(rng)).encode()
     body = multipart([("image", assets().png, "p.png", "image/png"),
-                      ("request", json.dumps(good_request(rng)).encode(), "request.json", "application/json")], boundary)
+                      ("request", request, "request.json", "application/json")], boundary)
     return Case("fields", "request sent as a file (legal)", body=body,
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, expect="either")
 
@@ -778,11 +783,14 @@ def _outside(rng):
 @maker("path")
 def _times(rng):
     xy = [(10, 10), (20, 15), (30, 20), (40, 25)]
-    t, name = rng.choice([([3, 2, 1, 0], "t decreasing"), ([0, 0, 0, 0], "t all equal"), ([-5, -4, -3, -2], "t negative"),
-                          ([0, 1e308, 1.7e308, 1.79e308], "t up to 1.79e308"), ([0, 1e-300, 2e-300, 3e-300], "t 1e-300 apart"),
-                          ([0, 5, 1, 9], "t out of order"), ([-1.7e308, -1e308, 1e308, 1.7e308], "t from -1.7e308 to 1.7e308"),
-                          ([0, 5e-324, 1e-323, 1.5e-323], "t 5e-324 apart")])
-    return _path_case(name, rng, {"canvas": CANVAS, "points": _pts(xy, t)}, effect=rng.choice(["pan", "zoom_in", "auto"]))
+    t, name = rng.choice([
+        ([3, 2, 1, 0], "t decreasing"), ([0, 0, 0, 0], "t all equal"), ([-5, -4, -3, -2], "t negative"),
+        ([0, 1e308, 1.7e308, 1.79e308], "t up to 1.79e308"), ([0, 1e-300, 2e-300, 3e-300], "t 1e-300 apart"),
+        ([0, 5, 1, 9], "t out of order"), ([-1.7e308, -1e308, 1e308, 1.7e308], "t from -1.7e308 to 1.7e308"),
+        ([0, 5e-324, 1e-323, 1.5e-323], "t 5e-324 apart"),
+    ])
+    effect = rng.choice(["pan", "zoom_in", "auto"])
+    return _path_case(name, rng, {"canvas": CANVAS, "points": _pts(xy, t)}, effect=effect)
 
 
 @maker("path")
@@ -1134,7 +1142,7 @@ def _length_longer(rng):
                 f"Content-Type: {ctype}\r\nContent-Length: {declared}\r\n", body, half_close=True)
 
 
-def slow_body(rng) -> Case:
+def make_slow_body(rng) -> Case:
     """A body shorter than its Content-Length on a connection held open: the server can only
     answer by timing out the read (a slow client, or slowloris). Not in `generate`'s set
     unless asked for (`slow_body=True`): it takes ANSWER_WITHIN_S to judge."""
@@ -1242,7 +1250,7 @@ def generate(n: int, seed: int = 0, *, big_upload_mib: int = 60, valid_every: in
     classes = [c for c in MAKERS if only is None or c in only]
     cases = [make(rng) for cls in classes for make in MAKERS[cls]]
     if slow_body:
-        cases.append(globals()["slow_body"](rng))
+        cases.append(make_slow_body(rng))
     drawn = [c for c in classes if c not in HAND_PICKED_ONLY]
     n_valid = max(3, n // valid_every)
     while len(cases) < n - n_valid and drawn:
@@ -1341,7 +1349,7 @@ def send_raw(base_url: str, case: Case, api_key: str | None) -> Outcome:
                 sock.settimeout(max(0.05, deadline - time.perf_counter()))
                 try:
                     chunk = sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 if not chunk:
                     break
@@ -1521,7 +1529,10 @@ def format_table(rows: list[dict], columns: tuple[str, ...] | None = None) -> st
     columns = columns or tuple(rows[0])
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = lambda values: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))  # noqa: E731
+
+    def line(values: list[str]) -> str:  # the first column left-aligned, numbers right-aligned
+        return "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(row) for row in cells)])
 
 
@@ -1529,6 +1540,7 @@ def describe(o: Outcome) -> str:
     """One line naming the request and what came back (for reports and assertion messages)."""
     c = o.case
     answer = f"{o.status}" if o.status is not None else (o.error or "?")
-    return (f"[{c.cls}] {c.name} ({c.method} {c.url[:60]}, expect {c.expect}) -> {answer} in {o.seconds:.2f} s"
-            f"{': ' + o.detail[:160] if o.detail else ''}{' body ' + repr(o.body_head[:80]) if not o.detail and o.body_head else ''}"
-            f"{f' -> job {o.final}: {o.final_error}' if o.final else ''}")
+    said = f": {o.detail[:160]}" if o.detail else (f" body {o.body_head[:80]!r}" if o.body_head else "")
+    job = f" -> job {o.final}: {o.final_error}" if o.final else ""
+    request = f"[{c.cls}] {c.name} ({c.method} {c.url[:60]}, expect {c.expect})"
+    return f"{request} -> {answer} in {o.seconds:.2f} s{said}{job}"

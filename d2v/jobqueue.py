@@ -84,6 +84,7 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
                 "result_expires": 3600,
                 "worker_prefetch_multiplier": 1,  # a consumer takes only what it can start
                 "worker_hijack_root_logger": False,
+                "worker_redirect_stdouts": False,  # a replica's print() stays a print
             },
             task_custom_config={"retry_backoff_max": 60},
         ),
@@ -100,6 +101,7 @@ class JobQueue:
     LOCK = "d2v:lock:{}"
     PROGRESS = "d2v:progress:{}"
     ENQUEUED = "d2v:enqueued:{}"  # sorted set per queue: job id -> when it was enqueued
+    RUNNING = "d2v:running:{}"  # sorted set per queue: job id -> when a consumer claimed it
 
     def __init__(self, queue: str = DEFAULT_QUEUE, url: str | None = None):
         self.queue, self.url = queue, url or redis_url()
@@ -135,12 +137,37 @@ class JobQueue:
 
     def enqueued_since(self) -> dict[str, float]:
         """Jobs the queue holds (or a consumer has taken): id -> when enqueued."""
-        return {k.decode(): v for k, v in self._call("list", self.redis.zrange, self.ENQUEUED.format(self.queue),
+        return self._since(self.ENQUEUED)
+
+    def running_since(self) -> dict[str, float]:
+        """Jobs a consumer has claimed and not let go: id -> when claimed."""
+        return self._since(self.RUNNING)
+
+    def _since(self, key: str) -> dict[str, float]:
+        return {k.decode(): v for k, v in self._call("list", self.redis.zrange, key.format(self.queue),
                                                      0, -1, False, True)}
+
+    def waiting(self) -> int:
+        """How many jobs wait in the queue (enqueued, not yet claimed): the back-pressure figure."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.ENQUEUED.format(self.queue))
+        pipe.zcard(self.RUNNING.format(self.queue))
+        enqueued, running = self._call("count", pipe.execute)
+        return max(0, enqueued - running)
+
+    def started(self, job_id: str) -> None:
+        self._call("mark running", self.redis.zadd, self.RUNNING.format(self.queue), {job_id: time.time()})
+
+    def stopped(self, job_id: str) -> None:
+        """A consumer let the job go without finishing it (handed back for a retry)."""
+        self._call("unmark running", self.redis.zrem, self.RUNNING.format(self.queue), job_id)
 
     def done(self, job_id: str) -> None:
         """The job left the queue for good (finished, or handed back to the reconciler)."""
-        self._call("unmark", self.redis.zrem, self.ENQUEUED.format(self.queue), job_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.ENQUEUED.format(self.queue), job_id)
+        pipe.zrem(self.RUNNING.format(self.queue), job_id)
+        self._call("unmark", pipe.execute)
 
     # -- who runs a job: an atomic lock beside status.json's owner ---------------------
 

@@ -258,7 +258,7 @@ class Ingress:
             await _answer(asyncio.to_thread(self.jobs.adopt_result, job_id, done, tenant=tenant, content=content),
                           "the object store")
             return self._accepted(request, job_id, "succeeded")
-        waiting = len(await _answer(asyncio.to_thread(self.queue.enqueued_since), "the job queue"))
+        waiting = await _answer(asyncio.to_thread(self.queue.waiting), "the job queue")
         if waiting >= self.settings.max_queued_jobs:
             raise Busy(f"the farm is busy ({waiting} jobs waiting); retry in a few seconds")
         await _answer(self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes),

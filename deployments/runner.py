@@ -125,6 +125,7 @@ class JobRunner:
             return None
         with self._lock:
             self.in_flight[job_id] = claim.status
+        self.queue.started(job_id)
         return claim.status
 
     def _after_failure(self, status: JobStatus, e: Exception) -> str:
@@ -140,6 +141,7 @@ class JobRunner:
         if ours and status.attempts < self.settings.max_attempts and _retries_so_far() < MAX_RETRIES:
             log.warning("job %s: attempt %d failed (%s); handing it back to the queue", job_id, status.attempts, reason)
             self.jobs.release(status, f"retrying after: {reason}")
+            self.queue.stopped(job_id)
             self.queue.unlock(job_id, self.owner)
             raise HandedBack(reason) from None
         self.jobs.fail(status, f"failed after {status.attempts} attempt(s) in stage '{status.stage}': {reason}")
@@ -214,12 +216,19 @@ class JobRunner:
     def reconcile(self) -> int:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue
         does not hold. Returns how many it enqueued."""
-        enqueued = self.queue.enqueued_since()
+        enqueued, running = self.queue.enqueued_since(), self.queue.running_since()
         unfinished = self.jobs.unfinished()
-        for job_id in set(enqueued) - set(unfinished):
+        for job_id in (set(enqueued) | set(running)) - set(unfinished):
             self.queue.done(job_id)  # finished while the queue was away: not waiting any more
         now, count = time.time(), 0
         for job_id in unfinished:
+            # Only what the queue cannot vouch for is read from the store: a claimed job whose
+            # consumer's lock lapsed, one waiting too long, one the queue never heard of.
+            if job_id in running:
+                if self.queue.locked(job_id):
+                    continue
+            elif job_id in enqueued and now - enqueued[job_id] < VISIBILITY_TIMEOUT_S * 2:
+                continue
             status = self.jobs.get(job_id)
             if status is None or has_live_owner(status, now):
                 continue
@@ -228,13 +237,11 @@ class JobRunner:
                 continue
             if status.queue != self.settings.queue or self.queue.locked(job_id):
                 continue  # another app's job, or one a consumer holds
-            since = enqueued.get(job_id)
-            # A running job whose owner went silent is enqueued at once (a duplicate message is
-            # harmless: the claim settles it); a queued one only when the queue lost it.
-            if status.status == "running" or since is None or now - since > VISIBILITY_TIMEOUT_S * 2:
-                log.warning("job %s: %s with no live owner; enqueueing it again", job_id, status.status)
-                self.queue.enqueue(job_id)
-                count += 1
+            # A duplicate message is harmless: the claim settles it.
+            log.warning("job %s: %s with no live owner; enqueueing it again", job_id, status.status)
+            self.queue.stopped(job_id)
+            self.queue.enqueue(job_id)
+            count += 1
         return count
 
     def _abandoned_render(self, status: JobStatus, now: float) -> None:

@@ -43,3 +43,7 @@ def test_runner_replica_killed_twice_loses_no_job(farm):
 
 def test_concurrent_submissions_are_202_or_503_and_all_finish(farm):
     _assert_clean(faults.concurrent_submissions(farm, 40))
+
+
+def test_a_killed_cli_render_is_not_left_running_and_the_farm_runs_the_job(farm):
+    _assert_clean(faults.cli_killed_then_farm(farm))
