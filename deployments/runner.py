@@ -146,9 +146,10 @@ class JobRunner:
             raise HandedBack(reason) from None
         self.jobs.fail(status, f"failed after {status.attempts} attempt(s) in stage '{status.stage}': {reason}")
         self._let_go(job_id)
-        if ours:
-            raise HandedBack(reason) from None  # out of retries: the queue moves it to its dead letters
-        log.exception("job %s: failed with an internal error", job_id, exc_info=e)
+        if ours and _retries_so_far() >= MAX_RETRIES:
+            raise HandedBack(reason) from None  # the queue's retries are spent: it keeps it in its dead letters
+        if not ours:
+            log.error("job %s: failed with an internal error", job_id, exc_info=e)
         return "failed"
 
     def _let_go(self, job_id: str) -> None:

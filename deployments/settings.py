@@ -15,7 +15,7 @@ class FarmSettings:
     max_attempts: int = 3  # a job whose stage replica died is retried this many times in all
     lease_s: float = 30.0  # a running job's owner heartbeats within this, or anyone may take the job over
     retry_backoff_s: float = 2.0  # (kept for old configs: the queue's own backoff applies)
-    url_expiry_s: int = 3600  # presigned result URLs
+    url_expiry_s: int = 900  # presigned result URLs: short-lived, minted afresh on every GET
     max_clip_bytes: int = 4 * 2**30  # frames held between stages, all of them
     max_previews: int = 2  # POST /v1/preview renders this many at once in one API replica
     svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
