@@ -1456,8 +1456,11 @@ def follow_accepted(base_url: str, outcomes: list[Outcome], *, api_key: str | No
                 if status.get("status") in ("succeeded", "failed"):
                     break
         with lock:
-            finals[job_id] = (status.get("status") if status.get("status") in ("succeeded", "failed") else "stuck",
-                              status.get("error"))
+            if status.get("status") in ("succeeded", "failed"):
+                finals[job_id] = (status["status"], status.get("error"))
+            else:  # what it was doing when we gave up
+                finals[job_id] = ("stuck", f"still {status.get('status')} after {timeout_s:g} s (stage "
+                                           f"{status.get('stage')}, attempts {status.get('attempts')})")
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(poll, sorted({o.job_id for o in jobs})))

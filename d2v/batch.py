@@ -206,6 +206,7 @@ def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: byt
                 depth_bytes: bytes | None) -> dict[str, Any]:
     """Render one item (in a Ray task, or in-process); never raises for the item's own
     faults: the returned row says failed and why, so one bad item fails alone."""
+    from d2v.lifecycle import process_owner
     from d2v.pipeline import render_job
 
     t0 = time.perf_counter()
@@ -220,7 +221,7 @@ def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: byt
             depth_bytes = read_ref(item["depth"], store, base_dir)
         stages: list[str] = []
         manifest = render_job(image_bytes, RenderRequest.model_validate(item["request"]), store,
-                              depth_bytes=depth_bytes, job_id=item.get("id"),
+                              depth_bytes=depth_bytes, job_id=item.get("id"), owner=process_owner("batch"),
                               progress=lambda stage, fraction: stages.append(stage) if stage == "cached" else None)
         row.id, row.keys = manifest.job_id, dict(manifest.keys)
         row.fidelity = manifest.fidelity.verdict if manifest.fidelity else None

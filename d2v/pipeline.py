@@ -148,6 +148,7 @@ def render_job(
     output_path: str | Path | None = None,
     progress: ProgressFn | None = None,
     use_cache: bool = True,
+    owner: str | None = None,
 ) -> Manifest:
     """Render one job and put its results in `store` under jobs/{job_id}/.
 
@@ -170,7 +171,7 @@ def render_job(
     jobs = Jobs(store)
     # Ours now, unless another live process runs the same job (a second `d2v render` of
     # the same image and request): then say who, rather than render it twice.
-    claim = jobs.claim(job_id, process_owner("cli"), rerun=True)
+    claim = jobs.claim(job_id, owner or process_owner("cli"), rerun=True)
     if claim.status is None:
         raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it or pass --no-cache")
     status = claim.status
