@@ -100,6 +100,7 @@ class JobQueue:
 
     LOCK = "d2v:lock:{}"
     PROGRESS = "d2v:progress:{}"
+    DONE = "d2v:done:{}"  # set when a job finishes: what long polling waits for
     ENQUEUED = "d2v:enqueued:{}"  # sorted set per queue: job id -> when it was enqueued
     RUNNING = "d2v:running:{}"  # sorted set per queue: job id -> when a consumer claimed it
 
@@ -191,6 +192,21 @@ class JobQueue:
 
     def locked(self, job_id: str) -> bool:
         return bool(self._call("lock check", self.redis.exists, self.LOCK.format(job_id)))
+
+    # -- the end of a job, for long polling: a Redis key is cheap to poll, status.json is not
+
+    def finished(self, job_id: str) -> None:
+        """Best effort: waiters also reread the store every second."""
+        try:
+            self.redis.set(self.DONE.format(job_id), 1, ex=600)
+        except (redis.RedisError, OSError):
+            pass
+
+    def is_finished(self, job_id: str) -> bool:
+        try:
+            return bool(self.redis.exists(self.DONE.format(job_id)))
+        except (redis.RedisError, OSError):
+            return False
 
     # -- progress: cheap and frequent, so in Redis (status.json gets it with each heartbeat)
 

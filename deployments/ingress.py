@@ -306,9 +306,14 @@ class Ingress:
         tenant = self._authorize(request)
         status = await self._status(job_id, tenant)
         deadline = time.monotonic() + wait_s
+        reread = time.monotonic() + 1.0
         while status.status in ("queued", "running") and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, 0.25))
-            status = await self._status(job_id, tenant)
+            # The runner marks the end in Redis (a cheap check, 20 a second); the store is
+            # reread then, and every second anyway (progress; Redis away).
+            await asyncio.sleep(min(left, 0.05))
+            if await asyncio.to_thread(self.queue.is_finished, job_id) or time.monotonic() >= reread:
+                status = await self._status(job_id, tenant)
+                reread = time.monotonic() + 1.0
         body = status.public()
         if status.result is not None:
             body["result"]["video_url"] = str(request.url_for("job_video", job_id=job_id))

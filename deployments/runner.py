@@ -155,6 +155,7 @@ class JobRunner:
     def _let_go(self, job_id: str) -> None:
         """Best effort: with Redis away the lock lapses by itself and the reconciler drops
         the queue's note of a finished job."""
+        self.queue.finished(job_id)
         try:
             self.queue.done(job_id)
             self.queue.unlock(job_id, self.owner)
