@@ -44,7 +44,7 @@ from bench import malformed  # noqa: E402
 API_KEY = "d2v-reliability-key"
 # Enough queue that the legal and degenerate-but-legal jobs of a run never meet the
 # back-pressure 503 (a section about load would test that; this one tests inputs).
-FARM_ARGS = {"lease_s": 10, "retry_backoff_s": 0.5, "max_running_jobs": 2, "max_queued_jobs": 1000}
+FARM_ARGS = {"max_running_jobs": 2, "max_queued_jobs": 1000}
 
 
 @dataclass

@@ -62,6 +62,7 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_WAIT_S = 30.0  # GET /v1/jobs/{id}?wait_s=: the longest a status request is held open
 HEALTH_TIMEOUT_S = 1.0  # /healthz: a dependency that takes longer counts as down (clients wait 2 s)
 DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the queue, then 503 (clients: 2 s)
+BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refused (408)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 
 api = FastAPI(
@@ -79,6 +80,10 @@ class Busy(D2VError):
 
 class Unauthorized(D2VError):
     status_code = 401
+
+
+class RequestTimeout(D2VError):
+    status_code = 408
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -198,7 +203,15 @@ class Ingress:
         # Count the body as it arrives (a chunked upload has no Content-Length, and a header
         # can lie): cut it at the limit instead of reading it whole first.
         chunks, received = [], 0
-        async for chunk in request.stream():
+        body = request.stream().__aiter__()
+        while True:
+            try:  # a client that stops sending mid-body is answered, not waited on for ever
+                chunk = await asyncio.wait_for(body.__anext__(), BODY_IDLE_TIMEOUT_S)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"the upload stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s "
+                                     f"after {received} bytes; send the whole body") from None
             received += len(chunk)
             if received > limit:
                 raise too_large

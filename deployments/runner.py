@@ -24,7 +24,7 @@ import uuid
 
 from ray import serve
 
-from d2v.errors import D2VError, user_error
+from d2v.errors import D2VError, one_line, user_error
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, VISIBILITY_TIMEOUT_S, JobQueue
 from d2v.lifecycle import DEPTH, INPUT_PREFIX, REQUEST, Jobs, file_key, has_live_owner
@@ -96,10 +96,9 @@ class JobRunner:
         try:
             manifest = self._pipeline(job_id, status)
         except Exception as e:
+            self._forget(job_id)
             return self._after_failure(status, e)
-        finally:
-            with self._lock:
-                self.in_flight.pop(job_id, None)
+        self._forget(job_id)
         self.jobs.succeed(status, job_result(manifest))
         self._let_go(job_id)
         return "succeeded"
@@ -128,11 +127,16 @@ class JobRunner:
         self.queue.started(job_id)
         return claim.status
 
+    def _forget(self, job_id: str) -> None:
+        """No more heartbeats for this job. Taken under the lock a heartbeat holds while it
+        writes, so none lands after the final status (it would undo it)."""
+        with self._lock:
+            self.in_flight.pop(job_id, None)
+
     def _after_failure(self, status: JobStatus, e: Exception) -> str:
         job_id = status.job_id
         user = user_error(e)
-        reason = str(user) if user is not None else f"{type(e).__name__}: {e}"
-        reason = reason.splitlines()[0] if reason else type(e).__name__
+        reason = str(user) if user is not None else one_line(e)
         if user is not None and user.status_code < 500:  # the job's own fault: no retry
             self.jobs.fail(status, reason)
             self._let_go(job_id)
@@ -209,9 +213,10 @@ class JobRunner:
             try:
                 if (seen := self.queue.progress(status.job_id)) is not None:
                     status.stage, status.progress = seen
-                self.queue.renew(status.job_id, self.owner, self.settings.lease_s) or \
-                    self.queue.lock(status.job_id, self.owner, self.settings.lease_s)
-                self.jobs.heartbeat(status)
+                self.queue.lock(status.job_id, self.owner, self.settings.lease_s)  # renews our own
+                with self._lock:
+                    if status.job_id in self.in_flight:  # not finished meanwhile (see _forget)
+                        self.jobs.heartbeat(status)
             except Exception as e:
                 log.warning("job %s: heartbeat failed (%s); next beat retries", status.job_id, e)
 

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.timeout(300)
 def url(seaweed):
     env = {**seaweed.env("reliability"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": API_KEY}
     # A queue long enough that the legal jobs among the requests never meet the 503 of a full one.
-    with serve_farm(env, {"/": {"lease_s": 10, "max_queued_jobs": 1000}}) as base_url:
+    with serve_farm(env, {"/": {"max_queued_jobs": 1000}}) as base_url:
         yield base_url
 
 
 @pytest.fixture(scope="module")
 def outcomes(url):
-    cases = malformed.generate(300, SEED)
+    cases = malformed.generate(300, SEED, slow_body=True)  # a stalled upload: answered, not waited on
     sent = malformed.send_all(url, cases, api_key=API_KEY, concurrency=4)
     malformed.follow_accepted(url, sent, api_key=API_KEY, timeout_s=90)
     return sent
