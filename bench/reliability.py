@@ -11,6 +11,10 @@ set), runs the chosen sections and prints a table for each.
 Sections (a function `section_NAME(farm, args)` listed in SECTIONS; each prints its own table,
 with a 'baseline' to compare with where there is one):
 
+    faults      our faults with jobs in flight (bench/faults.py): 20 base-replica kills, 3 ingress
+                kills, 3 runner (queue consumer) kills, S3 frozen 60 s, S3 killed and restarted,
+                Redis killed and restarted, `d2v render` killed then the same job sent to the farm,
+                200 concurrent submissions: jobs lost / failed / stuck, and the 503s during outages.
     malformed   >= 2,000 malformed requests (bench.malformed), legal ones interleaved: per class
                 how many got a 4xx, a 5xx, no answer in 10 s, were accepted and then failed;
                 latency against the legal requests' (baseline). Then chunked uploads of 40 MiB
@@ -232,7 +236,42 @@ def big_uploads(farm: Farm, sizes_mib: list[int], procs: dict) -> list[dict]:
     return results
 
 
-SECTIONS = {"malformed": section_malformed}
+def section_faults(farm: Farm | None, args) -> dict:
+    """Our faults with jobs in flight (bench.faults), on a farm started here with its own S3
+    and Redis (they are stopped for real): replica kills, S3 frozen and restarted, Redis
+    restarted, a CLI render killed, a burst of concurrent submissions."""
+    from bench import faults
+
+    tiny = args.tiny
+    print("\n== faults: jobs in flight, then our faults ==", flush=True)
+    outcomes = []
+    with faults.FaultFarm(num_cpus=4) as ff:
+        plan = [
+            lambda: faults.replica_kills(ff, "BaseStage", 2 if tiny else 20),
+            lambda: faults.replica_kills(ff, "Ingress", 1 if tiny else 3),
+            lambda: faults.replica_kills(ff, "JobRunner", 1 if tiny else 3),
+            lambda: faults.outage(ff, f"S3 frozen {10 if tiny else 60} s", ff.freeze_s3, ff.thaw_s3,
+                                  hold_s=10 if tiny else 60),
+            lambda: faults.outage(ff, "S3 killed, restarted after 10 s", ff.kill_s3, ff.start_s3, hold_s=10),
+            lambda: faults.outage(ff, "Redis killed, restarted after 10 s", ff.kill_redis, ff.start_redis,
+                                  hold_s=10),
+            lambda: faults.cli_killed_then_farm(ff),
+            lambda: faults.concurrent_submissions(ff, 40 if tiny else 200),
+        ]
+        for run in plan:
+            out = run()
+            outcomes.append(out)
+            print(faults.table([out]).splitlines()[-1], flush=True)
+            for error in out.errors[:5]:
+                print(f"    {error}", flush=True)
+    print("\n" + faults.table(outcomes))
+    clean = sum(o.clean for o in outcomes)
+    print(f"\n{clean}/{len(outcomes)} scenarios clean (no job lost, failed or stuck; every outage 503 "
+          "with Retry-After and a JSON detail within 2 s)")
+    return {"outcomes": [o.__dict__ for o in outcomes]}
+
+
+SECTIONS = {"malformed": section_malformed, "faults": section_faults}
 
 
 def main() -> int:
@@ -251,14 +290,18 @@ def main() -> int:
     if unknown := [s for s in chosen if s not in SECTIONS]:
         ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
 
-    with ExitStack() as stack:
-        if args.url:
-            farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
-        else:
-            t0 = time.perf_counter()
-            farm = stack.enter_context(start_farm())
-            print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
-        results = {name: SECTIONS[name](farm, args) for name in chosen}
+    results = {}
+    if "malformed" in chosen:
+        with ExitStack() as stack:
+            if args.url:
+                farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
+            else:
+                t0 = time.perf_counter()
+                farm = stack.enter_context(start_farm())
+                print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
+            results["malformed"] = section_malformed(farm, args)
+    if "faults" in chosen:  # its own farm, S3 and Redis: it stops them
+        results["faults"] = section_faults(None, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -236,17 +236,22 @@ class Heartbeat:
     def _run(self) -> None:
         period = max(0.5, self.jobs.lease_s / 3)
         while not self._stop.wait(period):
-            try:
-                with self._lock:
+            with self._lock:
+                if self._stop.is_set():  # stopped while waiting for the lock: the job is ending
+                    return
+                try:
                     self.jobs.heartbeat(self.status)
-            except Exception as e:  # the store is away: the next beat tries again
-                if self.on_error:
-                    self.on_error(e)
+                except Exception as e:  # the store is away: the next beat tries again
+                    if self.on_error:
+                        self.on_error(e)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
+        # Under the lock: a beat in progress finishes first, and none starts after, so the
+        # job's final status (written next by the caller) is never overwritten by a beat.
+        with self._lock:
+            self._stop.set()
         self._thread.join(timeout=5)

@@ -177,19 +177,19 @@ def render_job(
     status = claim.status
     store.put_bytes(input_key(job_id, image.extension), image_bytes)
     store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
-    with Heartbeat(jobs, status) as beat:
-        def beat_and_report(stage: str, fraction: float) -> None:
-            beat.progress(stage, fraction)
-            report(stage, fraction)
+    try:
+        with Heartbeat(jobs, status) as beat:
+            def beat_and_report(stage: str, fraction: float) -> None:
+                beat.progress(stage, fraction)
+                report(stage, fraction)
 
-        try:
             manifest = _run_stages(image, depth, request, store, job_id, output_path, beat_and_report)
-        except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
-            reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
-            if isinstance(e, KeyboardInterrupt):
-                reason = "stopped by the user (Ctrl-C)"
-            jobs.fail(status, reason)
-            raise
+    except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
+        reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
+        if isinstance(e, KeyboardInterrupt):
+            reason = "stopped by the user (Ctrl-C)"
+        jobs.fail(status, reason)
+        raise
     manifest.stage_seconds["total"] = round(time.perf_counter() - t_start, 4)
     store.put_bytes(file_key(job_id, MANIFEST), manifest.model_dump_json(indent=2).encode())
     jobs.succeed(status, job_result(manifest))
