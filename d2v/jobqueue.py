@@ -86,7 +86,9 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
                 "worker_hijack_root_logger": False,
                 "worker_redirect_stdouts": False,  # a replica's print() stays a print
             },
-            task_custom_config={"retry_backoff_max": 60},
+            # Backoff 3, 6, 12... s: a stage replica that died is replaced in a few seconds,
+            # so the first retry should not land on the same gap.
+            task_custom_config={"retry_backoff": 3, "retry_backoff_max": 60},
         ),
         max_retries=MAX_RETRIES,
         failed_task_queue_name=f"{queue}-dead",

@@ -200,41 +200,49 @@ class Ingress:
                                      f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'request' JSON field")
-        # Count the body as it arrives (a chunked upload has no Content-Length, and a header
-        # can lie): cut it at the limit instead of reading it whole first.
-        chunks, received = [], 0
-        body = request.stream().__aiter__()
-        while True:
-            try:  # a client that stops sending mid-body is answered, not waited on for ever
-                chunk = await asyncio.wait_for(body.__anext__(), BODY_IDLE_TIMEOUT_S)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise RequestTimeout(f"the upload stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s "
-                                     f"after {received} bytes; send the whole body") from None
-            received += len(chunk)
-            if received > limit:
-                raise too_large
-            chunks.append(chunk)
-        request._body = b"".join(chunks)  # what request.form() parses (Starlette reads _body first)
+        # The body is parsed as it arrives (files spool to disk past 1 MiB), counted on the way
+        # (a chunked upload has no Content-Length, and a header can lie) and cut at the limit:
+        # never held whole in memory.
+        async def counted():
+            received = 0
+            body = Request.stream(request).__aiter__()
+            while True:
+                try:  # a client that stops sending mid-body is answered, not waited on for ever
+                    chunk = await asyncio.wait_for(body.__anext__(), BODY_IDLE_TIMEOUT_S)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise RequestTimeout(f"the upload stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s "
+                                         f"after {received} bytes; send the whole body") from None
+                received += len(chunk)
+                if received > limit:
+                    raise too_large
+                yield chunk
+
+        request.stream = counted  # what request.form() reads
         try:
-            form = await request.form()
+            form = await request.form(max_files=4, max_fields=16)
+        except D2VError:
+            raise
         except Exception as e:
-            raise InvalidRequestError(f"the multipart body could not be read: {e}") from None
-        upload, raw_request, depth_upload = form.get("image"), form.get("request"), form.get("depth")
-        if upload is None or isinstance(upload, str):
-            raise InvalidRequestError("image: is required (a file field named 'image')")
-        if raw_request is None:
-            raise InvalidRequestError("request: is required (a JSON field named 'request')")
-        render_request = parse_request(raw_request if isinstance(raw_request, str) else await raw_request.read())
-        image_bytes = await upload.read()
-        check_image_header(image_bytes)  # format and pixel limits before any decoding
-        depth_bytes = None
-        if depth_upload is not None and not isinstance(depth_upload, str):
-            depth_bytes = await depth_upload.read()
-            check_image_header(depth_bytes)
-            # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
-            await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
+            raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
+        try:
+            upload, raw_request, depth_upload = form.get("image"), form.get("request"), form.get("depth")
+            if upload is None or isinstance(upload, str):
+                raise InvalidRequestError("image: is required (a file field named 'image')")
+            if raw_request is None:
+                raise InvalidRequestError("request: is required (a JSON field named 'request')")
+            render_request = parse_request(raw_request if isinstance(raw_request, str) else await raw_request.read())
+            image_bytes = await upload.read()
+            check_image_header(image_bytes)  # format and pixel limits before any decoding
+            depth_bytes = None
+            if depth_upload is not None and not isinstance(depth_upload, str):
+                depth_bytes = await depth_upload.read()
+                check_image_header(depth_bytes)
+                # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
+                await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
+        finally:
+            await form.close()  # the spooled files
         return render_request, image_bytes, depth_bytes
 
     @api.post("/v1/preview")

@@ -12,7 +12,7 @@ from d2v.jobqueue import DEFAULT_QUEUE
 class FarmSettings:
     max_running_jobs: int = 2  # jobs one runner replica takes from the queue at once (its max_ongoing_requests)
     max_queued_jobs: int = 32  # more than this waiting in the queue -> POST answers 503 (retry later)
-    max_attempts: int = 3  # a job whose stage replica died is retried this many times in all
+    max_attempts: int = 5  # a job whose stage or runner replica died is tried this many times in all
     lease_s: float = 30.0  # a running job's owner heartbeats within this, or anyone may take the job over
     retry_backoff_s: float = 2.0  # (kept for old configs: the queue's own backoff applies)
     url_expiry_s: int = 900  # presigned result URLs: short-lived, minted afresh on every GET
