@@ -354,18 +354,18 @@ def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
     work = Path(tempfile.mkdtemp(prefix="d2v-cli-"))
     (work / "photo.png").write_bytes(farm.image)
     farm.seed += 1
-    request = {"path": PAN, "effect": "pan", "duration_s": 6, "fps": 24, "width": 1280, "height": 720,
+    request = {"path": PAN, "effect": "pan", "duration_s": 12, "fps": 24, "width": 1280, "height": 720,
                "seed": farm.seed, "motion_blur": 1.0}
     (work / "path.json").write_text(json.dumps(request["path"]))
     exe = Path(sys.executable).parent / "d2v"
     cmd = [str(exe), "render", str(work / "photo.png"), "--path", str(work / "path.json"), "--effect", "pan",
-           "--duration", "6", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
+           "--duration", "12", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
            "-o", str(work / "out.mp4")]
     proc = subprocess.Popen(cmd, env={**os.environ, **farm.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     jobs = Jobs(S3Store.from_env(farm.env))
     deadline = time.monotonic() + 120
     cli_job = None
-    while cli_job is None or (s := jobs.get(cli_job)).progress <= 0.05:
+    while cli_job is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             out.errors.append(f"the CLI did not get going: {proc.poll()} {proc.stderr.read()[-500:]!r}")
             out.lost += 1
@@ -374,8 +374,13 @@ def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
             if (status := jobs.get(job_id)) and (status.owner or "").startswith("cli:"):
                 cli_job = job_id
         time.sleep(0.2)
+    time.sleep(2)  # mid-render
     proc.kill()
     proc.wait()
+    if jobs.get(cli_job).status != "running":  # it must die mid-render for this to mean anything
+        out.errors.append(f"the CLI's job was {jobs.get(cli_job).status} when killed: render longer")
+        out.stuck += 1
+        return out
     files = {"image": ("photo.png", farm.image, "image/png")}
     r = farm.client.post("/v1/jobs", files=files, data={"request": json.dumps(request)})
     assert r.status_code == 202, r.text
