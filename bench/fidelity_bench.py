@@ -41,7 +41,7 @@ def strokes() -> dict[str, list[tuple[float, float]]]:
     return {"zoom_in": line((0.35, 0.6), (0.6, 0.4)), "pull_back": line((0.3, 0.4), (0.55, 0.5)),
             "pan": line((0.15, 0.5), (0.85, 0.45)), "orbit": loop, "dolly_zoom": line((0.45, 0.6), (0.62, 0.45)),
             "spiral": spiral, "earth_zoom_out": line((0.4, 0.4), (0.5, 0.45)),
-            "crash_zoom": line((0.5, 0.5), (0.62, 0.42))}
+            "crash_zoom": line((0.5, 0.5), (0.62, 0.42)), "parallax": line((0.3, 0.5), (0.7, 0.52))}
 
 
 def main() -> None:

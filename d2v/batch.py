@@ -4,8 +4,9 @@
     ray job submit --working-dir DIR -- python -m d2v.batch JOBS.jsonl
 
 One JSON object per line: a render request (d2v.models.RenderRequest) plus `image` (a
-path relative to the working directory, or s3://bucket/key), optional `depth` (the
-same) and optional `id` (the job id; derived from the image and request when absent).
+path relative to the working directory, or s3://bucket/key), optional `depth` (a depth
+map, the same; or the request's depth mode, "auto" or "none") and optional `id` (the
+job id; derived from the image and request when absent).
 Results land under jobs/{id}/ like any job; the batch's manifest, one line per item
 (id, line, status, keys, seconds, error), under batches/{JOBS file stem}/manifest.jsonl.
 
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from d2v.errors import D2VError, InvalidRequestError, ObjectNotFoundError, StoreUnavailableError, one_line
-from d2v.models import RenderRequest, parse_request
+from d2v.models import DEPTH_MODES, RenderRequest, parse_request
 from d2v.store import Store, batch_manifest_key, store_from_env, store_settings, validate_job_id
 
 # Keys of a batch line that are not part of the render request.
@@ -112,9 +113,10 @@ def parse_line(line_no: int, text: str) -> Item:
             raise InvalidRequestError("'image' is required: a path relative to the working directory or s3://bucket/key")
         depth = data.get("depth")
         if depth is not None and (not isinstance(depth, str) or not depth):
-            raise InvalidRequestError("'depth' must be a path or s3://bucket/key")
-        item.image, item.depth = image, depth
-        item.request = parse_request({k: v for k, v in data.items() if k not in ITEM_KEYS})
+            raise InvalidRequestError("'depth' must be a path, s3://bucket/key, 'auto' or 'none'")
+        mode = {"depth": depth} if depth in DEPTH_MODES else {}  # the request's field, not a file
+        item.image, item.depth = image, (None if mode else depth)
+        item.request = parse_request({**{k: v for k, v in data.items() if k not in ITEM_KEYS}, **mode})
     except D2VError as e:
         item.error = str(e)
     return item

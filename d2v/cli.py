@@ -9,6 +9,8 @@
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
     d2v upscale IN.mp4 --size 1920x1080 -o OUT.mp4 # resize a video exactly
     d2v models check | make-tiny DIR               # SVD model set-up
+    d2v models make-tiny-depth DIR                 # a tiny random-weight depth model
+    d2v depth IMAGE -o DEPTH.png                   # the depth stage alone (D2V_DEPTH_MODEL)
 
 Bad input: one line on stderr (`d2v: error: ...`) and exit status 2; no traceback.
 Set D2V_DEBUG=1 to see tracebacks of internal errors.
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
-from d2v.models import EFFECTS
+from d2v.models import DEPTH_MODES, EFFECTS  # `--depth` takes a depth mode, or a depth map file
 
 EXIT_BAD_INPUT = 2
 SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
@@ -113,6 +115,7 @@ def _request_from_args(args: argparse.Namespace):
             "loop": args.loop,
             "allow_borders": args.allow_borders,
             "auto_correct": getattr(args, "auto_correct", True),
+            **({"depth": args.depth} if getattr(args, "depth", None) in DEPTH_MODES else {}),
             **{name: getattr(args, name) for name in SVD_FIELDS if getattr(args, name, None) is not None},
             "crf": getattr(args, "crf", 18),
             "preset": getattr(args, "preset", "veryfast"),
@@ -146,7 +149,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     request = _request_from_args(args)
     image_bytes = read_image_bytes(args.image)
-    depth_bytes = read_image_bytes(args.depth) if args.depth else None
+    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
     store = store_from_env()
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
@@ -246,6 +249,44 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_make_tiny_depth(args: argparse.Namespace) -> int:
+    from d2v.depth import make_tiny_depth
+
+    out = make_tiny_depth(args.directory, seed=args.seed)
+    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    print(f"wrote a tiny random-weight depth model to {out} ({size / 2**10:.0f} KiB)")
+    print(f"try: D2V_DEPTH_MODEL={out} d2v depth IMAGE -o depth.png")
+    print(f" or: D2V_DEPTH_MODEL={out} d2v render IMAGE --path PATH.json --effect dolly_zoom -o out.mp4")
+    return 0
+
+
+def cmd_depth(args: argparse.Namespace) -> int:
+    """The depth stage alone: the configured model's depth map of a photo, as a 16-bit PNG
+    (brighter = nearer) that `d2v render --depth FILE` takes back."""
+    import time
+
+    from d2v.depth import depth_model_setting, encode_depth_png, shared_depth_model
+    from d2v.images import load_image
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise InvalidRequestError(f"output must be a .png file (16-bit grayscale), got {out}")
+    image = load_image(args.image)
+    model = depth_model_setting()
+    estimator = shared_depth_model(model, args.device)  # unset or broken: DepthModelError naming the setting
+    t0 = time.perf_counter()
+    depth = estimator.estimate(image.rgb)
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.write_bytes(encode_depth_png(depth))
+    except OSError as e:
+        raise InvalidRequestError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {out} ({image.width}x{image.height}, 16-bit, brighter = nearer; {model} on "
+          f"{estimator.device}, {seconds:.2f} s)")
+    return 0
+
+
 def _load_serve_config(path: str) -> dict:
     import yaml
     from pydantic import ValidationError
@@ -283,6 +324,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 0.034 cores (0.010 at 0.5 s), CPU the jobs could use. Jobs take seconds, so do the
     # controller's decisions (autoscaling, health): 0.5 s loses nothing users see.
     env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
+    # Uploads past the limit are cut in Serve's HTTP proxy, not buffered whole (deployments.proxy).
+    env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "deployments.proxy:middlewares")
     redis_server = None
     if not env.get("D2V_REDIS_URL"):
         # The job queue: a real Redis of our own, append-only in a directory that outlives
@@ -448,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render a video from an image and a drawn path")
     _add_request_flags(p)
-    p.add_argument("--depth", default=None, help="optional depth map (grayscale, brighter = nearer)")
+    p.add_argument("--depth", default="auto",
+                   help="auto (default): estimate the depth when D2V_DEPTH_MODEL is set; none: never; or a depth "
+                        "map file (grayscale, brighter = nearer; a file named like a mode: ./auto)")
     p.add_argument("-o", "--output", required=True, help="the MP4 to write")
     p.add_argument("--no-cache", action="store_true", help="render again even if this job is in the store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -476,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
-    models = sub.add_parser("models", help="check or make SVD models").add_subparsers(
+    models = sub.add_parser("models", help="check or make SVD models, make a tiny depth model").add_subparsers(
         dest="models_command", required=True, parser_class=_Parser)
     p = models.add_parser("check", help="does the configured SVD model (D2V_SVD_MODEL) load, and on what device")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
@@ -485,6 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_make_tiny)
+    p = models.add_parser("make-tiny-depth", help="write a tiny random-weight depth model (tests and demos)")
+    p.add_argument("directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_make_tiny_depth)
+
+    p = sub.add_parser("depth", help="write the depth map of a photo (the depth stage alone, D2V_DEPTH_MODEL)")
+    p.add_argument("image", help="the photo (JPEG, PNG, WebP, ...)")
+    p.add_argument("-o", "--output", required=True, help="the PNG to write (16-bit grayscale, brighter = nearer)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.set_defaults(func=cmd_depth)
 
     p = sub.add_parser("interpolate", help="retime a video to another frame rate (optical flow)")
     p.add_argument("input", help="the video (MP4, ...)")

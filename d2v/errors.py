@@ -46,6 +46,10 @@ class ModelNotConfiguredError(D2VError):
     status_code = 422
 
 
+class DepthModelError(ModelNotConfiguredError):
+    """The depth model (D2V_DEPTH_MODEL) is missing, fails to load, or fails on an image."""
+
+
 class JobNotFoundError(D2VError, KeyError):
     """No job with this id exists."""
 

@@ -17,6 +17,7 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
     jobs/{id}/input.<ext> request.json depth.png status.json manifest.json video.mp4 poster.jpg fidelity.png
     active/{id}          one empty marker per unfinished job: what the reconciler lists
     cache/{content}.json content address of a request -> the job that rendered it (finished jobs only)
+    depth/{content}.png  an estimated depth map (16-bit, brighter = nearer), by image bytes + depth model
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ DEPTH = "depth.png"
 INPUT_PREFIX = "input."
 ACTIVE_PREFIX = "active/"
 CACHE_PREFIX = "cache/"
+DEPTH_CACHE_PREFIX = "depth/"
 
 UNFINISHED = ("queued", "running")
 TRANSITIONS: dict[str, set[str]] = {
@@ -72,6 +74,12 @@ def file_key(job_id: str, name: str) -> str:
 
 def input_key(job_id: str, extension: str) -> str:
     return job_key(job_id, INPUT_PREFIX + extension)
+
+
+def depth_cache_key(content: str) -> str:
+    """Where the depth stage keeps an estimate (`d2v.depth.depth_for`): `content` is the hex
+    digest of the image's bytes and the depth model."""
+    return f"{DEPTH_CACHE_PREFIX}{content}.png"
 
 
 def new_job_id() -> str:

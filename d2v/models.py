@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -33,8 +33,8 @@ from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
 
 # name -> what the viewer sees. Order is the order `d2v effects` prints.
 EFFECTS: dict[str, str] = {
-    "auto": "picks an effect from the path's shape: straight -> zoom_in or pan, "
-    "closed loop -> orbit, spiral -> spiral, otherwise pan",
+    "auto": "picks an effect from the path's shape: straight -> zoom_in or pan (parallax for a horizontal "
+    "stroke when there is depth), closed loop -> orbit, spiral -> spiral, otherwise pan",
     "zoom_in": "pushes in along the path (about 1x -> 3x); the last frame is centred on the path's end",
     "pull_back": "starts close on the path's start, travels the path while pulling back to the full view",
     "pan": "constant zoom (1.5x, more for long strokes so the view can follow all of it, up to 3x); "
@@ -47,11 +47,16 @@ EFFECTS: dict[str, str] = {
     "spiral": "zooms in with roll; the picture turns the way the spiral was drawn",
     "earth_zoom_out": "exponential pull back from about 10x at the path's start to the full view",
     "crash_zoom": "a hold, then a very fast push in to the path's end",
+    "parallax": "the camera trucks sideways along the drawn direction, so near things slide past far ones "
+    "(true parallax with depth; without it a stand-in depth lifts the stroke's middle off the background)",
 }
 EffectName = Literal[
-    "auto", "zoom_in", "pull_back", "pan", "orbit", "dolly_zoom", "spiral", "earth_zoom_out", "crash_zoom"
+    "auto", "zoom_in", "pull_back", "pan", "orbit", "dolly_zoom", "spiral", "earth_zoom_out", "crash_zoom", "parallax"
 ]
 BackendName = Literal["camera", "svd"]
+DepthMode = Literal["auto", "none"]
+DEPTH_MODES: tuple[str, ...] = get_args(DepthMode)
+DepthSource = Literal["user", "estimated", "none"]
 
 MAX_PATH_POINTS = 10_000
 MIN_SIDE, MAX_SIDE = 64, 3840
@@ -142,6 +147,10 @@ class RenderRequest(BaseModel):
     height: int = Field(default=576, ge=MIN_SIDE, le=MAX_SIDE, description="output height, even")
     backend: BackendName = "camera"
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    depth: DepthMode = Field(
+        default="auto", description="auto: without a depth map of its own, the job's depth is estimated when a "
+        "depth model is configured (D2V_DEPTH_MODEL); none: never estimated",
+    )
 
     # Camera knobs.
     end_zoom: float | None = Field(
@@ -352,6 +361,9 @@ class Manifest(BaseModel):
     methods: dict[str, str] = Field(default_factory=dict, description="stage -> method used")
     keys: dict[str, str] = Field(default_factory=dict, description="object-store keys of the results")
     fidelity: FidelityReport | None = Field(default=None, description="the path check: did the video follow the path")
+    depth_source: DepthSource = Field(default="none", description="where the depth came from: the request's depth "
+                                      "map (user), the depth model (estimated), or no depth (none)")
+    depth_model: str | None = Field(default=None, description="the depth model, when the depth was estimated")
     created_at: str
     d2v_version: str
 

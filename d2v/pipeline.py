@@ -1,6 +1,6 @@
 """The whole pipeline in one process: image + request -> MP4, poster and manifest in a store.
 
-    trajectory -> base (camera | svd) -> interpolate -> upscale -> encode -> store
+    depth -> trajectory -> base (camera | svd) -> interpolate -> upscale -> encode -> store
 
 This is what `d2v render` and batch jobs run; the Serve app runs the same stage code
 split across deployments. With the camera backend every output frame is rendered
@@ -21,10 +21,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from d2v import __version__
+from d2v.depth import ImageDepth, depth_for, depth_model_setting
 from d2v.encode import encode_mp4
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
-from d2v.models import CameraTrajectory, JobResult, Manifest, RenderRequest, job_id_for
+from d2v.models import CameraTrajectory, DepthSource, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.fidelity import sample_indices
 from d2v.stages import (
@@ -46,9 +47,12 @@ ProgressFn = Callable[[str, float], None]
 
 
 def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
-                   svd_model: str | None = None) -> str:
-    """The job id: the same inputs, request, d2v version and model give the same job."""
+                   svd_model: str | None = None, depth_model: str | None = None) -> str:
+    """The job id: the same inputs, request, d2v version and models give the same job (the
+    depth model counts when it would estimate: depth "auto" and no depth map given)."""
     model = (svd_model or svd_model_setting() or "") if request.backend == "svd" else ""
+    if request.depth == "auto" and not depth_bytes:
+        model += "|depth:" + (depth_model or depth_model_setting() or "")
     salt = (depth_bytes or b"") + __version__.encode() + model.encode()
     return job_id_for(image_bytes + salt, request)
 
@@ -183,7 +187,7 @@ def render_job(
                 beat.progress(stage, fraction)
                 report(stage, fraction)
 
-            manifest = _run_stages(image, depth, request, store, job_id, output_path, beat_and_report)
+            manifest = _run_stages(image, image_bytes, depth, request, store, job_id, output_path, beat_and_report)
     except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
         reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
         if isinstance(e, KeyboardInterrupt):
@@ -197,13 +201,22 @@ def render_job(
     return manifest
 
 
-def _run_stages(image, depth, request, store, job_id, output_path, report) -> Manifest:
+def _run_stages(image, image_bytes, user_depth, request, store, job_id, output_path, report) -> Manifest:
+    # The depth stage: the request's map, the cached or a new estimate, or none.
+    report("depth", 0.0)
+    t0 = time.perf_counter()
+    scene = depth_for(image_bytes, image.rgb, store, request, user_depth=user_depth)
+    depth_s = time.perf_counter() - t0
     report("trajectory", 0.0)
-    trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
+    trajectory = plan(request, image.width, image.height, has_depth=scene.depth is not None)
     if request.backend == "svd":
-        return _run_svd(image, depth, request, trajectory, store, job_id, output_path, report)
-    return stream_camera_job(image, depth, request, trajectory, store, job_id, output_path=output_path,
-                             progress=report)
+        manifest = _run_svd(image, scene, request, trajectory, store, job_id, output_path, report)
+    else:
+        manifest = stream_camera_job(image, scene.depth, request, trajectory, store, job_id, output_path=output_path,
+                                     progress=report, depth_source=scene.source, depth_model=scene.model,
+                                     depth_method=scene.method())
+    manifest.stage_seconds = {"depth": round(depth_s, 4), **manifest.stage_seconds}
+    return manifest
 
 
 def stream_camera_job(
@@ -216,6 +229,9 @@ def stream_camera_job(
     *,
     output_path: str | Path | None = None,
     progress: ProgressFn | None = None,
+    depth_source: DepthSource | None = None,
+    depth_model: str | None = None,
+    depth_method: str | None = None,
 ) -> Manifest:
     """The camera backend's frames are final as rendered (every output frame, at the output
     size), so they stream straight into the encoder: render on a second thread, encode on
@@ -280,16 +296,19 @@ def stream_camera_job(
             "interpolate": final,
             "upscale": final,
             "check": CHECK_METHOD,
+            **({"depth": depth_method} if depth_method else {}),
         },
         keys=keys,
         depth_map=depth is not None,
         fidelity=fidelity,
+        depth_source=depth_source,
+        depth_model=depth_model,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest
 
 
-def _run_svd(image, depth, request, trajectory, store, job_id, output_path, report) -> Manifest:
+def _run_svd(image, scene: ImageDepth, request, trajectory, store, job_id, output_path, report) -> Manifest:
     """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
     same stage functions the Serve app runs, in this process."""
     from d2v.svd import shared_svd
@@ -298,13 +317,15 @@ def _run_svd(image, depth, request, trajectory, store, job_id, output_path, repo
     report("base", 0.02)
     svd, loaded = shared_svd(svd_model_setting(), "auto")  # one per process: a batch worker keeps it
     model_load_s = time.perf_counter() - t0
-    clip = render_base(image.rgb, trajectory, request, depth=depth, svd=svd,
+    clip = render_base(image.rgb, trajectory, request, depth=scene.depth, svd=svd,
                        progress=lambda stage, f: report(stage, 0.02 + 0.8 * f))
     clip = resize(retime(clip, request), request)
     report("encode", 0.85)
     clip.stage_seconds["model_load"] = model_load_s
     clip.settings = {**clip.settings, "model_load": "loaded" if loaded else "reused"}
-    manifest = encode_and_store(clip, request, trajectory, image, store, job_id, depth=depth)
+    clip.methods = {"depth": scene.method(), **clip.methods}
+    manifest = encode_and_store(clip, request, trajectory, image, store, job_id, depth=scene.depth,
+                                depth_source=scene.source, depth_model=scene.model)
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
     return manifest

@@ -321,13 +321,23 @@ class CameraRenderer:
                 front = fs > 0
                 a, fa = np.where(front, s, a), np.where(front, fs, fa)
                 b, fb = np.where(front, b, s), np.where(front, fb, fs)
-        # Back to image coordinates (d2v convention) of the chosen layer.
-        qx = (Ax + Bx / s + 0.5) / sx
-        qy = (Ay + By / s + 0.5) / sy
+        # The chosen layer's point, in depth-map pixels; where the move revealed what a near
+        # layer hid, the background's own texture instead of the near edge stretched over it.
+        px, py = Ax + Bx / s, Ay + By / s
+        holes = _disocclusions(px, py, Ax, Ay, Bx, By, s)
+        if holes.any():
+            px, py, holes = _fill_from_background(px, py, s, holes)
+        scratch["holes"] = holes  # for render_validity: these pixels are invented
 
-        grid = np.stack([qx - 0.5, qy - 0.5], axis=-1).astype(np.float32)  # -> OpenCV coords
+        # Back to image coordinates (OpenCV convention), upsampled to every output pixel.
+        grid = np.stack([(px + 0.5) / sx - 0.5, (py + 0.5) / sy - 0.5], axis=-1).astype(np.float32)
         full = cv2.remap(grid, up1, up2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return full[:, :, 0], full[:, :, 1]
+
+    def _upsampled(self, grid: np.ndarray, width: int, height: int, scratch: dict) -> np.ndarray:
+        """A (ny, nx) float32 map on the depth-warp grid at every output pixel."""
+        _, _, up1, up2 = scratch[("grid", width, height)]
+        return cv2.remap(grid, up1, up2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -353,12 +363,8 @@ class CameraRenderer:
                 continue
             qx, qy = self._depth_maps(frame, w, h, layers, scratch)
             inside = cv2.remap(ones, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
-            # Source area per output pixel of the warp, against the plane's at that pixel.
-            dxx, dxy = np.gradient(qx, axis=1), np.gradient(qx, axis=0)
-            dyx, dyy = np.gradient(qy, axis=1), np.gradient(qy, axis=0)
-            area = np.abs(dxx * dyy - dxy * dyx)
-            plane = local_scale(G, w / 2.0, h / 2.0) ** 2
-            yield inside & (area * STRETCH_INVENTED >= plane)
+            revealed = self._upsampled(scratch["holes"].astype(np.float32), w, h, scratch) > 0.5
+            yield inside & ~revealed
 
     # -- a whole trajectory -----------------------------------------------------------
 
@@ -400,9 +406,80 @@ class CameraRenderer:
             yield out
 
 
-# A depth warp that spreads a source pixel over this many times the area the plane would
-# give it has stretched a layer edge over what it revealed: those pixels are invented.
+# A depth warp that spreads a source pixel over this many times the area its own layer
+# would give it has stretched a layer edge over what the move revealed (a disocclusion):
+# those pixels are filled from the background and count as invented.
 STRETCH_INVENTED = 4.0
+EDGE_QUARTER = 0.25  # around a hole: the far and near quarters of the local depth range are the layers
+
+
+def _det_grad(fx: np.ndarray, fy: np.ndarray, gx: np.ndarray | None = None, gy: np.ndarray | None = None,
+              inv_s: np.ndarray | None = None) -> np.ndarray:
+    """det of the Jacobian (over grid x, y) of the map (fx, fy), plus (gx, gy) * inv_s with
+    inv_s held constant when given."""
+    fx_y, fx_x = np.gradient(fx)
+    fy_y, fy_x = np.gradient(fy)
+    if gx is not None:
+        gx_y, gx_x = np.gradient(gx)
+        gy_y, gy_x = np.gradient(gy)
+        fx_x, fx_y = fx_x + gx_x * inv_s, fx_y + gx_y * inv_s
+        fy_x, fy_y = fy_x + gy_x * inv_s, fy_y + gy_y * inv_s
+    return fx_x * fy_y - fx_y * fy_x
+
+
+def _disocclusions(px, py, Ax, Ay, Bx, By, s) -> np.ndarray:
+    """Grid points (bool, grid shape) whose ray found its layer on a depth edge that the
+    move pulled apart: the source there spreads STRETCH_INVENTED times wider than the layer
+    itself would spread it. The layer's own spread is the map with s held constant, so a
+    near layer seen closer (magnified evenly) or a keystoned plane is not a hole, and a
+    smooth depth (the stand-in) stretches far less than this."""
+    warped = np.abs(_det_grad(px, py))
+    layer = np.abs(_det_grad(Ax, Ay, Bx, By, 1.0 / s))
+    return warped * STRETCH_INVENTED < layer
+
+
+def _fill_from_background(px, py, s, holes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source points for the holes, taken from the far side of each depth edge only: every
+    hole point shows the background mirrored across the nearest background point, so the
+    revealed band continues the background's own texture out of its edge (seamless there,
+    and it travels with the background). Returns (px, py, the points filled).
+
+    Around a hole (within twice its width, so each side sees the other across it) the local
+    depth range splits the points: the far quarter is background and the only source; the
+    near quarter is the near layer, never a source, so its edge is not stretched over the
+    hole; what lies between is the depth edge itself, whose pixels are a blend of both
+    layers (a real depth map's edge is a few pixels soft, and rarely exactly where the
+    colours change): filled too, so no seam of the near layer's colour lines the band. A
+    mirror point that is not background (a strip of background narrower than the hole)
+    falls back to the nearest one."""
+    ny, nx = s.shape
+    dist = cv2.distanceTransform(holes.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_3)
+    reach = int(min(max(ny, nx), 2 * math.ceil(2.0 * float(dist.max())) + 3))
+    kernel = np.ones((reach, reach), np.uint8)
+    s_max, s_min = cv2.dilate(s, kernel), cv2.erode(s, kernel)
+    spread = s_max - s_min
+    near_hole = cv2.dilate(holes.astype(np.uint8), kernel).astype(bool)
+    edge = near_hole & (s > s_min + EDGE_QUARTER * spread) & (s < s_max - EDGE_QUARTER * spread)
+    holes = holes | edge
+    source = ~holes & (s >= s_max - EDGE_QUARTER * spread)
+    if not source.any():
+        return px, py, holes
+    _, labels = cv2.distanceTransformWithLabels(
+        (~source).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    ys, xs = np.nonzero(source)  # labels number source points in raster order, from 1
+    hy, hx = np.nonzero(holes)
+    nearest = labels[hy, hx] - 1
+    by, bx = ys[nearest], xs[nearest]
+    my, mx = 2 * by - hy, 2 * bx - hx
+    inside = (my >= 0) & (my < ny) & (mx >= 0) & (mx < nx)
+    ok = inside.copy()
+    ok[inside] = source[my[inside], mx[inside]]
+    my, mx = np.where(ok, my, by), np.where(ok, mx, bx)
+    px, py = px.copy(), py.copy()
+    px[hy, hx] = px[my, mx]
+    py[hy, hx] = py[my, mx]
+    return px, py, holes
 
 
 def _moved(frame: CameraFrame, layers: _Layers | None) -> bool:

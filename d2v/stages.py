@@ -28,7 +28,7 @@ from d2v.errors import ModelNotConfiguredError
 from d2v.fidelity import AutoCorrect, PhotoIndex, fidelity_image, measure_fidelity, sample_indices
 from d2v.images import LoadedImage
 from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
-from d2v.models import CameraTrajectory, FidelityAttempt, FidelityReport, Manifest, RenderRequest
+from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.lifecycle import FIDELITY, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
 from d2v.store import Store
@@ -279,9 +279,16 @@ def make_manifest(
     settings: dict | None = None,
     depth_map: bool = False,
     fidelity: FidelityReport | None = None,
+    depth_source: DepthSource | None = None,
+    depth_model: str | None = None,
 ) -> Manifest:
+    """depth_source: "user", "estimated" or "none" (`d2v.depth.ImageDepth`); None: "user"
+    with a depth map, else "none" (callers that only take the request's own map)."""
+    depth_source = depth_source or ("user" if depth_map else "none")
     methods = {"trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})", **methods,
                "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart"}
+    methods.setdefault("depth", {"user": "the request's depth map", "estimated": f"estimated by {depth_model}",
+                                 "none": "none"}[depth_source])
     notes = list(trajectory.notes)
     return Manifest(
         job_id=job_id,
@@ -303,6 +310,8 @@ def make_manifest(
         methods=methods,
         keys={**keys, **({"fidelity": file_key(job_id, FIDELITY)} if fidelity is not None else {})},
         fidelity=fidelity,
+        depth_source=depth_source,
+        depth_model=depth_model if depth_source == "estimated" else None,
         created_at=now_iso(),
         d2v_version=__version__,
     )
@@ -317,8 +326,11 @@ def encode_and_store(
     job_id: str,
     *,
     depth: np.ndarray | None = None,
+    depth_source: DepthSource | None = None,
+    depth_model: str | None = None,
 ) -> Manifest:
-    """Encode the clip, store the video and poster, check the path, store the manifest."""
+    """Encode the clip, store the video and poster, check the path, store the manifest.
+    depth_source / depth_model: where `depth` came from, for the manifest (see make_manifest)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video = Path(tmp) / "video.mp4"
@@ -337,7 +349,7 @@ def encode_and_store(
         width=stats.width, height=stats.height,
         stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s, "check": check_s},
         methods={**clip.methods, "check": CHECK_METHOD}, keys=keys, model=clip.model, settings=clip.settings,
-        depth_map=depth is not None, fidelity=fidelity,
+        depth_map=depth is not None, fidelity=fidelity, depth_source=depth_source, depth_model=depth_model,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest

@@ -2,7 +2,7 @@
 
     plan_trajectory(request, image_width, image_height) -> CameraTrajectory
     analyze_path(xy) -> PathShape          (from d2v.pathshape)
-    resolve_effect(effect, shape, image_width, image_height) -> str   (what `auto` picks)
+    resolve_effect(effect, shape, image_width, image_height, has_depth=False) -> str   (what `auto` picks)
 
 Steps: scale the path to image pixels, clean it (d2v.pathshape), pick the effect, turn
 frame times into progress along the move (drawing speed where points carry `t`, else
@@ -53,9 +53,10 @@ __all__ = [
 # dolly_zoom: what the background spans at its widest, the subject is framed tighter).
 DEFAULT_ZOOM = {
     "zoom_in": 3.0, "pull_back": 3.0, "pan": 1.5, "spiral": 3.0, "earth_zoom_out": 10.0,
-    "crash_zoom": 4.0, "dolly_zoom": 1.25, "orbit": 1.0,
+    "crash_zoom": 4.0, "dolly_zoom": 1.25, "orbit": 1.0, "parallax": 1.0,
 }  # fmt: skip
 AUTO_SHORT_STROKE = 0.35  # straight strokes shorter than this x image diagonal zoom in; longer ones pan
+AUTO_HORIZONTAL_DEG = 20.0  # with depth, auto slides (parallax) along straight strokes this near horizontal
 EASE_FRACTION = 0.2  # share of the move spent speeding up (and again slowing down)
 DRAWN_EASE_FRACTION = 0.1  # the same, laid over drawing-speed timing
 COVER_BLEND = 0.35  # zoom_in / pull_back: progress over which the view eases from/to the cover view
@@ -67,28 +68,43 @@ PAN_MAX_ZOOM = 3.0  # pan zooms in up to this far so its view can follow the who
 SPIRAL_ROLL_POWER = 2.0  # roll grows as p^2, so the picture turns mostly once zoomed in enough to
 # turn without showing borders (less extra zoom from the clamp)
 DOLLY_RATIO = 2.0  # dolly_zoom: the camera ends at D / 2 (closer warps the background into a bulge)
+# parallax: the camera trucks this far (x the cover-crop width) in all. Near layers slide up to
+# 1 / (1 - DEFAULT_PARALLAX) times as far, so the views that keep them inside zoom in about
+# 1.3x, and what a near edge reveals stays a band of a few percent of the frame.
+PARALLAX_TRUCK = 0.15
 # Depth the renderer applies (d2v.render uses these): a user depth map's default
 # parallax, and the strength of the stand-in depth it gives dolly_zoom without one.
 DEFAULT_PARALLAX = 0.35
 PSEUDO_PARALLAX = 0.35
-PIVOT_EFFECTS = {"dolly_zoom", "orbit"}  # depth measured from the subject (its layer is the plane)
-PSEUDO_DEPTH_EFFECTS = {"dolly_zoom"}  # a flat picture shows these effects as nothing: fake depth
+PIVOT_EFFECTS = {"dolly_zoom", "orbit", "parallax"}  # depth measured from the subject (its layer is the plane)
+PSEUDO_DEPTH_EFFECTS = {"dolly_zoom", "parallax"}  # a flat picture shows these as nothing or a pan: fake depth
 CRASH_HOLD, CRASH_PUSH_S, CRASH_PUSH_SHARE, CRASH_MIN_FRAMES = 0.5, 0.3, 0.15, 4
 SHAKE_VIEW_RMS, SHAKE_ROLL_RMS_DEG = 0.006, 0.3  # at shake = 1: view shift (x view width), roll
 CLAMP_SMOOTH_S = 0.12  # the clamp's corrections are smoothed over about this many seconds
 CLAMP_REPORT_PX = 0.5  # frames moved less than this are not reported as clamped
-TRAVELLING = {"zoom_in", "pull_back", "pan"}  # effects whose view travels the path (drawing speed applies)
+TRAVELLING = {"zoom_in", "pull_back", "pan", "parallax"}  # the camera travels with the pen (drawing speed applies)
+PSEUDO_DEPTH_NOTE = (
+    "parallax without depth: a stand-in depth (a soft bump around the middle of the stroke) slides the subject "
+    "past the background; give a depth map, or configure a depth model, for true parallax"
+)
 
 
 def resolve_effect(
-    request_effect: str, shape: PathShape, image_width: int | None = None, image_height: int | None = None
+    request_effect: str, shape: PathShape, image_width: int | None = None, image_height: int | None = None,
+    *, has_depth: bool = False,
 ) -> str:
     """The effect to render: the request's, or for `auto` one picked from the path's shape.
-    Without the image size a straight stroke counts as short (zoom_in)."""
+    Without the image size a straight stroke counts as short (zoom_in). With real depth (a
+    depth map, given or estimated) a straight stroke within AUTO_HORIZONTAL_DEG of horizontal
+    slides the camera (parallax); the stand-in depth is no reason to pick it."""
     if request_effect not in EFFECTS:
         raise UnknownEffectError(f"unknown effect {request_effect!r}; choose one of: {', '.join(EFFECTS)}")
     if request_effect != "auto":
         return request_effect
+    if shape.kind == "straight" and has_depth:
+        dx, dy = abs(shape.end[0] - shape.start[0]), abs(shape.end[1] - shape.start[1])
+        if dy <= math.tan(math.radians(AUTO_HORIZONTAL_DEG)) * dx:
+            return "parallax"
     if shape.kind == "straight":
         if image_width and image_height:
             short = shape.length < AUTO_SHORT_STROKE * math.hypot(image_width, image_height)
@@ -240,6 +256,8 @@ def _effect(name: str, sc: _Scene, path: CleanPath, shape: PathShape, p, tau, re
         return _dolly(sc, shape, p, zpk)
     if name == "orbit":
         return _orbit(sc, shape, p, req)
+    if name == "parallax":
+        return _parallax(sc, path, p, zpk)
     raise UnknownEffectError(f"no camera move for effect {name!r}")
 
 
@@ -335,6 +353,35 @@ def _steady_fit(rig: _Rig, sc: _Scene, min_zoom: float = 1.0) -> tuple[float, np
         zoom = math.exp(b)
     _, lo, hi = offsets(zoom)
     return zoom, np.clip(0.0, lo, np.maximum(lo, hi))
+
+
+def _parallax(sc: _Scene, path: CleanPath, p, zpk: float) -> _Rig:
+    """A truck: the camera slides PARALLAX_TRUCK x the cover-crop width parallel to the
+    picture, along the drawn direction (`drawn_direction`), past the middle of the stroke,
+    looking straight ahead: a translation, not a turn of the view, so layers slide by
+    amounts that depend on their depth (the renderer puts the stroke's middle, the subject,
+    on the plane: nearer things slide farther, the background less). One lens zoom and one
+    offset for the whole move (`_steady_fit`) keep every layer's view inside the image
+    without sliding the subject about; at least zpk."""
+    direction = drawn_direction(path)
+    centres = path.at(0.5) + np.outer(p - 0.5, PARALLAX_TRUCK * sc.crop_w * direction)
+    rig = _frontal(sc, centres, np.ones(len(p)), lens=True)
+    zoom, offset = _steady_fit(rig, sc, zpk)
+    rig.fx = rig.fx * zoom
+    rig.C[:, :2] += offset
+    return rig
+
+
+def drawn_direction(path: CleanPath) -> np.ndarray:
+    """The unit direction a stroke was drawn in: start to end; for a stroke that comes back
+    near its start (a loop), start to the point farthest from it."""
+    pts = path.points
+    chord = pts[-1] - pts[0]
+    if np.hypot(*chord) < 0.25 * path.length:
+        far = pts[int(np.argmax(np.hypot(*(pts - pts[0]).T)))]
+        chord = far - pts[0]
+    norm = float(np.hypot(*chord))
+    return chord / norm if norm > 0 else np.array([1.0, 0.0])
 
 
 def _shake(rig: _Rig, amount: float, seed: int, fps: int, loop: bool, out_w: int) -> _Rig:
@@ -507,14 +554,14 @@ def plan_trajectory(
     """One camera per output frame (frame i at time i / fps) for `request` on an image of
     the given size. Deterministic for a given request (shake uses request.seed).
 
-    depth_parallax: the renderer's parallax when it has a user depth map (its
-    `depth_parallax`), None when it has none; views are kept inside the image at every
-    depth the renderer may show (see `depth_range`)."""
+    depth_parallax: the renderer's parallax when it has a depth map (its `depth_parallax`),
+    None when it has none; views are kept inside the image at every depth the renderer may
+    show (see `depth_range`), and `auto` may pick parallax only with one."""
     W, H, out_w, out_h = int(image_width), int(image_height), request.width, request.height
     xy = request.path.image_points(W, H)
     path = clean_path(xy)
     shape = shape_of(path)
-    effect = resolve_effect(request.effect, shape, W, H)
+    effect = resolve_effect(request.effect, shape, W, H, has_depth=depth_parallax is not None)
 
     u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
     centre = np.array([u0 + cw / 2, v0 + ch / 2])
@@ -540,6 +587,8 @@ def plan_trajectory(
     clamped, notes = [], []
     if not request.allow_borders:
         rig, clamped, notes = _clamp(rig, sc, request.fps, request.loop)
+    if effect == "parallax" and depth_parallax is None:
+        notes.append(PSEUDO_DEPTH_NOTE)
 
     frames = [
         make_frame(
@@ -551,6 +600,7 @@ def plan_trajectory(
     subject = {
         "dolly_zoom": shape.end, "zoom_in": shape.end, "crash_zoom": shape.end, "orbit": shape.centroid,
         "spiral": shape.spiral_center, "pull_back": shape.start, "earth_zoom_out": shape.start,
+        "parallax": tuple(path.at(0.5)),
     }.get(effect)  # fmt: skip
     return CameraTrajectory(
         effect=effect, image_width=W, image_height=H, width=out_w, height=out_h, fps=request.fps,

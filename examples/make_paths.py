@@ -50,6 +50,8 @@ PATHS = {
     "earth_zoom_out": line((123, 402), (300, 420), 12),
     # Hold, then slam in on the bright star.
     "crash_zoom": line((600, 500), (752, 577), 10),
+    # Slide left to right past the central galaxy: near things slide past far ones.
+    "parallax": line((330, 436), (690, 436), 16),
     # A freehand S-curve: auto chooses.
     "auto": [(200 + 600 * f, 436 + 160 * math.sin(f * 2 * math.pi)) for f in (i / 40 for i in range(41))],
 }

@@ -23,7 +23,9 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
     from d2v.jobqueue import RedisServer
 
     stack = ExitStack()
-    env = dict(env)
+    from deployments.proxy import CALLBACK
+
+    env = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": CALLBACK, **env}  # uploads cut at the proxy
     if not env.get("D2V_REDIS_URL"):
         redis_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-redis-"))
         env["D2V_REDIS_URL"] = stack.enter_context(RedisServer(redis_dir)).url

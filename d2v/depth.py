@@ -1,0 +1,380 @@
+"""The depth stage: a monocular depth model turns the photo into a depth map, so the camera
+moves get real parallax without the user drawing one.
+
+    depth_model_setting() -> str | None           D2V_DEPTH_MODEL, None when unset
+    load_depth_model(model, device) -> DepthEstimator      (shared_depth_model: once per process)
+    DepthEstimator.estimate(rgb) -> (H, W) float32 in [0, 1], brighter = nearer
+    estimate_depth(rgb) -> the same, with the configured model
+    depth_for(image_bytes, rgb, store, request) -> ImageDepth   what render_job uses (cached)
+    encode_depth_png(depth) -> bytes               a 16-bit grayscale PNG of a depth map
+    make_tiny_depth(directory) -> directory        a tiny random-weight model (tests, demos)
+
+The model is any `transformers` depth-estimation model (AutoImageProcessor +
+AutoModelForDepthEstimation), a local directory or a hub id already in the Hugging Face
+cache; it is loaded with `local_files_only`, so a request never starts a download. Depth
+Anything V2 Small (`depth-anything/Depth-Anything-V2-Small-hf`, Apache-2.0, 25 M
+parameters) is the recommended one.
+
+The project's convention (`d2v.render.load_depth_map`, what the renderer takes): float32
+(H, W) at the image's size, in [0, 1], brighter = nearer. Relative models (Depth Anything,
+DPT/MiDaS) predict inverse depth, larger = nearer, which is what parallax is proportional
+to; metric models (ZoeDepth, GLPN, Depth Pro, Depth Anything's metric heads) predict
+distance, and are inverted (1 / d) first. Either is then stretched between its 0.5th and
+99.5th percentiles, so a few stray pixels do not flatten the rest of the scene.
+
+An estimate is stored as a 16-bit PNG under `depth/{content}.png` (`d2v.lifecycle`), the
+content being the image's bytes and the model, so a resubmit or another effect on the same
+photo reads it back instead of running the model. The job uses the map decoded from those
+PNG bytes, so a first run and a cached run render exactly the same frames.
+
+A model that is missing or fails to load or run is a `DepthModelError` naming
+D2V_DEPTH_MODEL; with depth "auto" and the setting unset, a job simply has no depth. Importing
+this module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from d2v.errors import DepthModelError, InvalidImageError, ObjectNotFoundError, one_line
+from d2v.lifecycle import depth_cache_key
+from d2v.models import DepthSource, RenderRequest
+from d2v.render import load_depth_map
+from d2v.store import Store
+from d2v.svd import resolve_device
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "D2V_DEPTH_MODEL"
+# Model types whose prediction is a distance (larger = farther), not inverse depth.
+METRIC_MODEL_TYPES = {"zoedepth", "glpn", "depth_pro"}
+PERCENTILES = (0.5, 99.5)  # the stretch to [0, 1]
+CACHE_VERSION = b"d2v-depth-1"  # part of the cache key: change it when the normalisation changes
+
+
+def depth_model_setting() -> str | None:
+    """The configured depth model (D2V_DEPTH_MODEL): a directory or a hub id; None when unset."""
+    return os.environ.get(MODEL_ENV, "").strip() or None
+
+
+def _quote(e: BaseException) -> str:
+    """Another library's error, short enough for a one-line message."""
+    text = one_line(e).rstrip(".")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _model_error(detail: str) -> DepthModelError:
+    return DepthModelError(
+        f"depth estimation needs a depth model: {detail}. Set {MODEL_ENV} to a transformers depth-estimation "
+        "model directory or a hub id in the local Hugging Face cache (Depth Anything V2 Small is recommended; "
+        "`d2v models make-tiny-depth DIR` makes a tiny test model), or render with depth 'none'"
+    )
+
+
+# --- the model -------------------------------------------------------------------------
+
+
+def normalise_depth(prediction: np.ndarray, *, metric: bool = False) -> np.ndarray:
+    """A model's prediction -> float32 in [0, 1], brighter = nearer. `metric`: the prediction
+    is a distance (inverted first); otherwise inverse depth (larger = nearer)."""
+    d = np.asarray(prediction, dtype=np.float32)
+    finite = np.isfinite(d)
+    if not finite.any():
+        raise ValueError("the model predicted no finite depth")
+    if metric:
+        d = 1.0 / np.maximum(d, 1e-6)  # nearness: parallax goes as 1 / distance
+        finite &= np.isfinite(d)
+    lo, hi = (float(v) for v in np.percentile(d[finite], PERCENTILES))
+    if not hi > lo:  # a flat prediction: everything on the image plane
+        return np.zeros(d.shape, np.float32)
+    d = np.where(finite, d, lo)
+    return np.clip((d - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+class DepthEstimator:
+    """A loaded depth model and its image processor on one device."""
+
+    def __init__(self, model, processor, *, name: str, device: str):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        config = model.config
+        self.metric = (getattr(config, "depth_estimation_type", "relative") == "metric"
+                       or getattr(config, "model_type", "") in METRIC_MODEL_TYPES)
+
+    def __repr__(self) -> str:
+        return f"DepthEstimator({self.name!r}, device={self.device!r})"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "architecture": type(self.model).__name__,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "prediction": "metric depth (inverted)" if self.metric else "relative inverse depth",
+            "device": self.device,
+        }
+
+    def estimate(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) float32 in [0, 1], brighter = nearer. A model that
+        fails on the image is a DepthModelError (it is the model's fault, not the photo's)."""
+        import torch
+
+        rgb = np.ascontiguousarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"estimate takes an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        try:
+            inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                outputs = self.model(**inputs)
+                # The processor knows its model's output (padding, crops): let it bring the
+                # prediction back to the image's size.
+                if hasattr(self.processor, "post_process_depth_estimation"):
+                    predicted = self.processor.post_process_depth_estimation(
+                        outputs, target_sizes=[(h, w)])[0]["predicted_depth"]
+                else:
+                    predicted = torch.nn.functional.interpolate(
+                        outputs.predicted_depth[:, None], size=(h, w), mode="bicubic", align_corners=False)
+            prediction = predicted.float().squeeze().cpu().numpy().reshape(h, w)
+            return normalise_depth(prediction, metric=self.metric)
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            raise _model_error(f"{MODEL_ENV}={self.name!r} failed on a {w}x{h} image: {_quote(e)}") from None
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers draws progress bars and logs fallbacks while loading: not on d2v's
+    one-line outputs (`d2v depth`, replica logs). Real problems come back as exceptions."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def _source(model: str) -> str:
+    """A directory, or an "org/name" hub id; anything else is no model."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _model_error(f"{MODEL_ENV}={model!r} is a directory but not a transformers model (no config.json)")
+        if not (path / "preprocessor_config.json").is_file():
+            raise _model_error(f"{MODEL_ENV}={model!r} has no preprocessor_config.json: save the model's image "
+                               "processor with it (`processor.save_pretrained(DIR)`)")
+        return str(path)
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise _model_error(f"{MODEL_ENV}={model!r}: no such directory")
+    return model
+
+
+def load_depth_model(model: str | None, device: str | None = "auto") -> DepthEstimator:
+    """Load a depth model on `device` ("auto": cuda when torch sees a GPU, else cpu).
+
+    model: a local directory (`save_pretrained` layout, with the image processor's
+    preprocessor_config.json) or a hub id in the local HF cache; never downloaded. None,
+    a missing directory, a broken config, missing or partial weights: DepthModelError
+    naming D2V_DEPTH_MODEL.
+    """
+    if not model:
+        raise _model_error(f"{MODEL_ENV} is not set")
+    source = _source(str(model))
+    device = resolve_device(device)
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    try:
+        with _quiet_transformers():
+            processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
+            net, info = AutoModelForDepthEstimation.from_pretrained(
+                source, local_files_only=True, dtype=torch.float32, output_loading_info=True)
+    except Exception as e:  # missing, partial or corrupt files, a config of another kind of model
+        where = "" if Path(source).is_dir() else \
+            (" (as a hub id it must already be in the local Hugging Face cache: d2v never downloads weights; "
+             f"fetch them once with `hf download {model}`)")
+        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded{where}: {_quote(e)}") from None
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # transformers would fill them with random numbers and carry on
+        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded: its weights lack {len(missing)} tensors "
+                           f"(e.g. {missing[0]}): not a complete depth model")
+    return DepthEstimator(net.to(device).eval(), processor, name=str(model), device=device)
+
+
+_shared: dict[tuple[str, str], DepthEstimator] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_depth_model(model: str | None, device: str | None = "auto") -> DepthEstimator:
+    """The process's depth model for these settings, loaded on first use: a batch worker or
+    a replica estimates image after image with one."""
+    if not model:
+        raise _model_error(f"{MODEL_ENV} is not set")
+    _source(str(model))  # a setting that names nothing fails before torch is imported
+    key = (str(model), resolve_device(device))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = load_depth_model(model, device)
+        return _shared[key]
+
+
+def estimate_depth(rgb: np.ndarray, model: str | None = None, device: str | None = "auto") -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) float32 in [0, 1], brighter = nearer, with `model` (default:
+    D2V_DEPTH_MODEL, which must then be set)."""
+    return shared_depth_model(model or depth_model_setting(), device).estimate(rgb)
+
+
+def encode_depth_png(depth: np.ndarray) -> bytes:
+    """A depth map in [0, 1] -> a 16-bit grayscale PNG (brighter = nearer), which
+    `d2v.render.load_depth_map` reads back to within 1 / 65535."""
+    levels = np.round(np.clip(np.asarray(depth, np.float32), 0.0, 1.0) * 65535.0).astype(np.uint16)
+    ok, png = cv2.imencode(".png", levels)
+    if not ok:
+        raise ValueError(f"could not encode a {levels.shape} depth map as PNG")
+    return png.tobytes()
+
+
+# --- the stage: which depth a job uses -----------------------------------------------
+
+
+class ImageDepth(NamedTuple):
+    """The depth a job renders with, and where it came from (the manifest's depth_source)."""
+
+    depth: np.ndarray | None  # (H, W) float32 in [0, 1], brighter = nearer; None: no depth
+    source: DepthSource
+    model: str | None = None  # the depth model, when estimated
+    cached: bool = False  # read from the store's depth cache, not estimated now
+
+    def method(self) -> str:
+        """What the manifest's methods["depth"] says."""
+        if self.source == "user":
+            return "the request's depth map"
+        if self.source == "estimated":
+            return f"estimated by {self.model}" + (" (from the depth cache)" if self.cached else "")
+        return "none"
+
+
+def depth_content(image_bytes: bytes, model: str) -> str:
+    """The cache's content address: the image's bytes and the model (a directory by its
+    absolute path, so relative settings from different working directories agree)."""
+    path = Path(model).expanduser()
+    identity = str(path.resolve()) if path.is_dir() else model
+    h = hashlib.sha256(CACHE_VERSION)
+    h.update(hashlib.sha256(image_bytes).digest())
+    h.update(identity.encode())
+    return h.hexdigest()[:32]
+
+
+def depth_for(
+    image_bytes: bytes,
+    rgb: np.ndarray,
+    store: Store,
+    request: RenderRequest,
+    *,
+    user_depth: np.ndarray | None = None,
+    model: str | None = None,
+) -> ImageDepth:
+    """The depth stage: the request's own depth map when it has one; else, with depth "auto"
+    and a model configured (`model`, default D2V_DEPTH_MODEL), the estimate from the store's
+    depth cache, or from the model (then cached); else no depth. A model that fails is a
+    DepthModelError, never a silent flat render."""
+    if user_depth is not None:
+        return ImageDepth(user_depth, "user")
+    model = model or depth_model_setting()
+    if request.depth == "none" or not model:
+        return ImageDepth(None, "none")
+    h, w = rgb.shape[:2]
+    key = depth_cache_key(depth_content(image_bytes, model))
+    try:
+        return ImageDepth(load_depth_map(store.get_bytes(key), w, h), "estimated", model, cached=True)
+    except ObjectNotFoundError:
+        pass
+    except InvalidImageError:  # a damaged cache entry: estimate again, and replace it
+        log.warning("depth cache entry %s does not decode; estimating again", key)
+    png = encode_depth_png(shared_depth_model(model).estimate(rgb))
+    store.put_bytes(key, png, "image/png")
+    # The job renders with what the cache holds, so a later cached run renders the same frames.
+    return ImageDepth(load_depth_map(png, w, h), "estimated", model)
+
+
+# --- a tiny random-weight model, for tests and demos --------------------------------------
+
+# Depth Anything V2 Small is a DINOv2 ViT-S/14 backbone (4 of its layers feed a DPT head);
+# this keeps the architecture and the processor's behaviour, shrunk: width 32, 4 layers,
+# 56-pixel input (Small: 518), so an estimate takes milliseconds on a CPU.
+TINY_DINOV2_CONFIG = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "patch_size": 14,
+    "image_size": 56,
+    "out_indices": [1, 2, 3, 4],
+    "apply_layernorm": True,
+    "reshape_hidden_states": False,
+}
+TINY_DEPTH_ANYTHING_CONFIG = {
+    "patch_size": 14,
+    "reassemble_hidden_size": 32,
+    "neck_hidden_sizes": [8, 16, 32, 32],
+    "fusion_hidden_size": 16,
+    "head_hidden_size": 8,
+    "depth_estimation_type": "relative",
+}
+# Depth Anything V2's preprocessor_config.json, at the tiny input size.
+TINY_DEPTH_PROCESSOR_CONFIG = {
+    "do_resize": True,
+    "size": {"height": 56, "width": 56},
+    "keep_aspect_ratio": True,
+    "ensure_multiple_of": 14,
+    "resample": 3,  # bicubic
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "do_pad": False,
+}
+
+
+def build_tiny_depth(*, seed: int = 0):
+    """(model, image processor) of the tiny Depth Anything, in memory, random weights from `seed`."""
+    import torch
+    import transformers
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    config = DepthAnythingConfig(backbone_config=Dinov2Config(**TINY_DINOV2_CONFIG), **TINY_DEPTH_ANYTHING_CONFIG)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = DepthAnythingForDepthEstimation(config).eval()
+    # The PIL processor where transformers has one (its default backend needs torchvision);
+    # it saves as "DPTImageProcessor", like the real model's, and loads back either way.
+    processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
+    return model, processor_class(**TINY_DEPTH_PROCESSOR_CONFIG)
+
+
+def make_tiny_depth(directory: str | Path, *, seed: int = 0) -> Path:
+    """Build the tiny model and `save_pretrained` it and its processor to `directory`
+    (created if needed). Returns the directory; point D2V_DEPTH_MODEL at it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model, processor = build_tiny_depth(seed=seed)
+    with _quiet_transformers():
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
+    return directory

@@ -1,0 +1,227 @@
+"""The depth stage (d2v.depth): a tiny random-weight Depth Anything built from configs,
+saved with `save_pretrained` and loaded back through the loader users run; its depth in the
+project's convention; the store's depth cache; broken models as named errors; and the
+stage through `render_job`, batch and the `d2v` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from d2v.depth import (
+    DepthEstimator,
+    depth_for,
+    encode_depth_png,
+    load_depth_model,
+    make_tiny_depth,
+    normalise_depth,
+    shared_depth_model,
+)
+from d2v.errors import DepthModelError
+from d2v.models import parse_request
+from d2v.render import load_depth_map
+from d2v.store import LocalStore
+from tests.conftest import textured_image
+from tests.test_cli import EXAMPLE, PATHS, d2v
+
+PATH = {"canvas": {"width": 320, "height": 180}, "points": [{"x": 60, "y": 90}, {"x": 260, "y": 90}]}
+
+
+@pytest.fixture(scope="module")
+def tiny_depth(tmp_path_factory) -> Path:
+    return make_tiny_depth(tmp_path_factory.mktemp("tiny-depth"))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+@pytest.fixture
+def count_estimates(monkeypatch) -> list[int]:
+    """Counts the model's runs (DepthEstimator.estimate), still running the real model."""
+    calls: list[int] = []
+    real = DepthEstimator.estimate
+
+    def counting(self, rgb):
+        calls.append(1)
+        return real(self, rgb)
+
+    monkeypatch.setattr(DepthEstimator, "estimate", counting)
+    return calls
+
+
+def test_tiny_model_loads_through_the_loader_and_gives_depth_in_the_renderers_convention(tiny_depth):
+    import torch
+
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in tiny_depth.iterdir()}
+    estimator = load_depth_model(str(tiny_depth), "auto")
+    assert estimator.device == "cpu" and not estimator.metric
+    rgb = textured_image(320, 180)
+    depth = estimator.estimate(rgb)
+    assert depth.shape == (180, 320) and depth.dtype == np.float32 and np.isfinite(depth).all()
+    assert depth.min() == 0.0 and depth.max() == 1.0 and depth.std() > 0.01
+    # Larger predicted inverse depth (nearer) is brighter: the estimate is the model's own
+    # prediction at the image's size, stretched, never flipped.
+    inputs = estimator.processor(images=rgb, return_tensors="pt")
+    with torch.inference_mode():
+        raw = estimator.model(**inputs).predicted_depth[0].numpy()
+    small = cv2.resize(depth, raw.shape[::-1], interpolation=cv2.INTER_AREA)
+    assert np.corrcoef(small.ravel(), raw.ravel())[0, 1] > 0.9
+    # What the renderer reads back from the 16-bit PNG is the same map.
+    assert np.abs(load_depth_map(encode_depth_png(depth), 320, 180) - depth).max() <= 1 / 65535 + 1e-7
+
+
+def test_normalise_depth_makes_near_bright_for_relative_and_metric_models():
+    near = np.zeros((40, 60), bool)
+    near[10:30, 20:40] = True
+    inverse_depth = np.where(near, 5.0, 1.0).astype(np.float32)  # relative models: larger = nearer
+    distance = np.where(near, 2.0, 10.0).astype(np.float32)  # metric models: metres
+    for prediction, metric in ((inverse_depth, False), (distance, True)):
+        d = normalise_depth(prediction, metric=metric)
+        assert d.dtype == np.float32 and d[near].min() == 1.0 and d[~near].max() == 0.0
+    assert not normalise_depth(np.full((4, 4), 3.0)).any()  # a flat prediction: all on the image plane
+    d = normalise_depth(np.where(near, np.nan, inverse_depth))
+    assert np.isfinite(d).all() and 0.0 <= d.min() <= d.max() <= 1.0
+
+
+def test_depth_is_cached_by_image_content(tiny_depth, tmp_path, monkeypatch, count_estimates):
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(tiny_depth))
+    store = LocalStore(tmp_path / "store")
+    request = parse_request({"path": PATH})
+    rgb = textured_image(320, 180, seed=1)
+    image_bytes = png_bytes(rgb)
+
+    first = depth_for(image_bytes, rgb, store, request)
+    assert (first.source, first.model, first.cached) == ("estimated", str(tiny_depth), False)
+    assert first.depth.shape == (180, 320) and len(count_estimates) == 1
+    assert len(store.list("depth/")) == 1
+    # Another job on the same photo (another effect, a resubmit): read back, the model not run.
+    again = depth_for(image_bytes, rgb, store, request.model_copy(update={"effect": "orbit"}))
+    assert again.cached and len(count_estimates) == 1
+    assert np.array_equal(again.depth, first.depth)  # the first job used exactly what is cached
+    # A different photo runs the model.
+    other = textured_image(320, 180, seed=2)
+    assert not depth_for(png_bytes(other), other, store, request).cached and len(count_estimates) == 2
+
+    # depth "none", the request's own map, and no model configured: the model is not run.
+    assert depth_for(image_bytes, rgb, store, request.model_copy(update={"depth": "none"})).source == "none"
+    user = depth_for(image_bytes, rgb, store, request, user_depth=first.depth)
+    assert user.source == "user" and user.model is None
+    monkeypatch.delenv("D2V_DEPTH_MODEL")
+    assert depth_for(image_bytes, rgb, store, request) == (None, "none", None, False)
+    assert len(count_estimates) == 2
+
+
+def _broken(source: Path, where: Path, damage) -> Path:
+    shutil.copytree(source, where)
+    damage(where)
+    return where
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda d: (d / "config.json").write_text("{not json"), "JSONDecodeError"),
+    (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]),
+     "could not be loaded"),
+    (lambda d: (d / "preprocessor_config.json").unlink(), "preprocessor_config.json"),
+    (lambda d: (d / "config.json").unlink(), "no config.json"),
+], ids=["garbage-config", "no-weights", "truncated-weights", "no-processor", "no-config"])
+def test_a_broken_model_directory_is_a_named_error(tiny_depth, tmp_path, monkeypatch, damage, words):
+    broken = _broken(tiny_depth, tmp_path / "broken", damage)
+    with pytest.raises(DepthModelError) as err:
+        load_depth_model(str(broken), "cpu")
+    message = str(err.value)
+    assert "D2V_DEPTH_MODEL" in message and str(broken) in message and words in message
+    assert "\n" not in message
+    # A job that asked for depth fails with it: never a silent flat render.
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(broken))
+    rgb = textured_image(160, 90)
+    with pytest.raises(DepthModelError):
+        depth_for(png_bytes(rgb), rgb, LocalStore(tmp_path / "store"), parse_request({"path": PATH}))
+
+
+def test_missing_settings_are_named_errors(tmp_path):
+    for setting, words in ((None, "D2V_DEPTH_MODEL is not set"), (str(tmp_path / "nowhere"), "no such directory"),
+                           ("no-org/not-cached", "local Hugging Face cache")):
+        with pytest.raises(DepthModelError, match="D2V_DEPTH_MODEL") as err:
+            shared_depth_model(setting)
+        assert words in str(err.value)
+
+
+def test_render_job_and_batch_use_the_estimated_depth(tiny_depth, tmp_path, monkeypatch, count_estimates):
+    from d2v.batch import Options, run_batch
+    from d2v.pipeline import render_job
+
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(tiny_depth))
+    store = LocalStore(tmp_path / "data")
+    rgb = textured_image(320, 180, seed=3)
+    image_bytes = png_bytes(rgb)
+    request = parse_request({"path": PATH, "effect": "dolly_zoom", "duration_s": 0.5, "fps": 8,
+                             "width": 160, "height": 96})
+    manifest = render_job(image_bytes, request, store)
+    assert (manifest.depth_source, manifest.depth_model) == ("estimated", str(tiny_depth))
+    assert manifest.image["depth_map"] and "depth" in manifest.stage_seconds and len(count_estimates) == 1
+    none = render_job(image_bytes, request.model_copy(update={"depth": "none"}), store)
+    assert (none.depth_source, none.depth_model, none.image["depth_map"]) == ("none", None, False)
+    assert none.job_id != manifest.job_id
+
+    # Batch: the same stage in-process; the photo's depth comes from the cache. A line's
+    # `depth` is the request's mode ("none") or a depth map file.
+    (tmp_path / "photo.png").write_bytes(image_bytes)
+    (tmp_path / "map.png").write_bytes(encode_depth_png(np.tile(np.linspace(0, 1, 320, dtype=np.float32), (180, 1))))
+    line = {"image": "photo.png", "path": PATH, "effect": "orbit", "duration_s": 0.5, "fps": 8, "width": 160,
+            "height": 96}
+    lines = [{**line, "id": "auto"}, {**line, "id": "off", "depth": "none"}, {**line, "id": "map", "depth": "map.png"}]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = run_batch(jobs, {"D2V_DATA_DIR": str(tmp_path / "data")}, Options(use_ray=False), base_dir=tmp_path)
+    assert [r.status for r in rows] == ["succeeded"] * 3, [r.error for r in rows]
+    sources = {r.id: json.loads(store.get_bytes(r.keys["manifest"]))["depth_source"] for r in rows}
+    assert sources == {"auto": "estimated", "off": "none", "map": "user"}
+    assert len(count_estimates) == 1
+
+
+def test_cli_make_tiny_depth_depth_and_render(tmp_path):
+    r = d2v("models", "make-tiny-depth", tmp_path / "tiny", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "D2V_DEPTH_MODEL=" in r.stdout and (tmp_path / "tiny/config.json").is_file()
+    env = {"D2V_DEPTH_MODEL": str(tmp_path / "tiny")}
+
+    r = d2v("depth", EXAMPLE, "-o", "out/depth.png", cwd=tmp_path, env_extra=env)
+    assert r.returncode == 0, r.stderr
+    written = cv2.imread(str(tmp_path / "out/depth.png"), cv2.IMREAD_UNCHANGED)
+    photo = cv2.imread(str(EXAMPLE))
+    assert written.dtype == np.uint16 and written.shape == photo.shape[:2]
+    assert written.min() == 0 and written.max() == 65535
+
+    def render(*flags, output):
+        r = d2v("render", EXAMPLE, "--path", PATHS / "dolly_zoom.json", "--effect", "dolly_zoom", "--duration", "0.5",
+                "--fps", "8", "--size", "160x96", "-q", *flags, "-o", output, cwd=tmp_path, env_extra=env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(Path(r.stdout.split("manifest:")[1].split()[0].removeprefix("file://")).read_text())
+
+    manifest = render("--depth", "auto", output="auto.mp4")
+    assert (manifest["depth_source"], manifest["depth_model"]) == ("estimated", str(tmp_path / "tiny"))
+    assert manifest["request"]["depth"] == "auto" and manifest["methods"]["depth"].startswith("estimated by")
+    manifest = render("--depth", "none", output="none.mp4")
+    assert (manifest["depth_source"], manifest["depth_model"], manifest["request"]["depth"]) == ("none", None, "none")
+    manifest = render("--depth", "out/depth.png", output="user.mp4")  # what `d2v depth` wrote, given back
+    assert (manifest["depth_source"], manifest["depth_model"]) == ("user", None)
+
+
+def test_cli_depth_without_a_model_or_with_bad_input_is_one_line(tmp_path):
+    for args, env, words in (
+        ((EXAMPLE, "-o", "d.png"), {"D2V_DEPTH_MODEL": ""}, "D2V_DEPTH_MODEL is not set"),
+        ((EXAMPLE, "-o", "d.png"), {"D2V_DEPTH_MODEL": str(tmp_path / "none-here")}, "no such directory"),
+        ((tmp_path / "missing.jpg", "-o", "d.png"), {}, "image not found"),
+        ((EXAMPLE, "-o", "d.jpg"), {}, "must be a .png"),
+    ):
+        r = d2v("depth", *args, cwd=tmp_path, env_extra=env)
+        assert r.returncode == 2, r.stdout
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert not (tmp_path / "d.png").exists()
