@@ -2,7 +2,7 @@
 
     serve run configs/serve-local.yaml        (or: d2v serve --config configs/serve-local.yaml)
 
-    Ingress (HTTP) --enqueue--> Redis --> JobRunner (task consumer) --> TrajectoryStage -> BaseStage
+    Ingress (HTTP) --enqueue--> Redis --> JobRunner (task consumer) --> DepthStage -> TrajectoryStage -> BaseStage
                                                                        -> InterpolateStage -> UpscaleStage -> EncodeStage
 
 `import_path: deployments.app:build_app` in a Serve config; the application's `args` are
@@ -22,7 +22,7 @@ from d2v.jobqueue import DEFAULT_QUEUE, RENDER_TASK, processor_config
 from deployments.settings import FarmSettings
 from deployments.ingress import Ingress
 from deployments.runner import JobRunner
-from deployments.stages import BaseStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
+from deployments.stages import BaseStage, DepthStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
 
 
 def runner_deployment(queue: str = DEFAULT_QUEUE, concurrency: int = 2):
@@ -46,7 +46,7 @@ def build_app(args: dict | None = None) -> Application:
     base = BaseStage.bind(settings.get("svd_model"), svd_options)
     farm = FarmSettings.from_args(settings)  # unknown args fail here, at deploy time
     runner = runner_deployment(farm.queue, farm.max_running_jobs).bind(
-        TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(), EncodeStage.bind(),
+        DepthStage.bind(), TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(), EncodeStage.bind(),
         settings=settings)
     return Ingress.bind(runner, settings=settings)
 

@@ -1,7 +1,7 @@
 """The job runner: consumes the farm's job queue and runs each job through the stage DAG.
 
     ingress --enqueue(job id)--> Redis --> JobRunner.render(job id) (a Celery worker thread here)
-        -> trajectory -> base -> interpolate -> upscale -> encode (DeploymentHandles)
+        -> depth -> trajectory -> base -> interpolate -> upscale -> encode (DeploymentHandles)
 
 A Serve deployment made a task consumer (`ray.serve.task_consumer`): each replica runs a
 Celery worker that takes up to `max_ongoing_requests` jobs at once. Everything about a
@@ -25,6 +25,7 @@ import uuid
 from ray import serve
 
 from d2v.errors import D2VError, one_line, user_error
+from d2v.depth import depth_model_setting
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, VISIBILITY_TIMEOUT_S, JobQueue
 from d2v.lifecycle import DEPTH, INPUT_PREFIX, REQUEST, Jobs, file_key, has_live_owner
@@ -68,9 +69,10 @@ def _retries_so_far() -> int:
 class JobRunner:
     """Made a task consumer in deployments.app (the queue's name is per app)."""
 
-    def __init__(self, trajectory, base, interpolate, upscale, encode, settings: dict | None = None):
-        self.trajectory, self.base, self.interpolate, self.upscale, self.encode = (
-            trajectory, base, interpolate, upscale, encode)
+    def __init__(self, depth, trajectory, base, interpolate, upscale, encode, settings: dict | None = None):
+        self.depth, self.trajectory, self.base, self.interpolate, self.upscale, self.encode = (
+            depth, trajectory, base, interpolate, upscale, encode)
+        self.depth_model = depth_model_setting()
         self.settings = FarmSettings.from_args(settings)
         self.store = store_from_env()
         self.jobs = Jobs(self.store, self.settings.lease_s)
@@ -171,25 +173,32 @@ class JobRunner:
         inputs = self.store.list(f"jobs/{job_id}/{INPUT_PREFIX}")
         if not inputs:
             raise D2VError(f"job {job_id} has no stored input image")
-        image = decode_image(self.store.get_bytes(inputs[0]))
+        image_bytes = self.store.get_bytes(inputs[0])
         depth_key = file_key(job_id, DEPTH)
         depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
-        return request, image, depth_bytes
+        return request, image_bytes, decode_image(image_bytes), depth_bytes
 
     def _pipeline(self, job_id: str, status: JobStatus):
-        request, image, depth_bytes = self._inputs(job_id)
+        request, image_bytes, image, depth_bytes = self._inputs(job_id)
+        depth = {}  # where the depth came from, for the manifest
+        if depth_bytes is None and request.depth == "auto" and self.depth_model:
+            # The depth stage first (its estimate is cached by image): the planner and the
+            # renderer take it as they take a depth map the user sent.
+            self.queue.report(job_id, "depth", 0.0)
+            depth = self.depth.estimate.remote(image, image_bytes, request).result(timeout_s=STAGE_TIMEOUT_S)
+            depth_bytes = depth.pop("depth_png")
         # Each call gets the previous call's DeploymentResponse: Serve passes the result along
         # between replicas without a round trip through this one. Only the end is awaited (on
         # this worker thread, never an event loop).
         trajectory = self.trajectory.plan.remote(request, image.width, image.height, depth_bytes is not None)
         if renders_final_frames(request):
             # Camera jobs: the base replica streams frames into the encoder and stores the results.
-            final = self.base.render_final.remote(job_id, image, depth_bytes, request, trajectory)
+            final = self.base.render_final.remote(job_id, image, depth_bytes, request, trajectory, **depth)
         else:
             clip = self.base.render.remote(job_id, image, depth_bytes, request, trajectory)
             clip = self.interpolate.retime.remote(clip, request)
             clip = self.upscale.resize.remote(clip, request)
-            final = self.encode.encode.remote(job_id, clip, request, trajectory, image, depth_bytes)
+            final = self.encode.encode.remote(job_id, clip, request, trajectory, image, depth_bytes, **depth)
         return final.result(timeout_s=STAGE_TIMEOUT_S)
 
     # -- heartbeats and the reconciler --------------------------------------------------

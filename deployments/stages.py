@@ -51,6 +51,28 @@ class _ReportsProgress:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class DepthStage(GPUWorker):
+    """Depth from the photo (D2V_DEPTH_MODEL), for requests with depth "auto" and no map of
+    their own: estimated once per image and model, then read from the store's depth cache.
+    The model loads on first use, on the device this replica was given."""
+
+    stage = "depth"
+
+    def __init__(self):
+        self.store = store_from_env()
+        super().__init__()
+
+    def estimate(self, image: LoadedImage, image_bytes: bytes, request: RenderRequest) -> dict:
+        """{"depth_png": 16-bit PNG bytes or None, "depth_source", "depth_model", "depth_method"}: what the
+        rest of the DAG takes as a depth map, and what the manifest says of it."""
+        from d2v.depth import depth_for, encode_depth_png
+
+        scene = depth_for(image_bytes, image.rgb, self.store, request)
+        return {"depth_png": encode_depth_png(scene.depth) if scene.depth is not None else None,
+                "depth_source": scene.source, "depth_model": scene.model, "depth_method": scene.method()}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class TrajectoryStage:
     def plan(self, request: RenderRequest, image_width: int, image_height: int, has_depth: bool) -> CameraTrajectory:
         return stages.plan(request, image_width, image_height, has_depth=has_depth)
@@ -95,13 +117,15 @@ class BaseStage(GPUWorker, _ReportsProgress):
                                   progress=self._progress(job_id))
 
     def render_final(self, job_id: str, image: LoadedImage, depth_bytes: bytes | None, request: RenderRequest,
-                     trajectory: CameraTrajectory) -> Manifest:
+                     trajectory: CameraTrajectory, depth_source: str | None = None,
+                     depth_model: str | None = None, depth_method: str | None = None) -> Manifest:
         """Camera jobs: the frames are final as rendered, so this replica streams them into
         the encoder and stores the results, as `d2v render` does: render and encode overlap,
         and no clip crosses replicas (run one after the other, they cost 1.5x in-process)."""
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
         return stream_camera_job(image, depth, request, trajectory, self.store, job_id,
-                                 progress=self._progress(job_id))
+                                 progress=self._progress(job_id), depth_source=depth_source,
+                                 depth_model=depth_model, depth_method=depth_method)
 
     def whoami(self) -> dict:
         return self.describe()
@@ -129,8 +153,10 @@ class EncodeStage(_ReportsProgress):
         self.store = store_from_env()
 
     def encode(self, job_id: str, clip: Clip, request: RenderRequest, trajectory: CameraTrajectory,
-               image: LoadedImage, depth_bytes: bytes | None) -> Manifest:
+               image: LoadedImage, depth_bytes: bytes | None, depth_source: str | None = None,
+               depth_model: str | None = None, depth_method: str | None = None) -> Manifest:
         """Encode and store, then the path check (it needs the frames, which are here)."""
         self._progress(job_id)("encode", 0.0)
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-        return stages.encode_and_store(clip, request, trajectory, image, self.store, job_id, depth=depth)
+        return stages.encode_and_store(clip, request, trajectory, image, self.store, job_id, depth=depth,
+                                       depth_source=depth_source, depth_model=depth_model)

@@ -110,7 +110,7 @@ def build_test_app(settings: dict):
     from deployments.app import runner_deployment
     from deployments.ingress import Ingress
     from deployments.settings import FarmSettings
-    from deployments.stages import BaseStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
+    from deployments.stages import BaseStage, DepthStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
 
     (app,) = SERVE_GPU["applications"]
     base = next(d for d in app["deployments"] if d["name"] == "BaseStage")
@@ -126,7 +126,7 @@ def build_test_app(settings: dict):
     small = {"ray_actor_options": {"num_cpus": 0.05}}
     farm = FarmSettings.from_args(settings)
     runner = runner_deployment(farm.queue, farm.max_running_jobs).options(**small).bind(
-        TrajectoryStage.options(**small).bind(),
+        DepthStage.options(**small).bind(), TrajectoryStage.options(**small).bind(),
         BaseStage.options(ray_actor_options={"num_cpus": 0.05, "num_gpus": 1},
                           max_ongoing_requests=base["max_ongoing_requests"],
                           autoscaling_config=autoscaling).bind(),
