@@ -13,8 +13,8 @@ reference camera at (crop centre, -D) with D = cover-crop width and fx = output 
 zoom z spans 1/z of the crop. Pure numpy/scipy.
 
 "Inside the image" covers depth too: where the renderer (d2v.render) puts image points at
-relative depths s != 1 (dolly_zoom's stand-in depth, or a user depth map when the caller
-passes its parallax), a moving camera sees farther layers spread wider and nearer ones
+relative depths s != 1 (the stand-in depth of dolly_zoom and parallax, or a depth map when
+the caller passes its parallax), a moving camera sees farther layers spread wider and nearer ones
 swing further, so it can show picture the flat view would not. The planner models that
 range of layers (`depth_range`) and keeps every layer's view inside the image.
 """
@@ -45,7 +45,8 @@ from d2v.pathshape import (
 
 __all__ = [
     "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
-    "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS",
+    "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS", "PARALLAX_TRUCK",
+    "PSEUDO_DEPTH_NOTE", "drawn_direction",
 ]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
@@ -82,6 +83,10 @@ CRASH_HOLD, CRASH_PUSH_S, CRASH_PUSH_SHARE, CRASH_MIN_FRAMES = 0.5, 0.3, 0.15, 4
 SHAKE_VIEW_RMS, SHAKE_ROLL_RMS_DEG = 0.006, 0.3  # at shake = 1: view shift (x view width), roll
 CLAMP_SMOOTH_S = 0.12  # the clamp's corrections are smoothed over about this many seconds
 CLAMP_REPORT_PX = 0.5  # frames moved less than this are not reported as clamped
+# With depth the clamp moves the renderer's reference (the first camera) and clamps again
+# until it settles; each pass leaves about a third of the last one's error (a sideways
+# slide with shake needs a dozen passes to settle within a thousandth of a pixel).
+CLAMP_REFERENCE_PASSES = 20
 TRAVELLING = {"zoom_in", "pull_back", "pan", "parallax"}  # the camera travels with the pen (drawing speed applies)
 PSEUDO_DEPTH_NOTE = (
     "parallax without depth: a stand-in depth (a soft bump around the middle of the stroke) slides the subject "
@@ -497,7 +502,7 @@ def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int]
     clamped position until that stops changing (it barely does: layer s feels c0's
     shift only in proportion to 1 - 1 / s)."""
     c0 = rig.C[0]
-    for _ in range(1 if sc.layers == (1.0, 1.0) else 5):
+    for _ in range(1 if sc.layers == (1.0, 1.0) else CLAMP_REFERENCE_PASSES):
         out, shift, g = _clamp_once(rig, sc, fps, loop, c0)
         if np.linalg.norm(out.C[0] - c0) <= 1e-9 * sc.D:
             break

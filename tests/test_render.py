@@ -318,12 +318,16 @@ def test_no_frame_shows_anything_outside_the_image(bright_hubble, effect, varian
     assert _darkest(CameraRenderer(bright_hubble, border="black").render(traj)) > 16
 
 
-@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in"])
-def test_no_frame_shows_anything_outside_the_image_with_a_depth_map(bright_hubble, effect):
+@pytest.mark.parametrize("hard", [False, True], ids=["smooth", "hard-edged"])
+@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in", "parallax"])
+def test_no_frame_shows_anything_outside_the_image_with_a_depth_map(bright_hubble, effect, hard):
     """Planned for the renderer's depth map (depth_parallax), near and far layers swing
-    and spread without bringing in anything from outside the image."""
+    and spread without bringing in anything from outside the image; nor does what fills
+    the holes a hard-edged near layer leaves as it moves."""
     H, W = bright_hubble.shape[:2]
     depth = pseudo_depth(W, H, (0.6 * W, 0.55 * H), radius_frac=0.3)
+    if hard:
+        depth = (depth > 0.5).astype(np.float32)
     r = CameraRenderer(bright_hubble, depth, border="black")
     path = json.loads((EXAMPLES / "paths" / f"{effect}.json").read_text())
     for shake in (0.0, 1.0):

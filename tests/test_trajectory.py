@@ -293,7 +293,7 @@ def test_orbit_holds_its_subject_still_on_screen():
     assert_inside(tr)
 
 
-@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in"])
+@pytest.mark.parametrize("effect", ["orbit", "dolly_zoom", "pan", "zoom_in", "parallax"])
 def test_views_stay_inside_at_every_depth_the_renderer_shows(effect):
     path = pts(circle(cx=520, cy=290, r=140)) if effect == "orbit" else pts(line((420, 300), (700, 200)))
     for shake in (0.0, 1.0):
@@ -307,6 +307,8 @@ def test_views_stay_inside_at_every_depth_the_renderer_shows(effect):
 def test_depth_range():
     assert depth_range("orbit") == (1.0, 1.0) and depth_range("pan") == (1.0, 1.0)  # flat: no depth map
     assert depth_range("dolly_zoom") == pytest.approx((1.0, 1 / (1 - PSEUDO_PARALLAX)))  # stand-in depth
+    assert depth_range("parallax") == depth_range("dolly_zoom")  # the same stand-in
+    assert depth_range("parallax", 0.4) == pytest.approx((0.6, 1 / 0.6))  # about its subject
     assert depth_range("orbit", 0.4) == pytest.approx((0.6, 1 / 0.6))  # around the subject: either way
     assert depth_range("zoom_in", 0.4) == pytest.approx((0.6, 1.0))
 
