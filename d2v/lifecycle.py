@@ -132,13 +132,16 @@ class Jobs:
 
     # -- moving -----------------------------------------------------------------------
 
+    def _put(self, status: JobStatus) -> None:
+        self.store.put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
+
     def _write(self, status: JobStatus, to: str) -> JobStatus:
         if to != status.status and to not in TRANSITIONS[status.status]:
             raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
         was_unfinished = status.status in UNFINISHED
         status.status = to
         status.updated_at = now_iso()
-        self.store.put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
+        self._put(status)
         # The marker follows the status: written before a job can be lost, removed after it is done.
         if to in UNFINISHED and not was_unfinished:
             self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
@@ -152,16 +155,18 @@ class Jobs:
         status = JobStatus(job_id=validate_job_id(job_id), status="queued", stage="queued", tenant=tenant,
                            content=content, queue=queue, lease_s=self.lease_s, created_at=now_iso(),
                            updated_at=now_iso())
-        self.store.put_bytes(job_key(job_id, STATUS), status.model_dump_json(indent=2).encode())
+        self._put(status)
         self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
         return status
 
     def claim(self, job_id: str, owner: str, *, rerun: bool = False,
               status: JobStatus | None = None) -> Claim:
         """Make `owner` the job's runner and start an attempt, unless it is finished (a rerun
-        of a finished job only with `rerun`) or another owner is alive. A new id is created."""
+        of a finished job only with `rerun`) or another owner is alive. An id not in the store
+        yet (a CLI render) is created running."""
         status = status or self.get(job_id)
-        if status is None:
+        fresh = status is None
+        if fresh:
             status = JobStatus(job_id=validate_job_id(job_id), status="queued", created_at=now_iso())
         elif status.status == "succeeded" and not rerun:
             return Claim(None, "it has already succeeded")
@@ -171,7 +176,7 @@ class Jobs:
         status.owner, status.heartbeat_at, status.lease_s = owner, time.time(), self.lease_s
         status.stage, status.progress, status.error, status.result = "trajectory", 0.0, None, None
         status.attempts += 1
-        if status.status == "queued" and not self.store.exists(ACTIVE_PREFIX + job_id):
+        if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
             self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
         return Claim(self._write(status, "running"))
 
@@ -222,7 +227,7 @@ class Jobs:
         status = JobStatus(job_id=validate_job_id(job_id), status="succeeded", stage="done", progress=1.0,
                            result=source.result, tenant=tenant, content=content, created_at=now_iso(),
                            updated_at=now_iso(), cached_from=source.job_id)
-        self.store.put_bytes(job_key(job_id, STATUS), status.model_dump_json(indent=2).encode())
+        self._put(status)
         return status
 
 

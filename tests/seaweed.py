@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from d2v.jobqueue import free_port  # noqa: F401  (tests import it from here too)
+
 ACCESS_KEY, SECRET_KEY = "d2v-test-key", "d2v-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_answering(proc: subprocess.Popen, url: str, timeout_s: float, what: str, log) -> bool:

@@ -208,6 +208,20 @@ def screenshot(driver, name: str) -> Path:
 
 
 @needs_browser
+def playing_video(driver, duration_s: float, *fields: str) -> dict:
+    """Wait for the rendered video: shown, `duration_s` long (within 0.1 s) and playing.
+    Returns the video element's `fields` (and videoWidth / videoHeight as w / h)."""
+    wait_for(driver, "!document.getElementById('video-box').hidden", timeout_s=180, what="the rendered video")
+    seen = wait_for(driver, "document.getElementById('video').readyState >= 2 && "
+                    "document.getElementById('video').duration", what="the video's metadata")
+    assert abs(seen - duration_s) < 0.1, seen
+    t1 = driver.execute_script("return document.getElementById('video').currentTime")
+    wait_for(driver, f"document.getElementById('video').currentTime != {t1}", timeout_s=10, what="the video playing")
+    props = ", ".join(f"{f}: v.{f}" for f in fields)
+    return driver.execute_script("const v = document.getElementById('video'); "
+                                 f"return {{{props}{', ' if props else ''}w: v.videoWidth, h: v.videoHeight}}")
+
+
 def test_draw_preview_render_and_play_in_chromium(web, browser):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -285,14 +299,7 @@ def test_draw_preview_render_and_play_in_chromium(web, browser):
 
     driver.find_element("id", "render").click()
     wait_for(driver, "document.querySelector('#stages li.active, #stages li.done')", what="stage progress")
-    wait_for(driver, "!document.getElementById('video-box').hidden", timeout_s=180, what="the rendered video")
-    duration_s = wait_for(driver, "document.getElementById('video').readyState >= 2 && "
-                          "document.getElementById('video').duration", what="the video's metadata")
-    assert abs(duration_s - 2.0) < 0.1, duration_s
-    t1 = driver.execute_script("return document.getElementById('video').currentTime")
-    wait_for(driver, f"document.getElementById('video').currentTime != {t1}", timeout_s=10, what="the video playing")
-    video = driver.execute_script("const v = document.getElementById('video'); "
-                                  "return {paused: v.paused, loop: v.loop, w: v.videoWidth, h: v.videoHeight}")
+    video = playing_video(driver, 2.0, "paused", "loop")
     assert not video["paused"] and video["loop"], video
     assert (video["w"], video["h"]) == (640, 360)
     stages = driver.execute_script("return [...document.querySelectorAll('#stages li')].map(li => li.className)")
@@ -437,14 +444,7 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     driver.find_element("id", "render").click()
 
     # The result: fetched with the key, shown from blob: URLs, playing.
-    wait_for(driver, "!document.getElementById('video-box').hidden", timeout_s=180, what="the rendered video")
-    duration_s = wait_for(driver, "document.getElementById('video').readyState >= 2 && "
-                          "document.getElementById('video').duration", what="the video's metadata")
-    assert abs(duration_s - 1.0) < 0.1, duration_s
-    t1 = driver.execute_script("return document.getElementById('video').currentTime")
-    wait_for(driver, f"document.getElementById('video').currentTime != {t1}", timeout_s=10, what="the video playing")
-    video = driver.execute_script("const v = document.getElementById('video'); "
-                                  "return {src: v.src, w: v.videoWidth, h: v.videoHeight}")
+    video = playing_video(driver, 1.0, "src")
     assert video["src"].startswith("blob:") and (video["w"], video["h"]) == (640, 360), video
     assert driver.find_element("id", "download").get_attribute("href").startswith("blob:")
     picture = wait_for(driver, "!document.getElementById('fidelity').hidden && "
