@@ -77,7 +77,7 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
     svd.add_argument("--noise-aug-strength", type=float, default=None, help="0-1 (default: from the camera's speed)")
     svd.add_argument("--steps", dest="num_inference_steps", type=int, default=None, help="denoising steps (default 25)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--x264-preset", default="veryfast", help="x264 speed preset (default veryfast)")
     _add_camera_flags(p)
 
 
@@ -118,7 +118,7 @@ def _request_from_args(args: argparse.Namespace):
             **({"depth": args.depth} if getattr(args, "depth", None) in DEPTH_MODES else {}),
             **{name: getattr(args, name) for name in SVD_FIELDS if getattr(args, name, None) is not None},
             "crf": getattr(args, "crf", 18),
-            "preset": getattr(args, "preset", "veryfast"),
+            "x264_preset": getattr(args, "x264_preset", "veryfast"),
         }
     )
 

@@ -45,6 +45,7 @@ VIDEO = "video.mp4"
 POSTER = "poster.jpg"
 FIDELITY = "fidelity.png"
 DEPTH = "depth.png"
+LUT = "look.cube"  # the request's own 3D LUT, when its `look` names a .cube file
 INPUT_PREFIX = "input."
 ACTIVE_PREFIX = "active/"
 CACHE_PREFIX = "cache/"

@@ -53,6 +53,35 @@ EFFECTS: dict[str, str] = {
 EffectName = Literal[
     "auto", "zoom_in", "pull_back", "pan", "orbit", "dolly_zoom", "spiral", "earth_zoom_out", "crash_zoom", "parallax"
 ]
+# Post effects, applied in the request's order after upscaling, before encoding (d2v.post).
+POST_EFFECTS: dict[str, str] = {
+    "reverse": "the clip plays backwards",
+    "boomerang": "forwards then backwards (the turn frame is not doubled)",
+    "glitch": "seeded RGB split, block displacement and scanline bursts on a share of frames (glitch_amount)",
+    "mirror_fold": "the picture folds like paper along a line through the path's centre, in perspective",
+    "bullet_time": "the scene freezes mid-clip while the camera keeps moving around the path's centre, with "
+    "speed ramps in and out",
+    "tenet": "a region around the path's end plays backwards while the rest plays forwards, with a soft seam",
+}
+PostName = Literal["reverse", "boomerang", "glitch", "mirror_fold", "bullet_time", "tenet"]
+MAX_POST_EFFECTS = 8
+
+# Named colour grades (d2v.looks); a request may instead name a `.cube` 3D LUT that travels with the job.
+LOOKS: dict[str, str] = {
+    "natural": "no grade: the photo's own colours",
+    "cinematic": "gentle S-curve, lifted blacks, slightly cool shadows and warm highlights",
+    "vibrant": "richer saturation and contrast",
+    "noir": "high-contrast black and white",
+    "teal_orange": "teal shadows, orange skin tones and highlights",
+    "warm": "warmer white balance",
+    "cool": "cooler white balance",
+    "faded": "lifted blacks, lowered contrast and saturation, like old film",
+}
+LUT_SUFFIX = ".cube"
+
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
+X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
+
 BackendName = Literal["camera", "svd"]
 DepthMode = Literal["auto", "none"]
 DEPTH_MODES: tuple[str, ...] = get_args(DepthMode)
@@ -183,9 +212,46 @@ class RenderRequest(BaseModel):
         "to the camera render (D2V_FIDELITY_THRESHOLD, D2V_FIDELITY_RETRIES)",
     )
 
+    # Presets, grading and post effects.
+    preset: str | None = Field(
+        default=None, description="a named bundle of effect, knobs, post effects, look and duration (`d2v presets`, "
+        "GET /v1/presets); the request's own fields override it",
+    )
+    look: str | None = Field(
+        default=None, description="colour grade: a name from `d2v looks`, or the name of a `.cube` 3D LUT that "
+        "travels with the job (CLI --look FILE.cube, HTTP `lut` file part, batch a path or s3:// key)",
+    )
+    post: list[PostName] = Field(
+        default_factory=list, max_length=MAX_POST_EFFECTS,
+        description="post effects applied in order after upscaling, before encoding: " + ", ".join(POST_EFFECTS),
+    )
+    glitch_amount: float = Field(default=0.3, ge=0.0, le=1.0, description="glitch: the share of frames touched")
+
     # Encoder knobs.
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+    x264_preset: X264Preset = Field(default="veryfast", description="x264 speed preset (CLI --x264-preset)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """A named preset fills the fields the request leaves out. Requests from before
+        named presets carried the x264 preset in `preset`: those still mean the encoder."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        data = dict(data)
+        if data["preset"] in X264_PRESETS:
+            data.setdefault("x264_preset", data.pop("preset"))
+            return data
+        from d2v.presets import expand_preset
+
+        return expand_preset(data)
+
+    @field_validator("look")
+    @classmethod
+    def _known_look(cls, v: str | None) -> str | None:
+        if v is None or v in LOOKS or (v.lower().endswith(LUT_SUFFIX) and 0 < len(v) <= 200):
+            return v
+        raise ValueError(f"unknown look {v!r}; choose one of: {', '.join(LOOKS)}, or a {LUT_SUFFIX} file")
 
     @field_validator("effect")
     @classmethod

@@ -262,7 +262,7 @@ def stream_camera_job(
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
         video_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.preset)
+        stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.x264_preset)
         render_encode_wall = time.perf_counter() - t0
         seconds["base"] = produced.seconds
         seconds["interpolate"] = 0.0

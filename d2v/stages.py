@@ -286,7 +286,7 @@ def make_manifest(
     with a depth map, else "none" (callers that only take the request's own map)."""
     depth_source = depth_source or ("user" if depth_map else "none")
     methods = {"trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})", **methods,
-               "encode": f"libx264 crf {request.crf} {request.preset}, yuv420p, faststart"}
+               "encode": f"libx264 crf {request.crf} {request.x264_preset}, yuv420p, faststart"}
     methods.setdefault("depth", {"user": "the request's depth map", "estimated": f"estimated by {depth_model}",
                                  "none": "none"}[depth_source])
     notes = list(trajectory.notes)
@@ -334,7 +334,7 @@ def encode_and_store(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video = Path(tmp) / "video.mp4"
-        stats = encode_mp4(iter(clip.frames), video, request.fps, crf=request.crf, preset=request.preset)
+        stats = encode_mp4(iter(clip.frames), video, request.fps, crf=request.crf, preset=request.x264_preset)
         encode_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         keys = store_results(store, job_id, video, clip.frames[len(clip.frames) // 2], image.info())
