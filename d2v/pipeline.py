@@ -11,6 +11,7 @@ thread: both cores work at once and no clip is ever held in memory whole.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import tempfile
 import threading
@@ -40,19 +41,23 @@ from d2v.stages import (
     store_results,
 )
 from d2v.svd import svd_model_setting
-from d2v.lifecycle import MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, file_key, input_key, process_owner
+from d2v.lifecycle import LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, file_key, input_key, process_owner
 from d2v.store import Store
 
 ProgressFn = Callable[[str, float], None]
 
 
 def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: RenderRequest,
-                   svd_model: str | None = None, depth_model: str | None = None) -> str:
-    """The job id: the same inputs, request, d2v version and models give the same job (the
-    depth model counts when it would estimate: depth "auto" and no depth map given)."""
+                   svd_model: str | None = None, depth_model: str | None = None,
+                   lut_bytes: bytes | None = None) -> str:
+    """The job id: the same inputs (image, depth map, .cube LUT), request, d2v version and
+    models give the same job (the depth model counts when it would estimate: depth "auto"
+    and no depth map given)."""
     model = (svd_model or svd_model_setting() or "") if request.backend == "svd" else ""
     if request.depth == "auto" and not depth_bytes:
         model += "|depth:" + (depth_model or depth_model_setting() or "")
+    if lut_bytes:
+        model += "|lut:" + hashlib.sha256(lut_bytes).hexdigest()
     salt = (depth_bytes or b"") + __version__.encode() + model.encode()
     return job_id_for(image_bytes + salt, request)
 
@@ -148,6 +153,7 @@ def render_job(
     store: Store,
     *,
     depth_bytes: bytes | None = None,
+    lut_bytes: bytes | None = None,
     job_id: str | None = None,
     output_path: str | Path | None = None,
     progress: ProgressFn | None = None,
@@ -164,7 +170,7 @@ def render_job(
     require_backend(request)
     image = decode_image(image_bytes)
     depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-    job_id = job_id or content_job_id(image_bytes, depth_bytes, request)
+    job_id = job_id or content_job_id(image_bytes, depth_bytes, request, lut_bytes=lut_bytes)
 
     if use_cache and (cached := cached_manifest(store, job_id)) is not None:
         if output_path is not None:
@@ -181,6 +187,8 @@ def render_job(
     status = claim.status
     store.put_bytes(input_key(job_id, image.extension), image_bytes)
     store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
+    if lut_bytes:
+        store.put_bytes(file_key(job_id, LUT), lut_bytes)  # the look's .cube: the stages read it from here
     try:
         with Heartbeat(jobs, status) as beat:
             def beat_and_report(stage: str, fraction: float) -> None:
