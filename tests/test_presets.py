@@ -1,0 +1,89 @@
+"""The preset library (d2v/presets.yaml, issue 15): every preset is a valid request that
+renders through the real camera pipeline, the request's own fields win over it, and the
+CLI and batch surfaces name presets, looks and post effects the same way.
+
+Renders are small and short (128x72 at 6 fps) to keep this fast; the move is the preset's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from d2v.errors import InvalidRequestError
+from d2v.models import LOOKS, POST_EFFECTS, RenderRequest, parse_request
+from d2v.presets import presets
+from tests.conftest import textured_image
+from tests.test_images import png_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples/hubble.jpg"
+PATH_FILE = REPO / "examples/paths/zoom_in.json"
+REQUIRED = ("hitchcock", "michael_bay", "wes_anderson", "christopher_nolan", "earth_zoom_out", "eye_zoom",
+            "product_orbit", "parallax_slide")
+# A slightly curved stroke across the middle, in canvas units.
+STROKE = {"canvas": {"width": 320, "height": 180},
+          "points": [{"x": 80 + 6 * i, "y": 100 - 0.05 * i * i} for i in range(30)]}
+SMALL = {"width": 128, "height": 72, "fps": 6}
+
+
+def test_the_library_names_at_least_24_presets_each_a_bundle_with_one_line_saying_what_is_seen():
+    table = presets()
+    assert len(table) >= 24 and set(REQUIRED) <= set(table), sorted(table)
+    fields = set(RenderRequest.model_fields)
+    for name, entry in table.items():
+        description, settings = entry["description"], entry["settings"]
+        assert 20 < len(description) < 120 and "\n" not in description, (name, description)
+        assert set(settings) <= fields and "effect" in settings and "duration_s" in settings, (name, settings)
+        assert set(settings.get("post", [])) <= set(POST_EFFECTS), name
+        assert settings.get("look") in LOOKS, name
+        # The page's duration slider: 1..20 s in 0.5 s steps.
+        assert 1 <= settings["duration_s"] <= 20 and settings["duration_s"] * 2 == int(settings["duration_s"] * 2)
+    assert len({e["description"] for e in table.values()}) == len(table)  # no two say the same
+
+
+def test_every_preset_expands_to_a_valid_request_and_renders(tmp_path):
+    from d2v.encode import probe_video
+    from d2v.pipeline import render_job
+    from d2v.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    image = png_bytes(textured_image(320, 180, seed=5))
+    for name, entry in presets().items():
+        request = parse_request({"path": STROKE, "preset": name, **SMALL})
+        for field, value in entry["settings"].items():
+            assert getattr(request, field) == value, (name, field)
+        out = tmp_path / f"{name}.mp4"
+        manifest = render_job(image, request, store, output_path=out)
+        assert manifest.request.preset == name and manifest.effect == entry["settings"]["effect"], name
+        assert manifest.request.look == entry["settings"]["look"], name
+        frames = round(entry["settings"]["duration_s"] * SMALL["fps"])
+        info = probe_video(out)
+        assert (info["frames"], info["width"], info["height"]) == (frames, 128, 72), (name, info)
+
+
+def test_the_request_own_fields_override_the_preset():
+    request = parse_request({"path": STROKE, "preset": "michael_bay", "duration_s": 1.5, "shake": 0.0,
+                             "look": "noir", "post": ["reverse"]})
+    assert (request.duration_s, request.shake, request.look, request.post) == (1.5, 0.0, "noir", ["reverse"])
+    assert (request.effect, request.speed_ramp, request.motion_blur) == ("orbit", 0.7, 0.5)  # the rest: the preset's
+    # An empty post list is an explicit choice too: no post effects, whatever the preset says.
+    assert parse_request({"path": STROKE, "preset": "christopher_nolan", "post": []}).post == []
+
+
+@pytest.mark.parametrize("field, value, listed", [
+    ("preset", "spielberg", ("hitchcock", "parallax_slide", "bullet_time")),
+    ("look", "sepia", tuple(LOOKS)),
+    ("post", ["slowmo"], tuple(POST_EFFECTS)),
+])
+def test_an_unknown_name_is_a_clear_error_listing_the_valid_ones(field, value, listed):
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request({"path": STROKE, field: value})
+    message = str(err.value)
+    assert "\n" not in message and all(name in message for name in listed), message
