@@ -2,7 +2,10 @@
 
     d2v render IMAGE --path PATH.json [--effect auto] [--duration 4] [--fps 24]
                [--size 1024x576] [--backend camera|svd] [--seed 0] -o OUT.mp4
+               [--preset NAME] [--look NAME|FILE.cube] [--post NAME]... [--glitch-amount 0.3]
     d2v effects
+    d2v presets                                    # one per line: name, what the viewer sees
+    d2v looks                                      # the named colour grades
     d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
     d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
-from d2v.models import DEPTH_MODES, EFFECTS  # `--depth` takes a depth mode, or a depth map file
+from d2v.models import DEPTH_MODES, EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # `--depth`: a mode, or a file
 
 EXIT_BAD_INPUT = 2
 SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
@@ -60,14 +63,26 @@ def _read_path_file(path: str) -> Any:
         raise InvalidPathError(f"path file {p} is not valid JSON: {e or 'nested too deep'}") from None
 
 
+# Flags that name a request field default to None: a flag the user did not give is left out
+# of the request, so a preset's value stands (explicit flags override it) and, without a
+# preset, the request model's default applies (the defaults in the help texts are those).
+
+
 def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, ...)")
-    p.add_argument("--duration", type=float, default=4.0, help="seconds (0.5-20, default 4)")
-    p.add_argument("--fps", type=int, default=24, help="frames per second (1-60, default 24)")
-    p.add_argument("--size", type=_size, default=(1024, 576), help="WIDTHxHEIGHT, even sides (default 1024x576)")
-    p.add_argument("--backend", default="camera", help="camera (no weights) or svd (default camera)")
-    p.add_argument("--no-auto-correct", dest="auto_correct", action="store_false",
+    p.add_argument("--duration", type=float, default=None, help="seconds (0.5-20, default 4)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second (1-60, default 24)")
+    p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, even sides (default 1024x576)")
+    p.add_argument("--backend", default=None, help="camera (no weights) or svd (default camera)")
+    p.add_argument("--no-auto-correct", dest="auto_correct", action="store_false", default=None,
                    help="svd: ship the first attempt even when the path check finds it off the path")
+    look = p.add_argument_group("look and post effects")
+    look.add_argument("--look", default=None,
+                      help=f"colour grade: one of {', '.join(LOOKS)} (`d2v looks`), or a 3D LUT file (FILE.cube)")
+    look.add_argument("--post", action="append", default=None, choices=list(POST_EFFECTS), metavar="NAME",
+                      help=f"a post effect, applied in the order given (repeatable): {', '.join(POST_EFFECTS)}")
+    look.add_argument("--glitch-amount", type=float, default=None, help="glitch: the share of frames touched, 0-1 "
+                      "(default 0.3)")
     svd = p.add_argument_group("svd backend (named after the request's fields)")
     svd.add_argument("--guidance-strength", type=float, default=None,
                      help="0 = the camera render, 1 = plain SVD, log scale of noise (default 0.5)")
@@ -76,57 +91,89 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
     svd.add_argument("--motion-bucket-id", type=int, default=None, help="1-255 (default: from the camera's speed)")
     svd.add_argument("--noise-aug-strength", type=float, default=None, help="0-1 (default: from the camera's speed)")
     svd.add_argument("--steps", dest="num_inference_steps", type=int, default=None, help="denoising steps (default 25)")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
-    p.add_argument("--x264-preset", default="veryfast", help="x264 speed preset (default veryfast)")
+    p.add_argument("--crf", type=int, default=None, help="H.264 quality, lower is better (default 18)")
+    p.add_argument("--x264-preset", default=None, help="x264 speed preset (default veryfast)")
     _add_camera_flags(p)
 
 
 def _add_camera_flags(p: argparse.ArgumentParser) -> None:
     """The flags that shape the camera move (render, trajectory and check share them)."""
     p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
-    p.add_argument("--effect", default="auto", help="camera move; `d2v effects` lists them (default auto)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None, help="a named bundle of effect, camera knobs, post effects, look and "
+                   "duration (`d2v presets`); the flags given here override it")
+    p.add_argument("--effect", default=None, help="camera move; `d2v effects` lists them (default auto)")
+    p.add_argument("--seed", type=int, default=None, help="(default 0)")
     p.add_argument("--end-zoom", type=float, default=None, help="peak zoom (default: the effect's own)")
-    p.add_argument("--shake", type=float, default=0.0, help="handheld shake 0-1")
-    p.add_argument("--speed-ramp", type=float, default=0.0, help="slow-fast-slow ramp 0-1")
-    p.add_argument("--motion-blur", type=float, default=0.0, help="shutter as a fraction of a frame, 0-1")
-    p.add_argument("--loop", action="store_true", help="end where it starts, for a seamless loop")
-    p.add_argument("--allow-borders", action="store_true", help="let the view leave the image")
+    p.add_argument("--shake", type=float, default=None, help="handheld shake 0-1 (default 0)")
+    p.add_argument("--speed-ramp", type=float, default=None, help="slow-fast-slow ramp 0-1 (default 0)")
+    p.add_argument("--motion-blur", type=float, default=None, help="shutter as a fraction of a frame, 0-1 "
+                   "(default 0)")
+    p.add_argument("--loop", action="store_true", default=None, help="end where it starts, for a seamless loop")
+    p.add_argument("--allow-borders", action="store_true", default=None, help="let the view leave the image")
+
+
+# request field -> the argparse dest that sets it (the same name where not listed).
+FLAG_FIELDS = {
+    "preset": "preset", "effect": "effect", "duration_s": "duration", "fps": "fps", "backend": "backend",
+    "seed": "seed", "end_zoom": "end_zoom", "shake": "shake", "speed_ramp": "speed_ramp",
+    "motion_blur": "motion_blur", "loop": "loop", "allow_borders": "allow_borders", "auto_correct": "auto_correct",
+    "post": "post", "glitch_amount": "glitch_amount", "crf": "crf", "x264_preset": "x264_preset",
+    **{name: name for name in SVD_FIELDS},
+}
+
+
+def _is_lut_file(look: str | None) -> bool:
+    return look is not None and look.lower().endswith(LUT_SUFFIX)
 
 
 def _request_from_args(args: argparse.Namespace):
+    """The request the flags ask for: only the flags given (see _add_request_flags)."""
     from d2v.models import parse_request
 
-    width, height = args.size
-    return parse_request(
-        {
-            "path": _read_path_file(args.path),
-            "effect": args.effect,
-            "duration_s": args.duration,
-            "fps": args.fps,
-            "width": width,
-            "height": height,
-            "backend": args.backend,
-            "seed": args.seed,
-            "end_zoom": args.end_zoom,
-            "shake": args.shake,
-            "speed_ramp": args.speed_ramp,
-            "motion_blur": args.motion_blur,
-            "loop": args.loop,
-            "allow_borders": args.allow_borders,
-            "auto_correct": getattr(args, "auto_correct", True),
-            **({"depth": args.depth} if getattr(args, "depth", None) in DEPTH_MODES else {}),
-            **{name: getattr(args, name) for name in SVD_FIELDS if getattr(args, name, None) is not None},
-            "crf": getattr(args, "crf", 18),
-            "x264_preset": getattr(args, "x264_preset", "veryfast"),
-        }
-    )
+    given = {field: getattr(args, dest) for field, dest in FLAG_FIELDS.items() if getattr(args, dest, None) is not None}
+    if getattr(args, "size", None) is not None:
+        given["width"], given["height"] = args.size
+    if getattr(args, "depth", None) in DEPTH_MODES:
+        given["depth"] = args.depth
+    look = getattr(args, "look", None)
+    if look is not None:  # a .cube file travels with the job under its own name (render reads it)
+        given["look"] = Path(look).name if _is_lut_file(look) else look
+    return parse_request({"path": _read_path_file(args.path), **given})
+
+
+def _lut_bytes(look: str | None) -> bytes | None:
+    """The bytes of `--look FILE.cube`, or None for a named look."""
+    if not _is_lut_file(look):
+        return None
+    p = Path(look)
+    if not p.is_file():
+        raise InvalidRequestError(f"look file not found: {p} (a {LUT_SUFFIX} 3D LUT, or one of: {', '.join(LOOKS)})")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise InvalidRequestError(f"cannot read look file {p}: {e.strerror}") from None
+
+
+def _print_table(table: dict[str, str]) -> None:
+    width = max(len(name) for name in table)
+    for name, description in table.items():
+        print(f"{name:<{width}}  {description}")
 
 
 def cmd_effects(args: argparse.Namespace) -> int:
-    width = max(len(name) for name in EFFECTS)
-    for name, description in EFFECTS.items():
-        print(f"{name:<{width}}  {description}")
+    _print_table(EFFECTS)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from d2v.presets import presets
+
+    _print_table({name: entry["description"] for name, entry in presets().items()})
+    return 0
+
+
+def cmd_looks(args: argparse.Namespace) -> int:
+    _print_table(LOOKS)
     return 0
 
 
@@ -148,6 +195,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from d2v.store import store_from_env
 
     request = _request_from_args(args)
+    lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
     depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
     store = store_from_env()
@@ -163,8 +211,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         bar.update(round(fraction * 100) - bar.n)
 
     try:
-        manifest = render_job(image_bytes, request, store, depth_bytes=depth_bytes, output_path=out,
-                              progress=progress, use_cache=not args.no_cache)
+        manifest = render_job(image_bytes, request, store, depth_bytes=depth_bytes, lut_bytes=lut_bytes,
+                              output_path=out, progress=progress, use_cache=not args.no_cache)
     finally:
         bar.close()
     keys = manifest.keys
@@ -515,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("effects", help="list the camera effects")
     p.set_defaults(func=cmd_effects)
+    p = sub.add_parser("presets", help="list the named presets (render --preset NAME)")
+    p.set_defaults(func=cmd_presets)
+    p = sub.add_parser("looks", help="list the named colour grades (render --look NAME)")
+    p.set_defaults(func=cmd_looks)
 
     p = sub.add_parser("serve", help="run the render farm's HTTP API (Ray Serve) on this machine")
     p.add_argument("--config", default="configs/serve-local.yaml", help="a Serve config YAML")

@@ -87,3 +87,63 @@ def test_an_unknown_name_is_a_clear_error_listing_the_valid_ones(field, value, l
         parse_request({"path": STROKE, field: value})
     message = str(err.value)
     assert "\n" not in message and all(name in message for name in listed), message
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+IDENTITY_CUBE = "TITLE \"identity\"\nLUT_3D_SIZE 2\n" + "".join(
+    f"{r} {g} {b}\n" for b in (0.0, 1.0) for g in (0.0, 1.0) for r in (0.0, 1.0))
+
+
+def d2v(*args, cwd):
+    exe = shutil.which("d2v", path=str(Path(sys.executable).parent)) or "d2v"
+    env = {**os.environ, "D2V_DATA_DIR": str(Path(cwd) / "data")}
+    env.pop("D2V_S3_ENDPOINT", None)
+    return subprocess.run([exe, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _manifest(stdout: str) -> dict:
+    return json.loads(Path(stdout.split("manifest:")[1].split()[0].removeprefix("file://")).read_text())
+
+
+def test_cli_lists_presets_and_looks(tmp_path):
+    r = d2v("presets", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(presets()) and len(lines) >= 24
+    assert lines[0].split(None, 1)[1] == presets()["hitchcock"]["description"]
+    r = d2v("looks", cwd=tmp_path)
+    assert [line.split()[0] for line in r.stdout.strip().splitlines()] == list(LOOKS)
+
+
+def test_cli_render_with_a_preset_the_flags_given_override_and_a_cube_look_travels_with_the_job(tmp_path):
+    cube = tmp_path / "grade.cube"
+    cube.write_text(IDENTITY_CUBE)
+    r = d2v("render", EXAMPLE, "--path", PATH_FILE, "--preset", "michael_bay", "--duration", "1", "--fps", "6",
+            "--size", "128x72", "--look", cube, "--post", "boomerang", "--post", "reverse", "-o", "out.mp4",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    manifest = _manifest(r.stdout)
+    request = manifest["request"]
+    assert request["preset"] == "michael_bay" and manifest["effect"] == "orbit"
+    assert (request["duration_s"], request["look"], request["post"]) == (1.0, "grade.cube", ["boomerang", "reverse"])
+    assert (request["shake"], request["speed_ramp"], request["motion_blur"]) == (0.25, 0.7, 0.5)  # not given: preset's
+    stored = tmp_path / "data/jobs" / manifest["job_id"] / "look.cube"
+    assert stored.read_text() == IDENTITY_CUBE
+
+    # The trajectory command takes the preset too: its effect, unless --effect says otherwise.
+    r = d2v("trajectory", EXAMPLE, "--path", PATH_FILE, "--preset", "hitchcock", "--fps", "4", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["effect"] == "dolly_zoom" and len(json.loads(r.stdout)["frames"]) == 16
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--preset", "spielberg"], ["unknown preset 'spielberg'", "hitchcock", "bullet_time"]),
+    (["--look", "sepia"], ["unknown look 'sepia'", "teal_orange", ".cube"]),
+    (["--post", "slowmo"], ["'slowmo'", "mirror_fold", "tenet"]),
+    (["--look", "missing.cube"], ["look file not found: missing.cube"]),
+])
+def test_cli_unknown_names_are_one_line_listing_the_valid_ones_exit_2(tmp_path, flags, words):
+    r = d2v("render", EXAMPLE, "--path", PATH_FILE, *flags, "-o", "out.mp4", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("d2v: error: "), r.stderr
+    assert all(w in r.stderr for w in words), r.stderr
+    assert not (tmp_path / "out.mp4").exists()
