@@ -6,7 +6,9 @@
 One JSON object per line: a render request (d2v.models.RenderRequest) plus `image` (a
 path relative to the working directory, or s3://bucket/key), optional `depth` (a depth
 map, the same; or the request's depth mode, "auto" or "none") and optional `id` (the
-job id; derived from the image and request when absent).
+job id; derived from the image and request when absent). A `preset` fills the fields the
+line leaves out; a `look` ending in .cube is a 3D LUT file, a path or s3://bucket/key read
+like `image`, that travels with the job as its look.cube.
 Results land under jobs/{id}/ like any job; the batch's manifest, one line per item
 (id, line, status, keys, seconds, error), under batches/{JOBS file stem}/manifest.jsonl.
 
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from d2v.errors import D2VError, InvalidRequestError, ObjectNotFoundError, StoreUnavailableError, one_line
-from d2v.models import DEPTH_MODES, RenderRequest, parse_request
+from d2v.models import DEPTH_MODES, LUT_SUFFIX, RenderRequest, parse_request
 from d2v.store import Store, batch_manifest_key, store_from_env, store_settings, validate_job_id
 
 # Keys of a batch line that are not part of the render request.
@@ -66,6 +68,7 @@ class Item:
     id: str | None = None  # the explicit id, when the line has a valid one
     image: str | None = None
     depth: str | None = None
+    lut: str | None = None  # the look's .cube file (a path or s3:// key), when the look names one
     request: RenderRequest | None = None
     error: str | None = None  # the line is bad: the item fails without running
 
@@ -116,7 +119,11 @@ def parse_line(line_no: int, text: str) -> Item:
             raise InvalidRequestError("'depth' must be a path, s3://bucket/key, 'auto' or 'none'")
         mode = {"depth": depth} if depth in DEPTH_MODES else {}  # the request's field, not a file
         item.image, item.depth = image, (None if mode else depth)
-        item.request = parse_request({**{k: v for k, v in data.items() if k not in ITEM_KEYS}, **mode})
+        fields = {k: v for k, v in data.items() if k not in ITEM_KEYS}
+        look = fields.get("look")
+        if isinstance(look, str) and look.lower().endswith(LUT_SUFFIX):  # the file is read, its name kept
+            item.lut, fields["look"] = look, look.rsplit("/", 1)[-1]
+        item.request = parse_request({**fields, **mode})
     except D2VError as e:
         item.error = str(e)
     return item
@@ -139,9 +146,10 @@ def read_items(path: Path) -> list[Item]:
     return items
 
 
-def read_ref(ref: str, store: Store, base_dir: Path) -> bytes:
-    """An item's `image` or `depth`: s3://bucket/key through the store's S3 endpoint, or a
-    local path relative to `base_dir`. Named errors, so the item fails with a reason."""
+def read_ref(ref: str, store: Store, base_dir: Path, what: str = "image") -> bytes:
+    """An item's `image`, `depth` or look file: s3://bucket/key through the store's S3
+    endpoint, or a local path relative to `base_dir`. Named errors, so the item fails with
+    a reason that says which of its files (`what`) it was."""
     if ref.startswith("s3://"):
         bucket, _, key = ref[len("s3://"):].partition("/")
         if not bucket or not key:
@@ -155,7 +163,7 @@ def read_ref(ref: str, store: Store, base_dir: Path) -> bytes:
             response = client.get_object(bucket, key)
         except S3Error as e:
             if e.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
-                raise ObjectNotFoundError(f"image {ref} not found ({e.code})") from None
+                raise ObjectNotFoundError(f"{what} {ref} not found ({e.code})") from None
             raise StoreUnavailableError(f"cannot read {ref}: {e.code}: {e.message}") from None
         try:
             return response.read()
@@ -167,10 +175,10 @@ def read_ref(ref: str, store: Store, base_dir: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         # Not base_dir itself: under `ray job submit` it is a long path in Ray's session dir.
-        raise ObjectNotFoundError(f"image {ref!r} not found (paths are relative to the batch's working "
+        raise ObjectNotFoundError(f"{what} {ref!r} not found (paths are relative to the batch's working "
                                   "directory)") from None
     except (IsADirectoryError, PermissionError) as e:
-        raise InvalidRequestError(f"cannot read image {ref!r}: {e.strerror}") from None
+        raise InvalidRequestError(f"cannot read {what} {ref!r}: {e.strerror}") from None
 
 
 # ---------------------------------------------------------------------------- one item
@@ -205,7 +213,7 @@ def cap_gpu_memory(fraction: float) -> None:
 
 
 def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: bytes | None,
-                depth_bytes: bytes | None) -> dict[str, Any]:
+                depth_bytes: bytes | None, lut_bytes: bytes | None = None) -> dict[str, Any]:
     """Render one item (in a Ray task, or in-process); never raises for the item's own
     faults: the returned row says failed and why, so one bad item fails alone."""
     from d2v.lifecycle import process_owner
@@ -220,10 +228,13 @@ def render_item(item: dict[str, Any], settings: dict[str, str], image_bytes: byt
         if image_bytes is None:
             image_bytes = read_ref(item["image"], store, base_dir)
         if depth_bytes is None and item.get("depth"):
-            depth_bytes = read_ref(item["depth"], store, base_dir)
+            depth_bytes = read_ref(item["depth"], store, base_dir, "depth map")
+        if lut_bytes is None and item.get("lut"):
+            lut_bytes = read_ref(item["lut"], store, base_dir, "look")
         stages: list[str] = []
         manifest = render_job(image_bytes, RenderRequest.model_validate(item["request"]), store,
-                              depth_bytes=depth_bytes, job_id=item.get("id"), owner=process_owner("batch"),
+                              depth_bytes=depth_bytes, lut_bytes=lut_bytes, job_id=item.get("id"),
+                              owner=process_owner("batch"),
                               progress=lambda stage, fraction: stages.append(stage) if stage == "cached" else None)
         row.id, row.keys = manifest.job_id, dict(manifest.keys)
         row.fidelity = manifest.fidelity.verdict if manifest.fidelity else None
@@ -314,7 +325,7 @@ def run_batch(jobs_file: str | Path, env: dict[str, str] | None = None, options:
         progress.finished(row)
         write_manifest()
 
-    def runnable() -> Iterator[tuple[dict, bytes | None, bytes | None]]:
+    def runnable() -> Iterator[tuple[dict, bytes | None, bytes | None, bytes | None]]:
         """Items to render, lazily (their local images are read only now); bad lines,
         unreadable local images and items already in the store finish here."""
         from d2v.pipeline import cached_manifest
@@ -328,30 +339,32 @@ def run_batch(jobs_file: str | Path, env: dict[str, str] | None = None, options:
                            fidelity=done.fidelity.verdict if done.fidelity else None))
                 continue
             payload = {"line": item.line, "label": item.label, "id": item.id, "image": item.image,
-                       "depth": item.depth, "request": item.request.model_dump(mode="json"),
+                       "depth": item.depth, "lut": item.lut, "request": item.request.model_dump(mode="json"),
                        "base_dir": str(base_dir)}
             try:
                 image = None if item.image.startswith("s3://") else read_ref(item.image, store, base_dir)
                 depth = (None if not item.depth or item.depth.startswith("s3://")
-                         else read_ref(item.depth, store, base_dir))
+                         else read_ref(item.depth, store, base_dir, "depth map"))
+                lut = (None if not item.lut or item.lut.startswith("s3://")
+                       else read_ref(item.lut, store, base_dir, "look"))
             except D2VError as e:
                 finish(Row(id=item.label, line=item.line, status="failed", error=str(e), seconds=0.0))
                 continue
-            yield payload, image, depth
+            yield payload, image, depth, lut
 
     try:
         if options.use_ray:
             _run_on_ray(runnable(), settings, options, finish)
         else:
-            for payload, image, depth in runnable():
-                finish(Row(**render_item(payload, settings, image, depth)))
+            for payload, image, depth, lut in runnable():
+                finish(Row(**render_item(payload, settings, image, depth, lut)))
     finally:
         progress.close()
         write_manifest(force=True)
     return [rows[line] for line in sorted(rows)]
 
 
-def _run_on_ray(work: Iterator[tuple[dict, bytes | None, bytes | None]], settings: dict[str, str],
+def _run_on_ray(work: Iterator[tuple[dict, bytes | None, bytes | None, bytes | None]], settings: dict[str, str],
                 options: Options, finish: Callable[[Row], None]) -> None:
     import ray
 
@@ -375,12 +388,12 @@ def _run_on_ray(work: Iterator[tuple[dict, bytes | None, bytes | None]], setting
     while in_flight or not exhausted:
         while not exhausted and len(in_flight) < concurrency:
             try:
-                payload, image, depth = next(work)
+                payload, image, depth, lut = next(work)
             except StopIteration:
                 exhausted = True
                 break
             payload = {**payload, "gpu_fraction": options.num_gpus}
-            in_flight[task.remote(payload, settings, image, depth)] = payload
+            in_flight[task.remote(payload, settings, image, depth, lut)] = payload
         if not in_flight:
             continue
         ready, _ = ray.wait(list(in_flight), num_returns=1)

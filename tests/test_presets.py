@@ -147,3 +147,39 @@ def test_cli_unknown_names_are_one_line_listing_the_valid_ones_exit_2(tmp_path, 
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("d2v: error: "), r.stderr
     assert all(w in r.stderr for w in words), r.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+# --- batch -------------------------------------------------------------------------------
+
+
+def test_batch_lines_take_presets_and_cube_looks_from_a_path_or_s3_a_bad_one_fails_alone(seaweed, tmp_path):
+    from d2v.batch import Options, run_batch
+    from d2v.s3store import S3Store
+
+    env = seaweed.env("batch-presets")
+    store = S3Store.from_env(env)
+    store.put_bytes("luts/grade.cube", IDENTITY_CUBE.encode())
+    (tmp_path / "photo.png").write_bytes(png_bytes(textured_image(320, 180, seed=6)))
+    (tmp_path / "local.cube").write_text(IDENTITY_CUBE.replace("identity", "local"))
+    lines = [
+        {"id": "bay", "image": "photo.png", "path": STROKE, "preset": "michael_bay", "duration_s": 1, **SMALL,
+         "look": "local.cube", "post": ["reverse"]},
+        {"id": "s3look", "image": "photo.png", "path": STROKE, "preset": "eye_zoom", **SMALL,
+         "look": f"s3://{store.bucket}/luts/grade.cube"},
+        {"id": "nolut", "image": "photo.png", "path": STROKE, "look": "missing.cube", **SMALL},
+        {"id": "nos3lut", "image": "photo.png", "path": STROKE, "look": f"s3://{store.bucket}/luts/none.cube", **SMALL},
+        {"id": "nopreset", "image": "photo.png", "path": STROKE, "preset": "spielberg", **SMALL},
+    ]
+    jobs = tmp_path / "looks.jsonl"
+    jobs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = run_batch(jobs, env, Options(use_ray=False), base_dir=tmp_path)
+    assert [(r.id, r.status) for r in rows] == [("bay", "succeeded"), ("s3look", "succeeded"), ("nolut", "failed"),
+                                               ("nos3lut", "failed"), ("nopreset", "failed")], rows
+    assert "look 'missing.cube' not found" in rows[2].error and "luts/none.cube not found" in rows[3].error
+    assert "unknown preset 'spielberg'" in rows[4].error and "hitchcock" in rows[4].error
+    bay = json.loads(store.get_bytes("jobs/bay/manifest.json"))["request"]
+    assert (bay["preset"], bay["duration_s"], bay["shake"], bay["look"], bay["post"]) == (
+        "michael_bay", 1.0, 0.25, "local.cube", ["reverse"])
+    assert store.get_bytes("jobs/bay/look.cube").decode() == IDENTITY_CUBE.replace("identity", "local")
+    assert store.get_bytes("jobs/s3look/look.cube").decode() == IDENTITY_CUBE
+    assert json.loads(store.get_bytes("jobs/s3look/manifest.json"))["request"]["end_zoom"] == 12.0
