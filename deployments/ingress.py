@@ -1,11 +1,13 @@
 """The HTTP API of the farm (FastAPI inside Ray Serve): it checks, stores, enqueues and answers.
 
-    POST /v1/jobs                 multipart: image (file), request (JSON), depth (optional file) -> 202
+    POST /v1/jobs                 multipart: image (file), request (JSON), depth (optional file),
+                                  lut (optional .cube file, when the request's look names one) -> 202
     GET  /v1/jobs/{job_id}        status, stage, progress, error, result (?wait_s=N: long polling)
     GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/jobs/{job_id}/fidelity -> fidelity.png (the drawn path and the measured one)
     GET  /v1/effects, GET /healthz, OpenAPI at /docs
+    GET  /v1/presets, /v1/looks, /v1/post, /v1/backends   what a request can name (the page's pickers)
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
     GET  /                        the drawing page (deployments/web/, files under /static/)
 
@@ -24,6 +26,7 @@ another key is answered from the finished result under that key's own job id.
 # on the methods that Serve re-wraps, or it takes `request` for a query parameter.
 import asyncio
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 import os
 import secrets
@@ -48,13 +51,17 @@ from d2v.errors import (
 )
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.jobqueue import JobQueue
-from d2v.lifecycle import DEPTH, FIDELITY, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of
-from d2v.models import EFFECTS, JobStatus, RenderRequest, parse_request
+from d2v.lifecycle import (
+    DEPTH, FIDELITY, LUT, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
+)
+from d2v.models import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS, JobStatus, RenderRequest, parse_request
 from d2v.pipeline import content_job_id, require_backend
+from d2v.presets import presets
 from d2v.preview import preview as render_preview
 from d2v.render import load_depth_map
 from d2v.stages import plan
 from d2v.store import LocalStore, store_from_env, validate_job_id
+from d2v.svd import svd_model_setting
 from deployments.settings import FarmSettings
 
 log = logging.getLogger("d2v.ingress")
@@ -64,6 +71,8 @@ HEALTH_TIMEOUT_S = 1.0  # /healthz: a dependency that takes longer counts as dow
 DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the queue, then 503 (clients: 2 s)
 BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refused (408)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
+MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
+MAX_LUT_SIZE = 129  # LUT_3D_SIZE: 33 and 65 are usual; more is no finer a grade
 
 api = FastAPI(
     title="d2v",
@@ -119,6 +128,51 @@ async def _answer(awaitable, what: str, timeout_s: float | None = None):
         if (user := user_error(e)) is not None:
             raise user from None
         raise StoreUnavailableError(f"{what} is unavailable ({one_line(e)}): retry shortly") from None
+
+
+def lut_too_large(nbytes: int) -> ImageTooLargeError:
+    return ImageTooLargeError(f"lut: the .cube file is {nbytes / 2**20:.1f} MiB; the limit is "
+                              f"{MAX_LUT_BYTES / 2**20:.0f} MiB")
+
+
+def check_cube(data: bytes) -> int:
+    """The `lut` part is a 3D LUT in the .cube format (keywords, then LUT_3D_SIZE^3 lines of
+    three numbers): its size N, or InvalidRequestError saying what is wrong. A structural check
+    at the door, so a bad file is the caller's 422 rather than a job that fails later."""
+    if len(data) > MAX_LUT_BYTES:
+        raise lut_too_large(len(data))
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InvalidRequestError("lut: not a .cube file (not text)") from None
+    size, rows = None, 0
+    for number, line in enumerate(lines, start=1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        keyword = words[0].upper()
+        if keyword == "LUT_3D_SIZE" and len(words) == 2 and words[1].isdigit():
+            size = int(words[1])
+            if not 2 <= size <= MAX_LUT_SIZE:
+                raise InvalidRequestError(f"lut: LUT_3D_SIZE {size} is out of range 2..{MAX_LUT_SIZE}")
+        elif keyword == "LUT_1D_SIZE":
+            raise InvalidRequestError("lut: a 1D LUT (LUT_1D_SIZE); send a 3D LUT (LUT_3D_SIZE)")
+        elif keyword in ("TITLE", "DOMAIN_MIN", "DOMAIN_MAX", "LUT_3D_INPUT_RANGE"):
+            continue
+        else:
+            try:
+                values = [float(w) for w in words]
+            except ValueError:
+                raise InvalidRequestError(f"lut: line {number} is neither a keyword nor three numbers: "
+                                          f"{line.strip()[:60]!r}") from None
+            if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                raise InvalidRequestError(f"lut: line {number} needs three finite numbers, got {line.strip()[:60]!r}")
+            rows += 1
+    if size is None:
+        raise InvalidRequestError("lut: no LUT_3D_SIZE line: not a 3D .cube file")
+    if rows != size**3:
+        raise InvalidRequestError(f"lut: LUT_3D_SIZE {size} needs {size**3} rows of numbers, the file has {rows}")
+    return size
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -181,14 +235,43 @@ class Ingress:
     async def effects(self) -> list[dict]:
         return [{"name": name, "description": text} for name, text in EFFECTS.items()]
 
+    @api.get("/v1/presets")
+    async def list_presets(self) -> list[dict]:
+        """The named presets: what each shows, and the request fields it sets (a request's own
+        fields override them)."""
+        return [{"name": name, **entry} for name, entry in presets().items()]
+
+    @api.get("/v1/looks")
+    async def list_looks(self) -> list[dict]:
+        """The named colour grades; a request's `look` may instead name a .cube file sent as `lut`."""
+        return [{"name": name, "description": text} for name, text in LOOKS.items()]
+
+    @api.get("/v1/post")
+    async def list_post_effects(self) -> list[dict]:
+        """The post effects a request's `post` list may name, applied in its order."""
+        return [{"name": name, "description": text} for name, text in POST_EFFECTS.items()]
+
+    @api.get("/v1/backends")
+    async def list_backends(self) -> list[dict]:
+        """Which base-stage backends this farm runs, and why not where one cannot."""
+        svd = self.settings.svd_model or svd_model_setting()
+        return [
+            {"name": "camera", "available": True, "reason": None,
+             "description": "renders the photo through the camera move (2.5D); needs no model"},
+            {"name": "svd", "available": svd is not None,
+             "reason": None if svd else "no Stable Video Diffusion model is configured on this farm (D2V_SVD_MODEL)",
+             "description": "Stable Video Diffusion, steered by the camera render: the scene moves too"},
+        ]
+
     @api.get("/", include_in_schema=False)
     async def page(self) -> FileResponse:
         # The page's links are relative, so it also works under a route prefix (`/prefix/`).
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    async def _read_upload(self, request: Request) -> tuple[RenderRequest, bytes, bytes | None]:
+    async def _read_upload(self, request: Request) -> tuple[RenderRequest, bytes, bytes | None, bytes | None]:
         """The multipart body of POST /v1/jobs and /v1/preview, checked cheapest first:
-        size, shape, the request, then the image's header (never a full decode here)."""
+        size, shape, the request, then the image's header (never a full decode here).
+        Returns the request and the bytes of the image, the depth map and the look's .cube."""
         limit = MAX_IMAGE_BYTES + 1_000_000
         too_large = ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
         try:
@@ -228,6 +311,7 @@ class Ingress:
             raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
         try:
             upload, raw_request, depth_upload = form.get("image"), form.get("request"), form.get("depth")
+            lut_upload = form.get("lut")
             if upload is None or isinstance(upload, str):
                 raise InvalidRequestError("image: is required (a file field named 'image')")
             if raw_request is None:
@@ -241,9 +325,29 @@ class Ingress:
                 check_image_header(depth_bytes)
                 # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
                 await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
+            lut_bytes = await self._read_lut(render_request, lut_upload)
         finally:
             await form.close()  # the spooled files
-        return render_request, image_bytes, depth_bytes
+        return render_request, image_bytes, depth_bytes, lut_bytes
+
+    @staticmethod
+    async def _read_lut(render_request: RenderRequest, lut_upload) -> bytes | None:
+        """The `lut` part: required when the request's look names a .cube file, refused otherwise."""
+        wants = render_request.look is not None and render_request.look.lower().endswith(LUT_SUFFIX)
+        sent = lut_upload is not None and not isinstance(lut_upload, str)
+        if wants and not sent:
+            raise InvalidRequestError(f"lut: is required: look {render_request.look!r} names a 3D LUT; send the "
+                                      f"{LUT_SUFFIX} file as a file field named 'lut'")
+        if sent and not wants:
+            raise InvalidRequestError(f"lut: a {LUT_SUFFIX} file was sent but the request's look is "
+                                      f"{render_request.look!r}: set look to the file's name to use it")
+        if not sent:
+            return None
+        if (lut_upload.size or 0) > MAX_LUT_BYTES:  # said without reading it all
+            raise lut_too_large(lut_upload.size)
+        lut_bytes = await lut_upload.read()
+        await asyncio.to_thread(check_cube, lut_bytes)
+        return lut_bytes
 
     @api.post("/v1/preview")
     async def preview(self, request: Request) -> dict:
@@ -251,7 +355,7 @@ class Ingress:
         `auto` picks, the smoothed path and per-frame views in canvas units, and a small
         MP4 inline as a data: URL. Same multipart body as POST /v1/jobs."""
         self._authorize(request)
-        render_request, image_bytes, _ = await self._read_upload(request)
+        render_request, image_bytes, _, _ = await self._read_upload(request)
         async with self.previewing:
             image = await asyncio.to_thread(decode_image, image_bytes)
             return await asyncio.to_thread(render_preview, image.rgb, render_request)
@@ -259,7 +363,7 @@ class Ingress:
     @api.post("/v1/jobs", status_code=202)
     async def submit(self, request: Request) -> JSONResponse:
         tenant = self._authorize(request)
-        render_request, image_bytes, depth_bytes = await self._read_upload(request)
+        render_request, image_bytes, depth_bytes, lut_bytes = await self._read_upload(request)
         require_backend(render_request, self.settings.svd_model)
         image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
         # Plan the move now (milliseconds): a path the planner cannot use is a 422 here, not a
@@ -273,7 +377,8 @@ class Ingress:
                 f"{self.settings.max_clip_bytes / 2**30:.0f} GiB: shorten the clip or lower fps or size")
 
         job_id = new_job_id()
-        content = content_job_id(image_bytes, depth_bytes, render_request, self.settings.svd_model)
+        content = content_job_id(image_bytes, depth_bytes, render_request, self.settings.svd_model,
+                                 lut_bytes=lut_bytes)
         done = await _answer(asyncio.to_thread(self.jobs.cached, content), "the object store")
         if done is not None:  # rendered before (by anyone): this caller's own job, answered at once
             await _answer(asyncio.to_thread(self.jobs.adopt_result, job_id, done, tenant=tenant, content=content),
@@ -282,8 +387,8 @@ class Ingress:
         waiting = await _answer(asyncio.to_thread(self.queue.waiting), "the job queue")
         if waiting >= self.settings.max_queued_jobs:
             raise Busy(f"the farm is busy ({waiting} jobs waiting); retry in a few seconds")
-        await _answer(self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes),
-                      "the object store", STORE_PUT_TIMEOUT_S)
+        await _answer(self._store_inputs(job_id, render_request, image_bytes, image.extension, depth_bytes,
+                                         lut_bytes), "the object store", STORE_PUT_TIMEOUT_S)
         status = await _answer(asyncio.to_thread(self.jobs.create, job_id, queue=self.settings.queue,
                                                  tenant=tenant, content=content), "the object store")
         try:
@@ -296,11 +401,13 @@ class Ingress:
         return self._accepted(request, job_id, "queued")
 
     async def _store_inputs(self, job_id: str, render_request: RenderRequest, image_bytes: bytes, extension: str,
-                            depth_bytes: bytes | None) -> None:
+                            depth_bytes: bytes | None, lut_bytes: bytes | None = None) -> None:
         puts = {input_key(job_id, extension): image_bytes,
                 file_key(job_id, REQUEST): render_request.model_dump_json(indent=2).encode()}
         if depth_bytes:
             puts[file_key(job_id, DEPTH)] = depth_bytes
+        if lut_bytes:
+            puts[file_key(job_id, LUT)] = lut_bytes
         await asyncio.gather(*(asyncio.to_thread(self.store.put_bytes, key, data) for key, data in puts.items()))
 
     def _accepted(self, request: Request, job_id: str, status: str) -> JSONResponse:

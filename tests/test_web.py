@@ -354,6 +354,140 @@ def test_invalid_uploads_show_an_error_on_the_page(web, browser, tmp_path):
     assert "12x12" in text and "at least 16 pixels" in text and "(HTTP 4" in text, text
 
 
+# --- presets, looks and post effects (issue 15) ---------------------------------------
+
+REQUIRED_PRESETS = {"hitchcock", "michael_bay", "wes_anderson", "christopher_nolan", "earth_zoom_out", "eye_zoom",
+                    "product_orbit", "parallax_slide"}
+GRADE_CUBE = "# a 2-point LUT that swaps red and blue\nTITLE \"swap\"\nLUT_3D_SIZE 2\n" + "".join(
+    f"{b} {g} {r}\n" for b in (0, 1) for g in (0, 1) for r in (0, 1))
+SMALL_JOB = {"duration_s": 1, "fps": 6, "width": 128, "height": 72}
+
+
+def post_form(web: str, endpoint: str, request: dict, lut: bytes | None = None, image: bytes | None = None):
+    files = {"image": ("p.png", image or png_bytes(textured_image(320, 180, seed=8)), "image/png")}
+    if lut is not None:
+        files["lut"] = ("grade.cube", lut, "application/octet-stream")
+    return httpx.post(f"{web}{endpoint}", files=files, data={"request": json.dumps(request)}, timeout=60)
+
+
+def test_presets_looks_post_effects_and_backends_are_listed(web):
+    from d2v.models import LOOKS, POST_EFFECTS
+
+    presets = httpx.get(f"{web}/v1/presets", timeout=30).json()
+    names = [p["name"] for p in presets]
+    assert len(presets) >= 24 and REQUIRED_PRESETS <= set(names), names
+    hitchcock = presets[names.index("hitchcock")]
+    assert hitchcock["settings"]["effect"] == "dolly_zoom" and "dolly zoom" in hitchcock["description"]
+    assert all(p["description"] and p["settings"]["look"] in LOOKS for p in presets)
+    looks = httpx.get(f"{web}/v1/looks", timeout=30).json()
+    assert [x["name"] for x in looks] == list(LOOKS) and all(x["description"] for x in looks)
+    assert [x["name"] for x in httpx.get(f"{web}/v1/post", timeout=30).json()] == list(POST_EFFECTS)
+    backends = {b["name"]: b for b in httpx.get(f"{web}/v1/backends", timeout=30).json()}
+    assert backends["camera"]["available"] and not backends["svd"]["available"]
+    assert "D2V_SVD_MODEL" in backends["svd"]["reason"]
+
+
+def test_a_cube_part_reaches_the_store_and_the_request_fields_override_the_preset(web, seaweed):
+    from d2v.s3store import S3Store
+
+    request = {"path": STROKE, "preset": "eye_zoom", "look": "grade.cube", "post": ["reverse"], **SMALL_JOB}
+    r = post_form(web, "/v1/jobs", request, lut=GRADE_CUBE.encode())
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while (status := httpx.get(f"{web}/v1/jobs/{job_id}?wait_s=20", timeout=30).json())["status"] != "succeeded":
+        assert status["status"] != "failed" and time.monotonic() < deadline, status
+    store = S3Store.from_env(seaweed.env("web"))
+    assert store.get_bytes(f"jobs/{job_id}/look.cube").decode() == GRADE_CUBE
+    manifest = json.loads(store.get_bytes(status["result"]["manifest_key"]))
+    sent = manifest["request"]
+    assert (sent["preset"], sent["duration_s"], sent["look"], sent["post"]) == ("eye_zoom", 1.0, "grade.cube", ["reverse"])
+    assert (sent["end_zoom"], sent["speed_ramp"], manifest["effect"]) == (12.0, 0.5, "zoom_in")  # the preset's
+    assert manifest["frames"] == 6
+
+
+@pytest.mark.parametrize("endpoint, request_fields, lut, status, words", [
+    ("/v1/jobs", {"preset": "spielberg"}, None, 422, ["unknown preset 'spielberg'", "hitchcock", "bullet_time"]),
+    ("/v1/jobs", {"look": "sepia"}, None, 422, ["unknown look 'sepia'", "teal_orange", ".cube"]),
+    ("/v1/jobs", {"post": ["slowmo"]}, None, 422, ["post.0", "mirror_fold", "tenet"]),
+    ("/v1/jobs", {"look": "grade.cube"}, None, 422, ["lut: is required", "'lut'"]),
+    ("/v1/preview", {"look": "grade.cube"}, b"LUT_3D_SIZE 2\n0 0 0\n1 1 1\n", 422, ["needs 8 rows", "has 2"]),
+    ("/v1/preview", {"look": "grade.cube"}, b"LUT_3D_SIZE 2\nred green blue\n", 422, ["line 2", "red green"]),
+    ("/v1/preview", {"look": "grade.cube"}, b"\xff\xfe\x00binary", 422, ["not a .cube file"]),
+    ("/v1/preview", {"look": "noir"}, GRADE_CUBE.encode(), 422, ["look is 'noir'", "file's name"]),
+    ("/v1/jobs", {"look": "big.cube"}, b"0 0 0\n" * (16 * 2**20 // 6 + 1), 413, ["lut", "limit is 16 MiB"]),
+])
+def test_bad_presets_looks_post_effects_and_luts_are_4xx_with_words(web, endpoint, request_fields, lut, status,
+                                                                   words):
+    r = post_form(web, endpoint, {"path": STROKE, **SMALL_JOB, **request_fields}, lut=lut,
+                  image=png_bytes(textured_image(64, 64)))
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert all(w in detail for w in words), detail
+
+
+@needs_browser
+def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it(web, seaweed, browser):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    from d2v.s3store import S3Store
+
+    driver = browser
+    driver.get(f"{web}/")
+    wait_for(driver, "document.querySelectorAll('#gallery .preset-card').length >= 24", what="the preset gallery")
+    # The pickers come from the API: looks, post effects, and svd shown but off, with the reason.
+    looks = driver.execute_script("return [...document.querySelectorAll('#look option')].map(o => o.value)")
+    assert looks[:3] == ["natural", "cinematic", "vibrant"] and len(looks) == 9, looks  # + a .cube file
+    assert len(driver.find_elements("css selector", "#post-list input[type=checkbox]")) == 6
+    assert driver.execute_script("return document.querySelector('#backend option[value=svd]').disabled")
+    assert "D2V_SVD_MODEL" in driver.find_element("id", "backend-help").text
+    thumbs = "[...document.querySelectorAll('#gallery .thumb')]"
+    assert driver.execute_script(f"return {thumbs}.filter(t => t.dataset.state === 'ready').length") == 0
+
+    # With a photo, the cards on screen preview their preset on it, looping; a few at a time.
+    driver.find_element("id", "file").send_keys(str(PHOTO))
+    wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
+    driver.execute_script("document.getElementById('gallery').scrollIntoView()")
+    wait_for(driver, f"{thumbs}.filter(t => t.dataset.state === 'ready' && t.querySelector('video').currentTime > 0)"
+             ".length >= 4", timeout_s=120, what="four gallery previews playing")
+    screenshot(driver, "web-gallery.png")
+    first = driver.execute_script("const v = document.querySelector('#gallery .thumb video'); "
+                                  "return [v.videoWidth, v.videoHeight, v.loop, v.muted]")
+    assert first == [256, 144, True, True], first
+
+    # Draw a stroke; pick hitchcock: the controls take its settings.
+    driver.execute_script("window.scrollTo(0, 0)")
+    draw(driver, [(0.3 + 0.4 * i / 20, 0.6 - 0.1 * i / 20) for i in range(21)], kind="mouse")
+    driver.execute_script("document.querySelector('.preset-card[data-preset=hitchcock]').scrollIntoView()")
+    driver.find_element("css selector", ".preset-card[data-preset=hitchcock]").click()
+    chosen = driver.execute_script(
+        "return [document.getElementById('effect').value, document.getElementById('duration').value, "
+        "document.getElementById('look').value, document.getElementById('speed-ramp').value, state.preset]")
+    assert chosen == ["dolly_zoom", "4", "cinematic", "0.3", "hitchcock"], chosen
+    assert driver.find_element("css selector", ".preset-card[data-preset=hitchcock]").get_attribute(
+        "aria-pressed") == "true"
+    # Own settings over the preset's: 1 s at 640x360, 12 fps, and a post effect.
+    driver.find_element("id", "duration").send_keys(Keys.HOME)
+    Select(driver.find_element("id", "size")).select_by_value("640x360")
+    Select(driver.find_element("id", "fps")).select_by_value("12")
+    driver.find_element("css selector", "#post-list input[value=boomerang]").click()
+    wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
+             what="the preview of these settings")
+    assert driver.execute_script("return state.preview.effect") == "dolly_zoom"
+    driver.execute_script("document.getElementById('render').scrollIntoView()")
+    driver.find_element("id", "render").click()
+    playing_video(driver, 1.0)
+    job_id = driver.find_element("id", "download").get_attribute("href").split("/v1/jobs/")[1].split("/")[0]
+    manifest = json.loads(S3Store.from_env(seaweed.env("web")).get_bytes(f"jobs/{job_id}/manifest.json"))
+    sent = manifest["request"]
+    assert sent["preset"] == "hitchcock" and manifest["effect"] == "dolly_zoom"
+    assert (sent["duration_s"], sent["width"], sent["fps"], sent["post"]) == (1.0, 640, 12, ["boomerang"])
+    assert (sent["look"], sent["speed_ramp"]) == ("cinematic", 0.3)  # the preset's, shown and sent
+    screenshot(driver, "web-preset-rendered.png")
+    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+
+
 # --- a farm with API keys -------------------------------------------------------------
 # (Last in the file: the farm restarts once, with keys, for these.)
 
