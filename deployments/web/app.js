@@ -6,6 +6,12 @@
 // A stroke that starts near the end of the current path continues it; any other
 // stroke starts a new path. Undo steps back through those changes.
 //
+// Presets (GET /v1/presets) are shown as a gallery, each with a small looping preview of
+// the preset on the user's own photo (POST /v1/preview, only for the cards on screen and a
+// few at a time, so a page does not flood the farm). Picking one sets the controls to its
+// settings; the request then names the preset and sends the controls' values, which (the
+// API's rule) override the preset's wherever they differ.
+//
 // A farm with API keys (D2V_API_KEYS) wants `Authorization: Bearer <key>` on every /v1/*
 // request: the key typed at the top is kept in this browser and sent with every request
 // the page makes (none is sent while it is empty). A 401 is said next to that field.
@@ -17,6 +23,14 @@ const MAX_POINTS = 10000; // the API's limit
 const PREVIEW_MAX_SIDE = 1024; // previews upload a copy of the photo at most this large
 const CONTINUE_RADIUS_CSS = 24; // a stroke starting this close to the path's end continues it
 const KEY_STORAGE = "d2v.apiKey"; // localStorage: the API key, for the next visit
+const GALLERY_CONCURRENCY = 2; // preset previews in flight at once (the farm renders 2 per API replica)
+const CUBE = "__cube__"; // the look picker's "a .cube file…" entry
+// What the controls show without a preset (the API's defaults); a preset sets some of them.
+const DEFAULTS = {
+  effect: "auto", duration_s: 4, end_zoom: null, shake: 0, speed_ramp: 0, motion_blur: 0, loop: false,
+  look: "natural", post: [], glitch_amount: 0.3,
+};
+const KNOBS = { shake: "shake", speed_ramp: "speed-ramp", motion_blur: "motion-blur", glitch_amount: "glitch-amount" };
 const STAGE_LABELS = {
   queued: "Queued",
   trajectory: "Camera path",
@@ -35,6 +49,11 @@ const state = {
   history: [], // paths, newest last; the current path is the last one
   stroke: null, // the stroke being drawn: {points, t0, base}
   effects: [],
+  presets: [], // GET /v1/presets: [{name, description, settings}]
+  preset: null, // the picked preset's name
+  post: [], // the ticked post effects, in the order ticked
+  lutFile: null, // the .cube file chosen as the look
+  photoId: 0, // counts photos chosen: the gallery's previews are of one photo
   preview: null, // the last /v1/preview answer
   previewFor: "", // ...and the request JSON it answered
   previewAbort: null,
@@ -129,7 +148,9 @@ function setupApiKey() {
     if (!keep() || $("key-status").hidden) return;
     clearKeyStatus();
     if (!state.effects.length) loadEffects();
+    if (!state.presets.length) loadChoices();
     schedulePreview(0);
+    refreshGallery(0);
   };
   input.addEventListener("change", apply);
   $("key-form").addEventListener("submit", (e) => {
@@ -152,13 +173,35 @@ async function apiError(response) {
 
 function settings() {
   const [width, height] = $("size").value.split("x").map(Number);
-  return {
+  const endZoom = $("end-zoom").value.trim();
+  const body = {
     effect: $("effect").value,
     duration_s: Number($("duration").value),
     fps: Number($("fps").value),
     width,
     height,
+    backend: $("backend").value,
+    end_zoom: endZoom === "" ? null : Number(endZoom), // null: the effect's own, even over a preset's
+    shake: Number($("shake").value),
+    speed_ramp: Number($("speed-ramp").value),
+    motion_blur: Number($("motion-blur").value),
+    loop: $("loop").checked,
+    look: lookName(),
+    post: state.post.slice(),
+    glitch_amount: Number($("glitch-amount").value),
   };
+  if (state.preset) body.preset = state.preset;
+  return body;
+}
+
+function lookName() {
+  if ($("look").value !== CUBE) return $("look").value;
+  return state.lutFile ? state.lutFile.name : "natural";
+}
+
+// A look that names a .cube file travels as the `lut` file part, next to the request.
+function appendLut(form) {
+  if ($("look").value === CUBE && state.lutFile) form.append("lut", state.lutFile, state.lutFile.name);
 }
 
 function requestBody() {
@@ -210,6 +253,7 @@ async function loadFile(file) {
   state.previewBlob = await previewCopy(file, bitmap);
   state.history = [];
   state.preview = null;
+  state.photoId += 1;
   resetPreview("Draw a path to see the camera move.");
 
   // The canvas grid: the photo's aspect ratio, 800..1600 units on the longer side.
@@ -225,6 +269,7 @@ async function loadFile(file) {
   $("hint").textContent = "Draw the camera's path on the photo (mouse, pen or finger).";
   updateButtons();
   redraw();
+  refreshGallery(0);
 }
 
 // Previews upload a smaller copy: planning is scale-free (canvas units), the copy is fast.
@@ -363,6 +408,7 @@ function afterPathChange() {
   state.preview = null;
   updateButtons();
   redraw();
+  refreshGallery();
   if (distinctPoints(currentPath()) >= 2) {
     schedulePreview(0);
   } else {
@@ -511,6 +557,7 @@ async function runPreview() {
   const form = new FormData();
   form.append("image", state.previewBlob, state.file.name || "photo");
   form.append("request", body);
+  appendLut(form);
   $("preview-status").textContent = "Planning the camera move…";
   const started = performance.now();
   let response;
@@ -612,7 +659,10 @@ function setupSettings() {
     schedulePreview(250);
   });
   showDuration();
-  $("size").addEventListener("change", () => schedulePreview(0));
+  $("size").addEventListener("change", () => {
+    schedulePreview(0);
+    refreshGallery(0);
+  });
   $("fps").addEventListener("change", () => schedulePreview(0));
   $("settings").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -620,6 +670,310 @@ function setupSettings() {
   });
   $("error-close").addEventListener("click", clearError);
   $("copy").addEventListener("click", copyLink);
+  setupKnobs();
+}
+
+// --- presets, looks, post effects, backends ----------------------------------------------
+
+// What a request can name, for the pickers: presets, looks, post effects, backends.
+async function loadChoices() {
+  let presets, looks, post, backends;
+  try {
+    const responses = await Promise.all(["v1/presets", "v1/looks", "v1/post", "v1/backends"].map((u) => apiFetch(u)));
+    if (responses.some(refusedKey)) return; // asked again once a key is entered
+    for (const r of responses) if (!r.ok) throw new Error(await apiError(r));
+    [presets, looks, post, backends] = await Promise.all(responses.map((r) => r.json()));
+  } catch (err) {
+    showError(`Could not load the presets and looks: ${err.message}`);
+    return;
+  }
+  state.presets = presets;
+  fillLooks(looks);
+  fillPost(post);
+  fillBackends(backends);
+  buildGallery();
+}
+
+function fillLooks(looks) {
+  const select = $("look");
+  select.textContent = "";
+  state.looks = looks;
+  for (const { name } of looks) select.append(new Option(prettyEffect(name), name));
+  select.append(new Option("a .cube file…", CUBE));
+  select.value = "natural";
+  describeLook();
+}
+
+function describeLook() {
+  const value = $("look").value;
+  const look = (state.looks || []).find((x) => x.name === value);
+  $("look-help").textContent = value === CUBE
+    ? (state.lutFile ? `3D LUT ${state.lutFile.name}` : "Choose a .cube 3D LUT file")
+    : look ? look.description : "";
+}
+
+function fillPost(effects) {
+  const list = $("post-list");
+  list.textContent = "";
+  for (const { name, description } of effects) {
+    const label = document.createElement("label");
+    label.title = description;
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = name;
+    box.addEventListener("change", () => {
+      state.post = box.checked ? state.post.concat(name) : state.post.filter((x) => x !== name);
+      showPost();
+      schedulePreview(0);
+    });
+    const order = document.createElement("span");
+    order.className = "post-order";
+    label.append(box, prettyEffect(name), order);
+    list.append(label);
+  }
+  showPost();
+}
+
+// The boxes ticked as state.post says, each with its place in the order.
+function showPost() {
+  for (const label of $("post-list").children) {
+    const box = label.querySelector("input");
+    const at = state.post.indexOf(box.value);
+    box.checked = at >= 0;
+    label.querySelector(".post-order").textContent = at >= 0 && state.post.length > 1 ? `${at + 1}` : "";
+  }
+  $("glitch-field").hidden = !state.post.includes("glitch");
+}
+
+function fillBackends(backends) {
+  const select = $("backend");
+  for (const b of backends) {
+    const option = [...select.options].find((o) => o.value === b.name);
+    if (!option) continue;
+    option.disabled = !b.available;
+    option.textContent = b.available ? b.name : `${b.name} (unavailable)`;
+  }
+  const svd = backends.find((b) => b.name === "svd");
+  if (select.selectedOptions[0]?.disabled) select.value = "camera";
+  $("backend-help").textContent = svd && !svd.available ? `svd: ${svd.reason}` : "";
+}
+
+function setupKnobs() {
+  for (const id of Object.values(KNOBS)) {
+    $(id).addEventListener("input", () => {
+      showKnob(id);
+      schedulePreview(250);
+    });
+    showKnob(id);
+  }
+  $("end-zoom").addEventListener("change", () => schedulePreview(0));
+  $("loop").addEventListener("change", () => schedulePreview(0));
+  $("backend").addEventListener("change", () => schedulePreview(0));
+  $("look").addEventListener("change", () => {
+    if ($("look").value === CUBE) $("lut-file").click();
+    describeLook();
+    schedulePreview(0);
+  });
+  $("lut-file").addEventListener("change", () => {
+    const file = $("lut-file").files[0];
+    $("lut-file").value = "";
+    if (!file) return;
+    if (!file.name.toLowerCase().endsWith(".cube")) {
+      showError(`“${file.name}” is not a .cube file: a look file is a 3D LUT in the .cube format.`);
+      return;
+    }
+    state.lutFile = file;
+    $("look").value = CUBE;
+    describeLook();
+    schedulePreview(0);
+  });
+  $("preset-clear").addEventListener("click", () => pickPreset(null));
+}
+
+function showKnob(id) {
+  $(`${id}-out`).textContent = Number($(id).value).toFixed(2).replace(/\.?0+$/, "") || "0";
+}
+
+// Pick a preset (null: none): the controls show its settings, over the defaults.
+function pickPreset(name) {
+  const preset = state.presets.find((p) => p.name === name);
+  state.preset = preset ? preset.name : null;
+  for (const card of $("gallery").querySelectorAll(".preset-card")) {
+    card.setAttribute("aria-pressed", String(card.dataset.preset === state.preset));
+  }
+  $("preset-chip").hidden = !preset;
+  $("preset-name").textContent = preset ? prettyEffect(preset.name) : "";
+  if (preset) {
+    const s = { ...DEFAULTS, ...preset.settings };
+    $("effect").value = s.effect;
+    $("duration").value = s.duration_s;
+    $("duration-out").textContent = `${Number($("duration").value)} s`;
+    $("end-zoom").value = s.end_zoom ?? "";
+    $("loop").checked = Boolean(s.loop);
+    for (const [field, id] of Object.entries(KNOBS)) {
+      $(id).value = s[field];
+      showKnob(id);
+    }
+    $("look").value = s.look;
+    state.post = s.post.slice();
+    showPost();
+    describeEffect();
+    describeLook();
+  }
+  schedulePreview(0);
+}
+
+// --- the preset gallery --------------------------------------------------------------------
+
+const gallery = {
+  generation: 0, // bumped whenever the previews go stale (photo, path or size changed)
+  abort: null, // aborts the stale generation's requests
+  queue: [], // preset names waiting for a preview, on screen
+  running: 0,
+  visible: new Set(),
+  timer: 0,
+  observer: null,
+};
+
+function buildGallery() {
+  const list = $("gallery");
+  list.textContent = "";
+  if (gallery.observer) gallery.observer.disconnect();
+  gallery.observer = new IntersectionObserver(onGalleryScroll, { rootMargin: "100px" });
+  for (const p of state.presets) {
+    const li = document.createElement("li");
+    const card = document.createElement("button");
+    card.type = "button";
+    card.className = "preset-card";
+    card.dataset.preset = p.name;
+    card.setAttribute("aria-pressed", "false");
+    card.title = Object.entries(p.settings).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`).join("\n");
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    thumb.dataset.state = "empty";
+    const video = document.createElement("video");
+    video.muted = true;
+    video.loop = true;
+    video.playsInline = true;
+    video.autoplay = true;
+    video.setAttribute("aria-label", `Preview of ${p.name} on your photo`);
+    const status = document.createElement("p");
+    status.className = "thumb-status";
+    status.textContent = "Choose a photo to preview";
+    thumb.append(video, status);
+    const name = document.createElement("span");
+    name.className = "preset-name";
+    name.textContent = prettyEffect(p.name);
+    const desc = document.createElement("span");
+    desc.className = "preset-desc";
+    desc.textContent = p.description;
+    card.append(thumb, name, desc);
+    card.addEventListener("click", () => pickPreset(p.name));
+    li.append(card);
+    list.append(li);
+    gallery.observer.observe(card);
+  }
+  refreshGallery(0);
+}
+
+function card(name) {
+  return $("gallery").querySelector(`.preset-card[data-preset="${CSS.escape(name)}"]`);
+}
+
+function onGalleryScroll(entries) {
+  for (const entry of entries) {
+    const name = entry.target.dataset.preset;
+    if (entry.isIntersecting) {
+      gallery.visible.add(name);
+      want(name);
+    } else {
+      gallery.visible.delete(name);
+      gallery.queue = gallery.queue.filter((n) => n !== name); // not started: not needed now
+    }
+  }
+  pump();
+}
+
+// The previews are stale: start a new generation (after `delayMs`, so drawing is not chased).
+function refreshGallery(delayMs = 600) {
+  clearTimeout(gallery.timer);
+  gallery.timer = setTimeout(() => {
+    gallery.generation += 1;
+    if (gallery.abort) gallery.abort.abort();
+    gallery.abort = new AbortController();
+    gallery.queue = [];
+    gallery.running = 0;
+    for (const p of state.presets) {
+      const thumb = card(p.name).querySelector(".thumb");
+      thumb.dataset.for = "";
+      if (state.bitmap) thumb.querySelector(".thumb-status").textContent = "Waiting…";
+    }
+    for (const p of state.presets) if (gallery.visible.has(p.name)) want(p.name);
+    pump();
+  }, delayMs);
+}
+
+function want(name) {
+  const thumb = card(name).querySelector(".thumb");
+  if (!state.bitmap || thumb.dataset.for === String(gallery.generation) || gallery.queue.includes(name)) return;
+  gallery.queue.push(name);
+}
+
+function pump() {
+  while (gallery.running < GALLERY_CONCURRENCY && gallery.queue.length) {
+    const name = gallery.queue.shift();
+    gallery.running += 1;
+    const generation = gallery.generation;
+    galleryPreview(name, generation, gallery.abort.signal).finally(() => {
+      if (generation !== gallery.generation) return; // a newer generation counts its own
+      gallery.running -= 1;
+      pump();
+    });
+  }
+}
+
+// The gallery's stroke: the drawn path, or (before one is drawn) a gentle rising diagonal.
+function galleryPath() {
+  const canvas = $("canvas");
+  const drawn = distinctPoints(currentPath()) >= 2;
+  const points = drawn ? thin(currentPath()) : Array.from({ length: 20 }, (_, i) => ({
+    x: round1(canvas.width * (0.3 + 0.4 * i / 19)), y: round1(canvas.height * (0.6 - 0.15 * i / 19)),
+  }));
+  return { canvas: { width: canvas.width, height: canvas.height }, points };
+}
+
+async function galleryPreview(name, generation, signal) {
+  const thumb = card(name).querySelector(".thumb");
+  const status = thumb.querySelector(".thumb-status");
+  const [width, height] = $("size").value.split("x").map(Number);
+  const form = new FormData();
+  form.append("image", state.previewBlob, state.file.name || "photo");
+  form.append("request", JSON.stringify({ path: galleryPath(), preset: name, width, height }));
+  status.textContent = "Rendering…";
+  let response;
+  try {
+    response = await apiFetch("v1/preview", { method: "POST", body: form, signal });
+  } catch (err) {
+    if (!signal.aborted) status.textContent = `No preview: ${err.message}`;
+    return;
+  }
+  if (signal.aborted || generation !== gallery.generation) return;
+  if (refusedKey(response)) {
+    gallery.queue = []; // nothing more without the key; asked again once it is entered
+    status.textContent = "Needs the farm's API key";
+    return;
+  }
+  if (!response.ok) {
+    status.textContent = `No preview: ${await apiError(response)}`;
+    return;
+  }
+  const p = await response.json();
+  if (signal.aborted || generation !== gallery.generation) return;
+  const video = thumb.querySelector("video");
+  video.src = p.video;
+  thumb.dataset.for = String(generation);
+  thumb.dataset.state = "ready";
+  video.play().catch(() => {});
 }
 
 // --- render ---------------------------------------------------------------------------
@@ -630,6 +984,7 @@ async function render() {
   const form = new FormData();
   form.append("image", state.file, state.file.name || "photo");
   form.append("request", JSON.stringify(requestBody()));
+  appendLut(form);
   state.job = { active: true };
   updateButtons();
   showResultCard();
@@ -823,4 +1178,5 @@ setupFileInputs();
 setupDrawing();
 setupSettings();
 loadEffects();
+loadChoices();
 requestAnimationFrame(animate);
