@@ -427,7 +427,7 @@ def test_bad_presets_looks_post_effects_and_luts_are_4xx_with_words(web, endpoin
 
 
 @needs_browser
-def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it(web, seaweed, browser):
+def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it(web, seaweed, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
@@ -467,11 +467,15 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     assert chosen == ["dolly_zoom", "4", "cinematic", "0.3", "hitchcock"], chosen
     assert driver.find_element("css selector", ".preset-card[data-preset=hitchcock]").get_attribute(
         "aria-pressed") == "true"
-    # Own settings over the preset's: 1 s at 640x360, 12 fps, and a post effect.
+    # Own settings over the preset's: 1 s at 640x360, 12 fps, a post effect and a .cube look.
     driver.find_element("id", "duration").send_keys(Keys.HOME)
     Select(driver.find_element("id", "size")).select_by_value("640x360")
     Select(driver.find_element("id", "fps")).select_by_value("12")
     driver.find_element("css selector", "#post-list input[value=boomerang]").click()
+    cube = tmp_path / "grade.cube"
+    cube.write_text(GRADE_CUBE)
+    driver.find_element("id", "lut-file").send_keys(str(cube))
+    assert driver.execute_script("return lookName()") == "grade.cube"
     wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
              what="the preview of these settings")
     assert driver.execute_script("return state.preview.effect") == "dolly_zoom"
@@ -479,11 +483,13 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     driver.find_element("id", "render").click()
     playing_video(driver, 1.0)
     job_id = driver.find_element("id", "download").get_attribute("href").split("/v1/jobs/")[1].split("/")[0]
-    manifest = json.loads(S3Store.from_env(seaweed.env("web")).get_bytes(f"jobs/{job_id}/manifest.json"))
+    store = S3Store.from_env(seaweed.env("web"))
+    manifest = json.loads(store.get_bytes(f"jobs/{job_id}/manifest.json"))
     sent = manifest["request"]
     assert sent["preset"] == "hitchcock" and manifest["effect"] == "dolly_zoom"
     assert (sent["duration_s"], sent["width"], sent["fps"], sent["post"]) == (1.0, 640, 12, ["boomerang"])
-    assert (sent["look"], sent["speed_ramp"]) == ("cinematic", 0.3)  # the preset's, shown and sent
+    assert (sent["look"], sent["speed_ramp"]) == ("grade.cube", 0.3)  # speed ramp: the preset's, shown and sent
+    assert store.get_bytes(f"jobs/{job_id}/look.cube").decode() == GRADE_CUBE
     screenshot(driver, "web-preset-rendered.png")
     assert driver.find_element("id", "error").get_attribute("hidden") is not None
 
