@@ -112,14 +112,12 @@ def _add_camera_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-borders", action="store_true", default=None, help="let the view leave the image")
 
 
-# request field -> the argparse dest that sets it (the same name where not listed).
-FLAG_FIELDS = {
-    "preset": "preset", "effect": "effect", "duration_s": "duration", "fps": "fps", "backend": "backend",
-    "seed": "seed", "end_zoom": "end_zoom", "shake": "shake", "speed_ramp": "speed_ramp",
-    "motion_blur": "motion_blur", "loop": "loop", "allow_borders": "allow_borders", "auto_correct": "auto_correct",
-    "post": "post", "glitch_amount": "glitch_amount", "crf": "crf", "x264_preset": "x264_preset",
-    **{name: name for name in SVD_FIELDS},
-}
+# The request fields that flags set one to one (size, depth and look need a word more), and
+# the flag's argparse name where it is not the field's.
+FLAG_FIELDS = ("preset", "effect", "duration_s", "fps", "backend", "seed", "end_zoom", "shake", "speed_ramp",
+               "motion_blur", "loop", "allow_borders", "auto_correct", "post", "glitch_amount", "crf", "x264_preset",
+               *SVD_FIELDS)
+FLAG_DEST = {"duration_s": "duration"}
 
 
 def _is_lut_file(look: str | None) -> bool:
@@ -130,7 +128,8 @@ def _request_from_args(args: argparse.Namespace):
     """The request the flags ask for: only the flags given (see _add_request_flags)."""
     from d2v.models import parse_request
 
-    given = {field: getattr(args, dest) for field, dest in FLAG_FIELDS.items() if getattr(args, dest, None) is not None}
+    given = {field: value for field in FLAG_FIELDS
+             if (value := getattr(args, FLAG_DEST.get(field, field), None)) is not None}
     if getattr(args, "size", None) is not None:
         given["width"], given["height"] = args.size
     if getattr(args, "depth", None) in DEPTH_MODES:
