@@ -1,4 +1,4 @@
-"""`d2v serve --config configs/serve-local.yaml`, as a user starts it: a real process,
+"""`d2v serve --config deployments/configs/serve-local.yaml`, as a user starts it: a real process,
 a real local Ray, HTTP on 127.0.0.1:8000, API keys, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
                 "D2V_API_KEYS": "k-1,k-2"})
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "configs/serve-local.yaml")], cwd=tmp_path,
+    proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "deployments/configs/serve-local.yaml")], cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         client = httpx.Client(base_url="http://127.0.0.1:8000", timeout=30)
@@ -80,7 +80,7 @@ def _start_from_script(tmp_path: Path, env: dict, log_name: str) -> int:
     exe = Path(sys.executable).parent / "d2v"
     log = tmp_path / log_name
     script = tmp_path / "start.sh"
-    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'configs/serve-local.yaml'} > {log} 2>&1 &\necho $!\n")
+    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'deployments/configs/serve-local.yaml'} > {log} 2>&1 &\necho $!\n")
     pid = int(subprocess.run(["sh", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=30).stdout.strip())
     deadline = time.monotonic() + 240
