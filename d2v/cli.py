@@ -348,6 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidRequestError(f"--port must be in 1..65535, got {args.port}")
     config_path = serve_config_path(args.config)
     config = _load_serve_config(config_path)
+    described = str(config_path) + (f" on port {args.port}" if args.port is not None else "")
     if args.port is not None:  # the config as given, on another port: `serve run` reads a file
         config.setdefault("http_options", {})["port"] = args.port
         own = tempfile.NamedTemporaryFile("w", prefix="d2v-serve-", suffix=".yaml", delete=False)
@@ -377,7 +378,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_server = RedisServer(redis_dir).start()
         env["D2V_REDIS_URL"] = redis_server.url
     try:
-        return _run_serve(config_path, env, url, args.ready_timeout)
+        return _run_serve(config_path, described, env, url, args.ready_timeout)
     finally:
         if redis_server is not None:
             redis_server.stop()
@@ -385,7 +386,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config_path.unlink(missing_ok=True)
 
 
-def _run_serve(config_path: Path, env: dict[str, str], url: str, ready_timeout: float) -> int:
+def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str, ready_timeout: float) -> int:
     import signal
     import subprocess
     import time
@@ -394,7 +395,7 @@ def _run_serve(config_path: Path, env: dict[str, str], url: str, ready_timeout: 
     serve_exe = Path(sys.executable).parent / "serve"
     command = [str(serve_exe), "run", str(config_path)] if serve_exe.exists() else \
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)]
-    print(f"d2v: starting Serve with {config_path} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
+    print(f"d2v: starting Serve with {described} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
           f"queue: {env['D2V_REDIS_URL']})", file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.

@@ -33,15 +33,15 @@ def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
                 "D2V_API_KEYS": "k-1,k-2"})
     assert not tmp_path.is_relative_to(REPO) and not (tmp_path / "deployments").exists()
-    url = f"http://127.0.0.1:{free_port()}"
+    farm = f"http://127.0.0.1:{free_port()}"
     log = open(tmp_path / "serve.log", "w")
     # No --config: the serve-local.yaml installed with d2v, found from this directory.
-    proc = subprocess.Popen([str(exe), "serve", "--port", url.rsplit(":", 1)[1]], cwd=tmp_path,
+    proc = subprocess.Popen([str(exe), "serve", "--port", farm.rsplit(":", 1)[1]], cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = httpx.Client(base_url=url, timeout=30)
+        client = httpx.Client(base_url=farm, timeout=30)
         deadline = time.monotonic() + 240
-        while f"ready at {url}" not in (tmp_path / "serve.log").read_text():
+        while f"ready at {farm}" not in (tmp_path / "serve.log").read_text():
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "d2v serve did not become ready"
             time.sleep(0.5)
@@ -67,10 +67,10 @@ def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
         assert "deployments/configs/serve-local.yaml" in (tmp_path / "serve.log").read_text()
         # `d2v jobs`: each key its own list.
-        listed = subprocess.run([str(exe), "jobs", "--server", url, "--api-key", "k-2"], capture_output=True,
+        listed = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2"], capture_output=True,
                                 text=True, env=env, timeout=60)
         assert listed.returncode == 0 and listed.stdout.split()[:2] == [status["job_id"], "succeeded"], listed
-        other = subprocess.run([str(exe), "jobs", "--server", url, "--api-key", "k-1"], capture_output=True,
+        other = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-1"], capture_output=True,
                                text=True, env=env, timeout=60)
         assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
     finally:
@@ -84,12 +84,12 @@ def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
     assert "d2v: stopped" in (tmp_path / "serve.log").read_text()
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/healthz", timeout=2)
+        httpx.get(f"{farm}/healthz", timeout=2)
     # The farm stopped: the client says so in one line once its bound is spent.
-    gone = subprocess.run([str(exe), "jobs", "--server", url, "--api-key", "k-2", "--timeout", "1"],
+    gone = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2", "--timeout", "1"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert gone.returncode == 1 and gone.stderr.count("\n") == 1
-    assert gone.stderr.startswith(f"d2v: error: the farm at {url} is not reachable"), gone.stderr
+    assert gone.stderr.startswith(f"d2v: error: the farm at {farm} is not reachable"), gone.stderr
 
 
 def _start_from_script(tmp_path: Path, env: dict, log_name: str, url: str) -> int:
