@@ -274,6 +274,7 @@ class Ingress:
             return await asyncio.to_thread(render_preview, image.rgb, render_request)
 
     @api.post("/v1/jobs", status_code=202, response_model=JobAccepted,
+              response_description="accepted: follow status_url",
               responses=errors(400, 401, 408, 413, 415, 422, 503), openapi_extra=multipart_body(depth=True))
     async def submit(self, request: Request) -> JSONResponse:
         tenant = self._authorize(request)
