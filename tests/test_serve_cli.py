@@ -164,3 +164,21 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_finishes_the_job_after_a_restart(t
         assert (tmp_path / "data/jobs" / job / "video.mp4").is_file()
     finally:
         _stop_within_30_s(pid, tmp_path / "serve2.log")
+
+
+def test_serve_config_names_resolve_to_the_shipped_files_and_a_missing_one_is_one_line(tmp_path):
+    from d2v.cli import serve_config_path, shipped_serve_configs
+
+    shipped = shipped_serve_configs()
+    assert serve_config_path(None) == shipped / "serve-local.yaml"
+    # The repository's old place (DESIGN.md's `--config configs/serve-local.yaml`) and the bare name.
+    assert serve_config_path("configs/serve-gpu.yaml") == serve_config_path("serve-gpu.yaml") == \
+        shipped / "serve-gpu.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text((shipped / "serve-local.yaml").read_text())
+    assert serve_config_path(str(own)) == own  # a file of one's own still wins
+    done = subprocess.run([str(Path(sys.executable).parent / "d2v"), "serve", "--config", "serve-huge.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == ("d2v: error: Serve config not found: serve-huge.yaml (give a file, or one shipped with "
+                           "d2v: serve-gpu.yaml, serve-local.yaml)\n")
