@@ -6,7 +6,7 @@
     farm.download(job["job_id"], "out.mp4"); farm.manifest(job["job_id"])
     farm.jobs(limit=20)                                            # GET /v1/jobs?limit=N, newest first
 
-A farm that is down (connection refused) or busy (503, with Retry-After) is retried with
+A farm that is down (connection refused, 502/504) or busy (503, Retry-After) is retried with
 backoff for up to `timeout_s`, then FarmUnavailableError; a refusal (4xx) is
 FarmRefusedError with the farm's own `detail`; a job that ran and failed is JobFailedError.
 """
@@ -27,6 +27,7 @@ from d2v.models import RenderRequest
 POLL_S = 2.0  # each status request is held open this long (long polling): progress every 2 s, the end at once
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 8.0  # backoff between tries when the farm is down or busy
 FINISHED = ("succeeded", "failed")
+RETRIED = (502, 503, 504)  # busy (the farm's 503), or a proxy in front of it that cannot reach it
 
 
 class FarmRefusedError(D2VError):
@@ -92,9 +93,11 @@ class FarmClient:
         while True:
             try:
                 response = self.http.request(method, url, **kwargs)
-                if response.status_code != 503:
-                    break
-                why, wait = f"busy ({_detail(response)})", _retry_after(response) or delay
+                if response.status_code not in RETRIED or (method != "GET" and response.status_code != 503):
+                    break  # a POST behind a 502/504 may have arrived: not sent twice
+                why = f"busy ({_detail(response)})" if response.status_code == 503 else \
+                    f"not answering ({response.status_code} from a proxy in front of it)"
+                wait = _retry_after(response) or delay
             except httpx.ConnectError as e:
                 why, wait = f"not reachable ({' '.join(str(e).split()) or 'connection refused'})", delay
             except httpx.TransportError as e:

@@ -528,6 +528,13 @@ def test_openapi_has_the_shapes_and_a_client_written_from_it_submits_and_polls(f
     result = status["result"]
     frames, _ = decode_video(store.get_bytes(result["video_key"]))
     assert frames.shape == (8, 180, 320, 3) == (result["frames"], result["height"], result["width"], 3)
+    # The listing (a farm without keys: everyone's jobs), newest first: this one on top.
+    [(list_path, listing)] = [(p, ops["get"]) for p, ops in doc["paths"].items()
+                              if p == submit_path and "get" in ops]
+    [limit] = [p["name"] for p in listing["parameters"] if p["in"] == "query"]
+    listed = httpx.get(str(client.base_url).rstrip("/") + list_path, params={limit: 3}, timeout=60).json()
+    _validate(doc, listing["responses"]["200"]["content"]["application/json"]["schema"], listed)
+    assert 1 <= len(listed["jobs"]) <= 3 and listed["jobs"][0] == status
 
 
 def d2v_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
