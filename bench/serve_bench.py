@@ -1,7 +1,7 @@
 """The render farm against the library, in one run (issue #3's benchmark).
 
 Starts a real S3 server (SeaweedFS) and the farm as a user would (`d2v serve --config
-configs/serve-local.yaml`), then times the same 4 s, 24 fps, 1024x576 camera-backend
+deployments/configs/serve-local.yaml`), then times the same 4 s, 24 fps, 1024x576 camera-backend
 job of the bundled example
 
     in-process   d2v.pipeline.render_job straight into the same S3 bucket
@@ -76,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs-per-client", type=int, default=2)
-    ap.add_argument("--config", default=str(REPO / "configs/serve-local.yaml"))
+    ap.add_argument("--config", default=str(REPO / "deployments/configs/serve-local.yaml"))
     ap.add_argument("--poll", type=float, default=0.0, help="poll every S seconds (0: long polling)")
     args = ap.parse_args()
     global POLL_S

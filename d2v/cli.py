@@ -8,7 +8,9 @@
     d2v looks                                      # the named colour grades
     d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
-    d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
+    d2v serve [--config serve-local.yaml] [--port N] # the HTTP API on 127.0.0.1:8000 (configs ship with d2v)
+    d2v submit IMAGE --path PATH.json --server URL [--api-key KEY] [render flags] -o OUT.mp4  # on a farm
+    d2v jobs --server URL [--api-key KEY] [--limit 20]  # the caller's latest jobs on a farm, newest first
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
     d2v upscale IN.mp4 --size 1920x1080 -o OUT.mp4 # resize a video exactly
     d2v models check | make-tiny DIR               # SVD model set-up
@@ -94,6 +96,12 @@ def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=None, help="H.264 quality, lower is better (default 18)")
     p.add_argument("--x264-preset", default=None, help="x264 speed preset (default veryfast)")
     _add_camera_flags(p)
+
+
+def _add_depth_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depth", default="auto",
+                   help="auto (default): estimate the depth when D2V_DEPTH_MODEL is set; none: never; or a depth "
+                        "map file (grayscale, brighter = nearer; a file named like a mode: ./auto)")
 
 
 def _add_camera_flags(p: argparse.ArgumentParser) -> None:
@@ -334,14 +342,34 @@ def cmd_depth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_serve_config(path: str) -> dict:
+def shipped_serve_configs() -> Path:
+    """The Serve configs installed with d2v (package data of `deployments`), found from
+    wherever `d2v serve` runs."""
+    from importlib.resources import files
+
+    return Path(str(files("deployments") / "configs"))
+
+
+def serve_config_path(given: str | None) -> Path:
+    """--config: a file; or a shipped config by name (`serve-gpu.yaml`, or as it was
+    named in the repository, `configs/serve-gpu.yaml`); none: the shipped serve-local.yaml."""
+    shipped = shipped_serve_configs()
+    if given is None:
+        return shipped / "serve-local.yaml"
+    p = Path(given)
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("configs")) and (shipped / p.name).is_file():
+        return shipped / p.name
+    names = ", ".join(sorted(c.name for c in shipped.glob("*.yaml")))
+    raise InvalidRequestError(f"Serve config not found: {p} (give a file, or one shipped with d2v: {names})")
+
+
+def _load_serve_config(p: Path) -> dict:
     import yaml
     from pydantic import ValidationError
     from ray.serve.schema import ServeDeploySchema
 
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidRequestError(f"Serve config not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
         ServeDeploySchema.model_validate(data)
@@ -357,9 +385,23 @@ def _load_serve_config(path: str) -> dict:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the Serve app with Ray's own `serve run` (it honours every field of the
     config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly."""
+    import tempfile
+
+    import yaml
+
     from d2v.store import store_settings
 
-    config = _load_serve_config(args.config)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise InvalidRequestError(f"--port must be in 1..65535, got {args.port}")
+    config_path = serve_config_path(args.config)
+    config = _load_serve_config(config_path)
+    described = str(config_path) + (f" on port {args.port}" if args.port is not None else "")
+    if args.port is not None:  # the config as given, on another port: `serve run` reads a file
+        config.setdefault("http_options", {})["port"] = args.port
+        own = tempfile.NamedTemporaryFile("w", prefix="d2v-serve-", suffix=".yaml", delete=False)
+        with own:
+            yaml.safe_dump(config, own, sort_keys=False)
+        config_path = Path(own.name)
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -383,22 +425,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_server = RedisServer(redis_dir).start()
         env["D2V_REDIS_URL"] = redis_server.url
     try:
-        return _run_serve(args, config, env, url)
+        return _run_serve(config_path, described, env, url, args.ready_timeout)
     finally:
         if redis_server is not None:
             redis_server.stop()
+        if args.port is not None:
+            config_path.unlink(missing_ok=True)
 
 
-def _run_serve(args: argparse.Namespace, config: dict, env: dict[str, str], url: str) -> int:
+def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str, ready_timeout: float) -> int:
     import signal
     import subprocess
     import time
     import urllib.request
 
     serve_exe = Path(sys.executable).parent / "serve"
-    command = [str(serve_exe), "run", args.config] if serve_exe.exists() else \
-        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", args.config]
-    print(f"d2v: starting Serve with {args.config} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
+    command = [str(serve_exe), "run", str(config_path)] if serve_exe.exists() else \
+        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)]
+    print(f"d2v: starting Serve with {described} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
           f"queue: {env['D2V_REDIS_URL']})", file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
@@ -419,7 +463,7 @@ def _run_serve(args: argparse.Namespace, config: dict, env: dict[str, str], url:
     started.append(proc)
     if stopping:  # asked to stop while it started
         proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + args.ready_timeout
+    deadline = time.monotonic() + ready_timeout
     while not stopping and proc.poll() is None and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
@@ -487,6 +531,75 @@ def _sweep(group: int, wait_s: float = 5.0) -> None:
             time.sleep(0.1)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Render on a farm: send the job, follow it by long polling, download the video and
+    print the manifest's summary. Exit 0 done, 1 the job failed or the farm stayed away,
+    2 a refusal (the farm's own detail)."""
+    from tqdm import tqdm
+
+    from d2v.client import FarmClient, JobFailedError
+    from d2v.images import read_image_bytes
+    from d2v.models import FidelitySummary
+
+    request = _request_from_args(args)  # checked here first: a bad flag costs no upload
+    out = _video_output(args.output)
+    image_bytes = read_image_bytes(args.image)
+    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    lut_bytes = _lut_bytes(getattr(args, "look", None))
+    with FarmClient(args.server, args.api_key, args.timeout) as farm:
+        job = farm.submit(image_bytes, request, image_name=Path(args.image).name, depth=depth_bytes, lut=lut_bytes)
+        job_id = job["job_id"]
+        bar = tqdm(total=100, unit="%", desc=f"job {job_id}", disable=args.quiet or None, file=sys.stderr,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+        def show(status: dict) -> None:
+            bar.set_postfix_str(status["stage"] or status["status"], refresh=False)
+            bar.update(round(status["progress"] * 100) - bar.n)
+
+        try:
+            status = farm.wait(job_id, show)
+        finally:
+            bar.close()
+        if status["status"] == "failed":
+            raise JobFailedError(f"job {job_id} failed: {status['error']}")
+        farm.download(job_id, out)
+        manifest = farm.manifest(job_id)
+    print(f"wrote {out} ({manifest['frames']} frames, {manifest['width']}x{manifest['height']}, "
+          f"{manifest['duration_s']:g} s, effect {manifest['effect']}, job {job_id})")
+    if manifest.get("fidelity"):
+        print(FidelitySummary.model_validate(manifest["fidelity"]).one_line())
+    for note in manifest.get("notes", []):
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The caller's latest jobs on a farm, newest first, one per line."""
+    from d2v.client import FarmClient
+
+    with FarmClient(args.server, args.api_key, args.timeout) as farm:
+        jobs = farm.jobs(args.limit)
+    for job in jobs:
+        if (result := job.get("result")) is not None:
+            what = f"{result['frames']} frames, {result['width']}x{result['height']}"
+        elif job["status"] == "failed":
+            what = job.get("error") or ""
+        else:
+            what = f"{job.get('stage') or ''} {job['progress']:.0%}"
+        print(f"{job['job_id']}  {job['status']:<9}  {job.get('created_at') or '-'}  {what}")
+    if not jobs:
+        print("no jobs yet", file=sys.stderr)
+    return 0
+
+
+def _add_farm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", required=True, help="the farm's URL, e.g. http://farm:8000")
+    p.add_argument("--api-key", default=os.environ.get("D2V_API_KEY"),
+                   help="the farm's API key (default: $D2V_API_KEY)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to keep retrying while the farm is down or busy (default 60)")
+
+
 def _video_output(path: str) -> Path:
     out = Path(path)
     if out.suffix.lower() != ".mp4":
@@ -538,9 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render a video from an image and a drawn path")
     _add_request_flags(p)
-    p.add_argument("--depth", default="auto",
-                   help="auto (default): estimate the depth when D2V_DEPTH_MODEL is set; none: never; or a depth "
-                        "map file (grayscale, brighter = nearer; a file named like a mode: ./auto)")
+    _add_depth_flag(p)
     p.add_argument("-o", "--output", required=True, help="the MP4 to write")
     p.add_argument("--no-cache", action="store_true", help="render again even if this job is in the store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -560,6 +671,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("submit", help="render on a farm: send the job, follow its progress, download the video")
+    _add_request_flags(p)
+    _add_depth_flag(p)
+    _add_farm_flags(p)
+    p.add_argument("-o", "--output", required=True, help="the MP4 to write")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("jobs", help="list your latest jobs on a farm, newest first")
+    _add_farm_flags(p)
+    p.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+    p.set_defaults(func=cmd_jobs)
+
     p = sub.add_parser("effects", help="list the camera effects")
     p.set_defaults(func=cmd_effects)
     p = sub.add_parser("presets", help="list the named presets (render --preset NAME)")
@@ -568,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_looks)
 
     p = sub.add_parser("serve", help="run the render farm's HTTP API (Ray Serve) on this machine")
-    p.add_argument("--config", default="configs/serve-local.yaml", help="a Serve config YAML")
+    p.add_argument("--config", default=None, help="a Serve config YAML, or the name of one shipped with d2v: "
+                   "serve-local.yaml (the default: one CPU box) or serve-gpu.yaml")
+    p.add_argument("--port", type=int, default=None, help="serve HTTP on this port (default: the config's, 8000)")
     p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
@@ -629,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except D2VError as e:
         print(f"d2v: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return getattr(e, "exit_code", EXIT_BAD_INPUT)  # d2v.client's errors: 1 for a farm away or a failed job
     except KeyboardInterrupt:
         print("d2v: interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,8 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
     jobs/{id}/input.<ext> request.json depth.png status.json manifest.json video.mp4 poster.jpg fidelity.png
     active/{id}          one empty marker per unfinished job: what the reconciler lists
     cache/{content}.json content address of a request -> the job that rendered it (finished jobs only)
+    recent/{tenant}/{newest-first time}-{id}  one empty marker per farm job, so GET /v1/jobs lists
+                         a caller's latest jobs with one short listing, whatever the store's size
     depth/{content}.png  an estimated depth map (16-bit, brighter = nearer), by image bytes + depth model
 """
 
@@ -50,6 +52,9 @@ INPUT_PREFIX = "input."
 ACTIVE_PREFIX = "active/"
 CACHE_PREFIX = "cache/"
 DEPTH_CACHE_PREFIX = "depth/"
+RECENT_PREFIX = "recent/"
+NO_TENANT = "_"  # the recent-jobs folder of a farm without API keys
+_TIME_CEILING_MS = 10**13  # past the year 2286: inverted times keep 13 digits
 
 UNFINISHED = ("queued", "running")
 TRANSITIONS: dict[str, set[str]] = {
@@ -93,6 +98,13 @@ def tenant_of(api_key: str | None) -> str | None:
     return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest()[:16] if api_key else None
 
 
+def recent_key(tenant: str | None, job_id: str, at: float | None = None) -> str:
+    """The index entry of a job: its tenant's folder, then the time counted down, so keys
+    in S3's (lexicographic) order are newest first."""
+    inverted = _TIME_CEILING_MS - int((time.time() if at is None else at) * 1000)
+    return f"{RECENT_PREFIX}{tenant or NO_TENANT}/{inverted:013d}-{validate_job_id(job_id)}"
+
+
 def process_owner(kind: str) -> str:
     """An owner name for this process: 'cli:host:pid'."""
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
@@ -127,6 +139,12 @@ class Jobs:
         except ObjectNotFoundError:
             return None
 
+    def recent(self, tenant: str | None, limit: int = 20) -> list[str]:
+        """Ids of a tenant's latest farm jobs, newest first: one listing of at most `limit`
+        index keys (no status reads; the caller reads the statuses it shows)."""
+        keys = self.store.list(f"{RECENT_PREFIX}{tenant or NO_TENANT}/", limit=limit)
+        return [key.rsplit("/", 1)[1].split("-", 1)[1] for key in keys]  # ids may hold '-' too
+
     def unfinished(self) -> list[str]:
         """Ids of the jobs not yet finished, from their markers (one listing, no status reads)."""
         return [key[len(ACTIVE_PREFIX):] for key in self.store.list(ACTIVE_PREFIX)]
@@ -158,6 +176,7 @@ class Jobs:
                            updated_at=now_iso())
         self._put(status)
         self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
+        self.store.put_bytes(recent_key(tenant, job_id), b"")
         return status
 
     def claim(self, job_id: str, owner: str, *, rerun: bool = False,
@@ -229,6 +248,7 @@ class Jobs:
                            result=source.result, tenant=tenant, content=content, created_at=now_iso(),
                            updated_at=now_iso(), cached_from=source.job_id)
         self._put(status)
+        self.store.put_bytes(recent_key(tenant, job_id), b"")
         return status
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 import io
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
@@ -129,8 +130,10 @@ class S3Store(Store):
                 return False
             raise
 
-    def list(self, prefix: str) -> list[str]:
-        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
+        # S3 lists in key order, page by page: stop after `limit` keys, not after all pages.
+        objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        return sorted(o.object_name for o in itertools.islice(objects, limit))
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, check_key(key))

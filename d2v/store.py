@@ -80,8 +80,9 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Keys under a prefix, sorted."""
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
+        """Keys under a prefix, sorted; with `limit`, only the first `limit` of them (on S3,
+        one listing page instead of all of them)."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -152,7 +153,7 @@ class LocalStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, limit: int | None = None) -> list[str]:
         # Walk only the prefix's directory (active/, jobs/{id}/), not the whole store.
         start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not start.is_dir():
@@ -162,7 +163,7 @@ class LocalStore(Store):
             for p in start.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
         ]
-        return sorted(k for k in keys if k.startswith(prefix))
+        return sorted(k for k in keys if k.startswith(prefix))[:limit]
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

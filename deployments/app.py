@@ -1,6 +1,6 @@
 """The d2v Serve application: the HTTP API, the job runner, and the stage deployments.
 
-    serve run configs/serve-local.yaml        (or: d2v serve --config configs/serve-local.yaml)
+    serve run deployments/configs/serve-local.yaml        (or: d2v serve --config deployments/configs/serve-local.yaml)
 
     Ingress (HTTP) --enqueue--> Redis --> JobRunner (task consumer) --> DepthStage -> TrajectoryStage -> BaseStage
                                                                        -> InterpolateStage -> UpscaleStage -> EncodeStage

@@ -6,7 +6,9 @@
     GET  /v1/jobs/{job_id}/video  -> the MP4 (redirect to a presigned URL on S3)
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/jobs/{job_id}/fidelity -> fidelity.png (the drawn path and the measured one)
-    GET  /v1/effects, GET /healthz, OpenAPI at /docs
+    GET  /v1/jobs/{job_id}/manifest -> manifest.json (what was rendered, how, and the path check)
+    GET  /v1/jobs?limit=N         the caller's latest jobs, newest first (d2v.lifecycle's recent/ index)
+    GET  /v1/effects, GET /healthz, OpenAPI at /docs (typed: deployments.http_models)
     GET  /v1/presets, /v1/looks, /v1/post, /v1/backends   what a request can name (the page's pickers)
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
     GET  /                        the drawing page (deployments/web/, files under /static/)
@@ -52,7 +54,7 @@ from d2v.errors import (
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.jobqueue import JobQueue
 from d2v.lifecycle import (
-    DEPTH, FIDELITY, LUT, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
+    DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
 )
 from d2v.models import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS, JobStatus, RenderRequest, parse_request
 from d2v.pipeline import content_job_id, require_backend
@@ -62,6 +64,7 @@ from d2v.render import load_depth_map
 from d2v.stages import plan
 from d2v.store import LocalStore, store_from_env, validate_job_id
 from d2v.svd import svd_model_setting
+from deployments.http_models import JobAccepted, JobList, JobView, add_request_schemas, errors, multipart_body
 from deployments.settings import FarmSettings
 
 log = logging.getLogger("d2v.ingress")
@@ -73,6 +76,7 @@ BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refus
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
 MAX_LUT_SIZE = 129  # LUT_3D_SIZE: 33 and 65 are usual; more is no finer a grade
+MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
 
 api = FastAPI(
     title="d2v",
@@ -81,6 +85,17 @@ api = FastAPI(
     "POST an image and a request to /v1/jobs, then poll the status_url.",
 )
 api.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+
+def _openapi() -> dict:
+    # FastAPI's document plus RenderRequest's schema, which the hand-documented multipart
+    # bodies refer to (FastAPI does not see them: the handlers parse the body themselves).
+    if api.openapi_schema is None:
+        api.openapi_schema = add_request_schemas(FastAPI.openapi(api))
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 
 class Busy(D2VError):
@@ -349,7 +364,8 @@ class Ingress:
         await asyncio.to_thread(check_cube, lut_bytes)
         return lut_bytes
 
-    @api.post("/v1/preview")
+    @api.post("/v1/preview", responses=errors(400, 401, 408, 413, 415, 422),
+              openapi_extra=multipart_body(depth=False))
     async def preview(self, request: Request) -> dict:
         """A low-resolution render of the camera move (no job, nothing stored): the effect
         `auto` picks, the smoothed path and per-frame views in canvas units, and a small
@@ -360,7 +376,9 @@ class Ingress:
             image = await asyncio.to_thread(decode_image, image_bytes)
             return await asyncio.to_thread(render_preview, image.rgb, render_request)
 
-    @api.post("/v1/jobs", status_code=202)
+    @api.post("/v1/jobs", status_code=202, response_model=JobAccepted,
+              response_description="accepted: follow status_url",
+              responses=errors(400, 401, 408, 413, 415, 422, 503), openapi_extra=multipart_body(depth=True))
     async def submit(self, request: Request) -> JSONResponse:
         tenant = self._authorize(request)
         render_request, image_bytes, depth_bytes, lut_bytes = await self._read_upload(request)
@@ -424,13 +442,26 @@ class Ingress:
             status.stage, status.progress = seen  # fresher than the last heartbeat
         return status
 
-    @api.get("/v1/jobs/{job_id}", name="job_status")
+    @api.get("/v1/jobs", response_model=JobList, responses=errors(401, 422, 503))
+    async def list_jobs(
+        self, request: Request,
+        limit: int = Query(20, ge=1, le=MAX_LIST, description="how many of the latest jobs, newest first"),
+    ) -> JSONResponse:
+        """The caller's latest jobs, newest first (with API keys, only the caller's own)."""
+        tenant = self._authorize(request)
+        ids = await _answer(asyncio.to_thread(self.jobs.recent, tenant, limit), "the object store")
+        statuses = await _answer(asyncio.gather(*(asyncio.to_thread(self.jobs.get, job_id) for job_id in ids)),
+                                 "the object store")
+        mine = [s for s in statuses if s is not None and (not self.api_keys or s.tenant == tenant)]
+        return JSONResponse({"jobs": [self._public(request, s) for s in mine]})
+
+    @api.get("/v1/jobs/{job_id}", name="job_status", response_model=JobView, responses=errors(400, 401, 404, 422, 503))
     async def job_status(
         self, job_id: str, request: Request,
         wait_s: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description=(
             "Long polling: wait up to this many seconds for the job to finish before answering. "
             "The answer comes the moment it is done, with no polling in between.")),
-    ) -> dict:
+    ) -> JSONResponse:
         tenant = self._authorize(request)
         status = await self._status(job_id, tenant)
         deadline = time.monotonic() + wait_s
@@ -442,7 +473,12 @@ class Ingress:
             if await asyncio.to_thread(self.queue.is_finished, job_id) or time.monotonic() >= reread:
                 status = await self._status(job_id, tenant)
                 reread = time.monotonic() + 1.0
-        body = status.public()
+        return JSONResponse(self._public(request, status))
+
+    @staticmethod
+    def _public(request: Request, status: JobStatus) -> dict:
+        """A job as its caller sees it (JobView), with the URLs of its results."""
+        body, job_id = status.public(), status.job_id
         if status.result is not None:
             body["result"]["video_url"] = str(request.url_for("job_video", job_id=job_id))
             body["result"]["poster_url"] = str(request.url_for("job_poster", job_id=job_id))
@@ -456,25 +492,30 @@ class Ingress:
             return _error(409, f"job {job_id} is {status.status}; its {name} exists once it has succeeded")
         # The result's own keys: a job answered from the cache points at the job that rendered it.
         key = {VIDEO: status.result.video_key, POSTER: status.result.poster_key,
-               FIDELITY: status.result.fidelity_key}[name]
+               FIDELITY: status.result.fidelity_key, MANIFEST: status.result.manifest_key}[name]
         if key is None:
             return _error(404, f"job {job_id} has no {name}")
         if isinstance(self.store, LocalStore):
             return FileResponse(self.store.local_path(key), media_type=media_type)
         return RedirectResponse(self.store.url(key, self.settings.url_expiry_s), status_code=307)
 
-    @api.get("/v1/jobs/{job_id}/video", name="job_video")
+    @api.get("/v1/jobs/{job_id}/video", name="job_video", responses=errors(400, 401, 404, 409, 503))
     async def job_video(self, job_id: str, request: Request) -> Response:
         return await self._result_object(job_id, request, VIDEO, "video/mp4")
 
-    @api.get("/v1/jobs/{job_id}/poster", name="job_poster")
+    @api.get("/v1/jobs/{job_id}/poster", name="job_poster", responses=errors(400, 401, 404, 409, 503))
     async def job_poster(self, job_id: str, request: Request) -> Response:
         return await self._result_object(job_id, request, POSTER, "image/jpeg")
 
-    @api.get("/v1/jobs/{job_id}/fidelity", name="job_fidelity")
+    @api.get("/v1/jobs/{job_id}/fidelity", name="job_fidelity", responses=errors(400, 401, 404, 409, 503))
     async def job_fidelity(self, job_id: str, request: Request) -> Response:
         """fidelity.png: the photo with the drawn path and where the video's view went."""
         return await self._result_object(job_id, request, FIDELITY, "image/png")
+
+    @api.get("/v1/jobs/{job_id}/manifest", name="job_manifest", responses=errors(400, 401, 404, 409, 503))
+    async def job_manifest(self, job_id: str, request: Request) -> Response:
+        """manifest.json: what was rendered and how (effect, frames, stage seconds, the path check)."""
+        return await self._result_object(job_id, request, MANIFEST, "application/json")
 
     @api.get("/v1/jobs/{job_id:path}", include_in_schema=False)
     async def job_bad_id(self, job_id: str) -> dict:

@@ -1,4 +1,4 @@
-"""The farm's operator knobs: the Serve config's application `args` (see configs/*.yaml),
+"""The farm's operator knobs: the Serve config's application `args` (see deployments/configs/*.yaml),
 read by both the HTTP API (deployments.ingress) and the job runner (deployments.runner)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Frames travel between stages as `Clip`s through Ray's object store: the ingress passes
 each stage's DeploymentResponse straight into the next call and awaits only the last.
-Resources, replica counts and autoscaling come from the Serve config (configs/*.yaml);
+Resources, replica counts and autoscaling come from the Serve config (deployments/configs/*.yaml);
 the defaults here only make the app start on a laptop.
 """
 

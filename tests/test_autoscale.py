@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.autoscale, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parent.parent
 PAN = json.loads((REPO / "examples/paths/pan.json").read_text())
-SERVE_GPU = yaml.safe_load((REPO / "configs/serve-gpu.yaml").read_text())
+SERVE_GPU = yaml.safe_load((REPO / "deployments/configs/serve-gpu.yaml").read_text())
 MAX_GPU_NODES = 3
 
 

@@ -1,6 +1,6 @@
 """The cluster configs: cluster.yaml through the Ray cluster launcher's own validation
 (what `ray up` runs before it touches a cloud), k8s/rayservice.yaml's structure, and
-both consistent with configs/serve-gpu.yaml (same Serve config, enough GPUs for its
+both consistent with deployments/configs/serve-gpu.yaml (same Serve config, enough GPUs for its
 largest scale, every deployment fits some node type, no GPU work on the head). The job
 queue: both Serve configs name exactly the app's deployments (the JobRunner among them),
 and Redis runs append-only with D2V_REDIS_URL in every node's environment (cluster.yaml's
@@ -21,8 +21,8 @@ from ray.serve.schema import ServeDeploySchema
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = yaml.safe_load((REPO / "cluster.yaml").read_text())
-SERVE_GPU = yaml.safe_load((REPO / "configs/serve-gpu.yaml").read_text())
-SERVE_LOCAL = yaml.safe_load((REPO / "configs/serve-local.yaml").read_text())
+SERVE_GPU = yaml.safe_load((REPO / "deployments/configs/serve-gpu.yaml").read_text())
+SERVE_LOCAL = yaml.safe_load((REPO / "deployments/configs/serve-local.yaml").read_text())
 RAYSERVICE = yaml.safe_load((REPO / "k8s/rayservice.yaml").read_text())
 K8S_REDIS = yaml.safe_load((REPO / "k8s/redis.yaml").read_text())
 GPU_STAGES = ("BaseStage", "InterpolateStage", "UpscaleStage")
@@ -79,7 +79,7 @@ def test_head_takes_no_gpu_work_and_gpu_types_scale():
     start = " ".join(CLUSTER["head_start_ray_commands"])
     assert "--num-gpus=0" in start
     assert f"--num-cpus={head['resources']['CPU']}" in start
-    assert "minio server" in start and "serve deploy configs/serve-gpu.yaml" in start
+    assert "minio server" in start and "serve deploy deployments/configs/serve-gpu.yaml" in start
 
     assert types["gpu_1x"]["resources"]["GPU"] == 1 and types["gpu_4x"]["resources"]["GPU"] == 4
     for name in ("gpu_1x", "gpu_4x"):
@@ -214,7 +214,7 @@ def test_head_runs_redis_append_only_and_every_node_gets_its_url():
 def test_rayservice_serves_exactly_serve_gpu_yaml():
     assert RAYSERVICE["apiVersion"] == "ray.io/v1" and RAYSERVICE["kind"] == "RayService"
     served = yaml.safe_load(RAYSERVICE["spec"]["serveConfigV2"])
-    assert served == SERVE_GPU, "k8s/rayservice.yaml's serveConfigV2 differs from configs/serve-gpu.yaml"
+    assert served == SERVE_GPU, "k8s/rayservice.yaml's serveConfigV2 differs from deployments/configs/serve-gpu.yaml"
 
 
 def test_rayservice_cluster_mirrors_cluster_yaml():

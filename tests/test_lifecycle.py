@@ -119,3 +119,24 @@ def test_redis_locks_enqueue_and_a_dead_redis_fails_fast(tmp_path):
         # Restarted on the same directory: the queue's notes survived (append-only file).
         server.start()
         assert "j3" in queue.enqueued_since()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_recent_lists_a_tenants_latest_jobs_newest_first(tmp_path, request, where):
+    """The recent/ index GET /v1/jobs reads: newest first, one folder per key, cache answers
+    included, cut at the limit by the listing itself."""
+    jobs = Jobs(LocalStore(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_store"))
+    a, b = tenant_of("key-a"), tenant_of("key-b")
+    ids = []
+    for i in range(4):
+        ids.append(f"job-{i}-a")  # ids with '-' in them
+        jobs.create(ids[-1], queue="q", tenant=a)
+        time.sleep(0.002)  # the index has millisecond steps
+    jobs.create("job-b", queue="q", tenant=b)
+    jobs.create("job-anon", queue="q", tenant=None)
+    time.sleep(0.002)
+    jobs.adopt_result("job-cached", jobs.get(ids[0]), tenant=a, content=None)
+    assert jobs.recent(a, limit=3) == ["job-cached", ids[3], ids[2]]
+    assert jobs.recent(a, limit=100) == ["job-cached", *ids[::-1]]
+    assert jobs.recent(b) == ["job-b"] and jobs.recent(None) == ["job-anon"]
+    assert jobs.recent(tenant_of("key-c")) == []

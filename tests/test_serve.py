@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -459,3 +460,142 @@ def test_dead_runner_and_ingress_replicas_lose_no_job(farm):
     assert status["attempts"] >= 2
     frames, _ = decode_video(store.get_bytes(status["result"]["video_key"]))
     assert len(frames) == 24
+
+
+# ---------------------------------------------------------------- the typed API and its client
+
+
+def _resolve(doc: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _validate(doc: dict, schema: dict, value) -> None:
+    """`value` against a schema of the document, its $refs resolved in the document."""
+    import jsonschema
+
+    jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).validate(value)
+
+
+def test_openapi_has_the_shapes_and_a_client_written_from_it_submits_and_polls(farm):
+    """A client that knows only /openapi.json: the submit route, its multipart parts, the
+    request's fields, the status route and its long-poll parameter all read from the document."""
+    client, store = farm
+    doc = client.get("/openapi.json").json()
+    [(submit_path, post)] = [(p, ops["post"]) for p, ops in doc["paths"].items()
+                             if "202" in ops.get("post", {}).get("responses", {})]
+    form = post["requestBody"]["content"]["multipart/form-data"]
+    parts = form["schema"]["properties"]
+    [file_part] = [n for n in form["schema"]["required"] if parts[n].get("format") == "binary"]
+    [json_part] = [n for n in form["schema"]["required"] if n != file_part]
+    assert form["encoding"][json_part]["contentType"] == "application/json"
+    request_schema = _resolve(doc, parts[json_part])
+    assert {"path", "effect", "duration_s", "fps", "width", "height", "backend", "seed"} <= set(
+        request_schema["properties"])
+    assert request_schema["required"] == ["path"]
+    for code in ("413", "415", "422", "503"):  # every refusal is the one-line error model
+        error = _resolve(doc, post["responses"][code]["content"]["application/json"]["schema"])
+        assert error["properties"]["detail"]["type"] == "string" and error["required"] == ["detail"]
+    accepted = post["responses"]["202"]["content"]["application/json"]["schema"]
+
+    # The request, built from the schema's own defaults and the example path; checked against it.
+    fields = request_schema["properties"]
+    request = {name: spec["default"] for name, spec in fields.items() if "default" in spec}
+    request.update({"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 320, "height": 180,
+                    "seed": 17})
+    _validate(doc, parts[json_part], request)
+    r = httpx.post(str(client.base_url).rstrip("/") + submit_path, timeout=60,
+                   files={file_part: ("photo.png", PHOTO, "image/png")}, data={json_part: json.dumps(request)})
+    assert r.status_code == 202, r.text
+    _validate(doc, accepted, r.json())
+
+    [(status_path, get)] = [(p, ops["get"]) for p, ops in doc["paths"].items()
+                            if p.startswith(submit_path + "/{") and p.count("/") == submit_path.count("/") + 1]
+    [id_param] = [p["name"] for p in get["parameters"] if p["in"] == "path"]
+    [wait_param] = [p for p in get["parameters"] if p["in"] == "query"]
+    view = get["responses"]["200"]["content"]["application/json"]["schema"]
+    states = _resolve(doc, view)["properties"]["status"]["enum"]
+    assert states == ["queued", "running", "succeeded", "failed"]
+    url = str(client.base_url).rstrip("/") + status_path.replace("{" + id_param + "}", r.json()[id_param])
+    deadline = time.monotonic() + 120
+    while (status := httpx.get(url, params={wait_param["name"]: wait_param["schema"]["maximum"]},
+                               timeout=60).json())["status"] in states[:2]:
+        assert time.monotonic() < deadline, status
+    _validate(doc, view, status)
+    assert status["status"] == "succeeded", status
+    assert set(status) == set(_resolve(doc, view)["properties"])  # nothing undocumented, nothing private
+    result = status["result"]
+    frames, _ = decode_video(store.get_bytes(result["video_key"]))
+    assert frames.shape == (8, 180, 320, 3) == (result["frames"], result["height"], result["width"], 3)
+    # The listing (a farm without keys: everyone's jobs), newest first: this one on top.
+    [(list_path, listing)] = [(p, ops["get"]) for p, ops in doc["paths"].items()
+                              if p == submit_path and "get" in ops]
+    [limit] = [p["name"] for p in listing["parameters"] if p["in"] == "query"]
+    listed = httpx.get(str(client.base_url).rstrip("/") + list_path, params={limit: 3}, timeout=60).json()
+    _validate(doc, listing["responses"]["200"]["content"]["application/json"]["schema"], listed)
+    assert 1 <= len(listed["jobs"]) <= 3 and listed["jobs"][0] == status
+
+
+def d2v_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed `d2v` command, as a user runs it."""
+    import sys
+
+    exe = Path(sys.executable).parent / "d2v"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=240, cwd=cwd)
+
+
+def test_d2v_submit_writes_the_video_and_prints_the_manifest_summary(farm, tmp_path):
+    import av
+
+    client, _ = farm
+    (tmp_path / "photo.png").write_bytes(PHOTO)
+    (tmp_path / "pan.json").write_text(json.dumps(PAN))
+    out = tmp_path / "clip.mp4"
+    done = d2v_cli("submit", str(tmp_path / "photo.png"), "--path", str(tmp_path / "pan.json"), "--server",
+                   str(client.base_url), "--effect", "pan", "--duration", "1", "--fps", "8", "--size", "320x180",
+                   "--seed", "23", "-o", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    with av.open(str(out)) as container:  # the file as a player reads it
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 8 and decoded[0].shape == (180, 320, 3)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"wrote {out} (8 frames, 320x180, 1 s, effect pan, job ")
+    assert lines[1].startswith("path followed:"), done.stdout
+
+    # A path the planner cannot use: the farm's own detail on one line, exit 2, no file.
+    far = tmp_path / "far.json"
+    far.write_text(json.dumps([{"x": 10, "y": 10}, {"x": 5e9, "y": 10}]))
+    refused = d2v_cli("submit", str(tmp_path / "photo.png"), "--path", str(far), "--server", str(client.base_url),
+                      "-o", str(tmp_path / "no.mp4"))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("d2v: error: 422: invalid path: a point lies") and \
+        refused.stderr.count("\n") == 1, refused.stderr
+    assert not (tmp_path / "no.mp4").exists()
+
+
+def test_d2v_jobs_lists_each_keys_own_jobs_newest_first(farm):
+    client, _ = farm
+    keyed = str(client.base_url).rstrip("/") + "/keyed"
+    mine: dict[str, list[str]] = {"key-a": [], "key-b": []}
+    for key, seed in (("key-a", 31), ("key-b", 32), ("key-a", 33), ("key-a", 34)):
+        r = client.post("/keyed/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                        files={"image": ("p.png", PHOTO, "image/png")},
+                        data={"request": json.dumps({**GOOD, "seed": seed})})
+        assert r.status_code == 202, r.text
+        mine[key].append(r.json()["job_id"])
+    for key, ids in mine.items():  # (other tests' jobs under these keys are older: listed after these)
+        listed = d2v_cli("jobs", "--server", keyed, "--api-key", key)
+        assert listed.returncode == 0, listed.stderr
+        shown = [line.split()[0] for line in listed.stdout.splitlines()]
+        assert shown[:len(ids)] == ids[::-1]  # newest first
+        assert not {i for other, theirs in mine.items() if other != key for i in theirs} & set(shown)  # its own
+    limited = d2v_cli("jobs", "--server", keyed, "--api-key", "key-a", "--limit", "2")
+    assert [line.split()[0] for line in limited.stdout.splitlines()] == mine["key-a"][:0:-1]
+    # Over HTTP: the same order, each entry the job's public status; no key, no list.
+    jobs = client.get("/keyed/v1/jobs", headers={"Authorization": "Bearer key-b"}).json()["jobs"]
+    assert [j["job_id"] for j in jobs][:1] == mine["key-b"] and "tenant" not in jobs[0]
+    refused = d2v_cli("jobs", "--server", keyed)
+    assert refused.returncode == 2 and "401: missing or wrong API key" in refused.stderr
+    assert client.get("/keyed/v1/jobs", params={"limit": 101},
+                      headers={"Authorization": "Bearer key-a"}).status_code == 422

@@ -1,5 +1,6 @@
-"""`d2v serve --config configs/serve-local.yaml`, as a user starts it: a real process,
-a real local Ray, HTTP on 127.0.0.1:8000, API keys, and a clean stop on Ctrl-C."""
+"""`d2v serve`, as a user starts it: a real process in a directory outside the repository
+(the Serve config shipped with the package), a real local Ray, HTTP on 127.0.0.1 (a free
+port: `--port`), API keys, `d2v jobs` against it, and a clean stop on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from d2v.jobqueue import free_port
 from tests.conftest import textured_image
 from tests.test_images import png_bytes
 
@@ -21,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.timeout(400)
-def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
+def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     import ray
 
     if ray.is_initialized():  # one Ray per process: this test starts its own
@@ -30,13 +32,16 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
                 "D2V_API_KEYS": "k-1,k-2"})
+    assert not tmp_path.is_relative_to(REPO) and not (tmp_path / "deployments").exists()
+    farm = f"http://127.0.0.1:{free_port()}"
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "configs/serve-local.yaml")], cwd=tmp_path,
+    # No --config: the serve-local.yaml installed with d2v, found from this directory.
+    proc = subprocess.Popen([str(exe), "serve", "--port", farm.rsplit(":", 1)[1]], cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = httpx.Client(base_url="http://127.0.0.1:8000", timeout=30)
+        client = httpx.Client(base_url=farm, timeout=30)
         deadline = time.monotonic() + 240
-        while "ready at http://127.0.0.1:8000" not in (tmp_path / "serve.log").read_text():
+        while f"ready at {farm}" not in (tmp_path / "serve.log").read_text():
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "d2v serve did not become ready"
             time.sleep(0.5)
@@ -60,6 +65,14 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         video = client.get(status["result"]["video_url"], headers=auth)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
+        assert "deployments/configs/serve-local.yaml" in (tmp_path / "serve.log").read_text()
+        # `d2v jobs`: each key its own list.
+        listed = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2"], capture_output=True,
+                                text=True, env=env, timeout=60)
+        assert listed.returncode == 0 and listed.stdout.split()[:2] == [status["job_id"], "succeeded"], listed
+        other = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-1"], capture_output=True,
+                               text=True, env=env, timeout=60)
+        assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -71,20 +84,25 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
     assert "d2v: stopped" in (tmp_path / "serve.log").read_text()
     with pytest.raises(httpx.ConnectError):
-        httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
+        httpx.get(f"{farm}/healthz", timeout=2)
+    # The farm stopped: the client says so in one line once its bound is spent.
+    gone = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2", "--timeout", "1"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1
+    assert gone.stderr.startswith(f"d2v: error: the farm at {farm} is not reachable"), gone.stderr
 
 
-def _start_from_script(tmp_path: Path, env: dict, log_name: str) -> int:
+def _start_from_script(tmp_path: Path, env: dict, log_name: str, url: str) -> int:
     """`d2v serve ... &` from a shell script (SIGINT ignored, as a non-interactive shell does
     for `cmd &`); returns its pid once it says it is ready."""
     exe = Path(sys.executable).parent / "d2v"
     log = tmp_path / log_name
     script = tmp_path / "start.sh"
-    script.write_text(f"#!/bin/sh\n{exe} serve --config {REPO / 'configs/serve-local.yaml'} > {log} 2>&1 &\necho $!\n")
+    script.write_text(f"#!/bin/sh\n{exe} serve --port {url.rsplit(':', 1)[1]} > {log} 2>&1 &\necho $!\n")
     pid = int(subprocess.run(["sh", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=30).stdout.strip())
     deadline = time.monotonic() + 240
-    while "ready at http://127.0.0.1:8000" not in log.read_text():
+    while f"ready at {url}" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.5)
     return pid
@@ -115,13 +133,14 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_finishes_the_job_after_a_restart(t
         ray.shutdown()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis")})
-    pid = _start_from_script(tmp_path, env, "serve.log")
+    url = f"http://127.0.0.1:{free_port()}"
+    pid = _start_from_script(tmp_path, env, "serve.log", url)
     # Motion blur with many sub-frames at 720p: about a minute of rendering on 2 cores, so
     # SIGTERM lands mid-job (a job that ends within the stop's grace is simply finished).
     request = {"path": [{"x": 50, "y": 90}, {"x": 270, "y": 90}], "effect": "pan", "duration_s": 6, "fps": 24,
                "width": 1280, "height": 720, "motion_blur": 1.0, "motion_blur_samples": 32}
     files = {"image": ("p.png", png_bytes(textured_image(640, 360, seed=4)), "image/png")}
-    client = httpx.Client(base_url="http://127.0.0.1:8000", timeout=30)
+    client = httpx.Client(base_url=url, timeout=30)
     r = client.post("/v1/jobs", files=files, data={"request": json.dumps(request)})
     assert r.status_code == 202, r.text
     job = r.json()["job_id"]
@@ -131,11 +150,11 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_finishes_the_job_after_a_restart(t
         time.sleep(0.2)
     _stop_within_30_s(pid, tmp_path / "serve.log")
     with pytest.raises(httpx.ConnectError):
-        httpx.get("http://127.0.0.1:8000/healthz", timeout=2)
+        httpx.get(f"{url}/healthz", timeout=2)
     status = json.loads((tmp_path / "data/jobs" / job / "status.json").read_text())
     assert status["status"] in ("queued", "running"), status  # unfinished, and not failed
 
-    pid = _start_from_script(tmp_path, env, "serve2.log")
+    pid = _start_from_script(tmp_path, env, "serve2.log", url)
     try:
         deadline = time.monotonic() + 240
         while (status := client.get(f"/v1/jobs/{job}", params={"wait_s": 10}).json())["status"] not in (
@@ -145,3 +164,21 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_finishes_the_job_after_a_restart(t
         assert (tmp_path / "data/jobs" / job / "video.mp4").is_file()
     finally:
         _stop_within_30_s(pid, tmp_path / "serve2.log")
+
+
+def test_serve_config_names_resolve_to_the_shipped_files_and_a_missing_one_is_one_line(tmp_path):
+    from d2v.cli import serve_config_path, shipped_serve_configs
+
+    shipped = shipped_serve_configs()
+    assert serve_config_path(None) == shipped / "serve-local.yaml"
+    # The repository's old place (DESIGN.md's `--config configs/serve-local.yaml`) and the bare name.
+    assert serve_config_path("configs/serve-gpu.yaml") == serve_config_path("serve-gpu.yaml") == \
+        shipped / "serve-gpu.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text((shipped / "serve-local.yaml").read_text())
+    assert serve_config_path(str(own)) == own  # a file of one's own still wins
+    done = subprocess.run([str(Path(sys.executable).parent / "d2v"), "serve", "--config", "serve-huge.yaml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == ("d2v: error: Serve config not found: serve-huge.yaml (give a file, or one shipped with "
+                           "d2v: serve-gpu.yaml, serve-local.yaml)\n")
