@@ -47,7 +47,7 @@ FOLD_SHARE = 0.75  # mirror_fold: the share of the clip the fold takes; then it 
 FOLD_FOCAL = 2.0  # mirror_fold: the virtual lens, x the frame's longer side (longer: less perspective)
 FREEZE_SHARE = 0.3  # bullet_time: the share of the clip frozen
 RAMP_SHARE = 0.12  # bullet_time: each speed ramp, as a share of the clip
-BULLET_YAW_DEG = 12.0  # bullet_time: how far the camera swings each way around the path's centre
+BULLET_YAW_DEG = 15.0  # bullet_time: how far the camera swings around the path's centre (and back)
 TENET_RADIUS = 0.3  # tenet: the reversed disc's radius, x the frame's shorter side
 TENET_FEATHER = 0.5  # tenet: the seam's width, x the radius
 
@@ -266,8 +266,9 @@ class Glitch(_Wrapped):
 # -- mirror fold -------------------------------------------------------------------------
 
 
-def _ease(x: float) -> float:
-    x = min(max(x, 0.0), 1.0)
+def _ease(x):
+    """Smoothstep on [0, 1], held outside; scalars or arrays."""
+    x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
 
 
@@ -302,7 +303,7 @@ class MirrorFold(_Wrapped):
 
     def angle(self, t: float) -> float:
         span = FOLD_SHARE * max(len(self) - 1, 1)
-        return math.pi * _ease(t / span)
+        return math.pi * float(_ease(t / span))
 
     def frame(self, t: float) -> np.ndarray:
         frame = self.src.frame(t)
@@ -348,9 +349,9 @@ def bullet_schedule(n: int) -> tuple[np.ndarray, int, int]:
     speed = np.ones(n)
     speed[(i >= a) & (i <= b)] = 0.0
     down = (i > a - ramp) & (i < a)
-    speed[down] = 1 - np.vectorize(_ease)((i[down] - (a - ramp)) / ramp)
+    speed[down] = 1 - _ease((i[down] - (a - ramp)) / ramp)
     up = (i > b) & (i < b + ramp)
-    speed[up] = np.vectorize(_ease)((i[up] - b) / ramp)
+    speed[up] = _ease((i[up] - b) / ramp)
     tau = np.concatenate([[0.0], np.cumsum((speed[:-1] + speed[1:]) / 2)])
     return tau * (n - 1) / tau[-1], a, b
 
@@ -368,7 +369,7 @@ class BulletTime(_Wrapped):
 
     def _swing(self) -> tuple[CameraRenderer, CameraTrajectory]:
         """The frozen frame as a photo of its own, and the cameras that swing around the path's
-        centre in it: yaw out and back both ways (a sine), each view zoomed just enough to stay
+        centre in it: yaw out and back, each view zoomed just enough to stay
         inside the frame. Its first and last cameras are the frame's own view."""
         if self._frozen is not None:
             return self._frozen
@@ -385,7 +386,9 @@ class BulletTime(_Wrapped):
         k = self.b - self.a
         cams = []
         for j in range(k + 1):
-            yaw = math.radians(BULLET_YAW_DEG) * math.sin(2 * math.pi * j / max(k, 1))
+            # Out and back, starting and ending at rest (sin^2): the zoom that keeps the view
+            # inside grows with the yaw, so it too eases in and out instead of jumping.
+            yaw = math.radians(BULLET_YAW_DEG) * math.sin(math.pi * j / max(k, 1)) ** 2
             c, s = math.cos(yaw), math.sin(yaw)
             Ry = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
             C, R = g + Ry @ (c0 - g), Ry.T  # the rig turned about the vertical through the centre
