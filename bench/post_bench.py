@@ -11,6 +11,9 @@ each the median of --repeats runs:
                        job streams it): render + post per output frame, against render alone
     look               each named look and a 33^3 .cube file applied to every frame, against
                        encode-only of the graded frames
+    camera job         render_job as `d2v render` runs it (render, post and look on one thread,
+                       the encoder on the other, the path check, the store): CPU seconds, plain
+                       against with a look and with post effects
 
     python bench/post_bench.py [--repeats 3]
 
@@ -101,6 +104,8 @@ def main() -> None:
         s = median(s_runs)
         rows.append((label, n, s / n * 1e3, enc / n * 1e3, s / enc, None))
 
+    job_rows = camera_jobs(args.image, req, args.repeats)
+
     print(f"# {platform.node()}: {platform.processor() or platform.machine()}, python {platform.python_version()}; "
           f"1024x576, {n} frames, median of {args.repeats}; render alone {render_alone / n * 1e3:.2f} ms/frame")
     print("| what | frames | ms/frame | encode-only of those frames, ms/frame | x encode-only | camera source: "
@@ -109,6 +114,36 @@ def main() -> None:
     for label, m, ms, enc_ms, ratio, cam in rows:
         cam_text = f"{cam:.2f}" if cam is not None else ""
         print(f"| {label} | {m} | {ms:.2f} | {enc_ms:.2f} | {ratio:.2f} | {cam_text} |")
+    print()
+    print("| camera job (render_job, CPU) | frames | seconds | x plain |")
+    print("|---|---|---|---|")
+    for label, frames, seconds, ratio in job_rows:
+        print(f"| {label} | {frames} | {seconds:.3f} | {ratio:.2f} |")
+
+
+def camera_jobs(image_path: str, req, repeats: int) -> list[tuple[str, int, float, float]]:
+    """render_job CPU seconds, plain and with a look or post effects, interleaved. (Wall time
+    on a shared 2-core VM swung 2-4x between identical runs; on an idle one post and look
+    overlap the encoder, on the render thread.)"""
+    from d2v.pipeline import render_job
+    from d2v.store import LocalStore
+
+    image_bytes = Path(image_path).read_bytes()
+    variants = {"plain": {}, "look cinematic": {"look": "cinematic"}, "post tenet": {"post": ["tenet"]},
+                "post bullet_time": {"post": ["bullet_time"]}, "post mirror_fold + look noir":
+                {"post": ["mirror_fold"], "look": "noir"}}
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    frames: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(tmp)
+        for _ in range(repeats):
+            for label, fields in variants.items():
+                request = req.model_copy(update={"post": [], "look": None, **fields})
+                seconds, manifest = timed(lambda: render_job(image_bytes, request, store, use_cache=False))
+                walls[label].append(seconds)
+                frames[label] = manifest.frames
+    plain = statistics.median(walls["plain"])
+    return [(k, frames[k], statistics.median(v), statistics.median(v) / plain) for k, v in walls.items()]
 
 
 if __name__ == "__main__":
