@@ -56,3 +56,16 @@ def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
         assert len(frames) == graded["frames"] == 2 * 8 - 1
         assert "boomerang" in graded["methods"]["post"] and "noir" in graded["methods"]["look"]
         assert np.abs(frames[..., 0].astype(int) - frames[..., 2]).mean() < 2  # noir: no colour
+        # A .cube look without its file: refused at the door (422, when the ingress checks the
+        # `lut` part) or, queued, failed by the runner with the reason; never a crash or a hang.
+        body = {"path": PATH, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90,
+                "look": "missing.cube"}
+        r = client.post("/v1/jobs", files={"image": ("p.png", image, "image/png")},
+                        data={"request": json.dumps(body)})
+        if r.status_code == 202:
+            status = client.get(r.json()["status_url"], params={"wait_s": 30}).json()
+            while status["status"] not in ("succeeded", "failed"):
+                status = client.get(r.json()["status_url"], params={"wait_s": 30}).json()
+            assert status["status"] == "failed" and "names a .cube file" in status["error"], status
+        else:
+            assert r.status_code == 422 and "lut" in r.json()["detail"], r.text
