@@ -40,6 +40,7 @@ from d2v import camera
 from d2v.models import CameraFrame, CameraTrajectory, RenderRequest
 from d2v.pathshape import clean_path, shape_of
 from d2v.render import CameraRenderer
+from d2v.render import _camera_at as render_camera_at  # one way to find a camera between frames
 
 GLITCH_SALT = 0x61_17C4  # keeps glitch's random stream apart from shake's (both use the request's seed)
 GLITCH_BURST = (1, 4)  # glitched frames come in runs of this many (a steady trickle reads as noise)
@@ -71,12 +72,8 @@ class Frames:
 
 
 def _camera_at(trajectory: CameraTrajectory, t: float) -> CameraFrame:
-    frames = trajectory.frames
-    t = min(max(float(t), 0.0), len(frames) - 1.0)
-    j = min(int(t), len(frames) - 2) if len(frames) > 1 else 0
-    if len(frames) == 1 or t == j:
-        return frames[j]
-    return camera.interpolate_camera(frames[j], frames[j + 1], t - j)
+    """The camera at fractional frame time t, as the renderer's motion blur finds it."""
+    return render_camera_at(trajectory.frames, float(t))
 
 
 class CameraFrames(Frames):
