@@ -261,9 +261,10 @@ def stream_camera_job(
     clip = apply_post(base, request.post, PostContext.for_job(request, trajectory, image.width, image.height, depth))
     total = len(clip)
     poster: list[np.ndarray] = []
+    finishing: dict[str, float] = {}  # render + post ("post": the chain renders as it goes), look
 
     def frames() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(graded(clip, look)):
+        for i, frame in enumerate(graded(clip, look, finishing)):
             if i == total // 2:
                 poster.append(frame.copy())
             yield frame
@@ -277,7 +278,10 @@ def stream_camera_job(
         t0 = time.perf_counter()
         stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.x264_preset)
         render_encode_wall = time.perf_counter() - t0
-        seconds["base"] = produced.seconds
+        # The render happens inside the post chain: base is the whole producer less the look.
+        seconds["base"] = produced.seconds - finishing["look"]
+        if look is not None:
+            seconds["look"] = finishing["look"]
         seconds["interpolate"] = 0.0
         seconds["upscale"] = 0.0
         # The encoder's own time: the wall time less the time it waited for frames.

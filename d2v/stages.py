@@ -32,7 +32,7 @@ from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityR
 from d2v.render import CameraRenderer
 from d2v.lifecycle import FIDELITY, LUT, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
 from d2v.looks import Look, look_for
-from d2v.post import ClipFrames, Frames, PostContext, apply_post, frames_of, post_method
+from d2v.post import ClipFrames, Frames, PostContext, apply_post, post_method
 from d2v.store import Store
 from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
 from d2v.upscale import method_for, upscale_frames
@@ -235,10 +235,20 @@ def job_look(request: RenderRequest, store: Store, job_id: str) -> Look | None:
     return look_for(request, store.get_bytes(key) if wants_file and store.exists(key) else None)
 
 
-def graded(clip: Frames, look: Look | None):
-    """The clip's frames in order, through the look."""
-    for frame in frames_of(clip):
-        yield frame if look is None else look.apply(frame)
+def graded(clip: Frames, look: Look | None, seconds: dict[str, float]):
+    """The clip's frames in order, through the look. Adds the seconds spent making them (the
+    post chain, with whatever it renders) and grading them to seconds["post"], ["look"]."""
+    seconds.setdefault("post", 0.0)
+    seconds.setdefault("look", 0.0)
+    for i in range(len(clip)):
+        t0 = time.perf_counter()
+        frame = clip.frame(i)
+        t1 = time.perf_counter()
+        if look is not None:
+            frame = look.apply(frame)
+        seconds["post"] += t1 - t0
+        seconds["look"] += time.perf_counter() - t1
+        yield frame
 
 
 def finishing_methods(request: RenderRequest, look: Look | None) -> dict[str, str]:
@@ -362,9 +372,10 @@ def encode_and_store(
     final = apply_post(ClipFrames(clip.frames, trajectory), request.post,
                        PostContext.for_job(request, trajectory, image.width, image.height, depth))
     poster: list[np.ndarray] = []
+    finishing: dict[str, float] = {}
 
     def frames():
-        for i, frame in enumerate(graded(final, look)):
+        for i, frame in enumerate(graded(final, look, finishing)):
             if i == len(final) // 2:
                 poster.append(frame)
             yield frame
@@ -372,7 +383,7 @@ def encode_and_store(
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video = Path(tmp) / "video.mp4"
         stats = encode_mp4(frames(), video, request.fps, crf=request.crf, preset=request.x264_preset)
-        encode_s = time.perf_counter() - t0  # post and look included: they run as the encoder asks
+        encode_s = time.perf_counter() - t0 - finishing["post"] - finishing["look"]  # they run as it asks
         t1 = time.perf_counter()
         keys = store_results(store, job_id, video, poster[0], image.info())
         upload_s = time.perf_counter() - t1
@@ -384,7 +395,9 @@ def encode_and_store(
     manifest = make_manifest(
         job_id=job_id, request=request, trajectory=trajectory, image_info=image.info(), frames=stats.frames,
         width=stats.width, height=stats.height,
-        stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s, "check": check_s},
+        stage_seconds={**clip.stage_seconds, **({"post": finishing["post"]} if request.post else {}),
+                       **({"look": finishing["look"]} if look is not None else {}),
+                       "encode": encode_s, "upload": upload_s, "check": check_s},
         methods={**clip.methods, "check": CHECK_METHOD, **finishing_methods(request, look)}, keys=keys,
         model=clip.model, settings=clip.settings,
         depth_map=depth is not None, fidelity=fidelity, depth_source=depth_source, depth_model=depth_model,

@@ -168,6 +168,7 @@ def test_a_job_with_a_cube_look_and_a_post_effect(tmp_path):
         # (4:2:0 chroma, encoded twice: a few levels apart, not bit-exact)
         assert psnr(b[i], plain[..., ::-1]) > 30 and psnr(b[i], plain) < 25
     assert "swap.cube" in graded.methods["look"] and "boomerang" in graded.methods["post"]
+    assert graded.stage_seconds["look"] > 0
     assert graded.fidelity.verdict == "followed"
     assert store.get_bytes(file_key(graded.job_id, "look.cube")) == swap
 

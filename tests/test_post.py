@@ -241,7 +241,7 @@ def test_svd_job_with_a_post_effect(photo, tmp_path, monkeypatch, tmp_path_facto
     n = req.n_frames
     assert manifest.backend == "svd" and len(frames) == manifest.frames == 2 * n - 1
     assert min(psnr(frames[i], frames[2 * n - 2 - i]) for i in range(n)) > 35
-    assert "boomerang" in manifest.methods["post"]
+    assert "boomerang" in manifest.methods["post"] and "post" in manifest.stage_seconds
 
 
 def test_bullet_time_swings_through_the_jobs_depth(photo, tmp_path):
