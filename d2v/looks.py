@@ -12,7 +12,7 @@
   by `parse_cube`; a file that is not one is an `InvalidLookError` naming the line.
   1D LUTs (LUT_1D_SIZE) are refused: they cannot express a grade that mixes channels.
 * Applying is one trilinear lookup per pixel in C (Pillow's `ImageFilter.Color3DLUT`),
-  about 11 ms a 1024x576 frame on one core (bench/post_bench.py); no per-pixel Python.
+  about 9 ms of CPU a 1024x576 frame, 0.9x encoding it (bench/post_bench.py); no per-pixel Python.
 """
 
 from __future__ import annotations
