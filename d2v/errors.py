@@ -111,3 +111,7 @@ def user_error(exc: BaseException) -> D2VError | None:
             return seen
         seen = cause or seen.__cause__
     return None
+
+
+class InvalidLookError(InvalidRequestError):
+    """The look is not one d2v knows, or its .cube LUT file is malformed or missing."""

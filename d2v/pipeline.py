@@ -1,12 +1,13 @@
 """The whole pipeline in one process: image + request -> MP4, poster and manifest in a store.
 
-    depth -> trajectory -> base (camera | svd) -> interpolate -> upscale -> encode -> store
+    depth -> trajectory -> base (camera | svd) -> interpolate -> upscale -> post, look -> encode -> store
 
 This is what `d2v render` and batch jobs run; the Serve app runs the same stage code
 split across deployments. With the camera backend every output frame is rendered
 directly at the output rate and size (the camera is known at any time), so interpolate
 and upscale pass frames through, and rendering streams into the encoder on a second
-thread: both cores work at once and no clip is ever held in memory whole.
+thread: both cores work at once and no clip is ever held in memory whole. Post effects (d2v.post) wrap the render as a
+lazy clip, so they stream too; the look (d2v.looks) grades each frame on the render thread.
 """
 
 from __future__ import annotations
@@ -29,10 +30,14 @@ from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, DepthSource, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.fidelity import sample_indices
+from d2v.post import CameraFrames, PostContext, apply_post
 from d2v.stages import (
     CHECK_METHOD,
     check_and_store,
     encode_and_store,
+    finishing_methods,
+    graded,
+    job_look,
     make_manifest,
     plan,
     render_base,
@@ -246,25 +251,26 @@ def stream_camera_job(
     this one, both cores busy, no clip held whole. Then the video, poster and manifest go to
     the store. `d2v render` runs this, and so does the farm's base replica for camera jobs."""
     report = progress or (lambda stage, fraction: None)
+    look = job_look(request, store, job_id)  # before any work: a bad .cube fails the job now
     seconds: dict[str, float] = {}
     renderer = CameraRenderer(image.rgb, depth)
     n = len(trajectory)
-    poster_index = n // 2
+    # The path check measures the camera move: the frames as rendered, before post and look.
+    base = CameraFrames(renderer, trajectory, motion_blur=request.motion_blur, samples=request.motion_blur_samples,
+                        keep=sample_indices(n))
+    clip = apply_post(base, request.post, PostContext.for_job(request, trajectory, image.width, image.height, depth))
+    total = len(clip)
     poster: list[np.ndarray] = []
-    to_check = set(sample_indices(n))
-    checked: dict[int, np.ndarray] = {}  # the frames the path check measures
+    finishing: dict[str, float] = {}  # render + post ("post": the chain renders as it goes), look
 
     def frames() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(renderer.render(trajectory, motion_blur=request.motion_blur,
-                                                  samples=request.motion_blur_samples)):
-            if i == poster_index:
+        for i, frame in enumerate(graded(clip, look, finishing)):
+            if i == total // 2:
                 poster.append(frame.copy())
-            if i in to_check:
-                checked[i] = frame  # the renderer hands out a fresh array per frame
             yield frame
 
     produced = _Timed(frames())
-    counted = _count(prefetch(produced), n, report)
+    counted = _count(prefetch(produced), total, report)
 
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
@@ -272,7 +278,10 @@ def stream_camera_job(
         t0 = time.perf_counter()
         stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.x264_preset)
         render_encode_wall = time.perf_counter() - t0
-        seconds["base"] = produced.seconds
+        # The render happens inside the post chain: base is the whole producer less the look.
+        seconds["base"] = produced.seconds - finishing["look"]
+        if look is not None:
+            seconds["look"] = finishing["look"]
         seconds["interpolate"] = 0.0
         seconds["upscale"] = 0.0
         # The encoder's own time: the wall time less the time it waited for frames.
@@ -286,6 +295,7 @@ def stream_camera_job(
 
     report("check", 0.0)
     t0 = time.perf_counter()
+    checked = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
     fidelity = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth)
     seconds["check"] = time.perf_counter() - t0
     final = "none: the camera backend renders every output frame at the output size"
@@ -304,6 +314,7 @@ def stream_camera_job(
             "interpolate": final,
             "upscale": final,
             "check": CHECK_METHOD,
+            **finishing_methods(request, look),
             **({"depth": depth_method} if depth_method else {}),
         },
         keys=keys,

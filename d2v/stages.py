@@ -4,7 +4,7 @@
     render_base(image, trajectory, ...)  -> Clip of keyframes          (base: svd)
     retime(clip, request)                -> Clip at the output rate    (interpolate)
     resize(clip, request)                -> Clip at the output size    (upscale)
-    encode_and_store(clip, ...)          -> Manifest, results in the store   (encode, then check)
+    encode_and_store(clip, ...)          -> Manifest, results in the store   (post, look, encode, then check)
     check_and_store(frames, ...)         -> FidelityReport, fidelity.png in the store   (check)
 
 Each returns a new Clip carrying the frames and what every stage so far took and did,
@@ -30,7 +30,9 @@ from d2v.images import LoadedImage
 from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
-from d2v.lifecycle import FIDELITY, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
+from d2v.lifecycle import FIDELITY, LUT, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
+from d2v.looks import Look, look_for
+from d2v.post import ClipFrames, Frames, PostContext, apply_post, post_method
 from d2v.store import Store
 from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
 from d2v.upscale import method_for, upscale_frames
@@ -225,6 +227,40 @@ def resize(clip: Clip, request: RenderRequest) -> Clip:
     return clip.next(frames, clip.fps, "upscale", time.perf_counter() - t0, label)
 
 
+def job_look(request: RenderRequest, store: Store, job_id: str) -> Look | None:
+    """The job's look; a .cube look's file is the job's look.cube in the store (put there with
+    the job). A missing or malformed file is an InvalidLookError: the job fails, saying why."""
+    key = file_key(job_id, LUT)
+    wants_file = request.look is not None and request.look.lower().endswith(".cube")
+    return look_for(request, store.get_bytes(key) if wants_file and store.exists(key) else None)
+
+
+def graded(clip: Frames, look: Look | None, seconds: dict[str, float]):
+    """The clip's frames in order, through the look. Adds the seconds spent making them (the
+    post chain, with whatever it renders) and grading them to seconds["post"], ["look"]."""
+    seconds.setdefault("post", 0.0)
+    seconds.setdefault("look", 0.0)
+    for i in range(len(clip)):
+        t0 = time.perf_counter()
+        frame = clip.frame(i)
+        t1 = time.perf_counter()
+        if look is not None:
+            frame = look.apply(frame)
+        seconds["post"] += t1 - t0
+        seconds["look"] += time.perf_counter() - t1
+        yield frame
+
+
+def finishing_methods(request: RenderRequest, look: Look | None) -> dict[str, str]:
+    """The manifest's "post" and "look" entries, for the jobs that have them."""
+    methods = {}
+    if request.post:
+        methods["post"] = post_method(request.post, request.seed, request.glitch_amount)
+    if look is not None:
+        methods["look"] = look.method() + "; the path check measures the frames before it"
+    return methods
+
+
 def store_results(store: Store, job_id: str, video_path: Path, poster: np.ndarray, image_info: dict) -> dict:
     """Uploads the video and poster; returns the keys of everything the job produced."""
     keys = {
@@ -331,13 +367,25 @@ def encode_and_store(
 ) -> Manifest:
     """Encode the clip, store the video and poster, check the path, store the manifest.
     depth_source / depth_model: where `depth` came from, for the manifest (see make_manifest)."""
+    look = job_look(request, store, job_id)
     t0 = time.perf_counter()
+    final = apply_post(ClipFrames(clip.frames, trajectory), request.post,
+                       PostContext.for_job(request, trajectory, image.width, image.height, depth))
+    poster: list[np.ndarray] = []
+    finishing: dict[str, float] = {}
+
+    def frames():
+        for i, frame in enumerate(graded(final, look, finishing)):
+            if i == len(final) // 2:
+                poster.append(frame)
+            yield frame
+
     with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video = Path(tmp) / "video.mp4"
-        stats = encode_mp4(iter(clip.frames), video, request.fps, crf=request.crf, preset=request.x264_preset)
-        encode_s = time.perf_counter() - t0
+        stats = encode_mp4(frames(), video, request.fps, crf=request.crf, preset=request.x264_preset)
+        encode_s = time.perf_counter() - t0 - finishing["post"] - finishing["look"]  # they run as it asks
         t1 = time.perf_counter()
-        keys = store_results(store, job_id, video, clip.frames[len(clip.frames) // 2], image.info())
+        keys = store_results(store, job_id, video, poster[0], image.info())
         upload_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     n = len(clip.frames)
@@ -347,8 +395,11 @@ def encode_and_store(
     manifest = make_manifest(
         job_id=job_id, request=request, trajectory=trajectory, image_info=image.info(), frames=stats.frames,
         width=stats.width, height=stats.height,
-        stage_seconds={**clip.stage_seconds, "encode": encode_s, "upload": upload_s, "check": check_s},
-        methods={**clip.methods, "check": CHECK_METHOD}, keys=keys, model=clip.model, settings=clip.settings,
+        stage_seconds={**clip.stage_seconds, **({"post": finishing["post"]} if request.post else {}),
+                       **({"look": finishing["look"]} if look is not None else {}),
+                       "encode": encode_s, "upload": upload_s, "check": check_s},
+        methods={**clip.methods, "check": CHECK_METHOD, **finishing_methods(request, look)}, keys=keys,
+        model=clip.model, settings=clip.settings,
         depth_map=depth is not None, fidelity=fidelity, depth_source=depth_source, depth_model=depth_model,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())

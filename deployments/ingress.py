@@ -28,7 +28,6 @@ another key is answered from the finished result under that key's own job id.
 # on the methods that Serve re-wraps, or it takes `request` for a query parameter.
 import asyncio
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 import os
 import secrets
@@ -53,6 +52,7 @@ from d2v.errors import (
 )
 from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.jobqueue import JobQueue
+from d2v.looks import parse_cube
 from d2v.lifecycle import (
     DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
 )
@@ -75,7 +75,6 @@ DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the que
 BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refused (408)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
-MAX_LUT_SIZE = 129  # LUT_3D_SIZE: 33 and 65 are usual; more is no finer a grade
 MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
 
 api = FastAPI(
@@ -150,44 +149,12 @@ def lut_too_large(nbytes: int) -> ImageTooLargeError:
                               f"{MAX_LUT_BYTES / 2**20:.0f} MiB")
 
 
-def check_cube(data: bytes) -> int:
-    """The `lut` part is a 3D LUT in the .cube format (keywords, then LUT_3D_SIZE^3 lines of
-    three numbers): its size N, or InvalidRequestError saying what is wrong. A structural check
-    at the door, so a bad file is the caller's 422 rather than a job that fails later."""
+def check_cube(data: bytes) -> None:
+    """The `lut` part must be a 3D LUT that d2v.looks reads (the one reader of .cube files):
+    checked at the door, so a bad file is the caller's 422 rather than a job that fails later."""
     if len(data) > MAX_LUT_BYTES:
         raise lut_too_large(len(data))
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise InvalidRequestError("lut: not a .cube file (not text)") from None
-    size, rows = None, 0
-    for number, line in enumerate(lines, start=1):
-        words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        keyword = words[0].upper()
-        if keyword == "LUT_3D_SIZE" and len(words) == 2 and words[1].isdigit():
-            size = int(words[1])
-            if not 2 <= size <= MAX_LUT_SIZE:
-                raise InvalidRequestError(f"lut: LUT_3D_SIZE {size} is out of range 2..{MAX_LUT_SIZE}")
-        elif keyword == "LUT_1D_SIZE":
-            raise InvalidRequestError("lut: a 1D LUT (LUT_1D_SIZE); send a 3D LUT (LUT_3D_SIZE)")
-        elif keyword in ("TITLE", "DOMAIN_MIN", "DOMAIN_MAX", "LUT_3D_INPUT_RANGE"):
-            continue
-        else:
-            try:
-                values = [float(w) for w in words]
-            except ValueError:
-                raise InvalidRequestError(f"lut: line {number} is neither a keyword nor three numbers: "
-                                          f"{line.strip()[:60]!r}") from None
-            if len(values) != 3 or not all(math.isfinite(v) for v in values):
-                raise InvalidRequestError(f"lut: line {number} needs three finite numbers, got {line.strip()[:60]!r}")
-            rows += 1
-    if size is None:
-        raise InvalidRequestError("lut: no LUT_3D_SIZE line: not a 3D .cube file")
-    if rows != size**3:
-        raise InvalidRequestError(f"lut: LUT_3D_SIZE {size} needs {size**3} rows of numbers, the file has {rows}")
-    return size
+    parse_cube(data, "lut")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})

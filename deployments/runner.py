@@ -31,7 +31,7 @@ from d2v.jobqueue import MAX_RETRIES, VISIBILITY_TIMEOUT_S, JobQueue
 from d2v.lifecycle import DEPTH, INPUT_PREFIX, REQUEST, Jobs, file_key, has_live_owner
 from d2v.models import JobStatus, parse_request
 from d2v.pipeline import job_result
-from d2v.stages import renders_final_frames
+from d2v.stages import job_look, renders_final_frames
 from d2v.store import store_from_env
 from deployments.settings import FarmSettings
 
@@ -180,6 +180,9 @@ class JobRunner:
 
     def _pipeline(self, job_id: str, status: JobStatus):
         request, image_bytes, image, depth_bytes = self._inputs(job_id)
+        # A .cube look missing from the store (jobs/{id}/look.cube) or malformed fails the job
+        # here, before any stage runs; the stages that grade read it from the store again.
+        job_look(request, self.store, job_id)
         depth = {}  # where the depth came from, for the manifest
         if depth_bytes is None and request.depth == "auto" and self.depth_model:
             # The depth stage first (its estimate is cached by image): the planner and the

@@ -412,8 +412,8 @@ def test_a_cube_part_reaches_the_store_and_the_request_fields_override_the_prese
     ("/v1/jobs", {"post": ["slowmo"]}, None, 422, ["post.0", "mirror_fold", "tenet"]),
     ("/v1/jobs", {"look": "grade.cube"}, None, 422, ["lut: is required", "'lut'"]),
     ("/v1/preview", {"look": "grade.cube"}, b"LUT_3D_SIZE 2\n0 0 0\n1 1 1\n", 422, ["needs 8 rows", "has 2"]),
-    ("/v1/preview", {"look": "grade.cube"}, b"LUT_3D_SIZE 2\nred green blue\n", 422, ["line 2", "red green"]),
-    ("/v1/preview", {"look": "grade.cube"}, b"\xff\xfe\x00binary", 422, ["not a .cube file"]),
+    ("/v1/preview", {"look": "grade.cube"}, b"LUT_3D_SIZE 2\nred green blue\n", 422, ["line 2", "'red'"]),
+    ("/v1/preview", {"look": "grade.cube"}, b"\xff\xfe\x00binary", 422, ["not a text file"]),
     ("/v1/preview", {"look": "noir"}, GRADE_CUBE.encode(), 422, ["look is 'noir'", "file's name"]),
     ("/v1/jobs", {"look": "big.cube"}, b"0 0 0\n" * (16 * 2**20 // 6 + 1), 413, ["lut", "limit is 16 MiB"]),
 ])

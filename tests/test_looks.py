@@ -1,0 +1,186 @@
+"""Looks (d2v.looks): .cube files read as the industry writes them, malformed ones refused
+with the line at fault, named looks doing what their names say, and a graded job's video."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from d2v.encode import decode_video
+from d2v.errors import InvalidLookError, InvalidRequestError
+from d2v.lifecycle import Jobs, file_key
+from d2v.looks import Look, identity_table, look_for, named_look, parse_cube, write_cube
+from d2v.models import LOOKS, parse_request
+from d2v.pipeline import content_job_id, render_job
+from d2v.store import LocalStore
+from tests.conftest import textured_image
+from tests.test_images import png_bytes
+
+
+def cube(rows, size: int, header: str = "") -> bytes:
+    body = "\n".join(f"{r:.6f} {g:.6f} {b:.6f}" for r, g, b in rows)
+    return f"{header}LUT_3D_SIZE {size}\n{body}\n".encode()
+
+
+def grid_rows(size: int, fn):
+    """.cube rows: red changes fastest, then green, then blue."""
+    axis = np.linspace(0, 1, size)
+    return [fn(r, g, b) for b in axis for g in axis for r in axis]
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return textured_image(320, 180, seed=9)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+
+
+def saturation(rgb: np.ndarray) -> float:
+    return float(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].mean())
+
+
+# -- .cube files ----------------------------------------------------------------------
+
+
+def test_an_identity_cube_leaves_frames_unchanged(frame):
+    header = '# made by hand\nTITLE "identity"\n\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1.0 1.0 1.0\n'
+    look = parse_cube(cube(grid_rows(17, lambda r, g, b: (r, g, b)), 17, header), "identity.cube")
+    out = look.apply(frame)
+    assert out.shape == frame.shape and np.abs(out.astype(int) - frame).max() <= 1
+
+
+def test_a_known_lut_maps_known_colours():
+    # Channels rotated (r, g, b) -> (b, r, g) and inverted: exact on a 2-point grid.
+    look = parse_cube(cube(grid_rows(2, lambda r, g, b: (1 - b, 1 - r, 1 - g)), 2), "swap.cube")
+    colours = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0], [200, 100, 50]]],
+                       np.uint8)
+    expected = np.array([[[255, 0, 255], [255, 255, 0], [0, 255, 255], [0, 0, 0], [255, 255, 255], [205, 55, 155]]])
+    assert np.abs(look.apply(colours).astype(int) - expected).max() <= 1
+
+
+def test_a_cube_over_a_wider_domain_is_resampled_onto_0_1():
+    # Identity over [0, 2]: frames (in [0, 1]) use the table's lower half, unchanged.
+    rows = grid_rows(9, lambda r, g, b: (2 * r, 2 * g, 2 * b))
+    look = parse_cube(cube(rows, 9, "DOMAIN_MIN 0 0 0\nDOMAIN_MAX 2 2 2\n"), "wide.cube")
+    colours = np.array([[[10, 128, 250], [64, 32, 16]]], np.uint8)
+    assert np.abs(look.apply(colours).astype(int) - colours).max() <= 1
+
+
+def test_a_named_look_round_trips_through_a_cube_file(frame):
+    again = parse_cube(write_cube(named_look("teal_orange")), "teal.cube")
+    assert np.abs(again.apply(frame).astype(int) - named_look("teal_orange").apply(frame)).max() <= 1
+
+
+@pytest.mark.parametrize("text, says", [
+    ("LUT_3D_SIZE 2\n0 0 0\n1 0 0\n0 1 0\n1 1 x\n0 0 1\n1 0 1\n0 1 1\n1 1 1\n", "line 5"),
+    ("LUT_3D_SIZE 2\n0 0 0\n1 0 0\n", "needs 8 rows"),
+    ("LUT_1D_SIZE 4\n0 0 0\n", "1D LUT"),
+    ("TITLE \"x\"\n0 0 0\n", "line 2: a table row before LUT_3D_SIZE"),
+    ("LUT_3D_SIZE 1\n", "line 1"),
+    ("LUT_3D_SIZE 2\nDOMAIN_MAX 1 1\n", "line 2: DOMAIN_MAX needs 3"),
+    ("LUT_3D_SIZE 2\nLUT_3D_FOO 3\n", "unknown keyword"),
+    ("", "no LUT_3D_SIZE"),
+])
+def test_a_malformed_cube_is_a_named_one_line_error(text, says):
+    with pytest.raises(InvalidLookError) as e:
+        parse_cube(text.encode(), "bad.cube")
+    message = str(e.value)
+    assert says in message and "bad.cube" in message and "\n" not in message
+    assert isinstance(e.value, InvalidRequestError) and e.value.status_code == 422
+
+
+def test_binary_junk_is_not_a_cube():
+    with pytest.raises(InvalidLookError, match="not a text file"):
+        parse_cube(b"\xff\xfe\x00\x81junk", "junk.cube")
+
+
+# -- named looks ------------------------------------------------------------------------
+
+
+def test_named_looks_grade_the_way_their_names_say(frame):
+    looks = {name: named_look(name).apply(frame) for name in LOOKS if name != "natural"}
+    mean = {name: out.reshape(-1, 3).astype(float).mean(0) for name, out in looks.items()}
+    plain = frame.reshape(-1, 3).astype(float).mean(0)
+    assert look_for(parse_request({"path": [{"x": 0, "y": 0}, {"x": 9, "y": 9}], "look": "natural"})) is None
+    # noir: no colour at all, and more contrast
+    assert np.array_equal(looks["noir"][..., 0], looks["noir"][..., 1])
+    assert np.array_equal(looks["noir"][..., 1], looks["noir"][..., 2])
+    assert cv2.cvtColor(looks["noir"], cv2.COLOR_RGB2GRAY).std() > cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).std()
+    # warm raises red against blue, cool the reverse; grey stays about as bright
+    assert mean["warm"][0] / mean["warm"][2] > 1.1 * plain[0] / plain[2]
+    assert mean["cool"][2] / mean["cool"][0] > 1.1 * plain[2] / plain[0]
+    grey = np.full((1, 1, 3), 128, np.uint8)
+    for name in ("warm", "cool"):
+        g = named_look(name).apply(grey)[0, 0].astype(float)
+        assert abs(g @ [0.2126, 0.7152, 0.0722] - 128) < 6
+    # vibrant: more saturated; faded: less, with lifted blacks
+    assert saturation(looks["vibrant"]) > 1.15 * saturation(frame)
+    assert saturation(looks["faded"]) < 0.85 * saturation(frame)
+    black = np.zeros((1, 1, 3), np.uint8)
+    assert named_look("faded").apply(black).min() > 15
+    # cinematic: lifted blacks with cool shadows, warm highlights
+    lifted = named_look("cinematic").apply(black)[0, 0].astype(int)
+    assert lifted.mean() > 5 and lifted[2] > lifted[0]
+    white = named_look("cinematic").apply(np.full((1, 1, 3), 230, np.uint8))[0, 0].astype(int)
+    assert white[0] > white[2]
+    # teal_orange: shadows lean teal (blue-green over red), highlights lean orange
+    dark, bright = np.full((1, 1, 3), 50, np.uint8), np.full((1, 1, 3), 210, np.uint8)
+    d, b = named_look("teal_orange").apply(dark)[0, 0].astype(int), named_look("teal_orange").apply(bright)[0, 0]
+    assert d[2] > d[0] and d[1] > d[0] and int(b[0]) > int(b[2])
+    # cinematic: a graded picture, not the plain one
+    assert np.abs(looks["cinematic"].astype(int) - frame).mean() > 3
+
+
+def test_looks_are_built_once():
+    assert named_look("warm") is named_look("warm")
+    assert identity_table(5).shape == (5, 5, 5, 3) and isinstance(named_look("cool"), Look)
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+def _request(**kw):
+    body = {"path": [{"x": 90, "y": 110}, {"x": 390, "y": 150}], "effect": "pan", "duration_s": 1.0, "fps": 12,
+            "width": 192, "height": 108, **kw}
+    return parse_request(body)
+
+
+def test_a_job_with_a_cube_look_and_a_post_effect(tmp_path):
+    """render_job with boomerang and a .cube look: the video has 2N-1 frames, symmetric, each
+    the plain render with its channels swapped; the manifest says so, and the check measured
+    the ungraded frames."""
+    photo = png_bytes(textured_image(480, 270, seed=21))
+    swap = cube(grid_rows(2, lambda r, g, b: (b, g, r)), 2, "# red and blue swapped\n")
+    store = LocalStore(tmp_path / "store")
+    render_job(photo, _request(), store, output_path=tmp_path / "plain.mp4")
+    graded = render_job(photo, _request(look="swap.cube", post=["boomerang"]), store, lut_bytes=swap,
+                        output_path=tmp_path / "graded.mp4")
+    a, _ = decode_video(tmp_path / "plain.mp4")
+    b, _ = decode_video(tmp_path / "graded.mp4")
+    n = len(a)
+    assert len(b) == graded.frames == 2 * n - 1
+    for i in range(2 * n - 1):
+        plain = a[i if i < n else 2 * n - 2 - i]
+        # (4:2:0 chroma, encoded twice: a few levels apart, not bit-exact)
+        assert psnr(b[i], plain[..., ::-1]) > 30 and psnr(b[i], plain) < 25
+    assert "swap.cube" in graded.methods["look"] and "boomerang" in graded.methods["post"]
+    assert graded.stage_seconds["look"] > 0
+    assert graded.fidelity.verdict == "followed"
+    assert store.get_bytes(file_key(graded.job_id, "look.cube")) == swap
+
+
+def test_a_cube_look_without_its_file_fails_the_job_clearly(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    photo = png_bytes(textured_image(160, 90, seed=2))
+    bad = b"LUT_3D_SIZE 2\n1 2\n"
+    with pytest.raises(InvalidLookError, match="names a .cube file, but the job has none"):
+        render_job(photo, _request(look="mine.cube"), store)
+    with pytest.raises(InvalidLookError, match="line 2"):
+        render_job(photo, _request(look="bad.cube"), store, lut_bytes=bad)
+    # Failed in the store with the one-line reason, not left running.
+    status = Jobs(store).get(content_job_id(photo, None, _request(look="bad.cube"), lut_bytes=bad))
+    assert status.status == "failed" and "bad.cube, line 2" in status.error
