@@ -285,8 +285,7 @@ class Jobs:
         try:
             self.store.put_bytes(record.key(), b"")
         except Exception as e:
-            log.warning("job %s: its report record was not written (%s)", status.job_id, e,
-                        extra={"job_id": status.job_id})
+            log.warning("job %s: its report record was not written (%s)", status.job_id, e)
 
     def records(self, since: datetime, until: datetime | None = None) -> list[JobRecord]:
         """The finished jobs' records from `since` on (one listing per day), the latest per job."""
