@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,7 +32,11 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
                 "D2V_API_KEYS": "k-1,k-2"})
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "configs/serve-local.yaml")], cwd=tmp_path,
+    from d2v.jobqueue import free_port
+
+    metrics_port = free_port()  # not the default 8080: other farms may be up on this machine
+    proc = subprocess.Popen([str(exe), "serve", "--config", str(REPO / "configs/serve-local.yaml"),
+                             "--metrics-port", str(metrics_port)], cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         client = httpx.Client(base_url="http://127.0.0.1:8000", timeout=30)
@@ -60,6 +65,21 @@ def test_d2v_serve_local_config_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         video = client.get(status["result"]["video_url"], headers=auth)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
+        # Operators' view: the KPIs, and Prometheus text on the fixed metrics port counting
+        # the job and the two refusals (Ray exports every 10 s).
+        stats = client.get("/v1/stats", headers=auth).json()
+        assert (stats["all"]["videos"], stats["all"]["success_rate"]) == (1, 1.0)
+        wanted = ['ray_d2v_jobs_total{backend="camera",effect="pan",queue="d2v-jobs",status="succeeded"} 1.0',
+                  'ray_d2v_requests_refused_total{code="401",reason="Unauthorized"} 2.0']
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            # Ray's own labels (node, worker, session) left out: only d2v's.
+            found = {re.sub(r'(Component|NodeAddress|SessionName|Version|WorkerId|otel_scope_\w+)="[^"]*",?', "",
+                            line) for line in text.splitlines() if line.startswith("ray_d2v_")}
+            if set(wanted) <= found:
+                break
+            assert time.monotonic() < deadline + 180, sorted(found)
+            time.sleep(1)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
