@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from d2v.errors import InvalidRequestError
 
@@ -29,6 +29,7 @@ class StageUsage(BaseModel):
     seconds: float
     cpus: float = 0.0  # cores held (farm) or used on average (in-process)
     gpus: float = 0.0  # the GPU fraction held
+    device: str | None = None  # the GPU's name, where the stage ran on one (its type prices it)
 
 
 class Cost(BaseModel):
@@ -48,6 +49,12 @@ class PriceTable(BaseModel):
     gpu_hour: dict[str, float] = Field(default_factory=dict)
     default_gpu: str | None = None
 
+    @model_validator(mode="after")
+    def _default_is_priced(self) -> "PriceTable":
+        if self.default_gpu is not None and self.default_gpu not in self.gpu_hour:
+            raise ValueError(f"default_gpu {self.default_gpu!r} has no gpu_hour price")
+        return self
+
     def gpu_type(self, device_name: str | None = None) -> str | None:
         """D2V_GPU_TYPE, else the table's type named in the device's name (longest first:
         'H100' before 'H10'), else the table's default."""
@@ -59,8 +66,10 @@ class PriceTable(BaseModel):
         return self.default_gpu
 
     def price(self, stages: dict[str, StageUsage], device_name: str | None = None) -> Cost:
+        """`device_name`: the GPU the stages ran on, when they do not say (in-process)."""
         cpu_s = sum(u.cpus * u.seconds for u in stages.values())
         gpu_s = sum(u.gpus * u.seconds for u in stages.values())
+        device_name = next((u.device for u in stages.values() if u.gpus and u.device), device_name)
         gpu_type = self.gpu_type(device_name) if gpu_s > 0 else None
         if gpu_type is not None and gpu_type not in self.gpu_hour:
             raise InvalidRequestError(f"the price table has no gpu_hour for {gpu_type!r} (D2V_GPU_TYPE or "
@@ -68,8 +77,7 @@ class PriceTable(BaseModel):
         total = cpu_s / 3600 * self.cpu_core_hour + (gpu_s / 3600 * self.gpu_hour[gpu_type] if gpu_type else 0.0)
         return Cost(currency=self.currency, total=round(total, 9), cpu_seconds=round(cpu_s, 4),
                     gpu_seconds=round(gpu_s, 4), gpu_type=gpu_type,
-                    stages={k: StageUsage(seconds=round(u.seconds, 4), cpus=u.cpus, gpus=u.gpus)
-                            for k, u in stages.items()})
+                    stages={k: u.model_copy(update={"seconds": round(u.seconds, 4)}) for k, u in stages.items()})
 
 
 @lru_cache(maxsize=4)
@@ -91,7 +99,11 @@ def _load(path: str | None) -> PriceTable:
 
 
 def price_table() -> PriceTable:
-    return _load(os.environ.get("D2V_PRICES") or None)
+    table = _load(os.environ.get("D2V_PRICES") or None)
+    if (chosen := os.environ.get("D2V_GPU_TYPE")) and chosen not in table.gpu_hour:
+        raise InvalidRequestError(f"D2V_GPU_TYPE={chosen} has no gpu_hour in the price table; it has "
+                                  f"{sorted(table.gpu_hour)}")
+    return table
 
 
 def cuda_device_name() -> str | None:

@@ -531,6 +531,7 @@ class JobResult(BaseModel):
     fidelity_key: str | None = None
     fidelity_url: str | None = None
     fidelity: FidelitySummary | None = None
+    cost: Cost | None = None  # what rendering it cost (the manifest's `cost`)
     frames: int
     fps: int
     width: int

@@ -80,6 +80,7 @@ def job_result(manifest: Manifest) -> JobResult:
         manifest_key=manifest.keys["manifest"],
         fidelity_key=manifest.keys.get("fidelity"),
         fidelity=manifest.fidelity.summary() if manifest.fidelity else None,
+        cost=manifest.cost,
         frames=manifest.frames,
         fps=manifest.fps,
         width=manifest.width,

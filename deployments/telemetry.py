@@ -139,13 +139,17 @@ def queue_depth(queue: str, queued: int, running: int) -> None:
     _record("d2v_jobs_running", running, queue=queue)
 
 
-def held_resources() -> dict[str, float]:
-    """This replica's resources as Ray assigned them ({"cpus", "gpus"}: the Serve config's
-    num_cpus and GPU fraction): what each stage run here is charged (d2v.cost)."""
+def held_resources() -> dict:
+    """This replica's resources as Ray assigned them ({"cpus", "gpus", "device"}: the Serve
+    config's num_cpus and GPU fraction, and the GPU's name): what each stage run here is
+    charged (d2v.cost.StageUsage)."""
     import ray
 
+    from d2v.cost import cuda_device_name
+
     held = ray.get_runtime_context().get_assigned_resources()
-    return {"cpus": float(held.get("CPU", 0.0)), "gpus": float(held.get("GPU", 0.0))}
+    gpus = float(held.get("GPU", 0.0))
+    return {"cpus": float(held.get("CPU", 0.0)), "gpus": gpus, "device": cuda_device_name() if gpus else None}
 
 
 # -- logs ---------------------------------------------------------------------------------

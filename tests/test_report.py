@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from d2v.cli import main
+from d2v.errors import InvalidRequestError
 from d2v.lifecycle import JobRecord, Jobs
 from d2v.models import Manifest, RenderRequest
 from d2v.pipeline import render_job
@@ -55,6 +56,7 @@ def test_manifest_cost_follows_the_price_table(tmp_path, monkeypatch):
     # The stored manifest says the same.
     stored = Manifest.model_validate_json(store.get_bytes(manifest.keys["manifest"]))
     assert stored.cost == cost
+    assert Jobs(store).get(manifest.job_id).result.cost == cost  # GET /v1/jobs/{id} shows it too
 
 
 def test_a_bad_price_table_is_a_one_line_error(tmp_path, monkeypatch, capsys):
@@ -136,3 +138,25 @@ def test_report_numbers_span_and_latest_ending(tmp_path):
 
     short = report(store, "5h", now=now)  # the last 5 hours: ok1..ok5, the failures, the rerun
     assert short["all"]["jobs"] == 9 and short["all"]["videos"] == 6
+
+
+def test_gpu_seconds_are_priced_by_the_type_of_gpu_they_ran_on(monkeypatch):
+    from d2v.cost import StageUsage, price_table
+
+    monkeypatch.delenv("D2V_PRICES", raising=False)
+    monkeypatch.delenv("D2V_GPU_TYPE", raising=False)
+    table = price_table()  # the shipped one
+    stages = {"base": StageUsage(seconds=4.0, cpus=2, gpus=0.5, device="NVIDIA H100 80GB HBM3"),
+              "interpolate": StageUsage(seconds=2.0, cpus=1, gpus=0.25),
+              "encode": StageUsage(seconds=1.0, cpus=2)}
+    cost = table.price(stages)
+    assert cost.gpu_type == "H100" and cost.gpu_seconds == 2.5 and cost.cpu_seconds == 12.0
+    assert cost.total == pytest.approx(2.5 / 3600 * table.gpu_hour["H100"] + 12 / 3600 * table.cpu_core_hour)
+    # A device the table does not name: its default type; D2V_GPU_TYPE overrides both.
+    unnamed = {"base": StageUsage(seconds=4.0, gpus=0.5, device="Some Future GPU")}
+    assert table.price(unnamed).gpu_type == table.default_gpu
+    monkeypatch.setenv("D2V_GPU_TYPE", "A100")
+    assert price_table().price(stages).gpu_type == "A100"
+    monkeypatch.setenv("D2V_GPU_TYPE", "B900")
+    with pytest.raises(InvalidRequestError, match="D2V_GPU_TYPE=B900"):
+        price_table()

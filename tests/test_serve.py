@@ -516,6 +516,7 @@ def test_metrics_cost_stats_and_json_logs_of_the_farms_jobs(farm):
     assert cost["cpu_seconds"] == pytest.approx(cpu_s, abs=1e-3) and cost["gpu_seconds"] == 0
     assert cost["total"] == pytest.approx(cpu_s / 3600 * table.cpu_core_hour, rel=1e-3)
     assert cost["currency"] == table.currency
+    assert ok["result"]["cost"] == cost  # the status shows it too
 
     # What the metrics port must show. Every replica exports on its own clock (every 10 s):
     # polled until all of it is there.
