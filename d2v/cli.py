@@ -5,7 +5,7 @@
     d2v effects
     d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
-    d2v serve [--config configs/serve-local.yaml]  # the HTTP API on 127.0.0.1:8000
+    d2v serve [--config configs/serve-local.yaml] [--metrics-port 8080]  # the HTTP API on 127.0.0.1:8000
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
     d2v upscale IN.mp4 --size 1920x1080 -o OUT.mp4 # resize a video exactly
     d2v models check | make-tiny DIR               # SVD model set-up

@@ -155,14 +155,21 @@ def held_resources() -> dict:
 # -- logs ---------------------------------------------------------------------------------
 
 
+class _ToServeLogger(logging.Handler):
+    """Hands each record to Serve's logger, whatever handlers it has at the time (Serve
+    sets them up per replica, and again when the config's logging_config changes)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("ray.serve").handle(record)
+
+
 def replica_logging() -> None:
     """d2v's loggers (`d2v.*`) write where Serve's own do: the replica's log file, in the
-    encoding the Serve config's `logging_config` chose. Called in each replica's constructor,
-    after Serve has configured its logger."""
-    serve_logger = logging.getLogger("ray.serve")
+    encoding the Serve config's `logging_config` chose. Called in each replica's constructor."""
     d2v = logging.getLogger("d2v")
-    d2v.handlers = list(serve_logger.handlers)
-    d2v.setLevel(serve_logger.level or logging.INFO)
+    if not any(isinstance(h, _ToServeLogger) for h in d2v.handlers):
+        d2v.addHandler(_ToServeLogger())
+    d2v.setLevel(logging.getLogger("ray.serve").getEffectiveLevel())
     d2v.propagate = False
 
 
