@@ -97,32 +97,34 @@ class JobRunner:
         status = self._claim(job_id)
         if status is None:
             return "skipped"
-        started, jlog = time.monotonic(), job_log(log, job_id)
-        jlog.info("job %s: started (attempt %d)", job_id, status.attempts)
+        started = time.monotonic()
+        job_log(log, job_id).info("job %s: started (attempt %d)", job_id, status.attempts)
         request = None
         try:
             request = parse_request(self.store.get_bytes(file_key(job_id, REQUEST)))
             manifest = self._pipeline(job_id, status, request)
         except Exception as e:
             self._forget(job_id)
-            outcome = JobOutcome("failed", getattr(request, "backend", "unknown"),
-                                 getattr(request, "effect", "unknown"), self.settings.queue, 0.0,
-                                 reason=type(user_error(e) or e).__name__)
             try:
                 return self._after_failure(status, e)
-            finally:  # retried (handed back) or failed, counted either way
-                outcome.status = "retried" if status.status == "queued" else "failed"
-                outcome.seconds = time.monotonic() - started
-                jlog.info("job %s: %s after %.2f s: %s", job_id, outcome.status, outcome.seconds, status.error)
-                job_ended(outcome)
+            finally:  # failed, or handed back to the queue: counted either way
+                self._ended(status, started, request, reason=type(user_error(e) or e).__name__)
         self._forget(job_id)
         self.jobs.succeed(status, job_result(manifest), manifest=manifest)
         self._let_go(job_id)
-        seconds = time.monotonic() - started
-        jlog.info("job %s: succeeded in %.2f s", job_id, seconds)
-        job_ended(JobOutcome("succeeded", manifest.backend, manifest.effect, self.settings.queue, seconds,
-                             manifest=manifest))
+        self._ended(status, started, manifest)
         return "succeeded"
+
+    def _ended(self, status: JobStatus, started: float, source=None, reason: str | None = None) -> None:
+        """Log and count how an attempt ended (deployments.telemetry). `source`: the manifest
+        (the effect `auto` chose) or else the request, for the backend and effect."""
+        how = "retried" if status.status == "queued" else status.status
+        seconds = time.monotonic() - started
+        job_log(log, status.job_id).info("job %s: %s after %.2f s%s", status.job_id, how, seconds,
+                                         f": {status.error}" if status.error else "")
+        job_ended(JobOutcome(how, getattr(source, "backend", "unknown"), getattr(source, "effect", "unknown"),
+                             self.settings.queue, seconds, reason=reason,
+                             manifest=source if how == "succeeded" else None))
 
     def _claim(self, job_id: str) -> JobStatus | None:
         """The job, now ours; None when it is finished or another live owner runs it."""
