@@ -143,3 +143,17 @@ def test_every_cluster_node_serves_metrics_on_the_fixed_port():
     service = yaml.safe_load((REPO / "k8s/rayservice.yaml").read_text())["spec"]["rayClusterConfig"]
     groups = [service["headGroupSpec"], *service["workerGroupSpecs"]]
     assert all(g["rayStartParams"].get("metrics-export-port") == "8080" for g in groups)
+
+
+def test_serve_refuses_a_metrics_port_in_use_in_one_line(capsys):
+    import socket
+
+    from d2v.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--config", str(REPO / "configs/serve-local.yaml"), "--metrics-port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"metrics port {port} is in use" in err

@@ -160,3 +160,10 @@ def test_gpu_seconds_are_priced_by_the_type_of_gpu_they_ran_on(monkeypatch):
     monkeypatch.setenv("D2V_GPU_TYPE", "B900")
     with pytest.raises(InvalidRequestError, match="D2V_GPU_TYPE=B900"):
         price_table()
+
+
+@pytest.mark.parametrize("since", ["3x", "7", "-1d", "400d"])
+def test_a_bad_span_is_a_one_line_error(tmp_path, monkeypatch, capsys, since):
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path))
+    code, out, err = cli(capsys, "report", "--since", since)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "since" in err
