@@ -8,7 +8,7 @@
     d2v looks                                      # the named colour grades
     d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
-    d2v serve [--config serve-local.yaml] [--port N] # the HTTP API on 127.0.0.1:8000 (configs ship with d2v)
+    d2v serve [--config serve-local.yaml] [--port N] [--metrics-port 8080]  # the HTTP API on 127.0.0.1:8000 (configs ship with d2v)
     d2v submit IMAGE --path PATH.json --server URL [--api-key KEY] [render flags] -o OUT.mp4  # on a farm
     d2v jobs --server URL [--api-key KEY] [--limit 20]  # the caller's latest jobs on a farm, newest first
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
@@ -16,6 +16,7 @@
     d2v models check | make-tiny DIR               # SVD model set-up
     d2v models make-tiny-depth DIR                 # a tiny random-weight depth model
     d2v depth IMAGE -o DEPTH.png                   # the depth stage alone (D2V_DEPTH_MODEL)
+    d2v report [--since 7d] [--json]               # the farm's KPIs from the store: success, time, cost
 
 Bad input: one line on stderr (`d2v: error: ...`) and exit status 2; no traceback.
 Set D2V_DEBUG=1 to see tracebacks of internal errors.
@@ -231,6 +232,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         print(manifest.fidelity.one_line())
     if "fidelity" in keys:
         print(f"fidelity: {store.url(keys['fidelity'])}")
+    if manifest.cost is not None:
+        c = manifest.cost
+        print(f"cost: {c.total:.6f} {c.currency} ({c.cpu_seconds:.1f} CPU-s, {c.gpu_seconds:.1f} GPU-s)")
     for note in manifest.notes:
         print(f"note: {note}")
     return 0
@@ -382,6 +386,25 @@ def _load_serve_config(p: Path) -> dict:
     return data
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from d2v.report import format_report, parse_since, report
+    from d2v.store import store_from_env
+
+    parse_since(args.since)  # a bad span is the user's one-line error before the store is opened
+    data = report(store_from_env(), args.since)
+    print(json.dumps(data, indent=2) if args.json else format_report(data))
+    return 0
+
+
+# `serve run`, with Ray started first so that its metrics (d2v_* and Ray's own) are served on
+# a fixed port; `serve run` then uses that Ray. On a cluster (RAY_ADDRESS) the port is the
+# cluster's own (`ray start --metrics-export-port`, cluster.yaml).
+SERVE_RUN = ("import os, sys, ray; port = int(sys.argv.pop(1)); "
+             "ray.init(address=os.environ.get('RAY_ADDRESS') or None, namespace='serve', "
+             "_metrics_export_port=port or None); "
+             "from ray.serve.scripts import cli; cli()")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the Serve app with Ray's own `serve run` (it honours every field of the
     config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly."""
@@ -402,6 +425,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with own:
             yaml.safe_dump(config, own, sort_keys=False)
         config_path = Path(own.name)
+    if args.metrics_port and not _port_free(args.metrics_port):
+        raise InvalidRequestError(f"metrics port {args.metrics_port} is in use: pass --metrics-port with a free "
+                                  "port (0: any free port)")
     http = config.get("http_options") or {}
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -425,7 +451,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_server = RedisServer(redis_dir).start()
         env["D2V_REDIS_URL"] = redis_server.url
     try:
-        return _run_serve(config_path, described, env, url, args.ready_timeout)
+        return _run_serve(config_path, described, env, url, args.ready_timeout, args.metrics_port)
     finally:
         if redis_server is not None:
             redis_server.stop()
@@ -433,17 +459,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config_path.unlink(missing_ok=True)
 
 
-def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str, ready_timeout: float) -> int:
+def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str, ready_timeout: float,
+               metrics_port: int) -> int:
     import signal
     import subprocess
     import time
     import urllib.request
 
-    serve_exe = Path(sys.executable).parent / "serve"
-    command = [str(serve_exe), "run", str(config_path)] if serve_exe.exists() else \
-        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)]
+    command = [sys.executable, "-c", SERVE_RUN, str(metrics_port), "run", str(config_path)]
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "a port Ray picks"
     print(f"d2v: starting Serve with {described} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
-          f"queue: {env['D2V_REDIS_URL']})", file=sys.stderr)
+          f"queue: {env['D2V_REDIS_URL']}; metrics: {metrics})", file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
     stopping: list[int] = []
@@ -477,6 +503,17 @@ def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str,
         print("d2v: stopped", file=sys.stderr)
         return 0
     return code
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 STOP_GRACE_S = 20  # Serve's own shutdown after SIGINT; then SIGTERM, then SIGKILL: out within 30 s
@@ -695,8 +732,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="a Serve config YAML, or the name of one shipped with d2v: "
                    "serve-local.yaml (the default: one CPU box) or serve-gpu.yaml")
     p.add_argument("--port", type=int, default=None, help="serve HTTP on this port (default: the config's, 8000)")
+    p.add_argument("--metrics-port", type=int, default=8080,
+                   help="Prometheus metrics (d2v_* and Ray's) at http://127.0.0.1:PORT/metrics (default 8080)")
     p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("report", help="the farm's KPIs from the store: videos, success rate, times, cost per video")
+    p.add_argument("--since", default="7d", help="jobs that ended in this span: 30m, 24h, 7d, 2w (default 7d)")
+    p.add_argument("--json", action="store_true", help="print JSON (the body of GET /v1/stats)")
+    p.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="check or make SVD models, make a tiny depth model").add_subparsers(
         dest="models_command", required=True, parser_class=_Parser)

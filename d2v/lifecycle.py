@@ -20,23 +20,26 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
     recent/{tenant}/{newest-first time}-{id}  one empty marker per farm job, so GET /v1/jobs lists
                          a caller's latest jobs with one short listing, whatever the store's size
     depth/{content}.png  an estimated depth map (16-bit, brighter = nearer), by image bytes + depth model
+    stats/{day}/{record} one empty object per finished job, its KPIs in the key (`JobRecord`):
+                         what `d2v report` lists, a day at a time, without reading any job
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from d2v.errors import ObjectNotFoundError
-from d2v.models import JobResult, JobStatus
+from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
 from d2v.store import Store, job_key, validate_job_id
 
 # Names of a job's files under jobs/{id}/.
@@ -55,6 +58,9 @@ DEPTH_CACHE_PREFIX = "depth/"
 RECENT_PREFIX = "recent/"
 NO_TENANT = "_"  # the recent-jobs folder of a farm without API keys
 _TIME_CEILING_MS = 10**13  # past the year 2286: inverted times keep 13 digits
+STATS_PREFIX = "stats/"
+
+log = logging.getLogger("d2v.lifecycle")
 
 UNFINISHED = ("queued", "running")
 TRANSITIONS: dict[str, set[str]] = {
@@ -117,6 +123,45 @@ def has_live_owner(status: JobStatus, now: float | None = None) -> bool:
     return (now or time.time()) - status.heartbeat_at <= status.lease_s
 
 
+@dataclass(frozen=True)
+class JobRecord:
+    """One finished job, as `d2v report` counts it. Its fields are its key, so a report over
+    10,000 jobs is ten LIST calls and no GETs:
+
+        stats/2026-12-01/013502.<job_id>.succeeded.camera.zoom_in.4210.USD.1834
+
+    (finished at 01:35:02 UTC; 4210 ms from claim to end; cost 1834 nano-USD; 'x' where
+    unknown). A job rerun gets a record per ending; the report keeps the latest."""
+
+    finished_at: datetime
+    job_id: str
+    status: str  # succeeded | failed
+    backend: str
+    effect: str  # the effect rendered ('auto' resolved); for a failed job, the one asked for
+    seconds: float | None  # the last attempt, claim to end
+    currency: str | None = None
+    cost: float | None = None
+
+    def key(self) -> str:
+        ms = "x" if self.seconds is None else str(round(self.seconds * 1000))
+        cost = "x" if self.cost is None else str(round(self.cost * 1e9))
+        return (f"{STATS_PREFIX}{self.finished_at:%Y-%m-%d}/{self.finished_at:%H%M%S}.{self.job_id}."
+                f"{self.status}.{self.backend}.{self.effect}.{ms}.{self.currency or 'x'}.{cost}")
+
+    @classmethod
+    def from_key(cls, key: str) -> "JobRecord | None":
+        """None for a key that is not a record (a stray object under stats/)."""
+        try:
+            day, name = key[len(STATS_PREFIX):].split("/")
+            hms, job_id, status, backend, effect, ms, currency, cost = name.split(".")
+            return cls(finished_at=datetime.strptime(f"{day} {hms}", "%Y-%m-%d %H%M%S").replace(tzinfo=timezone.utc),
+                       job_id=job_id, status=status, backend=backend, effect=effect,
+                       seconds=None if ms == "x" else int(ms) / 1000, currency=None if currency == "x" else currency,
+                       cost=None if cost == "x" else int(cost) / 1e9)
+        except ValueError:
+            return None
+
+
 @dataclass
 class Claim:
     """What `Jobs.claim` answers: the job is now ours (`status`), or why not (`reason`)."""
@@ -130,6 +175,7 @@ class Jobs:
 
     def __init__(self, store: Store, lease_s: float = DEFAULT_LEASE_S):
         self.store, self.lease_s = store, lease_s
+        self._claimed_at: dict[str, float] = {}  # job id -> when this process claimed it (generation time)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -198,7 +244,9 @@ class Jobs:
         status.attempts += 1
         if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
             self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
-        return Claim(self._write(status, "running"))
+        claimed = Claim(self._write(status, "running"))
+        self._claimed_at[job_id] = time.monotonic()
+        return claimed
 
     def heartbeat(self, status: JobStatus, stage: str | None = None, progress: float | None = None) -> None:
         if stage is not None:
@@ -212,19 +260,64 @@ class Jobs:
         """Hand a running job back (a clean stop, or a retry later): queued, no owner."""
         status.owner, status.heartbeat_at, status.stage, status.progress = None, None, "queued", 0.0
         status.error = reason or None
+        self._claimed_at.pop(status.job_id, None)
         return self._write(status, "queued")
 
-    def succeed(self, status: JobStatus, result: JobResult) -> JobStatus:
+    def succeed(self, status: JobStatus, result: JobResult, manifest: Manifest | None = None) -> JobStatus:
+        """`manifest`: the job's, when the caller has it (else it is read from the store, for the record)."""
         status.stage, status.progress, status.error, status.result = "done", 1.0, None, result
         status.owner, status.heartbeat_at = None, None
         self._write(status, "succeeded")
         if status.content:
             self.remember(status.content, status.job_id)
+        self._record(status, manifest=manifest)
         return status
 
     def fail(self, status: JobStatus, error: str) -> JobStatus:
         status.error, status.owner, status.heartbeat_at = error, None, None
-        return self._write(status, "failed")
+        self._write(status, "failed")
+        self._record(status)
+        return status
+
+    # -- the finished-job records (d2v report) ------------------------------------------
+
+    def _record(self, status: JobStatus, manifest: Manifest | None = None) -> None:
+        """Index a job that just ended (`JobRecord`). Best effort: the job's own status is
+        already written, and a report missing one job beats a job failing for a statistic."""
+        claimed = self._claimed_at.pop(status.job_id, None)
+        try:
+            backend, effect, currency, cost = "unknown", "unknown", None, None
+            if manifest is None and status.result is not None and status.result.manifest_key:
+                manifest = Manifest.model_validate_json(self.store.get_bytes(status.result.manifest_key))
+            if manifest is not None:
+                backend, effect = manifest.backend, manifest.effect
+                if manifest.cost is not None:
+                    currency, cost = manifest.cost.currency, manifest.cost.total
+            else:
+                request = RenderRequest.model_validate_json(self.store.get_bytes(job_key(status.job_id, REQUEST)))
+                backend, effect = request.backend, request.effect
+        except Exception as e:  # no request stored (refused before), a store hiccup
+            log.debug("job %s: its record has no backend/effect (%s)", status.job_id, e)
+        seconds = time.monotonic() - claimed if claimed is not None else None
+        record = JobRecord(datetime.now(timezone.utc), status.job_id, status.status, backend, effect, seconds,
+                           currency, cost)
+        try:
+            self.store.put_bytes(record.key(), b"")
+        except Exception as e:
+            log.warning("job %s: its report record was not written (%s)", status.job_id, e)
+
+    def records(self, since: datetime, until: datetime | None = None) -> list[JobRecord]:
+        """The finished jobs' records from `since` on (one listing per day), the latest per job."""
+        until = until or datetime.now(timezone.utc)
+        latest: dict[str, JobRecord] = {}
+        day = since.date()
+        while day <= until.date():
+            for key in self.store.list(f"{STATS_PREFIX}{day:%Y-%m-%d}/"):
+                record = JobRecord.from_key(key)
+                if record is not None and since.replace(microsecond=0) <= record.finished_at <= until:
+                    latest[record.job_id] = record  # keys sort by time within a day, days in order
+            day += timedelta(days=1)
+        return list(latest.values())
 
     # -- the content cache ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
+from d2v.cost import Cost
 
 # name -> what the viewer sees. Order is the order `d2v effects` prints.
 EFFECTS: dict[str, str] = {
@@ -430,6 +431,8 @@ class Manifest(BaseModel):
     depth_source: DepthSource = Field(default="none", description="where the depth came from: the request's depth "
                                       "map (user), the depth model (estimated), or no depth (none)")
     depth_model: str | None = Field(default=None, description="the depth model, when the depth was estimated")
+    cost: Cost | None = Field(default=None, description="resource-seconds per stage and the total by the price "
+                              "table (d2v.cost)")
     created_at: str
     d2v_version: str
 
@@ -528,6 +531,7 @@ class JobResult(BaseModel):
     fidelity_key: str | None = None
     fidelity_url: str | None = None
     fidelity: FidelitySummary | None = None
+    cost: Cost | None = None  # what rendering it cost (the manifest's `cost`)
     frames: int
     fps: int
     width: int

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from d2v import __version__
+from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.depth import ImageDepth, depth_for, depth_model_setting
 from d2v.encode import encode_mp4
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
@@ -84,6 +85,7 @@ def job_result(manifest: Manifest) -> JobResult:
         manifest_key=manifest.keys["manifest"],
         fidelity_key=manifest.keys.get("fidelity"),
         fidelity=manifest.fidelity.summary() if manifest.fidelity else None,
+        cost=manifest.cost,
         frames=manifest.frames,
         fps=manifest.fps,
         width=manifest.width,
@@ -171,8 +173,9 @@ def render_job(
     job id, and a finished job is returned from the store without rendering again.
     """
     report = progress or (lambda stage, fraction: None)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     require_backend(request)
+    price_table()  # a bad price table is the user's error now, not after the render
     image = decode_image(image_bytes)
     depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
     job_id = job_id or content_job_id(image_bytes, depth_bytes, request, lut_bytes=lut_bytes)
@@ -207,11 +210,23 @@ def render_job(
             reason = "stopped by the user (Ctrl-C)"
         jobs.fail(status, reason)
         raise
-    manifest.stage_seconds["total"] = round(time.perf_counter() - t_start, 4)
+    wall = time.perf_counter() - t_start
+    manifest.stage_seconds["total"] = round(wall, 4)
+    manifest.cost = process_cost(manifest, wall, time.process_time() - cpu_start)
     store.put_bytes(file_key(job_id, MANIFEST), manifest.model_dump_json(indent=2).encode())
-    jobs.succeed(status, job_result(manifest))
+    jobs.succeed(status, job_result(manifest), manifest=manifest)
     report("done", 1.0)
     return manifest
+
+
+def process_cost(manifest: Manifest, wall_s: float, cpu_s: float):
+    """In-process renders are charged as one stage, `process`: the cores it used on average
+    (its CPU time over its wall time, every thread counted) and, when it rendered on a CUDA
+    device, that whole GPU for the base stage onwards."""
+    device = cuda_device_name() if "cuda" in str(manifest.settings.get("device", "")) else None
+    usage = {"process": StageUsage(seconds=wall_s, cpus=round(cpu_s / wall_s, 4) if wall_s > 0 else 0.0,
+                                   gpus=1.0 if device else 0.0)}
+    return price_table().price(usage, device)
 
 
 def _run_stages(image, image_bytes, user_depth, request, store, job_id, output_path, report) -> Manifest:
@@ -245,11 +260,15 @@ def stream_camera_job(
     depth_source: DepthSource | None = None,
     depth_model: str | None = None,
     depth_method: str | None = None,
+    resources: dict[str, float] | None = None,
+    usage: dict[str, StageUsage] | None = None,
 ) -> Manifest:
     """The camera backend's frames are final as rendered (every output frame, at the output
     size), so they stream straight into the encoder: render on a second thread, encode on
     this one, both cores busy, no clip held whole. Then the video, poster and manifest go to
-    the store. `d2v render` runs this, and so does the farm's base replica for camera jobs."""
+    the store. `d2v render` runs this, and so does the farm's base replica for camera jobs:
+    it passes the `resources` it holds (render+encode, upload and check are charged with
+    them) and the `usage` of the stages before it (d2v.cost)."""
     report = progress or (lambda stage, fraction: None)
     look = job_look(request, store, job_id)  # before any work: a bad .cube fails the job now
     seconds: dict[str, float] = {}
@@ -322,6 +341,9 @@ def stream_camera_job(
         fidelity=fidelity,
         depth_source=depth_source,
         depth_model=depth_model,
+        usage=None if resources is None else {
+            **(usage or {}), **{stage: StageUsage(seconds=seconds[name], **resources) for stage, name in
+                                (("render_encode", "render_encode_wall"), ("upload", "upload"), ("check", "check"))}},
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest

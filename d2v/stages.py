@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from d2v import __version__
+from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
 from d2v.fidelity import AutoCorrect, PhotoIndex, fidelity_image, measure_fidelity, sample_indices
@@ -61,6 +62,9 @@ class Clip:
     settings: dict = field(default_factory=dict)
     camera: CameraSource | None = None  # set when the frames are camera renders (exact retiming)
     attempts: list[FidelityAttempt] = field(default_factory=list)  # generative base: each try, measured
+    # What each stage so far was charged (d2v.cost): set by the farm's replicas, which know
+    # the resources they hold; empty in-process, where the process is charged as a whole.
+    usage: dict[str, StageUsage] = field(default_factory=dict)
 
     def next(self, frames: np.ndarray, fps: float, stage: str, seconds: float, method: str) -> "Clip":
         return Clip(
@@ -72,6 +76,7 @@ class Clip:
             settings=self.settings,
             camera=self.camera if stage == "base" else None,  # later stages' frames are no longer plain renders
             attempts=self.attempts,
+            usage=dict(self.usage),
         )
 
 
@@ -317,9 +322,12 @@ def make_manifest(
     fidelity: FidelityReport | None = None,
     depth_source: DepthSource | None = None,
     depth_model: str | None = None,
+    usage: dict[str, StageUsage] | None = None,
 ) -> Manifest:
     """depth_source: "user", "estimated" or "none" (`d2v.depth.ImageDepth`); None: "user"
-    with a depth map, else "none" (callers that only take the request's own map)."""
+    with a depth map, else "none" (callers that only take the request's own map).
+    usage: what each stage was charged (d2v.cost), priced into `cost`; None leaves `cost`
+    to the caller (in-process renders charge the process once it is done)."""
     depth_source = depth_source or ("user" if depth_map else "none")
     methods = {"trajectory": f"{trajectory.effect} ({trajectory.path_shape or 'path'})", **methods,
                "encode": f"libx264 crf {request.crf} {request.x264_preset}, yuv420p, faststart"}
@@ -348,6 +356,7 @@ def make_manifest(
         fidelity=fidelity,
         depth_source=depth_source,
         depth_model=depth_model if depth_source == "estimated" else None,
+        cost=price_table().price(usage, cuda_device_name()) if usage is not None else None,
         created_at=now_iso(),
         d2v_version=__version__,
     )
@@ -364,9 +373,12 @@ def encode_and_store(
     depth: np.ndarray | None = None,
     depth_source: DepthSource | None = None,
     depth_model: str | None = None,
+    resources: dict[str, float] | None = None,
 ) -> Manifest:
     """Encode the clip, store the video and poster, check the path, store the manifest.
-    depth_source / depth_model: where `depth` came from, for the manifest (see make_manifest)."""
+    depth_source / depth_model: where `depth` came from, for the manifest (see make_manifest).
+    resources: {"cpus", "gpus"} held where this runs (a farm replica): encode, upload and
+    check are charged with them, the earlier stages with what the clip carries."""
     look = job_look(request, store, job_id)
     t0 = time.perf_counter()
     final = apply_post(ClipFrames(clip.frames, trajectory), request.post,
@@ -392,6 +404,10 @@ def encode_and_store(
     fidelity = check_and_store({i: clip.frames[i] for i in sample_indices(n)}, n, image, request, trajectory,
                                store, job_id, depth=depth, attempts=clip.attempts)
     check_s = time.perf_counter() - t2
+    usage = None
+    if resources is not None:
+        usage = {**clip.usage, **{stage: StageUsage(seconds=seconds, **resources)
+                                  for stage, seconds in (("encode", encode_s), ("upload", upload_s), ("check", check_s))}}
     manifest = make_manifest(
         job_id=job_id, request=request, trajectory=trajectory, image_info=image.info(), frames=stats.frames,
         width=stats.width, height=stats.height,
@@ -401,6 +417,7 @@ def encode_and_store(
         methods={**clip.methods, "check": CHECK_METHOD, **finishing_methods(request, look)}, keys=keys,
         model=clip.model, settings=clip.settings,
         depth_map=depth is not None, fidelity=fidelity, depth_source=depth_source, depth_model=depth_model,
+        usage=usage,
     )
     store.put_bytes(keys["manifest"], manifest.model_dump_json(indent=2).encode())
     return manifest

@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.task_consumer import task_consumer, task_handler
 
+from d2v.cost import price_table
 from d2v.jobqueue import DEFAULT_QUEUE, RENDER_TASK, processor_config
 from deployments.settings import FarmSettings
 from deployments.ingress import Ingress
@@ -45,6 +46,7 @@ def build_app(args: dict | None = None) -> Application:
     svd_options = settings.pop("svd_options", None)
     base = BaseStage.bind(settings.get("svd_model"), svd_options)
     farm = FarmSettings.from_args(settings)  # unknown args fail here, at deploy time
+    price_table()  # and so does a bad price table (D2V_PRICES), not each job's end
     runner = runner_deployment(farm.queue, farm.max_running_jobs).bind(
         DepthStage.bind(), TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(), EncodeStage.bind(),
         settings=settings)

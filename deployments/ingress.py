@@ -10,6 +10,7 @@
     GET  /v1/jobs?limit=N         the caller's latest jobs, newest first (d2v.lifecycle's recent/ index)
     GET  /v1/effects, GET /healthz, OpenAPI at /docs (typed: deployments.http_models)
     GET  /v1/presets, /v1/looks, /v1/post, /v1/backends   what a request can name (the page's pickers)
+    GET  /v1/stats?since=7d       the KPIs (d2v.report): videos, success rate, times, cost per video
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
     GET  /                        the drawing page (deployments/web/, files under /static/)
 
@@ -66,6 +67,7 @@ from d2v.store import LocalStore, store_from_env, validate_job_id
 from d2v.svd import svd_model_setting
 from deployments.http_models import JobAccepted, JobList, JobView, add_request_schemas, errors, multipart_body
 from deployments.settings import FarmSettings
+from deployments.telemetry import refused, replica_logging, submitted
 
 log = logging.getLogger("d2v.ingress")
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -76,6 +78,7 @@ BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refus
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
 MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
+STATS_TIMEOUT_S = 30.0  # GET /v1/stats: a LIST of the store per day of the span
 
 api = FastAPI(
     title="d2v",
@@ -115,6 +118,7 @@ def _error(status: int, detail: str) -> JSONResponse:
 
 @api.exception_handler(D2VError)
 async def _d2v_error(request: Request, exc: D2VError) -> JSONResponse:
+    refused(exc.status_code, type(exc).__name__)
     headers = {"Retry-After": "10"} if exc.status_code == 503 else None
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)}, headers=headers)
 
@@ -125,6 +129,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
         parts.append(f"{loc}: {'is required' if e['type'] == 'missing' else e['msg']}")
+    refused(422, "RequestValidationError")
     return _error(422, "; ".join(parts))
 
 
@@ -163,6 +168,7 @@ class Ingress:
     def __init__(self, runner=None, settings: dict | None = None):
         # `runner`: the job runner's handle. Bound here so the app deploys it; jobs reach it
         # through the queue, not through this handle.
+        replica_logging()
         self.runner = runner
         self.settings = FarmSettings.from_args(settings)
         self.store = store_from_env()
@@ -244,6 +250,17 @@ class Ingress:
              "reason": None if svd else "no Stable Video Diffusion model is configured on this farm (D2V_SVD_MODEL)",
              "description": "Stable Video Diffusion, steered by the camera render: the scene moves too"},
         ]
+
+    @api.get("/v1/stats")
+    async def stats(self, request: Request, since: str = Query("7d", description=(
+            "jobs that ended in this span: a number and m, h, d or w (30m, 24h, 7d, 2w)"))) -> dict:
+        """The farm's KPIs over the jobs that ended in `since`: videos, success rate, median and
+        p95 generation time, cost per video; all, by backend, by effect (what `d2v report` prints)."""
+        from d2v.report import parse_since, report
+
+        self._authorize(request)
+        parse_since(since)  # a bad span is the caller's 422, before the store is asked
+        return await _answer(asyncio.to_thread(report, self.store, since), "the object store", STATS_TIMEOUT_S)
 
     @api.get("/", include_in_schema=False)
     async def page(self) -> FileResponse:
@@ -368,6 +385,7 @@ class Ingress:
         if done is not None:  # rendered before (by anyone): this caller's own job, answered at once
             await _answer(asyncio.to_thread(self.jobs.adopt_result, job_id, done, tenant=tenant, content=content),
                           "the object store")
+            submitted(render_request.backend, render_request.effect)
             return self._accepted(request, job_id, "succeeded")
         waiting = await _answer(asyncio.to_thread(self.queue.waiting), "the job queue")
         if waiting >= self.settings.max_queued_jobs:
@@ -383,6 +401,7 @@ class Ingress:
             asyncio.get_running_loop().run_in_executor(
                 None, self.jobs.fail, status, "it could not be queued (the job queue was unavailable)")
             raise
+        submitted(render_request.backend, render_request.effect)
         return self._accepted(request, job_id, "queued")
 
     async def _store_inputs(self, job_id: str, render_request: RenderRequest, image_bytes: bytes, extension: str,

@@ -34,6 +34,7 @@ from d2v.pipeline import job_result
 from d2v.stages import job_look, renders_final_frames
 from d2v.store import store_from_env
 from deployments.settings import FarmSettings
+from deployments.telemetry import JobOutcome, job_ended, job_log, queue_depth, replica_logging
 
 log = logging.getLogger("d2v.runner")
 STAGE_TIMEOUT_S = 3600.0  # a stage call that has not answered in an hour is a stuck replica
@@ -70,6 +71,7 @@ class JobRunner:
     """Made a task consumer in deployments.app (the queue's name is per app)."""
 
     def __init__(self, depth, trajectory, base, interpolate, upscale, encode, settings: dict | None = None):
+        replica_logging()
         self.depth, self.trajectory, self.base, self.interpolate, self.upscale, self.encode = (
             depth, trajectory, base, interpolate, upscale, encode)
         self.depth_model = depth_model_setting()
@@ -95,15 +97,34 @@ class JobRunner:
         status = self._claim(job_id)
         if status is None:
             return "skipped"
+        started = time.monotonic()
+        job_log(log, job_id).info("job %s: started (attempt %d)", job_id, status.attempts)
+        request = None
         try:
-            manifest = self._pipeline(job_id, status)
+            request = parse_request(self.store.get_bytes(file_key(job_id, REQUEST)))
+            manifest = self._pipeline(job_id, status, request)
         except Exception as e:
             self._forget(job_id)
-            return self._after_failure(status, e)
+            try:
+                return self._after_failure(status, e)
+            finally:  # failed, or handed back to the queue: counted either way
+                self._ended(status, started, request, reason=type(user_error(e) or e).__name__)
         self._forget(job_id)
-        self.jobs.succeed(status, job_result(manifest))
+        self.jobs.succeed(status, job_result(manifest), manifest=manifest)
         self._let_go(job_id)
+        self._ended(status, started, manifest)
         return "succeeded"
+
+    def _ended(self, status: JobStatus, started: float, source=None, reason: str | None = None) -> None:
+        """Log and count how an attempt ended (deployments.telemetry). `source`: the manifest
+        (the effect `auto` chose) or else the request, for the backend and effect."""
+        how = "retried" if status.status == "queued" else status.status
+        seconds = time.monotonic() - started
+        job_log(log, status.job_id).info("job %s: %s after %.2f s%s", status.job_id, how, seconds,
+                                         f": {status.error}" if status.error else "")
+        job_ended(JobOutcome(how, getattr(source, "backend", "unknown"), getattr(source, "effect", "unknown"),
+                             self.settings.queue, seconds, reason=reason,
+                             manifest=source if how == "succeeded" else None))
 
     def _claim(self, job_id: str) -> JobStatus | None:
         """The job, now ours; None when it is finished or another live owner runs it."""
@@ -117,12 +138,14 @@ class JobRunner:
             # Its runners keep dying with it (a replica killed, out of memory): stop trying.
             self.jobs.fail(status, f"gave up after {status.attempts} attempts: its runner stopped during "
                                    f"'{status.stage}' and did not come back")
+            job_log(log, job_id).warning("job %s: %s", job_id, status.error)
             self._let_go(job_id)
+            job_ended(JobOutcome("failed", "unknown", "unknown", self.settings.queue, 0.0, reason="GaveUp"))
             return None
         claim = self.jobs.claim(job_id, self.owner, status=status)
         if claim.status is None:
             self.queue.unlock(job_id, self.owner)
-            log.info("job %s: not taken (%s)", job_id, claim.reason)
+            job_log(log, job_id).info("job %s: not taken (%s)", job_id, claim.reason)
             return None
         with self._lock:
             self.in_flight[job_id] = claim.status
@@ -145,7 +168,8 @@ class JobRunner:
             return "failed"
         ours = is_system_failure(e) or user is not None  # a 503 from a stage: the store was away
         if ours and status.attempts < self.settings.max_attempts and _retries_so_far() < MAX_RETRIES:
-            log.warning("job %s: attempt %d failed (%s); handing it back to the queue", job_id, status.attempts, reason)
+            job_log(log, job_id).warning("job %s: attempt %d failed (%s); handing it back to the queue", job_id,
+                                         status.attempts, reason)
             self.jobs.release(status, f"retrying after: {reason}")
             self.queue.stopped(job_id)
             self.queue.unlock(job_id, self.owner)
@@ -155,7 +179,7 @@ class JobRunner:
         if ours and _retries_so_far() >= MAX_RETRIES:
             raise HandedBack(reason) from None  # the queue's retries are spent: it keeps it in its dead letters
         if not ours:
-            log.error("job %s: failed with an internal error", job_id, exc_info=e)
+            job_log(log, job_id).error("job %s: failed with an internal error", job_id, exc_info=e)
         return "failed"
 
     def _let_go(self, job_id: str) -> None:
@@ -166,20 +190,19 @@ class JobRunner:
             self.queue.done(job_id)
             self.queue.unlock(job_id, self.owner)
         except D2VError as e:
-            log.warning("job %s: finished, but the queue did not hear it (%s)", job_id, e)
+            job_log(log, job_id).warning("job %s: finished, but the queue did not hear it (%s)", job_id, e)
 
     def _inputs(self, job_id: str):
-        request = parse_request(self.store.get_bytes(file_key(job_id, REQUEST)))
         inputs = self.store.list(f"jobs/{job_id}/{INPUT_PREFIX}")
         if not inputs:
             raise D2VError(f"job {job_id} has no stored input image")
         image_bytes = self.store.get_bytes(inputs[0])
         depth_key = file_key(job_id, DEPTH)
         depth_bytes = self.store.get_bytes(depth_key) if self.store.exists(depth_key) else None
-        return request, image_bytes, decode_image(image_bytes), depth_bytes
+        return image_bytes, decode_image(image_bytes), depth_bytes
 
-    def _pipeline(self, job_id: str, status: JobStatus):
-        request, image_bytes, image, depth_bytes = self._inputs(job_id)
+    def _pipeline(self, job_id: str, status: JobStatus, request):
+        image_bytes, image, depth_bytes = self._inputs(job_id)
         # A .cube look missing from the store (jobs/{id}/look.cube) or malformed fails the job
         # here, before any stage runs; the stages that grade read it from the store again.
         job_look(request, self.store, job_id)
@@ -189,7 +212,7 @@ class JobRunner:
             # renderer take it as they take a depth map the user sent.
             self.queue.report(job_id, "depth", 0.0)
             depth = self.depth.estimate.remote(image, image_bytes, request).result(timeout_s=STAGE_TIMEOUT_S)
-            depth_bytes = depth.pop("depth_png")
+            depth_bytes = depth.pop("depth_png")  # the rest (source, model, usage) goes to the manifest
         # Each call gets the previous call's DeploymentResponse: Serve passes the result along
         # between replicas without a round trip through this one. Only the end is awaited (on
         # this worker thread, never an event loop).
@@ -230,7 +253,11 @@ class JobRunner:
                     if status.job_id in self.in_flight:  # not finished meanwhile (see _forget)
                         self.jobs.heartbeat(status)
             except Exception as e:
-                log.warning("job %s: heartbeat failed (%s); next beat retries", status.job_id, e)
+                job_log(log, status.job_id).warning("job %s: heartbeat failed (%s); next beat retries", status.job_id, e)
+        try:  # the queue's depth, for the gauges (every runner reports it; dashboards take the max)
+            queue_depth(self.settings.queue, self.queue.waiting(), len(self.queue.running_since()))
+        except Exception as e:
+            log.debug("queue depth not measured: %s", e)
 
     def reconcile(self) -> int:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue
@@ -257,7 +284,7 @@ class JobRunner:
             if status.queue != self.settings.queue or self.queue.locked(job_id):
                 continue  # another app's job, or one a consumer holds
             # A duplicate message is harmless: the claim settles it.
-            log.warning("job %s: %s with no live owner; enqueueing it again", job_id, status.status)
+            job_log(log, job_id).warning("job %s: %s with no live owner; enqueueing it again", job_id, status.status)
             self.queue.stopped(job_id)
             self.queue.enqueue(job_id)
             count += 1
@@ -268,7 +295,8 @@ class JobRunner:
         with the reason, never left 'running'. Rendering it again takes it over."""
         if status.status != "running" or now - (status.heartbeat_at or 0) < 2 * status.lease_s:
             return
-        log.warning("job %s: its runner %s stopped; marking it failed", status.job_id, status.owner)
+        job_log(log, status.job_id).warning("job %s: its runner %s stopped; marking it failed", status.job_id,
+                                            status.owner)
         self.jobs.fail(status, f"its runner ({status.owner or 'unknown'}) stopped during '{status.stage}' "
                                "and did not come back; render it again to resume")
 
@@ -288,4 +316,5 @@ class JobRunner:
                 self.queue.unlock(status.job_id, self.owner)
                 self.queue.enqueue(status.job_id)
             except Exception as e:
-                log.warning("job %s: could not hand it back (%s); the reconciler will", status.job_id, e)
+                job_log(log, status.job_id).warning("job %s: could not hand it back (%s); the reconciler will",
+                                                    status.job_id, e)

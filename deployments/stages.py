@@ -4,6 +4,11 @@ Frames travel between stages as `Clip`s through Ray's object store: the ingress 
 each stage's DeploymentResponse straight into the next call and awaits only the last.
 Resources, replica counts and autoscaling come from the Serve config (deployments/configs/*.yaml);
 the defaults here only make the app start on a laptop.
+
+Each stage is charged with the resources its replica holds (d2v.cost: a GPU fraction x its
+seconds, its cores x its seconds): the charges travel with the clip (`Clip.usage`) or as
+`usage` to the replica that writes the manifest, and each stage run is a
+`d2v_stage_seconds` observation (deployments.telemetry).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from ray import serve
 
 from actors.gpu_worker import GPUWorker
 from d2v import stages
+from d2v.cost import StageUsage
 from d2v.images import LoadedImage
 from d2v.models import CameraTrajectory, Manifest, RenderRequest
 from d2v.pipeline import stream_camera_job
@@ -22,9 +28,27 @@ from d2v.render import load_depth_map
 from d2v.stages import Clip
 from d2v.store import store_from_env
 from d2v.svd import svd_model_setting
+from deployments.telemetry import held_resources, replica_logging, stage_ran
 
 log = logging.getLogger("d2v.deployments")
 PROGRESS_INTERVAL_S = 0.25  # progress reports, at most this often per stage
+
+
+def charged(clip: Clip, stage: str, request: RenderRequest) -> Clip:
+    """The clip, with `stage` (just run in this replica) charged at this replica's resources."""
+    seconds = clip.stage_seconds.get(stage, 0.0)
+    clip.usage[stage] = StageUsage(seconds=seconds, **held_resources())
+    stage_ran(stage, seconds, request.backend)
+    return clip
+
+
+def observed(manifest: Manifest) -> Manifest:
+    """The stages the manifest's replica ran, as d2v_stage_seconds observations."""
+    if manifest.cost is not None:
+        for stage in ("render_encode", "encode", "upload", "check"):
+            if stage in manifest.cost.stages:
+                stage_ran(stage, manifest.cost.stages[stage].seconds, manifest.backend)
+    return manifest
 
 
 class _ReportsProgress:
@@ -59,23 +83,32 @@ class DepthStage(GPUWorker):
     stage = "depth"
 
     def __init__(self):
+        replica_logging()
         self.store = store_from_env()
         super().__init__()
 
     def estimate(self, image: LoadedImage, image_bytes: bytes, request: RenderRequest) -> dict:
-        """{"depth_png": 16-bit PNG bytes or None, "depth_source", "depth_model", "depth_method"}: what the
-        rest of the DAG takes as a depth map, and what the manifest says of it."""
+        """{"depth_png": 16-bit PNG bytes or None, "depth_source", "depth_model", "depth_method", "usage"}:
+        what the rest of the DAG takes as a depth map, what the manifest says of it, and its charge."""
         from d2v.depth import depth_for, encode_depth_png
 
+        t0 = time.perf_counter()
         scene = depth_for(image_bytes, image.rgb, self.store, request)
+        seconds = time.perf_counter() - t0
+        stage_ran("depth", seconds, request.backend)
         return {"depth_png": encode_depth_png(scene.depth) if scene.depth is not None else None,
-                "depth_source": scene.source, "depth_model": scene.model, "depth_method": scene.method()}
+                "depth_source": scene.source, "depth_model": scene.model, "depth_method": scene.method(),
+                "usage": {"depth": StageUsage(seconds=seconds, **held_resources())}}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class TrajectoryStage:
     def plan(self, request: RenderRequest, image_width: int, image_height: int, has_depth: bool) -> CameraTrajectory:
-        return stages.plan(request, image_width, image_height, has_depth=has_depth)
+        # Milliseconds on a sliver of a CPU: observed, not charged (its charge could not
+        # travel with the trajectory).
+        trajectory = stages.plan(request, image_width, image_height, has_depth=has_depth)
+        stage_ran("trajectory", trajectory.seconds or 0.0, request.backend)
+        return trajectory
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -86,6 +119,7 @@ class BaseStage(GPUWorker, _ReportsProgress):
     stage = "base"
 
     def __init__(self, svd_model: str | None = None, svd_options: dict | None = None):
+        replica_logging()
         self.svd_model = svd_model or svd_model_setting()
         self.svd_options = svd_options
         self.store = store_from_env()
@@ -113,19 +147,22 @@ class BaseStage(GPUWorker, _ReportsProgress):
         if request.backend == "svd" and self.svd is None and self.svd_error:
             raise ModelNotConfiguredError(self.svd_error)
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-        return stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
+        clip = stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
                                   progress=self._progress(job_id))
+        return charged(clip, "base", request)
 
     def render_final(self, job_id: str, image: LoadedImage, depth_bytes: bytes | None, request: RenderRequest,
                      trajectory: CameraTrajectory, depth_source: str | None = None,
-                     depth_model: str | None = None, depth_method: str | None = None) -> Manifest:
+                     depth_model: str | None = None, depth_method: str | None = None,
+                     usage: dict | None = None) -> Manifest:
         """Camera jobs: the frames are final as rendered, so this replica streams them into
         the encoder and stores the results, as `d2v render` does: render and encode overlap,
         and no clip crosses replicas (run one after the other, they cost 1.5x in-process)."""
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-        return stream_camera_job(image, depth, request, trajectory, self.store, job_id,
-                                 progress=self._progress(job_id), depth_source=depth_source,
-                                 depth_model=depth_model, depth_method=depth_method)
+        return observed(stream_camera_job(image, depth, request, trajectory, self.store, job_id,
+                                          progress=self._progress(job_id), depth_source=depth_source,
+                                          depth_model=depth_model, depth_method=depth_method,
+                                          resources=held_resources(), usage=usage))
 
     def whoami(self) -> dict:
         return self.describe()
@@ -136,7 +173,7 @@ class InterpolateStage(GPUWorker):
     stage = "interpolate"
 
     def retime(self, clip: Clip, request: RenderRequest) -> Clip:
-        return stages.retime(clip, request)
+        return charged(stages.retime(clip, request), "interpolate", request)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -144,19 +181,23 @@ class UpscaleStage(GPUWorker):
     stage = "upscale"
 
     def resize(self, clip: Clip, request: RenderRequest) -> Clip:
-        return stages.resize(clip, request)
+        return charged(stages.resize(clip, request), "upscale", request)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class EncodeStage(_ReportsProgress):
     def __init__(self):
+        replica_logging()
         self.store = store_from_env()
 
     def encode(self, job_id: str, clip: Clip, request: RenderRequest, trajectory: CameraTrajectory,
                image: LoadedImage, depth_bytes: bytes | None, depth_source: str | None = None,
-               depth_model: str | None = None, depth_method: str | None = None) -> Manifest:
+               depth_model: str | None = None, depth_method: str | None = None,
+               usage: dict | None = None) -> Manifest:
         """Encode and store, then the path check (it needs the frames, which are here)."""
         self._progress(job_id)("encode", 0.0)
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-        return stages.encode_and_store(clip, request, trajectory, image, self.store, job_id, depth=depth,
-                                       depth_source=depth_source, depth_model=depth_model)
+        clip.usage = {**(usage or {}), **clip.usage}
+        return observed(stages.encode_and_store(clip, request, trajectory, image, self.store, job_id, depth=depth,
+                                                depth_source=depth_source, depth_model=depth_model,
+                                                resources=held_resources()))

@@ -42,7 +42,9 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
 
         for prefix, args in apps.items():
             name = "d2v" + prefix.rstrip("/").replace("/", "-")
-            serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix)
+            # JSON logs, as deployments/configs/serve-*.yaml set them (logging_config).
+            serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix,
+                      logging_config={"encoding": "JSON"})
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

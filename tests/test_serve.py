@@ -430,6 +430,12 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     assert manifest["fidelity"]["verdict"] in ("missed", "unmeasured") and manifest["fidelity"]["attempts"] == []
     assert status["result"]["fidelity"]["verdict"] == manifest["fidelity"]["verdict"]
     assert store.exists(status["result"]["fidelity_key"])
+    # Its cost: every stage charged at its replica's resources (deployments/stages.py's defaults).
+    cost = manifest["cost"]
+    assert {"base": 0.25, "interpolate": 0.25, "upscale": 0.25, "encode": 0.25} == \
+        {k: cost["stages"][k]["cpus"] for k in ("base", "interpolate", "upscale", "encode")}
+    assert cost["stages"]["base"]["seconds"] == manifest["stage_seconds"]["base"]
+    assert cost["cpu_seconds"] == pytest.approx(sum(u["cpus"] * u["seconds"] for u in cost["stages"].values()), abs=1e-3)
     # The app without a model still refuses svd clearly, and both keep serving.
     r = submit(client, PHOTO, {**GOOD, "backend": "svd"})
     assert r.status_code == 422 and "D2V_SVD_MODEL" in r.json()["detail"]
@@ -599,3 +605,105 @@ def test_d2v_jobs_lists_each_keys_own_jobs_newest_first(farm):
     assert refused.returncode == 2 and "401: missing or wrong API key" in refused.stderr
     assert client.get("/keyed/v1/jobs", params={"limit": 101},
                       headers={"Authorization": "Bearer key-a"}).status_code == 422
+
+
+def _metrics() -> dict[str, list[tuple[dict, float]]]:
+    """The Prometheus text that Ray serves on this node's metrics port, parsed: name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = ray._private.worker._global_node.metrics_export_port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def _sum(metrics: dict, name: str, **labels) -> float:
+    return sum(v for found, v in metrics.get(name, []) if labels.items() <= found.items())
+
+
+def test_metrics_cost_stats_and_json_logs_of_the_farms_jobs(farm):
+    """One job that succeeds and one that fails while running (queued without its image, as
+    after a lost upload), both with an effect no other test here renders: the metrics
+    endpoint counts exactly them, the manifest's cost follows the price table, GET
+    /v1/stats reports them, and the runner's JSON log lines carry their job ids."""
+    from d2v.cost import price_table
+    from d2v.jobqueue import JobQueue
+    from d2v.lifecycle import Jobs
+
+    client, store = farm
+    r = submit(client, PHOTO, slow_request(effect="crash_zoom", motion_blur_samples=2, seed=11))
+    assert r.status_code == 202, r.text
+    broken = "no-image-crash-zoom"
+    store.put_bytes(f"jobs/{broken}/request.json", json.dumps(slow_request(effect="crash_zoom")).encode())
+    Jobs(store).create(broken, queue="d2v-jobs")
+    JobQueue("d2v-jobs").enqueue(broken)
+    ok = wait(client, r.json()["status_url"])
+    bad = wait(client, f"/v1/jobs/{broken}")
+    assert ok["status"] == "succeeded" and bad["status"] == "failed", (ok, bad)
+
+    # The manifest's cost: the base replica rendered, encoded, uploaded and checked, at its
+    # 0.25 CPU (deployments/stages.py); the total by the shipped price table.
+    manifest = json.loads(store.get_bytes(ok["result"]["manifest_key"]))
+    cost, table = manifest["cost"], price_table()
+    assert set(cost["stages"]) == {"render_encode", "upload", "check"}
+    assert all(u["cpus"] == 0.25 and u["gpus"] == 0 for u in cost["stages"].values())
+    assert cost["stages"]["check"]["seconds"] == manifest["stage_seconds"]["check"]
+    assert cost["stages"]["render_encode"]["seconds"] == manifest["stage_seconds"]["render_encode_wall"]
+    cpu_s = sum(u["cpus"] * u["seconds"] for u in cost["stages"].values())
+    assert cost["cpu_seconds"] == pytest.approx(cpu_s, abs=1e-3) and cost["gpu_seconds"] == 0
+    assert cost["total"] == pytest.approx(cpu_s / 3600 * table.cpu_core_hour, rel=1e-3)
+    assert cost["currency"] == table.currency
+    assert ok["result"]["cost"] == cost  # the status shows it too
+
+    # What the metrics port must show. Every replica exports on its own clock (every 10 s):
+    # polled until all of it is there.
+    labels = {"backend": "camera", "effect": "crash_zoom"}
+    verdict = manifest["fidelity"]["verdict"]
+    expected = {
+        ("ray_d2v_jobs_total", "status=succeeded"): lambda m: _sum(m, "ray_d2v_jobs_total", status="succeeded",
+                                                                   **labels) == 1,
+        ("ray_d2v_jobs_total", "status=failed"): lambda m: _sum(m, "ray_d2v_jobs_total", status="failed",
+                                                                **labels) == 1,
+        # the broken job never came through POST
+        ("ray_d2v_jobs_submitted_total",): lambda m: _sum(m, "ray_d2v_jobs_submitted_total", **labels) == 1,
+        ("ray_d2v_job_seconds_count",): lambda m: _sum(m, "ray_d2v_job_seconds_count", status="succeeded",
+                                                       **labels) == 1,
+        ("ray_d2v_job_failures_total",): lambda m: _sum(m, "ray_d2v_job_failures_total", reason="D2VError") >= 1,
+        ("ray_d2v_fidelity_verdicts_total",): lambda m: _sum(m, "ray_d2v_fidelity_verdicts_total", **labels) == _sum(
+            m, "ray_d2v_fidelity_verdicts_total", verdict=verdict, **labels) == 1,
+        ("ray_d2v_stage_seconds_count",): lambda m: _sum(m, "ray_d2v_stage_seconds_count", stage="render_encode",
+                                                         backend="camera") >= 1,
+        ("ray_d2v_cost_total",): lambda m: _sum(m, "ray_d2v_cost_total", currency="USD") >= cost["total"] > 0,
+        ("ray_d2v_cpu_seconds_total",): lambda m: _sum(m, "ray_d2v_cpu_seconds_total") >= cost["cpu_seconds"],
+        ("ray_d2v_jobs_queued",): lambda m: "ray_d2v_jobs_queued" in m and "ray_d2v_jobs_running" in m,
+        # Serve's own, for the dashboard
+        ("ray_serve_deployment_processing_latency_ms_bucket",):
+            lambda m: "ray_serve_deployment_processing_latency_ms_bucket" in m,
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        scraped = _metrics()
+        missing = [what for what, ok in expected.items() if not ok(scraped)]
+        if not missing:
+            break
+        assert time.monotonic() < deadline, f"not on the metrics port: {missing}"
+        time.sleep(1)
+
+    # GET /v1/stats: the same two jobs, from the store's records.
+    stats = client.get("/v1/stats", params={"since": "1h"})
+    assert stats.status_code == 200, stats.text
+    crash = stats.json()["effects"]["crash_zoom"]
+    assert (crash["jobs"], crash["videos"], crash["success_rate"]) == (2, 1, 0.5)
+    assert crash["cost_per_video"] == pytest.approx(cost["total"], abs=1e-8)
+    assert client.get("/v1/stats", params={"since": "soon"}).status_code == 422
+
+    # The runner's log: JSON lines, the failed job's with its id as a field.
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    lines = [json.loads(line) for f in logs.glob("replica_d2v_JobRunner_*.log")
+             for line in f.read_text().splitlines() if line.startswith("{")]
+    about = [line for line in lines if line.get("job_id") == broken]
+    assert any("failed" in line["message"] for line in about), lines[-5:]
+    assert all(broken in line["message"] for line in about)

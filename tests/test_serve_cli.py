@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,8 +36,10 @@ def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
     assert not tmp_path.is_relative_to(REPO) and not (tmp_path / "deployments").exists()
     farm = f"http://127.0.0.1:{free_port()}"
     log = open(tmp_path / "serve.log", "w")
+    metrics_port = free_port()  # not the default 8080: other farms may be up on this machine
     # No --config: the serve-local.yaml installed with d2v, found from this directory.
-    proc = subprocess.Popen([str(exe), "serve", "--port", farm.rsplit(":", 1)[1]], cwd=tmp_path,
+    proc = subprocess.Popen([str(exe), "serve", "--port", farm.rsplit(":", 1)[1], "--metrics-port", str(metrics_port)],
+                            cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         client = httpx.Client(base_url=farm, timeout=30)
@@ -73,6 +76,21 @@ def test_d2v_serve_from_any_directory_serves_jobs_and_stops_on_ctrl_c(tmp_path):
         other = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-1"], capture_output=True,
                                text=True, env=env, timeout=60)
         assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
+        # Operators' view: the KPIs, and Prometheus text on the fixed metrics port counting
+        # the job and the two refusals (Ray exports every 10 s).
+        stats = client.get("/v1/stats", headers=auth).json()
+        assert (stats["all"]["videos"], stats["all"]["success_rate"]) == (1, 1.0)
+        wanted = ['ray_d2v_jobs_total{backend="camera",effect="pan",queue="d2v-jobs",status="succeeded"} 1.0',
+                  'ray_d2v_requests_refused_total{code="401",reason="Unauthorized"} 2.0']
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            # Ray's own labels (node, worker, session) left out: only d2v's.
+            found = {re.sub(r'(Component|NodeAddress|SessionName|Version|WorkerId|otel_scope_\w+)="[^"]*",?', "",
+                            line) for line in text.splitlines() if line.startswith("ray_d2v_")}
+            if set(wanted) <= found:
+                break
+            assert time.monotonic() < deadline + 180, sorted(found)
+            time.sleep(1)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
