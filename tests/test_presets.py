@@ -64,6 +64,8 @@ def test_every_preset_expands_to_a_valid_request_and_renders(tmp_path):
         assert manifest.request.preset == name and manifest.effect == entry["settings"]["effect"], name
         assert manifest.request.look == entry["settings"]["look"], name
         frames = round(entry["settings"]["duration_s"] * SMALL["fps"])
+        for _ in range(entry["settings"].get("post", []).count("boomerang")):
+            frames = 2 * frames - 1  # out and back, the turn frame once
         info = probe_video(out)
         assert (info["frames"], info["width"], info["height"]) == (frames, 128, 72), (name, info)
 

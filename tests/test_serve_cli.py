@@ -116,7 +116,8 @@ def _start_from_script(tmp_path: Path, env: dict, log_name: str, url: str) -> in
     exe = Path(sys.executable).parent / "d2v"
     log = tmp_path / log_name
     script = tmp_path / "start.sh"
-    script.write_text(f"#!/bin/sh\n{exe} serve --port {url.rsplit(':', 1)[1]} > {log} 2>&1 &\necho $!\n")
+    script.write_text(f"#!/bin/sh\n{exe} serve --port {url.rsplit(':', 1)[1]} --metrics-port {free_port()} "
+                      f"> {log} 2>&1 &\necho $!\n")
     pid = int(subprocess.run(["sh", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=30).stdout.strip())
     deadline = time.monotonic() + 240

@@ -481,7 +481,7 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     assert driver.execute_script("return state.preview.effect") == "dolly_zoom"
     driver.execute_script("document.getElementById('render').scrollIntoView()")
     driver.find_element("id", "render").click()
-    playing_video(driver, 1.0)
+    playing_video(driver, 2 - 1 / 12)  # boomerang: 12 frames out and 11 back (the turn frame once)
     job_id = driver.find_element("id", "download").get_attribute("href").split("/v1/jobs/")[1].split("/")[0]
     store = S3Store.from_env(seaweed.env("web"))
     manifest = json.loads(store.get_bytes(f"jobs/{job_id}/manifest.json"))
@@ -490,6 +490,7 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     assert (sent["duration_s"], sent["width"], sent["fps"], sent["post"]) == (1.0, 640, 12, ["boomerang"])
     assert (sent["look"], sent["speed_ramp"]) == ("grade.cube", 0.3)  # speed ramp: the preset's, shown and sent
     assert store.get_bytes(f"jobs/{job_id}/look.cube").decode() == GRADE_CUBE
+    assert manifest["frames"] == 23 and "post" in manifest["methods"] and "look" in manifest["methods"]
     screenshot(driver, "web-preset-rendered.png")
     assert driver.find_element("id", "error").get_attribute("hidden") is not None
 
