@@ -6,6 +6,8 @@ moves get real parallax without the user drawing one.
     DepthEstimator.estimate(rgb) -> (H, W) float32 in [0, 1], brighter = nearer
     estimate_depth(rgb) -> the same, with the configured model
     depth_for(image_bytes, rgb, store, request) -> ImageDepth   what render_job uses (cached)
+    planned_depth_source(request, depth_given=) -> "user" | "estimated" | "none"   (no model run)
+    cached_depth(image_bytes, store, width, height) -> the cached estimate, or None (no model run)
     encode_depth_png(depth) -> bytes               a 16-bit grayscale PNG of a depth map
     make_tiny_depth(directory) -> directory        a tiny random-weight model (tests, demos)
 
@@ -280,6 +282,33 @@ def depth_content(image_bytes: bytes, model: str) -> str:
     return h.hexdigest()[:32]
 
 
+def planned_depth_source(request: RenderRequest, *, depth_given: bool, model: str | None = None) -> DepthSource:
+    """Where a job's depth will come from, without running anything: "user" when the request
+    comes with a depth map; "estimated" with depth "auto" and a depth model configured
+    (`model`, default D2V_DEPTH_MODEL); else "none". The one rule the depth stage
+    (`depth_for`) and the preview follow, so the preview plans (and `auto` picks) what the
+    job will: the planner plans with depth unless this is "none"."""
+    if depth_given:
+        return "user"
+    if request.depth != "none" and (model or depth_model_setting()):
+        return "estimated"
+    return "none"
+
+
+def cached_depth(image_bytes: bytes, store: Store, width: int, height: int, *,
+                 model: str | None = None) -> np.ndarray | None:
+    """The estimate of this photo already in the store's depth cache (`model`, default
+    D2V_DEPTH_MODEL), at width x height; None when there is none (or no model, or an entry
+    that does not decode). Never runs the model: for answers that must be quick (the preview)."""
+    model = model or depth_model_setting()
+    if not model:
+        return None
+    try:
+        return load_depth_map(store.get_bytes(depth_cache_key(depth_content(image_bytes, model))), width, height)
+    except (ObjectNotFoundError, InvalidImageError):
+        return None
+
+
 def depth_for(
     image_bytes: bytes,
     rgb: np.ndarray,
@@ -293,10 +322,11 @@ def depth_for(
     and a model configured (`model`, default D2V_DEPTH_MODEL), the estimate from the store's
     depth cache, or from the model (then cached); else no depth. A model that fails is a
     DepthModelError, never a silent flat render."""
-    if user_depth is not None:
-        return ImageDepth(user_depth, "user")
     model = model or depth_model_setting()
-    if request.depth == "none" or not model:
+    source = planned_depth_source(request, depth_given=user_depth is not None, model=model)
+    if source == "user":
+        return ImageDepth(user_depth, "user")
+    if source == "none":
         return ImageDepth(None, "none")
     h, w = rgb.shape[:2]
     key = depth_cache_key(depth_content(image_bytes, model))

@@ -30,21 +30,25 @@ What is compared, for each located frame i against the plan's camera i:
   (this is what catches an orbit swinging the wrong way: same centre, other keystone).
 
 Parallax. A flat render is a homography of the photo, exactly, and the plan's plane
-homography is the yardstick. With depth (a depth map, or dolly_zoom's stand-in depth) no
-homography is exact: the fit settles on a blend of the layers. Then the yardstick is the
-same measurement of the camera backend's own render of the planned cameras (rendered
-small, the sampled frames only), so a video that follows measures like the render,
-whatever its parallax. dolly_zoom and orbit pivot on their subject (its layer stays on the
-image plane): a patch around the subject (SUBJECT_PATCH) is also fitted on its own, in the
-video and in the render, and compared (the subject's place and size), so a move about
-another point cannot pass for this one. A motion-blurred clip (the request's shutter) is
-a blend of views: it, too, is compared with a render smeared alike. Tolerances:
+homography is the yardstick. With depth (a depth map, given or estimated, or the stand-in
+depth of dolly_zoom and parallax) no homography is exact: the fit settles on a blend of
+the layers. Then the yardstick is the same measurement of the camera backend's own render
+of the planned cameras (rendered small, the sampled frames only), so a video that follows
+measures like the render, whatever its parallax. dolly_zoom, orbit and parallax pivot on
+their subject (its layer stays on the image plane; for parallax the stroke's middle, which
+near things slide past and far ones lag behind): they are measured on the plane of the
+subject too. A patch around the subject (SUBJECT_PATCH) is fitted on its own, in the video
+and in the render, and compared (the subject's place and size), so a move about another
+point cannot pass for this one; a slide drawn the other way is a miss too, its views
+travelling the other way (tests/test_parallax.py). A motion-blurred clip (the request's
+shutter) is a blend of views: it, too, is compared with a render smeared alike. Tolerances:
 
     effect                                any frame / end frame   zoom   roll    corners
     planar moves (zoom_in, pull_back,       3% / 1%                5%    2 deg     5%
       pan, spiral, earth_zoom_out,
       crash_zoom)
     orbit (flat: a keystoned plane)         3% / 1%                5%    2 deg     5%
+    parallax (stand-in depth)               3% / 1%                5%    2 deg     5%
     dolly_zoom (stand-in depth)             4% / 2%                8%    2 deg     6%
     any effect with a depth map             5% / 3%               10%    3 deg     8%
 

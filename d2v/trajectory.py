@@ -46,7 +46,7 @@ from d2v.pathshape import (
 __all__ = [
     "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
     "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS", "PARALLAX_TRUCK",
-    "PSEUDO_DEPTH_NOTE", "drawn_direction",
+    "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG",
 ]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
@@ -62,9 +62,12 @@ EASE_FRACTION = 0.2  # share of the move spent speeding up (and again slowing do
 DRAWN_EASE_FRACTION = 0.1  # the same, laid over drawing-speed timing
 COVER_BLEND = 0.35  # zoom_in / pull_back: progress over which the view eases from/to the cover view
 # Orbit: a 20 degree yaw arc (+-10) with a 5 degree rise. On the flat picture a wider arc
-# needs much more zoom to keep its keystoned views inside the image, and past ~10 degrees
-# the far side of the picture visibly stretches.
-ORBIT_ARC_DEG, ORBIT_PITCH_DEG = 20.0, 5.0
+# needs more zoom to keep its keystoned views inside the image, and past ~10 degrees the far
+# side of the picture visibly stretches. With real depth (a depth map, given or estimated)
+# the layers swing against the subject, which is what reads as an orbit, so it arcs wider:
+# 30 degrees (+-15); its views then zoom in about 1.9x (1.5x at 20 degrees) to keep every
+# layer the renderer may show inside the image.
+ORBIT_ARC_DEG, ORBIT_DEPTH_ARC_DEG, ORBIT_PITCH_DEG = 20.0, 30.0, 5.0
 PAN_MAX_ZOOM = 3.0  # pan zooms in up to this far so its view can follow the whole stroke
 SPIRAL_ROLL_POWER = 2.0  # roll grows as p^2, so the picture turns mostly once zoomed in enough to
 # turn without showing borders (less extra zoom from the clamp)
@@ -197,6 +200,7 @@ class _Scene:
     D: float  # base distance = cover-crop width
     centre: np.ndarray  # cover-crop centre, (2,)
     layers: tuple[float, float] = (1.0, 1.0)  # depth_range of the effect: (1, 1) = flat
+    real_depth: bool = False  # the renderer has a depth map (given or estimated), not just a stand-in
 
 
 @dataclass
@@ -312,14 +316,15 @@ def _crash(sc: _Scene, shape: PathShape, tau, req: RenderRequest, zpk: float):
 
 
 def _orbit(sc: _Scene, shape: PathShape, p, req: RenderRequest) -> _Rig:
-    """Arc around the centroid at distance D, looking at it: yaw over ORBIT_ARC_DEG (to the
-    right, +X, for a clockwise drawing) with a slight rise in the middle. One lens zoom
+    """Arc around the centroid at distance D, looking at it: yaw over ORBIT_ARC_DEG, or
+    ORBIT_DEPTH_ARC_DEG with real depth (to the right, +X, for a clockwise drawing) with a
+    slight rise in the middle. One lens zoom
     and one sideways offset hold for the whole arc (`_steady_fit`), so the subject stays
     still on screen while the views, keystoned as the camera swings, stay inside the image
     (at every depth the renderer shows: without a depth map that is the flat picture;
     with one, near and far layers swing against the subject)."""
     d = shape.direction or (1 if shape.end[0] >= shape.start[0] else -1)
-    yaw = d * math.radians(ORBIT_ARC_DEG) * (p - 0.5)
+    yaw = d * math.radians(ORBIT_DEPTH_ARC_DEG if sc.real_depth else ORBIT_ARC_DEG) * (p - 0.5)
     pitch = math.radians(ORBIT_PITCH_DEG) * np.sin(math.pi * p)
     G = np.array([*shape.centroid, 0.0])
     offs = np.column_stack([np.sin(yaw) * np.cos(pitch), -np.sin(pitch), -np.cos(yaw) * np.cos(pitch)])
@@ -570,7 +575,8 @@ def plan_trajectory(
 
     u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
     centre = np.array([u0 + cw / 2, v0 + ch / 2])
-    sc = _Scene(W, H, out_w, out_h, cw, ch, cw, centre, depth_range(effect, depth_parallax))
+    sc = _Scene(W, H, out_w, out_h, cw, ch, cw, centre, depth_range(effect, depth_parallax),
+                real_depth=depth_parallax is not None)
 
     n = request.n_frames
     tau = _frame_taus(n, request.loop)

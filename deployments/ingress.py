@@ -42,6 +42,7 @@ from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from d2v import __version__
+from d2v.depth import cached_depth, planned_depth_source
 from d2v.errors import (
     D2VError,
     ImageTooLargeError,
@@ -61,6 +62,7 @@ from d2v.models import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS, JobStatus, Rend
 from d2v.pipeline import content_job_id, require_backend
 from d2v.presets import presets
 from d2v.preview import preview as render_preview
+from d2v.preview import working_size
 from d2v.render import load_depth_map
 from d2v.stages import plan
 from d2v.store import LocalStore, store_from_env, validate_job_id
@@ -353,12 +355,29 @@ class Ingress:
     async def preview(self, request: Request) -> dict:
         """A low-resolution render of the camera move (no job, nothing stored): the effect
         `auto` picks, the smoothed path and per-frame views in canvas units, and a small
-        MP4 inline as a data: URL. Same multipart body as POST /v1/jobs."""
+        MP4 inline as a data: URL. Same multipart body as POST /v1/jobs.
+
+        Planned with depth exactly when the job will be (a depth map sent, or depth "auto"
+        with a depth model configured: `planned_depth_source`), so `auto` resolves to the
+        job's effect. Rendered with the depth map sent, or the photo's estimate when the
+        store's depth cache already holds it; the model itself is never run here."""
         self._authorize(request)
-        render_request, image_bytes, _, _ = await self._read_upload(request)
+        render_request, image_bytes, depth_bytes, lut_bytes = await self._read_upload(request)
+        source = planned_depth_source(render_request, depth_given=depth_bytes is not None)
         async with self.previewing:
             image = await asyncio.to_thread(decode_image, image_bytes)
-            return await asyncio.to_thread(render_preview, image.rgb, render_request)
+            size = working_size(image.width, image.height)
+            depth = None
+            if depth_bytes is not None:
+                depth = await asyncio.to_thread(load_depth_map, depth_bytes, *size)
+            elif source == "estimated":
+                try:  # one store read at most; slow or away, the preview goes on without it
+                    depth = await asyncio.wait_for(
+                        asyncio.to_thread(cached_depth, image_bytes, self.store, *size), DEPENDENCY_TIMEOUT_S)
+                except Exception as e:
+                    log.info("preview: the depth cache was not read (%s)", one_line(e) or type(e).__name__)
+            return await asyncio.to_thread(render_preview, image.rgb, render_request, depth_source=source,
+                                           depth=depth, lut_bytes=lut_bytes)
 
     @api.post("/v1/jobs", status_code=202, response_model=JobAccepted,
               response_description="accepted: follow status_url",

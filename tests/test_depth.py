@@ -15,11 +15,13 @@ import pytest
 
 from d2v.depth import (
     DepthEstimator,
+    cached_depth,
     depth_for,
     encode_depth_png,
     load_depth_model,
     make_tiny_depth,
     normalise_depth,
+    planned_depth_source,
     shared_depth_model,
 )
 from d2v.errors import DepthModelError
@@ -166,6 +168,7 @@ def test_render_job_and_batch_use_the_estimated_depth(tiny_depth, tmp_path, monk
     manifest = render_job(image_bytes, request, store)
     assert (manifest.depth_source, manifest.depth_model) == ("estimated", str(tiny_depth))
     assert manifest.image["depth_map"] and "depth" in manifest.stage_seconds and len(count_estimates) == 1
+    assert "+ depth warp" in manifest.methods["base"]  # dolly_zoom's parallax comes from the estimate
     none = render_job(image_bytes, request.model_copy(update={"depth": "none"}), store)
     assert (none.depth_source, none.depth_model, none.image["depth_map"]) == ("none", None, False)
     assert none.job_id != manifest.job_id
@@ -183,6 +186,43 @@ def test_render_job_and_batch_use_the_estimated_depth(tiny_depth, tmp_path, monk
     assert [r.status for r in rows] == ["succeeded"] * 3, [r.error for r in rows]
     sources = {r.id: json.loads(store.get_bytes(r.keys["manifest"]))["depth_source"] for r in rows}
     assert sources == {"auto": "estimated", "off": "none", "map": "user"}
+    assert len(count_estimates) == 1
+
+
+def test_the_preview_plans_with_depth_when_the_job_will(tiny_depth, tmp_path, monkeypatch, count_estimates):
+    """`auto` on a straight, level stroke: with a depth model configured the job slides
+    (parallax), and so does its preview, which never runs the model: it renders with the
+    estimate once the depth cache holds it. With depth "none", or no model, both pan as
+    before (a short stroke: both zoom in)."""
+    from d2v.pipeline import render_job
+    from d2v.preview import preview
+
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(tiny_depth))
+    store = LocalStore(tmp_path / "data")
+    rgb = textured_image(320, 180, seed=5)
+    image_bytes = png_bytes(rgb)
+    request = parse_request({"path": PATH, "effect": "auto", "duration_s": 0.5, "fps": 8, "width": 160,
+                             "height": 96})
+
+    def previewed(req, depth_given: bool = False) -> dict:
+        source = planned_depth_source(req, depth_given=depth_given)
+        return preview(rgb, req, depth_source=source, depth=cached_depth(image_bytes, store, 320, 180))
+
+    first = previewed(request)
+    assert (first["effect"], first["auto_effect"], first["depth_source"]) == ("parallax", "parallax", "estimated")
+    assert not first["depth_shown"] and not count_estimates and not store.list("depth/")
+    assert render_job(image_bytes, request, store).effect == "parallax"
+    again = previewed(request)  # the job cached the estimate: the preview shows it
+    assert again["effect"] == "parallax" and again["depth_shown"] and len(count_estimates) == 1
+    assert previewed(request, depth_given=True)["depth_source"] == "user"
+
+    flat = request.model_copy(update={"depth": "none"})
+    assert previewed(flat)["effect"] == render_job(image_bytes, flat, store).effect == "pan"
+    monkeypatch.delenv("D2V_DEPTH_MODEL")
+    assert (previewed(request)["effect"], previewed(request)["depth_source"]) == ("pan", "none")
+    short = parse_request({**request.model_dump(mode="json"),
+                           "path": {**PATH, "points": [{"x": 130, "y": 90}, {"x": 190, "y": 90}]}})
+    assert previewed(short)["effect"] == "zoom_in"
     assert len(count_estimates) == 1
 
 

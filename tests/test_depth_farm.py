@@ -1,7 +1,8 @@
 """The depth stage in the farm: a tiny random-weight depth model loaded by the DepthStage
 replica through the real loader; the first job on a photo estimates its depth, the next one
 reads it from the store's depth cache; `depth: "none"` renders flat; a job with post effects
-and a look gets them."""
+and a look gets them. The preview plans as the job does: `auto` on a level stroke slides
+(parallax) when the job will have depth."""
 
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
     with serve_farm(env, {"/": {}}) as url, httpx.Client(base_url=url, timeout=60) as client:
         store = S3Store.from_env(env)
 
+        def body_of(**request) -> dict:
+            return {"path": PATH, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90, **request}
+
+        def preview(**request) -> dict:
+            r = client.post("/v1/preview", files={"image": ("p.png", image, "image/png")},
+                            data={"request": json.dumps(body_of(**request))})
+            assert r.status_code == 200, r.text
+            return r.json()
+
         def run(**request) -> dict:
-            body = {"path": PATH, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90, **request}
+            body = body_of(**request)
             r = client.post("/v1/jobs", files={"image": ("p.png", image, "image/png")},
                             data={"request": json.dumps(body)})
             assert r.status_code == 202, r.text
@@ -41,13 +51,20 @@ def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
             assert status["status"] == "succeeded", status
             return json.loads(store.get_bytes(status["result"]["manifest_key"]))
 
+        # Before any job: the preview plans with depth (the model is configured) but has none
+        # to show; it never runs the model (nothing is cached by it).
+        ahead = preview(effect="auto")
+        assert (ahead["effect"], ahead["depth_source"], ahead["depth_shown"]) == ("parallax", "estimated", False)
+        assert store.list("depth/") == []
         first = run(seed=1)
         assert first["depth_source"] == "estimated" and first["depth_model"] == str(model)
         assert "from the depth cache" not in first["methods"]["depth"]
         assert len(store.list("depth/")) == 1
-        second = run(seed=2)  # the same photo: its depth comes from the cache
+        second = run(seed=2, effect="auto")  # the same photo: its depth comes from the cache
         assert second["depth_source"] == "estimated" and "from the depth cache" in second["methods"]["depth"]
         assert len(store.list("depth/")) == 1
+        shown = preview(effect="auto")  # now with the cached estimate
+        assert shown["effect"] == second["effect"] == "parallax" and shown["depth_shown"]
         flat = run(seed=3, depth="none")
         assert flat["depth_source"] == "none" and flat["depth_model"] is None
         # Post effects and a look run in the farm's streamed camera job (the base replica).
@@ -56,16 +73,10 @@ def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
         assert len(frames) == graded["frames"] == 2 * 8 - 1
         assert "boomerang" in graded["methods"]["post"] and "noir" in graded["methods"]["look"]
         assert np.abs(frames[..., 0].astype(int) - frames[..., 2]).mean() < 2  # noir: no colour
-        # A .cube look without its file: refused at the door (422, when the ingress checks the
-        # `lut` part) or, queued, failed by the runner with the reason; never a crash or a hang.
+        # A .cube look without its file: refused at the door, nothing queued.
         body = {"path": PATH, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90,
                 "look": "missing.cube"}
         r = client.post("/v1/jobs", files={"image": ("p.png", image, "image/png")},
                         data={"request": json.dumps(body)})
-        if r.status_code == 202:
-            status = client.get(r.json()["status_url"], params={"wait_s": 30}).json()
-            while status["status"] not in ("succeeded", "failed"):
-                status = client.get(r.json()["status_url"], params={"wait_s": 30}).json()
-            assert status["status"] == "failed" and "names a .cube file" in status["error"], status
-        else:
-            assert r.status_code == 422 and "lut" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "lut" in r.json()["detail"], r.text
+        assert preview(effect="auto", depth="none")["effect"] == "pan"

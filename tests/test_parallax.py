@@ -19,7 +19,8 @@ from d2v.pipeline import render_job
 from d2v.render import CameraRenderer
 from d2v.store import LocalStore
 from d2v.trajectory import (
-    DEFAULT_PARALLAX, PARALLAX_TRUCK, PSEUDO_DEPTH_NOTE, analyze_path, plan_trajectory, resolve_effect,
+    DEFAULT_PARALLAX, ORBIT_ARC_DEG, ORBIT_DEPTH_ARC_DEG, PARALLAX_TRUCK, PSEUDO_DEPTH_NOTE, analyze_path,
+    plan_trajectory, resolve_effect,
 )  # fmt: skip
 
 from .conftest import textured_image
@@ -152,6 +153,52 @@ def test_parallax_on_a_real_photo_with_a_derived_depth():
     assert near_dx - far_dx == pytest.approx(DEFAULT_PARALLAX * plane, rel=0.25), (near_dx, far_dx, plane)
 
     a, b = (next(CameraRenderer(photo).render(flat(tr), indices=[k])) for k in (i, j))
+    res = slide(a, b)
+    assert abs(np.median(res[near, 0]) - np.median(res[far, 0])) < 0.5
+
+
+# -- orbit: with real depth it arcs wider, and the layers swing against each other ------
+
+
+def seen_depth(tr: CameraTrajectory, i: int, depth: np.ndarray) -> np.ndarray:
+    """The depth map as frame i shows it (rendered through the same depth): where each
+    layer is on screen, the near one moved off its place on the plane."""
+    grey = np.repeat((depth * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return next(CameraRenderer(grey, depth).render(tr, indices=[i]))[..., 0].astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("clockwise", [True, False], ids=["clockwise", "counter-clockwise"])
+def test_orbit_with_depth_arcs_wider_and_swings_the_near_object_past_the_background(clockwise):
+    """A loop drawn on the background beside the near object: the subject (the loop's
+    centre) is on the far layer, so the near object, in front of it, swings against the
+    background, opposite to the camera (which goes right, +X, for a clockwise loop). Without
+    depth the same cameras show one plane."""
+    photo, _, _, depth = layered_scene()
+    turn = np.linspace(0, 2 * math.pi, 40)
+    sign = 1 if clockwise else -1  # y down: +sin goes clockwise on screen
+    loop = [{"x": 280 + 70 * math.cos(a), "y": 270 + sign * 70 * math.sin(a)} for a in turn]
+    deep, flat_plan = (plan(loop, "orbit", depth=d, width=W, height=H) for d in (True, False))
+
+    def arc(tr: CameraTrajectory) -> float:  # degrees between the first and last optical axes
+        first, last = tr.frames[0].R()[2], tr.frames[-1].R()[2]
+        return math.degrees(math.acos(np.clip(first @ last, -1.0, 1.0)))
+
+    assert arc(flat_plan) == pytest.approx(ORBIT_ARC_DEG, abs=0.5)
+    assert arc(deep) == pytest.approx(ORBIT_DEPTH_ARC_DEG, abs=0.5) and ORBIT_DEPTH_ARC_DEG > ORBIT_ARC_DEG
+    assert depth[tuple(int(round(c)) for c in deep.subject[::-1])] == 0.0  # the subject is on the background
+
+    i, j = len(deep) // 2 - 1, len(deep) // 2 + 1  # mid-arc
+    seen = seen_depth(deep, i, depth)
+    near = cv2.erode((seen > 0.9).astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool)
+    far = cv2.erode((seen < 0.1).astype(np.uint8), np.ones((61, 61), np.uint8)).astype(bool)
+    assert near.sum() > 20000 and far.sum() > near.sum()  # the background is the dominant plane
+    a, b = (next(CameraRenderer(photo, depth).render(deep, indices=[k])) for k in (i, j))
+    res = slide(a, b)
+    near_dx, far_dx = np.median(res[near, 0]), np.median(res[far, 0])
+    assert abs(far_dx) < 0.5
+    assert -sign * near_dx > 20  # about 53 px: the near object swings against the camera
+
+    a, b = (next(CameraRenderer(photo).render(flat(deep), indices=[k])) for k in (i, j))
     res = slide(a, b)
     assert abs(np.median(res[near, 0]) - np.median(res[far, 0])) < 0.5
 

@@ -270,3 +270,27 @@ def test_bullet_time_swings_through_the_jobs_depth(photo, tmp_path):
                           depth_bytes=depth_bytes, output_path=tmp_path / "bt.mp4")
     frames, _ = decode_video(tmp_path / "bt.mp4")
     assert len(frames) == manifest.frames == req.n_frames and manifest.depth_source == "user"
+
+
+def test_the_preview_shows_the_post_effects_and_the_look_with_views_that_follow_them():
+    """The page's previews (and the preset gallery) show what the job will: a boomerang is
+    2N-1 frames whose views run out and back, and noir is grey."""
+    import base64
+
+    from d2v.preview import preview
+
+    image = textured_image(480, 270, seed=8)
+    path = {"canvas": {"width": 480, "height": 270}, "points": PATH}
+    plain = preview(image, parse_request({"path": path, "effect": "zoom_in", "duration_s": 1, "fps": 12}))
+    shown = preview(image, parse_request({"path": path, "effect": "zoom_in", "duration_s": 1, "fps": 12,
+                                          "post": ["boomerang"], "look": "noir"}))
+    n = plain["frames"]
+    assert (shown["frames"], len(shown["views"]), shown["post"], shown["look"]) == (2 * n - 1, 2 * n - 1,
+                                                                                   ["boomerang"], "noir")
+    views, out_and_back = np.array(plain["views"]), np.array(shown["views"])
+    assert np.allclose(out_and_back[:n], views) and np.allclose(out_and_back[n:], views[-2::-1])
+    frames, _ = decode_video(base64.b64decode(shown["video"].split(",", 1)[1]))
+    assert len(frames) == 2 * n - 1
+    assert np.abs(frames[..., 0].astype(int) - frames[..., 2]).mean() < 2  # noir: no colour left
+    colour, _ = decode_video(base64.b64decode(plain["video"].split(",", 1)[1]))
+    assert np.abs(colour[..., 0].astype(int) - colour[..., 2]).mean() > 10
