@@ -499,10 +499,29 @@ def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str,
         except OSError:
             time.sleep(0.5)
     code = _wait_for_serve(proc, stopping)
+    _wait_port_closed(url)
     if stopping:
         print("d2v: stopped", file=sys.stderr)
         return 0
     return code
+
+
+def _wait_port_closed(url: str, wait_s: float = 5.0) -> None:
+    """Ray's HTTP proxy is a worker of a raylet that exits on its own schedule: on a loaded
+    machine it can hold the port a moment after `serve run` has gone. "Stopped" means the
+    port is closed, so wait for that (bounded)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((parts.hostname, parts.port), timeout=0.5).close()
+        except OSError:
+            return
+        time.sleep(0.2)
 
 
 def _port_free(port: int) -> bool:
