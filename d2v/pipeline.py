@@ -26,6 +26,7 @@ from d2v import __version__
 from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.depth import ImageDepth, depth_for, depth_model_setting
 from d2v.encode import encode_mp4
+from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, DepthSource, JobResult, Manifest, RenderRequest, job_id_for
@@ -178,6 +179,7 @@ def render_job(
     price_table()  # a bad price table is the user's error now, not after the render
     image = decode_image(image_bytes)
     depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+    look_for(request, lut_bytes)  # a missing or malformed .cube is refused before the job exists
     job_id = job_id or content_job_id(image_bytes, depth_bytes, request, lut_bytes=lut_bytes)
 
     if use_cache and (cached := cached_manifest(store, job_id)) is not None:

@@ -173,7 +173,7 @@ def test_a_job_with_a_cube_look_and_a_post_effect(tmp_path):
     assert store.get_bytes(file_key(graded.job_id, "look.cube")) == swap
 
 
-def test_a_cube_look_without_its_file_fails_the_job_clearly(tmp_path):
+def test_a_cube_look_without_its_file_is_refused_before_the_job_exists(tmp_path):
     store = LocalStore(tmp_path / "store")
     photo = png_bytes(textured_image(160, 90, seed=2))
     bad = b"LUT_3D_SIZE 2\n1 2\n"
@@ -181,6 +181,7 @@ def test_a_cube_look_without_its_file_fails_the_job_clearly(tmp_path):
         render_job(photo, _request(look="mine.cube"), store)
     with pytest.raises(InvalidLookError, match="line 2"):
         render_job(photo, _request(look="bad.cube"), store, lut_bytes=bad)
-    # Failed in the store with the one-line reason, not left running.
-    status = Jobs(store).get(content_job_id(photo, None, _request(look="bad.cube"), lut_bytes=bad))
-    assert status.status == "failed" and "bad.cube, line 2" in status.error
+    # The caller's mistake, found before any job was recorded: nothing running, nothing failed
+    # (the farm's KPIs count jobs, not refusals).
+    assert Jobs(store).get(content_job_id(photo, None, _request(look="bad.cube"), lut_bytes=bad)) is None
+    assert not list((tmp_path / "store").rglob("status.json"))
