@@ -70,6 +70,7 @@ _DEPTH_MAX_STEPS = 26
 _DEPTH_REFINE = 3  # regula-falsi steps after the march
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
+SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 _FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
@@ -241,12 +242,13 @@ class CameraRenderer:
         if frac > 1.0 - _BLEND_EPS:
             lo, frac = lo + 1, 0.0
 
-        if _moved(frame, layers):
+        if _moved(frame, layers, width, height):
             q = self._depth_maps(frame, width, height, layers, scratch)
             sample = lambda lvl, dst: self._remap(lvl, q, dst, scratch)  # noqa: E731
         else:
             # No depth, or the camera sits at the reference centre (a pure rotation or
-            # lens zoom): no parallax, the plane homography is exact.
+            # lens zoom): no parallax, the plane homography is exact; or it moved so little
+            # that its layers part by under SUBPIXEL_PARALLAX: the homography is as good.
             sample = lambda lvl, dst: self._warp(lvl, G, dst)  # noqa: E731
 
         sample(lo, out)
@@ -397,7 +399,7 @@ class CameraRenderer:
         for i in range(len(frames)) if indices is None else indices:
             frame = frames[i]
             G = np.linalg.inv(camera.frame_homography(frame))
-            if not _moved(frame, layers):
+            if not _moved(frame, layers, w, h):
                 inside = cv2.warpPerspective(ones, camera.to_opencv(G), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 yield inside >= 128
@@ -625,10 +627,30 @@ def _buffer(scratch: dict, key: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
-def _moved(frame: CameraFrame, layers: _Layers | None) -> bool:
-    """Whether the frame sees depth as parallax: there is depth and the camera left the
-    reference centre (a pure rotation or lens zoom there: the plane homography is exact)."""
-    return layers is not None and np.linalg.norm(frame.camera_center() - layers.c0) > 1e-6 * abs(layers.c0[2])
+def _moved(frame: CameraFrame, layers: _Layers | None, width: int, height: int) -> bool:
+    """Whether the frame sees depth as parallax: there is depth, and the camera left the
+    reference centre (a pure rotation or lens zoom there: the plane homography is exact) far
+    enough that somewhere its layers, the plane among them, part by SUBPIXEL_PARALLAX output
+    pixels or more (the first frames of a move, eased in, need not march a ray)."""
+    if layers is None:
+        return False
+    C, c0 = frame.camera_center(), layers.c0
+    if np.linalg.norm(C - c0) <= 1e-6 * abs(c0[2]):
+        return False
+    # As in _depth_maps: a ray's image point is A + B / s over the layers in front of the
+    # camera; how far it moves between them and the plane, at the output's corners (where
+    # |B| is largest), in output pixels there.
+    s_hi = layers.far
+    s_lo = min(s_hi, max(layers.near, 1.0 - C[2] / c0[2] + 1e-3))
+    spread = max(1.0 / s_lo, 1.0) - min(1.0 / s_hi, 1.0)
+    corners = np.array([[0.0, width, width, 0.0], [0.0, 0.0, height, height], [1.0, 1.0, 1.0, 1.0]])
+    d = frame.R().T @ np.linalg.inv(frame.K()) @ corners
+    if np.any(d[2] <= 1e-9):
+        return True
+    B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
+    G = np.linalg.inv(camera.frame_homography(frame))
+    scale = [local_scale(G, x, y) for x, y in corners[:2].T]  # image pixels per output pixel
+    return bool(np.max(np.hypot(*B) * spread / np.maximum(scale, 1e-9)) >= SUBPIXEL_PARALLAX)
 
 
 def _camera_at(frames: list[CameraFrame], t: float) -> CameraFrame:
