@@ -295,26 +295,29 @@ class CameraRenderer:
         mapping, march from the nearest layer to the farthest, stop at the first
         crossing, and refine it by regula falsi. Done on a grid every _DEPTH_GRID_STEP
         output pixels, then upsampled bilinearly (exact for the flat part of the map)."""
-        gx, gy = _grid(width, height)
-
-        # World ray directions of the grid pixels, d = R^T K^-1 (u, v, 1), as slopes
-        # e = (dx/dz, dy/dz). With u = 1/s, Q(s) = A + u B: linear in 1/s, per pixel.
-        Kinv_R = frame.R().T @ np.linalg.inv(frame.K())
-        d = Kinv_R[:, 0, None, None] * gx[None, None, :] + Kinv_R[:, 1, None, None] * gy[None, :, None]
-        d = d + Kinv_R[:, 2, None, None]
-        dz = np.where(np.abs(d[2]) < 1e-9, 1e-9, d[2])
-        ex, ey = d[0] / dz, d[1] / dz
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
         sx, sy = dw / self.width, dh / self.height
-        # In depth-map OpenCV pixels: Q*s - 0.5.
-        Ax = ((c0[0] - c0[2] * ex) * sx - 0.5).astype(np.float32)
-        Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
+        # World ray directions of the grid pixels, d = R^T K^-1 (u, v, 1), as slopes
+        # e = (dx/dz, dy/dz). With u = 1/s, Q(s) = A + u B: linear in 1/s, per pixel. The
+        # slopes and A depend on the camera's turn and lens only: the frames of a dolly, a
+        # truck or a pan share them (computed once, kept in scratch), B moves with the camera.
+        Kinv_R = frame.R().T @ np.linalg.inv(frame.K())
+        key = (Kinv_R.tobytes(), c0.tobytes(), width, height, sx, sy)
+        rays = scratch.get("rays")
+        if rays is None or rays[0] != key:
+            gx, gy = _grid(width, height)
+            d = Kinv_R[:, 0, None, None] * gx[None, None, :] + Kinv_R[:, 1, None, None] * gy[None, :, None]
+            d = d + Kinv_R[:, 2, None, None]
+            dz = np.where(np.abs(d[2]) < 1e-9, 1e-9, d[2])
+            ex, ey = d[0] / dz, d[1] / dz
+            # In depth-map OpenCV pixels: Q*s - 0.5.
+            Ax = ((c0[0] - c0[2] * ex) * sx - 0.5).astype(np.float32)
+            Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
+            rays = scratch["rays"] = (key, ex, ey, Ax, Ay)
+        _, ex, ey, Ax, Ay = rays
         Bx = (((C[0] - c0[0]) + (c0[2] - C[2]) * ex) * sx).astype(np.float32)
         By = (((C[1] - c0[1]) + (c0[2] - C[2]) * ey) * sy).astype(np.float32)
-
-        def layer_at(mx, my):
-            return cv2.remap(layers.s, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
         # Search only layers that hold something and lie in front of the camera.
         s_hi = layers.far
