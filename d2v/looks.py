@@ -42,7 +42,8 @@ class Look:
     @functools.cached_property
     def _filter(self) -> ImageFilter.Color3DLUT:
         n = self.table.shape[0]
-        return ImageFilter.Color3DLUT(n, self.table.reshape(-1).tolist(), channels=3)
+        # A float32 array, not a list: Pillow reads it as a buffer on every frame it grades.
+        return ImageFilter.Color3DLUT(n, np.ascontiguousarray(self.table.reshape(-1), dtype=np.float32), channels=3)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(frame).filter(self._filter))
