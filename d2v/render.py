@@ -301,8 +301,9 @@ class CameraRenderer:
         iteration from the plane finds the background even where a near object should
         occlude it (near things shrink at their edges), so, as in parallax-occlusion
         mapping, march from the nearest layer to the farthest, stop at the first
-        crossing, and refine it by regula falsi. Done on a grid every _DEPTH_GRID_STEP
-        output pixels, then upsampled bilinearly (exact for the flat part of the map)."""
+        crossing, and refine it (bisection, then the secant). Done on a grid every
+        _DEPTH_GRID_STEP output pixels, then upsampled bilinearly (exact for the flat part
+        of the map)."""
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
         sx, sy = dw / self.width, dh / self.height
@@ -353,7 +354,6 @@ class CameraRenderer:
                 cv2.remap(layers.s, mx, my, cv2.INTER_LINEAR, dst=seen[j], borderMode=cv2.BORDER_REPLICATE)
                 if j < n:
                     np.copyto(k, j, where=seen[j] <= steps[j])
-            # f = layer - step: > 0 still in front; at the first step behind (b) and the one before (a).
             # Where the surface lies strictly between two steps, halve that bracket
             # _DEPTH_REFINE times, then take the secant's zero in what is left (exact on a
             # flat layer; at a depth edge, somewhere inside a quarter of a step). A ray that
