@@ -345,7 +345,8 @@ class CameraRenderer:
             steps = (1.0 / (1.0 / s_lo + (1.0 / s_hi - 1.0 / s_lo) * np.arange(n + 1) / n)).astype(np.float32)
             steps[0], steps[-1] = s_lo, s_hi
             mx, my = np.empty_like(Ax), np.empty_like(Ay)
-            seen = _buffer(scratch, "march", (_DEPTH_MAX_STEPS + 1,) + Ax.shape, np.float32)[:n + 1]  # layer at each step
+            # seen[j]: the layer each ray finds at step j.
+            seen = _buffer(scratch, "march", (_DEPTH_MAX_STEPS + 1,) + Ax.shape, np.float32)[:n + 1]
             k = np.full(Ax.shape, n, np.int32)
             for j in range(n, -1, -1):
                 u = float(1.0 / steps[j])
