@@ -301,8 +301,9 @@ class CameraRenderer:
         iteration from the plane finds the background even where a near object should
         occlude it (near things shrink at their edges), so, as in parallax-occlusion
         mapping, march from the nearest layer to the farthest, stop at the first
-        crossing, and refine it by regula falsi. Done on a grid every _DEPTH_GRID_STEP
-        output pixels, then upsampled bilinearly (exact for the flat part of the map)."""
+        crossing, and refine it (bisection, then the secant). Done on a grid every
+        _DEPTH_GRID_STEP output pixels, then upsampled bilinearly (exact for the flat part
+        of the map)."""
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
         sx, sy = dw / self.width, dh / self.height
@@ -344,7 +345,8 @@ class CameraRenderer:
             steps = (1.0 / (1.0 / s_lo + (1.0 / s_hi - 1.0 / s_lo) * np.arange(n + 1) / n)).astype(np.float32)
             steps[0], steps[-1] = s_lo, s_hi
             mx, my = np.empty_like(Ax), np.empty_like(Ay)
-            seen = _buffer(scratch, "march", (_DEPTH_MAX_STEPS + 1,) + Ax.shape, np.float32)[:n + 1]  # layer at each step
+            # seen[j]: the layer each ray finds at step j.
+            seen = _buffer(scratch, "march", (_DEPTH_MAX_STEPS + 1,) + Ax.shape, np.float32)[:n + 1]
             k = np.full(Ax.shape, n, np.int32)
             for j in range(n, -1, -1):
                 u = float(1.0 / steps[j])
@@ -353,7 +355,6 @@ class CameraRenderer:
                 cv2.remap(layers.s, mx, my, cv2.INTER_LINEAR, dst=seen[j], borderMode=cv2.BORDER_REPLICATE)
                 if j < n:
                     np.copyto(k, j, where=seen[j] <= steps[j])
-            # f = layer - step: > 0 still in front; at the first step behind (b) and the one before (a).
             # Where the surface lies strictly between two steps, halve that bracket
             # _DEPTH_REFINE times, then take the secant's zero in what is left (exact on a
             # flat layer; at a depth edge, somewhere inside a quarter of a step). A ray that
@@ -375,10 +376,12 @@ class CameraRenderer:
                     u = 1.0 / si
                     fs = _sample(layers.s, ax + u * bx, ay + u * by) - si
                     front = fs > 0
-                    a, fa = np.where(front, si, a), np.where(front, fs, fa)
-                    b, fb = np.where(front, b, si), np.where(front, fb, fs)
-                bracket = (fa - fb) > 1e-9
-                s.ravel()[ii] = np.where(bracket, a + (b - a) * fa / np.where(bracket, fa - fb, 1.0), b)
+                    a, fa = _pick(front, si, a), _pick(front, fs, fa)
+                    b, fb = _pick(front, b, si), _pick(front, fb, fs)
+                den = fa - fb
+                bracket = den > 1e-9
+                secant = a + (b - a) * fa / _pick(bracket, den, np.ones_like(den))
+                s.ravel()[ii] = _pick(bracket, secant, b)
         # The chosen layer's point, in depth-map pixels; where the move revealed what a near
         # layer hid, the background's own texture instead of the near edge stretched over it.
         px, py = Ax + Bx / s, Ay + By / s
@@ -536,24 +539,26 @@ def _fill_from_background(px, py, s, holes, photo, jp=None) -> tuple[np.ndarray,
     # The points filled, by flat index; gathers and scatters through ravel() views are cheap.
     fi = np.flatnonzero(filled)
     hy, hx = np.divmod(fi.astype(np.int32), np.int32(nx))
-    bx, mx = _mirrors_along(source.T, hx, hy)  # along x: in the rows
     # Holes mirror along the axis the warp stretched (along which the source barely moved);
-    # the depth edge around them from the nearer source; an axis with none: the other.
-    # Only points whose axis is not settled by then need their mirror along y.
+    # the depth edge around them from the nearer source; an axis with none: the other. So
+    # a hole needs the other axis's mirror only when its own has no source.
     px_x, px_y, py_x, py_y = _gradients(px, py) if jp is None else jp
     stretched_x = (np.hypot(px_x.ravel()[fi], py_x.ravel()[fi])
                    <= np.hypot(px_y.ravel()[fi], py_y.ravel()[fi]))
     is_hole = holes.ravel()[fi]
-    along_x = is_hole & (bx >= 0) & stretched_x
-    open_ = np.flatnonzero(~along_x)
-    oy, ox, obx = hy[open_], hx[open_], bx[open_]
-    by, my = _mirrors_along(source, oy, ox)  # along y: in the columns
-    nearer_x = np.abs(ox - obx) <= np.abs(oy - by)
-    along_x[open_] = (obx >= 0) & (np.where(is_hole[open_], stretched_x[open_], nearer_x) | (by < 0))
-    some = bx >= 0
-    some[open_] |= by >= 0
-    sx, sy = np.where(along_x, mx, hx), hy.copy()
-    sy[open_] = np.where(along_x[open_], oy, my)
+    rows, cols = _Mirrors(source.T), _Mirrors(source)  # along x (in the rows), along y
+    bx, mx, by, my = (np.full(fi.size, -1, np.int32) for _ in range(4))
+    for first in (True, False):  # each axis: the points that look along it first, then the rest
+        want_x = ~is_hole | stretched_x if first else is_hole & ~stretched_x & (by < 0)
+        want_y = ~is_hole | ~stretched_x if first else is_hole & stretched_x & (bx < 0)
+        if (i := np.flatnonzero(want_x)).size:
+            bx[i], mx[i] = rows.at(hx[i], hy[i])
+        if (i := np.flatnonzero(want_y)).size:
+            by[i], my[i] = cols.at(hy[i], hx[i])
+    nearer_x = np.abs(hx - bx) <= np.abs(hy - by)
+    along_x = (bx >= 0) & ((is_hole & stretched_x) | (~is_hole & nearer_x) | (by < 0))
+    some = (bx >= 0) | (by >= 0)
+    sx, sy = hx + along_x * (mx - hx), my + along_x * (hy - my)
     to, src = fi[some], (sy * np.int32(nx) + sx)[some]
     px, py = px.copy(), py.copy()
     px.ravel()[to] = px.ravel()[src]
@@ -561,44 +566,48 @@ def _fill_from_background(px, py, s, holes, photo, jp=None) -> tuple[np.ndarray,
     return px, py, filled
 
 
-def _mirrors_along(lines: np.ndarray, pos: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For points of a grid, each at position `pos` along axis 0 in the line `line` (a column
-    of `lines`, a bool grid of the source points): the position of the nearest source point
-    in the same line (-1: none in it), and the point's mirror in the run of source points that
-    starts there (-1 where there is none). A point d places from the run's edge shows the one
-    d - 1 places into it, and where the run is shorter than that the reflection turns back at
-    its other end (as BORDER_REFLECT does), so a hole wider than the background beside it
-    repeats that background instead of smearing one pixel of it across the hole. Along the
-    rows of a grid: `_mirrors_along(grid.T, x, y)`; along its columns: `(grid, y, x)`."""
-    n = lines.shape[0]
-    used = np.zeros(lines.shape[1], bool)
-    used[line] = True
-    if used.all():
+class _Mirrors:
+    """Mirrors in the lines of a grid: the columns of `lines`, a bool grid of the source
+    points (along a grid's rows: `_Mirrors(grid.T)`; along its columns: `_Mirrors(grid)`).
+    `at(pos, line)`, for points at place `pos` of line `line`: the place of the nearest
+    source point in the same line (-1: none in it), and the point's mirror in the run of
+    source points that starts there (-1 where there is none). A point d places from the
+    run's edge shows the one d - 1 places into it, and where the run is shorter than that
+    the reflection turns back at its other end (as BORDER_REFLECT does), so a hole wider than
+    the background beside it repeats that background instead of smearing one pixel of it
+    across the hole."""
+
+    def __init__(self, lines: np.ndarray):
         lines = np.ascontiguousarray(lines)  # rows contiguous, for the scans
-    else:  # only the lines that hold points
-        lines = np.ascontiguousarray(lines[:, used])
-        line = (np.cumsum(used, dtype=np.int32) - 1)[line]
-    m = np.int32(lines.shape[1])
-    line, pos = line.astype(np.int32), pos.astype(np.int32)
-    idx = np.arange(n, dtype=np.int32)[:, None]
-    # Running max down the lines (the last source at or before each place), and running min up
-    # them (the first at or after), read at the points; likewise the gaps, read at the source.
-    # No source on a side: a place so far off that the other side wins, and b is out of range.
-    far = np.int32(4 * n + 4)
-    before = _scan(np.where(lines, idx, -far), np.maximum).ravel()[pos * m + line]
-    after = _scan(np.where(lines, idx, far), np.minimum, up=True).ravel()[pos * m + line]
-    take_before = pos - before <= after - pos
-    b = np.where(take_before, before, after)
-    found = (b >= 0) & (b < n)
-    bb = np.where(found, b, 0)
-    # The run of source places from b away from the point: it ends before the next gap.
-    at = bb * m + line
-    gap_before = _scan(np.where(lines, -1, idx), np.maximum).ravel()[at]
-    gap_after = _scan(np.where(lines, n, idx), np.minimum, up=True).ravel()[at]
-    run = np.where(take_before, bb - gap_before, gap_after - bb)
-    k = (np.abs(pos - bb) - 1) % (2 * np.maximum(run, 1))
-    into = np.where(k < run, k, 2 * run - 1 - k)
-    return np.where(found, b, -1), np.where(found, np.where(take_before, bb - into, bb + into), -1)
+        n = self.n = np.int32(lines.shape[0])
+        self.m = np.int32(lines.shape[1])
+        idx = np.arange(n, dtype=np.int32)[:, None]
+        # Running max down the lines (the last source at or before each place) and running
+        # min up them (the first at or after); with no source on a side, a place so far off
+        # that the other side wins and the pick is out of range. Likewise the gaps (non-source
+        # places) around each place, for the runs.
+        # (np.where(lines, x, y) spelled y + lines * (x - y): many times faster.)
+        far = np.int32(4 * n + 4)
+        self.last = _scan(lines * (idx + far) - far, np.maximum).ravel()
+        self.next = _scan(far - lines * (far - idx), np.minimum, up=True).ravel()
+        self.gap_before = _scan(idx - lines * (idx + 1), np.maximum).ravel()
+        self.gap_after = _scan(idx + lines * (n - idx), np.minimum, up=True).ravel()
+
+    def at(self, pos: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n, m = self.n, self.m
+        at = pos * m + line
+        before, after = self.last[at], self.next[at]
+        take_before = pos - before <= after - pos
+        b = after + take_before * (before - after)
+        found = (b >= 0) & (b < n)
+        bb = b * found
+        at = bb * m + line  # the run of source places from b away from the point ends before the next gap
+        back, on = bb - self.gap_before[at], self.gap_after[at] - bb
+        run = on + take_before * (back - on)
+        k = (np.abs(pos - bb) - 1) % (2 * np.maximum(run, 1))
+        into = k + (k >= run) * (2 * (run - k) - 1)  # k, or turned back at the run's end
+        mirror = bb + into - take_before * (2 * into)
+        return (b + 1) * found - 1, (mirror + 1) * found - 1
 
 
 def _scan(a: np.ndarray, op, up: bool = False) -> np.ndarray:
@@ -637,6 +646,13 @@ def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = 
     dst = None if scratch is None else _buffer(scratch, "upsampled", size, grid.dtype)
     big = cv2.resize(grid, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
     return big[step:step + height, step:step + width]
+
+
+def _pick(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.where(cond, a, b) for float32 arrays, exactly (by their bits), and many times
+    faster: numpy's where and masked copies are slow on arrays this size."""
+    ai, bi = a.view(np.int32), b.view(np.int32)
+    return (bi + cond * (ai - bi)).view(np.float32)
 
 
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -185,7 +185,7 @@ def test_orbit_with_depth_arcs_wider_and_swings_the_near_object_past_the_backgro
 
     assert arc(flat_plan) == pytest.approx(ORBIT_ARC_DEG, abs=0.5)
     assert arc(deep) == pytest.approx(ORBIT_DEPTH_ARC_DEG, abs=0.5) and ORBIT_DEPTH_ARC_DEG > ORBIT_ARC_DEG
-    assert depth[tuple(int(round(c)) for c in deep.subject[::-1])] == 0.0  # the subject is on the background
+    assert depth[tuple(round(c) for c in deep.subject[::-1])] == 0.0  # the subject is on the background
 
     i, j = len(deep) // 2 - 1, len(deep) // 2 + 1  # mid-arc
     seen = seen_depth(deep, i, depth)
