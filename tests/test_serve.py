@@ -340,9 +340,16 @@ def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
     assert body["status"] == "ok" and body["dependencies"] == {"store": "ok", "queue": "ok"}
     os.killpg(seaweed.proc.pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
-        r = client.get("/healthz", timeout=10)
-        assert time.monotonic() - t0 < 5
+        # Every answer comes within seconds; the first ones may still be "ok" on a loaded
+        # machine (a probe that reached S3 as the signal landed), then the store is named.
+        deadline = time.monotonic() + 10
+        while True:
+            t0 = time.monotonic()
+            r = client.get("/healthz", timeout=10)
+            assert time.monotonic() - t0 < 5
+            if r.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert r.status_code == 503 and r.headers["Retry-After"] == "10", r.text
         assert r.json()["dependencies"]["store"] != "ok"
     finally:
