@@ -18,7 +18,7 @@
   upsampled and applied with `cv2.remap`. The march takes steps even in 1/s (each moves a
   ray's image point as far), bisects the step where a ray met the surface, and is done for
   all rays one layer at a time; a frame whose layers part by under SUBPIXEL_PARALLAX
-  output pixels (the first frames of an eased move) is the plane homography. About 4.5-7
+  output pixels (the first frames of an eased move) is the plane homography. About 4-6.5
   ms a 1024x576 frame on the 2-core VM, against 1 ms without depth (bench/RESULTS.md).
   dolly_zoom, orbit and parallax are planned about a subject on the image plane (that is
   how the trajectory builds them), so for them depth is measured from the subject: its layer
