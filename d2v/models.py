@@ -40,7 +40,7 @@ EFFECTS: dict[str, str] = {
     "pull_back": "starts close on the path's start, travels the path while pulling back to the full view",
     "pan": "constant zoom (1.5x, more for long strokes so the view can follow all of it, up to 3x); "
     "the view's centre follows the path",
-    "orbit": "the camera arcs (20 degrees) around the path's centre; drawn clockwise it swings right, "
+    "orbit": "the camera arcs (20 degrees, 30 with depth) around the path's centre; drawn clockwise it swings right, "
     "counter-clockwise left",
     "dolly_zoom": "moves toward the path's end while the lens widens so the subject keeps its size and the "
     "background changes scale (a depth map gives true parallax; without one the subject is lifted off the "

@@ -25,7 +25,7 @@ import uuid
 from ray import serve
 
 from d2v.errors import D2VError, one_line, user_error
-from d2v.depth import depth_model_setting
+from d2v.depth import depth_model_setting, planned_depth_source
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, VISIBILITY_TIMEOUT_S, JobQueue
 from d2v.lifecycle import DEPTH, INPUT_PREFIX, REQUEST, Jobs, file_key, has_live_owner
@@ -207,7 +207,7 @@ class JobRunner:
         # here, before any stage runs; the stages that grade read it from the store again.
         job_look(request, self.store, job_id)
         depth = {}  # where the depth came from, for the manifest
-        if depth_bytes is None and request.depth == "auto" and self.depth_model:
+        if planned_depth_source(request, depth_given=depth_bytes is not None, model=self.depth_model) == "estimated":
             # The depth stage first (its estimate is cached by image): the planner and the
             # renderer take it as they take a depth map the user sent.
             self.queue.report(job_id, "depth", 0.0)
