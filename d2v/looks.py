@@ -248,5 +248,13 @@ def look_for(request: RenderRequest, lut_bytes: bytes | None = None) -> Look | N
         if lut_bytes is None:
             raise InvalidLookError(f"look {name!r} names a {LUT_SUFFIX} file, but the job has none: send the file "
                                    "(CLI --look FILE.cube, HTTP a `lut` file part, batch a path or s3:// key)")
-        return parse_cube(lut_bytes, name)
+        return _job_cube(lut_bytes, name)
     return named_look(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _job_cube(lut_bytes: bytes, name: str) -> Look:
+    """A job's .cube, parsed once per process: render_job checks it before the job exists and
+    the encoding stage grades with it (a 65^3 file is 275k rows of Python parsing). Errors are
+    not cached: a bad file raises every time."""
+    return parse_cube(lut_bytes, name)
