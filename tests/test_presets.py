@@ -1,6 +1,8 @@
-"""The preset library (d2v/presets.yaml, issue 15): every preset is a valid request that
-renders through the real camera pipeline, the request's own fields win over it, and the
-CLI and batch surfaces name presets, looks and post effects the same way.
+"""The preset library (d2v/presets.yaml, issues 15 and 26): 50+ presets, every one a valid
+request that renders through the real camera pipeline and follows its path, no two that a
+viewer could not tell apart (by their settings, and by their planned moves compared
+numerically), the request's own fields win over a preset, and the CLI and batch surfaces
+name presets, looks and post effects the same way.
 
 Renders are small and short (128x72 at 6 fps) to keep this fast; the move is the preset's.
 """
@@ -14,11 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from d2v.errors import InvalidRequestError
 from d2v.models import LOOKS, POST_EFFECTS, RenderRequest, parse_request
-from d2v.presets import presets
+from d2v.camera import footprint
+from d2v.presets import CAMERA_FIELDS, PlannedMove, look_alike, look_alikes, presets, visible_settings
+from d2v.trajectory import plan_trajectory
 from tests.conftest import textured_image
 from tests.test_images import png_bytes
 
@@ -31,11 +36,17 @@ REQUIRED = ("hitchcock", "michael_bay", "wes_anderson", "christopher_nolan", "ea
 STROKE = {"canvas": {"width": 320, "height": 180},
           "points": [{"x": 80 + 6 * i, "y": 100 - 0.05 * i * i} for i in range(30)]}
 SMALL = {"width": 128, "height": 72, "fps": 6}
+PHOTO_SIZE = (320, 180)
+# At 6 fps a fast push or snap under a long shutter jumps so far per frame that each frame is
+# a streak across much of the view, which the path check cannot locate (it measures them
+# at real frame rates: bench/RESULTS.md, issue 26). Presets whose shutter sweeps more than
+# this share of the view (% of its width) in a frame at 6 fps are rendered at 24 fps.
+STREAK_PCT = 25.0
 
 
-def test_the_library_names_at_least_24_presets_each_a_bundle_with_one_line_saying_what_is_seen():
+def test_the_library_names_at_least_50_presets_each_a_bundle_with_one_line_saying_what_is_seen():
     table = presets()
-    assert len(table) >= 24 and set(REQUIRED) <= set(table), sorted(table)
+    assert len(table) >= 50 and set(REQUIRED) <= set(table), sorted(table)
     fields = set(RenderRequest.model_fields)
     for name, entry in table.items():
         description, settings = entry["description"], entry["settings"]
@@ -48,26 +59,88 @@ def test_the_library_names_at_least_24_presets_each_a_bundle_with_one_line_sayin
     assert len({e["description"] for e in table.values()}) == len(table)  # no two say the same
 
 
-def test_every_preset_expands_to_a_valid_request_and_renders(tmp_path):
+def _smear_pct(trajectory, motion_blur: float) -> float:
+    """The most any frame's open shutter sweeps the view, % of the view width."""
+    corners = np.stack([footprint(f, trajectory.width, trajectory.height) for f in trajectory.frames])
+    widths = np.linalg.norm(corners[:, 1] - corners[:, 0], axis=1)
+    steps = np.linalg.norm(np.diff(corners, axis=0), axis=2).max(axis=1) / np.minimum(widths[1:], widths[:-1])
+    return 100.0 * motion_blur * float(steps.max(initial=0.0))
+
+
+def test_every_preset_expands_to_a_valid_request_renders_and_follows_its_path(tmp_path):
     from d2v.encode import probe_video
     from d2v.pipeline import render_job
     from d2v.store import LocalStore
 
     store = LocalStore(tmp_path / "store")
-    image = png_bytes(textured_image(320, 180, seed=5))
+    image = png_bytes(textured_image(*PHOTO_SIZE, seed=5))
+    streaked = []
     for name, entry in presets().items():
-        request = parse_request({"path": STROKE, "preset": name, **SMALL})
+        fields = {"path": STROKE, "preset": name, **SMALL}
+        request = parse_request(fields)
         for field, value in entry["settings"].items():
             assert getattr(request, field) == value, (name, field)
+        if _smear_pct(plan_trajectory(request, *PHOTO_SIZE), request.motion_blur) > STREAK_PCT:
+            streaked.append(name)
+            request = parse_request({**fields, "fps": 24})
         out = tmp_path / f"{name}.mp4"
         manifest = render_job(image, request, store, output_path=out)
         assert manifest.request.preset == name and manifest.effect == entry["settings"]["effect"], name
         assert manifest.request.look == entry["settings"]["look"], name
-        frames = round(entry["settings"]["duration_s"] * SMALL["fps"])
+        frames = round(entry["settings"]["duration_s"] * request.fps)
         for _ in range(entry["settings"].get("post", []).count("boomerang")):
             frames = 2 * frames - 1  # out and back, the turn frame once
         info = probe_video(out)
         assert (info["frames"], info["width"], info["height"]) == (frames, 128, 72), (name, info)
+        assert manifest.fidelity.verdict == "followed", (name, request.fps, manifest.fidelity.summary().one_line())
+    # Only the snaps and surges under a long shutter streak at 6 fps.
+    assert 0 < len(streaked) <= 6 and all(presets()[n]["settings"]["motion_blur"] >= 0.4 for n in streaked), streaked
+
+
+# --- telling presets apart -----------------------------------------------------------------
+
+
+def _nudged(settings: dict) -> dict:
+    """The same preset with every knob moved by less than a viewer could see."""
+    s = visible_settings(settings)
+    return {**settings, "duration_s": s["duration_s"] * 1.2, "end_zoom": min(20.0, s["end_zoom"] * 1.1),
+            "shake": min(1.0, s["shake"] + 0.1), "speed_ramp": min(1.0, s["speed_ramp"] + 0.1),
+            "motion_blur": min(1.0, s["motion_blur"] + 0.1)}
+
+
+def test_no_two_presets_look_alike_by_their_settings():
+    assert look_alikes() == []
+    # The definition: a nudge nobody sees is the same preset; another look, a post effect
+    # more, a loop or a peak zoom 50% tighter are not.
+    for name, entry in presets().items():
+        settings = entry["settings"]
+        assert look_alike(settings, _nudged(settings)), name
+        other_look = next(look for look in LOOKS if look != settings["look"])
+        tighter = visible_settings(settings)["end_zoom"] * 1.5
+        for changed in ({"look": other_look}, {"post": [*settings.get("post", []), "reverse"]},
+                        {"loop": not settings.get("loop", False)}, {"end_zoom": tighter}):
+            assert not look_alike(settings, {**settings, **changed}), (name, changed)
+
+
+def _planned_move(settings: dict) -> PlannedMove:
+    request = parse_request({"path": STROKE, **SMALL, **settings})
+    return PlannedMove.of(plan_trajectory(request, *PHOTO_SIZE))
+
+
+def test_no_two_presets_plan_the_same_move_with_the_same_post_effects_and_look():
+    """The planned cameras compared numerically, frame corners on the photo and on a far
+    background at every share of the clip: two presets with the same finish (post effects,
+    look, shutter) must move differently enough for the path check to tell them apart."""
+    table = {name: entry["settings"] for name, entry in presets().items()}
+    moves = {name: _planned_move(settings) for name, settings in table.items()}
+    names = list(table)
+    same = [(a, b, round(moves[a].difference(moves[b]), 1)) for i, a in enumerate(names) for b in names[i + 1:]
+            if look_alike(table[a], table[b], ignore=CAMERA_FIELDS) and moves[a].same_as(moves[b])]
+    assert same == [], same
+    # The yardstick sees a nudge nobody sees as the same move, for every preset.
+    far = {name: round(moves[name].difference(_planned_move(_nudged(s))), 1) for name, s in table.items()
+           if not moves[name].same_as(_planned_move(_nudged(s)))}
+    assert far == {}, far
 
 
 def test_the_request_own_fields_override_the_preset():
@@ -112,7 +185,7 @@ def test_cli_lists_presets_and_looks(tmp_path):
     r = d2v("presets", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(presets()) and len(lines) >= 24
+    assert [line.split()[0] for line in lines] == list(presets()) and len(lines) >= 50
     assert lines[0].split(None, 1)[1] == presets()["hitchcock"]["description"]
     r = d2v("looks", cwd=tmp_path)
     assert [line.split()[0] for line in r.stdout.strip().splitlines()] == list(LOOKS)
