@@ -1,6 +1,14 @@
 """Named presets: bundles of request fields (effect, camera knobs, post effects, look,
 duration) kept as data in `presets.yaml`. A request naming a preset gets the preset's
-fields wherever it leaves a field out; its own fields always win."""
+fields wherever it leaves a field out; its own fields always win.
+
+    presets() -> {name: {"description", "settings"}}    the library, in the file's order
+    expand_preset(data) -> data                         a request's fields over its preset's
+
+No two presets may look alike in the gallery; what "alike" means is defined here, twice:
+by the settings (`look_alike`, `look_alikes`) and by the planned camera (`PlannedMove`).
+tests/test_presets.py holds the library to both.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ import yaml
 
 from d2v.camera import footprint
 from d2v.errors import InvalidRequestError
-from d2v.models import CameraFrame, CameraTrajectory
+from d2v.models import CameraFrame, CameraTrajectory, RenderRequest
+from d2v.trajectory import DEFAULT_ZOOM
 
 PRESETS_FILE = "presets.yaml"
 # A preset may set any request field but these: they belong to the caller.
@@ -75,9 +84,6 @@ MOVE_SAMPLES = 41  # moments at which two moves are compared
 def visible_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """A preset's settings as its render sees them: the request's defaults filled in for the
     knobs, the effect's own peak zoom where end_zoom is unset, glitch_amount only with glitch."""
-    from d2v.models import RenderRequest
-    from d2v.trajectory import DEFAULT_ZOOM
-
     fields = RenderRequest.model_fields
     out = {name: fields[name].default for name in (*VISIBLE_RATIO, *VISIBLE_STEP, "loop")}
     out.update(settings, post=list(settings.get("post", [])))
