@@ -93,12 +93,16 @@ def test_job_ids_are_random_and_tenants_never_hold_the_key():
 def test_redis_locks_enqueue_and_a_dead_redis_fails_fast(tmp_path):
     with RedisServer(tmp_path / "redis") as server:
         queue = JobQueue("t", server.url)
-        assert queue.lock("j1", "a", 5) and queue.lock("j1", "a", 5)  # its holder keeps it
-        assert not queue.lock("j1", "b", 5) and queue.locked("j1")
-        queue.unlock("j1", "b")  # not b's to drop
+        assert queue.lock("j1", "farm:a#1", 5)
+        # Another attempt, of another replica or of the same one (a duplicate delivery), is refused.
+        assert not queue.lock("j1", "farm:a#2", 5) and not queue.lock("j1", "farm:b#1", 5) and queue.locked("j1")
+        assert queue.holds("j1", "farm:a#1", 5) is True and queue.holds("j1", "farm:b#1", 5) is False
+        queue.unlock("j1", "farm:b#1")  # not b's to drop
         assert queue.locked("j1")
-        queue.unlock("j1", "a")
-        assert not queue.locked("j1") and queue.lock("j1", "b", 5)
+        queue.unlock("j1", "farm:a#1")
+        assert not queue.locked("j1") and queue.lock("j1", "farm:b#1", 5)
+        queue.redis.delete(queue.LOCK.format("j1"))  # lost (a Redis restart): the fence takes it back, says so
+        assert queue.holds("j1", "farm:b#1", 5) is None and queue.holds("j1", "farm:b#1", 5) is True
         queue.enqueue("j2")
         queue.enqueue("j3")
         queue.started("j2")
