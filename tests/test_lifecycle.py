@@ -10,7 +10,9 @@ import pytest
 
 from d2v.errors import QueueUnavailableError
 from d2v.jobqueue import JobQueue, RedisServer
-from d2v.lifecycle import ACTIVE_PREFIX, Heartbeat, IllegalTransition, Jobs, has_live_owner, new_job_id, tenant_of
+from d2v.lifecycle import (
+    ACTIVE_PREFIX, Heartbeat, IllegalTransition, Jobs, StaleAttempt, attempt_token, has_live_owner, new_job_id, tenant_of,
+)
 from d2v.models import JobResult
 from d2v.store import LocalStore
 
@@ -144,3 +146,78 @@ def test_recent_lists_a_tenants_latest_jobs_newest_first(tmp_path, request, wher
     assert jobs.recent(a, limit=100) == ["job-cached", *ids[::-1]]
     assert jobs.recent(b) == ["job-b"] and jobs.recent(None) == ["job-anon"]
     assert jobs.recent(tenant_of("key-c")) == []
+
+
+def test_a_stale_attempts_writes_are_refused_and_the_new_one_keeps_the_job(jobs, caplog):
+    job = new_job_id()
+    jobs.create(job)
+    old = jobs.claim(job, "farm:a").status
+    # The same owner cannot start a second attempt while the first is alive (a duplicate delivery).
+    assert jobs.claim(job, "farm:a").status is None
+    time.sleep(2.1)  # the old attempt fell silent for a lease: another takes the job
+    new = jobs.claim(job, "farm:a").status
+    assert new.attempt_id != old.attempt_id and new.attempts == 2
+    for write in (lambda: jobs.heartbeat(old), lambda: jobs.release(old), lambda: jobs.fail(old, "boom"),
+                  lambda: jobs.succeed(old, RESULT)):
+        with pytest.raises(StaleAttempt, match=old.attempt_id):
+            write()
+    stored = jobs.get(job)
+    assert (stored.status, stored.attempt_id, stored.error) == ("running", new.attempt_id, None)
+    assert "refused a write of attempt " + old.attempt_id in caplog.text
+    jobs.succeed(new, RESULT)
+    assert jobs.get(job).status == "succeeded"
+
+
+def test_with_a_fence_the_lock_decides_and_a_lost_lock_is_retaken_only_by_its_attempt(tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        queue = JobQueue("t", server.url)
+        jobs = Jobs(LocalStore(tmp_path / "store"), lease_s=1.0, fence=queue)
+        job = new_job_id()
+        jobs.create(job, queue="t")
+        first = jobs.claim(job, "farm:a", attempt_id="a1").status
+        assert queue.lock(job, attempt_token(first), 1.0)
+        jobs.heartbeat(first)  # ours: renews the lock
+        queue.redis.delete(queue.LOCK.format(job))  # Redis restarted without it
+        jobs.heartbeat(first)  # the store still names this attempt: taken back
+        assert queue.holds(job, attempt_token(first), 1.0) is True
+        time.sleep(1.1)  # the lock lapsed (the runner paused); another attempt took the job
+        assert queue.lock(job, "farm:a#a2", 1.0)
+        with pytest.raises(StaleAttempt, match="another attempt holds"):
+            jobs.heartbeat(first)
+        queue.unlock(job, "farm:a#a2")
+        # Gone again, but the store names another attempt now: the fence gives way to the store.
+        jobs.store.put_bytes(f"jobs/{job}/status.json", jobs.get(job).model_copy(
+            update={"attempt_id": "a2"}).model_dump_json().encode())
+        with pytest.raises(StaleAttempt, match="attempt a2"):
+            jobs.succeed(first, RESULT)
+        assert jobs.get(job).status == "running"
+
+
+def test_a_cli_job_failed_while_its_heartbeat_was_late_stays_failed_after_its_process_dies(jobs):
+    """The farm's reconciler fails a CLI job whose heartbeat is late (a slow store); the CLI's
+    next heartbeat must not write it back to 'running' (without its active/ marker, a job
+    nobody would ever list again), and once the CLI is killed the job is not 'running'."""
+    job = new_job_id()
+    cli = jobs.claim(job, "cli:host:1").status
+    time.sleep(4.1)  # its heartbeat is two leases late
+    seen = jobs.get(job)
+    assert not has_live_owner(seen)
+    jobs.abandon(seen, "its runner stopped")  # what the reconciler does (deployments.runner)
+    lost = []
+    with Heartbeat(jobs, cli, on_lost=lost.append) as beat:  # the CLI's beats resume
+        time.sleep(1.0)
+    assert beat.lost is not None and lost and "the job is failed" in str(lost[0])
+    with pytest.raises(StaleAttempt):
+        jobs.succeed(cli, RESULT)  # its final write is refused too
+    # The CLI process is gone now: what is stored says failed, and nothing is left unfinished.
+    assert jobs.get(job).status == "failed" and jobs.unfinished() == []
+
+
+def test_abandon_is_refused_when_the_owner_beat_after_it_was_read(jobs):
+    job = new_job_id()
+    cli = jobs.claim(job, "cli:host:2").status
+    seen = jobs.get(job)
+    jobs.heartbeat(cli)
+    with pytest.raises(StaleAttempt):
+        jobs.abandon(seen, "its runner stopped")
+    assert jobs.get(job).status == "running" and jobs.unfinished() == [job]
