@@ -29,6 +29,7 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
     depth/{content}.png  an estimated depth map (16-bit, brighter = nearer), by image bytes + depth model
     stats/{day}/{record} one empty object per finished job, its KPIs in the key (`JobRecord`):
                          what `d2v report` lists, a day at a time, without reading any job
+    tenant-stats/{tenant}/stats/{day}/{record}   the same, per tenant: what its /v1/stats lists
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
-from d2v.errors import ObjectNotFoundError
+from d2v.errors import ObjectNotFoundError, StoreUnavailableError
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
 from d2v.store import Store, job_key, validate_job_id
 
@@ -66,6 +67,7 @@ RECENT_PREFIX = "recent/"
 NO_TENANT = "_"  # the recent-jobs folder of a farm without API keys
 _TIME_CEILING_MS = 10**13  # past the year 2286: inverted times keep 13 digits
 STATS_PREFIX = "stats/"
+TENANT_STATS_PREFIX = "tenant-stats/"  # tenant-stats/{tenant}/stats/{day}/{record}: one tenant's records
 
 log = logging.getLogger("d2v.lifecycle")
 
@@ -357,7 +359,7 @@ class Jobs:
         self._record(status)
         return status
 
-    def abandon(self, status: JobStatus, error: str) -> JobStatus:
+    def abandon(self, status: JobStatus, error: str, *, record: bool = True) -> JobStatus:
         """Fail a job that its attempt left (no live owner), or one never queued, as read in
         `status`: refused (StaleAttempt) when the stored job has moved since, e.g. a late
         heartbeat of its owner or a claim. Best-effort compare-and-set: read, compare, write."""
@@ -366,7 +368,8 @@ class Jobs:
         if stored is None or (stored.status, stored.owner, stored.attempt_id, stored.heartbeat_at) != seen:
             self._refuse(status, f"it moved on since it was read (now {stored.status if stored else 'gone'})")
         self._move(status, "failed", error=error, owner=None, attempt_id=None, heartbeat_at=None)
-        self._record(status)
+        if record:  # not for a job that was never accepted (d2v.report counts what ran)
+            self._record(status)
         # A heartbeat that read the old status just before the write above may have put
         # 'running' back after it: then the job keeps its marker, and the reconciler sees it again.
         again = self.get(status.job_id)
@@ -398,17 +401,26 @@ class Jobs:
                            currency, cost)
         try:
             self.store.put_bytes(record.key(), b"")
+            if status.tenant:  # the same record in the tenant's own folder: its /v1/stats lists only that
+                self.store.put_bytes(TENANT_STATS_PREFIX + status.tenant + "/" + record.key(), b"")
         except Exception as e:
             log.warning("job %s: its report record was not written (%s)", status.job_id, e)
 
-    def records(self, since: datetime, until: datetime | None = None) -> list[JobRecord]:
-        """The finished jobs' records from `since` on (one listing per day), the latest per job."""
+    def records(self, since: datetime, until: datetime | None = None, *, tenant: str | None = None,
+                deadline: float | None = None) -> list[JobRecord]:
+        """The finished jobs' records from `since` on (one listing per day), the latest per job:
+        the farm's, or with `tenant` that tenant's own. `deadline` (time.monotonic()): past it,
+        StoreUnavailableError instead of the next listing."""
         until = until or datetime.now(timezone.utc)
+        folder = f"{TENANT_STATS_PREFIX}{tenant}/" if tenant else ""
         latest: dict[str, JobRecord] = {}
         day = since.date()
         while day <= until.date():
-            for key in self.store.list(f"{STATS_PREFIX}{day:%Y-%m-%d}/"):
-                record = JobRecord.from_key(key)
+            if deadline is not None and time.monotonic() > deadline:
+                raise StoreUnavailableError(f"the report over {(until - since).days + 1} days took too long "
+                                            "(the store is slow or holds many jobs): ask for a shorter span")
+            for key in self.store.list(f"{folder}{STATS_PREFIX}{day:%Y-%m-%d}/"):
+                record = JobRecord.from_key(key[len(folder):])
                 if record is not None and since.replace(microsecond=0) <= record.finished_at <= until:
                     latest[record.job_id] = record  # keys sort by time within a day, days in order
             day += timedelta(days=1)
@@ -431,10 +443,26 @@ class Jobs:
         return status if self.store.exists(status.result.video_key) else None
 
     def adopt_result(self, job_id: str, source: JobStatus, *, tenant: str | None, content: str | None) -> JobStatus:
-        """A new job (its caller's own id) answered from a finished one: same result, no render."""
-        status = JobStatus(job_id=validate_job_id(job_id), status="succeeded", stage="done", progress=1.0,
-                           result=source.result, tenant=tenant, content=content, created_at=now_iso(),
-                           updated_at=now_iso(), cached_from=source.job_id)
+        """A new job (its caller's own id) answered from a finished one: no render; its results
+        copied under its own keys (a server-side copy on S3), its manifest naming it, so nothing
+        in any answer names the job that rendered them (another tenant's, perhaps)."""
+        job_id = validate_job_id(job_id)
+        own, result = {}, source.result
+        for field, name in (("video_key", VIDEO), ("poster_key", POSTER), ("fidelity_key", FIDELITY)):
+            if result is not None and (key := getattr(result, field)) is not None:
+                own[field] = job_key(job_id, name)
+                self.store.copy(key, own[field])
+        if result is not None and result.manifest_key is not None:
+            manifest = Manifest.model_validate_json(self.store.get_bytes(source.result.manifest_key))
+            own["manifest_key"] = job_key(job_id, MANIFEST)
+            keys = {"video": own.get("video_key"), "poster": own.get("poster_key"),
+                    "manifest": own["manifest_key"], "fidelity": own.get("fidelity_key")}
+            manifest = manifest.model_copy(update={"job_id": job_id, "keys": {
+                name: keys.get(name) or job_key(job_id, key.rsplit("/", 1)[-1]) for name, key in manifest.keys.items()}})
+            self.store.put_bytes(own["manifest_key"], manifest.model_dump_json(indent=2).encode())
+        status = JobStatus(job_id=job_id, status="succeeded", stage="done", progress=1.0,
+                           result=result.model_copy(update=own) if result else None, tenant=tenant, content=content,
+                           created_at=now_iso(), updated_at=now_iso(), cached_from=source.job_id)
         self._put(status)
         self.store.put_bytes(recent_key(tenant, job_id), b"")
         return status

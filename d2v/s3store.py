@@ -149,6 +149,16 @@ class S3Store(Store):
     def describe(self) -> str:
         return f"s3://{self.bucket} at {self.endpoint}"
 
+    def copy(self, source_key: str, key: str) -> None:
+        from minio.commonconfig import CopySource
+
+        try:
+            self.client.copy_object(self.bucket, check_key(key), CopySource(self.bucket, check_key(source_key)))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFoundError(f"no object {source_key!r} in {self.describe()}") from None
+            raise
+
     def bounded(self, timeout_s: float) -> "S3Store":
         copy = object.__new__(S3Store)
         copy.__dict__.update(self.__dict__)

@@ -81,7 +81,12 @@ def test_a_cached_result_is_adopted_under_a_new_id(jobs):
     jobs.create(job, content="c")
     jobs.succeed(jobs.claim(job, "farm:a").status, RESULT)
     mine = jobs.adopt_result(new_job_id(), jobs.cached("c"), tenant="t2", content="c")
-    assert mine.status == "succeeded" and mine.result == RESULT and mine.cached_from == job
+    assert mine.status == "succeeded" and mine.cached_from == job
+    # Its results under its own keys: nothing it shows names the job that rendered them.
+    assert mine.result.video_key == f"jobs/{mine.job_id}/video.mp4" and job not in mine.model_dump_json(
+        exclude={"cached_from"})
+    assert jobs.store.get_bytes(mine.result.video_key) == b"an mp4"
+    assert mine.result.model_dump(exclude={"video_key"}) == RESULT.model_dump(exclude={"video_key"})
     assert not {"tenant", "owner", "content", "cached_from", "queue"} & set(mine.public())
     assert not jobs.store.list(ACTIVE_PREFIX)
 
