@@ -395,3 +395,79 @@ def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
         out.errors.append(f"the killed CLI's job {cli_job} is still running: {s.owner}")
     out.seconds = time.monotonic() - t0
     return out
+
+
+def job_queue(farm: FaultFarm):
+    """The farm's queue (the app at "/" of tests.farm.serve_farm), as a runner sees it."""
+    from d2v.jobqueue import JobQueue
+
+    return JobQueue("d2v-jobs", farm.redis.url)
+
+
+def store_jobs(farm: FaultFarm):
+    from d2v.lifecycle import Jobs
+    from d2v.s3store import S3Store
+
+    return Jobs(S3Store.from_env(farm.env))
+
+
+def duplicate_deliveries(farm: FaultFarm, jobs: int = 2, copies: int = 2) -> Outcome:
+    """Slow jobs, each delivered `copies` more times while it runs (its id enqueued again, as
+    a reconciler pass or a redelivered message would): every copy must be dropped without
+    touching the job. With one runner replica, the copies reach the replica running it."""
+    out = Outcome(f"{jobs} running jobs delivered {copies} more times each")
+    t0 = time.monotonic()
+    queue, stored = job_queue(farm), store_jobs(farm)
+    ids = [farm.submit(out, slow=True) for _ in range(jobs)]
+    for job_id in ids:
+        _wait_running(farm, job_id)
+        for _ in range(copies):
+            queue.enqueue(job_id)
+    farm.settle(out, ids)
+    for job_id in ids:
+        if (attempts := stored.get(job_id).attempts) != 1:
+            out.errors.append(f"{job_id}: {attempts} attempts (renders); one expected")
+            out.failed += 1
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def enqueue_failure_then_retry(farm: FaultFarm) -> Outcome:
+    """Redis refuses writes (out of memory: reads still work, so the POST gets as far as the
+    enqueue, after its inputs and status are stored): a 503; then Redis recovers and the client
+    sends the same request again: one job renders, and the refused one never runs later."""
+    import redis
+
+    out = Outcome("enqueue failed, then the client retried")
+    t0 = time.monotonic()
+    admin = redis.Redis.from_url(farm.redis.url)
+    farm.seed += 1
+    seed = farm.seed
+    files = {"image": ("photo.png", farm.image, "image/png")}
+    data = {"request": json.dumps(job_request(seed))}
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write refused from now on
+    try:
+        r = farm.client.post("/v1/jobs", files=files, data=data)
+    finally:
+        admin.config_set("maxmemory", 0)
+    if r.status_code != 503 or not r.headers.get("Retry-After"):
+        out.errors.append(f"with Redis refusing writes: {r.status_code} {r.text[:200]}")
+        out.other_5xx += 1
+    out.refused, out.refused_ok = 1, int(r.status_code == 503 and _detail(r))
+    r = farm.client.post("/v1/jobs", files=files, data=data)
+    assert r.status_code == 202, r.text
+    out.accepted += 1
+    farm.settle(out, [r.json()["job_id"]])
+    time.sleep(4 * farm.farm_args["reconcile_s"] + 2)  # reconcile passes: the refused job must stay put
+    stored = store_jobs(farm)
+    renders = []
+    for key in stored.store.list("jobs/"):
+        if key.endswith("/request.json") and json.loads(stored.store.get_bytes(key)).get("seed") == seed:
+            status = stored.get(key.split("/")[1])
+            renders.append((status.status, status.attempts))
+    if sorted(renders) != [("failed", 0), ("succeeded", 1)]:
+        out.errors.append(f"jobs of this request (status, renders): {renders}")
+        out.failed += 1
+    out.seconds = time.monotonic() - t0
+    return out
