@@ -20,6 +20,10 @@ with a 'baseline' to compare with where there is one):
                 latency against the legal requests' (baseline). Then chunked uploads of 40 MiB
                 (under the limit: the baseline), 60 and 300 MiB: the ingress replica's and the
                 HTTP proxy's RSS growth while each streams (the issue asks under 64 MB).
+    longjobs    (issue 23) >= 20 jobs longer than the visibility timeout (D2V_QUEUE_VISIBILITY_S=2),
+                with duplicate deliveries, a runner kill, S3 frozen longer than the lease and a Redis
+                restart injected: lost / failed / stuck, and every stage's executions
+                (ray_d2v_stage_seconds_count) against jobs x stages plus the attempts a kill interrupted.
 
 The farm's replicas log to stderr: `2>/dev/null` leaves the tables.
 """
@@ -271,7 +275,32 @@ def section_faults(farm: Farm | None, args) -> dict:
     return {"outcomes": [o.__dict__ for o in outcomes]}
 
 
-SECTIONS = {"malformed": section_malformed, "faults": section_faults}
+def section_longjobs(farm: Farm | None, args) -> dict:
+    """Long jobs run exactly once (issue 23): jobs longer than the queue's visibility timeout
+    (D2V_QUEUE_VISIBILITY_S=2), each running job delivered again every second, the runner
+    replica killed, S3 frozen longer than the lease, Redis restarted; every stage execution
+    counted from the metrics against jobs x stages."""
+    from bench import faults
+
+    n = 6 if args.tiny else args.long_jobs
+    print(f"\n== long jobs: {n} jobs longer than the visibility timeout, faults injected ==", flush=True)
+    with faults.FaultFarm(num_cpus=4, env={"D2V_QUEUE_VISIBILITY_S": "2"}) as ff:
+        run = faults.long_jobs(ff, n)
+    print(faults.table([run.outcome]))
+    for line in run.injected:
+        print(f"    injected: {line}")
+    for error in run.outcome.errors[:10]:
+        print(f"    {error}")
+    print(f"\nshortest job {run.shortest_job_s:.1f} s (visibility timeout {run.visibility_s:g} s); "
+          f"stage executions:\n{run.table()}")
+    print(f"\nexactly once: {run.exact} (extra executions per stage within the {run.interrupted} attempt(s) "
+          f"a kill interrupted; jobs re-run that no kill touched: {run.reruns_outside_kills or 'none'})")
+    return {"outcome": run.outcome.__dict__, "per_job": run.per_job, "executions": run.executions,
+            "interrupted": run.interrupted, "shortest_job_s": run.shortest_job_s, "exact": run.exact,
+            "injected": run.injected, "reruns_outside_kills": run.reruns_outside_kills}
+
+
+SECTIONS = {"malformed": section_malformed, "faults": section_faults, "longjobs": section_longjobs}
 
 
 def main() -> int:
@@ -284,6 +313,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000, help="malformed: how many requests")
     ap.add_argument("--concurrency", type=int, default=4, help="malformed: requests in flight at once")
     ap.add_argument("--follow-s", type=float, default=300, help="malformed: wait this long for accepted jobs")
+    ap.add_argument("--long-jobs", type=int, default=20, help="longjobs: how many jobs")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -302,6 +332,8 @@ def main() -> int:
             results["malformed"] = section_malformed(farm, args)
     if "faults" in chosen:  # its own farm, S3 and Redis: it stops them
         results["faults"] = section_faults(None, args)
+    if "longjobs" in chosen:  # the same, with a short visibility timeout
+        results["longjobs"] = section_longjobs(None, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0
