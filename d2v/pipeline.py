@@ -197,11 +197,11 @@ def render_job(
     if claim.status is None:
         raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it or pass --no-cache")
     status = claim.status
-    store.put_bytes(input_key(job_id, image.extension), image_bytes)
-    store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
-    if lut_bytes:
-        store.put_bytes(file_key(job_id, LUT), lut_bytes)  # the look's .cube: the stages read it from here
-    try:
+    try:  # from the claim on, every write is inside: a store error fails the job, never leaves it running
+        store.put_bytes(input_key(job_id, image.extension), image_bytes)
+        store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
+        if lut_bytes:
+            store.put_bytes(file_key(job_id, LUT), lut_bytes)  # the look's .cube: the stages read it from here
         with Heartbeat(jobs, status) as beat:
             def beat_and_report(stage: str, fraction: float) -> None:
                 if beat.lost is not None:  # the job is no longer this attempt's: stop rendering
@@ -212,7 +212,6 @@ def render_job(
             manifest = _run_stages(image, image_bytes, depth, request, store, job_id, output_path, beat_and_report)
         if beat.lost is not None:
             raise beat.lost
-        # The final writes are inside this `try`: a store error here fails the job, never leaves it running.
         wall = time.perf_counter() - t_start
         manifest.stage_seconds["total"] = round(wall, 4)
         manifest.cost = process_cost(manifest, wall, time.process_time() - cpu_start)

@@ -226,3 +226,24 @@ def test_abandon_is_refused_when_the_owner_beat_after_it_was_read(jobs):
     with pytest.raises(StaleAttempt):
         jobs.abandon(seen, "its runner stopped")
     assert jobs.get(job).status == "running" and jobs.unfinished() == [job]
+
+
+def test_a_cli_render_whose_final_write_fails_ends_failed_not_running(tmp_path):
+    """The manifest cannot be written (its key is taken by a directory): the job is failed
+    with the store's error, not left 'running' with nobody to finish it."""
+    from d2v.models import parse_request
+    from d2v.pipeline import content_job_id, render_job
+    import cv2
+
+    from tests.conftest import textured_image
+
+    store = LocalStore(tmp_path / "store")
+    image = cv2.imencode(".png", textured_image(160, 90, seed=1))[1].tobytes()
+    request = parse_request('{"path": [{"x": 20, "y": 40}, {"x": 140, "y": 50}], "effect": "pan", '
+                            '"duration_s": 1, "fps": 8, "width": 160, "height": 90}')
+    job = content_job_id(image, None, request)
+    (store.root / f"jobs/{job}/manifest.json").mkdir(parents=True)
+    with pytest.raises(OSError):
+        render_job(image, request, store)
+    status = Jobs(store).get(job)
+    assert status.status == "failed" and status.owner is None and Jobs(store).unfinished() == []
