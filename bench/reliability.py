@@ -22,6 +22,7 @@ with a 'baseline' to compare with where there is one):
                 HTTP proxy's RSS growth while each streams (the issue asks under 64 MB).
     soak        (issue 23) 10,000 mixed requests (legal, malformed, oversized) against one farm: the
                 ingress replica's and the proxy's RSS after each batch, growth after the warm-up.
+    burst       (issue 23) 200 concurrent submissions, three runs: each a 202 or a 503 with Retry-After.
     longjobs    (issue 23) >= 20 jobs longer than the visibility timeout (D2V_QUEUE_VISIBILITY_S=2),
                 with duplicate deliveries, a runner kill, S3 frozen longer than the lease and a Redis
                 restart injected: lost / failed / stuck, and every stage's executions
@@ -303,6 +304,26 @@ def section_soak(farm: Farm, args) -> dict:
             "growth_mib": growth, "problems": problems}
 
 
+def section_burst(farm: Farm | None, args) -> dict:
+    """(issue 23) 200 concurrent submissions, three runs on one fault farm: every request
+    answered (a 202, or a 503 with Retry-After), no dropped connection; every accepted job done."""
+    from bench import faults
+
+    n, runs = (40, 1) if args.tiny else (200, 3)
+    print(f"\n== burst: {n} concurrent submissions, {runs} runs ==", flush=True)
+    outcomes = []
+    with faults.FaultFarm(num_cpus=4) as ff:
+        for run in range(runs):
+            out = faults.concurrent_submissions(ff, n)
+            out.scenario += f" (run {run + 1})"
+            outcomes.append(out)
+            print(faults.table([out]).splitlines()[-1], flush=True)
+            for error in out.errors[:5]:
+                print(f"    {error}", flush=True)
+    print("\n" + faults.table(outcomes))
+    return {"outcomes": [o.__dict__ for o in outcomes]}
+
+
 def section_longjobs(farm: Farm | None, args) -> dict:
     """Long jobs run exactly once (issue 23): jobs longer than the queue's visibility timeout
     (D2V_QUEUE_VISIBILITY_S=2), each running job delivered again every second, the runner
@@ -329,7 +350,7 @@ def section_longjobs(farm: Farm | None, args) -> dict:
 
 
 SECTIONS = {"malformed": section_malformed, "faults": section_faults, "longjobs": section_longjobs,
-            "soak": section_soak}
+            "soak": section_soak, "burst": section_burst}
 
 
 def main() -> int:
@@ -364,6 +385,8 @@ def main() -> int:
                     results[name] = SECTIONS[name](farm, args)
     if "faults" in chosen:  # its own farm, S3 and Redis: it stops them
         results["faults"] = section_faults(None, args)
+    if "burst" in chosen:
+        results["burst"] = section_burst(None, args)
     if "longjobs" in chosen:  # the same, with a short visibility timeout
         results["longjobs"] = section_longjobs(None, args)
     if args.json:
