@@ -296,9 +296,9 @@ def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
     def one(_):
         try:
             r = farm.post()
-        except httpx.HTTPError as e:
+        except httpx.HTTPError as e:  # a dropped connection: neither a 202 nor a 503
             with lock:
-                out.errors.append(f"POST: {type(e).__name__}")
+                out.errors.append(f"POST: {type(e).__name__}: {e!r} (cause: {e.__cause__!r})")
                 out.other_5xx += 1
             return
         with lock:
