@@ -34,6 +34,7 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -204,10 +205,13 @@ class Jobs:
 
     def __init__(self, store: Store, lease_s: float = DEFAULT_LEASE_S, fence: Fence | None = None):
         self.store, self.lease_s, self.fence = store, lease_s, fence
-        # An attempt's own writes: each call gives up within a sixth of the lease, so a check
-        # and the write after it land within the lease the check renewed, or not at all.
-        self.attempt_store = store.bounded(max(0.5, lease_s / 6))
         self._claimed_at: dict[str, float] = {}  # job id -> when this process claimed it (generation time)
+
+    @functools.cached_property
+    def attempt_store(self) -> Store:
+        """For an attempt's own writes: each call gives up within a sixth of the lease, so a
+        check and the write after it land within the lease the check renewed, or not at all."""
+        return self.store.bounded(max(0.5, self.lease_s / 6))
 
     # -- reading ----------------------------------------------------------------------
 
