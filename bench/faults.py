@@ -73,8 +73,9 @@ class Outcome:
 class FaultFarm:
     """The farm with its S3 and Redis started here, so the scenarios can stop them."""
 
-    def __init__(self, num_cpus: int = 4, farm_args: dict | None = None):
+    def __init__(self, num_cpus: int = 4, farm_args: dict | None = None, env: dict | None = None):
         self.num_cpus, self.farm_args = num_cpus, {**FARM_ARGS, **(farm_args or {})}
+        self.extra_env = dict(env or {})
         self.stack = ExitStack()
         self.image = photo_png(3)
         self.seed = 1000
@@ -87,7 +88,7 @@ class FaultFarm:
         work = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-faults-")))
         self.s3 = self.stack.enter_context(SeaweedS3(work / "s3"))
         self.redis = self.stack.enter_context(RedisServer(work / "redis"))
-        self.env = {**self.s3.env("faults"), "D2V_DEVICE": "cpu", "D2V_REDIS_URL": self.redis.url}
+        self.env = {**self.s3.env("faults"), "D2V_DEVICE": "cpu", "D2V_REDIS_URL": self.redis.url, **self.extra_env}
         url = self.stack.enter_context(serve_farm(self.env, {"/": self.farm_args}, num_cpus=self.num_cpus))
         self.client = self.stack.enter_context(httpx.Client(base_url=url, timeout=30))
         self.url = url
@@ -295,9 +296,9 @@ def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
     def one(_):
         try:
             r = farm.post()
-        except httpx.HTTPError as e:
+        except httpx.HTTPError as e:  # a dropped connection: neither a 202 nor a 503
             with lock:
-                out.errors.append(f"POST: {type(e).__name__}")
+                out.errors.append(f"POST: {type(e).__name__}: {e!r} (cause: {e.__cause__!r})")
                 out.other_5xx += 1
             return
         with lock:
@@ -395,3 +396,218 @@ def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
         out.errors.append(f"the killed CLI's job {cli_job} is still running: {s.owner}")
     out.seconds = time.monotonic() - t0
     return out
+
+
+def job_queue(farm: FaultFarm):
+    """The farm's queue (the app at "/" of tests.farm.serve_farm), as a runner sees it."""
+    from d2v.jobqueue import JobQueue
+
+    return JobQueue("d2v-jobs", farm.redis.url)
+
+
+def store_jobs(farm: FaultFarm):
+    from d2v.lifecycle import Jobs
+    from d2v.s3store import S3Store
+
+    return Jobs(S3Store.from_env(farm.env))
+
+
+def duplicate_deliveries(farm: FaultFarm, jobs: int = 2, copies: int = 2) -> Outcome:
+    """Slow jobs, each delivered `copies` more times while it runs (its id enqueued again, as
+    a reconciler pass or a redelivered message would): every copy must be dropped without
+    touching the job. With one runner replica, the copies reach the replica running it."""
+    out = Outcome(f"{jobs} running jobs delivered {copies} more times each")
+    t0 = time.monotonic()
+    queue, stored = job_queue(farm), store_jobs(farm)
+    ids = [farm.submit(out, slow=True) for _ in range(jobs)]
+    for job_id in ids:
+        _wait_running(farm, job_id)
+        for _ in range(copies):
+            queue.enqueue(job_id)
+    farm.settle(out, ids)
+    for job_id in ids:
+        if (attempts := stored.get(job_id).attempts) != 1:
+            out.errors.append(f"{job_id}: {attempts} attempts (renders); one expected")
+            out.failed += 1
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def enqueue_failure_then_retry(farm: FaultFarm) -> Outcome:
+    """Redis refuses writes (out of memory: reads still work, so the POST gets as far as the
+    enqueue, after its inputs and status are stored): a 503; then Redis recovers and the client
+    sends the same request again: one job renders, and the refused one never runs later."""
+    import redis
+
+    out = Outcome("enqueue failed, then the client retried")
+    t0 = time.monotonic()
+    admin = redis.Redis.from_url(farm.redis.url)
+    farm.seed += 1
+    seed = farm.seed
+    files = {"image": ("photo.png", farm.image, "image/png")}
+    data = {"request": json.dumps(job_request(seed))}
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write refused from now on
+    try:
+        r = farm.client.post("/v1/jobs", files=files, data=data)
+    finally:
+        admin.config_set("maxmemory", 0)
+    if r.status_code != 503 or not r.headers.get("Retry-After"):
+        out.errors.append(f"with Redis refusing writes: {r.status_code} {r.text[:200]}")
+        out.other_5xx += 1
+    out.refused, out.refused_ok = 1, int(r.status_code == 503 and _detail(r))
+    r = farm.client.post("/v1/jobs", files=files, data=data)
+    assert r.status_code == 202, r.text
+    out.accepted += 1
+    farm.settle(out, [r.json()["job_id"]])
+    time.sleep(4 * farm.farm_args["reconcile_s"] + 2)  # reconcile passes: the refused job must stay put
+    stored = store_jobs(farm)
+    renders = []
+    for key in stored.store.list("jobs/"):
+        if key.endswith("/request.json") and json.loads(stored.store.get_bytes(key)).get("seed") == seed:
+            status = stored.get(key.split("/")[1])
+            renders.append((status.status, status.attempts))
+    if sorted(renders) != [("failed", 0), ("succeeded", 1)]:
+        out.errors.append(f"jobs of this request (status, renders): {renders}")
+        out.failed += 1
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+# ---------------------------------------------------------------------------- long jobs
+
+
+def stage_counts() -> dict[str, float]:
+    """ray_d2v_stage_seconds_count per stage, from this node's metrics port (Ray's agent)."""
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = ray._private.worker._global_node.metrics_export_port
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "ray_d2v_stage_seconds_count":
+                counts[sample.labels["stage"]] = counts.get(sample.labels["stage"], 0) + sample.value
+    return counts
+
+
+def settled_stage_counts(quiet_s: float = 12.0, timeout_s: float = 120.0) -> dict[str, float]:
+    """The counts once they stop moving (replicas push their metrics every few seconds)."""
+    deadline = time.monotonic() + timeout_s
+    last = stage_counts()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = stage_counts()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+@dataclass
+class LongJobs:
+    outcome: Outcome
+    jobs: int
+    visibility_s: float
+    shortest_job_s: float
+    per_job: dict[str, float]  # stage -> executions per job, measured on one job before the faults
+    executions: dict[str, float]  # stage -> executions during the run
+    interrupted: int  # attempts a kill interrupted (sum over jobs of attempts - 1)
+    reruns_outside_kills: list[str]  # jobs run again that no kill touched (must be none)
+    injected: list[str]
+
+    @property
+    def extra(self) -> dict[str, float]:
+        return {stage: self.executions.get(stage, 0) - self.jobs * n for stage, n in self.per_job.items()}
+
+    @property
+    def exact(self) -> bool:
+        """Every stage ran jobs x stages times plus at most one per interrupted attempt."""
+        return (not self.reruns_outside_kills and self.outcome.clean
+                and all(0 <= extra <= self.interrupted for extra in self.extra.values()))
+
+    def table(self) -> str:
+        rows = [("stage", "per job", "expected (jobs x per job)", "executions", "extra", "interrupted attempts")]
+        for stage, n in sorted(self.per_job.items()):
+            rows.append((stage, f"{n:g}", f"{self.jobs * n:g}", f"{self.executions.get(stage, 0):g}",
+                         f"{self.extra[stage]:g}", str(self.interrupted)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        return "\n".join(lines)
+
+
+def long_jobs(farm: FaultFarm, n: int = 20, freeze_s: float = 10.0, redis_down_s: float = 5.0) -> LongJobs:
+    """`n` jobs each longer than the queue's visibility timeout (the farm started with
+    D2V_QUEUE_VISIBILITY_S short), with faults injected while they run: every running job
+    delivered again (each second), the runner replica killed, S3 frozen longer than the lease,
+    Redis killed and restarted. Counts every stage execution from the metrics."""
+    from d2v.jobqueue import visibility_timeout_s
+
+    visibility = visibility_timeout_s(farm.env)
+    queue, stored = job_queue(farm), store_jobs(farm)
+    # One job alone first: what one job costs in stage executions.
+    before = settled_stage_counts()
+    probe = Outcome("probe")
+    farm.settle(probe, [farm.submit(probe, slow=True)])
+    after = settled_stage_counts()
+    per_job = {stage: after.get(stage, 0) - before.get(stage, 0) for stage in after}
+    per_job = {stage: count for stage, count in per_job.items() if count}
+
+    out = Outcome(f"{n} long jobs (visibility {visibility:g} s): duplicates, a runner kill, S3 frozen "
+                  f"{freeze_s:g} s, Redis restarted")
+    t0 = time.monotonic()
+    ids = [farm.submit(out, slow=True) for _ in range(n)]
+    injected, killed_while_running = [], set()
+    stop = threading.Event()
+
+    def duplicates() -> None:  # every running job, delivered again every second
+        while not stop.wait(1.0):
+            try:
+                for job_id in queue.running_since():
+                    queue.enqueue(job_id)
+            except Exception:  # Redis restarting
+                pass
+
+    def running() -> set[str]:
+        return {job_id for job_id in ids if (s := farm.status(job_id)) and s.get("status") == "running"}
+
+    dup = threading.Thread(target=duplicates, daemon=True)
+    dup.start()
+    try:
+        _wait_running(farm, ids[0])
+        time.sleep(2)
+        killed_while_running |= running()
+        farm.kill_replicas("JobRunner")
+        killed_while_running |= running()  # status.json may lag the claim by a beat
+        injected.append(f"JobRunner killed with {sorted(killed_while_running)} running")
+        time.sleep(8)
+        farm.freeze_s3()
+        time.sleep(freeze_s)
+        farm.thaw_s3()
+        injected.append(f"S3 frozen {freeze_s:g} s (lease {farm.farm_args['lease_s']} s)")
+        time.sleep(5)
+        farm.kill_redis()
+        time.sleep(redis_down_s)
+        farm.start_redis()
+        injected.append(f"Redis killed, restarted after {redis_down_s:g} s")
+        farm.settle(out, ids, timeout_s=600)
+    finally:
+        stop.set()
+        dup.join(5)
+    out.seconds = time.monotonic() - t0
+    executions = settled_stage_counts()
+    executions = {stage: executions.get(stage, 0) - after.get(stage, 0) for stage in per_job}
+    interrupted, reruns = 0, []
+    for job_id in ids:
+        status = stored.get(job_id)
+        if status.attempts > 1:
+            interrupted += status.attempts - 1
+            if job_id not in killed_while_running:
+                reruns.append(f"{job_id}: {status.attempts} attempts")
+    # How long each job ran (its last attempt, claim to end): the finished-job records.
+    from datetime import datetime, timedelta, timezone
+
+    records = stored.records(datetime.now(timezone.utc) - timedelta(hours=1))
+    shortest = min((r.seconds for r in records if r.job_id in ids and r.seconds is not None), default=float("nan"))
+    return LongJobs(out, n, visibility, shortest, per_job, executions, interrupted, reruns, injected)

@@ -20,6 +20,13 @@ with a 'baseline' to compare with where there is one):
                 latency against the legal requests' (baseline). Then chunked uploads of 40 MiB
                 (under the limit: the baseline), 60 and 300 MiB: the ingress replica's and the
                 HTTP proxy's RSS growth while each streams (the issue asks under 64 MB).
+    soak        (issue 23) 10,000 mixed requests (legal, malformed, oversized) against one farm: the
+                ingress replica's and the proxy's RSS after each batch, growth after the warm-up.
+    burst       (issue 23) 200 concurrent submissions, three runs: each a 202 or a 503 with Retry-After.
+    longjobs    (issue 23) >= 20 jobs longer than the visibility timeout (D2V_QUEUE_VISIBILITY_S=2),
+                with duplicate deliveries, a runner kill, S3 frozen longer than the lease and a Redis
+                restart injected: lost / failed / stuck, and every stage's executions
+                (ray_d2v_stage_seconds_count) against jobs x stages plus the attempts a kill interrupted.
 
 The farm's replicas log to stderr: `2>/dev/null` leaves the tables.
 """
@@ -271,7 +278,79 @@ def section_faults(farm: Farm | None, args) -> dict:
     return {"outcomes": [o.__dict__ for o in outcomes]}
 
 
-SECTIONS = {"malformed": section_malformed, "faults": section_faults}
+def section_soak(farm: Farm, args) -> dict:
+    """(issue 23) `--soak` mixed requests (legal, malformed, oversized: bench.malformed's mix)
+    against one farm, in batches; the ingress replica's and the HTTP proxy's RSS after each
+    batch. The growth that counts is over the requests after the first fifth (the warm-up)."""
+    n = 1000 if args.tiny else args.soak
+    batch = max(100, n // 20)
+    procs = serve_processes() if farm.local else {}
+    print(f"\n== soak: {n} mixed requests in batches of {batch}, RSS after each ==", flush=True)
+    cases = malformed.generate(n, args.seed + 1, slow_body=False)
+    samples = [(0, {name: RssSampler._rss(p) for name, p in procs.items()})]
+    problems = 0
+    for start in range(0, len(cases), batch):
+        outcomes = malformed.send_all(farm.url, cases[start:start + batch], api_key=farm.api_key,
+                                      concurrency=args.concurrency)
+        problems += sum(1 for o in outcomes if malformed.problems(o))
+        samples.append((start + len(outcomes), {name: RssSampler._rss(p) for name, p in procs.items()}))
+        print(f"  {samples[-1][0]:>6} requests: " + ", ".join(
+            f"{name} {rss / 2**20:.0f} MiB" for name, rss in samples[-1][1].items()), flush=True)
+    warm = next(i for i, (sent, _) in enumerate(samples) if sent >= n // 5)
+    growth = {name: (samples[-1][1][name] - samples[warm][1][name]) / 2**20 for name in procs}
+    print(f"  RSS growth over the last {samples[-1][0] - samples[warm][0]} requests: "
+          + ", ".join(f"{name} {g:+.0f} MiB" for name, g in growth.items()) + f"; {problems} requests with a problem")
+    return {"samples": [(sent, {k: round(v / 2**20, 1) for k, v in rss.items()}) for sent, rss in samples],
+            "growth_mib": growth, "problems": problems}
+
+
+def section_burst(farm: Farm | None, args) -> dict:
+    """(issue 23) 200 concurrent submissions, three runs on one fault farm: every request
+    answered (a 202, or a 503 with Retry-After), no dropped connection; every accepted job done."""
+    from bench import faults
+
+    n, runs = (40, 1) if args.tiny else (200, 3)
+    print(f"\n== burst: {n} concurrent submissions, {runs} runs ==", flush=True)
+    outcomes = []
+    with faults.FaultFarm(num_cpus=4) as ff:
+        for run in range(runs):
+            out = faults.concurrent_submissions(ff, n)
+            out.scenario += f" (run {run + 1})"
+            outcomes.append(out)
+            print(faults.table([out]).splitlines()[-1], flush=True)
+            for error in out.errors[:5]:
+                print(f"    {error}", flush=True)
+    print("\n" + faults.table(outcomes))
+    return {"outcomes": [o.__dict__ for o in outcomes]}
+
+
+def section_longjobs(farm: Farm | None, args) -> dict:
+    """Long jobs run exactly once (issue 23): jobs longer than the queue's visibility timeout
+    (D2V_QUEUE_VISIBILITY_S=2), each running job delivered again every second, the runner
+    replica killed, S3 frozen longer than the lease, Redis restarted; every stage execution
+    counted from the metrics against jobs x stages."""
+    from bench import faults
+
+    n = 6 if args.tiny else args.long_jobs
+    print(f"\n== long jobs: {n} jobs longer than the visibility timeout, faults injected ==", flush=True)
+    with faults.FaultFarm(num_cpus=4, env={"D2V_QUEUE_VISIBILITY_S": "2"}) as ff:
+        run = faults.long_jobs(ff, n)
+    print(faults.table([run.outcome]))
+    for line in run.injected:
+        print(f"    injected: {line}")
+    for error in run.outcome.errors[:10]:
+        print(f"    {error}")
+    print(f"\nshortest job {run.shortest_job_s:.1f} s (visibility timeout {run.visibility_s:g} s); "
+          f"stage executions:\n{run.table()}")
+    print(f"\nexactly once: {run.exact} (extra executions per stage within the {run.interrupted} attempt(s) "
+          f"a kill interrupted; jobs re-run that no kill touched: {run.reruns_outside_kills or 'none'})")
+    return {"outcome": run.outcome.__dict__, "per_job": run.per_job, "executions": run.executions,
+            "interrupted": run.interrupted, "shortest_job_s": run.shortest_job_s, "exact": run.exact,
+            "injected": run.injected, "reruns_outside_kills": run.reruns_outside_kills}
+
+
+SECTIONS = {"malformed": section_malformed, "faults": section_faults, "longjobs": section_longjobs,
+            "soak": section_soak, "burst": section_burst}
 
 
 def main() -> int:
@@ -284,6 +363,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000, help="malformed: how many requests")
     ap.add_argument("--concurrency", type=int, default=4, help="malformed: requests in flight at once")
     ap.add_argument("--follow-s", type=float, default=300, help="malformed: wait this long for accepted jobs")
+    ap.add_argument("--soak", type=int, default=10000, help="soak: how many requests")
+    ap.add_argument("--long-jobs", type=int, default=20, help="longjobs: how many jobs")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -291,7 +372,7 @@ def main() -> int:
         ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
 
     results = {}
-    if "malformed" in chosen:
+    if "malformed" in chosen or "soak" in chosen:
         with ExitStack() as stack:
             if args.url:
                 farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
@@ -299,9 +380,15 @@ def main() -> int:
                 t0 = time.perf_counter()
                 farm = stack.enter_context(start_farm())
                 print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
-            results["malformed"] = section_malformed(farm, args)
+            for name in ("malformed", "soak"):
+                if name in chosen:
+                    results[name] = SECTIONS[name](farm, args)
     if "faults" in chosen:  # its own farm, S3 and Redis: it stops them
         results["faults"] = section_faults(None, args)
+    if "burst" in chosen:
+        results["burst"] = section_burst(None, args)
+    if "longjobs" in chosen:  # the same, with a short visibility timeout
+        results["longjobs"] = section_longjobs(None, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

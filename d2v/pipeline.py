@@ -48,7 +48,9 @@ from d2v.stages import (
     store_results,
 )
 from d2v.svd import svd_model_setting
-from d2v.lifecycle import LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, file_key, input_key, process_owner
+from d2v.lifecycle import (
+    LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, process_owner,
+)
 from d2v.store import Store
 
 ProgressFn = Callable[[str, float], None]
@@ -195,28 +197,37 @@ def render_job(
     if claim.status is None:
         raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it or pass --no-cache")
     status = claim.status
-    store.put_bytes(input_key(job_id, image.extension), image_bytes)
-    store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
-    if lut_bytes:
-        store.put_bytes(file_key(job_id, LUT), lut_bytes)  # the look's .cube: the stages read it from here
-    try:
+    try:  # from the claim on, every write is inside: a store error fails the job, never leaves it running
+        store.put_bytes(input_key(job_id, image.extension), image_bytes)
+        store.put_bytes(file_key(job_id, REQUEST), request.model_dump_json(indent=2).encode())
+        if lut_bytes:
+            store.put_bytes(file_key(job_id, LUT), lut_bytes)  # the look's .cube: the stages read it from here
         with Heartbeat(jobs, status) as beat:
             def beat_and_report(stage: str, fraction: float) -> None:
+                if beat.lost is not None:  # the job is no longer this attempt's: stop rendering
+                    raise beat.lost
                 beat.progress(stage, fraction)
                 report(stage, fraction)
 
             manifest = _run_stages(image, image_bytes, depth, request, store, job_id, output_path, beat_and_report)
+        if beat.lost is not None:
+            raise beat.lost
+        wall = time.perf_counter() - t_start
+        manifest.stage_seconds["total"] = round(wall, 4)
+        manifest.cost = process_cost(manifest, wall, time.process_time() - cpu_start)
+        store.put_bytes(file_key(job_id, MANIFEST), manifest.model_dump_json(indent=2).encode())
+        jobs.succeed(status, job_result(manifest), manifest=manifest)
+    except StaleAttempt as e:  # another runner, or the farm's reconciler, has the job now: write nothing
+        raise JobBusyError(f"{e}: render it again to take it back") from None
     except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
         reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
         if isinstance(e, KeyboardInterrupt):
             reason = "stopped by the user (Ctrl-C)"
-        jobs.fail(status, reason)
+        try:
+            jobs.fail(status, reason)
+        except StaleAttempt:
+            pass  # logged by the lifecycle: the job is another's now
         raise
-    wall = time.perf_counter() - t_start
-    manifest.stage_seconds["total"] = round(wall, 4)
-    manifest.cost = process_cost(manifest, wall, time.process_time() - cpu_start)
-    store.put_bytes(file_key(job_id, MANIFEST), manifest.model_dump_json(indent=2).encode())
-    jobs.succeed(status, job_result(manifest), manifest=manifest)
     report("done", 1.0)
     return manifest
 

@@ -59,12 +59,14 @@ def kpis(records: list[JobRecord]) -> dict:
     }
 
 
-def report(store: Store, since: str = "7d", now: datetime | None = None) -> dict:
+def report(store: Store, since: str = "7d", now: datetime | None = None, *, tenant: str | None = None,
+           deadline: float | None = None) -> dict:
     """The KPIs of the jobs that ended in the last `since`: all, by backend, by effect, and
-    by backend and effect together."""
+    by backend and effect together. `tenant`: only that tenant's jobs; `deadline`
+    (time.monotonic()): give up (StoreUnavailableError) rather than list past it."""
     until = now or datetime.now(timezone.utc)
     start = until - parse_since(since)
-    records = Jobs(store).records(start, until)
+    records = Jobs(store).records(start, until, tenant=tenant, deadline=deadline)
     groups: dict[str, dict[str, list[JobRecord]]] = {"backends": defaultdict(list), "effects": defaultdict(list),
                                                      "backend_effects": defaultdict(list)}
     for r in records:

@@ -33,18 +33,23 @@ from d2v.store import Store, check_key, content_type_for
 PART_SIZE = 16 * 1024 * 1024
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(timeout_s: float | None = None) -> urllib3.PoolManager:
     """Bounded retries with backoff for transient failures; a dead endpoint is reported
     in about a second instead of the SDK's default half a minute of retries. A frozen one
     is given up on after D2V_S3_TIMEOUT_S (default 30 s) per read, not the 120 s that held
-    every request of the farm."""
-    retry = urllib3.Retry(total=3, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504])
-    try:
-        read_s = float(os.environ.get("D2V_S3_TIMEOUT_S", 30))
-    except ValueError:
-        read_s = 30.0
+    every request of the farm. With `timeout_s`: no retries, and connect and each read
+    within it (`S3Store.bounded`)."""
+    if timeout_s is not None:
+        timeout, retry = urllib3.Timeout(connect=timeout_s, read=timeout_s), urllib3.Retry(total=0, read=0)
+    else:
+        retry = urllib3.Retry(total=3, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504])
+        try:
+            read_s = float(os.environ.get("D2V_S3_TIMEOUT_S", 30))
+        except ValueError:
+            read_s = 30.0
+        timeout = urllib3.Timeout(connect=5, read=read_s)
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=read_s), retries=retry, maxsize=16,
+        timeout=timeout, retries=retry, maxsize=16,
         cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
     )
 
@@ -62,8 +67,8 @@ class S3Store(Store):
         public_endpoint: str | None = None,
     ):
         self.endpoint, self.bucket, self.secure = endpoint, bucket, secure
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region,
-                            http_client=_http_client())
+        self._minio_args = dict(access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.client = Minio(endpoint, **self._minio_args, http_client=_http_client())
         self._presigner = (
             Minio(public_endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
             if public_endpoint
@@ -143,3 +148,19 @@ class S3Store(Store):
 
     def describe(self) -> str:
         return f"s3://{self.bucket} at {self.endpoint}"
+
+    def copy(self, source_key: str, key: str) -> None:
+        from minio.commonconfig import CopySource
+
+        try:
+            self.client.copy_object(self.bucket, check_key(key), CopySource(self.bucket, check_key(source_key)))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFoundError(f"no object {source_key!r} in {self.describe()}") from None
+            raise
+
+    def bounded(self, timeout_s: float) -> "S3Store":
+        copy = object.__new__(S3Store)
+        copy.__dict__.update(self.__dict__)
+        copy.client = Minio(self.endpoint, **self._minio_args, http_client=_http_client(timeout_s))
+        return copy

@@ -98,6 +98,16 @@ class Store(ABC):
     def get_file(self, key: str, path: str | Path) -> None:
         Path(path).write_bytes(self.get_bytes(key))
 
+    def copy(self, source_key: str, key: str) -> None:
+        """Copy an object within the store (a server-side copy on S3)."""
+        self.put_bytes(key, self.get_bytes(source_key), content_type_for(key))
+
+    def bounded(self, timeout_s: float) -> "Store":
+        """This store with each call given up after about `timeout_s` (no retries): for writes
+        that must land within a lease or not at all (d2v.lifecycle). A local directory does
+        not hang, so it is itself."""
+        return self
+
 
 def _current_umask() -> int:
     mask = os.umask(0)

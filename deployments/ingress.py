@@ -56,7 +56,8 @@ from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
 from d2v.jobqueue import JobQueue
 from d2v.looks import parse_cube
 from d2v.lifecycle import (
-    DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
+    DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, StaleAttempt, file_key, input_key, new_job_id,
+    tenant_of,
 )
 from d2v.models import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS, JobStatus, RenderRequest, parse_request
 from d2v.pipeline import content_job_id, require_backend
@@ -80,7 +81,9 @@ BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refus
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
 MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
-STATS_TIMEOUT_S = 30.0  # GET /v1/stats: a LIST of the store per day of the span
+STATS_TIMEOUT_S = 20.0  # GET /v1/stats: the most work one report does (a LIST of the store per day of the span)
+STATS_CALL_S = 5.0  # ... each store call of it given up after this
+MAX_REPORTS = 2  # GET /v1/stats: reports made at once per API replica (more: 503, retry)
 
 api = FastAPI(
     title="d2v",
@@ -175,9 +178,13 @@ class Ingress:
         self.settings = FarmSettings.from_args(settings)
         self.store = store_from_env()
         self.jobs = Jobs(self.store, self.settings.lease_s)
+        self.stats_store = self.store.bounded(STATS_CALL_S)
         self.queue = JobQueue(self.settings.queue)
         keys = os.environ.get(self.settings.api_keys_env, "")
         self.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
+        admins = os.environ.get(self.settings.admin_keys_env, "")
+        self.admin_keys = [k.strip() for k in admins.split(",") if k.strip()]
+        self.reporting = asyncio.Semaphore(MAX_REPORTS)
         self.previewing = asyncio.Semaphore(self.settings.max_previews)
         # Calls to the store and the queue run on threads; one that hangs (S3 frozen) holds its
         # thread until the S3 timeout. Enough threads that those never starve the rest.
@@ -185,29 +192,46 @@ class Ingress:
 
     # -- HTTP --------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> str | None:
-        """The caller's tenant (a fingerprint of its key), None when the farm has no keys."""
-        if not self.api_keys:
-            return None
+    @staticmethod
+    def _key_of(request: Request, keys: list[str]) -> str | None:
+        """Which of `keys` the request's bearer token is, if any."""
         header = request.headers.get("authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
         given = token.encode("utf-8", "surrogateescape")
-        for key in self.api_keys:
+        found = None
+        for key in keys:
             if secrets.compare_digest(given, key.encode()):
-                return tenant_of(key)
-        raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+                found = key
+        return found
+
+    def _authorize(self, request: Request) -> str | None:
+        """The caller's tenant (a fingerprint of its key), None when the farm has no keys.
+        Operators' keys (D2V_ADMIN_KEYS) are keys too."""
+        if not self.api_keys:
+            return None
+        key = self._key_of(request, self.api_keys + self.admin_keys)
+        if key is None:
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+        return tenant_of(key)
+
+    def _is_operator(self, request: Request) -> bool:
+        return bool(self.admin_keys) and self._key_of(request, self.admin_keys) is not None
 
     @api.get("/healthz")
-    async def healthz(self) -> JSONResponse:
+    async def healthz(self, request: Request) -> JSONResponse:
         """200 when the store and the queue answer; 503 (saying which is down) when not. Never
-        blocks the event loop: each is probed in a thread, with a short timeout."""
+        blocks the event loop: each is probed in a thread, with a short timeout. Anyone gets
+        up or down per dependency; an operator's key (D2V_ADMIN_KEYS) also where each is and why."""
         store, queue = await asyncio.gather(
             self._probe(asyncio.to_thread(self.store.exists, "healthz/probe")),
             self._probe(asyncio.to_thread(self.queue.ping)))
         ok = store == queue == "ok"
-        body = {"status": "ok" if ok else "degraded", "version": __version__, "store": self.store.describe(),
-                "queue": self.queue.describe(), "dependencies": {"store": store, "queue": queue}}
+        body = {"status": "ok" if ok else "degraded", "version": __version__,
+                "dependencies": {"store": "up" if store == "ok" else "down", "queue": "up" if queue == "ok" else "down"}}
+        if self._is_operator(request):
+            body.update(store=self.store.describe(), queue=self.queue.describe(),
+                        details={"store": store, "queue": queue})
         return JSONResponse(status_code=200 if ok else 503, content=body,
                             headers=None if ok else {"Retry-After": "10"})
 
@@ -253,16 +277,29 @@ class Ingress:
              "description": "Stable Video Diffusion, steered by the camera render: the scene moves too"},
         ]
 
-    @api.get("/v1/stats")
+    @api.get("/v1/stats", responses=errors(401, 422, 503))
     async def stats(self, request: Request, since: str = Query("7d", description=(
             "jobs that ended in this span: a number and m, h, d or w (30m, 24h, 7d, 2w)"))) -> dict:
-        """The farm's KPIs over the jobs that ended in `since`: videos, success rate, median and
-        p95 generation time, cost per video; all, by backend, by effect (what `d2v report` prints)."""
+        """The KPIs over the jobs that ended in `since`: videos, success rate, median and p95
+        generation time, cost per video; all, by backend, by effect (what `d2v report` prints).
+        The caller's own jobs; an operator's key (D2V_ADMIN_KEYS), or a farm without keys, the
+        whole farm's. Bounded: at most MAX_REPORTS at once, each within STATS_TIMEOUT_S of work
+        (its thread stops by itself then: nothing outlives the request by more than a store call)."""
         from d2v.report import parse_since, report
 
-        self._authorize(request)
+        tenant = self._authorize(request)
         parse_since(since)  # a bad span is the caller's 422, before the store is asked
-        return await _answer(asyncio.to_thread(report, self.store, since), "the object store", STATS_TIMEOUT_S)
+        farm_wide = not self.api_keys or self._is_operator(request)
+        if self.reporting.locked():
+            raise Busy(f"{MAX_REPORTS} reports are being made; retry in a few seconds")
+        async with self.reporting:
+            deadline = time.monotonic() + STATS_TIMEOUT_S
+            made = asyncio.to_thread(report, self.stats_store, since, tenant=None if farm_wide else tenant,
+                                     deadline=deadline)
+            data = await _answer(made, "the object store", STATS_TIMEOUT_S + STATS_CALL_S)
+        if not farm_wide:
+            data.pop("store", None)  # where the store is: for operators
+        return data
 
     @api.get("/", include_in_schema=False)
     async def page(self) -> FileResponse:
@@ -416,12 +453,38 @@ class Ingress:
         try:
             await _answer(asyncio.to_thread(self.queue.enqueue, job_id), "the job queue")
         except D2VError:
-            # Not queued: say so in the job (best effort; the store may be what failed) and 503.
-            asyncio.get_running_loop().run_in_executor(
-                None, self.jobs.fail, status, "it could not be queued (the job queue was unavailable)")
-            raise
+            if await self._withdraw(status):
+                raise
+            log.warning("job %s: its enqueue failed, yet a runner has it already: accepted", job_id)
         submitted(render_request.backend, render_request.effect)
         return self._accepted(request, job_id, "queued")
+
+    async def _withdraw(self, status: JobStatus) -> bool:
+        """A job whose enqueue failed ends 'failed' before the 503 is answered, so nothing can
+        run it later (a runner refuses a failed job; the reconciler does not list it) while
+        the client's retry renders it under a new id. False when a runner claimed it already
+        (the message got through after all): then it is accepted."""
+        reason = "it was not accepted: the job queue was unavailable, and the client was told to retry"
+        try:
+            await _answer(asyncio.to_thread(self.jobs.abandon, status, reason, record=False), "the object store")
+            return True
+        except StaleAttempt:
+            return False
+        except D2VError as e:  # the store is away too: its marker stays, so keep trying a while
+            log.warning("job %s: not withdrawn yet (%s); retrying in the background", status.job_id, e)
+            asyncio.get_running_loop().run_in_executor(None, self._withdraw_later, status, reason)
+            return True
+
+    def _withdraw_later(self, status: JobStatus, reason: str, tries: int = 10) -> None:
+        for _ in range(tries):
+            time.sleep(3)
+            try:
+                self.jobs.abandon(status, reason, record=False)
+                return
+            except StaleAttempt:
+                return
+            except Exception:
+                continue
 
     async def _store_inputs(self, job_id: str, render_request: RenderRequest, image_bytes: bytes, extension: str,
                             depth_bytes: bytes | None, lut_bytes: bytes | None = None) -> None:

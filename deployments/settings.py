@@ -21,6 +21,7 @@ class FarmSettings:
     svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
     queue: str = DEFAULT_QUEUE  # the Redis queue of this app (two apps on one Redis: two names)
     api_keys_env: str = "D2V_API_KEYS"  # the environment variable holding this app's API keys
+    admin_keys_env: str = "D2V_ADMIN_KEYS"  # ... and its operators' keys (farm-wide /v1/stats, /healthz details)
     reconcile_s: float = 10.0  # how often a runner looks for stored jobs that nobody runs
 
     @classmethod

@@ -93,7 +93,7 @@ def _record(name: str, value: float, **tags) -> None:
 class JobOutcome:
     """How one job ended, for the metrics: what the runner knows when it lets the job go."""
 
-    status: str  # succeeded | failed | retried
+    status: str  # succeeded | failed | retried | lost (another attempt has the job now)
     backend: str
     effect: str
     queue: str
@@ -105,7 +105,7 @@ class JobOutcome:
 def job_ended(outcome: JobOutcome) -> None:
     o = outcome
     _record("d2v_jobs", 1, status=o.status, backend=o.backend, effect=o.effect, queue=o.queue)
-    if o.status == "retried":
+    if o.status in ("retried", "lost"):  # not an ending: the job goes on elsewhere
         return
     _record("d2v_job_seconds", o.seconds, status=o.status, backend=o.backend, effect=o.effect)
     if o.status == "failed":

@@ -10,7 +10,9 @@ import pytest
 
 from d2v.errors import QueueUnavailableError
 from d2v.jobqueue import JobQueue, RedisServer
-from d2v.lifecycle import ACTIVE_PREFIX, Heartbeat, IllegalTransition, Jobs, has_live_owner, new_job_id, tenant_of
+from d2v.lifecycle import (
+    ACTIVE_PREFIX, Heartbeat, IllegalTransition, Jobs, StaleAttempt, attempt_token, has_live_owner, new_job_id, tenant_of,
+)
 from d2v.models import JobResult
 from d2v.store import LocalStore
 
@@ -79,7 +81,12 @@ def test_a_cached_result_is_adopted_under_a_new_id(jobs):
     jobs.create(job, content="c")
     jobs.succeed(jobs.claim(job, "farm:a").status, RESULT)
     mine = jobs.adopt_result(new_job_id(), jobs.cached("c"), tenant="t2", content="c")
-    assert mine.status == "succeeded" and mine.result == RESULT and mine.cached_from == job
+    assert mine.status == "succeeded" and mine.cached_from == job
+    # Its results under its own keys: nothing it shows names the job that rendered them.
+    assert mine.result.video_key == f"jobs/{mine.job_id}/video.mp4" and job not in mine.model_dump_json(
+        exclude={"cached_from"})
+    assert jobs.store.get_bytes(mine.result.video_key) == b"an mp4"
+    assert mine.result.model_dump(exclude={"video_key"}) == RESULT.model_dump(exclude={"video_key"})
     assert not {"tenant", "owner", "content", "cached_from", "queue"} & set(mine.public())
     assert not jobs.store.list(ACTIVE_PREFIX)
 
@@ -93,12 +100,16 @@ def test_job_ids_are_random_and_tenants_never_hold_the_key():
 def test_redis_locks_enqueue_and_a_dead_redis_fails_fast(tmp_path):
     with RedisServer(tmp_path / "redis") as server:
         queue = JobQueue("t", server.url)
-        assert queue.lock("j1", "a", 5) and queue.lock("j1", "a", 5)  # its holder keeps it
-        assert not queue.lock("j1", "b", 5) and queue.locked("j1")
-        queue.unlock("j1", "b")  # not b's to drop
+        assert queue.lock("j1", "farm:a#1", 5)
+        # Another attempt, of another replica or of the same one (a duplicate delivery), is refused.
+        assert not queue.lock("j1", "farm:a#2", 5) and not queue.lock("j1", "farm:b#1", 5) and queue.locked("j1")
+        assert queue.holds("j1", "farm:a#1", 5) is True and queue.holds("j1", "farm:b#1", 5) is False
+        queue.unlock("j1", "farm:b#1")  # not b's to drop
         assert queue.locked("j1")
-        queue.unlock("j1", "a")
-        assert not queue.locked("j1") and queue.lock("j1", "b", 5)
+        queue.unlock("j1", "farm:a#1")
+        assert not queue.locked("j1") and queue.lock("j1", "farm:b#1", 5)
+        queue.redis.delete(queue.LOCK.format("j1"))  # lost (a Redis restart): the fence takes it back, says so
+        assert queue.holds("j1", "farm:b#1", 5) is None and queue.holds("j1", "farm:b#1", 5) is True
         queue.enqueue("j2")
         queue.enqueue("j3")
         queue.started("j2")
@@ -140,3 +151,99 @@ def test_recent_lists_a_tenants_latest_jobs_newest_first(tmp_path, request, wher
     assert jobs.recent(a, limit=100) == ["job-cached", *ids[::-1]]
     assert jobs.recent(b) == ["job-b"] and jobs.recent(None) == ["job-anon"]
     assert jobs.recent(tenant_of("key-c")) == []
+
+
+def test_a_stale_attempts_writes_are_refused_and_the_new_one_keeps_the_job(jobs, caplog):
+    job = new_job_id()
+    jobs.create(job)
+    old = jobs.claim(job, "farm:a").status
+    # The same owner cannot start a second attempt while the first is alive (a duplicate delivery).
+    assert jobs.claim(job, "farm:a").status is None
+    time.sleep(2.1)  # the old attempt fell silent for a lease: another takes the job
+    new = jobs.claim(job, "farm:a").status
+    assert new.attempt_id != old.attempt_id and new.attempts == 2
+    for write in (lambda: jobs.heartbeat(old), lambda: jobs.release(old), lambda: jobs.fail(old, "boom"),
+                  lambda: jobs.succeed(old, RESULT)):
+        with pytest.raises(StaleAttempt, match=old.attempt_id):
+            write()
+    stored = jobs.get(job)
+    assert (stored.status, stored.attempt_id, stored.error) == ("running", new.attempt_id, None)
+    assert "refused a write of attempt " + old.attempt_id in caplog.text
+    jobs.succeed(new, RESULT)
+    assert jobs.get(job).status == "succeeded"
+
+
+def test_with_a_fence_the_lock_decides_and_a_lost_lock_is_retaken_only_by_its_attempt(tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        queue = JobQueue("t", server.url)
+        jobs = Jobs(LocalStore(tmp_path / "store"), lease_s=1.0, fence=queue)
+        job = new_job_id()
+        jobs.create(job, queue="t")
+        first = jobs.claim(job, "farm:a", attempt_id="a1").status
+        assert queue.lock(job, attempt_token(first), 1.0)
+        jobs.heartbeat(first)  # ours: renews the lock
+        queue.redis.delete(queue.LOCK.format(job))  # Redis restarted without it
+        jobs.heartbeat(first)  # the store still names this attempt: taken back
+        assert queue.holds(job, attempt_token(first), 1.0) is True
+        time.sleep(1.1)  # the lock lapsed (the runner paused); another attempt took the job
+        assert queue.lock(job, "farm:a#a2", 1.0)
+        with pytest.raises(StaleAttempt, match="another attempt holds"):
+            jobs.heartbeat(first)
+        queue.unlock(job, "farm:a#a2")
+        # Gone again, but the store names another attempt now: the fence gives way to the store.
+        jobs.store.put_bytes(f"jobs/{job}/status.json", jobs.get(job).model_copy(
+            update={"attempt_id": "a2"}).model_dump_json().encode())
+        with pytest.raises(StaleAttempt, match="attempt a2"):
+            jobs.succeed(first, RESULT)
+        assert jobs.get(job).status == "running"
+
+
+def test_a_cli_job_failed_while_its_heartbeat_was_late_stays_failed_after_its_process_dies(jobs):
+    """The farm's reconciler fails a CLI job whose heartbeat is late (a slow store); the CLI's
+    next heartbeat must not write it back to 'running' (without its active/ marker, a job
+    nobody would ever list again), and once the CLI is killed the job is not 'running'."""
+    job = new_job_id()
+    cli = jobs.claim(job, "cli:host:1").status
+    time.sleep(4.1)  # its heartbeat is two leases late
+    seen = jobs.get(job)
+    assert not has_live_owner(seen)
+    jobs.abandon(seen, "its runner stopped")  # what the reconciler does (deployments.runner)
+    lost = []
+    with Heartbeat(jobs, cli, on_lost=lost.append) as beat:  # the CLI's beats resume
+        time.sleep(1.0)
+    assert beat.lost is not None and lost and "the job is failed" in str(lost[0])
+    with pytest.raises(StaleAttempt):
+        jobs.succeed(cli, RESULT)  # its final write is refused too
+    # The CLI process is gone now: what is stored says failed, and nothing is left unfinished.
+    assert jobs.get(job).status == "failed" and jobs.unfinished() == []
+
+
+def test_abandon_is_refused_when_the_owner_beat_after_it_was_read(jobs):
+    job = new_job_id()
+    cli = jobs.claim(job, "cli:host:2").status
+    seen = jobs.get(job)
+    jobs.heartbeat(cli)
+    with pytest.raises(StaleAttempt):
+        jobs.abandon(seen, "its runner stopped")
+    assert jobs.get(job).status == "running" and jobs.unfinished() == [job]
+
+
+def test_a_cli_render_whose_final_write_fails_ends_failed_not_running(tmp_path):
+    """The manifest cannot be written (its key is taken by a directory): the job is failed
+    with the store's error, not left 'running' with nobody to finish it."""
+    from d2v.models import parse_request
+    from d2v.pipeline import content_job_id, render_job
+    import cv2
+
+    from tests.conftest import textured_image
+
+    store = LocalStore(tmp_path / "store")
+    image = cv2.imencode(".png", textured_image(160, 90, seed=1))[1].tobytes()
+    request = parse_request('{"path": [{"x": 20, "y": 40}, {"x": 140, "y": 50}], "effect": "pan", '
+                            '"duration_s": 1, "fps": 8, "width": 160, "height": 90}')
+    job = content_job_id(image, None, request)
+    (store.root / f"jobs/{job}/manifest.json").mkdir(parents=True)
+    with pytest.raises(OSError):
+        render_job(image, request, store)
+    status = Jobs(store).get(job)
+    assert status.status == "failed" and status.owner is None and Jobs(store).unfinished() == []

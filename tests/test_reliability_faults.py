@@ -47,3 +47,13 @@ def test_concurrent_submissions_are_202_or_503_and_all_finish(farm):
 
 def test_a_killed_cli_render_is_not_left_running_and_the_farm_runs_the_job(farm):
     _assert_clean(faults.cli_killed_then_farm(farm))
+
+
+def test_a_running_job_delivered_again_to_its_own_replica_renders_once(farm):
+    _assert_clean(faults.duplicate_deliveries(farm, jobs=1, copies=2))
+
+
+def test_an_enqueue_failure_then_the_clients_retry_renders_once(farm):
+    out = faults.enqueue_failure_then_retry(farm)
+    assert out.refused_ok == 1
+    _assert_clean(out)

@@ -32,11 +32,11 @@ def farm(seaweed, tmp_path_factory):
     from d2v.tiny_svd import make_tiny_svd
 
     tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
-    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu", "D2V_TEST_KEYS": "key-a,key-b"}
+    env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu", "D2V_TEST_KEYS": "key-a,key-b", "D2V_TEST_ADMINS": "key-ops"}
     apps = {"/": {"lease_s": 10, "max_running_jobs": 2, "reconcile_s": 2},
             "/svd": {"lease_s": 10, "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}},
             # Jobs belong to their key: an app whose keys are in D2V_TEST_KEYS.
-            "/keyed": {"lease_s": 10, "api_keys_env": "D2V_TEST_KEYS"}}
+            "/keyed": {"lease_s": 10, "api_keys_env": "D2V_TEST_KEYS", "admin_keys_env": "D2V_TEST_ADMINS"}}
     with serve_farm(env, apps, num_cpus=6) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, S3Store.from_env(env)
 
@@ -290,16 +290,35 @@ def test_a_job_is_visible_only_to_its_key(farm):
     for suffix in ("", "/video", "/poster", "/fidelity"):
         r = client.get(job_a["status_url"] + suffix, headers=b)
         assert r.status_code == 404 and "no job" in r.json()["detail"], (suffix, r.text)
-    # The same image and request from B: served from the finished result, under B's own id.
+    # The same image and request from B: served from the finished result, under B's own id,
+    # and nothing B is answered names A's job (its id would tell B that someone rendered this photo).
     job_b = client.post("/keyed/v1/jobs", headers=b, **form).json()
     assert job_b["status"] == "succeeded" and job_b["job_id"] != job_a["job_id"]
     seen_b = client.get(job_b["status_url"], headers=b).json()
-    assert seen_b["result"]["video_key"] == done["result"]["video_key"]
+    assert seen_b["result"]["video_key"] == f"jobs/{job_b['job_id']}/video.mp4"
+    answers = [json.dumps(job_b), json.dumps(seen_b), client.get("/keyed/v1/jobs", headers=b).text,
+               client.get(job_b["status_url"] + "/manifest", headers=b, follow_redirects=True).text,
+               client.get("/keyed/v1/stats", headers=b, params={"since": "1h"}).text]
+    assert all(job_a["job_id"] not in answer for answer in answers), answers
+    manifest = json.loads(answers[3])
+    assert manifest["job_id"] == job_b["job_id"] and manifest["keys"]["video"] == seen_b["result"]["video_key"]
     assert client.get(job_b["status_url"], headers=a).status_code == 404
     video = client.get(job_b["status_url"] + "/video", headers=b, follow_redirects=False)
     assert video.status_code == 307 and "X-Amz-Expires=900" in video.headers["location"]
+    assert httpx.get(video.headers["location"]).content == store.get_bytes(done["result"]["video_key"])
     # What a caller sees of a status never includes the bookkeeping (owner, tenant, content).
-    assert not {"tenant", "owner", "content", "heartbeat_at", "queue"} & set(seen_b)
+    assert not {"tenant", "owner", "content", "heartbeat_at", "queue", "attempt_id"} & set(seen_b)
+    # /v1/stats: each key its own jobs (B's answer from the cache rendered nothing); an
+    # operator's key, the farm's; only the operator is told where the store is.
+    stats = {who: client.get("/keyed/v1/stats", headers=h, params={"since": "1h"}).json()
+             for who, h in (("a", a), ("b", b), ("ops", {"Authorization": "Bearer key-ops"}))}
+    assert stats["a"]["all"]["jobs"] == 1 and stats["b"]["all"]["jobs"] == 0, stats
+    assert stats["ops"]["all"]["jobs"] >= 1 and "store" in stats["ops"] and "store" not in stats["a"]
+    # /healthz: up or down per dependency for anyone; where each one is, only for operators.
+    health = client.get("/keyed/healthz").json()
+    assert health["dependencies"] == {"store": "up", "queue": "up"} and "store" not in health, health
+    assert "127.0.0.1" not in json.dumps(health)
+    assert "store" in client.get("/keyed/healthz", headers={"Authorization": "Bearer key-ops"}).json()
 
 
 def _wait_keyed(client, url: str, headers: dict, timeout_s: float = 120) -> dict:
@@ -337,7 +356,7 @@ def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
 
     client, _ = farm
     body = client.get("/healthz").json()
-    assert body["status"] == "ok" and body["dependencies"] == {"store": "ok", "queue": "ok"}
+    assert body["status"] == "ok" and body["dependencies"] == {"store": "up", "queue": "up"}
     os.killpg(seaweed.proc.pid, signal.SIGSTOP)
     try:
         # Every answer comes within seconds; the first ones may still be "ok" on a loaded
@@ -351,7 +370,7 @@ def test_healthz_says_which_dependency_is_down_and_never_hangs(farm, seaweed):
                 break
             time.sleep(0.5)
         assert r.status_code == 503 and r.headers["Retry-After"] == "10", r.text
-        assert r.json()["dependencies"]["store"] != "ok"
+        assert r.json()["dependencies"]["store"] == "down"
     finally:
         os.killpg(seaweed.proc.pid, signal.SIGCONT)
     deadline = time.monotonic() + 30
