@@ -522,7 +522,7 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, Kinv_R)
+        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R)
         if scratch["edges"] is not None:
             idx, ex, ey, _ = scratch["edges"]
             ys, xs = np.divmod(idx, width)  # (q is a view into a wider buffer: no flat writes)
@@ -530,14 +530,18 @@ class CameraRenderer:
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, Kinv_R: np.ndarray):
+                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels get their own rays: EDGE_SAMPLES per pixel, each
         marched, judged torn or not and placed on the photo or its hidden background.
         Returns (pixel flat indices, x, y (EDGE_SAMPLES * n, stacked-texture coordinates,
         level 0, OpenCV convention, sample-major), torn fraction per pixel), or None."""
-        bent = _bends(grid, EDGE_BEND_PX)
+        # (And where a torn point meets one that is not: the photo's layer there may be the
+        # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
+        k = np.ones((3, 3), np.uint8)
+        bent = _bends(grid, EDGE_BEND_PX) | (torn & ~cv2.erode(torn.view(np.uint8), k).view(bool))
+        bent |= ~torn & cv2.dilate(torn.view(np.uint8), k).view(bool)
         if not bent.any():
             return None
         # The cells between two bent neighbours (the edge crosses between them), as output
@@ -619,6 +623,10 @@ class CameraRenderer:
                 yield inside >= 128
                 continue
             q = self._depth_maps(frame, w, h, layers, scratch)
+            if layers.bg is not None:  # points on the hidden background: where they are in the photo
+                q = q.copy()
+                qy = q[..., 1]
+                qy -= (qy > (self.height + layers.bg.offset) / 2) * np.float32(layers.bg.offset)
             inside = cv2.remap(ones, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
             if scratch["edges"] is not None:
