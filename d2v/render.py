@@ -117,6 +117,7 @@ class _Layers(NamedTuple):
     bg_s: np.ndarray | None = None  # the hidden background's s (None: smooth depth, no steps)
     bg: _Background | None = None
     s_rim: np.ndarray | None = None  # s eroded over RIM_PX: what lies within RIM_PX of a nearer layer
+    s_step: float = 0.0  # STEP_DEPTH in s: a smaller change is a slope, never a step
 
 
 def local_scale(G: np.ndarray, x: float, y: float) -> float:
@@ -233,7 +234,8 @@ class CameraRenderer:
         bg = self._background(reach)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
         return layers._replace(s_min=cv2.erode(s, k), s_max=cv2.dilate(s, k), bg_s=bg_s, bg=bg,
-                               s_rim=cv2.erode(s, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)))
+                               s_rim=cv2.erode(s, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
+                               s_step=parallax * STEP_DEPTH / s_pivot)
 
     def _background(self, reach: float) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
@@ -259,8 +261,13 @@ class CameraRenderer:
         near_side = within & (depth - cv2.erode(depth, kr) > STEP_DEPTH)
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         bg_depth = depth.copy()
-        if hole.any():
-            bg_depth = cv2.inpaint(depth, hole, 3, cv2.INPAINT_TELEA)
+        if hole.any():  # (smooth: filled at the colour fill's scale, then resized back)
+            h, w = depth.shape
+            size = (max(1, round(w * _BACKGROUND_INPAINT_SCALE)), max(1, round(h * _BACKGROUND_INPAINT_SCALE)))
+            small_hole = cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0
+            small = cv2.inpaint(cv2.resize(depth, size, interpolation=cv2.INTER_AREA), small_hole.view(np.uint8), 2,
+                                cv2.INPAINT_TELEA)
+            bg_depth[hole.view(bool)] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)[hole.view(bool)]
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
@@ -504,7 +511,6 @@ class CameraRenderer:
         torn = np.zeros(px.shape, bool)
         if layers.bg is not None:
             torn = _torn(layers, px, py, s, Bx, By)
-            row0[_on_rim(layers, px, py, s, Bx, By) & ~torn] = layers.bg.offset
             if (i := np.flatnonzero(torn)).size:
                 bs = _march_points(layers.bg_s, *(v.ravel()[i] for v in (Ax, Ay, Bx, By)),
                                    1.0 / max(s_lo, float(layers.bg_s.min())), 1.0 / float(layers.bg_s.max()),
@@ -685,13 +691,13 @@ TEAR_PX = 0.75
 RIM_PX = 2  # depth-map px: the far side's pixels this near a step are the hidden background's (`_on_rim`)
 SNAP_WINDOW = 5
 SNAP_STEP = 0.1
-EDGE_BEND_PX = 0.35  # image px a grid point may leave the line of its neighbours before its cells get own rays
+EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
 EDGE_SAMPLES = 4  # rays per edge pixel (a rotated grid): about a pixel of soft coverage
 _EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
 _EDGE_STEP_PX = 2.75  # the edge rays' march: steps of this many depth-map pixels, at most
 _EDGE_MAX_STEPS = 32
 _EDGE_REFINE = 4
-_BACKGROUND_INPAINT_SCALE = 0.5  # the hidden background is inpainted at half size (it is smooth)
+_BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background is inpainted at a quarter size (it is smooth; its texture is added at full size)
 
 
 def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
@@ -721,7 +727,7 @@ def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
     hi = _sample(layers.s_max, np.ravel(px), np.ravel(py)).reshape(shape)
     b = np.hypot(Bx, By)
     inv = 1.0 / s
-    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX)
+    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step)
 
 
 def _on_rim(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
@@ -731,7 +737,7 @@ def _on_rim(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
     (the photo's own elsewhere: it differs only where it was inpainted)."""
     shape = np.shape(px)
     near = _sample(layers.s_rim, np.ravel(px), np.ravel(py)).reshape(shape)
-    return np.hypot(Bx, By) * (1.0 / near - 1.0 / s) > TEAR_PX
+    return (np.hypot(Bx, By) * (1.0 / near - 1.0 / s) > TEAR_PX) & (s - near > layers.s_step)
 
 
 def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_steps: int,
