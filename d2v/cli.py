@@ -35,6 +35,7 @@ from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
 from d2v.models import DEPTH_MODES, EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # `--depth`: a mode, or a file
 
 EXIT_BAD_INPUT = 2
+TINY_DEPTH_KINDS = ("depth_anything", "depth_anything_metric", "dpt", "zoedepth", "glpn")  # d2v.depth.TINY_KINDS
 SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
 EXIT_INTERNAL = 1
 
@@ -318,7 +319,7 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 def cmd_models_make_tiny_depth(args: argparse.Namespace) -> int:
     from d2v.depth import make_tiny_depth
 
-    out = make_tiny_depth(args.directory, seed=args.seed)
+    out = make_tiny_depth(args.directory, seed=args.seed, kind=args.kind)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(f"wrote a tiny random-weight depth model to {out} ({size / 2**10:.0f} KiB)")
     print(f"try: D2V_DEPTH_MODEL={out} d2v depth IMAGE -o depth.png")
@@ -780,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("make-tiny-depth", help="write a tiny random-weight depth model (tests and demos)")
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="depth_anything", choices=TINY_DEPTH_KINDS,
+                   help="the architecture (default depth_anything, like Depth Anything V2)")
     p.set_defaults(func=cmd_models_make_tiny_depth)
 
     p = sub.add_parser("depth", help="write the depth map of a photo (the depth stage alone, D2V_DEPTH_MODEL)")
