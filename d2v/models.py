@@ -471,7 +471,8 @@ class FidelityFrame(BaseModel):
 
     index: int
     located: bool
-    method: Literal["tracked", "features", "ecc"] | None = Field(default=None, description="how the frame was located")
+    method: Literal["tracked", "features", "ecc", "pose"] | None = Field(
+        default=None, description="how the frame was located (pose: its camera solved in 3D, with a depth map)")
     center: list[float] | None = Field(default=None, description="measured view centre, image pixels")
     planned_center: list[float] | None = Field(default=None, description="the plan's view centre, image pixels")
     center_pct: float | None = Field(default=None, description="centre error, % of the view width")
@@ -483,6 +484,11 @@ class FidelityFrame(BaseModel):
                                       "where the plan keeps it, % of the view width")
     subject_zoom_pct: float | None = Field(default=None, description="parallax moves: the subject's size against "
                                            "the plan's, %")
+    rotation_deg: float | None = Field(default=None, description="located in 3D: the angle between the measured "
+                                       "camera's orientation and the plan's, degrees (RotErr)")
+    yaw_deg: float | None = Field(default=None, description="located in 3D: the measured camera's yaw, degrees, "
+                                  "positive looking right")
+    planned_yaw_deg: float | None = Field(default=None, description="located in 3D: the plan's yaw, degrees")
 
 
 class FidelitySummary(BaseModel):
