@@ -541,7 +541,7 @@ class _PoseLocator:
         s = CameraRenderer(photo_rgb, depth)._trajectory_layers(trajectory, c0).s
         # SIFT, not the ORB of flat clips: its sub-pixel keypoints pin a camera solved in 3D
         # down more tightly (an orbit's yaw to a few tenths of a degree).
-        self.sift = cv2.SIFT_create(nfeatures=POSE_PHOTO_FEATURES)
+        self.sift = cv2.SIFT_create(nfeatures=POSE_PHOTO_FEATURES, contrastThreshold=0.01)
         keypoints, self.descriptors = self.sift.detectAndCompute(photo.gray, None)
         pts = _cv_to_d2v([k.pt for k in keypoints]).reshape(-1, 2) / photo.scale  # photo px
         sx, sy = s.shape[1] / photo.width, s.shape[0] / photo.height
@@ -549,7 +549,7 @@ class _PoseLocator:
         s_at = cv2.remap(s, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
         flat = np.column_stack([pts, np.zeros(len(pts))])
         self.points = c0 + s_at[:, None] * (flat - c0)  # P = C0 + s (Q - C0), world (image px)
-        self.frame_sift = cv2.SIFT_create(nfeatures=POSE_FRAME_FEATURES)
+        self.frame_sift = cv2.SIFT_create(nfeatures=POSE_FRAME_FEATURES, contrastThreshold=0.01)
         self.matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 32})  # k-d trees
 
     def _match(self, descriptors: np.ndarray | None) -> list[tuple[int, int]]:
@@ -673,8 +673,24 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
-        return _verdict(_measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans),
-                        n, tolerance, trajectory.effect)
+        results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans)
+        if not all(r.located for r in results):
+            # Too few features to solve a camera (a close-up of a smooth surface): those frames
+            # are measured as before, as views against the renders of the planned cameras.
+            flat = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
+            results = [r if r.located else f for r, f in zip(results, flat)]
+        return _verdict(results, n, tolerance, trajectory.effect)
+    results = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
+    return _verdict(results, n, tolerance, trajectory.effect)
+
+
+def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np.ndarray],
+                   trajectory: CameraTrajectory, plans: dict[int, CameraFrame], depth: np.ndarray | None, n: int,
+                   k: float, motion_blur: float, blur_samples: int) -> list[FidelityFrame]:
+    """Each sampled frame located as a view of the photo (a homography; see the module
+    docstring) and compared with its yardstick."""
+    indices = list(plans)
+    out_h, out_w = np.asarray(picked[indices[0]]).shape[:2]
     frontal = all(_is_affine(camera.frame_homography(f), out_w, out_h) for f in plans.values())
     locator = _FrameLocator(index, affine=frontal)
     # A parallax move pivots on its subject's layer: the subject is also fitted on its own, in
@@ -718,7 +734,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
                                      roll_deg=round(r_err, 3), corner_pct=round(k_err, 3),
                                      subject_pct=subject[0], subject_zoom_pct=subject[1]))
         last = (H, planned_H)
-    return _verdict(results, n, tolerance, trajectory.effect)
+    return results
 
 
 def _measure_in_3d(locator: _PoseLocator, picked: Mapping[int, np.ndarray], plans: dict[int, CameraFrame]

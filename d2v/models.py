@@ -403,7 +403,9 @@ class RenderRequest(BaseModel):
         return max(1, round(self.duration_s * self.fps))
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A move field left unset is left out, so requests that never had it keep their job ids.
+        unset = {name for name in MOVE_FIELDS if getattr(self, name) is None}
+        return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
 
 
 class CameraFrame(BaseModel):
