@@ -35,6 +35,7 @@ from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
 from d2v.models import DEPTH_MODES, EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # `--depth`: a mode, or a file
 
 EXIT_BAD_INPUT = 2
+TINY_DEPTH_KINDS = ("depth_anything", "depth_anything_metric", "dpt", "zoedepth", "glpn")  # d2v.depth.TINY_KINDS
 SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
 EXIT_INTERNAL = 1
 
@@ -56,14 +57,15 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must look like 1024x576, got {text!r}") from None
 
 
-def _read_path_file(path: str) -> Any:
+def _read_json_file(path: str, what: str, error: type[D2VError]) -> Any:
     p = Path(path)
     if not p.is_file():
-        raise InvalidPathError(f"path file not found: {p}")
+        raise error(f"{what} file not found: {p}")
     try:
         return json.loads(p.read_text())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise InvalidPathError(f"path file {p} is not valid JSON: {e or 'nested too deep'}") from None
+        raise error(f"{what} file {p} is not valid JSON: {e or 'nested too deep'}") from None
+
 
 
 # Flags that name a request field default to None: a flag the user did not give is left out
@@ -107,7 +109,9 @@ def _add_depth_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_camera_flags(p: argparse.ArgumentParser) -> None:
     """The flags that shape the camera move (render, trajectory and check share them)."""
-    p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
+    p.add_argument("--path", default=None, help="the drawn path as JSON (see README); this or --camera")
+    p.add_argument("--camera", default=None, help="a typed camera as JSON: keyframes of pan, tilt, roll, zoom, "
+                   "truck, pedestal, dolly or poses (docs/camera.md); the move instead of the path's effect")
     p.add_argument("--preset", default=None, help="a named bundle of effect, camera knobs, post effects, look and "
                    "duration (`d2v presets`); the flags given here override it")
     p.add_argument("--effect", default=None, help="camera move; `d2v effects` lists them (default auto)")
@@ -146,7 +150,11 @@ def _request_from_args(args: argparse.Namespace):
     look = getattr(args, "look", None)
     if look is not None:  # a .cube file travels with the job under its own name (render reads it)
         given["look"] = Path(look).name if _is_lut_file(look) else look
-    return parse_request({"path": _read_path_file(args.path), **given})
+    if getattr(args, "path", None) is not None:
+        given["path"] = _read_json_file(args.path, "path", InvalidPathError)
+    if getattr(args, "camera", None) is not None:
+        given["camera"] = _read_json_file(args.camera, "camera", InvalidRequestError)
+    return parse_request(given)
 
 
 def _lut_bytes(look: str | None) -> bytes | None:
@@ -253,7 +261,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from d2v.fidelity import measure_fidelity, sample_indices
     from d2v.images import load_image
     from d2v.render import load_depth_map
-    from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
+    from d2v.trajectory import DEFAULT_PARALLAX, move_points, plan_trajectory
 
     facts = probe_video(args.video)
     if facts["frames"] < 2:
@@ -275,7 +283,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.picture:
         from d2v.fidelity import fidelity_image
 
-        picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
+        picture = fidelity_image(image.rgb, move_points(request, trajectory), report)
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())
@@ -311,7 +319,7 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 def cmd_models_make_tiny_depth(args: argparse.Namespace) -> int:
     from d2v.depth import make_tiny_depth
 
-    out = make_tiny_depth(args.directory, seed=args.seed)
+    out = make_tiny_depth(args.directory, seed=args.seed, kind=args.kind)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(f"wrote a tiny random-weight depth model to {out} ({size / 2**10:.0f} KiB)")
     print(f"try: D2V_DEPTH_MODEL={out} d2v depth IMAGE -o depth.png")
@@ -773,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("make-tiny-depth", help="write a tiny random-weight depth model (tests and demos)")
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kind", default="depth_anything", choices=TINY_DEPTH_KINDS,
+                   help="the architecture (default depth_anything, like Depth Anything V2)")
     p.set_defaults(func=cmd_models_make_tiny_depth)
 
     p = sub.add_parser("depth", help="write the depth map of a photo (the depth stage alone, D2V_DEPTH_MODEL)")

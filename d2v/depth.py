@@ -9,7 +9,8 @@ moves get real parallax without the user drawing one.
     planned_depth_source(request, depth_given=) -> "user" | "estimated" | "none"   (no model run)
     cached_depth(image_bytes, store, width, height) -> the cached estimate, or None (no model run)
     encode_depth_png(depth) -> bytes               a 16-bit grayscale PNG of a depth map
-    make_tiny_depth(directory) -> directory        a tiny random-weight model (tests, demos)
+    make_tiny_depth(directory, kind=) -> directory a tiny random-weight model (tests, demos) of
+                                                   each kind below (TINY_KINDS)
 
 The model is any `transformers` depth-estimation model (AutoImageProcessor +
 AutoModelForDepthEstimation), a local directory or a hub id already in the Hugging Face
@@ -20,9 +21,12 @@ parameters) is the recommended one.
 The project's convention (`d2v.render.load_depth_map`, what the renderer takes): float32
 (H, W) at the image's size, in [0, 1], brighter = nearer. Relative models (Depth Anything,
 DPT/MiDaS) predict inverse depth, larger = nearer, which is what parallax is proportional
-to; metric models (ZoeDepth, GLPN, Depth Pro, Depth Anything's metric heads) predict
-distance, and are inverted (1 / d) first. Either is then stretched between its 0.5th and
-99.5th percentiles, so a few stray pixels do not flatten the rest of the scene.
+to; metric models (ZoeDepth, GLPN, Depth Anything's metric heads) predict distance, and
+are inverted (1 / d) first. Either is then stretched between its 0.5th and 99.5th
+percentiles, so a few stray pixels do not flatten the rest of the scene. Each of these kinds
+is tested through the loader as a tiny random-weight model (`make_tiny_depth(kind=)`). Depth
+Pro would be inverted too, but transformers' image processor for it needs torchvision,
+which d2v does not install: loading one is a DepthModelError that says so.
 
 An estimate is stored as a 16-bit PNG under `depth/{content}.png` (`d2v.lifecycle`), the
 content being the image's bytes and the model, so a resubmit or another effect on the same
@@ -37,7 +41,10 @@ this module imports neither torch nor transformers.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -126,6 +133,15 @@ class DepthEstimator:
             "device": self.device,
         }
 
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns the processor added on each side of an h x w photo (the model
+        sees, and predicts, the padded photo). ZoeDepth pads by int(sqrt(side / 2) * 3),
+        reflected, against boundary artefacts (isl-org/ZoeDepth, transformers' ZoeDepth
+        processor); the others pad nothing that post-processing must undo."""
+        if getattr(self.model.config, "model_type", "") != "zoedepth" or not getattr(self.processor, "do_pad", False):
+            return 0, 0
+        return int(math.sqrt(h / 2) * 3), int(math.sqrt(w / 2) * 3)
+
     def estimate(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) float32 in [0, 1], brighter = nearer. A model that
         fails on the image is a DepthModelError (it is the model's fault, not the photo's)."""
@@ -139,14 +155,17 @@ class DepthEstimator:
             inputs = self.processor(images=rgb, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 outputs = self.model(**inputs)
-                # The processor knows its model's output (padding, crops): let it bring the
-                # prediction back to the image's size.
-                if hasattr(self.processor, "post_process_depth_estimation"):
+                # The processor knows its model's output (crops, padding): let it bring the
+                # prediction back to the image's size, except ZoeDepth's, whose post-processing
+                # needs torchvision even in its PIL processor: its padding is undone here.
+                pad_h, pad_w = self._padding(h, w)
+                if hasattr(self.processor, "post_process_depth_estimation") and not (pad_h or pad_w):
                     predicted = self.processor.post_process_depth_estimation(
                         outputs, target_sizes=[(h, w)])[0]["predicted_depth"]
                 else:
                     predicted = torch.nn.functional.interpolate(
-                        outputs.predicted_depth[:, None], size=(h, w), mode="bicubic", align_corners=False)
+                        outputs.predicted_depth[:, None], size=(h + 2 * pad_h, w + 2 * pad_w), mode="bicubic",
+                        align_corners=False)[..., pad_h:pad_h + h, pad_w:pad_w + w]
             prediction = predicted.float().squeeze().cpu().numpy().reshape(h, w)
             return normalise_depth(prediction, metric=self.metric)
         except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
@@ -186,6 +205,27 @@ def _source(model: str) -> str:
     return model
 
 
+# Model types whose transformers image processor needs torchvision (no PIL version), which
+# d2v does not install.
+NEEDS_TORCHVISION = {"depth_pro": "Depth Pro"}
+
+
+def _check_backends(source: str, model: str) -> None:
+    """A model directory whose image processor cannot run here is a DepthModelError now, with
+    the reason (transformers' own error names a list of classes and is cut short)."""
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        model_type = json.loads(config.read_text()).get("model_type", "")
+    except (ValueError, OSError, AttributeError):
+        return  # the loader names what is wrong with the file
+    if model_type in NEEDS_TORCHVISION and importlib.util.find_spec("torchvision") is None:
+        raise _model_error(f"{MODEL_ENV}={model!r} is a {NEEDS_TORCHVISION[model_type]} model, whose image processor "
+                           "needs torchvision, which is not installed (install the torchvision build matching "
+                           "torch, or use Depth Anything, DPT, ZoeDepth or GLPN)")
+
+
 def load_depth_model(model: str | None, device: str | None = "auto") -> DepthEstimator:
     """Load a depth model on `device` ("auto": cuda when torch sees a GPU, else cpu).
 
@@ -197,6 +237,7 @@ def load_depth_model(model: str | None, device: str | None = "auto") -> DepthEst
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
     source = _source(str(model))
+    _check_backends(source, str(model))
     device = resolve_device(device)
     import torch
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
@@ -342,11 +383,12 @@ def depth_for(
     return ImageDepth(load_depth_map(png, w, h), "estimated", model)
 
 
-# --- a tiny random-weight model, for tests and demos --------------------------------------
+# --- tiny random-weight models, for tests and demos ----------------------------------------
 
 # Depth Anything V2 Small is a DINOv2 ViT-S/14 backbone (4 of its layers feed a DPT head);
 # this keeps the architecture and the processor's behaviour, shrunk: width 32, 4 layers,
-# 56-pixel input (Small: 518), so an estimate takes milliseconds on a CPU.
+# 56-pixel input (Small: 518), so an estimate takes milliseconds on a CPU. The other kinds
+# the docs name are shrunk alike from their transformers configs (TINY_KINDS).
 TINY_DINOV2_CONFIG = {
     "hidden_size": 32,
     "num_hidden_layers": 4,
@@ -380,30 +422,114 @@ TINY_DEPTH_PROCESSOR_CONFIG = {
     "image_std": [0.229, 0.224, 0.225],
     "do_pad": False,
 }
+# A ViT the size of TINY_DINOV2_CONFIG with 16-pixel patches (DPT's and ZoeDepth's BEiT).
+_TINY_VIT = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 64,
+             "patch_size": 16, "image_size": 64}
+_TINY_NECK = {"neck_hidden_sizes": [8, 16, 32, 32], "fusion_hidden_size": 16}
+# ZoeDepth (Intel/zoedepth-nyu-kitti): a BEiT backbone, a DPT neck and metric bins; one bin
+# configuration (NYU's depth range) instead of two.
+TINY_ZOEDEPTH_CONFIG = {
+    **_TINY_NECK, "reassemble_hidden_size": 32, "patch_size": 16, "num_relative_features": 8,
+    "bin_embedding_dim": 16, "bottleneck_features": 16, "num_attractors": [4, 4, 2, 1],
+    "bin_configurations": [{"n_bins": 8, "min_depth": 0.001, "max_depth": 10.0, "name": "nyu"}],
+}
+# GLPN (vinvino02/glpn-nyu): a SegFormer (Mix Transformer) encoder, four stages.
+TINY_GLPN_CONFIG = {
+    "num_encoder_blocks": 4, "depths": [1, 1, 1, 1], "sr_ratios": [8, 4, 2, 1], "hidden_sizes": [8, 16, 32, 32],
+    "num_attention_heads": [1, 1, 2, 2], "decoder_hidden_size": 16, "patch_sizes": [7, 3, 3, 3],
+    "strides": [4, 2, 2, 2], "mlp_ratios": [2, 2, 2, 2],
+}
 
 
-def build_tiny_depth(*, seed: int = 0):
-    """(model, image processor) of the tiny Depth Anything, in memory, random weights from `seed`."""
+def _spread(model, gain: float = 8.0):
+    """Scale a fresh model's weight matrices by `gain`. At transformers' initialisation the
+    heads of some tiny models saturate (a sigmoid or softplus at its midpoint, a ReLU at 0):
+    they predict one value everywhere, to float precision. Larger weights make the random
+    prediction vary with the image, so tests can see where it lands."""
     import torch
-    import transformers
+
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() > 1:
+                weight.mul_(gain)
+    return model
+
+
+def _tiny_depth_anything(metric: bool = False):
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    config = DepthAnythingConfig(backbone_config=Dinov2Config(**TINY_DINOV2_CONFIG), **TINY_DEPTH_ANYTHING_CONFIG)
+    extra = {"depth_estimation_type": "metric", "max_depth": 20} if metric else {}  # the metric heads' setting
+    config = DepthAnythingConfig(backbone_config=Dinov2Config(**TINY_DINOV2_CONFIG),
+                                 **{**TINY_DEPTH_ANYTHING_CONFIG, **extra})
+    model = DepthAnythingForDepthEstimation(config)
+    return _spread(model) if metric else model, _processor("DPTImageProcessor", **TINY_DEPTH_PROCESSOR_CONFIG)
+
+
+def _tiny_dpt():
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(**_TINY_VIT, **_TINY_NECK, backbone_out_indices=[0, 1, 2, 3],
+                       reassemble_factors=[4, 2, 1, 0.5])
+    # DPT (Intel/dpt-large, MiDaS 3.0) squashes the photo to its square input, as the real one does.
+    return _spread(DPTForDepthEstimation(config)), _processor("DPTImageProcessor", size={"height": 64, "width": 64},
+                                                     keep_aspect_ratio=False)
+
+
+def _tiny_zoedepth():
+    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    beit = BeitConfig(**_TINY_VIT, out_indices=[1, 2, 3, 4], use_relative_position_bias=True,
+                      reshape_hidden_states=False)
+    return _spread(ZoeDepthForDepthEstimation(ZoeDepthConfig(backbone_config=beit, **TINY_ZOEDEPTH_CONFIG))), \
+        _processor("ZoeDepthImageProcessor", size={"height": 64, "width": 64}, keep_aspect_ratio=True,
+                   ensure_multiple_of=16)
+
+
+def _tiny_glpn():
+    from transformers import GLPNConfig, GLPNForDepthEstimation
+
+    return GLPNForDepthEstimation(GLPNConfig(**TINY_GLPN_CONFIG)), _processor("GLPNImageProcessor", size_divisor=32)
+
+
+def _processor(name: str, **config):
+    """The PIL image processor where transformers has one (its default backend needs
+    torchvision); it saves under the real model's class name and loads back either way."""
+    import transformers
+
+    return (getattr(transformers, f"{name}Pil", None) or getattr(transformers, name))(**config)
+
+
+# The model types the docs name, each as a tiny random-weight model. Depth Pro is not among
+# them: transformers' DepthProImageProcessor needs torchvision, which d2v does not install
+# (loading one is a DepthModelError that says so).
+TINY_KINDS = {
+    "depth_anything": _tiny_depth_anything,
+    "depth_anything_metric": lambda: _tiny_depth_anything(metric=True),
+    "dpt": _tiny_dpt,
+    "zoedepth": _tiny_zoedepth,
+    "glpn": _tiny_glpn,
+}
+
+
+def build_tiny_depth(*, seed: int = 0, kind: str = "depth_anything"):
+    """(model, image processor) of a tiny model of `kind` (TINY_KINDS), in memory, random
+    weights from `seed`."""
+    import torch
+
+    if kind not in TINY_KINDS:
+        raise ValueError(f"unknown tiny depth model kind {kind!r}; choose one of: {', '.join(TINY_KINDS)}")
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
-        model = DepthAnythingForDepthEstimation(config).eval()
-    # The PIL processor where transformers has one (its default backend needs torchvision);
-    # it saves as "DPTImageProcessor", like the real model's, and loads back either way.
-    processor_class = getattr(transformers, "DPTImageProcessorPil", None) or transformers.DPTImageProcessor
-    return model, processor_class(**TINY_DEPTH_PROCESSOR_CONFIG)
+        model, processor = TINY_KINDS[kind]()
+    return model.eval(), processor
 
 
-def make_tiny_depth(directory: str | Path, *, seed: int = 0) -> Path:
-    """Build the tiny model and `save_pretrained` it and its processor to `directory`
-    (created if needed). Returns the directory; point D2V_DEPTH_MODEL at it."""
+def make_tiny_depth(directory: str | Path, *, seed: int = 0, kind: str = "depth_anything") -> Path:
+    """Build a tiny model of `kind` and `save_pretrained` it and its processor to
+    `directory` (created if needed). Returns the directory; point D2V_DEPTH_MODEL at it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model, processor = build_tiny_depth(seed=seed)
+    model, processor = build_tiny_depth(seed=seed, kind=kind)
     with _quiet_transformers():
         model.save_pretrained(directory)
         processor.save_pretrained(directory)

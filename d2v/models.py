@@ -2,7 +2,9 @@
 batch jobs and the manifest alike.
 
     DrawnPath         the stroke a person drew (canvas + points, or a bare list in pixels)
-    RenderRequest     what to render: path, effect, duration, fps, size, backend, knobs
+    TypedCamera       a camera given directly: keyframes of axes (pan, tilt, roll, zoom, truck,
+                      pedestal, dolly) or poses (docs/camera.md; planned by d2v.typed_camera)
+    RenderRequest     what to render: path or camera, effect, duration, fps, size, backend, knobs
     CameraFrame       one frame's camera (intrinsics, rotation, translation, fov)
     CameraTrajectory  the per-frame cameras for a request on one image
     Manifest          what was rendered, how, and where it went
@@ -28,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
 from d2v.cost import Cost
@@ -163,13 +166,131 @@ class DrawnPath(BaseModel):
         return np.array([p.t for p in self.points], dtype=np.float64)
 
 
+# A typed camera (docs/camera.md): its axes, their units and bounds. Angles in degrees;
+# zoom a lens factor (1 = the cover view); truck and pedestal in view widths (the picture
+# plane slides that share of the frame); dolly a share of the distance to the picture.
+CAMERA_AXES: dict[str, str] = {
+    "pan": "degrees, positive turns the camera right",
+    "tilt": "degrees, positive turns the camera up",
+    "roll": "degrees, positive turns the camera clockwise (the picture turns counter-clockwise)",
+    "zoom": "lens zoom factor, 1 = the first view (the largest centred crop), 2 = half as wide",
+    "truck": "sideways move, in view widths (0.1: the picture plane slides a tenth of the frame), positive right",
+    "pedestal": "vertical move, in view widths, positive up",
+    "dolly": "move along the view, a share of the distance to the picture plane (0.5: halfway), positive forward",
+}
+CAMERA_EASINGS = ("ease_in_out", "linear")
+MAX_CAMERA_KEYFRAMES = 100
+
+
+class CameraPose(BaseModel):
+    """A camera placed exactly, in d2v.camera's world (image pixels; the picture is the plane
+    Z = 0, Z into it): a `CameraFrame`'s centre, rotation (world -> camera) and field of view,
+    so a planned trajectory's frames can be typed back in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    center: tuple[float, float, float] = Field(description="camera centre, image pixels; z < 0 (in front)")
+    rotation: tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]] = Field(
+        description="world -> camera rotation, row-major 3x3 (rows: the camera's right, down, forward)")
+    fov_deg: float = Field(gt=1.0, lt=170.0, description="horizontal field of view, degrees")
+
+    @field_validator("center", "rotation")
+    @classmethod
+    def _check_finite(cls, v, info):
+        flat = np.asarray(v, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(flat)):
+            raise ValueError(f"{info.field_name} must be finite numbers")
+        return v
+
+    @model_validator(mode="after")
+    def _check_pose(self) -> "CameraPose":
+        R = np.asarray(self.rotation, dtype=np.float64)
+        if np.abs(R @ R.T - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
+            raise ValueError("rotation must be a rotation matrix (orthonormal rows, determinant +1)")
+        if self.center[2] >= 0:
+            raise ValueError(f"center z must be negative (the camera in front of the picture), got {self.center[2]}")
+        if R[2, 2] <= 0.1:
+            raise ValueError("the camera must look toward the picture (forward axis z above 0.1)")
+        return self
+
+
+class CameraKeyframe(BaseModel):
+    """One keyframe of a typed camera: a time and either axes or a pose (docs/camera.md).
+    Axes left out are 0 (zoom: 1), measured from the first view."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    t: float = Field(ge=0.0, le=60.0, description="seconds from the start of the clip")
+    pan: float = Field(default=0.0, ge=-60.0, le=60.0, description=CAMERA_AXES["pan"])
+    tilt: float = Field(default=0.0, ge=-60.0, le=60.0, description=CAMERA_AXES["tilt"])
+    roll: float = Field(default=0.0, ge=-720.0, le=720.0, description=CAMERA_AXES["roll"])
+    zoom: float = Field(default=1.0, ge=0.25, le=20.0, description=CAMERA_AXES["zoom"])
+    truck: float = Field(default=0.0, ge=-2.0, le=2.0, description=CAMERA_AXES["truck"])
+    pedestal: float = Field(default=0.0, ge=-2.0, le=2.0, description=CAMERA_AXES["pedestal"])
+    dolly: float = Field(default=0.0, ge=-4.0, le=0.9, description=CAMERA_AXES["dolly"])
+    pose: CameraPose | None = Field(default=None, description="the camera placed exactly, instead of axes")
+
+    @field_validator("t", "pan", "tilt", "roll", "zoom", "truck", "pedestal", "dolly")
+    @classmethod
+    def _check_finite(cls, v: float, info) -> float:
+        return _finite(info.field_name, v)
+
+    @model_validator(mode="after")
+    def _axes_or_pose(self) -> "CameraKeyframe":
+        if self.pose is not None:
+            axes = [a for a in CAMERA_AXES if a in self.model_fields_set]
+            if axes:
+                raise ValueError(f"give either axes or a pose, not both (this keyframe has a pose and {', '.join(axes)})")
+        return self
+
+
+class TypedCamera(BaseModel):
+    """A camera given directly instead of (or beside) a drawn path: keyframes eased into one
+    camera per frame (d2v.typed_camera). A bare list of keyframes is also accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keyframes: list[CameraKeyframe] = Field(min_length=1, max_length=MAX_CAMERA_KEYFRAMES)
+    easing: Literal["ease_in_out", "linear"] = Field(
+        default="ease_in_out", description="between keyframes: ease_in_out (each move starts and ends at rest) or "
+        "linear (constant speed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"keyframes": data}
+        return data
+
+    @field_validator("keyframes")
+    @classmethod
+    def _increasing(cls, keyframes: list[CameraKeyframe]) -> list[CameraKeyframe]:
+        times = [k.t for k in keyframes]
+        for i in range(1, len(times)):
+            if times[i] <= times[i - 1]:
+                raise ValueError(f"keyframe {i} has t={times[i]:g}, not after keyframe {i - 1}'s t={times[i - 1]:g}: "
+                                 "times must increase")
+        return keyframes
+
+
+# What a request's camera move can come from; a request needs at least one.
+MOVE_FIELDS: dict[str, str] = {
+    "path": "a drawn path",
+    "camera": "a typed camera, docs/camera.md",
+}
+
+
 class RenderRequest(BaseModel):
     """What to render. The same model is the CLI's flags, the HTTP `request` field,
     a batch line (plus `image` and `id`) and the manifest's `request`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: DrawnPath
+    path: DrawnPath | None = Field(default=None, description="the drawn stroke the camera follows")
+    camera: TypedCamera | None = Field(
+        default=None, description="a typed camera: keyframes of pan, tilt, roll, zoom, truck, pedestal, dolly or "
+        "poses (docs/camera.md); when given it is the move, and `effect` is not used",
+    )
     effect: str = Field(default="auto", description="one of `d2v effects`")
     duration_s: float = Field(default=4.0, ge=0.5, le=20.0, description="seconds of video")
     fps: int = Field(default=24, ge=1, le=60, description="output frames per second")
@@ -268,12 +389,23 @@ class RenderRequest(BaseModel):
             raise ValueError(f"{info.field_name} must be even for H.264 (yuv420p), got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _has_a_move(self) -> "RenderRequest":
+        """A request needs something to move the camera by (MOVE_FIELDS)."""
+        if all(getattr(self, name) is None for name in MOVE_FIELDS):
+            (first, what), *others = MOVE_FIELDS.items()
+            alternatives = " or ".join(f"{name} ({also})" for name, also in others)
+            raise PydanticCustomError("missing_move", f"{first}: is required ({what}), or give {alternatives}")
+        return self
+
     @property
     def n_frames(self) -> int:
         return max(1, round(self.duration_s * self.fps))
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A move field left unset is left out, so requests that never had it keep their job ids.
+        unset = {name for name in MOVE_FIELDS if getattr(self, name) is None}
+        return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
 
 
 class CameraFrame(BaseModel):
@@ -341,7 +473,8 @@ class FidelityFrame(BaseModel):
 
     index: int
     located: bool
-    method: Literal["tracked", "features", "ecc"] | None = Field(default=None, description="how the frame was located")
+    method: Literal["tracked", "features", "ecc", "pose"] | None = Field(
+        default=None, description="how the frame was located (pose: its camera solved in 3D, with a depth map)")
     center: list[float] | None = Field(default=None, description="measured view centre, image pixels")
     planned_center: list[float] | None = Field(default=None, description="the plan's view centre, image pixels")
     center_pct: float | None = Field(default=None, description="centre error, % of the view width")
@@ -353,6 +486,11 @@ class FidelityFrame(BaseModel):
                                       "where the plan keeps it, % of the view width")
     subject_zoom_pct: float | None = Field(default=None, description="parallax moves: the subject's size against "
                                            "the plan's, %")
+    rotation_deg: float | None = Field(default=None, description="located in 3D: the angle between the measured "
+                                       "camera's orientation and the plan's, degrees (RotErr)")
+    yaw_deg: float | None = Field(default=None, description="located in 3D: the measured camera's yaw, degrees, "
+                                  "positive looking right")
+    planned_yaw_deg: float | None = Field(default=None, description="located in 3D: the plan's yaw, degrees")
 
 
 class FidelitySummary(BaseModel):
@@ -455,7 +593,8 @@ def _raise_named(err: ValidationError, what: str) -> None:
     locs = [e["loc"] for e in err.errors()]
     if any(loc and loc[0] == "effect" for loc in locs):
         raise UnknownEffectError(message) from None
-    if what == "path" or any(loc and loc[0] == "path" for loc in locs):
+    no_move = any(e["type"] == "missing_move" for e in err.errors())  # a request without path or camera
+    if what == "path" or no_move or any(loc and loc[0] == "path" for loc in locs):
         raise InvalidPathError(message) from None
     raise InvalidRequestError(message) from None
 
@@ -472,6 +611,20 @@ def parse_path(data: Any) -> DrawnPath:
     except ValidationError as e:
         _raise_named(e, "path")
     raise AssertionError("unreachable")
+
+
+def parse_camera(data: Any) -> TypedCamera:
+    """Untrusted JSON (already decoded, or a str) -> TypedCamera, or InvalidRequestError
+    naming the field ("invalid camera: keyframes.1.pan: ...")."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as e:
+            raise InvalidRequestError(f"invalid camera: not JSON ({e})") from None
+    try:
+        return TypedCamera.model_validate(data)
+    except ValidationError as e:
+        raise InvalidRequestError(f"invalid camera: {_one_line(e)}") from None
 
 
 MAX_JSON_DEPTH = 16  # a request nests 4 deep (request > path > points > point); allow some slack

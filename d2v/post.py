@@ -167,8 +167,14 @@ class PostContext:
     @classmethod
     def for_job(cls, request: RenderRequest, trajectory: CameraTrajectory, image_width: int, image_height: int,
                 depth: np.ndarray | None = None) -> "PostContext":
-        shape = shape_of(clean_path(request.path.image_points(image_width, image_height)))
-        return cls(shape.centroid, shape.end, depth, request.seed, request.glitch_amount, trajectory.fps)
+        if request.path is not None:
+            shape = shape_of(clean_path(request.path.image_points(image_width, image_height)))
+            centre, end = shape.centroid, shape.end
+        else:  # a typed camera: the middle and the end of where its view centre goes
+            k = np.array([image_width / trajectory.image_width, image_height / trajectory.image_height])
+            views = np.array([f.center for f in trajectory.frames]) * k
+            centre, end = tuple(views.mean(axis=0)), tuple(views[-1])
+        return cls(centre, end, depth, request.seed, request.glitch_amount, trajectory.fps)
 
 
 # -- time remapping ---------------------------------------------------------------------

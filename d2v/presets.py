@@ -28,7 +28,7 @@ from d2v.trajectory import DEFAULT_ZOOM
 
 PRESETS_FILE = "presets.yaml"
 # A preset may set any request field but these: they belong to the caller.
-NOT_PRESETTABLE = frozenset({"path", "preset", "seed"})
+NOT_PRESETTABLE = frozenset({"path", "camera", "preset", "seed"})
 
 
 class UnknownPresetError(InvalidRequestError):

@@ -34,7 +34,8 @@ from d2v.pathshape import clean_path, shape_of
 from d2v.post import CameraFrames, PostContext, apply_post
 from d2v.render import CameraRenderer
 from d2v.stages import plan
-from d2v.trajectory import resolve_effect
+from d2v.trajectory import move_points, resolve_effect
+from d2v.typed_camera import scaled_camera
 
 PREVIEW_SIDE = 256  # output pixels on the preview's longer side
 PREVIEW_FPS = 12
@@ -78,27 +79,31 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
     nearer, any size) to render with, when one is at hand without waiting for a model.
     lut_bytes: the .cube file when the request's look names one (a bad one: InvalidLookError).
 
-    Returns: effect (what was chosen; `auto` resolved), requested_effect, auto_effect
-    (what `auto` would pick for this path, whatever was requested), depth_source (as given),
-    depth_shown (whether the preview rendered with that depth), path_shape, direction
+    Returns: effect (what was chosen; `auto` resolved; "camera" for a typed camera),
+    requested_effect, auto_effect (what `auto` would pick for this path, whatever was
+    requested; None without a path), depth_source (as given), depth_shown (whether the
+    preview rendered with that depth), path_shape (None without a path), direction
     (+1 clockwise on screen, -1 counter-clockwise, 0 none),
-    canvas (the path's canvas, or the image size for a bare list of pixel points),
-    path (the smoothed path as it will be used, [[x, y], ...] in canvas units), views
+    canvas (the path's canvas, or the image size for a bare list of pixel points or a typed
+    camera alone), path (the smoothed path as it will be used, [[x, y], ...] in canvas units;
+    a typed camera alone: where its view centre goes), views
     (each frame's view on the image as 4 corners TL, TR, BR, BL in canvas units), fps,
     frames, width, height, duration_s, clamped_frames (how many frames the view was kept
     inside the image), notes, video (a data: URL of the H.264 MP4) and seconds taken."""
     t0 = time.perf_counter()
     full_h, full_w = rgb.shape[:2]
     path = request.path
-    if path.canvas is None:  # a bare list is in image pixels: the image is its canvas
+    if path is not None and path.canvas is None:  # a bare list is in image pixels: the image is its canvas
         path = DrawnPath(canvas=Canvas(width=full_w, height=full_h), points=path.points)
-    canvas = path.canvas
+    # A typed camera alone has no canvas: its views come back in image pixels.
+    canvas = path.canvas if path is not None else Canvas(width=full_w, height=full_h)
     small = _shrink(rgb, PREVIEW_MAX_SIDE)
     h, w = small.shape[:2]
     pw, ph = preview_size(request.width, request.height)
     req = request.model_copy(update={
         "path": path, "width": pw, "height": ph, "fps": min(request.fps, PREVIEW_FPS),
         "backend": "camera", "motion_blur": 0.0,
+        "camera": None if request.camera is None else scaled_camera(request.camera, w / full_w),
     })  # fmt: skip
     has_depth = depth_source != "none"
     trajectory = plan(req, w, h, has_depth=has_depth)
@@ -113,9 +118,10 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
 
     sx, sy = canvas.width / w, canvas.height / h  # small-image pixels -> canvas units
     to_canvas = np.array([sx, sy])
-    cleaned = clean_path(path.image_points(w, h))
-    shape = shape_of(cleaned)
-    clean = cleaned.points
+    shape, clean = None, move_points(req, trajectory)  # a typed camera alone: where its view centre goes
+    if path is not None:
+        cleaned = clean_path(path.image_points(w, h))
+        shape, clean = shape_of(cleaned), cleaned.points
     pick = np.unique(np.linspace(0, len(clean) - 1, min(len(clean), PATH_POINTS)).round().astype(int))
     # Each video frame's view: post effects remap time (reverse, boomerang, bullet_time's
     # swing), so the views follow the clip's own homographies, frame by frame.
@@ -125,11 +131,11 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
     return {
         "effect": trajectory.effect,
         "requested_effect": request.effect,
-        "auto_effect": resolve_effect("auto", shape, w, h, has_depth=has_depth),
+        "auto_effect": None if shape is None else resolve_effect("auto", shape, w, h, has_depth=has_depth),
         "depth_source": depth_source,
         "depth_shown": renderer.depth is not None,
-        "path_shape": shape.kind,
-        "direction": shape.direction,
+        "path_shape": None if shape is None else shape.kind,
+        "direction": 0 if shape is None else shape.direction,
         "canvas": {"width": canvas.width, "height": canvas.height},
         "path": (clean[pick] * to_canvas).round(1).tolist(),
         "views": views,

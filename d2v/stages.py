@@ -35,7 +35,7 @@ from d2v.lifecycle import FIDELITY, LUT, MANIFEST, POSTER, VIDEO, file_key, inpu
 from d2v.looks import Look, look_for
 from d2v.post import ClipFrames, Frames, PostContext, apply_post, post_method
 from d2v.store import Store
-from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
+from d2v.trajectory import DEFAULT_PARALLAX, move_points, plan_trajectory
 from d2v.upscale import method_for, upscale_frames
 
 ProgressFn = Callable[[str, float], None]
@@ -297,7 +297,7 @@ def check_and_store(
     report = measure_fidelity(frames, image.rgb, trajectory, n_frames=n_frames, depth=depth,
                               motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
     report.attempts = list(attempts or [])
-    picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
+    picture = fidelity_image(image.rgb, move_points(request, trajectory), report)
     ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     if ok:
         store.put_bytes(file_key(job_id, FIDELITY), png.tobytes(), "image/png")

@@ -1,6 +1,7 @@
 """The trajectory stage: a drawn path and an effect -> one camera per output frame.
 
     plan_trajectory(request, image_width, image_height) -> CameraTrajectory
+    move_points(request, trajectory) -> (N, 2)   the drawn path, or a typed camera's view centres
     analyze_path(xy) -> PathShape          (from d2v.pathshape)
     resolve_effect(effect, shape, image_width, image_height, has_depth=False) -> str   (what `auto` picks)
 
@@ -8,7 +9,9 @@ Steps: scale the path to image pixels, clean it (d2v.pathshape), pick the effect
 frame times into progress along the move (drawing speed where points carry `t`, else
 constant speed with eased ends; optional speed ramp; `loop` runs the move there and
 back), build each effect's cameras, add seeded handheld shake, then clamp so the view
-never leaves the image (unless `allow_borders`). Camera conventions are d2v.camera's:
+never leaves the image (unless `allow_borders`). A typed camera (the request's `camera`)
+replaces the first steps: d2v.typed_camera turns its keyframes into cameras, which get the
+same shake and clamp (effect "camera"). Camera conventions are d2v.camera's:
 reference camera at (crop centre, -D) with D = cover-crop width and fx = output width;
 zoom z spans 1/z of the crop. Pure numpy/scipy.
 
@@ -30,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from d2v.camera import cover_crop, look_at, make_frame, rot_z
 from d2v.errors import UnknownEffectError
-from d2v.models import EFFECTS, CameraTrajectory, RenderRequest
+from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.pathshape import (
     CleanPath,
     PathShape,
@@ -42,11 +45,12 @@ from d2v.pathshape import (
     shape_of,
     smooth_pinned,
 )
+from d2v.typed_camera import TYPED_EFFECT, ReferenceView, typed_cameras
 
 __all__ = [
     "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
     "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS", "PARALLAX_TRUCK",
-    "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG",
+    "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG", "move_points",
 ]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
@@ -558,6 +562,67 @@ def _clamp_once(rig: _Rig, sc: _Scene, fps: int, loop: bool, c0) -> tuple[_Rig, 
 # --- the plan --------------------------------------------------------------------------
 
 
+def _finish(rig: _Rig, sc: _Scene, request: RenderRequest) -> tuple[list[CameraFrame], list[int], list[str]]:
+    """What every move goes through last: seeded shake, the clamp (unless allow_borders),
+    then one CameraFrame per output frame. Returns (frames, clamped frame indices, notes)."""
+    if request.shake > 0:
+        rig = _shake(rig, request.shake, request.seed, request.fps, request.loop, sc.out_w)
+    clamped, notes = [], []
+    if not request.allow_borders:
+        rig, clamped, notes = _clamp(rig, sc, request.fps, request.loop)
+    frames = [
+        make_frame(
+            i, i / request.fps, camera_center=rig.C[i], R=rig.R[i], fx=float(rig.fx[i]),
+            out_w=sc.out_w, out_h=sc.out_h, crop_w=sc.crop_w, roll_rad=float(rig.roll[i]),
+        )  # fmt: skip
+        for i in range(len(rig.fx))
+    ]
+    return frames, clamped, notes
+
+
+def _scene(W: int, H: int, out_w: int, out_h: int, effect: str, depth_parallax: float | None) -> _Scene:
+    u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
+    return _Scene(W, H, out_w, out_h, cw, ch, cw, np.array([u0 + cw / 2, v0 + ch / 2]),
+                  depth_range(effect, depth_parallax), real_depth=depth_parallax is not None)
+
+
+def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | None) -> CameraTrajectory:
+    """The trajectory of a typed camera (d2v.typed_camera): its keyframes over the clip, the
+    first frame at t = 0 and the last at t = duration_s (like every move, which ends on the
+    last frame; a `loop` plays them there and back), then shake and the clamp like any move.
+    Depth counts from the picture plane (no subject to pivot on): nearer layers slide farther."""
+    sc = _scene(W, H, request.width, request.height, TYPED_EFFECT, depth_parallax)
+    times = _frame_taus(request.n_frames, request.loop) * request.duration_s
+    C, R, fx, roll = typed_cameras(request.camera, times, ReferenceView(sc.centre, sc.D, sc.out_w))
+    frames, clamped, notes = _finish(_Rig(C, R, fx, roll, lens=True), sc, request)
+    ignored = []
+    if request.effect != "auto":
+        ignored.append(f"effect {request.effect!r}")
+    if request.speed_ramp > 0:  # the keyframes' times are the timing
+        ignored.append(f"speed_ramp {request.speed_ramp:g}")
+    if request.path is not None:
+        ignored.append("the drawn path")
+    if ignored:
+        notes.append(f"the typed camera is the move: {', '.join(ignored)} not used for it")
+    last = request.camera.keyframes[-1].t
+    if last > request.duration_s + 1e-9:
+        notes.append(f"the camera's keyframes run to {last:g} s but the clip ends at {request.duration_s:g} s: "
+                     "the later keyframes are not reached")
+    return CameraTrajectory(
+        effect=TYPED_EFFECT, image_width=W, image_height=H, width=request.width, height=request.height,
+        fps=request.fps, base_distance=sc.D, frames=frames, clamped_frames=clamped, notes=notes,
+    )  # fmt: skip
+
+
+def move_points(request: RenderRequest, trajectory: CameraTrajectory) -> np.ndarray:
+    """The path a job's move is about, image px (N, 2): the drawn path, or for a typed camera
+    without one the path its view centre takes (what the fidelity picture draws, and where
+    post effects find the move's centre and end)."""
+    if request.path is not None:
+        return request.path.image_points(trajectory.image_width, trajectory.image_height)
+    return np.array([f.center for f in trajectory.frames], dtype=np.float64)
+
+
 def plan_trajectory(
     request: RenderRequest, image_width: int, image_height: int, *, depth_parallax: float | None = None
 ) -> CameraTrajectory:
@@ -568,15 +633,14 @@ def plan_trajectory(
     None when it has none; views are kept inside the image at every depth the renderer may
     show (see `depth_range`), and `auto` may pick parallax only with one."""
     W, H, out_w, out_h = int(image_width), int(image_height), request.width, request.height
+    if request.camera is not None:
+        return _plan_typed(request, W, H, depth_parallax)
     xy = request.path.image_points(W, H)
     path = clean_path(xy)
     shape = shape_of(path)
     effect = resolve_effect(request.effect, shape, W, H, has_depth=depth_parallax is not None)
 
-    u0, v0, cw, ch = cover_crop(W, H, out_w, out_h)
-    centre = np.array([u0 + cw / 2, v0 + ch / 2])
-    sc = _Scene(W, H, out_w, out_h, cw, ch, cw, centre, depth_range(effect, depth_parallax),
-                real_depth=depth_parallax is not None)
+    sc = _scene(W, H, out_w, out_h, effect, depth_parallax)
 
     n = request.n_frames
     tau = _frame_taus(n, request.loop)
@@ -593,21 +657,9 @@ def plan_trajectory(
         p = (1 - k) * p + k * p**3 * (p * (6 * p - 15) + 10)
 
     rig = _effect(effect, sc, path, shape, p, tau, request)
-    if request.shake > 0:
-        rig = _shake(rig, request.shake, request.seed, request.fps, request.loop, out_w)
-    clamped, notes = [], []
-    if not request.allow_borders:
-        rig, clamped, notes = _clamp(rig, sc, request.fps, request.loop)
+    frames, clamped, notes = _finish(rig, sc, request)
     if effect == "parallax" and depth_parallax is None:
         notes.append(PSEUDO_DEPTH_NOTE)
-
-    frames = [
-        make_frame(
-            i, i / request.fps, camera_center=rig.C[i], R=rig.R[i], fx=float(rig.fx[i]),
-            out_w=out_w, out_h=out_h, crop_w=cw, roll_rad=float(rig.roll[i]),
-        )  # fmt: skip
-        for i in range(n)
-    ]
     subject = {
         "dolly_zoom": shape.end, "zoom_in": shape.end, "crash_zoom": shape.end, "orbit": shape.centroid,
         "spiral": shape.spiral_center, "pull_back": shape.start, "earth_zoom_out": shape.start,

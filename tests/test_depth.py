@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from d2v.depth import (
+    TINY_KINDS,
     DepthEstimator,
     cached_depth,
     depth_for,
@@ -76,6 +77,67 @@ def test_tiny_model_loads_through_the_loader_and_gives_depth_in_the_renderers_co
     assert np.corrcoef(small.ravel(), raw.ravel())[0, 1] > 0.9
     # What the renderer reads back from the 16-bit PNG is the same map.
     assert np.abs(load_depth_map(encode_depth_png(depth), 320, 180) - depth).max() <= 1 / 65535 + 1e-7
+
+
+METRIC_KINDS = {"depth_anything_metric", "zoedepth", "glpn"}  # they predict distance: inverted
+
+
+@pytest.mark.parametrize("kind", [k for k in TINY_KINDS if k != "depth_anything"])  # that one: the test above
+def test_every_depth_model_kind_loads_and_estimates(kind, tmp_path):
+    """Each kind the docs name, as a tiny random-weight model saved and loaded back through
+    the loader, estimates a depth map in the renderer's convention: its own prediction at
+    the photo's size, nearer brighter (a metric model's distance inverted)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    estimator = load_depth_model(str(make_tiny_depth(tmp_path / kind, kind=kind)), "cpu")
+    assert estimator.metric == (kind in METRIC_KINDS)
+    rgb = textured_image(160, 90, seed=2)
+    depth = estimator.estimate(rgb)
+    assert depth.shape == (90, 160) and depth.dtype == np.float32 and np.isfinite(depth).all()
+    assert depth.min() == 0.0 and depth.max() == 1.0 and depth.std() > 0.01
+    inputs = estimator.processor(images=rgb, return_tensors="pt")
+    with torch.inference_mode():
+        raw = estimator.model(**inputs).predicted_depth[0].numpy()
+    pad_h, pad_w = estimator._padding(90, 160)  # ZoeDepth's model sees the photo padded
+    k = raw.shape[0] / (90 + 2 * pad_h), raw.shape[1] / (160 + 2 * pad_w)
+    raw = raw[round(pad_h * k[0]):raw.shape[0] - round(pad_h * k[0]), round(pad_w * k[1]):raw.shape[1] - round(pad_w * k[1])]
+    nearness = -raw if estimator.metric else raw  # a distance: nearer is smaller
+    small = cv2.resize(depth, nearness.shape[::-1], interpolation=cv2.INTER_AREA)
+    assert spearmanr(small.ravel(), nearness.ravel())[0] > 0.8  # in the same order (the stretch clips 1%)
+
+
+def test_zoedepth_jobs_get_depth(tmp_path, monkeypatch):
+    """ZoeDepth pads the photo before the model sees it; the estimate crops exactly the padding
+    its processor adds (checked against the processor at full size) and a job gets its depth."""
+    model = make_tiny_depth(tmp_path / "zoe", kind="zoedepth")
+    estimator = load_depth_model(str(model), "cpu")
+    rgb = textured_image(200, 120, seed=3)
+    padded = estimator.processor(images=rgb, do_resize=False, return_tensors="np")["pixel_values"].shape[-2:]
+    pad_h, pad_w = estimator._padding(120, 200)
+    assert pad_h > 0 and tuple(padded) == (120 + 2 * pad_h, 200 + 2 * pad_w)
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(model))
+    got = depth_for(png_bytes(rgb), rgb, LocalStore(tmp_path / "store"), parse_request({"path": PATH}))
+    assert (got.source, got.model) == ("estimated", str(model)) and got.depth.shape == (120, 200)
+    assert got.depth.std() > 0.01
+
+
+def test_depth_pro_without_torchvision_is_a_named_error(tmp_path):
+    """Depth Pro's image processor needs torchvision, which d2v does not install: loading one
+    says so in one line instead of failing later."""
+    from transformers import DepthProConfig
+
+    DepthProConfig().save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "DepthProImageProcessor"}))
+    with pytest.raises(DepthModelError, match="(?i)torchvision") as err:
+        load_depth_model(str(tmp_path), "cpu")
+    assert "D2V_DEPTH_MODEL" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_cli_offers_every_tiny_kind():
+    from d2v.cli import TINY_DEPTH_KINDS
+
+    assert TINY_DEPTH_KINDS == tuple(TINY_KINDS)
 
 
 def test_normalise_depth_makes_near_bright_for_relative_and_metric_models():

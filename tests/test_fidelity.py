@@ -374,17 +374,82 @@ def test_motion_blurred_renders_are_measured_at_the_smears_scale(tmp_path, capsy
 
 
 def test_a_depth_map_render_is_measured_against_its_parallax(tmp_path):
-    """With a depth map no homography is exact; the yardstick is the camera backend's own render."""
+    """With a depth map no homography is exact: frames are located in 3D (or, where too little
+    texture shows to solve a camera, against the camera backend's own render)."""
     photo = PHOTOS["coffee"]
     h, w = photo.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     depth = np.clip(255 * (1.0 - np.hypot(xx - 0.55 * w, yy - 0.5 * h) / (0.6 * w)), 0, 255).astype(np.uint8)
     depth_png = cv2.imencode(".png", depth)[1].tobytes()
-    for effect in ("orbit", "dolly_zoom", "zoom_in"):
+    for effect in ("orbit", "dolly_zoom", "parallax"):
         manifest = render_job(png(photo), request(effect), LocalStore(tmp_path / "store"), depth_bytes=depth_png)
         report = manifest.fidelity
         assert report.verdict == "followed" and report.tolerance == fidelity.WITH_DEPTH.as_dict(), report.one_line()
         assert manifest.image["depth_map"]
+    # zoom_in ends 3x into the smooth side of the cup, a gradient with nothing to locate: its
+    # end is unchecked, so the clip is unmeasured (it used to pass as followed).
+    report = render_job(png(photo), request("zoom_in"), LocalStore(tmp_path / "store"), depth_bytes=depth_png).fidelity
+    assert report.verdict == "unmeasured" and "the last frame (frame 23)" in report.reason, report.one_line()
+
+
+def motorcycle() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's Middlebury motorcycle with its measured disparity as the depth map, as a
+    depth model would give it: holes filled (Telea), edges softened by a bilateral filter."""
+    left, _, disparity = skimage.data.stereo_motorcycle()
+    holes = ~np.isfinite(disparity)
+    top = float(disparity[~holes].max())
+    d = np.clip(np.where(holes, 0.0, disparity) / top * 255, 0, 255).astype(np.uint8)
+    d = cv2.inpaint(d, holes.astype(np.uint8), 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    d = cv2.bilateralFilter(d, 9, 0.1, 5)
+    return rgb(left), (d - d.min()) / (d.max() - d.min())
+
+
+@pytest.fixture(scope="module")
+def motorcycle_clips():
+    """Parallax and orbit of the motorcycle with its real depth, 1024x576, 8 of 24 frames rendered."""
+    photo, depth = motorcycle()
+    h, w = photo.shape[:2]
+    loop = [{"x": w / 2 + 0.25 * w * math.cos(a), "y": h / 2 + 0.25 * h * math.sin(a)}
+            for a in np.linspace(0, 1.9 * math.pi, 40)]
+    strokes = {"parallax": [{"x": 0.3 * w, "y": 0.5 * h}, {"x": 0.7 * w, "y": 0.5 * h}], "orbit": loop}
+    renderer = CameraRenderer(photo, depth)
+    clips = {}
+    for effect, stroke in strokes.items():
+        req = parse_request({"path": stroke, "effect": effect, "duration_s": 1, "fps": 24, "width": 1024,
+                             "height": 576})
+        trajectory = plan_trajectory(req, w, h, depth_parallax=renderer.depth_parallax)
+        picked = sample_indices(len(trajectory), 8)
+        clips[effect] = (trajectory, dict(zip(picked, renderer.render(trajectory, indices=picked))))
+    return photo, depth, clips
+
+
+@pytest.mark.parametrize("effect", ["parallax", "orbit"])
+def test_depth_clips_are_located_in_3d(motorcycle_clips, effect):
+    """Real measured depth (the motorcycle): every sampled frame's camera is solved in 3D and
+    the clip is followed; an orbit's measured arc is the planned one within 2 degrees (the
+    frames' own rotation errors, RotErr, far less)."""
+    photo, depth, clips = motorcycle_clips
+    trajectory, frames = clips[effect]
+    report = measure_fidelity(frames, photo, trajectory, n_frames=len(trajectory), depth=depth)
+    assert report.verdict == "followed" and report.located == report.sampled == 8, report.one_line()
+    assert {f.method for f in report.frames} == {"pose"} and max(f.rotation_deg for f in report.frames) < 1.0
+    if effect == "orbit":
+        first, last = report.frames[0], report.frames[-1]
+        planned_arc = last.planned_yaw_deg - first.planned_yaw_deg
+        assert abs(planned_arc) == pytest.approx(30.0, abs=0.5)  # the arc with depth (ORBIT_DEPTH_ARC_DEG)
+        assert abs((last.yaw_deg - first.yaw_deg) - planned_arc) < 2.0
+
+
+def test_a_clip_whose_last_frame_cannot_be_located_is_unmeasured(motorcycle_clips):
+    """Where a move ends is what it is judged by: a depth clip whose last frame shows nothing
+    of the photo is never `followed`, whatever the frames before it measured."""
+    photo, depth, clips = motorcycle_clips
+    trajectory, frames = clips["parallax"]
+    last = max(frames)
+    blank = {**frames, last: np.full_like(frames[last], 128)}
+    report = measure_fidelity(blank, photo, trajectory, n_frames=len(trajectory), depth=depth)
+    assert report.verdict == "unmeasured" and report.located == 7, report.one_line()
+    assert f"the last frame (frame {last}) could not be located" in report.reason
 
 
 def test_a_batch_of_svd_items_loads_the_model_once(tmp_path, monkeypatch):

@@ -202,6 +202,7 @@ GOOD = {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 128, "
         (PHOTO, {**GOOD, "effect": "warp_drive"}, 422, "unknown effect 'warp_drive'"),
         (PHOTO, {**GOOD, "path": [{"x": float("nan"), "y": 1}, {"x": 2, "y": 2}]}, 422, "finite"),
         (PHOTO, {**GOOD, "fps": 0}, 422, "fps"),
+        (PHOTO, {**GOOD, "camera": {"keyframes": [{"t": 0}, {"t": 1, "pan": 400}]}}, 422, "camera.keyframes.1.pan"),
         (PHOTO, {**GOOD, "duration_s": 86400}, 422, "duration_s"),
         (PHOTO, {**GOOD, "backend": "svd"}, 422, "D2V_SVD_MODEL"),
         (PHOTO, {**GOOD, "width": 3840, "height": 2160, "duration_s": 20, "fps": 60}, 422, "GiB of frames"),
