@@ -385,6 +385,9 @@ class _count:
     def __iter__(self):
         return self
 
+    def __len__(self) -> int:  # the encoder reserves the MP4's index for this many frames
+        return self._total
+
     def __next__(self) -> np.ndarray:
         t0 = time.perf_counter()
         frame = next(self._frames)
