@@ -12,8 +12,9 @@ included), run in interleaved pairs so the noise of a shared machine falls on bo
                   d=96:x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':s=1024x576:fps=24" -frames:v 96 ...
                   (the input scaled up first: the usual fix for zoompan's jitter)
     ffmpeg        the same zoompan without the scale-up
-    depthflow     (--depth, when /work/peers/.venv has DepthFlow) DepthFlow's dolly, headless,
-                  given a depth map, against `d2v render --depth MAP --effect dolly_zoom`
+    depthflow     (--depth, when /work/peers/.venv has DepthFlow) DepthFlow's default move, headless
+                  (Mesa's llvmpipe), given a depth map (its estimators download weights), h264
+                  veryfast crf 18; beside `d2v render --depth MAP --effect dolly_zoom`
 
 Each pair runs every command once, in an order that rotates from pair to pair; the table has
 each command's median wall and CPU seconds (all its threads and children) and the median of
@@ -56,7 +57,7 @@ def d2v_command(checkout: Path, out: Path, *extra: str) -> tuple[list[str], dict
     (or `python -m d2v.cli`), with `checkout`'s code first on the path."""
     entry = Path(sys.executable).with_name("d2v")
     prog = [str(entry)] if entry.exists() else [sys.executable, "-m", "d2v.cli"]
-    cmd = [*prog, "render", str(IMAGE), "--path", str(PATH), "--effect", "zoom_in", "--no-cache", "-q",
+    cmd = [*prog, "render", str(IMAGE), "--path", str(PATH), "--effect", "zoom_in", "--no-cache",
            "-o", str(out), *extra]
     return cmd, {"PYTHONPATH": str(checkout)}
 
@@ -94,8 +95,8 @@ def depthflow_command(depth: Path, out: Path) -> list[str] | None:
     exe = PEERS_VENV / "bin" / "depthflow"
     if not exe.exists():
         return None
-    return [str(exe), "input", "-i", str(IMAGE), "-d", str(depth), "dolly", "main", "-w", str(SIZE[0]),
-            "-h", str(SIZE[1]), "-f", str(FPS), "-t", str(FRAMES / FPS), "-o", str(out)]
+    return [str(exe), "input", "-i", str(IMAGE), "-d", str(depth), "h264", "--preset", "veryfast", "--crf", "18",
+            "main", "-w", str(SIZE[0]), "-h", str(SIZE[1]), "-f", str(FPS), "-t", str(FRAMES / FPS), "-o", str(out)]
 
 
 def compare(new: Path, old: Path) -> str:
@@ -146,10 +147,14 @@ def main() -> None:
             if flow is None:
                 print(f"(no DepthFlow in {PEERS_VENV}: its row is left out)")
             else:
-                rows["depthflow dolly"] = (flow, {"PATH": f"{PEERS_VENV / 'bin'}:{os.environ['PATH']}"}, tmp)
+                rows["depthflow"] = (flow, {"PATH": f"{PEERS_VENV / 'bin'}:{os.environ['PATH']}"}, tmp)
 
+        # Bytecode, as an installed d2v has it (pip compiles it; where PYTHONDONTWRITEBYTECODE is
+        # set, as on the project's VMs, every run would otherwise compile d2v from source).
+        for checkout in {REPO, *( [args.baseline.resolve()] if args.baseline else [])}:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "d2v")], check=True)
         names = list(rows)
-        for name in names:  # warm the disk cache and Python's bytecode; not counted
+        for name in names:  # warm the disk cache; not counted
             timed(*rows[name])
         load_before = os.getloadavg()
         walls: dict[str, list[float]] = {n: [] for n in names}
