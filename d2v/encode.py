@@ -10,7 +10,7 @@
 
 Colour: frames are converted RGB -> YUV with the BT.709 matrix, limited ("TV") range,
 and the stream is tagged so; players assume BT.709 for HD, and decoding here reads the
-tags back, so colours survive a round trip. The conversion (`Yuv420`) is three OpenCV
+tags back, so colours survive a round trip. The conversion (`Yuv420`) is a few OpenCV
 passes into one reused I420 buffer, about twice as fast as swscale's accurate path and
 within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
 x264 gets the planes it wants without PyAV's generic `reformat` per frame.
@@ -103,6 +103,7 @@ class Yuv420:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         h, w = self._y.shape
+        rgb = np.ascontiguousarray(rgb)  # a view (a crop, a flip) is copied; a frame as rendered is not
         # One 3-row pass is faster in OpenCV than a 1-row one; the chroma it makes is unused.
         cv2.transform(rgb, RGB_TO_YUV709, dst=self._yuv)
         cv2.extractChannel(self._yuv, 0, dst=self._y)
@@ -145,7 +146,7 @@ def _moov_reserve(frames: int) -> int:
     """Bytes to reserve for the 'moov' index of a one-track H.264 MP4 of `frames` frames:
     its fixed boxes (about 1.5 KB) and, per frame at worst, sample size, chunk offset,
     chunk map, time-to-sample, composition offset, sync sample and dependency entries
-    (45 bytes). What is left over stays in the file as a 'free' box."""
+    (45 bytes; 48 reserved). What is left over stays in the file as a 'free' box."""
     return 4096 + 48 * frames
 
 
