@@ -16,6 +16,13 @@ each the median of --repeats runs:
                        against with a look and with post effects
 
     python bench/post_bench.py [--repeats 3]
+    python bench/post_bench.py --looks [--repeats 3]    # only the look's 8-bit path (issue 27)
+
+--looks: for each look, per frame against encode-only of the graded frames: Pillow's filter
+on every frame (how looks graded before issue 27), the colour table (every 8-bit colour
+graded once, then one gather per pixel), the table's one-off build, and a fresh look over
+the 96-frame clip as a job grades it now (direct until 2^24 pixels, the build, then the
+table); and whether the table's frames equal Pillow's.
 
 Times are CPU seconds (all threads), medians. Post effects and the look run on the render thread while the encoder runs on the other
 (d2v.pipeline.prefetch), so on two cores a cost under 1x of encode-only mostly hides behind
@@ -61,7 +68,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--image", default=str(REPO / "examples" / "hubble.jpg"))
+    ap.add_argument("--looks", action="store_true", help="only the looks' 8-bit path")
     args = ap.parse_args()
+    if args.looks:
+        looks_8bit(args.image, args.repeats)
+        return
 
     image = load_image(args.image)
     w, h = image.width, image.height
@@ -119,6 +130,45 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, frames, seconds, ratio in job_rows:
         print(f"| {label} | {frames} | {seconds:.3f} | {ratio:.2f} |")
+
+
+def looks_8bit(image_path: str, repeats: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from d2v.looks import Look, _grade_all_colours, _index
+
+    image = load_image(image_path)
+    w, h = image.width, image.height
+    req = parse_request({"path": [{"x": 0.3 * w, "y": 0.35 * h}, {"x": 0.62 * w, "y": 0.55 * h}],
+                         "effect": "zoom_in", "duration_s": 4, "fps": 24, "width": 1024, "height": 576})
+    plain = list(CameraRenderer(image.rgb).render(plan_trajectory(req, w, h)))
+    n = len(plain)
+    median = statistics.median
+    cube = parse_cube(write_cube(named_look("cinematic")), "cinematic.cube")
+    print(f"# {platform.node()}: python {platform.python_version()}; 1024x576, {n} frames, CPU seconds, "
+          f"median of {repeats}")
+    print("| look | encode-only, ms/frame | Pillow per frame, ms (x enc) | table per frame, ms (x enc) | "
+          "table build, s | fresh look over the clip, ms/frame (x enc) | table == Pillow |")
+    print("|---|---|---|---|---|---|---|")
+    for label, look in [("cinematic", named_look("cinematic")), ("noir", named_look("noir")), (".cube 33^3", cube)]:
+        direct = lambda f: np.asarray(Image.fromarray(f).filter(look._filter))  # noqa: E731
+        pil = median(timed(lambda: [direct(f) for f in plain])[0] for _ in range(repeats))
+        build, table = timed(lambda: _grade_all_colours(look))
+        tab_s, graded = [], None
+        for _ in range(repeats):
+            s, graded = timed(lambda: [_index(table, f) for f in plain])
+            tab_s.append(s)
+        same = all(np.array_equal(g, direct(f)) for g, f in zip(graded[::8], plain[::8]))
+        fresh = []
+        for k in range(repeats):  # a look this process has not graded before: its own table
+            new = Look(f"{label}-{k}", look.table + np.float32(1e-7 * (k + 1)))
+            fresh.append(timed(lambda: [new.apply(f) for f in plain])[0])
+        enc = median(encode_seconds(graded, req.fps) for _ in range(repeats))
+        e = enc / n * 1e3
+        print(f"| {label} | {e:.2f} | {pil / n * 1e3:.2f} ({pil / enc:.2f}) | {median(tab_s) / n * 1e3:.2f} "
+              f"({median(tab_s) / enc:.2f}) | {build:.2f} | {median(fresh) / n * 1e3:.2f} ({median(fresh) / enc:.2f}) "
+              f"| {same} |")
 
 
 def camera_jobs(image_path: str, req, repeats: int) -> list[tuple[str, int, float, float]]:

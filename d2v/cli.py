@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
-from d2v.models import DEPTH_MODES, EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # `--depth`: a mode, or a file
+from d2v.names import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # plain data: `d2v --help` imports no pydantic
 
 EXIT_BAD_INPUT = 2
 TINY_DEPTH_KINDS = ("depth_anything", "depth_anything_metric", "dpt", "zoedepth", "glpn")  # d2v.depth.TINY_KINDS
@@ -139,7 +139,7 @@ def _is_lut_file(look: str | None) -> bool:
 
 def _request_from_args(args: argparse.Namespace):
     """The request the flags ask for: only the flags given (see _add_request_flags)."""
-    from d2v.models import parse_request
+    from d2v.models import DEPTH_MODES, parse_request  # `--depth`: a mode, or a file
 
     given = {field: value for field in FLAG_FIELDS
              if (value := getattr(args, FLAG_DEST.get(field, field), None)) is not None}
@@ -207,6 +207,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from d2v.images import read_image_bytes
+    from d2v.models import DEPTH_MODES
     from d2v.pipeline import render_job
     from d2v.store import store_from_env
 
@@ -603,7 +604,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from d2v.client import FarmClient, JobFailedError
     from d2v.images import read_image_bytes
-    from d2v.models import FidelitySummary
+    from d2v.models import DEPTH_MODES, FidelitySummary
 
     request = _request_from_args(args)  # checked here first: a bad flag costs no upload
     out = _video_output(args.output)

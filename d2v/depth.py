@@ -59,7 +59,6 @@ from d2v.lifecycle import depth_cache_key
 from d2v.models import DepthSource, RenderRequest
 from d2v.render import load_depth_map
 from d2v.store import Store
-from d2v.svd import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +235,8 @@ def load_depth_model(model: str | None, device: str | None = "auto") -> DepthEst
     """
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
+    from d2v.svd import resolve_device  # the generative stage's module: only when a model loads
+
     source = _source(str(model))
     _check_backends(source, str(model))
     device = resolve_device(device)
@@ -268,6 +269,8 @@ def shared_depth_model(model: str | None, device: str | None = "auto") -> DepthE
     a replica estimates image after image with one."""
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
+    from d2v.svd import resolve_device
+
     _source(str(model))  # a setting that names nothing fails before torch is imported
     key = (str(model), resolve_device(device))
     with _shared_lock:

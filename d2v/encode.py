@@ -10,7 +10,16 @@
 
 Colour: frames are converted RGB -> YUV with the BT.709 matrix, limited ("TV") range,
 and the stream is tagged so; players assume BT.709 for HD, and decoding here reads the
-tags back, so colours survive a round trip.
+tags back, so colours survive a round trip. The conversion (`Yuv420`) is a few OpenCV
+passes into one reused I420 buffer, about twice as fast as swscale's accurate path and
+within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
+x264 gets the planes it wants without PyAV's generic `reformat` per frame.
+
+Cores: while it encodes, OpenCV runs single-threaded (`encoder_owns_cores`): x264's frame
+threads fill both cores of a small machine, and OpenCV's pool (the render thread's warps,
+the conversion) spinning beside them only costs CPU. The MP4's index ('moov') goes
+first: when the frame count is known (`len(frames)`), into space reserved up front,
+so the muxer never rewrites the file; otherwise by the muxer's faststart pass.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import numbers
 import os
 import shutil
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,11 +51,9 @@ X264_PRESETS = (
 # libavutil enum values (AVCOL_*): BT.709 primaries / transfer / matrix, MPEG range.
 _AVCOL_BT709 = 1
 _AVCOL_RANGE_MPEG = 1
-# swscale flags. Its defaults truncate (decoded colours come out 1-1.5 levels dark) and
-# subsample chroma crudely; accurate rounding fixes the cast (bias < 0.05 levels), area
-# averaging gives the 4:2:0 chroma, full chroma interpolation brings it back. Together
-# about 0.5 ms per 1024x576 frame more than the defaults, against ~10 ms of x264.
-_SWS_TO_YUV = int(Interpolation.AREA | Interpolation.ACCURATE_RND)
+# swscale flags for decoding. Its defaults truncate (decoded colours come out 1-1.5 levels
+# dark) and interpolate chroma crudely; accurate rounding fixes the cast, full chroma
+# interpolation brings 4:2:0 chroma back smoothly.
 _SWS_TO_RGB = int(Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT)
 
 
@@ -57,6 +66,88 @@ class EncodeStats:
     bytes: int
     seconds: float  # wall time of the whole call, including waiting for streamed frames
     input_seconds: float = 0.0  # of which spent waiting on the frame iterator (the producer)
+
+
+# BT.709, limited range, as rows of cv2.transform's [matrix | offset]: Y' = Kr R + Kg G + Kb B
+# scaled to 16..235, Cb and Cr = the scaled B - Y' and R - Y' centred on 128 (16..240).
+_KR, _KB = 0.2126, 0.0722
+_KG = 1.0 - _KR - _KB
+_Y, _C = 219.0 / 255.0, 224.0 / 255.0
+RGB_TO_YUV709 = np.array([
+    [_KR * _Y, _KG * _Y, _KB * _Y, 16.0],
+    [-_KR / (2 * (1 - _KB)) * _C, -_KG / (2 * (1 - _KB)) * _C, 0.5 * _C, 128.0],
+    [0.5 * _C, -_KG / (2 * (1 - _KR)) * _C, -_KB / (2 * (1 - _KR)) * _C, 128.0],
+], np.float32)
+
+
+class Yuv420:
+    """RGB uint8 frames of one size -> I420 (the Y plane, then U and V at half size), BT.709
+    limited range, in a buffer reused frame after frame (so read each result before the
+    next call). Y from each pixel; Cb and Cr from the average colour of each 2x2 block
+    (chroma sited between the pixels, as MPEG-1/JPEG and swscale's area filter put it).
+    The block average is rounded in RGB first: its rounding leans the same way in all
+    three channels, which the chroma rows (each summing to zero) cancel, so colours do not
+    drift. Every sample within 1 level of swscale's accurate path; mean offsets under 0.1."""
+
+    def __init__(self, width: int, height: int):
+        if width % 2 or height % 2:
+            raise InvalidRequestError(f"frame size {width}x{height} must be even for H.264 (yuv420p)")
+        w, h = width, height
+        self.i420 = np.empty((h * 3 // 2, w), np.uint8)
+        self._y = self.i420[:h]
+        self._u = self.i420[h : h + h // 4].reshape(h // 2, w // 2)
+        self._v = self.i420[h + h // 4 :].reshape(h // 2, w // 2)
+        self._yuv = np.empty((h, w, 3), np.uint8)
+        self._half = np.empty((h // 2, w // 2, 3), np.uint8)
+        self._half_yuv = np.empty((h // 2, w // 2, 3), np.uint8)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = self._y.shape
+        rgb = np.ascontiguousarray(rgb)  # a view (a crop, a flip) is copied; a frame as rendered is not
+        # One 3-row pass is faster in OpenCV than a 1-row one; the chroma it makes is unused.
+        cv2.transform(rgb, RGB_TO_YUV709, dst=self._yuv)
+        cv2.extractChannel(self._yuv, 0, dst=self._y)
+        cv2.resize(rgb, (w // 2, h // 2), dst=self._half, interpolation=cv2.INTER_AREA)
+        cv2.transform(self._half, RGB_TO_YUV709, dst=self._half_yuv)
+        cv2.extractChannel(self._half_yuv, 1, dst=self._u)
+        cv2.extractChannel(self._half_yuv, 2, dst=self._v)
+        return self.i420
+
+
+class _CoreShare:
+    """OpenCV's thread count, lowered to 1 while any encode runs in this process and put
+    back when the last one ends (counted: encodes may overlap on a farm's threads)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._saved = 1
+
+    @contextmanager
+    def encoding(self):
+        with self._lock:
+            if self._active == 0:
+                self._saved = cv2.getNumThreads()
+                cv2.setNumThreads(1)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    cv2.setNumThreads(self._saved)
+
+
+encoder_owns_cores = _CoreShare().encoding
+
+
+def _moov_reserve(frames: int) -> int:
+    """Bytes to reserve for the 'moov' index of a one-track H.264 MP4 of `frames` frames:
+    its fixed boxes (about 1.5 KB) and, per frame at worst, sample size, chunk offset,
+    chunk map, time-to-sample, composition offset, sync sample and dependency entries
+    (45 bytes; 48 reserved). What is left over stays in the file as a 'free' box."""
+    return 4096 + 48 * frames
 
 
 def _check_frame(frame: np.ndarray, size: tuple[int, int] | None, index: int) -> tuple[int, int]:
@@ -86,7 +177,8 @@ def encode_mp4(
 ) -> EncodeStats:
     """Encode RGB uint8 frames (all the same even size) to an H.264 MP4 at `out`
     (a path or a binary file object). `threads=0` lets x264 pick. Frames are consumed
-    one at a time, so a generator streams straight through without holding the video.
+    one at a time, so a generator streams straight through without holding the video;
+    when `frames` has a length, the MP4's index is written in space reserved for it.
     codec "h264_nvenc" encodes on an NVIDIA GPU (`nvenc_available()`): crf becomes NVENC's
     constant quality, and the x264 preset its nearest (p1 fastest .. p7 slowest)."""
     if codec not in ("libx264", "h264_nvenc"):
@@ -101,15 +193,17 @@ def encode_mp4(
 
     fps = int(fps)
     # Encode to a temporary file, then move or copy it: a failed encode leaves nothing
-    # half-written at `out`, and the faststart pass (which re-opens the output by name
-    # to move 'moov' to the front) cannot work on a file object.
+    # half-written at `out`, and the muxer seeks back to write the index (into the space
+    # reserved for it, or in its faststart pass), which a pipe or socket cannot do.
     to_path = isinstance(out, (str, Path))
     fd, tmp = tempfile.mkstemp(
         suffix=".mp4.part", prefix=".d2v-encode-", dir=Path(out).parent if to_path else None
     )
     os.close(fd)
     try:
-        stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads, codec)
+        count = len(frames) if hasattr(frames, "__len__") else None
+        with encoder_owns_cores():
+            stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads, codec, count)
         if to_path:
             publish_mode(tmp)
             os.replace(tmp, out)
@@ -144,7 +238,7 @@ def nvenc_available() -> bool:
 
 def _encode_to_path(
     frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str, threads: int,
-    codec: str = "libx264",
+    codec: str = "libx264", count: int | None = None,
 ) -> EncodeStats:
     it = iter(frames)
     t_wait = time.perf_counter()
@@ -156,9 +250,12 @@ def _encode_to_path(
     w, h = size
 
     rate = Fraction(fps, 1)
+    to_yuv = Yuv420(w, h)
+    # 'moov' first either way; reserved space spares the faststart pass's rewrite of the file.
+    index = {"moov_size": str(_moov_reserve(count))} if count else {"movflags": "faststart"}
     n = 0
     try:
-        with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        with av.open(str(path), "w", format="mp4", options=index) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.time_base = 1 / rate
@@ -175,17 +272,10 @@ def _encode_to_path(
             frame = first
             while frame is not None:
                 _check_frame(frame, size, n)
-                # Convert here (not inside encode) to choose the matrix, range and
-                # rounding; swscale is as fast as cv2's I420 path and, unlike it,
-                # averages the chroma (cv2 point-samples it: 4x the bitrate on texture).
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                    format="yuv420p",
-                    interpolation=_SWS_TO_YUV,
-                    dst_colorspace="ITU709",
-                    dst_color_range="MPEG",
-                    dst_color_trc=_AVCOL_BT709,
-                    dst_color_primaries=_AVCOL_BT709,
-                )
+                # Our own conversion, not cv2's COLOR_RGB2YUV_I420: that one has BT.601's
+                # matrix and point-samples the chroma (4x the bitrate on texture).
+                vf = av.VideoFrame.from_ndarray(to_yuv(frame), format="yuv420p")
+                vf.colorspace, vf.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
                 vf.pts = n
                 vf.time_base = 1 / rate
                 vf.duration = 1  # the last frame lasts 1/fps too, so duration = N/fps

@@ -7,7 +7,9 @@
 
 Everything is in image pixels, u right and v DOWN. An angle measured with atan2(dv, du)
 therefore grows clockwise as the viewer sees the screen, so a positive swept angle (and
-direction +1) means the stroke turned clockwise on screen. Pure numpy/scipy.
+direction +1) means the stroke turned clockwise on screen. Pure numpy: the 1D filters here
+(`gaussian_filter1d`, `maximum_filter1d`) are scipy.ndimage's, rewritten so that planning a
+move does not import scipy (a third of a second of `d2v render`'s start-up).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from d2v.errors import InvalidPathError
 
@@ -165,6 +166,39 @@ def _find_corners(q: np.ndarray, step: float, window_px: float) -> list[int]:
         if all(abs(i - c) > k for c in picked):
             picked.append(i)
     return sorted(picked)
+
+
+def _padded(x: np.ndarray, pad: int, axis: int, mode: str) -> np.ndarray:
+    """x extended by `pad` samples at both ends along `axis` (scipy.ndimage's "nearest" or "wrap")."""
+    if mode not in ("nearest", "wrap"):
+        raise ValueError(f"mode must be 'nearest' or 'wrap', got {mode!r}")
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (pad, pad)
+    return np.pad(x, widths, mode="edge" if mode == "nearest" else "wrap")
+
+
+def gaussian_filter1d(x: np.ndarray, sigma: float, axis: int = -1, mode: str = "nearest",
+                      truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter1d (order 0; modes "nearest" and "wrap"): the same kernel
+    (radius int(truncate * sigma + 0.5), normalised), the same result to rounding."""
+    x = np.asarray(x, np.float64)
+    radius = int(truncate * float(sigma) + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / (float(sigma) ** 2) * taps**2)
+    kernel /= kernel.sum()
+    axis = axis % x.ndim
+    windows = np.lib.stride_tricks.sliding_window_view(_padded(x, radius, axis, mode), 2 * radius + 1, axis=axis)
+    return windows @ kernel
+
+
+def maximum_filter1d(x: np.ndarray, size: int, axis: int = -1, mode: str = "nearest") -> np.ndarray:
+    """scipy.ndimage.maximum_filter1d for an odd `size` (a centred window), modes "nearest" and "wrap"."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd number, got {size}")
+    x = np.asarray(x)
+    axis = axis % x.ndim
+    windows = np.lib.stride_tricks.sliding_window_view(_padded(x, size // 2, axis, mode), size, axis=axis)
+    return windows.max(axis=-1)
 
 
 def smooth_pinned(x: np.ndarray, sigma: float) -> np.ndarray:

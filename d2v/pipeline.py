@@ -17,6 +17,7 @@ import queue
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -29,7 +30,7 @@ from d2v.encode import encode_mp4
 from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
-from d2v.models import CameraTrajectory, DepthSource, JobResult, Manifest, RenderRequest, job_id_for
+from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.fidelity import sample_indices
 from d2v.post import CameraFrames, PostContext, apply_post
@@ -47,7 +48,6 @@ from d2v.stages import (
     retime,
     store_results,
 )
-from d2v.svd import svd_model_setting
 from d2v.lifecycle import (
     LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, process_owner,
 )
@@ -62,7 +62,11 @@ def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: Rende
     """The job id: the same inputs (image, depth map, .cube LUT), request, d2v version and
     models give the same job (the depth model counts when it would estimate: depth "auto"
     and no depth map given)."""
-    model = (svd_model or svd_model_setting() or "") if request.backend == "svd" else ""
+    model = ""
+    if request.backend == "svd":
+        from d2v.svd import svd_model_setting  # the SVD stage's module: camera jobs never import it
+
+        model = svd_model or svd_model_setting() or ""
     if request.depth == "auto" and not depth_bytes:
         model += "|depth:" + (depth_model or depth_model_setting() or "")
     if lut_bytes:
@@ -73,7 +77,11 @@ def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: Rende
 
 def require_backend(request: RenderRequest, svd_model: str | None = None) -> None:
     """Fail before any work when the backend cannot run here (no silent fallback)."""
-    if request.backend == "svd" and not (svd_model or svd_model_setting()):
+    if request.backend != "svd":
+        return
+    from d2v.svd import svd_model_setting
+
+    if not (svd_model or svd_model_setting()):
         raise ModelNotConfiguredError(
             "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL to a model directory "
             "or hub id (try `d2v models make-tiny DIR` for a tiny test model), or use --backend camera"
@@ -295,16 +303,29 @@ def stream_camera_job(
     poster: list[np.ndarray] = []
     finishing: dict[str, float] = {}  # render + post ("post": the chain renders as it goes), look
 
+    def check() -> FidelityReport:
+        t0 = time.perf_counter()
+        checked = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
+        measured = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth)
+        seconds["check"] = time.perf_counter() - t0
+        return measured
+
+    checking = ThreadPoolExecutor(1, thread_name_prefix="d2v-check")
+    checked: list[Future] = []
+
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(graded(clip, look, finishing)):
             if i == total // 2:
                 poster.append(frame.copy())
             yield frame
+        # Every frame is rendered, the encoder still has the last ones in flight: the path
+        # check starts now, beside x264's tail, not after the whole video is written.
+        checked.append(checking.submit(check))
 
     produced = _Timed(frames())
     counted = _count(prefetch(produced), total, report)
 
-    with tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
+    with checking, tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
         video_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -325,11 +346,8 @@ def stream_camera_job(
         keys = store_results(store, job_id, video_path, poster[0], image.info())
         seconds["upload"] = time.perf_counter() - t0
 
-    report("check", 0.0)
-    t0 = time.perf_counter()
-    checked = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
-    fidelity = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth)
-    seconds["check"] = time.perf_counter() - t0
+        report("check", 0.0)
+        fidelity = checked[0].result()
     final = "none: the camera backend renders every output frame at the output size"
     manifest = make_manifest(
         job_id=job_id,
@@ -365,7 +383,7 @@ def stream_camera_job(
 def _run_svd(image, scene: ImageDepth, request, trajectory, store, job_id, output_path, report) -> Manifest:
     """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
     same stage functions the Serve app runs, in this process."""
-    from d2v.svd import shared_svd
+    from d2v.svd import shared_svd, svd_model_setting
 
     t0 = time.perf_counter()
     report("base", 0.02)
@@ -395,6 +413,9 @@ class _count:
 
     def __iter__(self):
         return self
+
+    def __len__(self) -> int:  # the encoder reserves the MP4's index for this many frames
+        return self._total
 
     def __next__(self) -> np.ndarray:
         t0 = time.perf_counter()

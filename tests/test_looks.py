@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from d2v.encode import decode_video
 from d2v.errors import InvalidLookError, InvalidRequestError
@@ -185,3 +186,33 @@ def test_a_cube_look_without_its_file_is_refused_before_the_job_exists(tmp_path)
     # (the farm's KPIs count jobs, not refusals).
     assert Jobs(store).get(content_job_id(photo, None, _request(look="bad.cube"), lut_bytes=bad)) is None
     assert not list((tmp_path / "store").rglob("status.json"))
+
+
+def test_the_colour_table_grades_real_photos_exactly_as_pillow_does():
+    """Frames graded through the table of every 8-bit colour (what a look switches to once it
+    has graded 2^24 pixels) are bit-identical to Pillow's trilinear filter on the frame, for a
+    named look and for a .cube file of another size."""
+    from d2v.looks import _grade_all_colours, _index
+
+    photo = cv2.cvtColor(cv2.imread("examples/hubble.jpg"), cv2.COLOR_BGR2RGB)
+    frames = [photo[:288, :512], cv2.resize(photo, (320, 180), interpolation=cv2.INTER_AREA)]
+    cube_look = parse_cube(cube(grid_rows(17, lambda r, g, b: (g ** 0.8, 0.3 + 0.5 * b, r * r)), 17), "odd.cube")
+    for look in (named_look("teal_orange"), cube_look):
+        table = _grade_all_colours(look)
+        for f in frames:
+            direct = np.asarray(Image.fromarray(np.ascontiguousarray(f)).filter(look._filter))
+            assert np.array_equal(_index(table, f), direct), look.name
+
+
+def test_a_long_clip_switches_to_the_table_without_a_visible_step():
+    """After 2^24 pixels graded directly, later frames come from the table: the same frame
+    graded before and after the switch is the same picture."""
+    from d2v.looks import ALL_COLOURS, _tables
+
+    look = named_look("faded")
+    photo = cv2.cvtColor(cv2.imread("examples/hubble.jpg"), cv2.COLOR_BGR2RGB)
+    frame = np.ascontiguousarray(photo[:512, :512])
+    before = look.apply(frame)
+    while _tables.get(look, 0) is None:  # count a big frame's worth at a time, without grading it
+        _tables.get(look, ALL_COLOURS)
+    assert np.array_equal(look.apply(frame), before)

@@ -1,0 +1,70 @@
+"""Start-up: what `d2v` imports before it does anything. A flat camera render needs no torch,
+transformers, Ray or scipy, and `d2v --help` not even numpy or pydantic; these tests fail
+when someone adds a top-level import that pulls one of them in (`python -X importtime`
+lists every module a process imports). Also: the numpy 1D filters that replaced
+scipy.ndimage's in path planning give scipy's results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "ray", "scipy", "diffusers")
+
+
+def imported_modules(args: list[str], tmp_path: Path) -> set[str]:
+    """Every module `python -X importtime -m d2v.cli ARGS` imports (it must succeed)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "D2V_DATA_DIR": str(tmp_path / "store")}
+    env.pop("D2V_DEPTH_MODEL", None)
+    env.pop("D2V_SVD_MODEL", None)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "d2v.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    return set(lines[1:])  # the first is the header
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in HEAVY)
+
+
+def test_a_flat_camera_render_imports_no_torch_transformers_ray_or_scipy(tmp_path):
+    modules = imported_modules(
+        ["render", "examples/hubble.jpg", "--path", "examples/paths/zoom_in.json", "--effect", "zoom_in",
+         "--size", "128x72", "--duration", "0.5", "--fps", "8", "--depth", "none", "--no-cache", "-q",
+         "-o", str(tmp_path / "out.mp4")], tmp_path)
+    assert "d2v.pipeline" in modules and "av" in modules  # it did render
+    assert heavy(modules) == [], "a flat camera render imported " + ", ".join(heavy(modules)[:8])
+    assert "d2v.svd" not in modules and "d2v.depth" in modules  # the depth stage decides; no model loads
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_help_imports_neither_numpy_nor_pydantic(tmp_path):
+    modules = imported_modules(["--help"], tmp_path)
+    assert {"numpy", "pydantic", "cv2", "av"}.isdisjoint(modules), sorted(
+        m for m in modules if m.split(".")[0] in ("numpy", "pydantic", "cv2", "av"))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "wrap"])
+def test_the_path_filters_are_scipys(mode):
+    from scipy import ndimage
+
+    from d2v.pathshape import gaussian_filter1d, maximum_filter1d
+
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 40, 97):
+        x = rng.normal(size=n)
+        xy = rng.normal(size=(n, 2))
+        for sigma in (0.3, 1.0, 2.5, 30.0):
+            assert np.allclose(gaussian_filter1d(x, sigma, mode=mode),
+                               ndimage.gaussian_filter1d(x, sigma, mode=mode), rtol=0, atol=1e-12)
+            assert np.allclose(gaussian_filter1d(xy, sigma, axis=0, mode=mode),
+                               ndimage.gaussian_filter1d(xy, sigma, axis=0, mode=mode), rtol=0, atol=1e-12)
+        for size in (1, 3, 9, 41):
+            assert np.array_equal(maximum_filter1d(x, size, mode=mode), ndimage.maximum_filter1d(x, size, mode=mode))
