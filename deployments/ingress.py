@@ -7,6 +7,7 @@
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/jobs/{job_id}/fidelity -> fidelity.png (the drawn path and the measured one)
     GET  /v1/jobs/{job_id}/manifest -> manifest.json (what was rendered, how, and the path check)
+    GET  /v1/jobs/{job_id}/image, /request -> its photo and request (the page's "render again")
     GET  /v1/jobs?limit=N         the caller's latest jobs, newest first (d2v.lifecycle's recent/ index)
     GET  /v1/effects, GET /healthz, OpenAPI at /docs (typed: deployments.http_models)
     GET  /v1/presets, /v1/looks, /v1/post, /v1/backends   what a request can name (the page's pickers)
@@ -58,7 +59,8 @@ from d2v.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_
 from d2v.jobqueue import JobQueue
 from d2v.looks import parse_cube
 from d2v.lifecycle import (
-    DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id, tenant_of,
+    DEPTH, FIDELITY, INPUT_PREFIX, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, file_key, input_key, new_job_id,
+    tenant_of,
 )
 from d2v.models import (
     EFFECTS, LOOKS, LUT_SUFFIX, MAX_PATH_POINTS, POST_EFFECTS, JobStatus, RenderRequest, field_bounds, parse_request,
@@ -545,6 +547,28 @@ class Ingress:
     async def job_manifest(self, job_id: str, request: Request) -> Response:
         """manifest.json: what was rendered and how (effect, frames, stage seconds, the path check)."""
         return await self._result_object(job_id, request, MANIFEST, "application/json")
+
+    @api.get("/v1/jobs/{job_id}/request", name="job_request", responses=errors(400, 401, 404, 503))
+    async def job_request(self, job_id: str, request: Request) -> Response:
+        """The job's request as stored (RenderRequest, its preset expanded): the page's "render
+        again" sets its controls from it."""
+        status = await self._status(job_id, self._authorize(request))
+        key = file_key(status.cached_from or job_id, REQUEST)
+        data = await _answer(asyncio.to_thread(self.store.get_bytes, key), "the object store")
+        return Response(data, media_type="application/json")
+
+    @api.get("/v1/jobs/{job_id}/image", name="job_image", responses=errors(400, 401, 404, 503))
+    async def job_image(self, job_id: str, request: Request) -> Response:
+        """The photo the job was made from (the page's "render again" starts from it)."""
+        status = await self._status(job_id, self._authorize(request))
+        # A job answered from the cache has its photo where the job that rendered it keeps it.
+        source = status.cached_from or job_id
+        keys = await _answer(asyncio.to_thread(self.store.list, file_key(source, INPUT_PREFIX)), "the object store")
+        if not keys:
+            return _error(404, f"job {job_id} has no stored photo")
+        if isinstance(self.store, LocalStore):
+            return FileResponse(self.store.local_path(keys[0]))
+        return RedirectResponse(self.store.url(keys[0], self.settings.url_expiry_s), status_code=307)
 
     @api.head("/v1/jobs/{job_id}/{name}", include_in_schema=False)
     async def job_file_head(self, job_id: str, name: str, request: Request) -> Response:
