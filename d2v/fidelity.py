@@ -829,14 +829,14 @@ def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityRepor
     lines = _wrap(report.one_line(), scale, img.shape[1] - 16)  # a long reason on as many lines as it takes
     (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     step = th + base + 4
-    width = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for line in lines)
-    cv2.rectangle(img, (0, 0), (min(img.shape[1], width + 16), step * len(lines) + 8), (0, 0, 0), -1)
+    # The verdict in a band above the photo, not over it (a path near the top edge stays seen).
+    header = np.zeros((step * len(lines) + 8, img.shape[1], 3), np.uint8)
     for k, line in enumerate(lines):
-        cv2.putText(img, line, (8, th + 6 + k * step), cv2.FONT_HERSHEY_SIMPLEX, scale,
+        cv2.putText(header, line, (8, th + 6 + k * step), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     colour if report.verdict != "unmeasured" else _DRAWN, 1, cv2.LINE_AA)
     x, y = 8, img.shape[0] - 8
     cv2.rectangle(img, (0, y - th - base - 6), (img.shape[1], img.shape[0]), (0, 0, 0), -1)
     for text, c in (("drawn path", _DRAWN), ("planned view centre", _PLANNED), ("measured view centre", colour)):
         cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, c, 1, cv2.LINE_AA)
         x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] + 24
-    return img
+    return np.vstack([header, img])

@@ -17,6 +17,7 @@ results (which a <video> or <img> cannot fetch with a header) still show.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -360,11 +361,18 @@ def in_view(driver, element_id: str) -> dict:
 
 
 def docs_screenshot(driver, name: str) -> Path:
-    """A screenshot for the README: in test-artifacts/, and in docs/ when D2V_UPDATE_DOCS=1."""
+    """A screenshot for the README: in test-artifacts/, and in docs/ as JPEG (a tenth of the
+    PNG's size) when D2V_UPDATE_DOCS=1."""
     shot = screenshot(driver, name)
     if os.environ.get("D2V_UPDATE_DOCS") == "1":
-        (DOCS / name).write_bytes(shot.read_bytes())
+        to_docs(shot.read_bytes(), name)
     return shot
+
+
+def to_docs(png: bytes, name: str) -> None:
+    from PIL import Image
+
+    Image.open(io.BytesIO(png)).convert("RGB").save(DOCS / Path(name).with_suffix(".jpg").name, quality=85)
 
 
 @needs_browser
@@ -396,8 +404,8 @@ def test_a_new_user_sees_preview_render_and_every_message_without_scrolling(web,
         Image.new("RGB", (8000, 6000), (40, 90, 160)).save(big)
         sent_requests(driver)
         driver.find_element("id", "file").send_keys(str(big))
-        text = wait_for(driver, PHOTO_MESSAGE + " && document.querySelector('#photo-message .message-text')"
-                        ".textContent.includes('big.png')", what="the refusal of the big photo")
+        text = wait_for(driver, "document.querySelector('#photo-message .message-text').textContent"
+                        ".includes('big.png') && " + PHOTO_MESSAGE, what="the refusal of the big photo")
         assert "8000×6000 (48 MP)" in text and "up to 40 MP" in text, text
         assert in_view(driver, "photo-message")["inside"]
         assert driver.find_element("id", "canvas").get_attribute("hidden") is not None
@@ -528,6 +536,9 @@ def test_render_reload_history_and_the_saved_path_renders_the_same_camera(web, b
                            str(out)], cwd=tmp_path, env={**env, "D2V_DATA_DIR": str(tmp_path / "data")},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    if os.environ.get("D2V_UPDATE_DOCS") == "1":  # the README's picture of a result
+        picture = httpx.get(f"{web}/v1/jobs/{job}/fidelity", follow_redirects=True, timeout=60)
+        to_docs(picture.content, "result-fidelity.png")
     farm_video = httpx.get(f"{web}/v1/jobs/{job}/video", follow_redirects=True, timeout=60)
     assert farm_video.status_code == 200
     head = httpx.head(f"{web}/v1/jobs/{job}/video", timeout=30)  # players ask before they GET

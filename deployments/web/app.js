@@ -661,7 +661,8 @@ function showAnalysis(p) {
     el.append(`Path: ${shape}${turn}. auto picks `, strong, ".");
   } else {
     // The effect chosen is what renders; what auto would pick is only a hint.
-    el.append(`Path: ${shape}${turn}. Rendering `, strong, ` (auto would pick ${prettyEffect(p.auto_effect)}).`);
+    const auto = p.auto_effect === p.effect ? "auto picks it too" : `auto would pick ${prettyEffect(p.auto_effect)}`;
+    el.append(`Path: ${shape}${turn}. Rendering `, strong, ` (${auto}).`);
   }
 }
 
