@@ -610,7 +610,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                       "d2v picks one)")
         http["port"] = args.port or free_port()
     metrics_port = args.metrics_port
-    if metrics_port is None:
+    if os.environ.get("RAY_ADDRESS"):
+        metrics_port = 0  # a joined cluster serves metrics on its own port (ray start --metrics-export-port)
+    elif metrics_port is None:
         metrics_port = DEFAULT_METRICS_PORT
         if not _port_free(metrics_port):
             moved.append(f"metrics port {metrics_port} is taken")
@@ -621,7 +623,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if moved:
-        print(f"d2v: {' and '.join(moved)}: using {url} and metrics port {metrics_port}", file=sys.stderr)
+        print(f"d2v: {' and '.join(moved)}: using {url}" + (f" and metrics port {metrics_port}" if metrics_port
+              else ""), file=sys.stderr)
     env = {**os.environ, **store_settings()}  # an absolute data dir: replicas have other working dirs
     # Ray starts workers at nice 15 to keep its own daemons responsive; on a box that runs
     # d2v serve, rendering is the work (it ran 1.31x -> 1.18x of in-process at nice 0).
@@ -632,6 +635,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
     # Uploads past the limit are cut in Serve's HTTP proxy, not buffered whole (deployments.proxy).
     env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "deployments.proxy:middlewares")
+    if env.get("RAY_ADDRESS") and "RAY_AUTH_MODE" not in env and (
+            env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray/auth_token").is_file()):
+        # `ray start --head` (Ray 2.60) requires its token from every client: the one it saved.
+        env["RAY_AUTH_MODE"] = "token"
     redis_server = None
     if not env.get("D2V_REDIS_URL") and not args.print_config:
         # The job queue: a real Redis of our own, append-only in a directory that outlives
@@ -663,13 +670,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # Ray's C++ parts print a crash-like report when a signal stops them ("*** SIGTERM received at
 # time=... PC: @ ..."): expected while we stop the group, so not passed on.
-SIGNAL_REPORT = ("*** SIGTERM received", "*** SIGINT received", "PC: @", "    @ ")
+SIGNAL_REPORT = r"\*\*\* SIG[A-Z]+ received at time=|(\] logging\.cc:\d+: |^)\s*(PC: )?@\s+0x[0-9a-f]+"
 
 
 def _relay(stream, stopping: list[int]) -> None:
     """Pass `serve run`'s output on to our stderr, without the signal reports while stopping."""
+    import re
+
+    report = re.compile(SIGNAL_REPORT)
     for line in iter(stream.readline, ""):
-        if stopping and line.lstrip(" ").startswith(SIGNAL_REPORT):
+        if stopping and report.search(line):
             continue
         sys.stderr.write(line)
         sys.stderr.flush()
