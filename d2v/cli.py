@@ -216,10 +216,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     from d2v.pipeline import render_job
     from d2v.store import store_from_env
 
+    from d2v.images import decode_image
+    from d2v.trajectory import check_on_photo
+
     request = _request_from_args(args)
     lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
     depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    image = decode_image(image_bytes)
+    check_on_photo(request, image.width, image.height)  # a path off the photo: refused before the job exists
     store = store_from_env()
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":

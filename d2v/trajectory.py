@@ -46,7 +46,7 @@ from d2v.pathshape import (
 __all__ = [
     "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
     "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS", "PARALLAX_TRUCK",
-    "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG",
+    "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG", "check_on_photo",
 ]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
@@ -508,6 +508,13 @@ def outside_share(xy: np.ndarray, width: float, height: float, samples: int = 51
     at = np.linspace(0.0, s[-1], samples)
     x, y = np.interp(at, s, xy[:, 0]), np.interp(at, s, xy[:, 1])
     return float(np.mean((x < 0) | (x > width) | (y < 0) | (y > height)))
+
+
+def check_on_photo(request: RenderRequest, width: int, height: int) -> None:
+    """Refuse (InvalidPathError) a path mostly outside a width x height photo, unless the
+    request allows borders: callers run it before a job exists (the planner runs it too)."""
+    if not request.allow_borders:
+        _check_on_photo(request.path.image_points(width, height), width, height)
 
 
 def _check_on_photo(xy: np.ndarray, width: int, height: int) -> None:

@@ -169,6 +169,7 @@ function setupApiKey() {
     clearKeyStatus();
     if (!state.effects.length) loadEffects();
     if (!state.presets.length) loadChoices();
+    loadHistory();
     schedulePreview(0);
     refreshGallery(0);
   };
@@ -1075,7 +1076,7 @@ async function render() {
   try {
     response = await apiFetch("v1/jobs", { method: "POST", body: form });
   } catch (err) {
-    return jobFailed(`Could not reach the server: ${err.message}`);
+    return refused(`Could not reach the farm (${err.message}): is it still running? Nothing was sent.`);
   }
   if (refusedKey(response)) {
     // Nothing was queued: no render card, and Render works again once the key is in.
@@ -1085,7 +1086,7 @@ async function render() {
     $("api-key").focus();
     return;
   }
-  if (!response.ok) return jobFailed(await apiError(response));
+  if (!response.ok) return refused(await apiError(response));
   clearKeyStatus();
   const accepted = await response.json();
   state.job = { active: true, id: accepted.job_id, statusUrl: accepted.status_url };
@@ -1094,6 +1095,14 @@ async function render() {
   note.hidden = accepted.status !== "succeeded";
   note.textContent = "Rendered before: the same photo and settings, answered from the store without rendering.";
   poll(state.job);
+}
+
+// Refused before a job existed: no render card (nothing is queued), the words under Render.
+function refused(message) {
+  state.job = null;
+  updateButtons();
+  $("result-card").hidden = true;
+  say("render", message);
 }
 
 // The frames a clip holds, against the farm's max_clip_bytes: said before anything is sent.
