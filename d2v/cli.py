@@ -340,7 +340,7 @@ def _job_check(args: argparse.Namespace):
     import tempfile
 
     from d2v.depth import cached_depth
-    from d2v.images import decode_image
+    from d2v.images import decode_image, read_image_bytes
     from d2v.lifecycle import DEPTH, INPUT_PREFIX, Jobs, file_key, job_key
     from d2v.models import Manifest
     from d2v.render import load_depth_map
@@ -375,7 +375,7 @@ def _job_check(args: argparse.Namespace):
         return store.get_bytes(key) if store.exists(key) else None
 
     if args.image:
-        image_bytes = Path(args.image).read_bytes()
+        image_bytes = read_image_bytes(args.image)
     else:
         ext = manifest.image.get("extension") or {"JPEG": "jpg", "PNG": "png"}.get(manifest.image.get("format"), "")
         names = [INPUT_PREFIX + ext] if ext else []

@@ -55,7 +55,9 @@ from d2v.errors import (
     one_line,
     user_error,
 )
-from d2v.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_image_header, decode_image
+from d2v.images import (
+    MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_image_header, decode_image,
+)
 from d2v.jobqueue import JobQueue
 from d2v.looks import parse_cube
 from d2v.lifecycle import (

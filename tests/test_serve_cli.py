@@ -261,7 +261,8 @@ def test_d2v_serve_joins_a_running_ray_with_its_settings_and_picks_free_ports(tm
                                       stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while "ready at" not in (text := log_path.read_text()):
-            assert serve_proc.poll() is None and head.poll() is None, text[-3000:] + (tmp_path / "head.log").read_text()[-2000:]
+            assert serve_proc.poll() is None and head.poll() is None, \
+                text[-3000:] + (tmp_path / "head.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "d2v serve did not become healthy: " + text[-3000:]
             time.sleep(0.5)
         assert f"joining the Ray at 127.0.0.1:{gcs}" in text, text
