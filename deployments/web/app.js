@@ -1505,16 +1505,21 @@ async function renderAgain(job) {
 }
 
 // --- start ----------------------------------------------------------------------------
+// Where everything is wired. A new drawing tool: a button in index.html's toolbar and its
+// setup here. A new request field: its control in the settings form, read in settings(),
+// written in applySettings() (presets, "render again"), its listener in setupSettings() or
+// setupKnobs(). What the farm offers (effects, presets, looks, post effects, backends,
+// limits) is asked of the API below and fills the pickers.
 
 setupApiKey();
-setupPathFiles();
-setupFileInputs();
-setupDrawing();
-setupSettings();
-loadEffects();
-loadChoices();
-loadLimits();
-loadHistory();
+setupFileInputs(); // the photo: choose, drop, paste
+setupDrawing(); // the path: draw, continue, undo, clear
+setupPathFiles(); // the path as a file: save, load
+setupSettings(); // the settings form and Render
 $("history-refresh").addEventListener("click", loadHistory);
 $("gallery-filter").addEventListener("input", filterGallery);
+loadEffects();
+loadChoices(); // presets (the gallery), looks, post effects, backends
+loadLimits();
+loadHistory();
 requestAnimationFrame(animate);
