@@ -561,7 +561,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 SERVE_RUN = ("import json, os, sys, ray; port = int(sys.argv.pop(1)); env = json.loads(sys.argv.pop(1)); "
              "address = os.environ.get('RAY_ADDRESS') or 'local'; "
              "ray.init(address=address, namespace='serve', runtime_env={'env_vars': env}, "
-             "**({'_metrics_export_port': port or None, 'include_dashboard': False} if address == 'local' else {})); "
+             "**({'_metrics_export_port': port or None} if address == 'local' else {})); "
              "from ray.serve.scripts import cli; cli()")
 # What the launcher resolves and every process of the app must see alike.
 HANDED_TO_REPLICAS = ("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "PYTHONPATH")
