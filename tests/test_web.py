@@ -9,6 +9,13 @@ test-artifacts/ (gitignored).
 The HTTP side of the page (GET /, /static/..., POST /v1/preview) is tested without a
 browser too, so it runs where Chromium is absent.
 
+A new user's first hour (issue 24): the page at 1400x1000 (mouse) and 390x844 (touch,
+emulated by Chromium's DevTools): after drawing, the preview and Render are on screen
+without scrolling; a bad file's message and an over-limit photo's refusal are in the
+viewport; a render is in the history after a reload and plays; a saved path renders the
+same frames with `d2v render --path`. With D2V_UPDATE_DOCS=1 those screenshots are also
+written to docs/ (the README's pictures).
+
 The last tests run the page against a farm with API keys (D2V_API_KEYS): the key typed
 on the page goes with every request, a 401 is said next to the key field, and the
 results (which a <video> or <img> cannot fetch with a header) still show.
