@@ -6,9 +6,10 @@
     d2v effects
     d2v presets                                    # one per line: name, what the viewer sees
     d2v looks                                      # the named colour grades
-    d2v check VIDEO --image IMAGE --path PATH.json [...] [--json]   # did the video follow the path?
+    d2v check VIDEO --image IMAGE --path PATH.json [render flags] [--json]   # did the video follow the path?
+    d2v check --job ID | --manifest FILE [--json]  # ...with every setting from a job's manifest
     d2v trajectory IMAGE --path PATH.json [...]    # the per-frame camera as JSON
-    d2v serve [--config serve-local.yaml] [--port N] [--metrics-port 8080]  # the HTTP API on 127.0.0.1:8000 (configs ship with d2v)
+    d2v serve [--config serve-local.yaml] [--port N] [--metrics-port 8080] [--print-config]  # the page and API
     d2v submit IMAGE --path PATH.json --server URL [--api-key KEY] [render flags] -o OUT.mp4  # on a farm
     d2v jobs --server URL [--api-key KEY] [--limit 20]  # the caller's latest jobs on a farm, newest first
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
@@ -75,6 +76,11 @@ def _read_json_file(path: str, what: str, error: type[D2VError]) -> Any:
 
 def _add_request_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the photo (JPEG, PNG, WebP, ...)")
+    _add_render_settings(p)
+
+
+def _add_render_settings(p: argparse.ArgumentParser) -> None:
+    """Every flag of `d2v render` that names a request field (check takes them all too)."""
     p.add_argument("--duration", type=float, default=None, help="seconds (0.5-20, default 4)")
     p.add_argument("--fps", type=int, default=None, help="frames per second (1-60, default 24)")
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, even sides (default 1024x576)")
@@ -170,6 +176,14 @@ def _lut_bytes(look: str | None) -> bytes | None:
         raise InvalidRequestError(f"cannot read look file {p}: {e.strerror}") from None
 
 
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}|"  # "d2v: base  42%|████      |"
+
+
+def _seconds(value: float) -> str:
+    """7.958333 -> '7.96 s', 4.0 -> '4 s'."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") + " s"
+
+
 def _print_table(table: dict[str, str]) -> None:
     width = max(len(name) for name in table)
     for name, description in table.items():
@@ -211,20 +225,28 @@ def cmd_render(args: argparse.Namespace) -> int:
     from d2v.pipeline import render_job
     from d2v.store import store_from_env
 
+    from d2v.images import decode_image
+    from d2v.trajectory import check_on_photo
+
     request = _request_from_args(args)
     lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
     depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    image = decode_image(image_bytes)
+    check_on_photo(request, image.width, image.height)  # a path off the photo: refused before the job exists
     store = store_from_env()
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
 
     bar = tqdm(total=100, unit="%", desc="d2v", disable=args.quiet or None, file=sys.stderr,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+               bar_format=BAR_FORMAT)
+
+    seen: set[str] = set()
 
     def progress(stage: str, fraction: float) -> None:
-        bar.set_postfix_str(stage, refresh=False)
+        seen.add(stage)
+        bar.set_description_str(f"d2v: {stage}", refresh=False)
         bar.update(round(fraction * 100) - bar.n)
 
     try:
@@ -233,8 +255,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     keys = manifest.keys
+    if "cached" in seen:
+        print(f"from the store: job {manifest.job_id} rendered this image and request before (--no-cache renders "
+              "again)")
     print(f"wrote {out} ({manifest.frames} frames, {manifest.width}x{manifest.height}, "
-          f"{manifest.duration_s:g} s, effect {manifest.effect}, job {manifest.job_id})")
+          f"{_seconds(manifest.duration_s)}, effect {manifest.effect}, job {manifest.job_id})")
     print(f"poster:   {store.url(keys['poster'])}")
     print(f"manifest: {store.url(keys['manifest'])}")
     if manifest.fidelity is not None:
@@ -249,46 +274,180 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-EXIT_FOLLOWED, EXIT_MISSED, EXIT_UNMEASURED = 0, 1, 3
+EXIT_FOLLOWED, EXIT_MISSED, EXIT_UNMEASURED, EXIT_CLAMPED = 0, 1, 3, 4
+# Post effects that keep each frame the camera's own frame at its own time (glitch touches a
+# few frames): the video can be measured against the camera move. The others re-time or
+# reshape the frames.
+CAMERA_PRESERVING_POST = {"glitch"}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Measure any video against a photo and a path: did its camera go where the path says?
-    Size, frame rate and length come from the video unless given; exit 0 followed, 1 missed,
-    2 bad input, 3 unmeasured."""
+    """Measure a video against a photo and a path: did its camera go where the path says?
+    The settings come from a job's manifest (--job, --manifest) or from the render flags
+    (size, frame rate and length from the video unless given). Exit 0 followed, 1 missed,
+    2 bad input, 3 unmeasured, 4 clamped (the plan kept the view inside the photo, away from
+    the path as drawn)."""
     import cv2
 
     from d2v.encode import decode_frames, probe_video
-    from d2v.fidelity import measure_fidelity, sample_indices
-    from d2v.images import load_image
-    from d2v.render import load_depth_map
+    from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
     from d2v.trajectory import DEFAULT_PARALLAX, move_points, plan_trajectory
 
-    facts = probe_video(args.video)
+    check = _job_check(args) if (args.job or args.manifest) else _flags_check(args)
+    request, image, depth, video = check
+    retimed = [name for name in request.post if name not in CAMERA_PRESERVING_POST]
+    if retimed:
+        print(f"note: the post effects {', '.join(retimed)} re-time or reshape the frames; the check compares the "
+              "video with the camera move, which they change (a job's manifest has the check made before them)",
+              file=sys.stderr)
+    facts = probe_video(video)
     if facts["frames"] < 2:
-        raise InvalidRequestError(f"{args.video} has {facts['frames']} frame(s): a camera move needs at least 2")
-    image = load_image(args.image)
-    depth = load_depth_map(args.depth, image.width, image.height) if args.depth else None
-    width, height = args.size or (facts["width"] - facts["width"] % 2, facts["height"] - facts["height"] % 2)
-    fps = args.fps or min(60, max(1, round(facts["fps"] or 24)))
-    duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
-    args.size, args.fps, args.duration, args.backend = (width, height), fps, duration, "camera"
-    request = _request_from_args(args)
+        raise InvalidRequestError(f"{video} has {facts['frames']} frame(s): a camera move needs at least 2")
     trajectory = plan_trajectory(request, image.width, image.height,
                                  depth_parallax=DEFAULT_PARALLAX if depth is not None else None)
-    frames, count, _ = decode_frames(args.video, sample_indices(max(1, facts["frames"]), args.samples))
-    if (facts["width"], facts["height"]) != (width, height):
-        frames = {i: cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for i, f in frames.items()}
+    frames, count, _ = decode_frames(video, sample_indices(max(1, facts["frames"]), args.samples))
+    if (facts["width"], facts["height"]) != (request.width, request.height):
+        frames = {i: cv2.resize(f, (request.width, request.height), interpolation=cv2.INTER_AREA)
+                  for i, f in frames.items()}
     report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth,
                               motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
     if args.picture:
-        from d2v.fidelity import fidelity_image
-
         picture = fidelity_image(image.rgb, move_points(request, trajectory), report)
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())
-    return {"followed": EXIT_FOLLOWED, "missed": EXIT_MISSED}.get(report.verdict, EXIT_UNMEASURED)
+    return {"followed": EXIT_FOLLOWED, "missed": EXIT_MISSED, "clamped": EXIT_CLAMPED}.get(report.verdict,
+                                                                                         EXIT_UNMEASURED)
+
+
+def _flags_check(args: argparse.Namespace):
+    """(request, image, depth, video) from the command line: every render flag is taken; the
+    look is left out (it grades colour, it does not move the camera)."""
+    from d2v.encode import probe_video
+    from d2v.images import load_image
+    from d2v.render import load_depth_map
+
+    if args.video is None or args.image is None or (args.path is None and args.camera is None):
+        raise InvalidRequestError("check needs VIDEO --image IMAGE --path PATH.json (or --camera CAMERA.json), or "
+                                  "--job ID (or --manifest FILE) to take them from a job")
+    facts = probe_video(args.video)
+    image = load_image(args.image)
+    depth = None
+    if args.depth not in (None, *DEPTH_MODES):
+        depth = load_depth_map(args.depth, image.width, image.height)
+    width, height = args.size or (facts["width"] - facts["width"] % 2, facts["height"] - facts["height"] % 2)
+    fps = args.fps or min(60, max(1, round(facts["fps"] or 24)))
+    duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
+    args.size, args.fps, args.duration = (width, height), fps, duration
+    args.look, args.depth = None, None
+    return _request_from_args(args), image, depth, args.video
+
+
+def _job_check(args: argparse.Namespace):
+    """(request, image, depth, video) of a stored job: its manifest's request (every setting,
+    preset expanded), the photo and depth it was rendered from, its video (or VIDEO)."""
+    import tempfile
+
+    from d2v.depth import cached_depth
+    from d2v.images import decode_image, read_image_bytes
+    from d2v.lifecycle import DEPTH, INPUT_PREFIX, Jobs, file_key, job_key
+    from d2v.models import Manifest
+    from d2v.render import load_depth_map
+
+    if args.path is not None or args.camera is not None:
+        raise InvalidRequestError("the move is taken from the job's manifest: leave --path and --camera out with "
+                                  "--job / --manifest")
+    store = None
+    if args.job:
+        store = existing_store()
+        status = Jobs(store).get(_job_id(args.job))
+        if status is None:
+            raise InvalidRequestError(f"no job {args.job!r} in the store at {store.describe()}")
+        if status.status != "succeeded" or status.result is None or status.result.manifest_key is None:
+            raise InvalidRequestError(f"job {args.job} is {status.status}: there is no video to check yet")
+        manifest = Manifest.model_validate_json(store.get_bytes(status.result.manifest_key))
+        folder = None
+    else:
+        where = Path(args.manifest)
+        try:
+            manifest = Manifest.model_validate_json(where.read_bytes())
+        except OSError as e:
+            raise InvalidRequestError(f"cannot read the manifest {where}: {e.strerror}") from None
+        except ValueError as e:
+            raise InvalidRequestError(f"{where} is not a d2v manifest: {str(e).splitlines()[0]}") from None
+        folder = where.parent  # a local store's job folder holds the photo and the video beside it
+
+    def job_file(name: str) -> bytes | None:
+        if folder is not None:
+            f = folder / name
+            return f.read_bytes() if f.is_file() else None
+        key = job_key(manifest.job_id, name)
+        return store.get_bytes(key) if store.exists(key) else None
+
+    if args.image:
+        image_bytes = read_image_bytes(args.image)
+    else:
+        ext = manifest.image.get("extension") or {"JPEG": "jpg", "PNG": "png"}.get(manifest.image.get("format"), "")
+        names = [INPUT_PREFIX + ext] if ext else []
+        if folder is not None:
+            names += [f.name for f in folder.glob(INPUT_PREFIX + "*")]
+        elif store is not None:
+            names += [k.rsplit("/", 1)[1] for k in store.list(job_key(manifest.job_id, INPUT_PREFIX))]
+        image_bytes = next((data for name in names if (data := job_file(name)) is not None), None)
+        if image_bytes is None:
+            raise InvalidRequestError(f"the photo of job {manifest.job_id} is not beside its manifest: pass --image")
+    image = decode_image(image_bytes)
+    depth = None
+    if manifest.depth_source == "user" and (data := job_file(DEPTH)) is not None:
+        depth = load_depth_map(data, image.width, image.height)
+    elif manifest.depth_source == "estimated":
+        depth = cached_depth(image_bytes, store or _folder_store(folder), image.width, image.height,
+                             model=manifest.depth_model)
+        if depth is None:
+            raise InvalidRequestError(f"job {manifest.job_id} was rendered with an estimated depth that is no longer "
+                                      "in the store's depth cache: pass its depth map with --depth, or render again")
+    if args.depth not in (None, *DEPTH_MODES):
+        depth = load_depth_map(args.depth, image.width, image.height)
+    video = args.video
+    if video is None:
+        if folder is not None and (folder / "video.mp4").is_file():
+            video = str(folder / "video.mp4")
+        elif store is not None:
+            tmp = tempfile.NamedTemporaryFile(prefix="d2v-check-", suffix=".mp4", delete=False)
+            tmp.close()
+            store.get_file(manifest.keys.get("video") or file_key(manifest.job_id, "video.mp4"), tmp.name)
+            video = tmp.name
+        else:
+            raise InvalidRequestError(f"no video.mp4 beside {args.manifest}: give the VIDEO to check")
+    return manifest.request, image, depth, video
+
+
+def _job_id(text: str) -> str:
+    from d2v.store import validate_job_id
+
+    validate_job_id(text)
+    return text
+
+
+def _folder_store(folder: Path):
+    """The local store a job folder (ROOT/jobs/ID/) belongs to."""
+    from d2v.store import LocalStore
+
+    return LocalStore(folder.parent.parent)
+
+
+def existing_store():
+    """The store the environment names (S3, or D2V_DATA_DIR, default ./d2v-data), refusing a
+    local directory that does not exist: run elsewhere, `d2v report` would say 0 jobs and
+    leave an empty ./d2v-data behind."""
+    from d2v.store import store_from_env, store_settings
+
+    settings = store_settings()
+    if "D2V_DATA_DIR" in settings and not Path(settings["D2V_DATA_DIR"]).is_dir():
+        named = "D2V_DATA_DIR" if os.environ.get("D2V_DATA_DIR") else "the default ./d2v-data"
+        raise InvalidRequestError(f"no store at {settings['D2V_DATA_DIR']} ({named}): run where you rendered, or set "
+                                  "D2V_DATA_DIR to the store's directory (D2V_S3_ENDPOINT for S3)")
+    return store_from_env()
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
@@ -397,49 +556,90 @@ def _load_serve_config(p: Path) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from d2v.report import format_report, parse_since, report
-    from d2v.store import store_from_env
 
     parse_since(args.since)  # a bad span is the user's one-line error before the store is opened
-    data = report(store_from_env(), args.since)
+    data = report(existing_store(), args.since)
     print(json.dumps(data, indent=2) if args.json else format_report(data))
     return 0
 
 
-# `serve run`, with Ray started first so that its metrics (d2v_* and Ray's own) are served on
-# a fixed port; `serve run` then uses that Ray. On a cluster (RAY_ADDRESS) the port is the
-# cluster's own (`ray start --metrics-export-port`, cluster.yaml).
-SERVE_RUN = ("import os, sys, ray; port = int(sys.argv.pop(1)); "
-             "ray.init(address=os.environ.get('RAY_ADDRESS') or None, namespace='serve', "
-             "_metrics_export_port=port or None); "
+# `serve run`, with Ray started first: a Ray of our own (its metrics on a fixed port), or the
+# cluster RAY_ADDRESS names. The settings d2v resolved travel as the job's runtime_env, so the
+# Serve controller, the HTTP proxy and every replica get them whichever raylet starts them
+# (a joined cluster's raylets never saw this shell's environment). `serve run` then uses
+# that Ray. argv: metrics port, the runtime_env as JSON, then `serve run`'s own arguments.
+SERVE_RUN = ("import json, os, sys, ray; port = int(sys.argv.pop(1)); env = json.loads(sys.argv.pop(1)); "
+             "address = os.environ.get('RAY_ADDRESS') or 'local'; "
+             "ray.init(address=address, namespace='serve', runtime_env={'env_vars': env}, "
+             "**({'_metrics_export_port': port or None} if address == 'local' else {})); "
              "from ray.serve.scripts import cli; cli()")
+# What the launcher resolves and every process of the app must see alike.
+HANDED_TO_REPLICAS = ("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "PYTHONPATH")
+DEFAULT_METRICS_PORT = 8080
+
+
+def replica_env(env: dict[str, str]) -> dict[str, str]:
+    """The settings every replica must see as the launcher resolved them: every D2V_* setting
+    (store, queue, models, keys, limits) and the few Ray Serve ones d2v sets."""
+    return {k: v for k, v in env.items() if k.startswith("D2V_") or k in HANDED_TO_REPLICAS}
+
+
+def with_runtime_env(config: dict, env: dict[str, str]) -> dict:
+    """The Serve config with `env` in every application's runtime_env (the config's own
+    values for other names kept; d2v's resolved ones win): what `serve run` users get from
+    `d2v serve --print-config`."""
+    for app in config.get("applications") or []:
+        runtime_env = app.setdefault("runtime_env", {}) or {}
+        app["runtime_env"] = runtime_env
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+    return config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Runs the Serve app with Ray's own `serve run` (it honours every field of the
-    config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly."""
+    config), and says when it is ready. Ctrl-C stops Serve and the local Ray cleanly.
+
+    Ray: a Ray of its own, unless RAY_ADDRESS names a running one to join (said either way).
+    Ports: the config's HTTP port (8000) and 8080 for metrics, or free ones when those are
+    taken (said); a port given with --port / --metrics-port must be free."""
     import tempfile
 
     import yaml
 
+    from d2v.jobqueue import free_port
     from d2v.store import store_settings
 
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise InvalidRequestError(f"--port must be in 1..65535, got {args.port}")
+    for flag, value in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise InvalidRequestError(f"{flag} must be in 0..65535, got {value}")
     config_path = serve_config_path(args.config)
     config = _load_serve_config(config_path)
-    described = str(config_path) + (f" on port {args.port}" if args.port is not None else "")
-    if args.port is not None:  # the config as given, on another port: `serve run` reads a file
-        config.setdefault("http_options", {})["port"] = args.port
-        own = tempfile.NamedTemporaryFile("w", prefix="d2v-serve-", suffix=".yaml", delete=False)
-        with own:
-            yaml.safe_dump(config, own, sort_keys=False)
-        config_path = Path(own.name)
-    if args.metrics_port and not _port_free(args.metrics_port):
-        raise InvalidRequestError(f"metrics port {args.metrics_port} is in use: pass --metrics-port with a free "
-                                  "port (0: any free port)")
-    http = config.get("http_options") or {}
+    http = config.setdefault("http_options", {})
+    moved = []
+    if args.port is None and not _port_free(http.get("port", 8000)):
+        moved.append(f"HTTP port {http.get('port', 8000)} is taken")
+        http["port"] = free_port()
+    elif args.port is not None:
+        if args.port and not _port_free(args.port):
+            raise InvalidRequestError(f"port {args.port} is in use: pass --port with a free port (or leave it out: "
+                                      "d2v picks one)")
+        http["port"] = args.port or free_port()
+    metrics_port = args.metrics_port
+    if os.environ.get("RAY_ADDRESS"):
+        metrics_port = 0  # a joined cluster serves metrics on its own port (ray start --metrics-export-port)
+    elif metrics_port is None:
+        metrics_port = DEFAULT_METRICS_PORT
+        if not _port_free(metrics_port):
+            moved.append(f"metrics port {metrics_port} is taken")
+            metrics_port = free_port()
+    elif metrics_port and not _port_free(metrics_port):
+        raise InvalidRequestError(f"metrics port {metrics_port} is in use: pass --metrics-port with a free port "
+                                  "(0: any free port)")
     host, port = http.get("host", "127.0.0.1"), http.get("port", 8000)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if moved:
+        print(f"d2v: {' and '.join(moved)}: using {url}" + (f" and metrics port {metrics_port}" if metrics_port
+              else ""), file=sys.stderr)
     env = {**os.environ, **store_settings()}  # an absolute data dir: replicas have other working dirs
     # Ray starts workers at nice 15 to keep its own daemons responsive; on a box that runs
     # d2v serve, rendering is the work (it ran 1.31x -> 1.18x of in-process at nice 0).
@@ -450,8 +650,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
     # Uploads past the limit are cut in Serve's HTTP proxy, not buffered whole (deployments.proxy).
     env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "deployments.proxy:middlewares")
+    if env.get("RAY_ADDRESS") and "RAY_AUTH_MODE" not in env and (
+            env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray/auth_token").is_file()):
+        # `ray start --head` (Ray 2.60) requires its token from every client: the one it saved.
+        env["RAY_AUTH_MODE"] = "token"
     redis_server = None
-    if not env.get("D2V_REDIS_URL"):
+    if not env.get("D2V_REDIS_URL") and not args.print_config:
         # The job queue: a real Redis of our own, append-only in a directory that outlives
         # this run, so jobs queued when it stopped are still queued when it starts again.
         from d2v.jobqueue import RedisServer
@@ -459,26 +663,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
         redis_dir = Path(env.get("D2V_REDIS_DIR") or Path.home() / ".cache" / "d2v" / "redis")
         redis_server = RedisServer(redis_dir).start()
         env["D2V_REDIS_URL"] = redis_server.url
+    handed = replica_env(env)
+    config = with_runtime_env(config, handed)
+    if args.print_config:  # for `serve run` / `serve deploy` users: the config with d2v's settings in it
+        print(yaml.safe_dump(config, sort_keys=False), end="")
+        if "D2V_REDIS_URL" not in handed:
+            print("d2v: note: D2V_REDIS_URL is not set: set it to your Redis before printing the config, or the "
+                  "replicas look for one at redis://127.0.0.1:6379/0", file=sys.stderr)
+        return 0
+    own = tempfile.NamedTemporaryFile("w", prefix="d2v-serve-", suffix=".yaml", delete=False)
+    with own:
+        yaml.safe_dump(config, own, sort_keys=False)
+    described = str(config_path) + (f" on port {port}" if port != 8000 else "")
     try:
-        return _run_serve(config_path, described, env, url, args.ready_timeout, args.metrics_port)
+        return _run_serve(Path(own.name), described, env, handed, url, args.ready_timeout, metrics_port)
     finally:
         if redis_server is not None:
             redis_server.stop()
-        if args.port is not None:
-            config_path.unlink(missing_ok=True)
+        Path(own.name).unlink(missing_ok=True)
 
 
-def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str, ready_timeout: float,
-               metrics_port: int) -> int:
+# Ray's C++ parts print a crash-like report when a signal stops them ("*** SIGTERM received at
+# time=... PC: @ ..."): expected while we stop the group, so not passed on.
+SIGNAL_REPORT = r"\*\*\* SIG[A-Z]+ received at time=|(\] logging\.cc:\d+: |^)\s*(PC: )?@\s+0x[0-9a-f]+"
+
+
+def _relay(stream, stopping: list[int]) -> None:
+    """Pass `serve run`'s output on to our stderr, without the signal reports while stopping."""
+    import re
+
+    report = re.compile(SIGNAL_REPORT)
+    for line in iter(stream.readline, ""):
+        if stopping and report.search(line):
+            continue
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+def _run_serve(config_path: Path, described: str, env: dict[str, str], handed: dict[str, str], url: str,
+               ready_timeout: float, metrics_port: int) -> int:
     import signal
     import subprocess
+    import threading
     import time
     import urllib.request
 
-    command = [sys.executable, "-c", SERVE_RUN, str(metrics_port), "run", str(config_path)]
-    metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "a port Ray picks"
-    print(f"d2v: starting Serve with {described} (store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; "
-          f"queue: {env['D2V_REDIS_URL']}; metrics: {metrics})", file=sys.stderr)
+    command = [sys.executable, "-c", SERVE_RUN, str(metrics_port), json.dumps(handed), "run", str(config_path)]
+    joining = env.get("RAY_ADDRESS")
+    metrics = (f"http://127.0.0.1:{metrics_port}/metrics" if not joining
+               else "the cluster's own port (ray start --metrics-export-port)")
+    ray_said = (f"joining the Ray at {joining} (RAY_ADDRESS); d2v's settings go to every replica in the app's "
+                "runtime_env" if joining else "starting a Ray of its own (RAY_ADDRESS=auto joins a running one)")
+    print(f"d2v: starting Serve with {described}: {ray_said}\n"
+          f"d2v: store: {env.get('D2V_S3_ENDPOINT') or env['D2V_DATA_DIR']}; queue: {env['D2V_REDIS_URL']}; "
+          f"metrics: {metrics}", file=sys.stderr)
     # Its own session: a terminal's Ctrl-C reaches only us, and we pass on exactly one
     # SIGINT, so `serve run` shuts Serve and its local Ray down once, cleanly.
     stopping: list[int] = []
@@ -493,9 +731,12 @@ def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str,
     # inherits SIGINT ignored, and so would `serve run`, which then never hears our Ctrl-C.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    proc = subprocess.Popen(command, env=env, start_new_session=True,
+    proc = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace",
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started.append(proc)
+    relay = threading.Thread(target=_relay, args=(proc.stdout, stopping), daemon=True)
+    relay.start()
     if stopping:  # asked to stop while it started
         proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + ready_timeout
@@ -503,11 +744,13 @@ def _run_serve(config_path: Path, described: str, env: dict[str, str], url: str,
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
                 if r.status == 200:
-                    print(f"d2v: ready at {url} (API docs at {url}/docs); Ctrl-C stops", file=sys.stderr)
+                    print(f"d2v: ready at {url} (the drawing page; API docs at {url}/docs); Ctrl-C stops",
+                          file=sys.stderr)
                     break
         except OSError:
             time.sleep(0.5)
     code = _wait_for_serve(proc, stopping)
+    relay.join(timeout=2)
     _wait_port_closed(url)
     if stopping:
         print("d2v: stopped", file=sys.stderr)
@@ -615,10 +858,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job = farm.submit(image_bytes, request, image_name=Path(args.image).name, depth=depth_bytes, lut=lut_bytes)
         job_id = job["job_id"]
         bar = tqdm(total=100, unit="%", desc=f"job {job_id}", disable=args.quiet or None, file=sys.stderr,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+                   bar_format=BAR_FORMAT)
 
         def show(status: dict) -> None:
-            bar.set_postfix_str(status["stage"] or status["status"], refresh=False)
+            bar.set_description_str(f"job {job_id}: {status['stage'] or status['status']}", refresh=False)
             bar.update(round(status["progress"] * 100) - bar.n)
 
         try:
@@ -630,7 +873,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         farm.download(job_id, out)
         manifest = farm.manifest(job_id)
     print(f"wrote {out} ({manifest['frames']} frames, {manifest['width']}x{manifest['height']}, "
-          f"{manifest['duration_s']:g} s, effect {manifest['effect']}, job {job_id})")
+          f"{_seconds(manifest['duration_s'])}, effect {manifest['effect']}, job {job_id})")
     if manifest.get("fidelity"):
         print(FidelitySummary.model_validate(manifest["fidelity"]).one_line())
     for note in manifest.get("notes", []):
@@ -723,13 +966,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("check", help="measure whether a video's camera followed a drawn path (exit 0 followed, "
-                       "1 missed, 2 bad input, 3 unmeasured)")
-    p.add_argument("video", help="the video to check (any tool's, made from the same photo and path)")
-    p.add_argument("--image", required=True, help="the photo the video was made from")
-    _add_camera_flags(p)
-    p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT the move was planned at (default: the video's)")
-    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the video's)")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the video's length)")
+                       "1 missed, 2 bad input, 3 unmeasured, 4 clamped)")
+    p.add_argument("video", nargs="?", default=None, help="the video to check (any tool's, made from the same photo "
+                   "and path); with --job or --manifest, the job's own unless given")
+    p.add_argument("--job", default=None, help="a job in the store (D2V_DATA_DIR or S3): every setting, the photo "
+                   "and the video from its manifest")
+    p.add_argument("--manifest", default=None, help="a job's manifest.json: every setting from it (the photo and "
+                   "video beside it, unless given)")
+    p.add_argument("--image", default=None, help="the photo the video was made from")
+    _add_render_settings(p)
     p.add_argument("--depth", default=None, help="the depth map the video was rendered with, if any")
     p.add_argument("--samples", type=int, default=16, help="frames measured (default 16; more is slower)")
     p.add_argument("--picture", default=None, help="also write the photo with the drawn and measured path (PNG)")
@@ -759,9 +1004,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the render farm's HTTP API (Ray Serve) on this machine")
     p.add_argument("--config", default=None, help="a Serve config YAML, or the name of one shipped with d2v: "
                    "serve-local.yaml (the default: one CPU box) or serve-gpu.yaml")
-    p.add_argument("--port", type=int, default=None, help="serve HTTP on this port (default: the config's, 8000)")
-    p.add_argument("--metrics-port", type=int, default=8080,
-                   help="Prometheus metrics (d2v_* and Ray's) at http://127.0.0.1:PORT/metrics (default 8080)")
+    p.add_argument("--port", type=int, default=None, help="serve HTTP on this port (default: the config's, 8000, "
+                   "or a free one when that is taken; 0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus metrics (d2v_* and Ray's) at http://127.0.0.1:PORT/metrics (default 8080, or a "
+                   "free one when that is taken)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the Serve config with d2v's resolved settings in its runtime_env (for `serve run` and "
+                   "`serve deploy`), and exit")
     p.add_argument("--ready-timeout", type=float, default=600, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 

@@ -176,7 +176,7 @@ class AutoCorrect:
     @staticmethod
     def rank(report: FidelityReport) -> tuple:
         """Lower is better: followed, then missed, then unmeasured; then the worst frame's error."""
-        order = {"followed": 0, "missed": 1, "unmeasured": 2}[report.verdict]
+        order = {"followed": 0, "clamped": 0, "missed": 1, "unmeasured": 2}[report.verdict]
         worst = report.worst_center_pct if report.worst_center_pct is not None else math.inf
         return order, -report.located, worst
 
@@ -641,8 +641,9 @@ def measure_fidelity(
     same fraction of the move. Never raises: a failure becomes `unmeasured` with the reason."""
     tolerance = tolerance_for(trajectory.effect, depth is not None)
     try:
-        return _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples, motion_blur,
-                        blur_samples)
+        report = _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples,
+                          motion_blur, blur_samples)
+        return _against_drawing(report, trajectory, tolerance)
     except Exception as e:  # the check must never cost the user their video
         return _unmeasured(f"the measurement failed ({type(e).__name__}: {e})", 0, tolerance, trajectory.effect)
 
@@ -844,6 +845,23 @@ def _unmeasured(reason: str, sampled: int, tolerance: Tolerance, effect: str, ph
                           tolerance=tolerance.as_dict(), frames=[], photo_unusable=photo)
 
 
+def _against_drawing(report: FidelityReport, trajectory: CameraTrajectory, tolerance: Tolerance) -> FidelityReport:
+    """A video that followed a plan which had to keep the view inside the photo, farther from
+    the path as drawn than the effect's tolerance, did not follow the drawing: `clamped`, with
+    the frame and the distance (never `followed`)."""
+    offsets = trajectory.drawn_offset_pct
+    if report.verdict != "followed" or not offsets:
+        return report
+    # Held to the effect's framing tolerance: moving a view by d moves each of its corners by d.
+    # (A pan's eased ends, pushed in from a stroke 15% from the edge, move by 5.0%: within it.)
+    i = int(np.argmax(offsets))
+    if round(offsets[i], 1) <= tolerance.corner_pct:
+        return report
+    reason = (f"the plan kept the view inside the photo, frame {i} {offsets[i]:.1f}% of the view width from the "
+              f"path as drawn (tolerance {tolerance.corner_pct:g}%): draw inside the photo, or allow borders")
+    return report.model_copy(update={"verdict": "clamped", "reason": reason})
+
+
 def _excess(r: FidelityFrame, tolerance: Tolerance, is_end: bool) -> tuple[float, str]:
     """How far past its tolerance a located frame is (> 1: a miss), and in words."""
     limit_c = tolerance.end_center_pct if is_end else tolerance.center_pct
@@ -903,6 +921,19 @@ def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect:
 # -- the picture ------------------------------------------------------------------------------
 
 _DRAWN, _PLANNED, _FOLLOWED, _MISSED = (255, 255, 255), (0, 200, 255), (60, 220, 60), (255, 60, 60)
+_CLAMPED = (255, 170, 40)
+
+
+def _wrap(text: str, scale: float, max_px: int) -> list[str]:
+    """`text` in lines no wider than max_px at this font scale, broken between words."""
+    lines = [""]
+    for word in text.split():
+        trial = f"{lines[-1]} {word}".strip()
+        if lines[-1] and cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > max_px:
+            lines.append(word)
+        else:
+            lines[-1] = trial
+    return lines
 
 
 def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityReport, max_side: int = 768) -> np.ndarray:
@@ -927,7 +958,7 @@ def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityRepor
     polyline(path_xy, _DRAWN, thick * 2)
     planned = [f.planned_center for f in report.frames if f.planned_center is not None]
     polyline(planned, _PLANNED, thick)
-    colour = _MISSED if report.verdict == "missed" else _FOLLOWED
+    colour = {"missed": _MISSED, "clamped": _CLAMPED}.get(report.verdict, _FOLLOWED)
     measured = [f.center for f in report.frames if f.located and f.center is not None]
     polyline(measured, colour, thick)
     for c in pts(measured):
@@ -935,15 +966,18 @@ def fidelity_image(photo: np.ndarray, path_xy: np.ndarray, report: FidelityRepor
     if measured:
         end = tuple(int(v) for v in pts(measured[-1:])[0])
         cv2.circle(img, end, (thick * 6) << shift, colour, thick, cv2.LINE_AA, shift)
-    label = report.one_line()
     scale = max(0.4, img.shape[1] / 1400)
-    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    cv2.rectangle(img, (0, 0), (min(img.shape[1], tw + 16), th + base + 12), (0, 0, 0), -1)
-    cv2.putText(img, label, (8, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, colour if report.verdict != "unmeasured"
-                else _DRAWN, 1, cv2.LINE_AA)
+    lines = _wrap(report.one_line(), scale, img.shape[1] - 16)  # a long reason on as many lines as it takes
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    step = th + base + 4
+    # The verdict in a band above the photo, not over it (a path near the top edge stays seen).
+    header = np.zeros((step * len(lines) + 8, img.shape[1], 3), np.uint8)
+    for k, line in enumerate(lines):
+        cv2.putText(header, line, (8, th + 6 + k * step), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    colour if report.verdict != "unmeasured" else _DRAWN, 1, cv2.LINE_AA)
     x, y = 8, img.shape[0] - 8
     cv2.rectangle(img, (0, y - th - base - 6), (img.shape[1], img.shape[0]), (0, 0, 0), -1)
     for text, c in (("drawn path", _DRAWN), ("planned view centre", _PLANNED), ("measured view centre", colour)):
         cv2.putText(img, text, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, c, 1, cv2.LINE_AA)
         x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] + 24
-    return img
+    return np.vstack([header, img])

@@ -415,6 +415,9 @@ class CameraTrajectory(BaseModel):
     base_distance: float = Field(description="distance from the first camera to the image plane, image pixels")
     frames: list[CameraFrame]
     clamped_frames: list[int] = Field(default_factory=list, description="frames moved to keep the view inside")
+    drawn_offset_pct: list[float] = Field(
+        default_factory=list, description="per frame, how far keeping the view inside moved its centre from where "
+        "the path as drawn put it, % of the view width (empty: nothing was moved)")
     notes: list[str] = Field(default_factory=list)
     path_shape: str | None = Field(default=None, description="straight | closed_loop | spiral | freeform")
     subject: list[float] | None = Field(
@@ -426,7 +429,9 @@ class CameraTrajectory(BaseModel):
         return len(self.frames)
 
 
-FidelityVerdict = Literal["followed", "missed", "unmeasured"]
+# clamped: the video followed the plan, but the plan had to keep the view inside the photo, farther
+# from the path as drawn than the effect's tolerance (never reported as followed).
+FidelityVerdict = Literal["followed", "clamped", "missed", "unmeasured"]
 
 
 class FidelityFrame(BaseModel):
@@ -481,6 +486,8 @@ class FidelitySummary(BaseModel):
         worst = f"worst {self.worst_center_pct:.1f}%"
         if self.verdict == "followed":
             return f"path followed: {end}, {worst} {counts}"
+        if self.verdict == "clamped":
+            return f"path clamped: {self.reason}; the video followed that plan: {end}, {worst} {counts}"
         return f"path missed: {self.reason}; {end}, {worst} {counts}"
 
 
@@ -680,3 +687,13 @@ class JobStatus(BaseModel):
     def public(self) -> dict:
         """The body of GET /v1/jobs/{id}: what a caller may see."""
         return self.model_dump(mode="json", exclude=self.PRIVATE)
+
+
+def field_bounds(name: str) -> dict[str, float]:
+    """A RenderRequest field's bounds, {"min", "max"} (GET /v1/limits: the page checks before it sends)."""
+    out = {}
+    for rule in RenderRequest.model_fields[name].metadata:
+        for attr, key in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if getattr(rule, attr, None) is not None:
+                out[key] = getattr(rule, attr)
+    return out

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from d2v.camera import cover_crop, look_at, make_frame, rot_z
-from d2v.errors import UnknownEffectError
+from d2v.errors import InvalidPathError, UnknownEffectError
 from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.pathshape import (
     CleanPath,
@@ -51,6 +51,7 @@ __all__ = [
     "plan_trajectory", "analyze_path", "resolve_effect", "depth_range", "PathShape", "DEFAULT_ZOOM",
     "DEFAULT_PARALLAX", "PSEUDO_PARALLAX", "PIVOT_EFFECTS", "PSEUDO_DEPTH_EFFECTS", "PARALLAX_TRUCK",
     "PSEUDO_DEPTH_NOTE", "drawn_direction", "ORBIT_ARC_DEG", "ORBIT_DEPTH_ARC_DEG", "move_points",
+    "check_on_photo",
 ]  # fmt: skip
 
 # Peak zoom of each effect when the request gives no `end_zoom` (orbit: just enough to
@@ -90,6 +91,9 @@ CRASH_HOLD, CRASH_PUSH_S, CRASH_PUSH_SHARE, CRASH_MIN_FRAMES = 0.5, 0.3, 0.15, 4
 SHAKE_VIEW_RMS, SHAKE_ROLL_RMS_DEG = 0.006, 0.3  # at shake = 1: view shift (x view width), roll
 CLAMP_SMOOTH_S = 0.12  # the clamp's corrections are smoothed over about this many seconds
 CLAMP_REPORT_PX = 0.5  # frames moved less than this are not reported as clamped
+# A path more than this share of whose length lies outside the photo is refused (unless borders
+# are allowed): the view, kept inside, could not go where it was drawn.
+MAX_OUTSIDE_SHARE = 0.5
 # With depth the clamp moves the renderer's reference (the first camera) and clamps again
 # until it settles; each pass leaves about a third of the last one's error (a sideways
 # slide with shake needs a dozen passes to settle within a thousandth of a pixel).
@@ -502,7 +506,35 @@ def _fit_factor(rig: _Rig, sc: _Scene, c0) -> np.ndarray:
     return f
 
 
-def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int], list[str]]:
+def outside_share(xy: np.ndarray, width: float, height: float, samples: int = 512) -> float:
+    """The share of the path's length (image pixels) that lies outside [0, W] x [0, H]."""
+    seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return 0.0
+    at = np.linspace(0.0, s[-1], samples)
+    x, y = np.interp(at, s, xy[:, 0]), np.interp(at, s, xy[:, 1])
+    return float(np.mean((x < 0) | (x > width) | (y < 0) | (y > height)))
+
+
+def check_on_photo(request: RenderRequest, width: int, height: int) -> None:
+    """Refuse (InvalidPathError) a path mostly outside a width x height photo, unless the
+    request allows borders: callers run it before a job exists (the planner runs it too)."""
+    if not request.allow_borders:
+        _check_on_photo(request.path.image_points(width, height), width, height)
+
+
+def _check_on_photo(xy: np.ndarray, width: int, height: int) -> None:
+    share = outside_share(xy, width, height)
+    if share > MAX_OUTSIDE_SHARE:
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        raise InvalidPathError(
+            f"invalid path: {share:.0%} of it lies outside the photo (the path spans x {x0:.0f}..{x1:.0f}, "
+            f"y {y0:.0f}..{y1:.0f} in the photo's pixels; the photo is {width}x{height}): draw it on the photo, "
+            "or allow borders (--allow-borders, \"allow_borders\": true) to let the view leave it")
+
+
+def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int], list[str], list[float]]:
     """Keep every view inside [0, W] x [0, H]: zoom in just enough where a view is larger
     than the image, then shift cameras parallel to the plane. Both corrections are
     smoothed over time so the camera eases against the image edge instead of stopping
@@ -525,6 +557,11 @@ def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int]
     after, _, _ = _footprints(out.C, out.R, out.fx, flat, c0)
     moved = np.abs(after - before).max(axis=(1, 2))
     idx = [int(i) for i in np.nonzero(moved > CLAMP_REPORT_PX)[0]]
+    # ...and how far that put each view's centre from where the path as drawn put it, in % of
+    # the view width: the path check holds the plan to the drawing with it (d2v.fidelity).
+    view_w = np.linalg.norm(before[:, 1] - before[:, 0], axis=1)
+    offset = np.linalg.norm(after.mean(axis=1) - before.mean(axis=1), axis=1) / np.maximum(view_w, 1e-9) * 100
+    drawn_offset = [round(float(v), 3) for v in offset] if idx else []
     notes = []
     if idx:
         how = []
@@ -534,9 +571,9 @@ def _clamp(rig: _Rig, sc: _Scene, fps: int, loop: bool) -> tuple[_Rig, list[int]
             how.append(f"zoomed in up to {math.exp(g.max()):.2f}x")
         notes.append(
             f"kept the view inside the image: adjusted {len(idx)} of {len(rig.fx)} frames ({', '.join(how)}); "
-            "set allow_borders to let it leave the image instead"
+            "allow borders (--allow-borders, \"allow_borders\": true) to let it leave the image instead"
         )
-    return out, idx, notes
+    return out, idx, notes, drawn_offset
 
 
 def _clamp_once(rig: _Rig, sc: _Scene, fps: int, loop: bool, c0) -> tuple[_Rig, np.ndarray, np.ndarray]:
@@ -564,14 +601,16 @@ def _clamp_once(rig: _Rig, sc: _Scene, fps: int, loop: bool, c0) -> tuple[_Rig, 
 # --- the plan --------------------------------------------------------------------------
 
 
-def _finish(rig: _Rig, sc: _Scene, request: RenderRequest) -> tuple[list[CameraFrame], list[int], list[str]]:
+def _finish(rig: _Rig, sc: _Scene, request: RenderRequest
+            ) -> tuple[list[CameraFrame], list[int], list[str], list[float]]:
     """What every move goes through last: seeded shake, the clamp (unless allow_borders),
-    then one CameraFrame per output frame. Returns (frames, clamped frame indices, notes)."""
+    then one CameraFrame per output frame. Returns (frames, clamped frame indices, notes,
+    how far the clamp moved the view off the drawing, as `_clamp` says)."""
     if request.shake > 0:
         rig = _shake(rig, request.shake, request.seed, request.fps, request.loop, sc.out_w)
-    clamped, notes = [], []
+    clamped, notes, drawn_offset = [], [], []
     if not request.allow_borders:
-        rig, clamped, notes = _clamp(rig, sc, request.fps, request.loop)
+        rig, clamped, notes, drawn_offset = _clamp(rig, sc, request.fps, request.loop)
     frames = [
         make_frame(
             i, i / request.fps, camera_center=rig.C[i], R=rig.R[i], fx=float(rig.fx[i]),
@@ -579,7 +618,7 @@ def _finish(rig: _Rig, sc: _Scene, request: RenderRequest) -> tuple[list[CameraF
         )  # fmt: skip
         for i in range(len(rig.fx))
     ]
-    return frames, clamped, notes
+    return frames, clamped, notes, drawn_offset
 
 
 def _scene(W: int, H: int, out_w: int, out_h: int, effect: str, depth_parallax: float | None) -> _Scene:
@@ -596,7 +635,7 @@ def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | 
     sc = _scene(W, H, request.width, request.height, TYPED_EFFECT, depth_parallax)
     times = _frame_taus(request.n_frames, request.loop) * request.duration_s
     C, R, fx, roll = typed_cameras(request.camera, times, ReferenceView(sc.centre, sc.D, sc.out_w))
-    frames, clamped, notes = _finish(_Rig(C, R, fx, roll, lens=True), sc, request)
+    frames, clamped, notes, drawn_offset = _finish(_Rig(C, R, fx, roll, lens=True), sc, request)
     ignored = []
     if request.effect != "auto":
         ignored.append(f"effect {request.effect!r}")
@@ -613,6 +652,7 @@ def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | 
     return CameraTrajectory(
         effect=TYPED_EFFECT, image_width=W, image_height=H, width=request.width, height=request.height,
         fps=request.fps, base_distance=sc.D, frames=frames, clamped_frames=clamped, notes=notes,
+        drawn_offset_pct=drawn_offset,
     )  # fmt: skip
 
 
@@ -639,6 +679,8 @@ def plan_trajectory(
         return _plan_typed(request, W, H, depth_parallax)
     xy = request.path.image_points(W, H)
     path = clean_path(xy)
+    if not request.allow_borders:
+        _check_on_photo(xy, W, H)
     shape = shape_of(path)
     effect = resolve_effect(request.effect, shape, W, H, has_depth=depth_parallax is not None)
 
@@ -659,7 +701,7 @@ def plan_trajectory(
         p = (1 - k) * p + k * p**3 * (p * (6 * p - 15) + 10)
 
     rig = _effect(effect, sc, path, shape, p, tau, request)
-    frames, clamped, notes = _finish(rig, sc, request)
+    frames, clamped, notes, drawn_offset = _finish(rig, sc, request)
     if effect == "parallax" and depth_parallax is None:
         notes.append(PSEUDO_DEPTH_NOTE)
     subject = {
@@ -670,5 +712,6 @@ def plan_trajectory(
     return CameraTrajectory(
         effect=effect, image_width=W, image_height=H, width=out_w, height=out_h, fps=request.fps,
         base_distance=sc.D, frames=frames, clamped_frames=clamped, notes=notes,
+        drawn_offset_pct=drawn_offset,
         path_shape=shape.kind, subject=None if subject is None else [float(subject[0]), float(subject[1])],
     )  # fmt: skip

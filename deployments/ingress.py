@@ -7,12 +7,15 @@
     GET  /v1/jobs/{job_id}/poster -> the poster JPEG
     GET  /v1/jobs/{job_id}/fidelity -> fidelity.png (the drawn path and the measured one)
     GET  /v1/jobs/{job_id}/manifest -> manifest.json (what was rendered, how, and the path check)
+    GET  /v1/jobs/{job_id}/image, /request -> its photo and request (the page's "render again")
     GET  /v1/jobs?limit=N         the caller's latest jobs, newest first (d2v.lifecycle's recent/ index)
     GET  /v1/effects, GET /healthz, OpenAPI at /docs (typed: deployments.http_models)
     GET  /v1/presets, /v1/looks, /v1/post, /v1/backends   what a request can name (the page's pickers)
+    GET  /v1/limits               what this farm takes: image bytes and pixels, duration, fps, sizes
     GET  /v1/stats?since=7d       the KPIs (d2v.report): videos, success rate, times, cost per video
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
-    GET  /                        the drawing page (deployments/web/, files under /static/)
+    GET  /                        the drawing page (deployments/web/, files under /static/), /favicon.ico
+    (HEAD is answered wherever GET is, for the result files too: players and link checkers ask it)
 
 POST checks everything a user can get wrong before anything is queued (4xx at once), plans
 the move (a path the planner cannot use is a 422 here), stores the inputs, records the job
@@ -52,14 +55,18 @@ from d2v.errors import (
     one_line,
     user_error,
 )
-from d2v.images import MAX_IMAGE_BYTES, check_image_header, decode_image
+from d2v.images import (
+    MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_image_header, decode_image,
+)
 from d2v.jobqueue import JobQueue
 from d2v.looks import parse_cube
 from d2v.lifecycle import (
-    DEPTH, FIDELITY, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, StaleAttempt, file_key, input_key, new_job_id,
-    tenant_of,
+    DEPTH, FIDELITY, INPUT_PREFIX, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, StaleAttempt, file_key, input_key,
+    new_job_id, tenant_of,
 )
-from d2v.models import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS, JobStatus, RenderRequest, parse_request
+from d2v.models import (
+    EFFECTS, LOOKS, LUT_SUFFIX, MAX_PATH_POINTS, POST_EFFECTS, JobStatus, RenderRequest, field_bounds, parse_request,
+)
 from d2v.pipeline import content_job_id, require_backend
 from d2v.presets import presets
 from d2v.preview import preview as render_preview
@@ -277,6 +284,20 @@ class Ingress:
              "description": "Stable Video Diffusion, steered by the camera render: the scene moves too"},
         ]
 
+    @api.get("/v1/limits")
+    async def limits(self) -> dict:
+        """What this farm takes, so a client can check before it uploads: the photo's bytes,
+        pixels and smallest side, the clip's duration, frame rate and output sides, and the
+        most frames x pixels one job may hold (max_clip_bytes: frames x width x height x 3)."""
+        return {
+            "image": {"max_bytes": MAX_IMAGE_BYTES, "max_pixels": MAX_IMAGE_PIXELS, "min_side": MIN_IMAGE_SIDE,
+                      "formats": [f.lower() for f in PHOTO_FORMATS]},
+            "duration_s": field_bounds("duration_s"), "fps": field_bounds("fps"),
+            "size": {**field_bounds("width"), "even": True},
+            "max_clip_bytes": self.settings.max_clip_bytes, "max_path_points": MAX_PATH_POINTS,
+            "max_lut_bytes": MAX_LUT_BYTES,
+        }
+
     @api.get("/v1/stats", responses=errors(401, 422, 503))
     async def stats(self, request: Request, since: str = Query("7d", description=(
             "jobs that ended in this span: a number and m, h, d or w (30m, 24h, 7d, 2w)"))) -> dict:
@@ -301,10 +322,16 @@ class Ingress:
             data.pop("store", None)  # where the store is: for operators
         return data
 
-    @api.get("/", include_in_schema=False)
+    @api.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page(self) -> FileResponse:
         # The page's links are relative, so it also works under a route prefix (`/prefix/`).
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @api.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon(self) -> FileResponse:
+        # Browsers ask the site's root for it whatever the page links; an SVG serves both.
+        return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "max-age=86400"})
 
     async def _read_upload(self, request: Request) -> tuple[RenderRequest, bytes, bytes | None, bytes | None]:
         """The multipart body of POST /v1/jobs and /v1/preview, checked cheapest first:
@@ -584,6 +611,38 @@ class Ingress:
     async def job_manifest(self, job_id: str, request: Request) -> Response:
         """manifest.json: what was rendered and how (effect, frames, stage seconds, the path check)."""
         return await self._result_object(job_id, request, MANIFEST, "application/json")
+
+    @api.get("/v1/jobs/{job_id}/request", name="job_request", responses=errors(400, 401, 404, 503))
+    async def job_request(self, job_id: str, request: Request) -> Response:
+        """The job's request as stored (RenderRequest, its preset expanded): the page's "render
+        again" sets its controls from it."""
+        status = await self._status(job_id, self._authorize(request))
+        key = file_key(status.cached_from or job_id, REQUEST)
+        data = await _answer(asyncio.to_thread(self.store.get_bytes, key), "the object store")
+        return Response(data, media_type="application/json")
+
+    @api.get("/v1/jobs/{job_id}/image", name="job_image", responses=errors(400, 401, 404, 503))
+    async def job_image(self, job_id: str, request: Request) -> Response:
+        """The photo the job was made from (the page's "render again" starts from it)."""
+        status = await self._status(job_id, self._authorize(request))
+        # A job answered from the cache has its photo where the job that rendered it keeps it.
+        source = status.cached_from or job_id
+        keys = await _answer(asyncio.to_thread(self.store.list, file_key(source, INPUT_PREFIX)), "the object store")
+        if not keys:
+            return _error(404, f"job {job_id} has no stored photo")
+        if isinstance(self.store, LocalStore):
+            return FileResponse(self.store.local_path(keys[0]))
+        return RedirectResponse(self.store.url(keys[0], self.settings.url_expiry_s), status_code=307)
+
+    @api.head("/v1/jobs/{job_id}/{name}", include_in_schema=False)
+    async def job_file_head(self, job_id: str, name: str, request: Request) -> Response:
+        """HEAD of a result file (players and link checkers ask before they GET): the GET's
+        status and headers, no body."""
+        files = {"video": (VIDEO, "video/mp4"), "poster": (POSTER, "image/jpeg"),
+                 "fidelity": (FIDELITY, "image/png"), "manifest": (MANIFEST, "application/json")}
+        if name not in files:
+            raise InvalidRequestError(f"no such resource under job {job_id!r}")
+        return await self._result_object(job_id, request, *files[name])
 
     @api.get("/v1/jobs/{job_id:path}", include_in_schema=False)
     async def job_bad_id(self, job_id: str) -> dict:

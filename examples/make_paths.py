@@ -37,7 +37,7 @@ PATHS = {
     # Toward the big orange galaxy, bending on the way.
     "zoom_in": line((420, 640), (560, 560), 10) + line((560, 560), (728, 473), 12)[1:],
     # From the spiral galaxy out to the right.
-    "pull_back": line((123, 402), (420, 430), 20),
+    "pull_back": line((200, 402), (480, 430), 20),
     # Left to right across the field.
     "pan": line((150, 436), (850, 436), 30),
     # A clockwise loop around the central galaxy.

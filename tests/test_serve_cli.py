@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -201,3 +202,107 @@ def test_serve_config_names_resolve_to_the_shipped_files_and_a_missing_one_is_on
     assert done.returncode == 2
     assert done.stderr == ("d2v: error: Serve config not found: serve-huge.yaml (give a file, or one shipped with "
                            "d2v: serve-gpu.yaml, serve-local.yaml)\n")
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.timeout(600)
+def test_d2v_serve_joins_a_running_ray_with_its_settings_and_picks_free_ports(tmp_path):
+    """After `ray start --head` (what Ray users often have running), `d2v serve` with
+    RAY_ADDRESS joins it: the replicas, started by that cluster's raylet without this shell's
+    environment, get the store, the queue and the rest from the app's runtime_env. With 8000
+    and 8080 taken it serves elsewhere and says where. The head is this test's own (its own
+    ports, temp dir and process session; ended by signalling that session, never `ray stop`)."""
+    import socket
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    exe = Path(sys.executable).parent
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS", "PYTHONPATH"))}
+    gcs, node, objects, client, agent, agent_grpc, runtime_agent, metrics = _free_ports(8)
+    temp = tempfile.mkdtemp(prefix="d2vray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head_log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [str(exe / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--node-manager-port={node}",
+         f"--object-manager-port={objects}", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={runtime_agent}", f"--metrics-export-port={metrics}", "--include-dashboard=false",
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+        cwd=tmp_path, env=base, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
+    held = []
+    for port in (8000, 8080):  # the defaults taken (by us, when nobody else has them)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            held.append(s)
+        except OSError:
+            s.close()
+    serve_proc = None
+    log_path = tmp_path / "serve.log"
+    try:
+        env = {**base, **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+               "RAY_ADDRESS": f"127.0.0.1:{gcs}", "D2V_DATA_DIR": str(tmp_path / "data"),
+               "D2V_REDIS_DIR": str(tmp_path / "redis")}
+        log = open(log_path, "w")
+        serve_proc = subprocess.Popen([str(exe / "d2v"), "serve"], cwd=tmp_path, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while "ready at" not in (text := log_path.read_text()):
+            assert serve_proc.poll() is None and head.poll() is None, \
+                text[-3000:] + (tmp_path / "head.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "d2v serve did not become healthy: " + text[-3000:]
+            time.sleep(0.5)
+        assert f"joining the Ray at 127.0.0.1:{gcs}" in text, text
+        assert "HTTP port 8000 is taken: using http://127.0.0.1:" in text, text
+        url = re.search(r"ready at (http://127\.0\.0\.1:\d+)", text).group(1)
+        assert not url.endswith(":8000")
+        store = re.search(r"store: ([^;]+);", text).group(1)
+        assert store == str(tmp_path / "data")
+        request = {"path": [{"x": 50, "y": 90}, {"x": 270, "y": 90}], "effect": "pan", "duration_s": 1,
+                   "fps": 6, "width": 160, "height": 90}
+        files = {"image": ("p.png", png_bytes(textured_image(320, 180, seed=5)), "image/png")}
+        with httpx.Client(base_url=url, timeout=30) as client_:
+            assert client_.get("/healthz").json()["store"] == store
+            # A loaded machine may answer 503 (the queue slow to answer): retried, as `d2v submit` does.
+            while (r := client_.post("/v1/jobs", files=files, data={"request": json.dumps(request)})).status_code \
+                    == 503 and time.monotonic() < deadline:
+                time.sleep(2)
+            assert r.status_code == 202, r.text
+            job = r.json()["job_id"]
+            while (status := client_.get(f"/v1/jobs/{job}", params={"wait_s": 10}).json())["status"] not in (
+                    "succeeded", "failed"):
+                assert time.monotonic() < deadline + 120, status
+        assert status["status"] == "succeeded", status
+        assert (Path(store) / "jobs" / job / "video.mp4").is_file()  # in the store it printed
+    finally:
+        if serve_proc is not None:
+            serve_proc.send_signal(signal.SIGINT)
+            try:
+                serve_proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                serve_proc.kill()
+        for s in held:
+            s.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the head's own session only
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(timeout=30)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        head_log.close()
+    text = log_path.read_text()
+    assert "d2v: stopped" in text and "SIGTERM received" not in text, text[-2000:]

@@ -524,8 +524,15 @@ def test_points_absurdly_far_from_the_image_are_a_path_error(xy, effect):
         plan(pts(xy), effect)
 
 
-def test_points_far_outside_but_sane_are_planned():
-    tr = plan(pts([(100, 100), (1e8, 300)]), "pan")
+def test_points_far_outside_but_sane_are_refused_unless_borders_are_allowed():
+    from d2v.errors import InvalidPathError
+
+    # Almost all of the stroke lies outside the photo: no view kept inside could follow it.
+    with pytest.raises(InvalidPathError, match=r"100% of it lies outside the photo .*allow borders"):
+        plan(pts([(100, 100), (1e8, 300)]), "pan")
+    assert finite_cameras(plan(pts([(100, 100), (1e8, 300)]), "pan", allow_borders=True))
+    # Partly outside (a third of its length): planned, and kept inside.
+    tr = plan(pts([(300, 270), (960 * 1.5, 270)]), "pan")
     assert finite_cameras(tr)
     assert_inside(tr)
 

@@ -9,6 +9,13 @@ test-artifacts/ (gitignored).
 The HTTP side of the page (GET /, /static/..., POST /v1/preview) is tested without a
 browser too, so it runs where Chromium is absent.
 
+A new user's first hour (issue 24): the page at 1400x1000 (mouse) and 390x844 (touch,
+emulated by Chromium's DevTools): after drawing, the preview and Render are on screen
+without scrolling; a bad file's message and an over-limit photo's refusal are in the
+viewport; a render is in the history after a reload and plays; a saved path renders the
+same frames with `d2v render --path`. With D2V_UPDATE_DOCS=1 those screenshots are also
+written to docs/ (the README's pictures).
+
 The last tests run the page against a farm with API keys (D2V_API_KEYS): the key typed
 on the page goes with every request, a 401 is said next to the key field, and the
 results (which a <video> or <img> cannot fetch with a header) still show.
@@ -17,13 +24,18 @@ results (which a <video> or <img> cannot fetch with a header) still show.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import os
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.farm import serve_farm
@@ -176,9 +188,16 @@ def wait_for(driver, script: str, timeout_s: float = 60, what: str = ""):
         if value:
             return value
         time.sleep(0.1)
-    error = driver.execute_script("return document.getElementById('error').hidden ? '' : "
-                                  "document.getElementById('error-text').textContent;")
-    raise AssertionError(f"timed out waiting for {what or script}; page error: {error!r}")
+    shown = driver.execute_script("return typeof shownMessages === 'function' ? shownMessages() : []")
+    raise AssertionError(f"timed out waiting for {what or script}; messages on the page: {shown!r}")
+
+
+PHOTO_MESSAGE = ("!document.getElementById('photo-message').hidden && "
+                 "document.querySelector('#photo-message .message-text').textContent")
+
+
+def no_messages(driver) -> bool:
+    return driver.execute_script("return shownMessages()") == []
 
 
 def draw(driver, points: list[tuple[float, float]], kind: str = "pen", step_ms: int = 25) -> None:
@@ -323,35 +342,218 @@ def test_draw_preview_render_and_play_in_chromium(web, browser):
     time.sleep(0.4)  # a frame or two further into the loop for the screenshot
     shot = screenshot(driver, "web-rendered.png")
     assert shot.stat().st_size > 10_000
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # no error shown
+    assert no_messages(driver)  # no error shown
+
+
+# --- the first hour of a new user (issue 24): a laptop and a phone ------------------------
+
+LAPTOP, PHONE = (1400, 1000, False), (390, 844, True)
+DOCS = REPO / "docs"
+
+
+def viewport(driver, width: int, height: int, touch: bool) -> None:
+    """The window as a laptop's (mouse) or a phone's (touch, mobile) at this size."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": touch})
+    driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": touch, "maxTouchPoints": 5})
+
+
+def in_view(driver, element_id: str) -> dict:
+    """The element's box and whether all of it is inside the viewport (no scrolling needed)."""
+    return driver.execute_script(
+        "const b = document.getElementById(arguments[0]).getBoundingClientRect(); "
+        "return {top: b.top, bottom: b.bottom, left: b.left, right: b.right, height: b.height, "
+        "inside: b.height > 0 && b.top >= 0 && b.left >= 0 && b.bottom <= innerHeight && b.right <= innerWidth};",
+        element_id)
+
+
+def docs_screenshot(driver, name: str) -> Path:
+    """A screenshot for the README: in test-artifacts/, and in docs/ as JPEG (a tenth of the
+    PNG's size) when D2V_UPDATE_DOCS=1."""
+    shot = screenshot(driver, name)
+    if os.environ.get("D2V_UPDATE_DOCS") == "1":
+        to_docs(shot.read_bytes(), name)
+    return shot
+
+
+def to_docs(png: bytes, name: str) -> None:
+    from PIL import Image
+
+    Image.open(io.BytesIO(png)).convert("RGB").save(DOCS / Path(name).with_suffix(".jpg").name, quality=85)
 
 
 @needs_browser
-def test_invalid_uploads_show_an_error_on_the_page(web, browser, tmp_path):
+@pytest.mark.parametrize("size", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_a_new_user_sees_preview_render_and_every_message_without_scrolling(web, browser, tmp_path, size):
+    from PIL import Image
+
+    width, height, touch = size
+    driver = browser
+    viewport(driver, width, height, touch)
+    try:
+        driver.get(f"{web}/")
+        wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
+        # The limits are on the drop area before anything is chosen.
+        limits = wait_for(driver, "state.limits && document.getElementById('limits-text').textContent",
+                          what="the farm's limits")
+        assert "50 MiB" in limits and "40 MP" in limits, limits
+
+        # A text file named like a photo: the message is under the drop area, on screen.
+        fake = tmp_path / "fake.jpg"
+        fake.write_text("these are my notes, not a photo")
+        driver.find_element("id", "file").send_keys(str(fake))
+        text = wait_for(driver, PHOTO_MESSAGE, what="the message under the photo")
+        assert "fake.jpg" in text and "not an image" in text, text
+        assert in_view(driver, "photo-message")["inside"], in_view(driver, "photo-message")
+
+        # 8000x6000 (48 MP): refused here with the farm's limit; nothing is uploaded.
+        big = tmp_path / "big.png"
+        Image.new("RGB", (8000, 6000), (40, 90, 160)).save(big)
+        sent_requests(driver)
+        driver.find_element("id", "file").send_keys(str(big))
+        text = wait_for(driver, "document.querySelector('#photo-message .message-text').textContent"
+                        ".includes('big.png') && " + PHOTO_MESSAGE, what="the refusal of the big photo")
+        assert "8000×6000 (48 MP)" in text and "up to 40 MP" in text, text
+        assert in_view(driver, "photo-message")["inside"]
+        assert driver.find_element("id", "canvas").get_attribute("hidden") is not None
+        assert not [u for u, _ in sent_requests(driver) if "/v1/preview" in u or u.endswith("/v1/jobs")]
+
+        # The photo, a stroke: the preview plays and Render is there, all without scrolling.
+        driver.find_element("id", "file").send_keys(str(PHOTO))
+        wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
+        assert no_messages(driver)
+        draw(driver, [(0.3 + 0.45 * i / 24, 0.62 - 0.2 * (i / 24) ** 1.5) for i in range(25)],
+             kind="touch" if touch else "mouse")
+        wait_for(driver, "state.preview && document.getElementById('preview').currentTime > 0",
+                 what="the preview playing")
+        assert driver.execute_script("return [scrollX, scrollY]") == [0, 0]
+        for element in ("canvas", "preview", "render"):
+            assert in_view(driver, element)["inside"], (element, in_view(driver, element))
+        assert driver.find_element("id", "render").is_enabled()
+        # The presets: a strip one card high that scrolls sideways, however many there are.
+        strip = driver.execute_script("const g = document.getElementById('gallery'); "
+                                      "return [g.scrollWidth > g.clientWidth, g.getBoundingClientRect().height]")
+        assert strip[0] and strip[1] < 320, strip
+        time.sleep(0.3)  # a frame further into the loop for the picture
+        docs_screenshot(driver, f"page-{'phone' if touch else 'laptop'}.png")
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+
+
+@needs_browser
+def test_the_servers_refusal_is_said_under_the_photo(web, browser, tmp_path):
     driver = browser
     driver.get(f"{web}/")
     wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
-
-    # Not an image at all: the browser cannot open it, the page says so.
-    fake = tmp_path / "notes.png"
-    fake.write_text("these are my notes, not a photo")
-    driver.find_element("id", "file").send_keys(str(fake))
-    text = wait_for(driver, "!document.getElementById('error').hidden && "
-                    "document.getElementById('error-text').textContent", what="the error message")
-    assert "notes.png" in text and "not an image" in text, text
-    assert driver.find_element("id", "canvas").get_attribute("hidden") is not None
-    screenshot(driver, "web-invalid-upload.png")
-
     # An image the browser shows but the server refuses (too small): the API's words.
     tiny = tmp_path / "tiny.png"
     tiny.write_bytes(png_bytes(textured_image(12, 12)))
     driver.find_element("id", "file").send_keys(str(tiny))
     wait_for(driver, "!document.getElementById('canvas').hidden", what="the tiny photo on the canvas")
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # the old error went away
+    assert no_messages(driver)
     draw(driver, [(0.2, 0.5), (0.4, 0.52), (0.6, 0.5), (0.8, 0.48)], kind="mouse")
-    text = wait_for(driver, "!document.getElementById('error').hidden && "
-                    "document.getElementById('error-text').textContent", what="the server's error message")
+    text = wait_for(driver, PHOTO_MESSAGE, what="the server's words under the photo")
     assert "12x12" in text and "at least 16 pixels" in text and "(HTTP 4" in text, text
+    assert in_view(driver, "photo-message")["inside"]
+
+
+def test_limits_favicon_and_a_path_outside_the_photo(web):
+    from d2v.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+
+    limits = httpx.get(f"{web}/v1/limits", timeout=30).json()
+    assert limits["image"]["max_bytes"] == MAX_IMAGE_BYTES and limits["image"]["max_pixels"] == MAX_IMAGE_PIXELS
+    assert limits["duration_s"] == {"min": 0.5, "max": 20.0} and limits["size"]["max"] == 3840
+    icon = httpx.get(f"{web}/favicon.ico", timeout=30)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg") and b"<svg" in icon.content
+    # Drawn entirely off the photo (a canvas the size of the photo, x beyond its width):
+    # refused before any job exists, with words.
+    before = httpx.get(f"{web}/v1/jobs", params={"limit": 100}, timeout=30).json()["jobs"]
+    off = {"canvas": {"width": 320, "height": 180}, "points": [{"x": 400 + 10 * i, "y": 90} for i in range(20)]}
+    r = post_form(web, "/v1/jobs", {"path": off, **SMALL_JOB})
+    assert r.status_code == 422 and "lies outside the photo" in r.json()["detail"], r.text
+    assert httpx.get(f"{web}/v1/jobs", params={"limit": 100}, timeout=30).json()["jobs"] == before
+
+
+@needs_browser
+def test_render_reload_history_and_the_saved_path_renders_the_same_camera(web, browser, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    from d2v.encode import decode_video
+
+    driver = browser
+    viewport(driver, *LAPTOP)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    try:
+        driver.get(f"{web}/")
+        wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
+        driver.find_element("id", "file").send_keys(str(PHOTO))
+        wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
+        draw(driver, [(0.2 + 0.55 * i / 24, 0.5 + 0.1 * (i / 24) ** 2) for i in range(25)], kind="mouse")
+        Select(driver.find_element("id", "effect")).select_by_value("pan")
+        driver.find_element("id", "duration").send_keys(Keys.HOME)  # 1 s
+        Select(driver.find_element("id", "size")).select_by_value("640x360")
+        Select(driver.find_element("id", "fps")).select_by_value("12")
+        wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
+                 what="the preview of these settings")
+        # Save path: the JSON `d2v render --path` takes.
+        driver.find_element("id", "export-path").click()
+        saved = downloads / "hubble-path.json"
+        deadline = time.monotonic() + 20
+        while not saved.is_file() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        path = json.loads(saved.read_text())
+        assert path["canvas"] == {"width": 1000, "height": 872} and path == json.loads(
+            driver.execute_script("return JSON.stringify(requestBody().path)"))
+        driver.find_element("id", "render").click()
+        playing_video(driver, 1.0)
+        job = driver.find_element("id", "download").get_attribute("href").split("/v1/jobs/")[1].split("/")[0]
+        docs_screenshot(driver, "page-rendered.png")
+
+        # Reload: the job is in the history, with its poster and verdict; Open plays it.
+        driver.refresh()
+        item = f"#history li[data-job='{job}']"
+        wait_for(driver, f"document.querySelector(\"{item} img\") && "
+                 f"document.querySelector(\"{item} img\").naturalWidth > 0", what="the job in the history")
+        detail = driver.execute_script(f"return document.querySelector(\"{item} .history-detail\").textContent")
+        assert "640×360" in detail and "Path followed" in detail, detail
+        driver.execute_script(f"[...document.querySelectorAll(\"{item} button\")].find(b => "
+                              "b.textContent === 'Open').click()")
+        video = playing_video(driver, 1.0)
+        assert (video["w"], video["h"]) == (640, 360)
+        # Render again: the job's photo, path and settings come back into the page.
+        driver.execute_script(f"[...document.querySelectorAll(\"{item} button\")].find(b => "
+                              "b.textContent.startsWith('Render again')).click()")
+        wait_for(driver, "state.bitmap && currentPath().length > 0", what="the job's photo and path")
+        again = driver.execute_script("return requestBody()")
+        assert (again["effect"], again["duration_s"], again["width"], again["fps"]) == ("pan", 1, 640, 12)
+        assert len(again["path"]["points"]) == len(path["points"])
+        assert no_messages(driver)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+    # The saved path on the command line renders the same camera: the same frames.
+    out = tmp_path / "cli.mp4"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("D2V_")}
+    done = subprocess.run([str(Path(sys.executable).parent / "d2v"), "render", str(PHOTO), "--path", str(saved),
+                           "--effect", "pan", "--duration", "1", "--fps", "12", "--size", "640x360", "-q", "-o",
+                           str(out)], cwd=tmp_path, env={**env, "D2V_DATA_DIR": str(tmp_path / "data")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    if os.environ.get("D2V_UPDATE_DOCS") == "1":  # the README's picture of a result
+        picture = httpx.get(f"{web}/v1/jobs/{job}/fidelity", follow_redirects=True, timeout=60)
+        to_docs(picture.content, "result-fidelity.png")
+    farm_video = httpx.get(f"{web}/v1/jobs/{job}/video", follow_redirects=True, timeout=60)
+    assert farm_video.status_code == 200
+    head = httpx.head(f"{web}/v1/jobs/{job}/video", timeout=30)  # players ask before they GET
+    assert head.status_code in (200, 307) and not head.content
+    mine, _ = decode_video(out)
+    theirs, _ = decode_video(farm_video.content)
+    assert mine.shape == theirs.shape == (12, 360, 640, 3)
+    assert np.abs(mine.astype(np.int16) - theirs.astype(np.int16)).mean() < 1.0
 
 
 # --- presets, looks and post effects (issue 15) ---------------------------------------
@@ -492,7 +694,7 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     assert store.get_bytes(f"jobs/{job_id}/look.cube").decode() == GRADE_CUBE
     assert manifest["frames"] == 23 and "post" in manifest["methods"] and "look" in manifest["methods"]
     screenshot(driver, "web-preset-rendered.png")
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+    assert no_messages(driver)
 
 
 # --- a farm with API keys -------------------------------------------------------------
@@ -549,7 +751,7 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     drawn = driver.execute_script("return currentPath()")
     status = wait_for(driver, "document.getElementById('key-status').textContent", what="the key message")
     assert "this farm needs an api key" in status.lower(), status
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None  # not a failure
+    assert no_messages(driver)  # not a failure
     assert driver.find_element("id", "api-key").get_attribute("aria-invalid") == "true"
     screenshot(driver, "web-key-needed.png")
 
@@ -560,7 +762,7 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     assert "this farm needs an api key" in status.lower(), status
     wait_for(driver, "!document.getElementById('render').disabled", timeout_s=10, what="Render enabled again")
     assert driver.find_element("id", "result-card").get_attribute("hidden") is not None
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+    assert no_messages(driver)
     assert driver.execute_script("return currentPath()") == drawn
 
     # A wrong key: refused, in other words; it is kept in the browser all the same.
@@ -596,7 +798,7 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     link = driver.find_element("id", "link").get_attribute("value")
     assert urlsplit(link).netloc == seaweed.endpoint and "X-Amz-Signature=" in link, link
     screenshot(driver, "web-key-rendered.png")
-    assert driver.find_element("id", "error").get_attribute("hidden") is not None
+    assert no_messages(driver)
 
     # On the wire: the key on every API request; none on the redirect to S3 (the browser
     # drops it on a cross-origin redirect; S3 would refuse a second way of signing).

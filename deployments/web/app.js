@@ -15,6 +15,14 @@
 // A farm with API keys (D2V_API_KEYS) wants `Authorization: Bearer <key>` on every /v1/*
 // request: the key typed at the top is kept in this browser and sent with every request
 // the page makes (none is sent while it is empty). A 401 is said next to that field.
+//
+// Messages appear next to what caused them (the photo and path, Render, the look), announced
+// to screen readers, and scrolled into view. The farm's limits (GET /v1/limits) are shown on
+// the drop area and checked before anything is uploaded.
+//
+// History: the caller's recent jobs (GET /v1/jobs) under the presets, each with its poster,
+// status and verdict; open shows it in the result card, "render again" loads its photo, path
+// and settings back into the page. Paths are saved and loaded as the path JSON of the CLI.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +32,7 @@ const PREVIEW_MAX_SIDE = 1024; // previews upload a copy of the photo at most th
 const CONTINUE_RADIUS_CSS = 24; // a stroke starting this close to the path's end continues it
 const KEY_STORAGE = "d2v.apiKey"; // localStorage: the API key, for the next visit
 const GALLERY_CONCURRENCY = 2; // preset previews in flight at once (the farm renders 2 per API replica)
+const HISTORY_LIMIT = 12; // jobs shown in the history
 const CUBE = "__cube__"; // the look picker's "a .cube file…" entry
 // What the controls show without a preset (the API's defaults); a preset sets some of them.
 const DEFAULTS = {
@@ -59,10 +68,10 @@ const state = {
   previewAbort: null,
   previewTimer: 0,
   job: null,
-  errorSource: "", // what showed the error on screen ("preview", or "" for anything else)
   apiKey: storedKey(), // "" when none: then no Authorization header is sent
   shownJob: null, // the job whose result the result card shows (results load asynchronously)
   objectUrls: [], // blob: URLs of results fetched with the key, revoked when replaced
+  limits: null, // GET /v1/limits: what this farm takes
 };
 
 // --- small helpers ------------------------------------------------------------------
@@ -71,17 +80,28 @@ function currentPath() {
   return state.history.length ? state.history[state.history.length - 1] : [];
 }
 
-// One error at a time, in words; `source` lets a later success clear its own error.
-function showError(message, source = "") {
-  $("error-text").textContent = message;
-  $("error").hidden = false;
-  state.errorSource = source;
+// A message next to what caused it: `where` is "photo" (the photo, the path, its preview),
+// "render" (under Render) or "look". `source` lets a later success clear its own message.
+function say(where, message, source = "") {
+  const box = $(`${where}-message`);
+  box.querySelector(".message-text").textContent = message;
+  box.hidden = false;
+  box.dataset.source = source;
+  box.scrollIntoView({ block: "nearest" }); // on a small screen it may be below the fold
 }
 
-function clearError() {
-  $("error").hidden = true;
-  $("error-text").textContent = "";
-  state.errorSource = "";
+// Clear the message at `where` (only if it came from `source`, when one is given).
+function unsay(where, source = null) {
+  const box = $(`${where}-message`);
+  if (source !== null && box.dataset.source !== source) return;
+  box.hidden = true;
+  box.querySelector(".message-text").textContent = "";
+  box.dataset.source = "";
+}
+
+function shownMessages() {
+  return ["photo", "render", "look"].map((w) => $(`${w}-message`)).filter((b) => !b.hidden)
+    .map((b) => b.querySelector(".message-text").textContent);
 }
 
 // --- the API key ----------------------------------------------------------------------
@@ -149,6 +169,7 @@ function setupApiKey() {
     clearKeyStatus();
     if (!state.effects.length) loadEffects();
     if (!state.presets.length) loadChoices();
+    loadHistory();
     schedulePreview(0);
     refreshGallery(0);
   };
@@ -236,22 +257,34 @@ function prettyEffect(name) {
 
 // --- the photo ----------------------------------------------------------------------
 
-async function loadFile(file) {
-  clearError();
-  if (!file) return;
+async function loadFile(file, { keepPath = false } = {}) {
+  unsay("photo");
+  if (!file) return false;
+  const limits = state.limits?.image;
+  if (limits && file.size > limits.max_bytes) {
+    say("photo", `“${file.name}” is ${mib(file.size)}; this farm takes photos up to ${mib(limits.max_bytes)}. ` +
+        "Choose a smaller file (or save it as JPEG).");
+    return false;
+  }
   let bitmap;
   try {
     bitmap = await createImageBitmap(file);
   } catch (_) {
-    showError(`“${file.name}” is not an image this browser can open. Choose a JPEG, PNG or WebP photo.`);
-    return;
+    say("photo", `“${file.name}” is not an image this browser can open. Choose a JPEG, PNG or WebP photo.`);
+    return false;
+  }
+  const refused = limits && tooBig(bitmap, limits);
+  if (refused) {
+    bitmap.close();
+    say("photo", `“${file.name}” ${refused}`);
+    return false;
   }
   clearTimeout(state.previewTimer);
   if (state.previewAbort) state.previewAbort.abort(); // a preview of the old photo
   state.file = file;
   state.bitmap = bitmap;
   state.previewBlob = await previewCopy(file, bitmap);
-  state.history = [];
+  if (!keepPath) state.history = [];
   state.preview = null;
   state.photoId += 1;
   resetPreview("Draw a path to see the camera move.");
@@ -270,7 +303,24 @@ async function loadFile(file) {
   updateButtons();
   redraw();
   refreshGallery(0);
+  return true;
 }
+
+// Why a decoded photo is refused by this farm's limits ("" when it is not), in words.
+function tooBig(bitmap, limits) {
+  const pixels = bitmap.width * bitmap.height;
+  if (pixels > limits.max_pixels) {
+    return `is ${bitmap.width}×${bitmap.height} (${mp(pixels)}); this farm takes up to ${mp(limits.max_pixels)}: ` +
+      "make it smaller first.";
+  }
+  if (Math.min(bitmap.width, bitmap.height) < limits.min_side) {
+    return `is ${bitmap.width}×${bitmap.height}; both sides must be at least ${limits.min_side} pixels.`;
+  }
+  return "";
+}
+
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(bytes < 10 * 2 ** 20 ? 1 : 0)} MiB`;
+const mp = (pixels) => `${(pixels / 1e6).toFixed(pixels < 1e7 ? 1 : 0)} MP`;
 
 // Previews upload a smaller copy: planning is scale-free (canvas units), the copy is fast.
 async function previewCopy(file, bitmap) {
@@ -342,7 +392,7 @@ function setupDrawing() {
     if (!state.bitmap || (e.pointerType === "mouse" && e.button !== 0)) return;
     e.preventDefault();
     canvas.setPointerCapture(e.pointerId);
-    clearError();
+    unsay("photo");
     const p = canvasPoint(e);
     const path = currentPath();
     const end = path[path.length - 1];
@@ -422,6 +472,8 @@ function updateButtons() {
   const hasPath = distinctPoints(currentPath()) >= 2;
   $("undo").disabled = state.history.length === 0;
   $("clear").disabled = currentPath().length === 0;
+  $("export-path").disabled = !hasPath;
+  $("import-path").disabled = !state.bitmap;
   $("render").disabled = !(state.bitmap && hasPath) || Boolean(state.job && state.job.active);
 }
 
@@ -566,25 +618,25 @@ async function runPreview() {
   } catch (err) {
     if (abort.signal.aborted) return;
     $("preview-status").textContent = "";
-    showError(`Could not reach the server for a preview: ${err.message}`, "preview");
+    say("photo", `Could not reach the farm for a preview (${err.message}): is it still running?`, "preview");
     return;
   }
   if (abort.signal.aborted) return;
   if (refusedKey(response)) {
-    if (state.errorSource === "preview") clearError();
+    unsay("photo", "preview");
     resetPreview("The preview needs the farm's API key.");
     return;
   }
   if (!response.ok) {
     $("preview-status").textContent = "";
-    showError(await apiError(response), "preview");
+    say("photo", await apiError(response), "preview");
     return;
   }
   const p = await response.json();
   if (abort.signal.aborted) return;
   state.preview = p;
   state.previewFor = body; // the request this preview shows
-  if (state.errorSource === "preview") clearError();
+  unsay("photo", "preview");
   clearKeyStatus();
   const video = $("preview");
   video.src = p.video;
@@ -604,17 +656,14 @@ function showAnalysis(p) {
   const turn = p.direction > 0 ? " (clockwise)" : p.direction < 0 ? " (counter-clockwise)" : "";
   const el = $("analysis");
   el.textContent = "";
-  el.append(`Path: ${shape}${turn}. auto picks `);
   const strong = document.createElement("strong");
-  strong.textContent = prettyEffect(p.auto_effect);
-  el.append(strong);
-  if (p.requested_effect !== "auto") {
-    const chip = document.createElement("span");
-    chip.className = "chip";
-    chip.textContent = `rendering ${prettyEffect(p.effect)}`;
-    el.append(" ", chip);
+  strong.textContent = prettyEffect(p.effect);
+  if (p.requested_effect === "auto") {
+    el.append(`Path: ${shape}${turn}. auto picks `, strong, ".");
   } else {
-    el.append(".");
+    // The effect chosen is what renders; what auto would pick is only a hint.
+    const auto = p.auto_effect === p.effect ? "auto picks it too" : `auto would pick ${prettyEffect(p.auto_effect)}`;
+    el.append(`Path: ${shape}${turn}. Rendering `, strong, ` (${auto}).`);
   }
 }
 
@@ -627,7 +676,7 @@ async function loadEffects() {
     if (!response.ok) throw new Error(await apiError(response));
     state.effects = await response.json();
   } catch (err) {
-    showError(`Could not load the list of effects: ${err.message}`);
+    say("photo", `Could not load the list of effects: ${err.message}`);
     return;
   }
   const select = $("effect");
@@ -668,7 +717,9 @@ function setupSettings() {
     e.preventDefault();
     render();
   });
-  $("error-close").addEventListener("click", clearError);
+  for (const where of ["photo", "render", "look"]) {
+    $(`${where}-message`).querySelector(".message-close").addEventListener("click", () => unsay(where));
+  }
   $("copy").addEventListener("click", copyLink);
   setupKnobs();
 }
@@ -684,7 +735,7 @@ async function loadChoices() {
     for (const r of responses) if (!r.ok) throw new Error(await apiError(r));
     [presets, looks, post, backends] = await Promise.all(responses.map((r) => r.json()));
   } catch (err) {
-    showError(`Could not load the presets and looks: ${err.message}`);
+    say("photo", `Could not load the presets and looks: ${err.message}`);
     return;
   }
   state.presets = presets;
@@ -779,9 +830,10 @@ function setupKnobs() {
     $("lut-file").value = "";
     if (!file) return;
     if (!file.name.toLowerCase().endsWith(".cube")) {
-      showError(`“${file.name}” is not a .cube file: a look file is a 3D LUT in the .cube format.`);
+      say("look", `“${file.name}” is not a .cube file: a look file is a 3D LUT in the .cube format.`);
       return;
     }
+    unsay("look");
     state.lutFile = file;
     $("look").value = CUBE;
     describeLook();
@@ -797,30 +849,57 @@ function showKnob(id) {
 // Pick a preset (null: none): the controls show its settings, over the defaults.
 function pickPreset(name) {
   const preset = state.presets.find((p) => p.name === name);
-  state.preset = preset ? preset.name : null;
-  for (const card of $("gallery").querySelectorAll(".preset-card")) {
-    card.setAttribute("aria-pressed", String(card.dataset.preset === state.preset));
-  }
-  $("preset-chip").hidden = !preset;
-  $("preset-name").textContent = preset ? prettyEffect(preset.name) : "";
-  if (preset) {
-    const s = { ...DEFAULTS, ...preset.settings };
-    $("effect").value = s.effect;
-    $("duration").value = s.duration_s;
-    $("duration-out").textContent = `${Number($("duration").value)} s`;
-    $("end-zoom").value = s.end_zoom ?? "";
-    $("loop").checked = Boolean(s.loop);
-    for (const [field, id] of Object.entries(KNOBS)) {
-      $(id).value = s[field];
-      showKnob(id);
-    }
-    $("look").value = s.look;
-    state.post = s.post.slice();
-    showPost();
-    describeEffect();
-    describeLook();
-  }
+  markPreset(preset ? preset.name : null);
+  if (preset) applySettings({ ...DEFAULTS, ...preset.settings });
   schedulePreview(0);
+}
+
+// The preset the request names (null: none), shown on its card and by Render.
+function markPreset(name) {
+  state.preset = name;
+  for (const card of $("gallery").querySelectorAll(".preset-card")) {
+    card.setAttribute("aria-pressed", String(card.dataset.preset === name));
+  }
+  $("preset-chip").hidden = !name;
+  $("preset-name").textContent = name ? prettyEffect(name) : "";
+}
+
+// The strip shows the presets whose name or description has every word typed.
+function filterGallery() {
+  const words = $("gallery-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  for (const p of state.presets) {
+    const text = `${p.name.replace(/_/g, " ")} ${p.description}`.toLowerCase();
+    card(p.name).closest("li").hidden = !words.every((w) => text.includes(w));
+  }
+}
+
+// The controls show request fields `s` (a preset's, over the defaults; or a job's request).
+// The one place that writes the controls: settings() is the one that reads them.
+function applySettings(s) {
+  $("effect").value = s.effect;
+  $("duration").value = s.duration_s;
+  $("duration-out").textContent = `${Number($("duration").value)} s`;
+  $("end-zoom").value = s.end_zoom ?? "";
+  $("loop").checked = Boolean(s.loop);
+  for (const [field, id] of Object.entries(KNOBS)) {
+    $(id).value = s[field];
+    showKnob(id);
+  }
+  if (s.width && s.height) selectOption($("size"), `${s.width}x${s.height}`, `${s.width} × ${s.height}`);
+  if (s.fps) selectOption($("fps"), String(s.fps), `${s.fps} fps`);
+  if (s.backend) $("backend").value = s.backend;
+  // A .cube look cannot come back without its file: the named look natural stands in.
+  $("look").value = [...$("look").options].some((o) => o.value === s.look && o.value !== CUBE) ? s.look : "natural";
+  state.post = (s.post || []).slice();
+  showPost();
+  describeEffect();
+  describeLook();
+}
+
+// Select `value` in a <select>, adding it (as `label`) when the list does not have it.
+function selectOption(select, value, label) {
+  if (![...select.options].some((o) => o.value === value)) select.append(new Option(label, value));
+  select.value = value;
 }
 
 // --- the preset gallery --------------------------------------------------------------------
@@ -954,7 +1033,8 @@ async function galleryPreview(name, generation, signal) {
   try {
     response = await apiFetch("v1/preview", { method: "POST", body: form, signal });
   } catch (err) {
-    if (!signal.aborted) status.textContent = `No preview: ${err.message}`;
+    // (A fetch that fails says only "Failed to fetch": say what it means.)
+    if (!signal.aborted) status.textContent = "No preview: the farm did not answer";
     return;
   }
   if (signal.aborted || generation !== gallery.generation) return;
@@ -979,8 +1059,10 @@ async function galleryPreview(name, generation, signal) {
 // --- render ---------------------------------------------------------------------------
 
 async function render() {
-  clearError();
+  unsay("render");
   if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  const tooLong = clipTooLarge(settings());
+  if (tooLong) return say("render", tooLong);
   const form = new FormData();
   form.append("image", state.file, state.file.name || "photo");
   form.append("request", JSON.stringify(requestBody()));
@@ -994,7 +1076,7 @@ async function render() {
   try {
     response = await apiFetch("v1/jobs", { method: "POST", body: form });
   } catch (err) {
-    return jobFailed(`Could not reach the server: ${err.message}`);
+    return refused(`Could not reach the farm (${err.message}): is it still running? Nothing was sent.`);
   }
   if (refusedKey(response)) {
     // Nothing was queued: no render card, and Render works again once the key is in.
@@ -1004,15 +1086,37 @@ async function render() {
     $("api-key").focus();
     return;
   }
-  if (!response.ok) return jobFailed(await apiError(response));
+  if (!response.ok) return refused(await apiError(response));
   clearKeyStatus();
   const accepted = await response.json();
   state.job = { active: true, id: accepted.job_id, statusUrl: accepted.status_url };
+  // Answered at once: the same photo and settings were rendered before (by anyone).
+  const note = $("result-note");
+  note.hidden = accepted.status !== "succeeded";
+  note.textContent = "Rendered before: the same photo and settings, answered from the store without rendering.";
   poll(state.job);
+}
+
+// Refused before a job existed: no render card (nothing is queued), the words under Render.
+function refused(message) {
+  state.job = null;
+  updateButtons();
+  $("result-card").hidden = true;
+  say("render", message);
+}
+
+// The frames a clip holds, against the farm's max_clip_bytes: said before anything is sent.
+function clipTooLarge(s) {
+  const limit = state.limits?.max_clip_bytes;
+  const frames = Math.round(s.duration_s * s.fps);
+  if (!limit || frames * s.width * s.height * 3 <= limit) return "";
+  return `${frames} frames at ${s.width}×${s.height} is more than this farm renders in one job ` +
+    `(${(limit / 2 ** 30).toFixed(0)} GiB of frames): shorten the clip, or lower the frame rate or size.`;
 }
 
 function showResultCard() {
   $("result-card").hidden = false;
+  $("result-note").hidden = true;
   $("video-box").hidden = true;
   $("actions").hidden = true;
   $("fidelity").hidden = true;
@@ -1079,19 +1183,24 @@ function jobFailed(message) {
   state.job = null;
   updateButtons();
   $("progress-text").textContent = "Failed";
-  showError(message);
+  // The step it stopped at (Queued, when it never started) is marked failed, not left lit.
+  const active = $("stages").querySelector("li.active");
+  if (active) active.className = "failed";
+  say("render", message);
+  loadHistory();
 }
 
 async function jobDone(job, result) {
   state.job = null;
   state.shownJob = job;
   updateButtons();
+  loadHistory();
   $("progress-text").textContent = `Done: ${result.width}×${result.height}, ${result.frames} frames at ${result.fps} fps`;
   let video;
   try {
     video = await resultSource(result.video_url);
   } catch (err) {
-    return showError(`The video is rendered, but this page could not load it: ${err.message}`);
+    return say("render", `The video is rendered, but this page could not load it: ${err.message}`);
   }
   if (!video || state.shownJob !== job) return; // the key was refused, or another render began
   const player = $("video");
@@ -1141,20 +1250,24 @@ async function showFidelity(job, result) {
   try {
     picture = await resultSource(result.fidelity_url);
   } catch (err) {
-    return showError(`The path check's picture could not be loaded: ${err.message}`);
+    return say("render", `The path check's picture could not be loaded: ${err.message}`);
   }
   if (!picture || state.shownJob !== job) return;
   const verdict = $("fidelity-verdict");
   verdict.dataset.verdict = fidelity.verdict;
-  const located = `${fidelity.located}/${fidelity.sampled} frames located`;
-  const pct = (x) => (x === null || x === undefined ? "?" : `${x.toFixed(1)}%`);
-  verdict.textContent = fidelity.verdict === "followed"
-    ? `Path followed: end ${pct(fidelity.end_center_pct)} off, worst ${pct(fidelity.worst_center_pct)} (${located})`
-    : fidelity.verdict === "missed"
-      ? `Path missed: ${fidelity.reason} (${located})`
-      : `Path not measured: ${fidelity.reason}`;
+  verdict.textContent = verdictText(fidelity);
   $("fidelity-image").src = picture.src;
   $("fidelity").hidden = false;
+}
+
+function verdictText(fidelity) {
+  const located = `${fidelity.located}/${fidelity.sampled} frames located`;
+  const pct = (x) => (x === null || x === undefined ? "?" : `${x.toFixed(1)}%`);
+  return {
+    followed: `Path followed: end ${pct(fidelity.end_center_pct)} off, worst ${pct(fidelity.worst_center_pct)} (${located})`,
+    clamped: `Path clamped: ${fidelity.reason}`,
+    missed: `Path missed: ${fidelity.reason} (${located})`,
+  }[fidelity.verdict] || `Path not measured: ${fidelity.reason}`;
 }
 
 async function copyLink() {
@@ -1171,12 +1284,242 @@ async function copyLink() {
   }
 }
 
+// --- the farm's limits ------------------------------------------------------------------
+
+// GET /v1/limits: shown on the drop area, and checked before a photo or a job is sent.
+async function loadLimits() {
+  let limits;
+  try {
+    const response = await apiFetch("v1/limits");
+    if (!response.ok) return; // the server checks anyway; the page just cannot say it first
+    limits = await response.json();
+  } catch (_) {
+    return;
+  }
+  state.limits = limits;
+  const img = limits.image;
+  const formats = img.formats.map((f) => ({ jpeg: "JPEG", png: "PNG", webp: "WebP", bmp: "BMP", tiff: "TIFF" }[f] || f));
+  $("limits-text").textContent = `${formats.slice(0, -1).join(", ")} or ${formats.at(-1)}: up to ` +
+    `${mib(img.max_bytes)} and ${mp(img.max_pixels)}, at least ${img.min_side} pixels a side. ` +
+    `Videos of ${limits.duration_s.min}–${limits.duration_s.max} s, up to ${limits.size.max} pixels a side.`;
+  const duration = $("duration");
+  duration.max = String(limits.duration_s.max);
+  for (const option of $("size").options) {
+    const [w, h] = option.value.split("x").map(Number);
+    option.disabled = Math.max(w, h) > limits.size.max || Math.min(w, h) < limits.size.min;
+  }
+}
+
+// --- paths as files ---------------------------------------------------------------------
+
+// The path as the JSON that `d2v render --path` takes: canvas size and points (with t).
+function pathJson() {
+  const canvas = $("canvas");
+  return JSON.stringify({ canvas: { width: canvas.width, height: canvas.height }, points: thin(currentPath()) },
+    null, 1);
+}
+
+function exportPath() {
+  const blob = new Blob([pathJson() + "\n"], { type: "application/json" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = `${(state.file?.name || "photo").replace(/\.[^.]+$/, "")}-path.json`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+// A path JSON file (ours or hand-made): {canvas, points} scales to this photo's canvas; a
+// bare list of points is in the photo's pixels.
+async function importPath(file) {
+  let data;
+  try {
+    data = JSON.parse(await file.text());
+  } catch (err) {
+    return say("photo", `“${file.name}” is not JSON: ${err.message}`);
+  }
+  const canvas = $("canvas");
+  const bare = Array.isArray(data);
+  const points = bare ? data : data?.points;
+  const from = bare ? { width: state.bitmap.width, height: state.bitmap.height } : data?.canvas;
+  const ok = Array.isArray(points) && points.length >= 2 && from && from.width > 0 && from.height > 0 &&
+    points.every((p) => Number.isFinite(p?.x) && Number.isFinite(p?.y));
+  if (!ok) {
+    return say("photo", `“${file.name}” is not a path: expected {"canvas": {"width", "height"}, "points": ` +
+      "[{\"x\", \"y\", \"t\"}, ...]} or a list of {\"x\", \"y\"} in the photo's pixels.");
+  }
+  setPath(points.map((p, i) => ({
+    x: (p.x * canvas.width) / from.width,
+    y: (p.y * canvas.height) / from.height,
+    t: Number.isFinite(p.t) ? p.t : i / 60,
+  })));
+}
+
+function setPath(points) {
+  unsay("photo");
+  state.history.push(points);
+  afterPathChange();
+}
+
+function setupPathFiles() {
+  $("export-path").addEventListener("click", exportPath);
+  $("import-path").addEventListener("click", () => $("path-file").click());
+  $("path-file").addEventListener("change", () => {
+    const file = $("path-file").files[0];
+    $("path-file").value = "";
+    if (file) importPath(file);
+  });
+}
+
+// --- history: the caller's recent jobs ---------------------------------------------------------
+
+async function loadHistory() {
+  let jobs;
+  try {
+    const response = await apiFetch(`v1/jobs?limit=${HISTORY_LIMIT}`, { cache: "no-store" });
+    if (refusedKey(response)) return; // asked again once a key is entered
+    if (!response.ok) throw new Error(await apiError(response));
+    jobs = (await response.json()).jobs;
+  } catch (err) {
+    $("history-status").textContent = `Could not load your renders: ${err.message}`;
+    return;
+  }
+  $("history-status").textContent = jobs.length ? "" : "Nothing rendered yet: your renders will be listed here.";
+  const list = $("history");
+  list.textContent = "";
+  for (const job of jobs) list.append(historyItem(job));
+}
+
+function historyItem(job) {
+  const li = document.createElement("li");
+  li.className = "history-item";
+  li.dataset.job = job.job_id;
+  li.dataset.status = job.status;
+  const thumb = document.createElement("div");
+  thumb.className = "history-thumb";
+  const body = document.createElement("div");
+  body.className = "history-body";
+  const title = document.createElement("p");
+  title.className = "history-title";
+  const when = job.created_at ? new Date(job.created_at).toLocaleString() : "";
+  title.textContent = `${job.status}${when ? " · " + when : ""}`;
+  const detail = document.createElement("p");
+  detail.className = "history-detail";
+  const result = job.result;
+  if (result) {
+    detail.textContent = `${result.width}×${result.height}, ${(result.frames / result.fps).toFixed(1)} s` +
+      (result.fidelity ? ` · ${verdictText(result.fidelity)}` : "");
+    if (result.fidelity) detail.dataset.verdict = result.fidelity.verdict;
+  } else {
+    detail.textContent = job.status === "failed" ? job.error || "failed"
+      : `${STAGE_LABELS[job.stage] || job.stage || "waiting"} ${Math.round((job.progress || 0) * 100)}%`;
+  }
+  const actions = document.createElement("div");
+  actions.className = "history-actions";
+  if (result) {
+    actions.append(button("Open", () => openJob(job)), button("Download", () => downloadJob(job)));
+    showPoster(thumb, result.poster_url, job.job_id);
+  }
+  actions.append(button("Render again…", () => renderAgain(job)));
+  body.append(title, detail, actions);
+  li.append(thumb, body);
+  return li;
+}
+
+function button(text, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "button small";
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function showPoster(thumb, url, jobId) {
+  try {
+    const poster = await resultSource(url);
+    if (!poster) return;
+    const img = document.createElement("img");
+    img.alt = `Poster of job ${jobId}`;
+    img.src = poster.src;
+    thumb.append(img);
+  } catch (_) {
+    thumb.textContent = "no poster";
+  }
+}
+
+// Open: the job's result in the result card, as if it had just been rendered here.
+function openJob(job) {
+  unsay("render");
+  state.job = null;
+  showResultCard();
+  setStages("done", 1);
+  const shown = { id: job.job_id };
+  jobDone(shown, job.result);
+  $("result-card").scrollIntoView({ block: "nearest" });
+}
+
+async function downloadJob(job) {
+  try {
+    const video = await resultSource(job.result.video_url);
+    if (!video) return;
+    const a = document.createElement("a");
+    a.href = video.src;
+    a.download = `d2v-${job.job_id}.mp4`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (err) {
+    say("render", `Could not download the video: ${err.message}`);
+  }
+}
+
+// Render again with changes: the job's photo, path and settings back in the page, to change
+// and render. (The request's preset is kept: its fields are in the request already.)
+async function renderAgain(job) {
+  unsay("render");
+  let request, photo;
+  try {
+    const [manifest, image] = await Promise.all([`v1/jobs/${job.job_id}/request`, `v1/jobs/${job.job_id}/image`]
+      .map((u) => apiFetch(u)));
+    for (const r of [manifest, image]) if (!r.ok) throw new Error(await apiError(r));
+    request = await manifest.json();
+    const blob = await image.blob();
+    photo = new File([blob], `job-${job.job_id}.${(blob.type.split("/")[1] || "jpg").replace("jpeg", "jpg")}`,
+      { type: blob.type });
+  } catch (err) {
+    return say("render", `Could not load that job's photo and settings: ${err.message}`);
+  }
+  if (!(await loadFile(photo))) return;
+  applySettings({ ...DEFAULTS, ...request });
+  markPreset(request.preset || null);
+  const path = request.path;
+  const from = path.canvas || { width: state.bitmap.width, height: state.bitmap.height };
+  const canvas = $("canvas");
+  setPath(path.points.map((p, i) => ({
+    x: (p.x * canvas.width) / from.width, y: (p.y * canvas.height) / from.height, t: p.t ?? i / 60,
+  })));
+  $("hint").textContent = "The job's photo, path and settings: change anything, then Render.";
+  window.scrollTo({ top: 0, behavior: "smooth" });
+}
+
 // --- start ----------------------------------------------------------------------------
+// Where everything is wired. A new drawing tool: a button in index.html's toolbar and its
+// setup here. A new request field: its control in the settings form, read in settings(),
+// written in applySettings() (presets, "render again"), its listener in setupSettings() or
+// setupKnobs(). What the farm offers (effects, presets, looks, post effects, backends,
+// limits) is asked of the API below and fills the pickers.
 
 setupApiKey();
-setupFileInputs();
-setupDrawing();
-setupSettings();
+setupFileInputs(); // the photo: choose, drop, paste
+setupDrawing(); // the path: draw, continue, undo, clear
+setupPathFiles(); // the path as a file: save, load
+setupSettings(); // the settings form and Render
+$("history-refresh").addEventListener("click", loadHistory);
+$("gallery-filter").addEventListener("input", filterGallery);
 loadEffects();
-loadChoices();
+loadChoices(); // presets (the gallery), looks, post effects, backends
+loadLimits();
+loadHistory();
 requestAnimationFrame(animate);
