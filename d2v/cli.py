@@ -107,7 +107,12 @@ def _add_depth_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_camera_flags(p: argparse.ArgumentParser) -> None:
     """The flags that shape the camera move (render, trajectory and check share them)."""
-    p.add_argument("--path", required=True, help="the drawn path as JSON (see README)")
+    p.add_argument("--path", default=None, help="the drawn path as JSON (see README); optional with subjects")
+    p.add_argument("--subject", action="append", default=[], metavar="MASK.png:PATH.json",
+                   help="a thing that moves: its region as a mask image (white) and its own path (repeatable, up "
+                        "to 6; docs/subjects.md)")
+    p.add_argument("--subjects", default=None, metavar="FILE.json", help="subjects (and still regions) as JSON")
+    p.add_argument("--still", action="append", default=[], metavar="MASK.png", help="a region that must not move")
     p.add_argument("--preset", default=None, help="a named bundle of effect, camera knobs, post effects, look and "
                    "duration (`d2v presets`); the flags given here override it")
     p.add_argument("--effect", default=None, help="camera move; `d2v effects` lists them (default auto)")
@@ -146,7 +151,13 @@ def _request_from_args(args: argparse.Namespace):
     look = getattr(args, "look", None)
     if look is not None:  # a .cube file travels with the job under its own name (render reads it)
         given["look"] = Path(look).name if _is_lut_file(look) else look
-    return parse_request({"path": _read_path_file(args.path), **given})
+    from d2v.subjects import subject_fields
+
+    given.update(subject_fields(getattr(args, "subject", ()), getattr(args, "subjects", None),
+                                getattr(args, "still", ())))
+    if getattr(args, "path", None) is not None:
+        given["path"] = _read_path_file(args.path)
+    return parse_request(given)
 
 
 def _lut_bytes(look: str | None) -> bytes | None:
@@ -187,11 +198,11 @@ def cmd_looks(args: argparse.Namespace) -> int:
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
     from d2v.images import check_image_header, read_image_bytes
-    from d2v.trajectory import plan_trajectory
+    from d2v.stages import plan
 
     request = _request_from_args(args)
     _, w, h = check_image_header(read_image_bytes(args.image))
-    print(plan_trajectory(request, w, h).model_dump_json(indent=2 if args.pretty else None))
+    print(plan(request, w, h).model_dump_json(indent=2 if args.pretty else None))
     return 0
 
 
@@ -248,12 +259,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     Size, frame rate and length come from the video unless given; exit 0 followed, 1 missed,
     2 bad input, 3 unmeasured."""
     import cv2
+    import numpy as np
 
     from d2v.encode import decode_frames, probe_video
-    from d2v.fidelity import measure_fidelity, sample_indices
+    from d2v.fidelity import sample_indices
     from d2v.images import load_image
     from d2v.render import load_depth_map
-    from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory
+    from d2v.stages import plan
+    from d2v.subject_check import draw_subjects, measure_with_subjects
 
     facts = probe_video(args.video)
     if facts["frames"] < 2:
@@ -265,17 +278,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
     args.size, args.fps, args.duration, args.backend = (width, height), fps, duration, "camera"
     request = _request_from_args(args)
-    trajectory = plan_trajectory(request, image.width, image.height,
-                                 depth_parallax=DEFAULT_PARALLAX if depth is not None else None)
+    trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
     frames, count, _ = decode_frames(args.video, sample_indices(max(1, facts["frames"]), args.samples))
     if (facts["width"], facts["height"]) != (width, height):
         frames = {i: cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for i, f in frames.items()}
-    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth,
-                              motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
+    report, scene = measure_with_subjects(frames, image.rgb, trajectory, request, n_frames=count, depth=depth)
     if args.picture:
         from d2v.fidelity import fidelity_image
 
-        picture = fidelity_image(image.rgb, request.path.image_points(image.width, image.height), report)
+        drawn = request.path.image_points(image.width, image.height) if request.path else np.empty((0, 2))
+        picture = fidelity_image(image.rgb, drawn, report)
+        if scene is not None:
+            draw_subjects(picture, scene, report.subjects, picture.shape[1] / image.width)
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())

@@ -163,13 +163,65 @@ class DrawnPath(BaseModel):
         return np.array([p.t for p in self.points], dtype=np.float64)
 
 
+MAX_SUBJECTS = 6
+MAX_STILL_REGIONS = 16
+MAX_REGION_POINTS = 4_000
+DEFAULT_BRUSH_RADIUS = 24.0  # canvas units
+
+
+class Region(BaseModel):
+    """A part of the photo (`d2v.subjects` refines it to the object's edges): a brush stroke
+    (`brush` points and `radius`), a `polygon`, or a `mask` image (a `data:image/png;base64,`
+    URL in a validated request; the CLI, the HTTP `mask` file parts and batch lines put the
+    file there). Points are in canvas units with `canvas`, image pixels without."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    canvas: Canvas | None = None
+    brush: list[PathPoint] | None = Field(default=None, max_length=MAX_REGION_POINTS)
+    radius: float = Field(default=DEFAULT_BRUSH_RADIUS, gt=0, le=10_000, description="brush radius, canvas units")
+    polygon: list[PathPoint] | None = Field(default=None, max_length=MAX_REGION_POINTS)
+    mask: str | None = Field(default=None, description="a mask image: white = the region")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Region":
+        kinds = [k for k in ("brush", "polygon", "mask") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of brush, polygon or mask (got {', '.join(kinds) or 'none'})")
+        if self.brush is not None and not self.brush:
+            raise ValueError("is empty: the brush stroke has no points")
+        if self.polygon is not None and len(self.polygon) < 3:
+            raise ValueError(f"is empty: a polygon needs at least 3 points, got {len(self.polygon)}")
+        return self
+
+    def image_points(self, points: list[PathPoint], image_width: int, image_height: int) -> np.ndarray:
+        """Brush or polygon points in image pixels, (N, 2)."""
+        return DrawnPath.model_construct(canvas=self.canvas, points=points).image_points(image_width, image_height)
+
+
+class Subject(BaseModel):
+    """A thing in the photo that moves along its own drawn path (`d2v.subjects`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: Region
+    path: DrawnPath = Field(description="where it goes: its first point is where it is grabbed; with `t` it "
+                            "moves at the speed drawn")
+    scale: float = Field(default=1.0, ge=0.1, le=10.0, description="its size at the end of the path (1 = as is)")
+    rotate: float = Field(default=0.0, ge=-720.0, le=720.0, description="degrees it turns along the path, "
+                          "clockwise on screen")
+    depth: float | None = Field(default=None, ge=0.0, le=1.0, description="its depth, brighter = nearer as in a "
+                                "depth map; None = from the job's depth map, or by its place in the photo")
+
+
 class RenderRequest(BaseModel):
     """What to render. The same model is the CLI's flags, the HTTP `request` field,
     a batch line (plus `image` and `id`) and the manifest's `request`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: DrawnPath
+    path: DrawnPath | None = Field(default=None, description="the camera's drawn path; a request with subjects "
+                                   "may leave it out (the camera then holds still on the whole photo)")
     effect: str = Field(default="auto", description="one of `d2v effects`")
     duration_s: float = Field(default=4.0, ge=0.5, le=20.0, description="seconds of video")
     fps: int = Field(default=24, ge=1, le=60, description="output frames per second")
@@ -228,6 +280,12 @@ class RenderRequest(BaseModel):
     )
     glitch_amount: float = Field(default=0.3, ge=0.0, le=1.0, description="glitch: the share of frames touched")
 
+    # Subject motion (d2v.subjects): things that move along their own paths; regions that hold still.
+    subjects: list[Subject] = Field(default_factory=list, description=f"up to {MAX_SUBJECTS}: each a region of "
+                                    "the photo and its own path")
+    still: list[Region] = Field(default_factory=list, max_length=MAX_STILL_REGIONS,
+                                description="regions that must not move (generative bases hold them)")
+
     # Encoder knobs.
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
     x264_preset: X264Preset = Field(default="veryfast", description="x264 speed preset (CLI --x264-preset)")
@@ -246,6 +304,20 @@ class RenderRequest(BaseModel):
         from d2v.presets import expand_preset
 
         return expand_preset(data)
+
+    @field_validator("subjects", mode="before")
+    @classmethod
+    def _few_subjects(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > MAX_SUBJECTS:
+            raise ValueError(f"{len(v)} subjects given; at most {MAX_SUBJECTS} are allowed (remove subject "
+                             f"{MAX_SUBJECTS + 1} and on)")
+        return v
+
+    @model_validator(mode="after")
+    def _something_moves(self) -> "RenderRequest":
+        if self.path is None and not self.subjects:
+            raise ValueError("path: is required (a request without subjects needs a camera path)")
+        return self
 
     @field_validator("look")
     @classmethod
@@ -355,6 +427,32 @@ class FidelityFrame(BaseModel):
                                            "the plan's, %")
 
 
+class SubjectFrame(BaseModel):
+    """One sampled frame of a subject's check (`d2v.subject_check`)."""
+
+    index: int
+    located: bool
+    planned: list[float] | None = Field(default=None, description="where its track puts it, image pixels")
+    found: list[float] | None = Field(default=None, description="where it was found, image pixels")
+    error_pct: float | None = Field(default=None, description="distance between them in the frame, % of the view "
+                                    "width")
+    score: float | None = Field(default=None, description="how well its appearance matched there, -1..1")
+
+
+class SubjectFidelity(BaseModel):
+    """Did a subject go where its path says? (`fidelity.subjects`)"""
+
+    subject: int = Field(description="its place in the request's `subjects`, from 0")
+    verdict: FidelityVerdict
+    reason: str | None = None
+    worst_pct: float | None = None
+    median_pct: float | None = None
+    located: int = 0
+    sampled: int = 0
+    tolerance_pct: float = 3.0
+    frames: list[SubjectFrame] = Field(default_factory=list)
+
+
 class FidelitySummary(BaseModel):
     """The path check in short: the verdict and its numbers (GET /v1/jobs/{id} `result.fidelity`)."""
 
@@ -372,6 +470,8 @@ class FidelitySummary(BaseModel):
     sampled: int = 0
     tolerance: dict[str, float] = Field(default_factory=dict, description="what counts as followed for this effect")
     photo_unusable: bool = Field(default=False, description="unmeasured because of the photo itself (flat, noise)")
+    subjects: list[SubjectFidelity] = Field(default_factory=list, description="each subject against its own path; "
+                                            "`followed` needs the camera and every subject to follow")
 
     def one_line(self) -> str:
         """'path followed: end 0.3% off, worst 1.1% (24/24 frames located)'."""

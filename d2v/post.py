@@ -167,6 +167,9 @@ class PostContext:
     @classmethod
     def for_job(cls, request: RenderRequest, trajectory: CameraTrajectory, image_width: int, image_height: int,
                 depth: np.ndarray | None = None) -> "PostContext":
+        if request.path is None:  # subjects only, the camera holding still: the photo's centre
+            centre = (image_width / 2.0, image_height / 2.0)
+            return cls(centre, centre, depth, request.seed, request.glitch_amount, trajectory.fps)
         shape = shape_of(clean_path(request.path.image_points(image_width, image_height)))
         return cls(shape.centroid, shape.end, depth, request.seed, request.glitch_amount, trajectory.fps)
 
