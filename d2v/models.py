@@ -479,7 +479,11 @@ class FidelitySummary(BaseModel):
         if self.verdict == "unmeasured":
             return f"path unmeasured: {self.reason}"
         end = f"end {self.end_center_pct:.1f}% off" if self.end_center_pct is not None else "end not located"
-        worst = f"worst {self.worst_center_pct:.1f}%"
+        worst = f"worst {self.worst_center_pct:.1f}%" if self.worst_center_pct is not None else "camera unmeasured"
+        if self.subjects:
+            worst += f"; {len(self.subjects)} subject(s) " + ", ".join(
+                f"{s.verdict}" + (f" (worst {s.worst_pct:.1f}%)" if s.worst_pct is not None else "")
+                for s in self.subjects)
         if self.verdict == "followed":
             return f"path followed: {end}, {worst} {counts}"
         return f"path missed: {self.reason}; {end}, {worst} {counts}"

@@ -92,7 +92,7 @@ def renders_final_frames(request: RenderRequest) -> bool:
 def plan(request: RenderRequest, image_width: int, image_height: int, *, has_depth: bool = False) -> CameraTrajectory:
     """With a depth map the planner keeps every depth's view inside the image, not just the plane's."""
     t0 = time.perf_counter()
-    if request.subjects:
+    if request.subjects or request.still:
         check_subjects(request, image_width, image_height)
     if request.path is None:  # subjects only: the camera holds still
         trajectory = still_trajectory(request, image_width, image_height)

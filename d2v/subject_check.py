@@ -29,6 +29,7 @@ from d2v.models import CameraTrajectory, FidelityReport, SubjectFidelity, Subjec
 from d2v.subjects import COLOURS, SubjectScene, layer_homography
 
 MATCH_SIDE = 384  # frames are searched at this width
+SEARCH_MARGIN = 0.08  # share of the frame on each side the template leaves free
 MIN_SCORE = 0.5  # a weaker best match: not located
 MIN_VISIBLE = 0.4  # less of the subject in view than this share: not measured in that frame
 TOLERANCE_PCT = 3.0
@@ -70,7 +71,13 @@ def locate(scene: SubjectScene, layer, trajectory: CameraTrajectory, frame_cam, 
     ys, xs = np.nonzero(alpha > 0.5)
     if len(xs) < 16:
         return None
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    # The template keeps SEARCH_MARGIN of the frame free on every side, so it can slide even
+    # where the subject fills the frame.
+    mx, my = round(SEARCH_MARGIN * small.width), round(SEARCH_MARGIN * small.height)
+    x0, x1 = max(xs.min(), mx), min(xs.max() + 1, small.width - mx)
+    y0, y1 = max(ys.min(), my), min(ys.max() + 1, small.height - my)
+    if x1 - x0 < 4 or y1 - y0 < 4 or (alpha[y0:y1, x0:x1] > 0.5).sum() < 16:
+        return None
     tmpl = np.clip(rgb[y0:y1, x0:x1] / np.maximum(alpha[y0:y1, x0:x1, None], 1e-3), 0, 255).astype(np.float32)
     tmask = (alpha[y0:y1, x0:x1] > 0.5).astype(np.float32)
     target = cv2.resize(picture, (small.width, small.height), interpolation=cv2.INTER_AREA).astype(np.float32) \
@@ -194,18 +201,19 @@ def _verdict(index: int, results: list[SubjectFrame], tol: float) -> SubjectFide
 
 def combine(report: FidelityReport, subjects: list[SubjectFidelity]) -> FidelityReport:
     """The job's verdict with its subjects: followed only when the camera and every subject
-    followed; a subject's miss is the reason when the camera followed."""
+    followed; missed when the camera or any subject missed (a subject that went elsewhere can
+    also leave the camera unmeasurable: the miss is what the user needs to hear)."""
     report.subjects = subjects
-    if report.verdict != "followed":
+    if report.verdict == "missed":
         return report
-    for s in subjects:
-        if s.verdict == "missed":
-            report.verdict, report.reason = "missed", s.reason
-            return report
-    for s in subjects:
-        if s.verdict == "unmeasured":
-            report.verdict, report.reason = "unmeasured", s.reason
-            return report
+    missed = next((s for s in subjects if s.verdict == "missed"), None)
+    if missed is not None:
+        report.verdict, report.reason = "missed", missed.reason
+        return report
+    if report.verdict == "followed":
+        unmeasured = next((s for s in subjects if s.verdict == "unmeasured"), None)
+        if unmeasured is not None:
+            report.verdict, report.reason = "unmeasured", unmeasured.reason
     return report
 
 

@@ -55,9 +55,11 @@ MIN_REGION_PX = 16  # a region with fewer pixels than this (in the photo) is emp
 MAX_REGION_SHARE = 0.9  # a region covering more of the photo leaves no background to move it over
 GRABCUT_SIDE = 512  # GrabCut runs on a copy at most this large (long side)
 GRABCUT_ITERATIONS = 4
-BAND = 0.35  # GrabCut's "probably background" band around a region: this x the region's size (min 8 px)
+CORE = 0.5  # deeper inside a painted region than this x its deepest point: surely the object
+BRUSH_REACH = 1.0  # a brush stroke may fall this x its radius short of the object's edge (GrabCut's band)
 FEATHER_PX = 1.5  # the sprite's soft edge (Gaussian sigma), image pixels at 1024 on the long side
-HOLE_GROW = 3  # the hole left is the subject grown by this x the feather, so no edge pixel stays
+HOLE_GROW = 3  # the hole left is the subject grown by this x the feather, so no edge pixel stays,
+HOLE_MARGIN = 0.012  # and by at least this x the photo's long side: thin things hugging its outline go too
 EASE = 0.2  # an undrawn-speed track eases in and out over this share of the clip
 COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # the page's and fidelity.png's
 
@@ -171,10 +173,11 @@ def check_subjects(request: RenderRequest, width: int, height: int) -> None:
         check_region(region, f"still[{i}]")
 
 
-def refine_region(image: np.ndarray, painted: np.ndarray) -> np.ndarray:
+def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) -> np.ndarray:
     """A painted region -> the object's own outline, (H, W) bool: GrabCut seeded with the region
-    as probable object and a band around it as probable background (everything farther is
-    background). Falls back to the painted region when GrabCut keeps too little of it."""
+    as probable object, a band grow_px wide around it as probable background (a brush stroke
+    may fall short of the object's edge; a polygon or mask already encloses it: 0) and the rest
+    as background. Falls back to the painted region when GrabCut keeps too little of it."""
     h, w = painted.shape
     k = min(1.0, GRABCUT_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) \
@@ -182,16 +185,21 @@ def refine_region(image: np.ndarray, painted: np.ndarray) -> np.ndarray:
     seed = cv2.resize(painted.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
     if seed.sum() < MIN_REGION_PX:
         return painted
-    ys, xs = np.nonzero(seed)
-    size = max(np.ptp(xs), np.ptp(ys)) + 1
-    band = max(8, round(BAND * size))
-    near = cv2.dilate(seed.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0
+    band = round(grow_px * k)
     gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
-    gc[near] = cv2.GC_PR_BGD
+    if band > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+        gc[cv2.dilate(seed.astype(np.uint8), kernel) > 0] = cv2.GC_PR_BGD
     gc[seed] = cv2.GC_PR_FGD
+    # The painted region's core is the object for sure: GrabCut decides only near its edges (a
+    # thing's parts coloured like the background around it, a nose cone against white masts,
+    # must not be dropped from inside the stroke).
+    inside = cv2.distanceTransform(seed.astype(np.uint8), cv2.DIST_L2, 5)
+    gc[inside > max(2.0, CORE * float(inside.max()))] = cv2.GC_FGD
     if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
         return painted
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
     try:
         cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
                     GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
@@ -210,12 +218,21 @@ def refine_region(image: np.ndarray, painted: np.ndarray) -> np.ndarray:
     return cv2.resize(fg * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
 
 
+def region_reach(region: Region, width: int) -> float:
+    """How far past a region its object may reach, image pixels: a brush's radius (strokes fall
+    short of edges), nothing for a polygon or a mask (they enclose it)."""
+    if region.brush is None:
+        return 0.0
+    k = width / region.canvas.width if region.canvas is not None else 1.0
+    return BRUSH_REACH * region.radius * k
+
+
 def refined_outline(image: np.ndarray, region: Region) -> tuple[np.ndarray, list[np.ndarray]]:
     """The page's "refined outline": the refined mask and its outer contours (image pixels)."""
     h, w = image.shape[:2]
     check_region_only = RenderRequest.model_construct(subjects=[], still=[region])
     check_subjects(check_region_only, w, h)
-    mask = refine_region(image, region_mask(region, w, h, "region"))
+    mask = refine_region(image, region_mask(region, w, h, "region"), region_reach(region, w))
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     eps = 0.002 * (w + h)
     return mask, [cv2.approxPolyDP(c, eps, True)[:, 0, :].astype(np.float64) + 0.5 for c in contours if len(c) >= 3]
@@ -347,7 +364,7 @@ class SubjectScene:
         for i, region in enumerate(request.still):
             still |= region_mask(region, w, h, f"still[{i}]")
         feather = FEATHER_PX * max(w, h) / 1024.0
-        grow = max(2, math.ceil(HOLE_GROW * feather))
+        grow = max(2, math.ceil(HOLE_GROW * feather), round(HOLE_MARGIN * max(w, h)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
         depth_img = None
         if depth is not None:
@@ -358,10 +375,11 @@ class SubjectScene:
                 depth_img = cv2.resize(depth_img, (w, h), interpolation=cv2.INTER_LINEAR)
         layers, hole = [], np.zeros((h, w), bool)
         for i, subject in enumerate(request.subjects):
-            mask = refine_region(image, region_mask(subject.region, w, h, f"subjects[{i}].region")) & ~still
+            painted = region_mask(subject.region, w, h, f"subjects[{i}].region")
+            mask = refine_region(image, painted, region_reach(subject.region, w)) & ~still
             if mask.sum() < MIN_REGION_PX:
                 raise InvalidRequestError(f"subjects[{i}].region: is empty once the still regions are taken out")
-            hole |= cv2.dilate(mask.astype(np.uint8), kernel) > 0
+            hole |= (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~still  # still regions stay as they are
             layers.append(_cut_out(i, image, mask, depth_img, subject, request, feather))
         plate = inpaint_hole(image, hole, source=~hole) if hole.any() else image.copy()
         plate_depth = None
