@@ -146,21 +146,23 @@ def region_mask(region: Region, width: int, height: int, where: str = "region") 
     return out > 0
 
 
+def check_region(region: Region, width: int, height: int, where: str = "region") -> None:
+    """A region must hold some of the photo and leave background around it."""
+    area = int(region_mask(region, width, height, where).sum())
+    if area < MIN_REGION_PX:
+        raise InvalidRequestError(f"{where}: is empty: it covers {area} pixels of the photo (paint over the "
+                                  "thing, inside the photo)")
+    if area > MAX_REGION_SHARE * width * height:
+        raise InvalidRequestError(f"{where}: covers {100 * area / (width * height):.0f}% of the photo; a region "
+                                  f"may cover at most {100 * MAX_REGION_SHARE:.0f}% (leave background around it)")
+
+
 def check_subjects(request: RenderRequest, width: int, height: int) -> None:
     """A request's subjects and still regions against the photo: each region must hold some of
     it and leave background around it, each track must stay on it. InvalidRequestError names
     the subject (counted from 0) and the field."""
-    def check_region(region: Region, where: str) -> None:
-        area = int(region_mask(region, width, height, where).sum())
-        if area < MIN_REGION_PX:
-            raise InvalidRequestError(f"{where}: is empty: it covers {area} pixels of the photo (paint over the "
-                                      "thing, inside the photo)")
-        if area > MAX_REGION_SHARE * width * height:
-            raise InvalidRequestError(f"{where}: covers {100 * area / (width * height):.0f}% of the photo; a region "
-                                      f"may cover at most {100 * MAX_REGION_SHARE:.0f}% (leave background around it)")
-
     for i, subject in enumerate(request.subjects):
-        check_region(subject.region, f"subjects[{i}].region")
+        check_region(subject.region, width, height, f"subjects[{i}].region")
         xy = subject.path.image_points(width, height)
         outside = np.flatnonzero((xy[:, 0] < -0.5) | (xy[:, 0] > width + 0.5) | (xy[:, 1] < -0.5)
                                  | (xy[:, 1] > height + 0.5))
@@ -170,7 +172,7 @@ def check_subjects(request: RenderRequest, width: int, height: int) -> None:
                 f"subjects[{i}].path: point {j} ({xy[j, 0]:.0f}, {xy[j, 1]:.0f}) is outside the {width}x{height} "
                 f"photo ({len(outside)} of {len(xy)} points are): a track must stay on the photo")
     for i, region in enumerate(request.still):
-        check_region(region, f"still[{i}]")
+        check_region(region, width, height, f"still[{i}]")
 
 
 def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) -> np.ndarray:
@@ -227,15 +229,40 @@ def region_reach(region: Region, width: int) -> float:
     return BRUSH_REACH * region.radius * k
 
 
-def refined_outline(image: np.ndarray, region: Region) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The page's "refined outline": the refined mask and its outer contours (image pixels)."""
-    h, w = image.shape[:2]
-    check_region_only = RenderRequest.model_construct(subjects=[], still=[region])
-    check_subjects(check_region_only, w, h)
-    mask = refine_region(image, region_mask(region, w, h, "region"), region_reach(region, w))
+OUTLINE_SIDE = 768  # the page's outline is refined on a copy of the photo at most this large
+
+
+def outline_answer(image_bytes: bytes, region_json: str | bytes, mask_bytes: bytes | None = None) -> dict:
+    """POST /v1/subjects/outline: a painted region refined to its object's edges, at once (on a
+    copy of the photo at most OUTLINE_SIDE). Returns {"canvas", "outlines" ([[x, y], ...] each,
+    in the region's canvas units), "share" (of the photo)}; a bad region is InvalidRequestError."""
+    from d2v.images import decode_image
+
+    try:
+        region = Region.model_validate_json(region_json)
+    except ValueError as e:
+        raise InvalidRequestError(f"invalid region: {str(e).splitlines()[-1].strip()}") from None
+    if region.mask is not None and not region.mask.startswith(MASK_PREFIX):
+        if mask_bytes is None:
+            raise InvalidRequestError("region.mask: send the mask image as a file part named 'mask'")
+        region = region.model_copy(update={"mask": mask_data_url(mask_bytes)})
+    rgb = decode_image(image_bytes).rgb
+    full_h, full_w = rgb.shape[:2]
+    k = min(1.0, OUTLINE_SIDE / max(full_w, full_h))
+    small = cv2.resize(rgb, (max(1, round(full_w * k)), max(1, round(full_h * k))), interpolation=cv2.INTER_AREA) \
+        if k < 1 else rgb
+    h, w = small.shape[:2]
+    canvas = region.canvas or Canvas(width=full_w, height=full_h)
+    # The region in the small copy's pixels: scale its canvas to it.
+    scaled = region.model_copy(update={"canvas": canvas})
+    check_region(scaled, w, h)
+    mask = refine_region(small, region_mask(scaled, w, h, "region"), region_reach(scaled, w))
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     eps = 0.002 * (w + h)
-    return mask, [cv2.approxPolyDP(c, eps, True)[:, 0, :].astype(np.float64) + 0.5 for c in contours if len(c) >= 3]
+    sx, sy = canvas.width / w, canvas.height / h
+    outlines = [[[round(float(x + 0.5) * sx, 2), round(float(y + 0.5) * sy, 2)] for x, y in cv2.approxPolyDP(c, eps, True)[:, 0]]
+                for c in contours if len(c) >= 3]
+    return {"canvas": canvas.model_dump(), "outlines": outlines, "share": round(float(mask.mean()), 4)}
 
 
 # -- tracks -----------------------------------------------------------------------------------
