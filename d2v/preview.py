@@ -32,7 +32,7 @@ from d2v.looks import look_for
 from d2v.models import MIN_SIDE, Canvas, DepthSource, DrawnPath, RenderRequest
 from d2v.pathshape import clean_path, shape_of
 from d2v.post import CameraFrames, PostContext, apply_post
-from d2v.render import CameraRenderer
+from d2v.subjects import canvas_of, renderer_for, subjects_on_canvas
 from d2v.stages import plan
 from d2v.trajectory import resolve_effect
 
@@ -90,9 +90,10 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
     t0 = time.perf_counter()
     full_h, full_w = rgb.shape[:2]
     path = request.path
-    if path.canvas is None:  # a bare list is in image pixels: the image is its canvas
+    if path is not None and path.canvas is None:  # a bare list is in image pixels: the image is its canvas
         path = DrawnPath(canvas=Canvas(width=full_w, height=full_h), points=path.points)
-    canvas = path.canvas
+    request = subjects_on_canvas(request, full_w, full_h)  # the preview renders a smaller copy
+    canvas = path.canvas if path is not None else canvas_of(request, full_w, full_h)
     small = _shrink(rgb, PREVIEW_MAX_SIDE)
     h, w = small.shape[:2]
     pw, ph = preview_size(request.width, request.height)
@@ -105,7 +106,7 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
 
     look = look_for(req, lut_bytes)
     buf = io.BytesIO()
-    renderer = CameraRenderer(small, depth if has_depth else None)
+    renderer = renderer_for(small, depth if has_depth else None, req)  # subjects move in the preview too
     clip = apply_post(CameraFrames(renderer, trajectory), req.post,
                       PostContext.for_job(req, trajectory, w, h, depth if has_depth else None))
     frames = (look.apply(clip.frame(i)) if look else clip.frame(i) for i in range(len(clip)))
@@ -113,10 +114,12 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
 
     sx, sy = canvas.width / w, canvas.height / h  # small-image pixels -> canvas units
     to_canvas = np.array([sx, sy])
-    cleaned = clean_path(path.image_points(w, h))
-    shape = shape_of(cleaned)
-    clean = cleaned.points
-    pick = np.unique(np.linspace(0, len(clean) - 1, min(len(clean), PATH_POINTS)).round().astype(int))
+    shape = clean = None
+    if path is not None:
+        cleaned = clean_path(path.image_points(w, h))
+        shape = shape_of(cleaned)
+        clean = cleaned.points
+        pick = np.unique(np.linspace(0, len(clean) - 1, min(len(clean), PATH_POINTS)).round().astype(int))
     # Each video frame's view: post effects remap time (reverse, boomerang, bullet_time's
     # swing), so the views follow the clip's own homographies, frame by frame.
     corners = np.array([[0.0, 0.0], [pw, 0.0], [pw, ph], [0.0, ph]])
@@ -125,13 +128,13 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
     return {
         "effect": trajectory.effect,
         "requested_effect": request.effect,
-        "auto_effect": resolve_effect("auto", shape, w, h, has_depth=has_depth),
+        "auto_effect": resolve_effect("auto", shape, w, h, has_depth=has_depth) if shape else None,
         "depth_source": depth_source,
         "depth_shown": renderer.depth is not None,
-        "path_shape": shape.kind,
-        "direction": shape.direction,
+        "path_shape": shape.kind if shape else None,
+        "direction": shape.direction if shape else 0,
         "canvas": {"width": canvas.width, "height": canvas.height},
-        "path": (clean[pick] * to_canvas).round(1).tolist(),
+        "path": (clean[pick] * to_canvas).round(1).tolist() if clean is not None else [],
         "views": views,
         "fps": trajectory.fps,
         "frames": len(clip),

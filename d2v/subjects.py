@@ -620,3 +620,20 @@ def subject_fields(subject_args: Sequence[str] = (), subjects_file: str | None =
     if still:
         fields["still"] = still
     return fields
+
+
+def subjects_on_canvas(request: RenderRequest, width: int, height: int) -> RenderRequest:
+    """The request with every subject's region and path that is in image pixels (no canvas) put
+    on a canvas of the image's size, so it scales with a smaller copy of the photo."""
+    if not request.subjects and not request.still:
+        return request
+    canvas = Canvas(width=width, height=height)
+
+    def placed(region: Region) -> Region:
+        return region if region.canvas is not None else region.model_copy(update={"canvas": canvas})
+
+    subjects = [s.model_copy(update={
+        "region": placed(s.region),
+        "path": s.path if s.path.canvas is not None else s.path.model_copy(update={"canvas": canvas})})
+        for s in request.subjects]
+    return request.model_copy(update={"subjects": subjects, "still": [placed(r) for r in request.still]})

@@ -206,13 +206,10 @@ function appendLut(form) {
 
 function requestBody() {
   const canvas = $("canvas");
-  return {
-    path: {
-      canvas: { width: canvas.width, height: canvas.height },
-      points: thin(currentPath()),
-    },
-    ...settings(),
-  };
+  const subjects = Subjects.fields(); // subjects.js: things that move along their own paths
+  const path = { canvas: { width: canvas.width, height: canvas.height }, points: thin(currentPath()) };
+  // With subjects the camera path may be left out: the camera then holds still.
+  return { ...(subjects.subjects && distinctPoints(currentPath()) < 2 ? {} : { path }), ...settings(), ...subjects };
 }
 
 // Keep under the API's point limit by dropping every other point (ends kept).
@@ -252,6 +249,7 @@ async function loadFile(file) {
   state.bitmap = bitmap;
   state.previewBlob = await previewCopy(file, bitmap);
   state.history = [];
+  Subjects.reset();
   state.preview = null;
   state.photoId += 1;
   resetPreview("Draw a path to see the camera move.");
@@ -409,7 +407,7 @@ function afterPathChange() {
   updateButtons();
   redraw();
   refreshGallery();
-  if (distinctPoints(currentPath()) >= 2) {
+  if (distinctPoints(currentPath()) >= 2 || Subjects.ready()) {
     schedulePreview(0);
   } else {
     if (state.previewAbort) state.previewAbort.abort();
@@ -419,7 +417,7 @@ function afterPathChange() {
 }
 
 function updateButtons() {
-  const hasPath = distinctPoints(currentPath()) >= 2;
+  const hasPath = distinctPoints(currentPath()) >= 2 || Subjects.ready();
   $("undo").disabled = state.history.length === 0;
   $("clear").disabled = currentPath().length === 0;
   $("render").disabled = !(state.bitmap && hasPath) || Boolean(state.job && state.job.active);
@@ -450,6 +448,7 @@ function redraw() {
   }
   const line = smooth || raw;
   if (line.length > 1) drawEnds(ctx, line, u);
+  Subjects.draw(ctx, u);
 }
 
 function strokeLine(ctx, pts, width, color, dash) {
@@ -545,7 +544,7 @@ function resetPreview(message) {
 
 function schedulePreview(delayMs = 200) {
   clearTimeout(state.previewTimer);
-  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  if (!state.bitmap || (distinctPoints(currentPath()) < 2 && !Subjects.ready())) return;
   state.previewTimer = setTimeout(runPreview, delayMs);
 }
 
@@ -980,7 +979,7 @@ async function galleryPreview(name, generation, signal) {
 
 async function render() {
   clearError();
-  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  if (!state.bitmap || (distinctPoints(currentPath()) < 2 && !Subjects.ready())) return;
   const form = new FormData();
   form.append("image", state.file, state.file.name || "photo");
   form.append("request", JSON.stringify(requestBody()));
@@ -1146,7 +1145,8 @@ async function showFidelity(job, result) {
   if (!picture || state.shownJob !== job) return;
   const verdict = $("fidelity-verdict");
   verdict.dataset.verdict = fidelity.verdict;
-  const located = `${fidelity.located}/${fidelity.sampled} frames located`;
+  const moved = (fidelity.subjects || []).map((s) => s.verdict); // subjects.js's subjects, each checked
+  const located = `${fidelity.located}/${fidelity.sampled} frames located${moved.length ? `; subjects: ${moved.join(", ")}` : ""}`;
   const pct = (x) => (x === null || x === undefined ? "?" : `${x.toFixed(1)}%`);
   verdict.textContent = fidelity.verdict === "followed"
     ? `Path followed: end ${pct(fidelity.end_center_pct)} off, worst ${pct(fidelity.worst_center_pct)} (${located})`
@@ -1176,6 +1176,7 @@ async function copyLink() {
 setupApiKey();
 setupFileInputs();
 setupDrawing();
+Subjects.setup();
 setupSettings();
 loadEffects();
 loadChoices();
