@@ -116,6 +116,14 @@ def test_paint_a_subject_draw_its_track_and_the_video_shows_it_moving(web, brows
     frames, n, _ = decode_frames(preview, [0])
     last, _, _ = decode_frames(preview, [n - 1])
     assert moved(frames[0], last[n - 1])
+    assert "camera holds still" in driver.find_element("id", "analysis").text
+    # The canvas shows the subject's outline and path in its colour (red: #ff5a5a).
+    reds = driver.execute_script("""
+        const c = document.getElementById('canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 200 && d[i + 1] < 120 && d[i + 2] < 120) n++;
+        return n;""")
+    assert reds > 500, reds
     screenshot(driver, "web-subjects.png")
 
     driver.find_element("id", "render").click()

@@ -437,7 +437,7 @@ function redraw() {
   if (view) drawView(ctx, view, u);
 
   const raw = state.stroke ? state.stroke.base.concat(state.stroke.points) : currentPath();
-  const smooth = !state.stroke && state.preview ? state.preview.path.map(([x, y]) => ({ x, y })) : null;
+  const smooth = !state.stroke && state.preview?.path.length ? state.preview.path.map(([x, y]) => ({ x, y })) : null;
   // The raw stroke: thin while drawing, faint once the smoothed path is back.
   if (raw.length > 1) {
     strokeLine(ctx, raw, smooth ? 1.5 * u : 3 * u, smooth ? "rgba(255,255,255,0.45)" : "#ffffff", smooth ? [4 * u, 4 * u] : []);
@@ -599,6 +599,10 @@ async function runPreview() {
 }
 
 function showAnalysis(p) {
+  if (!p.path_shape) { // subjects only (subjects.js): no camera path
+    $("analysis").textContent = "No camera path: the camera holds still while the subjects move.";
+    return;
+  }
   const shape = { straight: "a straight stroke", closed_loop: "a closed loop", spiral: "a spiral", freeform: "a freeform stroke" }[p.path_shape] || p.path_shape;
   const turn = p.direction > 0 ? " (clockwise)" : p.direction < 0 ? " (counter-clockwise)" : "";
   const el = $("analysis");
