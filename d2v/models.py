@@ -559,7 +559,8 @@ def _raise_named(err: ValidationError, what: str) -> None:
     locs = [e["loc"] for e in err.errors()]
     if any(loc and loc[0] == "effect" for loc in locs):
         raise UnknownEffectError(message) from None
-    if what == "path" or any(loc and loc[0] == "path" for loc in locs):
+    no_path = any(e["msg"].removeprefix("Value error, ").startswith("path:") for e in err.errors())  # see _something_moves
+    if what == "path" or no_path or any(loc and loc[0] == "path" for loc in locs):
         raise InvalidPathError(message) from None
     raise InvalidRequestError(message) from None
 
