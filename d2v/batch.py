@@ -329,6 +329,7 @@ def run_batch(jobs_file: str | Path, env: dict[str, str] | None = None, options:
         """Items to render, lazily (their local images are read only now); bad lines,
         unreadable local images and items already in the store finish here."""
         from d2v.pipeline import cached_manifest
+        from d2v.subjects import attach_masks, mask_names
 
         for item in items:
             if item.error is not None:
@@ -347,6 +348,9 @@ def run_batch(jobs_file: str | Path, env: dict[str, str] | None = None, options:
                          else read_ref(item.depth, store, base_dir, "depth map"))
                 lut = (None if not item.lut or item.lut.startswith("s3://")
                        else read_ref(item.lut, store, base_dir, "look"))
+                if names := mask_names(item.request):  # subjects' mask images travel in the request
+                    masks = {name: read_ref(name, store, base_dir, "mask") for name in names}
+                    payload["request"] = attach_masks(item.request, masks).model_dump(mode="json")
             except D2VError as e:
                 finish(Row(id=item.label, line=item.line, status="failed", error=str(e), seconds=0.0))
                 continue

@@ -115,9 +115,15 @@ def _add_depth_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_camera_flags(p: argparse.ArgumentParser) -> None:
     """The flags that shape the camera move (render, trajectory and check share them)."""
-    p.add_argument("--path", default=None, help="the drawn path as JSON (see README); this or --camera")
+    p.add_argument("--path", default=None, help="the drawn path as JSON (see README); optional with --camera or "
+                   "subjects")
     p.add_argument("--camera", default=None, help="a typed camera as JSON: keyframes of pan, tilt, roll, zoom, "
                    "truck, pedestal, dolly or poses (docs/camera.md); the move instead of the path's effect")
+    p.add_argument("--subject", action="append", default=[], metavar="MASK.png:PATH.json",
+                   help="a thing that moves: its region as a mask image (white) and its own path (repeatable, up "
+                        "to 6; docs/subjects.md)")
+    p.add_argument("--subjects", default=None, metavar="FILE.json", help="subjects (and still regions) as JSON")
+    p.add_argument("--still", action="append", default=[], metavar="MASK.png", help="a region that must not move")
     p.add_argument("--preset", default=None, help="a named bundle of effect, camera knobs, post effects, look and "
                    "duration (`d2v presets`); the flags given here override it")
     p.add_argument("--effect", default=None, help="camera move; `d2v effects` lists them (default auto)")
@@ -156,6 +162,10 @@ def _request_from_args(args: argparse.Namespace):
     look = getattr(args, "look", None)
     if look is not None:  # a .cube file travels with the job under its own name (render reads it)
         given["look"] = Path(look).name if _is_lut_file(look) else look
+    from d2v.subjects import subject_fields
+
+    given.update(subject_fields(getattr(args, "subject", ()), getattr(args, "subjects", None),
+                                getattr(args, "still", ())))
     if getattr(args, "path", None) is not None:
         given["path"] = _read_json_file(args.path, "path", InvalidPathError)
     if getattr(args, "camera", None) is not None:
@@ -209,11 +219,11 @@ def cmd_looks(args: argparse.Namespace) -> int:
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
     from d2v.images import check_image_header, read_image_bytes
-    from d2v.trajectory import plan_trajectory
+    from d2v.stages import plan
 
     request = _request_from_args(args)
     _, w, h = check_image_header(read_image_bytes(args.image))
-    print(plan_trajectory(request, w, h).model_dump_json(indent=2 if args.pretty else None))
+    print(plan(request, w, h).model_dump_json(indent=2 if args.pretty else None))
     return 0
 
 
@@ -290,8 +300,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     import cv2
 
     from d2v.encode import decode_frames, probe_video
-    from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
-    from d2v.trajectory import DEFAULT_PARALLAX, move_points, plan_trajectory
+    from d2v.fidelity import fidelity_image, sample_indices
+    from d2v.stages import plan
+    from d2v.subject_check import draw_subjects, measure_with_subjects
+    from d2v.trajectory import move_points
 
     check = _job_check(args) if (args.job or args.manifest) else _flags_check(args)
     request, image, depth, video = check
@@ -303,16 +315,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     facts = probe_video(video)
     if facts["frames"] < 2:
         raise InvalidRequestError(f"{video} has {facts['frames']} frame(s): a camera move needs at least 2")
-    trajectory = plan_trajectory(request, image.width, image.height,
-                                 depth_parallax=DEFAULT_PARALLAX if depth is not None else None)
+    trajectory = plan(request, image.width, image.height, has_depth=depth is not None)
     frames, count, _ = decode_frames(video, sample_indices(max(1, facts["frames"]), args.samples))
     if (facts["width"], facts["height"]) != (request.width, request.height):
         frames = {i: cv2.resize(f, (request.width, request.height), interpolation=cv2.INTER_AREA)
                   for i, f in frames.items()}
-    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=count, depth=depth,
-                              motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
+    report, scene = measure_with_subjects(frames, image.rgb, trajectory, request, n_frames=count, depth=depth)
     if args.picture:
         picture = fidelity_image(image.rgb, move_points(request, trajectory), report)
+        if scene is not None:
+            draw_subjects(picture, scene, report.subjects, picture.shape[1] / image.width)
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())
@@ -327,9 +339,9 @@ def _flags_check(args: argparse.Namespace):
     from d2v.images import load_image
     from d2v.render import load_depth_map
 
-    if args.video is None or args.image is None or (args.path is None and args.camera is None):
-        raise InvalidRequestError("check needs VIDEO --image IMAGE --path PATH.json (or --camera CAMERA.json), or "
-                                  "--job ID (or --manifest FILE) to take them from a job")
+    if args.video is None or args.image is None:  # the move (path, camera, subjects): the request says
+        raise InvalidRequestError("check needs VIDEO --image IMAGE --path PATH.json (or --camera CAMERA.json, or "
+                                  "subjects), or --job ID (or --manifest FILE) to take them from a job")
     facts = probe_video(args.video)
     image = load_image(args.image)
     depth = None

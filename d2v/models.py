@@ -127,6 +127,57 @@ class DrawnPath(BaseModel):
         return np.array([p.t for p in self.points], dtype=np.float64)
 
 
+MAX_SUBJECTS = 6
+MAX_STILL_REGIONS = 16
+MAX_REGION_POINTS = 4_000
+DEFAULT_BRUSH_RADIUS = 24.0  # canvas units
+
+
+class Region(BaseModel):
+    """A part of the photo (`d2v.subjects` refines it to the object's edges): a brush stroke
+    (`brush` points and `radius`), a `polygon`, or a `mask` image (a `data:image/png;base64,`
+    URL in a validated request; the CLI, the HTTP `mask` file parts and batch lines put the
+    file there). Points are in canvas units with `canvas`, image pixels without."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    canvas: Canvas | None = None
+    brush: list[PathPoint] | None = Field(default=None, max_length=MAX_REGION_POINTS)
+    radius: float = Field(default=DEFAULT_BRUSH_RADIUS, gt=0, le=10_000, description="brush radius, canvas units")
+    polygon: list[PathPoint] | None = Field(default=None, max_length=MAX_REGION_POINTS)
+    mask: str | None = Field(default=None, description="a mask image: white = the region")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Region":
+        kinds = [k for k in ("brush", "polygon", "mask") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of brush, polygon or mask (got {', '.join(kinds) or 'none'})")
+        if self.brush is not None and not self.brush:
+            raise ValueError("is empty: the brush stroke has no points")
+        if self.polygon is not None and len(self.polygon) < 3:
+            raise ValueError(f"is empty: a polygon needs at least 3 points, got {len(self.polygon)}")
+        return self
+
+    def image_points(self, points: list[PathPoint], image_width: int, image_height: int) -> np.ndarray:
+        """Brush or polygon points in image pixels, (N, 2)."""
+        return DrawnPath.model_construct(canvas=self.canvas, points=points).image_points(image_width, image_height)
+
+
+class Subject(BaseModel):
+    """A thing in the photo that moves along its own drawn path (`d2v.subjects`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: Region
+    path: DrawnPath = Field(description="where it goes: its first point is where it is grabbed; with `t` it "
+                            "moves at the speed drawn")
+    scale: float = Field(default=1.0, ge=0.1, le=10.0, description="its size at the end of the path (1 = as is)")
+    rotate: float = Field(default=0.0, ge=-720.0, le=720.0, description="degrees it turns along the path, "
+                          "clockwise on screen")
+    depth: float | None = Field(default=None, ge=0.0, le=1.0, description="its depth, brighter = nearer as in a "
+                                "depth map; None = from the job's depth map, or by its place in the photo")
+
+
 # A typed camera (docs/camera.md): its axes, their units and bounds. Angles in degrees;
 # zoom a lens factor (1 = the cover view); truck and pedestal in view widths (the picture
 # plane slides that share of the frame); dolly a share of the distance to the picture.
@@ -238,6 +289,7 @@ class TypedCamera(BaseModel):
 MOVE_FIELDS: dict[str, str] = {
     "path": "a drawn path",
     "camera": "a typed camera, docs/camera.md",
+    "subjects": "subjects that move, docs/subjects.md",
 }
 
 
@@ -247,7 +299,7 @@ class RenderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: DrawnPath | None = Field(default=None, description="the drawn stroke the camera follows")
+    path: DrawnPath | None = Field(default=None, description="the drawn stroke the camera follows; with a typed camera or subjects it may be left out (with subjects alone the camera holds still on the whole photo)")
     camera: TypedCamera | None = Field(
         default=None, description="a typed camera: keyframes of pan, tilt, roll, zoom, truck, pedestal, dolly or "
         "poses (docs/camera.md); when given it is the move, and `effect` is not used",
@@ -310,6 +362,12 @@ class RenderRequest(BaseModel):
     )
     glitch_amount: float = Field(default=0.3, ge=0.0, le=1.0, description="glitch: the share of frames touched")
 
+    # Subject motion (d2v.subjects): things that move along their own paths; regions that hold still.
+    subjects: list[Subject] = Field(default_factory=list, description=f"up to {MAX_SUBJECTS}: each a region of "
+                                    "the photo and its own path")
+    still: list[Region] = Field(default_factory=list, max_length=MAX_STILL_REGIONS,
+                                description="regions that must not move (generative bases hold them)")
+
     # Encoder knobs.
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
     x264_preset: X264Preset = Field(default="veryfast", description="x264 speed preset (CLI --x264-preset)")
@@ -328,6 +386,14 @@ class RenderRequest(BaseModel):
         from d2v.presets import expand_preset
 
         return expand_preset(data)
+
+    @field_validator("subjects", mode="before")
+    @classmethod
+    def _few_subjects(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) > MAX_SUBJECTS:
+            raise ValueError(f"{len(v)} subjects given; at most {MAX_SUBJECTS} are allowed (remove subject "
+                             f"{MAX_SUBJECTS + 1} and on)")
+        return v
 
     @field_validator("look")
     @classmethod
@@ -353,7 +419,7 @@ class RenderRequest(BaseModel):
     @model_validator(mode="after")
     def _has_a_move(self) -> "RenderRequest":
         """A request needs something to move the camera by (MOVE_FIELDS)."""
-        if all(getattr(self, name) is None for name in MOVE_FIELDS):
+        if not any(getattr(self, name) for name in MOVE_FIELDS):
             (first, what), *others = MOVE_FIELDS.items()
             alternatives = " or ".join(f"{name} ({also})" for name, also in others)
             raise PydanticCustomError("missing_move", f"{first}: is required ({what}), or give {alternatives}")
@@ -364,8 +430,9 @@ class RenderRequest(BaseModel):
         return max(1, round(self.duration_s * self.fps))
 
     def canonical_json(self) -> str:
-        # A move field left unset is left out, so requests that never had it keep their job ids.
-        unset = {name for name in MOVE_FIELDS if getattr(self, name) is None}
+        # A move field (or still regions) left unset is left out, so requests that never had it keep
+        # their job ids.
+        unset = {name for name in (*MOVE_FIELDS, "still") if not getattr(self, name)}
         return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
 
 
@@ -459,6 +526,32 @@ class FidelityFrame(BaseModel):
     planned_yaw_deg: float | None = Field(default=None, description="located in 3D: the plan's yaw, degrees")
 
 
+class SubjectFrame(BaseModel):
+    """One sampled frame of a subject's check (`d2v.subject_check`)."""
+
+    index: int
+    located: bool
+    planned: list[float] | None = Field(default=None, description="where its track puts it, image pixels")
+    found: list[float] | None = Field(default=None, description="where it was found, image pixels")
+    error_pct: float | None = Field(default=None, description="distance between them in the frame, % of the view "
+                                    "width")
+    score: float | None = Field(default=None, description="how well its appearance matched there, -1..1")
+
+
+class SubjectFidelity(BaseModel):
+    """Did a subject go where its path says? (`fidelity.subjects`)"""
+
+    subject: int = Field(description="its place in the request's `subjects`, from 0")
+    verdict: FidelityVerdict
+    reason: str | None = None
+    worst_pct: float | None = None
+    median_pct: float | None = None
+    located: int = 0
+    sampled: int = 0
+    tolerance_pct: float = 3.0
+    frames: list[SubjectFrame] = Field(default_factory=list)
+
+
 class FidelitySummary(BaseModel):
     """The path check in short: the verdict and its numbers (GET /v1/jobs/{id} `result.fidelity`)."""
 
@@ -476,6 +569,8 @@ class FidelitySummary(BaseModel):
     sampled: int = 0
     tolerance: dict[str, float] = Field(default_factory=dict, description="what counts as followed for this effect")
     photo_unusable: bool = Field(default=False, description="unmeasured because of the photo itself (flat, noise)")
+    subjects: list[SubjectFidelity] = Field(default_factory=list, description="each subject against its own path; "
+                                            "`followed` needs the camera and every subject to follow")
 
     def one_line(self) -> str:
         """'path followed: end 0.3% off, worst 1.1% (24/24 frames located)'."""
@@ -483,7 +578,11 @@ class FidelitySummary(BaseModel):
         if self.verdict == "unmeasured":
             return f"path unmeasured: {self.reason}"
         end = f"end {self.end_center_pct:.1f}% off" if self.end_center_pct is not None else "end not located"
-        worst = f"worst {self.worst_center_pct:.1f}%"
+        worst = f"worst {self.worst_center_pct:.1f}%" if self.worst_center_pct is not None else "camera unmeasured"
+        if self.subjects:
+            worst += f"; {len(self.subjects)} subject(s) " + ", ".join(
+                f"{s.verdict}" + (f" (worst {s.worst_pct:.1f}%)" if s.worst_pct is not None else "")
+                for s in self.subjects)
         if self.verdict == "followed":
             return f"path followed: {end}, {worst} {counts}"
         if self.verdict == "clamped":

@@ -31,7 +31,8 @@ from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
-from d2v.render import CameraRenderer, load_depth_map
+from d2v.render import load_depth_map
+from d2v.subjects import renderer_for
 from d2v.fidelity import sample_indices
 from d2v.post import CameraFrames, PostContext, apply_post
 from d2v.stages import (
@@ -293,7 +294,7 @@ def stream_camera_job(
     report = progress or (lambda stage, fraction: None)
     look = job_look(request, store, job_id)  # before any work: a bad .cube fails the job now
     seconds: dict[str, float] = {}
-    renderer = CameraRenderer(image.rgb, depth)
+    renderer = renderer_for(image.rgb, depth, request)  # subjects: each its own layer, moving
     n = len(trajectory)
     # The path check measures the camera move: the frames as rendered, before post and look.
     base = CameraFrames(renderer, trajectory, motion_blur=request.motion_blur, samples=request.motion_blur_samples,
@@ -306,7 +307,8 @@ def stream_camera_job(
     def check() -> FidelityReport:
         t0 = time.perf_counter()
         checked = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
-        measured = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth)
+        measured = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth,
+                                   scene=getattr(renderer, "scene", None))
         seconds["check"] = time.perf_counter() - t0
         return measured
 

@@ -32,7 +32,7 @@ from d2v.looks import look_for
 from d2v.models import MIN_SIDE, Canvas, DepthSource, DrawnPath, RenderRequest
 from d2v.pathshape import clean_path, shape_of
 from d2v.post import CameraFrames, PostContext, apply_post
-from d2v.render import CameraRenderer
+from d2v.subjects import canvas_of, renderer_for, subjects_on_canvas
 from d2v.stages import plan
 from d2v.trajectory import move_points, resolve_effect
 from d2v.typed_camera import scaled_camera
@@ -95,8 +95,9 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
     path = request.path
     if path is not None and path.canvas is None:  # a bare list is in image pixels: the image is its canvas
         path = DrawnPath(canvas=Canvas(width=full_w, height=full_h), points=path.points)
-    # A typed camera alone has no canvas: its views come back in image pixels.
-    canvas = path.canvas if path is not None else Canvas(width=full_w, height=full_h)
+    request = subjects_on_canvas(request, full_w, full_h)  # the preview renders a smaller copy
+    # A typed camera alone has no canvas: its views come back in image pixels (subjects: theirs).
+    canvas = path.canvas if path is not None else canvas_of(request, full_w, full_h)
     small = _shrink(rgb, PREVIEW_MAX_SIDE)
     h, w = small.shape[:2]
     pw, ph = preview_size(request.width, request.height)
@@ -110,7 +111,7 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
 
     look = look_for(req, lut_bytes)
     buf = io.BytesIO()
-    renderer = CameraRenderer(small, depth if has_depth else None)
+    renderer = renderer_for(small, depth if has_depth else None, req)  # subjects move in the preview too
     clip = apply_post(CameraFrames(renderer, trajectory), req.post,
                       PostContext.for_job(req, trajectory, w, h, depth if has_depth else None))
     frames = (look.apply(clip.frame(i)) if look else clip.frame(i) for i in range(len(clip)))
@@ -118,7 +119,7 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
 
     sx, sy = canvas.width / w, canvas.height / h  # small-image pixels -> canvas units
     to_canvas = np.array([sx, sy])
-    shape, clean = None, move_points(req, trajectory)  # a typed camera alone: where its view centre goes
+    shape, clean = None, move_points(req, trajectory)  # no path: where a typed camera's view centre goes
     if path is not None:
         cleaned = clean_path(path.image_points(w, h))
         shape, clean = shape_of(cleaned), cleaned.points
@@ -137,7 +138,7 @@ def preview(rgb: np.ndarray, request: RenderRequest, *, depth_source: DepthSourc
         "path_shape": None if shape is None else shape.kind,
         "direction": 0 if shape is None else shape.direction,
         "canvas": {"width": canvas.width, "height": canvas.height},
-        "path": (clean[pick] * to_canvas).round(1).tolist(),
+        "path": (clean[pick] * to_canvas).round(1).tolist() if clean is not None else [],
         "views": views,
         "fps": trajectory.fps,
         "frames": len(clip),

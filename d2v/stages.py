@@ -31,6 +31,8 @@ from d2v.images import LoadedImage
 from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
+from d2v.subject_check import draw_subjects, measure_with_subjects
+from d2v.subjects import check_subjects, renderer_for, still_trajectory
 from d2v.lifecycle import FIDELITY, LUT, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
 from d2v.looks import Look, look_for
 from d2v.post import ClipFrames, Frames, PostContext, apply_post, post_method
@@ -90,8 +92,13 @@ def renders_final_frames(request: RenderRequest) -> bool:
 def plan(request: RenderRequest, image_width: int, image_height: int, *, has_depth: bool = False) -> CameraTrajectory:
     """With a depth map the planner keeps every depth's view inside the image, not just the plane's."""
     t0 = time.perf_counter()
-    trajectory = plan_trajectory(request, image_width, image_height,
-                                 depth_parallax=DEFAULT_PARALLAX if has_depth else None)
+    if request.subjects or request.still:
+        check_subjects(request, image_width, image_height)
+    if request.path is None and request.camera is None:  # subjects only: the camera holds still
+        trajectory = still_trajectory(request, image_width, image_height)
+    else:
+        trajectory = plan_trajectory(request, image_width, image_height,
+                                     depth_parallax=DEFAULT_PARALLAX if has_depth else None)
     trajectory.seconds = round(time.perf_counter() - t0, 4)
     return trajectory
 
@@ -111,7 +118,7 @@ def render_base(
         raise ValueError("camera jobs stream through d2v.pipeline.stream_camera_job, not render_base")
     t0 = time.perf_counter()
     report = progress or (lambda stage, fraction: None)
-    renderer = CameraRenderer(image, depth)
+    renderer = renderer_for(image, depth, request)  # subjects: their render is the guide
     if svd is None:
         raise ModelNotConfiguredError(
             "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL (a model directory or hub id) "
@@ -290,14 +297,18 @@ def check_and_store(
     *,
     depth: np.ndarray | None = None,
     attempts: list[FidelityAttempt] | None = None,
+    scene=None,
 ) -> FidelityReport:
     """The check stage: measures the sampled output frames against the trajectory
     (`d2v.fidelity`) and stores fidelity.png, the photo with the drawn and the measured path.
     Never fails the job: a measurement that cannot be made is `unmeasured` with the reason."""
-    report = measure_fidelity(frames, image.rgb, trajectory, n_frames=n_frames, depth=depth,
-                              motion_blur=request.motion_blur, blur_samples=request.motion_blur_samples)
+    # scene: the job's SubjectScene (subjects measured too), when the caller built one
+    report, scene = measure_with_subjects(frames, image.rgb, trajectory, request, n_frames=n_frames, depth=depth,
+                                          scene=scene)
     report.attempts = list(attempts or [])
     picture = fidelity_image(image.rgb, move_points(request, trajectory), report)
+    if scene is not None:
+        draw_subjects(picture, scene, report.subjects, picture.shape[1] / image.width)
     ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     if ok:
         store.put_bytes(file_key(job_id, FIDELITY), png.tobytes(), "image/png")

@@ -658,10 +658,12 @@ def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | 
 
 def move_points(request: RenderRequest, trajectory: CameraTrajectory) -> np.ndarray:
     """The path a job's move is about, image px (N, 2): the drawn path, or for a typed camera
-    without one the path its view centre takes (what the fidelity picture draws, and where
+    without one the path its view centre takes (none for subjects alone) (what the fidelity picture draws, and where
     post effects find the move's centre and end)."""
     if request.path is not None:
         return request.path.image_points(trajectory.image_width, trajectory.image_height)
+    if request.camera is None:  # subjects alone: the camera holds still, no move to draw
+        return np.empty((0, 2))
     return np.array([f.center for f in trajectory.frames], dtype=np.float64)
 
 

@@ -14,6 +14,7 @@
     GET  /v1/limits               what this farm takes: image bytes and pixels, duration, fps, sizes
     GET  /v1/stats?since=7d       the KPIs (d2v.report): videos, success rate, times, cost per video
     POST /v1/preview              multipart: image, request -> effect, smoothed path, low-res MP4 (d2v.preview)
+    POST /v1/subjects/outline     multipart: image, region -> the region refined to its object's outline
     GET  /                        the drawing page (deployments/web/, files under /static/), /favicon.ico
     (HEAD is answered wherever GET is, for the result files too: players and link checkers ask it)
 
@@ -58,6 +59,7 @@ from d2v.errors import (
 from d2v.images import (
     MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_image_header, decode_image,
 )
+from d2v.subjects import attach_masks, mask_names, outline_answer
 from d2v.jobqueue import JobQueue
 from d2v.looks import parse_cube
 from d2v.lifecycle import (
@@ -87,6 +89,7 @@ DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the que
 BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refused (408)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
 MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
+MAX_UPLOAD_FILES = 12  # image, depth, lut and the subjects' and still regions' mask images
 MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
 STATS_TIMEOUT_S = 20.0  # GET /v1/stats: the most work one report does (a LIST of the store per day of the span)
 STATS_CALL_S = 5.0  # ... each store call of it given up after this
@@ -369,7 +372,7 @@ class Ingress:
 
         request.stream = counted  # what request.form() reads
         try:
-            form = await request.form(max_files=4, max_fields=16)
+            form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=16)
         except D2VError:
             raise
         except Exception as e:
@@ -391,6 +394,9 @@ class Ingress:
                 # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
                 await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
             lut_bytes = await self._read_lut(render_request, lut_upload)
+            if names := mask_names(render_request):  # subjects' and still regions' mask images, by part name
+                masks = {n: await form[n].read() for n in names if n in form and not isinstance(form[n], str)}
+                render_request = await asyncio.to_thread(attach_masks, render_request, masks)
         finally:
             await form.close()  # the spooled files
         return render_request, image_bytes, depth_bytes, lut_bytes
@@ -413,6 +419,36 @@ class Ingress:
         lut_bytes = await lut_upload.read()
         await asyncio.to_thread(check_cube, lut_bytes)
         return lut_bytes
+
+    @api.post("/v1/subjects/outline", responses=errors(400, 401, 408, 413, 415, 422))
+    async def subject_outline(self, request: Request) -> dict:
+        """The page's subject tool: a painted region (multipart `image` and `region` JSON: a
+        brush stroke, polygon or mask part as in a request's `subjects`) refined to the object's
+        edges (d2v.subjects), answered at once: its outlines in the region's canvas units and
+        the share of the photo it covers. Nothing is stored."""
+        self._authorize(request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'region' JSON field")
+        if int(request.headers.get("content-length") or 0) > MAX_IMAGE_BYTES + 1_000_000:
+            raise ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+        try:
+            form = await request.form(max_files=2, max_fields=4)
+        except Exception as e:
+            raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
+        try:
+            upload, raw = form.get("image"), form.get("region")
+            if upload is None or isinstance(upload, str):
+                raise InvalidRequestError("image: is required (a file field named 'image')")
+            if raw is None:
+                raise InvalidRequestError("region: is required (a JSON field named 'region')")
+            image_bytes = await upload.read()
+            check_image_header(image_bytes)
+            mask = form.get("mask")
+            mask_bytes = await mask.read() if mask is not None and not isinstance(mask, str) else None
+        finally:
+            await form.close()
+        async with self.previewing:
+            return await asyncio.to_thread(outline_answer, image_bytes, raw, mask_bytes)
 
     @api.post("/v1/preview", responses=errors(400, 401, 408, 413, 415, 422),
               openapi_extra=multipart_body(depth=False))

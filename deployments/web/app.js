@@ -227,13 +227,10 @@ function appendLut(form) {
 
 function requestBody() {
   const canvas = $("canvas");
-  return {
-    path: {
-      canvas: { width: canvas.width, height: canvas.height },
-      points: thin(currentPath()),
-    },
-    ...settings(),
-  };
+  const subjects = Subjects.fields(); // subjects.js: things that move along their own paths
+  const path = { canvas: { width: canvas.width, height: canvas.height }, points: thin(currentPath()) };
+  // With subjects the camera path may be left out: the camera then holds still.
+  return { ...(subjects.subjects && distinctPoints(currentPath()) < 2 ? {} : { path }), ...settings(), ...subjects };
 }
 
 // Keep under the API's point limit by dropping every other point (ends kept).
@@ -285,6 +282,7 @@ async function loadFile(file, { keepPath = false } = {}) {
   state.bitmap = bitmap;
   state.previewBlob = await previewCopy(file, bitmap);
   if (!keepPath) state.history = [];
+  Subjects.reset();
   state.preview = null;
   state.photoId += 1;
   resetPreview("Draw a path to see the camera move.");
@@ -459,7 +457,7 @@ function afterPathChange() {
   updateButtons();
   redraw();
   refreshGallery();
-  if (distinctPoints(currentPath()) >= 2) {
+  if (distinctPoints(currentPath()) >= 2 || Subjects.ready()) {
     schedulePreview(0);
   } else {
     if (state.previewAbort) state.previewAbort.abort();
@@ -469,7 +467,7 @@ function afterPathChange() {
 }
 
 function updateButtons() {
-  const hasPath = distinctPoints(currentPath()) >= 2;
+  const hasPath = distinctPoints(currentPath()) >= 2 || Subjects.ready();
   $("undo").disabled = state.history.length === 0;
   $("clear").disabled = currentPath().length === 0;
   $("export-path").disabled = !hasPath;
@@ -491,7 +489,7 @@ function redraw() {
   if (view) drawView(ctx, view, u);
 
   const raw = state.stroke ? state.stroke.base.concat(state.stroke.points) : currentPath();
-  const smooth = !state.stroke && state.preview ? state.preview.path.map(([x, y]) => ({ x, y })) : null;
+  const smooth = !state.stroke && state.preview?.path.length ? state.preview.path.map(([x, y]) => ({ x, y })) : null;
   // The raw stroke: thin while drawing, faint once the smoothed path is back.
   if (raw.length > 1) {
     strokeLine(ctx, raw, smooth ? 1.5 * u : 3 * u, smooth ? "rgba(255,255,255,0.45)" : "#ffffff", smooth ? [4 * u, 4 * u] : []);
@@ -502,6 +500,7 @@ function redraw() {
   }
   const line = smooth || raw;
   if (line.length > 1) drawEnds(ctx, line, u);
+  Subjects.draw(ctx, u);
 }
 
 function strokeLine(ctx, pts, width, color, dash) {
@@ -597,7 +596,7 @@ function resetPreview(message) {
 
 function schedulePreview(delayMs = 200) {
   clearTimeout(state.previewTimer);
-  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  if (!state.bitmap || (distinctPoints(currentPath()) < 2 && !Subjects.ready())) return;
   state.previewTimer = setTimeout(runPreview, delayMs);
 }
 
@@ -652,6 +651,10 @@ async function runPreview() {
 }
 
 function showAnalysis(p) {
+  if (!p.path_shape) { // subjects only (subjects.js): no camera path
+    $("analysis").textContent = "No camera path: the camera holds still while the subjects move.";
+    return;
+  }
   const shape = { straight: "a straight stroke", closed_loop: "a closed loop", spiral: "a spiral", freeform: "a freeform stroke" }[p.path_shape] || p.path_shape;
   const turn = p.direction > 0 ? " (clockwise)" : p.direction < 0 ? " (counter-clockwise)" : "";
   const el = $("analysis");
@@ -1060,7 +1063,7 @@ async function galleryPreview(name, generation, signal) {
 
 async function render() {
   unsay("render");
-  if (!state.bitmap || distinctPoints(currentPath()) < 2) return;
+  if (!state.bitmap || (distinctPoints(currentPath()) < 2 && !Subjects.ready())) return;
   const tooLong = clipTooLarge(settings());
   if (tooLong) return say("render", tooLong);
   const form = new FormData();
@@ -1261,7 +1264,8 @@ async function showFidelity(job, result) {
 }
 
 function verdictText(fidelity) {
-  const located = `${fidelity.located}/${fidelity.sampled} frames located`;
+  const moved = (fidelity.subjects || []).map((s) => s.verdict); // subjects.js's subjects, each checked
+  const located = `${fidelity.located}/${fidelity.sampled} frames located${moved.length ? `; subjects: ${moved.join(", ")}` : ""}`;
   const pct = (x) => (x === null || x === undefined ? "?" : `${x.toFixed(1)}%`);
   return {
     followed: `Path followed: end ${pct(fidelity.end_center_pct)} off, worst ${pct(fidelity.worst_center_pct)} (${located})`,
@@ -1514,6 +1518,7 @@ async function renderAgain(job) {
 setupApiKey();
 setupFileInputs(); // the photo: choose, drop, paste
 setupDrawing(); // the path: draw, continue, undo, clear
+Subjects.setup(); // subjects.js: paint a thing, draw where it goes
 setupPathFiles(); // the path as a file: save, load
 setupSettings(); // the settings form and Render
 $("history-refresh").addEventListener("click", loadHistory);

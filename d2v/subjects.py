@@ -1,0 +1,639 @@
+"""Subject motion: things in the photo that move along their own drawn paths (a motion
+brush), beside the camera's move.
+
+    check_subjects(request, W, H)                   bad regions and tracks, before any work
+    scene = SubjectScene.build(image, depth, request)   refine, cut out, fill the holes
+    renderer = scene.renderer()                     renders like a CameraRenderer, subjects moving
+    still_trajectory(request, W, H)                 the camera of a request with no path: a hold
+
+A request's `subjects` each name a region (a brush stroke, a polygon or a mask image) and
+a path; `still` regions must not move. The camera backend renders them in layers:
+
+1. Refine: the region is what a person painted, roughly. OpenCV's GrabCut, seeded with the
+   region as "probably the object", a band around it as "probably background" and the rest
+   as background, pulls it to the object's edges (`refine_region`). Still regions are taken
+   out of every subject.
+2. Cut out: each subject becomes a sprite: the photo's pixels with a soft alpha (the refined
+   mask, feathered by FEATHER_PX) and a depth: its own `depth`, else the depth map's median
+   inside it, else its place in the photo (lower = nearer, as on a ground plane).
+3. Fill: the background plate is the photo with every subject's place (grown by the feather)
+   inpainted from the background around it (`d2v.inpaint.inpaint_hole`, the subjects never a
+   source), and the depth map filled alike, so nothing of a subject stays behind.
+4. Render: the plate goes through the camera (`d2v.render.CameraRenderer`, depth and all);
+   each sprite goes through the same camera as a flat layer at its depth, moved along its
+   track (translation, `scale`, `rotate` about its centre), and is composited far to near.
+   Subjects are in front of the background they pass over. `render_validity` marks the
+   filled hole as invented (False) where no subject covers it.
+
+Track timing: a subject's first path point is where it is grabbed; at clip fraction p it has
+moved by path(p) - path(0). With `t` it moves at the speed drawn (the drawing's duration
+stretched over the clip); without, at constant speed with eased ends. `scale` and `rotate`
+grow with the distance travelled. Motion blur blurs the camera's move, not the subjects'.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from d2v import camera
+from d2v.errors import InvalidRequestError
+from d2v.inpaint import inpaint_hole
+from d2v.models import CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject
+from d2v.render import CameraRenderer
+from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS
+
+MASK_PREFIX = "data:image/png;base64,"
+MIN_REGION_PX = 16  # a region with fewer pixels than this (in the photo) is empty
+MAX_REGION_SHARE = 0.9  # a region covering more of the photo leaves no background to move it over
+GRABCUT_SIDE = 512  # GrabCut runs on a copy at most this large (long side)
+GRABCUT_ITERATIONS = 4
+CORE = 0.5  # deeper inside a painted region than this x its deepest point: surely the object
+BRUSH_REACH = 1.0  # a brush stroke may fall this x its radius short of the object's edge (GrabCut's band)
+FEATHER_PX = 1.5  # the sprite's soft edge (Gaussian sigma), image pixels at 1024 on the long side
+HOLE_GROW = 3  # the hole left is the subject grown by this x the feather, so no edge pixel stays,
+HOLE_MARGIN = 0.012  # and by at least this x the photo's long side: thin things hugging its outline go too
+EASE = 0.2  # an undrawn-speed track eases in and out over this share of the clip
+COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # the page's and fidelity.png's
+
+
+# -- the request's parts ----------------------------------------------------------------------
+
+
+def mask_data_url(png_bytes: bytes) -> str:
+    """A mask image file -> the `mask` value a validated request carries (re-encoded as PNG)."""
+    img = cv2.imdecode(np.frombuffer(png_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InvalidRequestError("mask: not an image OpenCV can read (use a PNG: white = the region)")
+    ok, png = cv2.imencode(".png", _mask_plane(img))
+    return MASK_PREFIX + base64.b64encode(png.tobytes()).decode()
+
+
+def _mask_plane(img: np.ndarray) -> np.ndarray:
+    """An image read with IMREAD_UNCHANGED -> uint8 0/255: alpha where it has one, else brightness."""
+    if img.ndim == 3 and img.shape[2] == 4 and img[:, :, 3].min() < 255:
+        plane = img[:, :, 3]
+    elif img.ndim == 3:
+        plane = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2GRAY)
+    else:
+        plane = img
+    if plane.dtype != np.uint8:
+        plane = (plane.astype(np.float64) * 255.0 / max(1.0, float(np.iinfo(plane.dtype).max))).astype(np.uint8)
+    return np.where(plane >= 128, 255, 0).astype(np.uint8)
+
+
+def attach_masks(request: RenderRequest, files: dict[str, bytes]) -> RenderRequest:
+    """Regions whose `mask` names one of `files` (HTTP file parts, batch or CLI paths) get the
+    file as a data URL. A named mask that was not sent is the caller's error."""
+    def attach(region: Region, where: str) -> Region:
+        if region.mask is None or region.mask.startswith(MASK_PREFIX):
+            return region
+        if region.mask not in files:
+            raise InvalidRequestError(f"{where}.mask: {region.mask!r} was not sent: attach the mask image as a file "
+                                      f"part named {region.mask!r}")
+        return region.model_copy(update={"mask": mask_data_url(files[region.mask])})
+
+    subjects = [s.model_copy(update={"region": attach(s.region, f"subjects[{i}].region")})
+                for i, s in enumerate(request.subjects)]
+    still = [attach(r, f"still[{i}]") for i, r in enumerate(request.still)]
+    return request.model_copy(update={"subjects": subjects, "still": still})
+
+
+def mask_names(request: RenderRequest) -> set[str]:
+    """The mask files a request names and does not carry yet."""
+    regions = [s.region for s in request.subjects] + list(request.still)
+    return {r.mask for r in regions if r.mask is not None and not r.mask.startswith(MASK_PREFIX)}
+
+
+def region_mask(region: Region, width: int, height: int, where: str = "region") -> np.ndarray:
+    """The region as painted, (height, width) bool, before refinement."""
+    if region.mask is not None:
+        if not region.mask.startswith(MASK_PREFIX):
+            raise InvalidRequestError(f"{where}.mask: {region.mask[:60]!r} is not attached: give the mask image "
+                                      "(CLI --subject MASK.png:PATH.json, an HTTP file part of that name)")
+        try:
+            raw = base64.b64decode(region.mask[len(MASK_PREFIX):], validate=True)
+        except ValueError:
+            raise InvalidRequestError(f"{where}.mask: the data URL is not base64") from None
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise InvalidRequestError(f"{where}.mask: not a readable image")
+        plane = _mask_plane(img)
+        if plane.shape != (height, width):
+            plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_NEAREST)
+        return plane >= 128
+    out = np.zeros((height, width), np.uint8)
+    shift = 4
+    if region.polygon is not None:
+        pts = region.image_points(region.polygon, width, height)
+        cv2.fillPoly(out, [np.round((pts - 0.5) * (1 << shift)).astype(np.int32)], 255, cv2.LINE_8, shift)
+    else:
+        pts = region.image_points(region.brush, width, height)
+        k = width / region.canvas.width if region.canvas is not None else 1.0
+        r = max(1, round(region.radius * k))
+        ipts = np.round((pts - 0.5) * (1 << shift)).astype(np.int32)
+        for p in ipts:
+            cv2.circle(out, (int(p[0]), int(p[1])), r << shift, 255, -1, cv2.LINE_8, shift)
+        if len(ipts) > 1:
+            cv2.polylines(out, [ipts], False, 255, 2 * r, cv2.LINE_8, shift)
+    return out > 0
+
+
+def check_region(region: Region, width: int, height: int, where: str = "region") -> None:
+    """A region must hold some of the photo and leave background around it."""
+    area = int(region_mask(region, width, height, where).sum())
+    if area < MIN_REGION_PX:
+        raise InvalidRequestError(f"{where}: is empty: it covers {area} pixels of the photo (paint over the "
+                                  "thing, inside the photo)")
+    if area > MAX_REGION_SHARE * width * height:
+        raise InvalidRequestError(f"{where}: covers {100 * area / (width * height):.0f}% of the photo; a region "
+                                  f"may cover at most {100 * MAX_REGION_SHARE:.0f}% (leave background around it)")
+
+
+def check_subjects(request: RenderRequest, width: int, height: int) -> None:
+    """A request's subjects and still regions against the photo: each region must hold some of
+    it and leave background around it, each track must stay on it. InvalidRequestError names
+    the subject (counted from 0) and the field."""
+    for i, subject in enumerate(request.subjects):
+        check_region(subject.region, width, height, f"subjects[{i}].region")
+        xy = subject.path.image_points(width, height)
+        outside = np.flatnonzero((xy[:, 0] < -0.5) | (xy[:, 0] > width + 0.5) | (xy[:, 1] < -0.5)
+                                 | (xy[:, 1] > height + 0.5))
+        if len(outside):
+            j = int(outside[0])
+            raise InvalidRequestError(
+                f"subjects[{i}].path: point {j} ({xy[j, 0]:.0f}, {xy[j, 1]:.0f}) is outside the {width}x{height} "
+                f"photo ({len(outside)} of {len(xy)} points are): a track must stay on the photo")
+    for i, region in enumerate(request.still):
+        check_region(region, width, height, f"still[{i}]")
+
+
+def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) -> np.ndarray:
+    """A painted region -> the object's own outline, (H, W) bool: GrabCut seeded with the region
+    as probable object, a band grow_px wide around it as probable background (a brush stroke
+    may fall short of the object's edge; a polygon or mask already encloses it: 0) and the rest
+    as background. Falls back to the painted region when GrabCut keeps too little of it."""
+    h, w = painted.shape
+    k = min(1.0, GRABCUT_SIDE / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) \
+        if k < 1 else image
+    seed = cv2.resize(painted.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+    if seed.sum() < MIN_REGION_PX:
+        return painted
+    band = round(grow_px * k)
+    gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
+    if band > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+        gc[cv2.dilate(seed.astype(np.uint8), kernel) > 0] = cv2.GC_PR_BGD
+    gc[seed] = cv2.GC_PR_FGD
+    # The painted region's core is the object for sure: GrabCut decides only near its edges (a
+    # thing's parts coloured like the background around it, a nose cone against white masts,
+    # must not be dropped from inside the stroke).
+    inside = cv2.distanceTransform(seed.astype(np.uint8), cv2.DIST_L2, 5)
+    gc[inside > max(2.0, CORE * float(inside.max()))] = cv2.GC_FGD
+    if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
+        return painted
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
+    try:
+        cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
+                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return painted
+    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    # Keep the pieces that touch what was painted; fill pinholes.
+    n, labels = cv2.connectedComponents(fg)
+    keep = np.zeros(n, bool)
+    keep[np.unique(labels[seed & (fg > 0)])] = True
+    keep[0] = False
+    fg = keep[labels].astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    if fg.sum() < 0.25 * seed.sum():
+        return painted
+    return cv2.resize(fg * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
+
+
+def region_reach(region: Region, width: int) -> float:
+    """How far past a region its object may reach, image pixels: a brush's radius (strokes fall
+    short of edges), nothing for a polygon or a mask (they enclose it)."""
+    if region.brush is None:
+        return 0.0
+    k = width / region.canvas.width if region.canvas is not None else 1.0
+    return BRUSH_REACH * region.radius * k
+
+
+OUTLINE_SIDE = 768  # the page's outline is refined on a copy of the photo at most this large
+
+
+def outline_answer(image_bytes: bytes, region_json: str | bytes, mask_bytes: bytes | None = None) -> dict:
+    """POST /v1/subjects/outline: a painted region refined to its object's edges, at once (on a
+    copy of the photo at most OUTLINE_SIDE). Returns {"canvas", "outlines" ([[x, y], ...] each,
+    in the region's canvas units), "share" (of the photo)}; a bad region is InvalidRequestError."""
+    from d2v.images import decode_image
+
+    try:
+        region = Region.model_validate_json(region_json)
+    except ValueError as e:
+        raise InvalidRequestError(f"invalid region: {str(e).splitlines()[-1].strip()}") from None
+    if region.mask is not None and not region.mask.startswith(MASK_PREFIX):
+        if mask_bytes is None:
+            raise InvalidRequestError("region.mask: send the mask image as a file part named 'mask'")
+        region = region.model_copy(update={"mask": mask_data_url(mask_bytes)})
+    rgb = decode_image(image_bytes).rgb
+    full_h, full_w = rgb.shape[:2]
+    k = min(1.0, OUTLINE_SIDE / max(full_w, full_h))
+    small = cv2.resize(rgb, (max(1, round(full_w * k)), max(1, round(full_h * k))), interpolation=cv2.INTER_AREA) \
+        if k < 1 else rgb
+    h, w = small.shape[:2]
+    canvas = region.canvas or Canvas(width=full_w, height=full_h)
+    # The region in the small copy's pixels: scale its canvas to it.
+    scaled = region.model_copy(update={"canvas": canvas})
+    check_region(scaled, w, h)
+    mask = refine_region(small, region_mask(scaled, w, h, "region"), region_reach(scaled, w))
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    eps = 0.002 * (w + h)
+    sx, sy = canvas.width / w, canvas.height / h
+    outlines = [[[round(float(x + 0.5) * sx, 2), round(float(y + 0.5) * sy, 2)] for x, y in cv2.approxPolyDP(c, eps, True)[:, 0]]
+                for c in contours if len(c) >= 3]
+    return {"canvas": canvas.model_dump(), "outlines": outlines, "share": round(float(mask.mean()), 4)}
+
+
+# -- tracks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Track:
+    """A subject's path in image pixels and when it is where."""
+
+    xy: np.ndarray  # (N, 2)
+    times: np.ndarray | None  # seconds drawn, (N,), or None
+    duration_s: float  # the clip's
+    fps: int
+    n_frames: int
+    loop: bool
+
+    @classmethod
+    def of(cls, path: DrawnPath, request: RenderRequest, width: int, height: int) -> "Track":
+        return cls(path.image_points(width, height), path.times(), request.n_frames / request.fps, request.fps,
+                   request.n_frames, request.loop)
+
+    def clip_fraction(self, time_s: float) -> float:
+        """0..1 through the move at a frame's time (a loop goes there and back)."""
+        if self.loop:
+            u = time_s * self.fps / max(self.n_frames, 1)
+            return float(np.clip(1.0 - abs(1.0 - 2.0 * u), 0.0, 1.0))
+        return float(np.clip(time_s * self.fps / max(self.n_frames - 1, 1), 0.0, 1.0))
+
+    def progress(self, time_s: float) -> float:
+        """The share of the track's length travelled, 0..1."""
+        tau = self.clip_fraction(time_s)
+        seg = np.hypot(*np.diff(self.xy, axis=0).T)
+        length = np.concatenate([[0.0], np.cumsum(seg)])
+        if length[-1] <= 0:
+            return 0.0
+        if self.times is not None and self.times[-1] > self.times[0]:
+            drawn = self.times[0] + tau * (self.times[-1] - self.times[0])
+            return float(np.interp(drawn, self.times, length) / length[-1])
+        return _ease(tau)
+
+    def at(self, time_s: float) -> tuple[np.ndarray, float]:
+        """(the displacement from the grab point, image pixels; the progress 0..1)."""
+        p = self.progress(time_s)
+        seg = np.hypot(*np.diff(self.xy, axis=0).T)
+        length = np.concatenate([[0.0], np.cumsum(seg)])
+        d = p * length[-1]
+        pos = np.array([np.interp(d, length, self.xy[:, 0]), np.interp(d, length, self.xy[:, 1])])
+        return pos - self.xy[0], p
+
+
+def _ease(tau: float) -> float:
+    """Constant speed with smooth starts and stops over EASE of the clip at each end."""
+    a = EASE
+    if tau <= 0:
+        return 0.0
+    if tau >= 1:
+        return 1.0
+    v = 1.0 / (1.0 - a)  # the cruising speed that covers 1 in time 1 with ramps of length a
+    if tau < a:
+        return 0.5 * v * tau * tau / a
+    if tau > 1 - a:
+        return 1.0 - 0.5 * v * (1 - tau) ** 2 / a
+    return 0.5 * v * a + v * (tau - a)
+
+
+# -- layers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SubjectLayer:
+    index: int
+    mask: np.ndarray  # (H, W) bool, refined
+    rgba: np.ndarray  # (h, w, 4) float32, premultiplied, the cut-out's bounding box
+    origin: np.ndarray  # (x, y) of the box's top-left corner, image pixels
+    centre: np.ndarray  # the mask's centroid: scale and rotate turn about it
+    track: Track
+    scale: float
+    rotate_deg: float
+    depth: float  # brighter = nearer, 0..1
+    bottom: float  # its lowest row: the tie-break for depth (lower = nearer)
+
+    def motion(self, time_s: float) -> np.ndarray:
+        """Image -> image: where the photo's subject pixels are at a frame's time, 3x3."""
+        d, p = self.track.at(time_s)
+        s = self.scale ** p
+        a = math.radians(self.rotate_deg * p)
+        c, sn = math.cos(a), math.sin(a)
+        cx, cy = self.centre
+        # y points down: a positive angle turns clockwise on screen.
+        T = np.array([[s * c, -s * sn, 0.0], [s * sn, s * c, 0.0], [0.0, 0.0, 1.0]])
+        return _translate(cx + d[0], cy + d[1]) @ T @ _translate(-cx, -cy)
+
+    def planned_at(self, time_s: float) -> np.ndarray:
+        """Where its centre is, image pixels, at a frame's time."""
+        return camera.apply_homography(self.motion(time_s), self.centre[None])[0]
+
+
+def _translate(x: float, y: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+
+
+def layer_homography(trajectory: CameraTrajectory, index_frame, s: float) -> np.ndarray:
+    """Image -> frame pixels for a flat layer at relative depth s (1 = the image plane) seen
+    by `index_frame` (a CameraFrame), the trajectory's first camera being the reference that
+    sees every layer undistorted (as `d2v.render` places depth): P = C0 + s (Q - C0)."""
+    c0 = trajectory.frames[0].camera_center()
+    L = np.array([[s, 0.0, (1 - s) * c0[0]], [0.0, s, (1 - s) * c0[1]], [0.0, 0.0, (1 - s) * c0[2]],
+                  [0.0, 0.0, 1.0]])
+    Rt = np.column_stack([index_frame.R(), index_frame.t()])
+    return index_frame.K() @ Rt @ L
+
+
+class SubjectScene:
+    """One photo's subjects, cut out, and the background plate they leave. Build once a job."""
+
+    def __init__(self, image: np.ndarray, depth: np.ndarray | None, plate: np.ndarray, plate_depth,
+                 hole: np.ndarray, still: np.ndarray, layers: list[SubjectLayer], parallax: float = DEFAULT_PARALLAX):
+        self.image, self.depth, self.plate, self.plate_depth = image, depth, plate, plate_depth
+        self.hole, self.still, self.layers, self.parallax = hole, still, layers, parallax
+
+    @classmethod
+    def build(cls, image: np.ndarray, depth: np.ndarray | None, request: RenderRequest) -> "SubjectScene":
+        h, w = image.shape[:2]
+        check_subjects(request, w, h)
+        still = np.zeros((h, w), bool)
+        for i, region in enumerate(request.still):
+            still |= region_mask(region, w, h, f"still[{i}]")
+        feather = FEATHER_PX * max(w, h) / 1024.0
+        grow = max(2, math.ceil(HOLE_GROW * feather), round(HOLE_MARGIN * max(w, h)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
+        depth_img = None
+        if depth is not None:
+            depth_img = np.asarray(depth, np.float32)
+            if depth_img.ndim == 3:
+                depth_img = depth_img[:, :, 0]
+            if depth_img.shape != (h, w):
+                depth_img = cv2.resize(depth_img, (w, h), interpolation=cv2.INTER_LINEAR)
+        layers, hole = [], np.zeros((h, w), bool)
+        for i, subject in enumerate(request.subjects):
+            painted = region_mask(subject.region, w, h, f"subjects[{i}].region")
+            mask = refine_region(image, painted, region_reach(subject.region, w)) & ~still
+            if mask.sum() < MIN_REGION_PX:
+                raise InvalidRequestError(f"subjects[{i}].region: is empty once the still regions are taken out")
+            hole |= (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~still  # still regions stay as they are
+            layers.append(_cut_out(i, image, mask, depth_img, subject, request, feather))
+        plate = inpaint_hole(image, hole, source=~hole) if hole.any() else image.copy()
+        plate_depth = None
+        if depth_img is not None:
+            plate_depth = cv2.inpaint(depth_img, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA) if hole.any() \
+                else depth_img
+        return cls(image, depth_img, plate, plate_depth, hole, still, layers)
+
+    def ordered(self) -> list[SubjectLayer]:
+        """Far to near: by depth, then by how low in the photo, then by order given."""
+        return sorted(self.layers, key=lambda L: (L.depth, L.bottom, L.index))
+
+    def layer_depth(self, layer: SubjectLayer, trajectory: CameraTrajectory) -> float:
+        """A subject's relative depth s as `d2v.render` places the depth map's layers (1 = the plane;
+        pivot moves put their subject's layer on the plane). Flat without a depth map."""
+        if self.plate_depth is None:
+            return 1.0
+        s = 1.0 - self.parallax * layer.depth
+        if trajectory.effect in PIVOT_EFFECTS and trajectory.subject is not None:
+            h, w = self.plate_depth.shape
+            px = int(np.clip(trajectory.subject[0], 0, w - 1))
+            py = int(np.clip(trajectory.subject[1], 0, h - 1))
+            s /= 1.0 - self.parallax * float(self.plate_depth[py, px])
+        return s
+
+    def sprite_into_frame(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame) -> tuple[np.ndarray, np.ndarray]:
+        """The subject as a frame sees it: (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
+        w, h = trajectory.width, trajectory.height
+        M = layer_homography(trajectory, frame, self.layer_depth(layer, trajectory)) @ layer.motion(frame.time_s) \
+            @ _translate(*layer.origin)
+        warped = cv2.warpPerspective(layer.rgba, camera.to_opencv(M), (w, h), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return warped[:, :, :3], warped[:, :, 3]
+
+    def renderer(self) -> "SubjectRenderer":
+        return SubjectRenderer(self)
+
+
+def _cut_out(i: int, image: np.ndarray, mask: np.ndarray, depth: np.ndarray | None, subject: Subject,
+             request: RenderRequest, feather: float) -> SubjectLayer:
+    h, w = mask.shape
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), feather) if feather > 0 else mask.astype(np.float32)
+    alpha = np.minimum(alpha * 2.0, 1.0) * (alpha > 0.02)  # the soft edge lies outside the object, not inside
+    ys, xs = np.nonzero(alpha > 0)
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    a = alpha[y0:y1, x0:x1, None]
+    rgba = np.concatenate([image[y0:y1, x0:x1].astype(np.float32) * a, a], axis=2)
+    # Zero-padded by one pixel so the warp's bilinear edge fades out rather than smears.
+    rgba = np.pad(rgba, ((1, 1), (1, 1), (0, 0)))
+    my, mx = np.nonzero(mask)
+    if subject.depth is not None:
+        depth_value = float(subject.depth)
+    elif depth is not None:
+        depth_value = float(np.median(depth[mask]))
+    else:
+        depth_value = 0.0
+    return SubjectLayer(index=i, mask=mask, rgba=np.ascontiguousarray(rgba), origin=np.array([x0 - 1.0, y0 - 1.0]),
+                        centre=np.array([mx.mean() + 0.5, my.mean() + 0.5]),
+                        track=Track.of(subject.path, request, w, h), scale=subject.scale,
+                        rotate_deg=subject.rotate, depth=depth_value, bottom=float(my.max()))
+
+
+class SubjectRenderer:
+    """Renders a SubjectScene through cameras: the same calls as `d2v.render.CameraRenderer`
+    (render, render_validity; width, height, depth, depth_parallax), so the
+    camera backend's streaming, post effects and the svd guide take it as they take that."""
+
+    def __init__(self, scene: SubjectScene):
+        self.scene = scene
+        self.background = CameraRenderer(scene.plate, scene.plate_depth)
+        self.width, self.height = self.background.width, self.background.height
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.scene.image
+
+    @property
+    def depth(self) -> np.ndarray | None:
+        return self.background.depth
+
+    @property
+    def depth_parallax(self) -> float | None:
+        return self.background.depth_parallax
+
+    def render(self, trajectory: CameraTrajectory, *, motion_blur: float = 0.0, samples: int = 6,
+               indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+        order = list(range(len(trajectory.frames)) if indices is None else indices)
+        layers = self.scene.ordered()
+        for i, out in zip(order, self.background.render(trajectory, motion_blur=motion_blur, samples=samples,
+                                                        indices=order)):
+            frame = trajectory.frames[i]
+            acc = None
+            for layer in layers:
+                rgb, a = self.scene.sprite_into_frame(layer, trajectory, frame)
+                if not a.any():
+                    continue
+                if acc is None:
+                    acc = out.astype(np.float32)
+                acc *= (1.0 - a)[:, :, None]
+                acc += rgb
+            if acc is not None:
+                np.clip(acc + 0.5, 0, 255, out=acc)
+                out = acc.astype(np.uint8)
+            yield out
+
+    def render_validity(self, trajectory: CameraTrajectory, indices: Sequence[int] | None = None
+                        ) -> Iterator[np.ndarray]:
+        """True where the frame shows the photo: the background's validity less the filled
+        holes, plus wherever a subject (the photo's own pixels) covers them."""
+        order = list(range(len(trajectory.frames)) if indices is None else indices)
+        hole = self.scene.hole.astype(np.float32)
+        w, h = trajectory.width, trajectory.height
+        for i, valid in zip(order, self.background.render_validity(trajectory, indices=order)):
+            frame = trajectory.frames[i]
+            H = camera.frame_homography(frame)
+            filled = cv2.warpPerspective(hole, camera.to_opencv(H), (w, h), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.01
+            covered = np.zeros((h, w), bool)
+            for layer in self.scene.layers:
+                covered |= self.scene.sprite_into_frame(layer, trajectory, frame)[1] > 0.5
+            yield (valid & ~filled) | covered
+
+
+def renderer_for(image: np.ndarray, depth: np.ndarray | None, request: RenderRequest):
+    """The camera backend's renderer for a job: subjects moving when it has any."""
+    if not request.subjects:
+        return CameraRenderer(image, depth)
+    return SubjectScene.build(image, depth, request).renderer()
+
+
+def still_trajectory(request: RenderRequest, width: int, height: int) -> CameraTrajectory:
+    """A request with subjects and no camera path: the camera holds on the whole photo."""
+    u0, v0, cw, ch = camera.cover_crop(width, height, request.width, request.height)
+    centre = np.array([u0 + cw / 2.0, v0 + ch / 2.0, -cw])
+    frames = [camera.make_frame(i, i / request.fps, camera_center=centre, R=np.eye(3), fx=float(request.width),
+                                out_w=request.width, out_h=request.height, crop_w=cw)
+              for i in range(request.n_frames)]
+    return CameraTrajectory(effect="still", image_width=width, image_height=height, width=request.width,
+                            height=request.height, fps=request.fps, base_distance=cw, frames=frames,
+                            notes=["no camera path: the camera holds still; the subjects move"], path_shape=None)
+
+
+def canvas_of(request: RenderRequest, width: int, height: int) -> Canvas:
+    """The canvas the request's subjects were drawn on (the image itself for pixel points)."""
+    for s in request.subjects:
+        if s.path.canvas is not None:
+            return s.path.canvas
+    return Canvas(width=width, height=height)
+
+
+# -- from files (the CLI, batch lines) --------------------------------------------------------
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise InvalidRequestError(f"{what}: file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidRequestError(f"{what}: {path} is not valid JSON: {e}") from None
+
+
+def _with_mask_files(regions: list, base: Path, what: str) -> list:
+    """Regions (JSON) whose `mask` is a file path (relative to `base`) carry the file instead."""
+    out = []
+    for i, region in enumerate(regions):
+        if isinstance(region, dict) and isinstance(region.get("mask"), str) \
+                and not region["mask"].startswith(MASK_PREFIX):
+            f = base / region["mask"]
+            if not f.is_file():
+                raise InvalidRequestError(f"{what}[{i}].mask: file not found: {f}")
+            region = {**region, "mask": mask_data_url(f.read_bytes())}
+        out.append(region)
+    return out
+
+
+def subject_fields(subject_args: Sequence[str] = (), subjects_file: str | None = None,
+                   still_args: Sequence[str] = (), base: Path | None = None) -> dict:
+    """The request's `subjects` and `still` from the CLI: `--subject MASK.png:PATH.json`
+    (repeatable), `--subjects FILE.json` (a list of subjects, or {"subjects": [...], "still":
+    [...]}, masks as paths relative to it) and `--still MASK.png`."""
+    subjects, still = [], []
+    if subjects_file:
+        f = Path(subjects_file)
+        data = _read_json(f, "--subjects")
+        if isinstance(data, list):
+            data = {"subjects": data}
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"--subjects: {f} must hold a list of subjects or {{\"subjects\": [...]}}")
+        subjects += [s for s in data.get("subjects", [])]
+        still += list(data.get("still", []))
+        folder = f.parent
+        subjects = [{**s, "region": _with_mask_files([s.get("region")], folder, f"subjects[{i}].region")[0]}
+                    if isinstance(s, dict) else s for i, s in enumerate(subjects)]
+        still = _with_mask_files(still, folder, "still")
+    for arg in subject_args:
+        mask, sep, path = arg.rpartition(":")
+        if not sep or not mask or not path:
+            raise InvalidRequestError(f"--subject {arg!r}: give MASK.png:PATH.json (the region as a mask image and "
+                                      "its path)")
+        i = len(subjects)
+        if not Path(mask).is_file():
+            raise InvalidRequestError(f"subjects[{i}].region.mask: file not found: {mask}")
+        subjects.append({"region": {"mask": mask_data_url(Path(mask).read_bytes())},
+                         "path": _read_json(Path(path), f"subjects[{i}].path")})
+    for arg in still_args:
+        still += _with_mask_files([{"mask": arg}], base or Path("."), "still")
+    fields = {}
+    if subjects:
+        fields["subjects"] = subjects
+    if still:
+        fields["still"] = still
+    return fields
+
+
+def subjects_on_canvas(request: RenderRequest, width: int, height: int) -> RenderRequest:
+    """The request with every subject's region and path that is in image pixels (no canvas) put
+    on a canvas of the image's size, so it scales with a smaller copy of the photo."""
+    if not request.subjects and not request.still:
+        return request
+    canvas = Canvas(width=width, height=height)
+
+    def placed(region: Region) -> Region:
+        return region if region.canvas is not None else region.model_copy(update={"canvas": canvas})
+
+    subjects = [s.model_copy(update={
+        "region": placed(s.region),
+        "path": s.path if s.path.canvas is not None else s.path.model_copy(update={"canvas": canvas})})
+        for s in request.subjects]
+    return request.model_copy(update={"subjects": subjects, "still": [placed(r) for r in request.still]})
