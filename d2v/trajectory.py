@@ -519,8 +519,9 @@ def outside_share(xy: np.ndarray, width: float, height: float, samples: int = 51
 
 def check_on_photo(request: RenderRequest, width: int, height: int) -> None:
     """Refuse (InvalidPathError) a path mostly outside a width x height photo, unless the
-    request allows borders: callers run it before a job exists (the planner runs it too)."""
-    if not request.allow_borders:
+    request allows borders: callers run it before a job exists (the planner runs it too).
+    A request without a drawn path (a typed camera, subjects alone) has none to refuse."""
+    if request.path is not None and not request.allow_borders:
         _check_on_photo(request.path.image_points(width, height), width, height)
 
 

@@ -34,7 +34,6 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
 
 from d2v.camera import rot_z
 from d2v.models import CameraKeyframe, TypedCamera
@@ -99,6 +98,8 @@ def typed_cameras(camera: TypedCamera, times: np.ndarray, view: ReferenceView
     centres = np.column_stack([np.interp(x, np.arange(len(keys)), C[:, j]) for j in range(3)])
     fx = np.exp(np.interp(x, np.arange(len(keys)), log_fx))
     roll = np.interp(x, np.arange(len(keys)), rolls)
+    from scipy.spatial.transform import Rotation, Slerp  # only typed cameras pay for importing scipy
+
     # Slerp takes the short way between keyframes; a roll of more than 180 degrees between two
     # keyframes must go the long way: turn the rolled-out camera, then roll about the axis.
     unrolled = Rotation.from_matrix(np.stack([rot_z(-r) @ p[1] for r, p in zip(rolls, poses)]))
