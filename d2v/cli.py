@@ -337,6 +337,7 @@ def _flags_check(args: argparse.Namespace):
     look is left out (it grades colour, it does not move the camera)."""
     from d2v.encode import probe_video
     from d2v.images import load_image
+    from d2v.models import DEPTH_MODES
     from d2v.render import load_depth_map
 
     if args.video is None or args.image is None:  # the move (path, camera, subjects): the request says
@@ -363,7 +364,7 @@ def _job_check(args: argparse.Namespace):
     from d2v.depth import cached_depth
     from d2v.images import decode_image, read_image_bytes
     from d2v.lifecycle import DEPTH, INPUT_PREFIX, Jobs, file_key, job_key
-    from d2v.models import Manifest
+    from d2v.models import DEPTH_MODES, Manifest
     from d2v.render import load_depth_map
 
     if args.path is not None or args.camera is not None:
