@@ -150,42 +150,51 @@ def render_keyframes(renderer, trajectory, request, model, image, t0, report) ->
     total, segments = plan_keyframes(span_s, model, request.fps)
     frame = model_frame_for(request, model)
     guide = make_guide(renderer, request, total, frame)
-    report("base", 0.1)
-    made: np.ndarray | None = None  # the canvas frames so far
+    first = guide.part(*segments[0])
+    if model.settings_for(request, first.cameras)["mode"] == "camera render":
+        # Strength 0 ships the camera render itself: render every output frame at its own camera
+        # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
+        keyframes, fps, attempts = np.stack(list(renderer.render(guide.full))), float(request.fps), []
+    else:
+        report("base", 0.1)
+        keyframes, attempts = _generate_segments(model, image, guide, segments, request, renderer.depth, report)
+        fps = (total - 1) / span_s if total > 1 else request.fps
+    report("base", 1.0)
+    shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
+    settings = model.settings_for(request.model_copy(update={"guidance_strength": shipped}), first.cameras)
+    settings.update({"keyframes": total, "segments": [list(s) for s in segments],
+                     "segment_overlap": segment_overlap(model) if len(segments) > 1 else 0})
+    clip = Clip(keyframes, fps, model=model.name, settings=settings, attempts=attempts)
+    family = getattr(model, "family", "svd")
+    return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"{family} {model.name}, camera-guided"
+                     + (f", {len(segments)} segments" if len(segments) > 1 else ""))
+
+
+def _generate_segments(model, image, guide: Guide, segments, request, depth, report):
+    """Each segment's keyframes, auto-corrected; after the first, a segment's shared keyframes are
+    the previous one's output (held to it, and valid), and its new frames are colour matched to
+    the previous segment on the shared ones. Returns the keyframes cropped to the view, and every
+    attempt."""
+    made: np.ndarray | None = None  # canvas frames so far
     attempts: list[FidelityAttempt] = []
     for n, (start, stop) in enumerate(segments):
         part = guide.part(start, stop)
         anchor = 0 if made is None else len(made) - start
-        if anchor:  # the shared keyframes are the previous segment's output, and valid
+        if anchor:
             part.frames = part.frames.copy()
             part.frames[:anchor] = made[start:]
             part.valid = part.valid.copy()
             part.valid[:anchor] = True
         sub = (lambda stage, f, n=n: report(stage, 0.1 + 0.9 * (n + f) / len(segments))) if len(segments) > 1 \
             else report
-        frames, tries = generate_following(model, image, part.frames, request, part.cameras, depth=renderer.depth,
-                                           valid=part.valid, report=sub, frame=frame, anchor=anchor)
+        frames, tries = generate_following(model, image, part.frames, request, part.cameras, depth=depth,
+                                           valid=part.valid, report=sub, frame=guide.frame, anchor=anchor)
         if made is None:
             made = frames
         else:
             made = np.concatenate([made, match_colour(frames[anchor:], frames[:anchor], made[start:])])
         attempts += tries
-    keyframes = frame.crop(made)
-    report("base", 1.0)
-    fps = (total - 1) / span_s if total > 1 else request.fps
-    shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
-    settings = model.settings_for(request.model_copy(update={"guidance_strength": shipped}),
-                                  guide.part(*segments[0]).cameras)
-    settings.update({"keyframes": total, "segments": [list(s) for s in segments],
-                     "segment_overlap": segment_overlap(model) if len(segments) > 1 else 0})
-    if settings["mode"] == "camera render":
-        # Strength 0 ships the camera render itself: render every output frame at its own camera
-        # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
-        keyframes, fps = np.stack(list(renderer.render(guide.full))), float(request.fps)
-    clip = Clip(keyframes, fps, model=model.name, settings=settings, attempts=attempts)
-    family = getattr(model, "family", "svd")
-    return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"{family} {model.name}, camera-guided"
-                     + (f", {len(segments)} segments" if len(segments) > 1 else ""))
+    return guide.frame.crop(made), attempts
 
 
 def retime(clip: Clip, request: RenderRequest) -> Clip:

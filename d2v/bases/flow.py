@@ -16,8 +16,9 @@ model's shift. The real models ship Wan 2.2 TI2V: 5; LTX-Video: exp(mu), mu by s
       shift 1   0.0071  0.0251  0.0843  0.248   0.542   0.809   0.938   0.982   0.995   1 (model alone)
       shift 5   0.0346  0.114   0.315   0.623   0.855   0.955   0.987   0.996   0.999   1
 
-g = 0 returns the guide exactly; t rises with g at every shift; g = 1 starts from pure noise, as
-the diffusers pipeline does (then the guide is not used, unless the dual clock holds it). The
+g = 0 returns the guide exactly; t rises with g at every shift; g = 1 runs the model's whole
+schedule from pure noise, as the diffusers pipeline does (then the guide is not used, unless the
+dual clock holds it). The
 schedule after t(g) is the model's own (its scheduler's `set_timesteps`, shift and terminal
 stretch included) below t(g), then 0: one transformer call per level before the 0.
 
@@ -66,6 +67,8 @@ def model_sigmas(scheduler, steps: int, seq_len: int) -> list[float]:
     level per transformer call), from a private copy of its scheduler."""
     import numpy as np
 
+    if steps <= 1:  # one step: from pure noise straight to 0 (a terminal stretch of one level divides by 0)
+        return [1.0]
     sched = type(scheduler).from_config(scheduler.config)
     if scheduler.config.get("use_dynamic_shifting"):
         sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=dynamic_mu(scheduler.config, seq_len))
@@ -86,6 +89,7 @@ class FlowClock:
     schedule: list[float]
     hold: float | None
     mode: str  # camera render | model alone | sdedit | dual clock
+    from_noise: bool = False  # the model's whole schedule from pure noise (g = 1: the pipeline's start)
 
     @property
     def start(self) -> float:
@@ -102,16 +106,14 @@ class FlowClock:
         if guided == 0.0 and (free is None or free <= 0.0):
             return cls([], None, "camera render")
         start = max(guided, flow_start(free, shift)) if free is not None else guided
-        if start >= 1.0:
+        if start >= 1.0:  # the pipeline's own schedule (its first level may sit just below 1), from noise
             schedule = list(sigmas)
-            if schedule[0] < 1.0:
-                schedule = [1.0] + schedule
         else:
             schedule = [start] + [s for s in sigmas if s < start * (1.0 - 1e-6)]
         schedule.append(0.0)
         if free is not None and start > guided:
-            return cls(schedule, guided, "dual clock")
-        return cls(schedule, None, "model alone" if start >= 1.0 else "sdedit")
+            return cls(schedule, guided, "dual clock", from_noise=start >= 1.0)
+        return cls(schedule, None, "model alone" if start >= 1.0 else "sdedit", from_noise=start >= 1.0)
 
 
 def hold_mask(valid, dual: bool, shape: tuple[int, int, int], temporal: int, device) -> "torch.Tensor":

@@ -258,7 +258,7 @@ class LTXModel:
             #    The noise is drawn whatever g is, so a seed's noise is the same at every strength.
             noise = torch.randn((1, c, f, lh, lw), generator=generator, device=device)
             t0 = clock.start
-            latents = (1.0 - t0) * guide + t0 * noise
+            latents = noise if clock.from_noise else (1.0 - t0) * guide + t0 * noise
 
             # 6. Micro-conditions: the rope's scale in time follows the keyframes' rate.
             rope_scale = (self.temporal_compression / settings["fps"], self.spatial, self.spatial)

@@ -252,7 +252,7 @@ class WanModel:
             # 5. Initial latents: the guide at t0 (pure noise at t0 = 1).
             noise = torch.randn((1, c, f, lh, lw), generator=generator, device=device)
             t0 = clock.start
-            latents = (1.0 - t0) * guide + t0 * noise
+            latents = noise if clock.from_noise else (1.0 - t0) * guide + t0 * noise
             scale = self.pipe.scheduler.config.num_train_timesteps
             pt, ph, pw = self.patch
             token_first = first[0, 0, ::pt, ::ph, ::pw].flatten()  # per token: 0 on the condition frame
