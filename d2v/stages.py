@@ -155,6 +155,10 @@ def render_keyframes(renderer, trajectory, request, model, image, t0, report) ->
         # Strength 0 ships the camera render itself: render every output frame at its own camera
         # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
         keyframes, fps, attempts = np.stack(list(renderer.render(guide.full))), float(request.fps), []
+        if request.auto_correct:  # the one attempt, measured like any other: the guide's keyframes
+            measured = measure_fidelity(frame.crop(guide.frames), image, guide.cameras, depth=renderer.depth,
+                                        max_samples=min(25, len(guide.frames)))
+            attempts = [FidelityAttempt(attempt=1, guidance_strength=0.0, fidelity=measured.summary(), shipped=True)]
     else:
         report("base", 0.1)
         keyframes, attempts = _generate_segments(model, image, guide, segments, request, renderer.depth, report)
