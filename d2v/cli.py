@@ -1,7 +1,8 @@
 """The `d2v` command.
 
     d2v render IMAGE --path PATH.json [--effect auto] [--duration 4] [--fps 24]
-               [--size 1024x576] [--backend camera|svd] [--seed 0] -o OUT.mp4
+               [--size 1024x576] [--backend camera|svd|ltx|wan|auto] [--seed 0] -o OUT.mp4
+               [--prompt TEXT] [--negative-prompt TEXT]
                [--preset NAME] [--look NAME|FILE.cube] [--post NAME]... [--glitch-amount 0.3]
     d2v effects
     d2v presets                                    # one per line: name, what the viewer sees
@@ -14,7 +15,7 @@
     d2v jobs --server URL [--api-key KEY] [--limit 20]  # the caller's latest jobs on a farm, newest first
     d2v interpolate IN.mp4 --fps 25 -o OUT.mp4     # retime a video (optical flow)
     d2v upscale IN.mp4 --size 1920x1080 -o OUT.mp4 # resize a video exactly
-    d2v models check | make-tiny DIR               # SVD model set-up
+    d2v models check | make-tiny [--base svd|ltx|wan] DIR   # generative bases' set-up
     d2v models make-tiny-depth DIR                 # a tiny random-weight depth model
     d2v depth IMAGE -o DEPTH.png                   # the depth stage alone (D2V_DEPTH_MODEL)
     d2v report [--since 7d] [--json]               # the farm's KPIs from the store: success, time, cost
@@ -84,7 +85,11 @@ def _add_render_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, help="seconds (0.5-20, default 4)")
     p.add_argument("--fps", type=int, default=None, help="frames per second (1-60, default 24)")
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT, even sides (default 1024x576)")
-    p.add_argument("--backend", default=None, help="camera (no weights) or svd (default camera)")
+    p.add_argument("--backend", default=None,
+                   help="camera (no weights), svd, ltx, wan, or auto: the best configured base (default camera)")
+    p.add_argument("--prompt", default=None, help="ltx, wan: what the video shows and how things move "
+                   "(default: a description of the camera move)")
+    p.add_argument("--negative-prompt", dest="negative_prompt", default=None, help="ltx, wan: what to avoid")
     p.add_argument("--no-auto-correct", dest="auto_correct", action="store_false", default=None,
                    help="svd: ship the first attempt even when the path check finds it off the path")
     look = p.add_argument_group("look and post effects")
@@ -141,7 +146,7 @@ def _add_camera_flags(p: argparse.ArgumentParser) -> None:
 # the flag's argparse name where it is not the field's.
 FLAG_FIELDS = ("preset", "effect", "duration_s", "fps", "backend", "seed", "end_zoom", "shake", "speed_ramp",
                "motion_blur", "loop", "allow_borders", "auto_correct", "post", "glitch_amount", "crf", "x264_preset",
-               *SVD_FIELDS)
+               "prompt", "negative_prompt", *SVD_FIELDS)
 FLAG_DEST = {"duration_s": "duration"}
 
 
@@ -464,28 +469,38 @@ def existing_store():
 
 
 def cmd_models_check(args: argparse.Namespace) -> int:
-    from d2v.svd import load_svd, svd_model_setting
+    """Load each configured base (or the one named by --base) and say how it runs."""
+    from d2v.bases import BASES, configured, load_base
+    from d2v.errors import ModelNotConfiguredError
 
-    model = svd_model_setting()
-    if model is None:
-        from d2v.errors import ModelNotConfiguredError
-
-        raise ModelNotConfiguredError("no SVD model configured: set D2V_SVD_MODEL to a model directory or hub id "
-                                      "(`d2v models make-tiny DIR` makes a tiny one for trying things out)")
-    info = load_svd(model, args.device).describe()
-    print(f"svd model {model} loads: {info.get('num_frames')} keyframes, {info.get('dtype')} on {info.get('device')}")
-    for key, value in info.items():
-        print(f"  {key}: {value}")
+    models = configured()
+    names = [args.base] if args.base else list(models)
+    if not names:
+        raise ModelNotConfiguredError("no generative base configured: set " + ", ".join(
+            b.setting for b in BASES.values()) + " to a model directory or hub id (`d2v models make-tiny --base "
+            "svd|ltx|wan DIR` makes a tiny one for trying things out)")
+    for name in names:
+        if name not in models:
+            raise ModelNotConfiguredError(f"no {BASES[name].title} model configured: set {BASES[name].setting} "
+                                          f"(`d2v models make-tiny --base {name} DIR` makes a tiny one)")
+        model, _ = load_base(name, models[name], args.device)
+        info = model.describe()
+        frames = info.get("num_frames") or info.get("clip_frames")
+        print(f"{name} model {models[name]} loads: {frames} keyframes, {info.get('dtype')} on {info.get('device')}")
+        for key, value in info.items():
+            print(f"  {key}: {value}")
     return 0
 
 
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
-    from d2v.tiny_svd import make_tiny_svd
+    from d2v.bases import BASES
+    from d2v.bases.tiny import make_tiny
 
-    out = make_tiny_svd(args.directory, seed=args.seed)
+    out = make_tiny(args.base, args.directory, seed=args.seed)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
-    print(f"wrote a tiny random-weight SVD pipeline to {out} ({size / 2**20:.1f} MiB)")
-    print(f"try: D2V_SVD_MODEL={out} d2v render IMAGE --path PATH.json --backend svd -o out.mp4")
+    base = BASES[args.base]
+    print(f"wrote a tiny random-weight {args.base} pipeline ({base.title}'s layout) to {out} ({size / 2**20:.1f} MiB)")
+    print(f"try: {base.setting}={out} d2v render IMAGE --path PATH.json --backend {args.base} -o out.mp4")
     return 0
 
 
@@ -1033,12 +1048,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (the body of GET /v1/stats)")
     p.set_defaults(func=cmd_report)
 
-    models = sub.add_parser("models", help="check or make SVD models, make a tiny depth model").add_subparsers(
-        dest="models_command", required=True, parser_class=_Parser)
-    p = models.add_parser("check", help="does the configured SVD model (D2V_SVD_MODEL) load, and on what device")
+    models = sub.add_parser("models", help="check or make generative base models, make a tiny depth model"
+                            ).add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    p = models.add_parser("check", help="do the configured bases (D2V_SVD_MODEL, D2V_LTX_MODEL, D2V_WAN_MODEL) "
+                          "load, and on what device")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--base", choices=("svd", "ltx", "wan"), default=None, help="only this base")
     p.set_defaults(func=cmd_models_check)
-    p = models.add_parser("make-tiny", help="write a tiny random-weight SVD pipeline (tests and demos)")
+    p = models.add_parser("make-tiny", help="write a tiny random-weight pipeline of a base (tests and demos)")
+    p.add_argument("--base", choices=("svd", "ltx", "wan"), default="svd", help="which base's layout (default svd)")
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_make_tiny)

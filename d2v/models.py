@@ -47,7 +47,9 @@ MAX_POST_EFFECTS = 8
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
 X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
 
-BackendName = Literal["camera", "svd"]
+BackendName = Literal["camera", "svd", "ltx", "wan", "auto"]
+GENERATIVE_BACKENDS = ("svd", "ltx", "wan")
+MAX_PROMPT_CHARS = 2000  # a long paragraph; the text encoders read 128 (LTX) to 512 (Wan) tokens of it
 DepthMode = Literal["auto", "none"]
 DEPTH_MODES: tuple[str, ...] = get_args(DepthMode)
 DepthSource = Literal["user", "estimated", "none"]
@@ -342,6 +344,14 @@ class RenderRequest(BaseModel):
     motion_bucket_id: int | None = Field(default=None, ge=1, le=255, description="None = derived from the move")
     noise_aug_strength: float | None = Field(default=None, ge=0.0, le=1.0, description="None = derived")
     num_inference_steps: int = Field(default=25, ge=1, le=100)
+    prompt: str | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS,
+        description="what the video shows and how things move, for bases that read text (ltx, wan; svd "
+        "ignores it, and the manifest says so); None: a short description of the camera move is used",
+    )
+    negative_prompt: str | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="what to avoid (ltx, wan)",
+    )
     auto_correct: bool = Field(
         default=True, description="svd: when the path check finds the keyframes off the path, re-run them closer "
         "to the camera render (D2V_FIDELITY_THRESHOLD, D2V_FIDELITY_RETRIES)",
@@ -401,6 +411,17 @@ class RenderRequest(BaseModel):
         if v is None or v in LOOKS or (v.lower().endswith(LUT_SUFFIX) and 0 < len(v) <= 200):
             return v
         raise ValueError(f"unknown look {v!r}; choose one of: {', '.join(LOOKS)}, or a {LUT_SUFFIX} file")
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _text(cls, v: str | None, info) -> str | None:
+        """Printable text: no control characters but newlines and tabs (nor lone surrogates, which
+        are no UTF-8); blank means none."""
+        if v is None:
+            return None
+        if any((ord(c) < 32 and c not in "\n\t") or 0xD800 <= ord(c) <= 0xDFFF or ord(c) == 127 for c in v):
+            raise ValueError(f"{info.field_name} must be printable UTF-8 text (no control characters)")
+        return v.strip() or None
 
     @field_validator("effect")
     @classmethod

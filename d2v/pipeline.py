@@ -1,6 +1,6 @@
 """The whole pipeline in one process: image + request -> MP4, poster and manifest in a store.
 
-    depth -> trajectory -> base (camera | svd) -> interpolate -> upscale -> post, look -> encode -> store
+    depth -> trajectory -> base (camera | svd | ltx | wan; auto picks) -> interpolate -> upscale -> post, look -> encode -> store
 
 This is what `d2v render` and batch jobs run; the Serve app runs the same stage code
 split across deployments. With the camera backend every output frame is rendered
@@ -49,6 +49,7 @@ from d2v.stages import (
     retime,
     store_results,
 )
+from d2v.bases import BASES, choose_backend, configured
 from d2v.lifecycle import (
     LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, process_owner,
 )
@@ -63,11 +64,9 @@ def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: Rende
     """The job id: the same inputs (image, depth map, .cube LUT), request, d2v version and
     models give the same job (the depth model counts when it would estimate: depth "auto"
     and no depth map given)."""
-    model = ""
-    if request.backend == "svd":
-        from d2v.svd import svd_model_setting  # the SVD stage's module: camera jobs never import it
-
-        model = svd_model or svd_model_setting() or ""
+    models = configured(overrides={"svd": svd_model} if svd_model else None)
+    backend, _ = choose_backend(request.backend, models)
+    model = models.get(backend, "") if backend in BASES else ""
     if request.depth == "auto" and not depth_bytes:
         model += "|depth:" + (depth_model or depth_model_setting() or "")
     if lut_bytes:
@@ -76,17 +75,28 @@ def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: Rende
     return job_id_for(image_bytes + salt, request)
 
 
-def require_backend(request: RenderRequest, svd_model: str | None = None) -> None:
-    """Fail before any work when the backend cannot run here (no silent fallback)."""
-    if request.backend != "svd":
+def require_backend(request: RenderRequest, svd_model: str | None = None,
+                    models: dict[str, str] | None = None) -> None:
+    """Fail before any work when the backend cannot run here (no silent fallback; `auto` always
+    can: the camera backend when no base is configured)."""
+    base = BASES.get(request.backend)
+    if base is None:
         return
-    from d2v.svd import svd_model_setting
-
-    if not (svd_model or svd_model_setting()):
+    models = models if models is not None else configured(overrides={"svd": svd_model} if svd_model else None)
+    if request.backend not in models:
         raise ModelNotConfiguredError(
-            "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL to a model directory "
-            "or hub id (try `d2v models make-tiny DIR` for a tiny test model), or use --backend camera"
+            f"backend {base.name!r} needs {base.title} weights: set {base.setting} to a model directory "
+            f"or hub id (try `d2v models make-tiny --base {base.name} DIR` for a tiny test model), or use "
+            "--backend camera"
         )
+
+
+def resolve_backend(request: RenderRequest, models: dict[str, str] | None = None) -> tuple[RenderRequest, str | None]:
+    """The request as it renders (`auto` replaced by the base it picks) and why, for the manifest."""
+    backend, why = choose_backend(request.backend, configured() if models is None else models)
+    if why is None:
+        return request, None
+    return request.model_copy(update={"backend": backend}), why
 
 
 def job_result(manifest: Manifest) -> JobResult:
@@ -218,7 +228,12 @@ def render_job(
                 beat.progress(stage, fraction)
                 report(stage, fraction)
 
-            manifest = _run_stages(image, image_bytes, depth, request, store, job_id, output_path, beat_and_report)
+            rendering, why = resolve_backend(request)
+            manifest = _run_stages(image, image_bytes, depth, rendering, store, job_id, output_path, beat_and_report)
+            if why is not None:  # the manifest keeps the request as asked, and says what auto chose
+                manifest.request = request
+                manifest.notes.append(why)
+                manifest.settings = {**manifest.settings, "backend_choice": why}
         if beat.lost is not None:
             raise beat.lost
         wall = time.perf_counter() - t_start
@@ -259,8 +274,8 @@ def _run_stages(image, image_bytes, user_depth, request, store, job_id, output_p
     depth_s = time.perf_counter() - t0
     report("trajectory", 0.0)
     trajectory = plan(request, image.width, image.height, has_depth=scene.depth is not None)
-    if request.backend == "svd":
-        manifest = _run_svd(image, scene, request, trajectory, store, job_id, output_path, report)
+    if request.backend in BASES:
+        manifest = _run_generative(image, scene, request, trajectory, store, job_id, output_path, report)
     else:
         manifest = stream_camera_job(image, scene.depth, request, trajectory, store, job_id, output_path=output_path,
                                      progress=report, depth_source=scene.source, depth_model=scene.model,
@@ -382,16 +397,17 @@ def stream_camera_job(
     return manifest
 
 
-def _run_svd(image, scene: ImageDepth, request, trajectory, store, job_id, output_path, report) -> Manifest:
-    """SVD keyframes guided by the camera render, then interpolate, upscale, encode: the
+def _run_generative(image, scene: ImageDepth, request, trajectory, store, job_id, output_path, report) -> Manifest:
+    """A base's keyframes guided by the camera render, then interpolate, upscale, encode: the
     same stage functions the Serve app runs, in this process."""
-    from d2v.svd import shared_svd, svd_model_setting
+    from d2v.bases import load_base
 
     t0 = time.perf_counter()
     report("base", 0.02)
-    svd, loaded = shared_svd(svd_model_setting(), "auto")  # one per process: a batch worker keeps it
+    base = BASES[request.backend]
+    model, loaded = load_base(base.name, base.model(), "auto")  # one per process: a batch worker keeps it
     model_load_s = time.perf_counter() - t0
-    clip = render_base(image.rgb, trajectory, request, depth=scene.depth, svd=svd,
+    clip = render_base(image.rgb, trajectory, request, depth=scene.depth, model=model,
                        progress=lambda stage, f: report(stage, 0.02 + 0.8 * f))
     clip = resize(retime(clip, request), request)
     report("encode", 0.85)

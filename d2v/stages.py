@@ -1,7 +1,7 @@
 """The pipeline's stages as plain functions over a `Clip`, for the Serve app.
 
     plan(request, w, h)                  -> CameraTrajectory           (trajectory, CPU)
-    render_base(image, trajectory, ...)  -> Clip of keyframes          (base: svd)
+    render_base(image, trajectory, ...)  -> Clip of keyframes          (base: svd, ltx, wan; d2v.bases)
     retime(clip, request)                -> Clip at the output rate    (interpolate)
     resize(clip, request)                -> Clip at the output size    (upscale)
     encode_and_store(clip, ...)          -> Manifest, results in the store   (post, look, encode, then check)
@@ -26,9 +26,19 @@ from d2v import __version__
 from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.encode import encode_mp4, encode_poster
 from d2v.errors import ModelNotConfiguredError
-from d2v.fidelity import AutoCorrect, PhotoIndex, fidelity_image, measure_fidelity, sample_indices
+from d2v.bases.common import (  # noqa: F401  (generate_following, Guide: d2v.stages' API before d2v.bases)
+    Guide,
+    ModelFrame,
+    generate_following,
+    make_guide,
+    match_colour,
+    model_frame_for,
+    plan_keyframes,
+    segment_overlap,
+)
+from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
 from d2v.images import LoadedImage
-from d2v.interpolate import camera_inbetweens, interpolate_camera_frames, interpolate_frames, method_from_env
+from d2v.interpolate import interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.subject_check import draw_subjects, measure_with_subjects
@@ -109,105 +119,93 @@ def render_base(
     request: RenderRequest,
     *,
     depth: np.ndarray | None = None,
+    model=None,
     svd=None,
     progress: ProgressFn | None = None,
 ) -> Clip:
-    """SVD keyframes, guided by the camera render of the same move. (Camera frames are
-    final as rendered: they go through `d2v.pipeline.stream_camera_job` instead.)"""
+    """A generative base's keyframes (`model`: a loaded svd, ltx or wan model; `svd=` is its old
+    name), guided by the camera render of the same move. (Camera frames are final as rendered:
+    they go through `d2v.pipeline.stream_camera_job` instead.)"""
     if renders_final_frames(request):
         raise ValueError("camera jobs stream through d2v.pipeline.stream_camera_job, not render_base")
+    model = model if model is not None else svd
     t0 = time.perf_counter()
     report = progress or (lambda stage, fraction: None)
     renderer = renderer_for(image, depth, request)  # subjects: their render is the guide
-    if svd is None:
+    if model is None:
+        from d2v.bases import BASES
+
+        base = BASES.get(request.backend)
         raise ModelNotConfiguredError(
-            "backend 'svd' needs Stable Video Diffusion weights: set D2V_SVD_MODEL (a model directory or hub id) "
-            "for the base deployment, or use backend 'camera'"
+            f"backend {request.backend!r} needs {base.title if base else 'model'} weights: set "
+            f"{base.setting if base else 'its model setting'} (a model directory or hub id) for the base "
+            "deployment, or use backend 'camera'"
         )
-    return render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report)
-
-
-@dataclass
-class Guide:
-    """What steers SVD: the keyframes' cameras, the camera backend's render of them and where
-    that render shows the photo (False: pixels it had to invent), at the model's size; and
-    every output frame's camera at that size (`full`)."""
-
-    full: CameraTrajectory
-    cameras: CameraTrajectory
-    frames: np.ndarray  # (K, h, w, 3) uint8
-    valid: np.ndarray  # (K, h, w) bool
+    return render_keyframes(renderer, trajectory, request, model, image, t0, report)
 
 
 def svd_guide(renderer: CameraRenderer, request: RenderRequest, k: int, w: int, h: int) -> Guide:
-    """The guide is exactly the camera backend's frames at the keyframe cameras (one render
-    path: depth, pivot and stand-in depth included), so the path check measures svd output
-    against the same yardstick as a camera job."""
-    keyframe_request = request.model_copy(update={"width": w, "height": h})
-    full = plan(keyframe_request, renderer.width, renderer.height, has_depth=renderer.depth_parallax is not None)
-    n = len(full)
-    # Keyframe j shows the camera at the output time where interpolation will put it
-    # (`d2v.interpolate.positions_for`): frame j (n - 1) / (k - 1), or j n / k round a loop.
-    # Cameras at rounded frame indices would jitter the speed by up to half a frame.
-    at = np.arange(k) * n / k if request.loop else np.linspace(0.0, n - 1.0, k)
-    cams = camera_inbetweens(full.frames, at, loop=request.loop)  # cams[0] is full.frames[0]: depth hangs on it
-    cameras = full.model_copy(update={"frames": [c.model_copy(update={"index": j}) for j, c in enumerate(cams)]})
-    frames = np.stack(list(renderer.render(cameras)))
-    valid = np.stack(list(renderer.render_validity(cameras)))
-    return Guide(full, cameras, frames, valid)
+    """The guide on a w x h canvas of exactly the request's aspect (no crop): `d2v.bases.common.make_guide`."""
+    return make_guide(renderer, request, k, ModelFrame(w, h, (0, 0, w, h)))
 
 
-def render_svd_keyframes(renderer, trajectory, request, svd, image, t0, report) -> Clip:
-    from d2v.svd import keyframe_count, model_size
-
-    k = keyframe_count(svd)
-    w, h = model_size(request, svd)
-    guide = svd_guide(renderer, request, k, w, h)
-    report("base", 0.1)
-    keyframes, attempts = generate_following(svd, image, guide.frames, request, guide.cameras, depth=renderer.depth,
-                                             valid=guide.valid, report=report)
-    report("base", 1.0)
+def render_keyframes(renderer, trajectory, request, model, image, t0, report) -> Clip:
+    """The base's keyframes over the whole move: one generation, or segments that share
+    `segment_overlap` keyframes with the one before (held to its output, colour matched); each
+    generation auto-corrected through the path check. Cropped to the output's view."""
     span_s = (len(trajectory) - 1) / request.fps if len(trajectory) > 1 else 1.0
-    fps = (k - 1) / span_s if k > 1 else request.fps
-    shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
-    settings = svd.settings_for(request.model_copy(update={"guidance_strength": shipped}), guide.cameras)
-    if settings["mode"] == "camera render":
+    total, segments = plan_keyframes(span_s, model, request.fps)
+    frame = model_frame_for(request, model)
+    guide = make_guide(renderer, request, total, frame)
+    first = guide.part(*segments[0])
+    if model.settings_for(request, first.cameras)["mode"] == "camera render":
         # Strength 0 ships the camera render itself: render every output frame at its own camera
         # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
-        keyframes, fps = np.stack(list(renderer.render(guide.full))), float(request.fps)
-    clip = Clip(keyframes, fps, model=svd.name, settings=settings, attempts=attempts)
-    return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"svd {svd.name}, camera-guided")
+        keyframes, fps, attempts = np.stack(list(renderer.render(guide.full))), float(request.fps), []
+        if request.auto_correct:  # the one attempt, measured like any other: the guide's keyframes
+            measured = measure_fidelity(frame.crop(guide.frames), image, guide.cameras, depth=renderer.depth,
+                                        max_samples=min(25, len(guide.frames)))
+            attempts = [FidelityAttempt(attempt=1, guidance_strength=0.0, fidelity=measured.summary(), shipped=True)]
+    else:
+        report("base", 0.1)
+        keyframes, attempts = _generate_segments(model, image, guide, segments, request, renderer.depth, report)
+        fps = (total - 1) / span_s if total > 1 else request.fps
+    report("base", 1.0)
+    shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
+    settings = model.settings_for(request.model_copy(update={"guidance_strength": shipped}), first.cameras)
+    settings.update({"keyframes": total, "segments": [list(s) for s in segments],
+                     "segment_overlap": segment_overlap(model) if len(segments) > 1 else 0})
+    clip = Clip(keyframes, fps, model=model.name, settings=settings, attempts=attempts)
+    family = getattr(model, "family", "svd")
+    return clip.next(keyframes, fps, "base", time.perf_counter() - t0, f"{family} {model.name}, camera-guided"
+                     + (f", {len(segments)} segments" if len(segments) > 1 else ""))
 
 
-def generate_following(svd, image: np.ndarray, guides: np.ndarray, request: RenderRequest,
-                       key_traj: CameraTrajectory, *, depth: np.ndarray | None = None,
-                       valid: np.ndarray | None = None,
-                       report: ProgressFn | None = None) -> tuple[np.ndarray, list[FidelityAttempt]]:
-    """SVD keyframes that follow the path: generate, measure them against the keyframes'
-    cameras, and while they miss (`AutoCorrect`) generate again at a lower guidance strength
-    (AutoCorrect.step less: a fixed factor less noise), closer to the camera render. Returns
-    the best attempt's keyframes and every attempt, measured (none when the request turns
-    auto-correct off)."""
-    if not request.auto_correct:
-        return svd.generate(image, guides, request, key_traj, valid=valid), []
-    policy = AutoCorrect.from_env()
-    photo = PhotoIndex(image)
-    strength = float(request.guidance_strength)
-    tries: list[tuple[np.ndarray, FidelityAttempt, tuple]] = []
-    for attempt in range(1, policy.retries + 2):
-        frames = svd.generate(image, guides, request.model_copy(update={"guidance_strength": strength}), key_traj,
-                              valid=valid)
-        measured = measure_fidelity(frames, image, key_traj, depth=depth, photo_index=photo, max_samples=len(frames))
-        tries.append((frames, FidelityAttempt(attempt=attempt, guidance_strength=strength,
-                                              fidelity=measured.summary()), AutoCorrect.rank(measured)))
-        if report is not None:
-            report("base", 0.1 + 0.9 * attempt / (policy.retries + 1))
-        if strength == 0.0 or not policy.misses(measured):
-            break
-        strength = round(max(0.0, strength - policy.step), 6)
-    best = min(range(len(tries)), key=lambda i: tries[i][2])
-    tries[best][1].shipped = True
-    return tries[best][0], [t[1] for t in tries]
+def _generate_segments(model, image, guide: Guide, segments, request, depth, report):
+    """Each segment's keyframes, auto-corrected; after the first, a segment's shared keyframes are
+    the previous one's output (held to it, and valid), and its new frames are colour matched to
+    the previous segment on the shared ones. Returns the keyframes cropped to the view, and every
+    attempt."""
+    made: np.ndarray | None = None  # canvas frames so far
+    attempts: list[FidelityAttempt] = []
+    for n, (start, stop) in enumerate(segments):
+        part = guide.part(start, stop)
+        anchor = 0 if made is None else len(made) - start
+        if anchor:
+            part.frames = part.frames.copy()
+            part.frames[:anchor] = made[start:]
+            part.valid = part.valid.copy()
+            part.valid[:anchor] = True
+        sub = (lambda stage, f, n=n: report(stage, 0.1 + 0.9 * (n + f) / len(segments))) if len(segments) > 1 \
+            else report
+        frames, tries = generate_following(model, image, part.frames, request, part.cameras, depth=depth,
+                                           valid=part.valid, report=sub, frame=guide.frame, anchor=anchor)
+        if made is None:
+            made = frames
+        else:
+            made = np.concatenate([made, match_colour(frames[anchor:], frames[:anchor], made[start:])])
+        attempts += tries
+    return guide.frame.crop(made), attempts
 
 
 def retime(clip: Clip, request: RenderRequest) -> Clip:

@@ -44,7 +44,7 @@ def runner_deployment(queue: str = DEFAULT_QUEUE, concurrency: int = 2):
 def build_app(args: dict | None = None) -> Application:
     settings = dict(args or {})
     svd_options = settings.pop("svd_options", None)
-    base = BaseStage.bind(settings.get("svd_model"), svd_options)
+    base = BaseStage.bind(settings.get("svd_model"), svd_options, settings.get("ltx_model"), settings.get("wan_model"))
     farm = FarmSettings.from_args(settings)  # unknown args fail here, at deploy time
     price_table()  # and so does a bad price table (D2V_PRICES), not each job's end
     runner = runner_deployment(farm.queue, farm.max_running_jobs).bind(

@@ -76,7 +76,6 @@ from d2v.preview import working_size
 from d2v.render import load_depth_map
 from d2v.stages import plan
 from d2v.store import LocalStore, store_from_env, validate_job_id
-from d2v.svd import svd_model_setting
 from deployments.http_models import JobAccepted, JobList, JobView, add_request_schemas, errors, multipart_body
 from deployments.settings import FarmSettings
 from deployments.telemetry import refused, replica_logging, submitted
@@ -277,15 +276,12 @@ class Ingress:
 
     @api.get("/v1/backends")
     async def list_backends(self) -> list[dict]:
-        """Which base-stage backends this farm runs, and why not where one cannot."""
-        svd = self.settings.svd_model or svd_model_setting()
-        return [
-            {"name": "camera", "available": True, "reason": None,
-             "description": "renders the photo through the camera move (2.5D); needs no model"},
-            {"name": "svd", "available": svd is not None,
-             "reason": None if svd else "no Stable Video Diffusion model is configured on this farm (D2V_SVD_MODEL)",
-             "description": "Stable Video Diffusion, steered by the camera render: the scene moves too"},
-        ]
+        """Each backend of the base stage, configured on this farm or not (and why not), with its
+        limits (native size, frames per generation, frame rule, text), licence, and what `auto`
+        renders with here (d2v.bases)."""
+        from d2v.bases import backends_table
+
+        return backends_table(self.settings.base_models())
 
     @api.get("/v1/limits")
     async def limits(self) -> dict:
@@ -485,7 +481,7 @@ class Ingress:
     async def submit(self, request: Request) -> JSONResponse:
         tenant = self._authorize(request)
         render_request, image_bytes, depth_bytes, lut_bytes = await self._read_upload(request)
-        require_backend(render_request, self.settings.svd_model)
+        require_backend(render_request, models=self.settings.base_models())
         image = await asyncio.to_thread(decode_image, image_bytes)  # catches truncated files now, not later
         # Plan the move now (milliseconds): a path the planner cannot use is a 422 here, not a
         # job that fails after its 202.

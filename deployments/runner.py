@@ -305,6 +305,10 @@ class JobRunner:
         return image_bytes, decode_image(image_bytes), depth_bytes
 
     def _pipeline(self, job_id: str, attempt: Attempt, request):
+        from d2v.pipeline import resolve_backend
+
+        # `auto` renders with the best base this farm runs (d2v.bases.choose_backend).
+        request, _ = resolve_backend(request, self.settings.base_models())
         image_bytes, image, depth_bytes = self._inputs(job_id)
         # A .cube look missing from the store (jobs/{id}/look.cube) or malformed fails the job
         # here, before any stage runs; the stages that grade read it from the store again.

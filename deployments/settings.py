@@ -19,10 +19,18 @@ class FarmSettings:
     max_clip_bytes: int = 4 * 2**30  # frames held between stages, all of them
     max_previews: int = 2  # POST /v1/preview renders this many at once in one API replica
     svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
+    ltx_model: str | None = None  # the base stage's LTX-Video model; None = D2V_LTX_MODEL
+    wan_model: str | None = None  # the base stage's Wan 2.2 model; None = D2V_WAN_MODEL
     queue: str = DEFAULT_QUEUE  # the Redis queue of this app (two apps on one Redis: two names)
     api_keys_env: str = "D2V_API_KEYS"  # the environment variable holding this app's API keys
     admin_keys_env: str = "D2V_ADMIN_KEYS"  # ... and its operators' keys (farm-wide /v1/stats, /healthz details)
     reconcile_s: float = 10.0  # how often a runner looks for stored jobs that nobody runs
+
+    def base_models(self) -> dict[str, str]:
+        """{base: model} of the generative bases this farm runs (d2v.bases.configured)."""
+        from d2v.bases import configured
+
+        return configured(overrides={"svd": self.svd_model, "ltx": self.ltx_model, "wan": self.wan_model})
 
     @classmethod
     def from_args(cls, args: dict | None) -> "FarmSettings":

@@ -27,7 +27,6 @@ from d2v.pipeline import stream_camera_job
 from d2v.render import load_depth_map
 from d2v.stages import Clip
 from d2v.store import store_from_env
-from d2v.svd import svd_model_setting
 from deployments.telemetry import held_resources, replica_logging, stage_ran
 
 log = logging.getLogger("d2v.deployments")
@@ -113,41 +112,48 @@ class TrajectoryStage:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class BaseStage(GPUWorker, _ReportsProgress):
-    """Keyframes: the camera render, or SVD guided by it. The SVD model (D2V_SVD_MODEL)
-    loads once per replica on the device this replica was given."""
+    """Keyframes: the camera render, or a generative base (svd, ltx, wan) guided by it. Each
+    configured base (D2V_SVD_MODEL, D2V_LTX_MODEL, D2V_WAN_MODEL, or the app's args) loads once
+    per replica on the device this replica was given."""
 
     stage = "base"
 
-    def __init__(self, svd_model: str | None = None, svd_options: dict | None = None):
+    def __init__(self, svd_model: str | None = None, svd_options: dict | None = None,
+                 ltx_model: str | None = None, wan_model: str | None = None):
+        from d2v.bases import configured
+
         replica_logging()
-        self.svd_model = svd_model or svd_model_setting()
+        self.models_wanted = configured(overrides={"svd": svd_model, "ltx": ltx_model, "wan": wan_model})
+        self.svd_model = self.models_wanted.get("svd")
         self.svd_options = svd_options
         self.store = store_from_env()
         super().__init__()
 
     def load(self) -> None:
-        self.svd = None
-        self.svd_error: str | None = None
-        if not self.svd_model:
-            return
-        model = self.svd_model
-        try:
-            from d2v.svd import SVDOptions, shared_svd
+        from d2v.bases import BASES, load_base
+        from d2v.bases.svd import SVDOptions
 
-            # Loaded and warmed up here, at replica start: the first job finds it ready.
-            self.svd, _ = shared_svd(model, self.device, SVDOptions.resolve(self.svd_options))
-        except Exception as e:  # serve camera jobs anyway; svd jobs get this reason
-            self.svd_error = f"the svd model {model!r} (D2V_SVD_MODEL) failed to load: {e}"
-            log.error(self.svd_error)
+        self.bases: dict = {}
+        self.base_errors: dict[str, str] = {}
+        for name, model in self.models_wanted.items():
+            try:
+                # Loaded (SVD warmed up) here, at replica start: the first job finds it ready.
+                options = SVDOptions.resolve(self.svd_options) if name == "svd" else None
+                self.bases[name], _ = load_base(name, model, self.device, options)
+            except Exception as e:  # serve the other backends anyway; this one's jobs get the reason
+                self.base_errors[name] = f"the {name} model {model!r} ({BASES[name].setting}) failed to load: {e}"
+                log.error(self.base_errors[name])
+        self.svd = self.bases.get("svd")
+        self.svd_error = self.base_errors.get("svd")
 
     def render(self, job_id: str, image: LoadedImage, depth_bytes: bytes | None, request: RenderRequest,
                trajectory: CameraTrajectory) -> Clip:
         from d2v.errors import ModelNotConfiguredError
 
-        if request.backend == "svd" and self.svd is None and self.svd_error:
-            raise ModelNotConfiguredError(self.svd_error)
+        if request.backend not in self.bases and request.backend in self.base_errors:
+            raise ModelNotConfiguredError(self.base_errors[request.backend])
         depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
-        clip = stages.render_base(image.rgb, trajectory, request, depth=depth, svd=self.svd,
+        clip = stages.render_base(image.rgb, trajectory, request, depth=depth, model=self.bases.get(request.backend),
                                   progress=self._progress(job_id))
         return charged(clip, "base", request)
 

@@ -23,7 +23,7 @@ import pytest
 from d2v.errors import ModelNotConfiguredError
 from d2v.models import parse_request
 from d2v.render import CameraRenderer
-from d2v.svd import (
+from d2v.bases.svd import (
     camera_speed,
     cover_frame,
     derive_motion,
@@ -45,7 +45,7 @@ STEPS = 3  # denoising steps in most tests (g = 0.6 skips 1 of 3): the plumbing,
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    from d2v.tiny_svd import make_tiny_svd
+    from d2v.bases.tiny import make_tiny_svd
 
     return make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
 
@@ -88,7 +88,7 @@ def mean_abs(a, b) -> float:
 
 
 def test_importing_the_backend_loads_no_torch():
-    code = "import sys, d2v.svd, d2v.tiny_svd; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    code = "import sys, d2v.bases, d2v.bases.svd, d2v.bases.ltx, d2v.bases.wan, d2v.bases.tiny, d2v.svd, d2v.tiny_svd; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -135,7 +135,7 @@ def test_broken_model_directory_is_a_clear_error(tiny_dir, tmp_path):
 def test_cuda_asked_for_without_cuda_runs_on_the_cpu():
     import torch
 
-    from d2v.svd import resolve_device
+    from d2v.bases.common import resolve_device
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():  # Ray's logical GPUs on a CPU machine
@@ -356,7 +356,7 @@ def test_gpu_bench_runs_tiny_on_cpu():
 
 @pytest.mark.gpu
 def test_tiny_model_on_cuda_fp16(tmp_path, photo):
-    from d2v.tiny_svd import make_tiny_svd
+    from d2v.bases.tiny import make_tiny_svd
 
     model = load_svd(str(make_tiny_svd(tmp_path / "tiny")), "cuda")
     assert model.device.startswith("cuda") and str(model.dtype) == "torch.float16"
@@ -455,7 +455,7 @@ def test_dual_clock_holds_the_guide_where_it_is_valid(svd, photo):
 
 
 def test_svd_options_from_the_environment_and_the_serve_config(monkeypatch):
-    from d2v.svd import SVDOptions
+    from d2v.bases.svd import SVDOptions
 
     monkeypatch.setenv("D2V_SVD_DECODE_CHUNK", "4")
     monkeypatch.setenv("D2V_SVD_COMPILE", "1")
