@@ -93,10 +93,13 @@ class Yuv420:
         if width % 2 or height % 2:
             raise InvalidRequestError(f"frame size {width}x{height} must be even for H.264 (yuv420p)")
         w, h = width, height
-        self.i420 = np.empty((h * 3 // 2, w), np.uint8)
-        self._y = self.i420[:h]
-        self._u = self.i420[h : h + h // 4].reshape(h // 2, w // 2)
-        self._v = self.i420[h + h // 4 :].reshape(h // 2, w // 2)
+        self.i420 = np.empty((h * 3 // 2, w), np.uint8)  # the shape PyAV's from_ndarray takes
+        # The planes lie back to back in the flat buffer: a chroma plane is h/2 rows of w/2,
+        # which is not a whole number of w-wide rows when h/2 is odd (270 -> 67.5 rows).
+        flat, luma, chroma = self.i420.reshape(-1), w * h, (w // 2) * (h // 2)
+        self._y = flat[:luma].reshape(h, w)
+        self._u = flat[luma : luma + chroma].reshape(h // 2, w // 2)
+        self._v = flat[luma + chroma :].reshape(h // 2, w // 2)
         self._yuv = np.empty((h, w, 3), np.uint8)
         self._half = np.empty((h // 2, w // 2, 3), np.uint8)
         self._half_yuv = np.empty((h // 2, w // 2, 3), np.uint8)
