@@ -273,17 +273,20 @@ from .test_svd import svd, tiny_dir  # noqa: E402,F401  (the module-scoped tiny 
 
 
 def test_the_subject_render_guides_svd_and_its_validity_is_the_dual_clocks_mask(svd, monkeypatch):  # noqa: F811
-    from d2v.stages import render_base, svd_guide
-    from d2v.svd import keyframe_count, model_size
+    from d2v.bases.common import make_guide, model_frame_for, plan_keyframes
+    from d2v.stages import render_base
 
     body = {"subjects": [{"region": ROCKET_BRUSH, "path": ROCKET_TRACK}], **PAN, "backend": "svd",
             "duration_s": 1.0, "fps": 12, "num_inference_steps": 3, "auto_correct": False, "seed": 1}
     req = parse_request({**body, "guidance_strength": 0.0})
     W, H = ROCKET.shape[1], ROCKET.shape[0]
     scene = SubjectScene.build(ROCKET, None, req)
-    # Strength 0 ships the camera backend's subject render (at the model's size), frame for frame.
-    clip = render_base(ROCKET, plan(req, W, H), req, svd=svd)
-    w, h = model_size(req, svd)
+    # Strength 0 ships the camera backend's subject render (at the size of the output's view in
+    # the model's canvas), frame for frame.
+    trajectory = plan(req, W, H)
+    clip = render_base(ROCKET, trajectory, req, svd=svd)
+    frame = model_frame_for(req, svd)
+    w, h = frame.view_size
     full = plan(req.model_copy(update={"width": w, "height": h}), W, H)
     assert np.array_equal(clip.frames, np.stack(list(scene.renderer().render(full))))
     # With a dual clock, the region it holds is the subject render's validity mask: the moved
@@ -298,7 +301,7 @@ def test_the_subject_render_guides_svd_and_its_validity_is_the_dual_clocks_mask(
     monkeypatch.setattr(svd, "generate", recorded)
     req = parse_request({**body, "guidance_strength": 0.3, "free_strength": 0.8})
     render_base(ROCKET, plan(req, W, H), req, svd=svd)
-    guide = svd_guide(scene.renderer(), req, keyframe_count(svd), w, h)
-    expected = np.stack(list(scene.renderer().render_validity(guide.cameras)))
+    total, _ = plan_keyframes((len(trajectory) - 1) / req.fps, svd, req.fps)
+    expected = make_guide(scene.renderer(), req, total, frame).valid
     assert np.array_equal(given["valid"], expected)
     assert (~expected[0]).sum() < (~expected[-1]).sum() / 2  # the hole opens as the subject leaves
