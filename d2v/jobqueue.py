@@ -210,6 +210,12 @@ class JobQueue:
         return {k.decode(): v for k, v in self._call("list", self.redis.zrange, key.format(self.queue),
                                                      0, -1, False, True)}
 
+    def started_at(self) -> float:
+        """When this Redis server (re)started, epoch seconds: a message published before then
+        may be lost with the last second of its append-only file."""
+        info = self._call("info", self.redis.info, "server")
+        return time.time() - float(info["uptime_in_seconds"])
+
     def waiting(self) -> int:
         """How many jobs wait in the queue (enqueued, not yet claimed): the back-pressure figure."""
         pipe = self.redis.pipeline(transaction=False)

@@ -352,6 +352,7 @@ class JobRunner:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue
         does not hold. Returns how many it enqueued."""
         enqueued, running = self.queue.enqueued_since(), self.queue.running_since()
+        redis_up_since = self.queue.started_at()
         unfinished = self.jobs.unfinished()
         for job_id in (set(enqueued) | set(running)) - set(unfinished):
             self.queue.done(job_id)  # finished while the queue was away: not waiting any more
@@ -362,8 +363,8 @@ class JobRunner:
             if job_id in running:
                 if self.queue.locked(job_id):
                     continue
-            elif job_id in enqueued and now - enqueued[job_id] < QUEUED_RECHECK_S:
-                continue
+            elif job_id in enqueued and now - enqueued[job_id] < QUEUED_RECHECK_S and enqueued[job_id] > redis_up_since:
+                continue  # waiting in the queue (its message may have gone with a Redis restart: then not)
             status = self.jobs.get(job_id)
             if status is None or has_live_owner(status, now):
                 continue
