@@ -395,8 +395,13 @@ class JobRunner:
             pass  # logged by the lifecycle
 
     def check_health(self) -> None:
+        """Serve replaces a replica whose reconciler or whose queue consumer (the Celery worker
+        thread Ray's adapter starts) has stopped: up with nothing consuming, it would take no job."""
         if not self._reconciler.is_alive():
             raise RuntimeError("the reconcile thread stopped")
+        consumer = getattr(getattr(self, "_adapter", None), "_worker_thread", None)
+        if consumer is not None and not consumer.is_alive():
+            raise RuntimeError("the queue's consumer (Celery worker) stopped")
 
     def __del__(self) -> None:
         """A clean stop: hand unfinished jobs back, so another replica (or this app after a
