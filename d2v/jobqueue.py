@@ -141,12 +141,10 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
                 "redis_socket_timeout": SOCKET_TIMEOUT_S,
                 "redis_socket_connect_timeout": SOCKET_TIMEOUT_S,
                 "result_expires": 3600,
+                # Acked at start, a busy worker reserves up to this many more messages beside its
+                # running ones. (worker_disable_prefetch would stop that, but a task whose end
+                # met a Redis outage then stays reserved for ever and the consumer takes nothing.)
                 "worker_prefetch_multiplier": 1,
-                # A consumer takes only what it can start: acked at start, a busy worker would
-                # otherwise reserve more messages (unacked) beside its running ones, and a
-                # connection lost with any reserved crashed Celery's consumer (kombu's restore
-                # on close), leaving the replica up with nothing consuming.
-                "worker_disable_prefetch": True,
                 "worker_hijack_root_logger": False,
                 "worker_redirect_stdouts": False,  # a replica's print() stays a print
             },

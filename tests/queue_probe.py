@@ -4,7 +4,7 @@ delivery of one slow task: `python -m tests.queue_probe REDIS_URL --task-s 6 [--
 prints the deliveries as JSON. Used by tests/test_queue_delivery.py in a subprocess (a Celery
 worker thread cannot be stopped cleanly inside pytest's process).
 
-    --late        the adapter's own defaults: acks_late, prefetch (ours: acked at the task's start, no prefetch)
+    --late        the adapter's own default, acks_late (ours acknowledges at the task's start)
     --second-s S  start a second worker (another replica) S seconds after the task was queued
 """
 
@@ -43,8 +43,7 @@ def main() -> None:
     if args.late:
         adapter = config.adapter_config
         config = config.model_copy(update={"adapter_config": adapter.model_copy(update={
-            "task_custom_config": {**adapter.task_custom_config, "acks_late": True},
-            "app_custom_config": {**adapter.app_custom_config, "worker_disable_prefetch": False}})})
+            "task_custom_config": {**adapter.task_custom_config, "acks_late": True}})})
     r = redis.Redis.from_url(args.url)
 
     def record(job_id: str) -> str:
