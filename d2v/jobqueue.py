@@ -141,7 +141,10 @@ def processor_config(queue: str = DEFAULT_QUEUE, url: str | None = None):
                 "redis_socket_timeout": SOCKET_TIMEOUT_S,
                 "redis_socket_connect_timeout": SOCKET_TIMEOUT_S,
                 "result_expires": 3600,
-                "worker_prefetch_multiplier": 1,  # a consumer takes only what it can start
+                # Acked at start, a busy worker reserves up to this many more messages beside its
+                # running ones. (worker_disable_prefetch would stop that, but a task whose end
+                # met a Redis outage then stays reserved for ever and the consumer takes nothing.)
+                "worker_prefetch_multiplier": 1,
                 "worker_hijack_root_logger": False,
                 "worker_redirect_stdouts": False,  # a replica's print() stays a print
             },
@@ -209,6 +212,12 @@ class JobQueue:
     def _since(self, key: str) -> dict[str, float]:
         return {k.decode(): v for k, v in self._call("list", self.redis.zrange, key.format(self.queue),
                                                      0, -1, False, True)}
+
+    def started_at(self) -> float:
+        """When this Redis server (re)started, epoch seconds: a message published before then
+        may be lost with the last second of its append-only file."""
+        info = self._call("info", self.redis.info, "server")
+        return time.time() - float(info["uptime_in_seconds"])
 
     def waiting(self) -> int:
         """How many jobs wait in the queue (enqueued, not yet claimed): the back-pressure figure."""

