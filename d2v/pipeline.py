@@ -99,6 +99,15 @@ def resolve_backend(request: RenderRequest, models: dict[str, str] | None = None
     return request.model_copy(update={"backend": backend}), why
 
 
+def note_backend_choice(manifest: Manifest, asked: RenderRequest, why: str) -> Manifest:
+    """`auto` rendered with the base `resolve_backend` chose: the manifest keeps the request as
+    asked and says which base and why (the CLI's render_job and the farm's runner alike)."""
+    manifest.request = asked
+    manifest.notes.append(why)
+    manifest.settings = {**manifest.settings, "backend_choice": why}
+    return manifest
+
+
 def job_result(manifest: Manifest) -> JobResult:
     """A finished job's `result` (status.json, GET /v1/jobs/{id}) from its manifest."""
     return JobResult(
@@ -230,10 +239,8 @@ def render_job(
 
             rendering, why = resolve_backend(request)
             manifest = _run_stages(image, image_bytes, depth, rendering, store, job_id, output_path, beat_and_report)
-            if why is not None:  # the manifest keeps the request as asked, and says what auto chose
-                manifest.request = request
-                manifest.notes.append(why)
-                manifest.settings = {**manifest.settings, "backend_choice": why}
+            if why is not None:
+                note_backend_choice(manifest, request, why)
         if beat.lost is not None:
             raise beat.lost
         wall = time.perf_counter() - t_start

@@ -41,7 +41,8 @@ from d2v.depth import depth_model_setting, planned_depth_source
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, JobQueue, job_timeout_s
 from d2v.lifecycle import (
-    DEPTH, INPUT_PREFIX, REQUEST, UNFINISHED, Heartbeat, Jobs, StaleAttempt, attempt_token, file_key, has_live_owner,
+    DEPTH, INPUT_PREFIX, MANIFEST, REQUEST, UNFINISHED, Heartbeat, Jobs, StaleAttempt, attempt_token, file_key,
+    has_live_owner,
     new_attempt_id,
 )
 from d2v.models import JobStatus, parse_request
@@ -305,10 +306,11 @@ class JobRunner:
         return image_bytes, decode_image(image_bytes), depth_bytes
 
     def _pipeline(self, job_id: str, attempt: Attempt, request):
-        from d2v.pipeline import resolve_backend
+        from d2v.pipeline import note_backend_choice, resolve_backend
 
         # `auto` renders with the best base this farm runs (d2v.bases.choose_backend).
-        request, _ = resolve_backend(request, self.settings.base_models())
+        asked = request
+        request, why = resolve_backend(request, self.settings.base_models())
         image_bytes, image, depth_bytes = self._inputs(job_id)
         # A .cube look missing from the store (jobs/{id}/look.cube) or malformed fails the job
         # here, before any stage runs; the stages that grade read it from the store again.
@@ -336,6 +338,9 @@ class JobRunner:
         result = final.result(timeout_s=self.job_timeout_s)
         if attempt.lost is not None:  # lost while the last call was finishing: its result is not ours to report
             raise attempt.lost
+        if why is not None:  # the stage stored the manifest of the base it ran: it says auto chose it, and why
+            result = note_backend_choice(result, asked, why)
+            self.store.put_bytes(file_key(job_id, MANIFEST), result.model_dump_json(indent=2).encode())
         return result
 
     # -- the reconciler -------------------------------------------------------------------

@@ -83,6 +83,21 @@ def slow_request(**kw) -> dict:
 PHOTO = png_bytes(textured_image(960, 540, seed=5))
 
 
+def test_auto_backend_on_a_farm_without_models_renders_camera_and_says_why(farm):
+    """backend "auto" with no generative base configured: the camera backend renders it, and the
+    stored manifest keeps the request as asked and says what auto chose and why."""
+    client, store = farm
+    r = submit(client, PHOTO, {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 256,
+                               "height": 144, "backend": "auto"})
+    assert r.status_code == 202, r.text
+    status = wait(client, r.json()["status_url"])
+    assert status["status"] == "succeeded", status
+    manifest = json.loads(store.get_bytes(f"jobs/{r.json()['job_id']}/manifest.json"))
+    assert manifest["backend"] == "camera" and manifest["request"]["backend"] == "auto"
+    assert any(n.startswith("auto: camera") for n in manifest["notes"])
+    assert manifest["settings"]["backend_choice"].startswith("auto: camera")
+
+
 def test_job_runs_to_a_video_in_the_bucket(farm):
     client, store = farm
     r = submit(client, PHOTO, slow_request())
