@@ -560,11 +560,17 @@ class CameraRenderer:
         if not idx.size:
             return None
         ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
-        # Each pixel's candidate layers: the nearest and the farthest its cell's corners found.
+        # Each pixel's candidate layers: the nearest and the farthest its cell's corners found,
+        # of those not torn (a torn corner's layer is the step's inside, no layer at all); a
+        # cell torn at every corner is hidden background throughout.
         cx, cy = (xs + 2) // step, (ys + 2) // step
-        s00, s01, s10, s11 = s[cy, cx], s[cy, cx + 1], s[cy + 1, cx], s[cy + 1, cx + 1]
-        near_c = np.minimum(np.minimum(s00, s01), np.minimum(s10, s11))
-        far_c = np.maximum(np.maximum(s00, s01), np.maximum(s10, s11))
+        corners = [(cy, cx), (cy, cx + 1), (cy + 1, cx), (cy + 1, cx + 1)]
+        cs = np.stack([s[c] for c in corners])
+        ct = np.stack([torn[c] for c in corners])
+        inf = np.float32(np.inf)
+        near_c, far_c = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
+        all_torn = ct.all(axis=0)
+        near_c[all_torn] = far_c[all_torn] = cs.max(axis=0)[all_torn]
 
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
@@ -590,6 +596,7 @@ class CameraRenderer:
         if (i := np.flatnonzero(torn)).size:
             sr[i], ok_far = _settle(layers.s, Ax[i], Ay[i], Bx[i], By[i], far_c[i])
             torn[i] = ~ok_far
+        torn |= np.tile(all_torn, len(offs))
         px, py = Ax + Bx / sr, Ay + By / sr
         row0 = np.zeros_like(px)
         if layers.bg is None:
