@@ -408,7 +408,12 @@ class CameraRenderer:
         if edges is not None:
             idx, ex, ey, _ = edges
             rgb = _sample_rgb(levels[level], ex * scale, ey * scale, self._border)
-            dst.reshape(-1, 3)[idx] = (rgb.reshape(-1, idx.size, 3).mean(axis=0) + 0.5).astype(np.uint8)
+            m = (ex.size - idx.size) // (EDGE_SAMPLES - 1)  # pixels with EDGE_SAMPLES rays, last
+            n1 = idx.size - m
+            col = rgb[:idx.size]
+            if m:
+                col[n1:] = rgb[n1:].reshape(EDGE_SAMPLES, m, 3).mean(axis=0)
+            dst.reshape(-1, 3)[idx] = (col + 0.5).astype(np.uint8)
 
     def _depth_maps(
         self, frame: CameraFrame, width: int, height: int, layers: _Layers, scratch: dict
@@ -532,7 +537,7 @@ class CameraRenderer:
         if scratch["edges"] is not None:
             idx, ex, ey, _ = scratch["edges"]
             ys, xs = np.divmod(idx, width)  # (q is a view into a wider buffer: no flat writes)
-            q[ys, xs, 0], q[ys, xs, 1] = ex[: idx.size], ey[: idx.size]
+            q[ys, xs, 0], q[ys, xs, 1] = ex[:idx.size], ey[:idx.size]  # (a pixel's first ray)
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
@@ -571,13 +576,49 @@ class CameraRenderer:
         near_c, far_c = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
         all_torn = ct.all(axis=0)
         near_c[all_torn] = far_c[all_torn] = cs.max(axis=0)[all_torn]
+        # A cell whose corners all lie on one layer (or all see hidden background) has no
+        # edge inside that its corners saw: the upsampled map holds there, no rays needed.
+        mixed = ~all_torn & (ct.any(axis=0) | (far_c - near_c > layers.s_step))
+        if not mixed.all():
+            idx, xs, ys, near_c, far_c, all_torn = (v[mixed] for v in (idx, xs, ys, near_c, far_c, all_torn))
+            if not idx.size:
+                return None
 
+        # One ray at each pixel's centre first; only pixels whose layer (or torn, or rim)
+        # differs from a neighbour's get EDGE_SAMPLES rays: most of a bent cell is one layer,
+        # where one ray is as good as the mean of four.
+        xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
+        qx1, qy1, torn1, label1 = self._cast_edge_rays(frame, layers, Kinv_R, xc, yc, near_c, far_c, all_torn)
+        label = _upsample(s + np.float32(100.0) * torn, width, height).copy()
+        label.ravel()[idx] = label1
+        k3 = np.ones((3, 3), np.uint8)
+        spread = (cv2.dilate(label, k3) - cv2.erode(label, k3)).ravel()[idx]
+        multi = spread > layers.s_step
+        one = ~multi
+        m = int(multi.sum())
+        if not m:
+            return idx, qx1, qy1, torn1.astype(np.float32)
+        offs = _EDGE_OFFSETS[:EDGE_SAMPLES].astype(np.float32)
+        xm, ym = xc[multi], yc[multi]
+        x = (xm[None, :] + offs[:, 0:1]).ravel()
+        y = (ym[None, :] + offs[:, 1:2]).ravel()
+        tile = lambda v: np.tile(v[multi], len(offs))  # noqa: E731
+        qx4, qy4, torn4, _ = self._cast_edge_rays(frame, layers, Kinv_R, x, y, tile(near_c), tile(far_c), tile(all_torn))
+        # Layout: the one-ray pixels first (a ray each), then the others (EDGE_SAMPLES rays
+        # each, sample-major); `_remap` and `_depth_maps` read it so.
+        idx = np.concatenate([idx[one], idx[multi]])
+        qx, qy = np.concatenate([qx1[one], qx4]), np.concatenate([qy1[one], qy4])
+        frac = np.concatenate([torn1[one].astype(np.float32), torn4.reshape(len(offs), -1).mean(axis=0)])
+        return idx, qx, qy, frac
+
+    def _cast_edge_rays(self, frame: CameraFrame, layers: _Layers, Kinv_R: np.ndarray, x, y,
+                        near_c, far_c, all_torn):
+        """Rays through output points (x, y) (1-D, d2v coordinates), each with its cell's
+        candidate layers: (x, y in the stacked texture (level 0, OpenCV), torn, a label that
+        differs where the layer, or what shows, does)."""
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
         sx, sy = dw / self.width, dh / self.height
-        offs = _EDGE_OFFSETS[:EDGE_SAMPLES]
-        x = (xs[None, :] + 0.5 + offs[:, 0:1]).ravel()
-        y = (ys[None, :] + 0.5 + offs[:, 1:2]).ravel()
         M = Kinv_R.astype(np.float32)
         x, y = x.astype(np.float32), y.astype(np.float32)
         dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
@@ -587,7 +628,6 @@ class CameraRenderer:
         Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
         Bx = (((C[0] - c0[0]) + (c0[2] - C[2]) * ex) * sx).astype(np.float32)
         By = (((C[1] - c0[1]) + (c0[2] - C[2]) * ey) * sy).astype(np.float32)
-        near_c, far_c = np.tile(near_c, len(offs)), np.tile(far_c, len(offs))
         # The nearer candidate wins where the ray meets it (near things occlude), else the
         # farther; a ray that meets neither met a step between its sides: it sees the hidden
         # background.
@@ -596,7 +636,7 @@ class CameraRenderer:
         if (i := np.flatnonzero(torn)).size:
             sr[i], ok_far = _settle(layers.s, Ax[i], Ay[i], Bx[i], By[i], far_c[i])
             torn[i] = ~ok_far
-        torn |= np.tile(all_torn, len(offs))
+        torn |= all_torn
         px, py = Ax + Bx / sr, Ay + By / sr
         row0 = np.zeros_like(px)
         if layers.bg is None:
@@ -611,7 +651,8 @@ class CameraRenderer:
         qy = ((py + 0.5) / sy - 0.5 + row0).astype(np.float32)
         np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
         np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
-        return idx, qx, qy, torn.reshape(len(offs), -1).mean(axis=0)
+        label = (sr + np.float32(100.0) * torn + np.float32(50.0) * (row0 > 0)).astype(np.float32)
+        return qx, qy, torn, label
 
     # -- which pixels are the photo's ---------------------------------------------------
 
