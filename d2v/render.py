@@ -559,30 +559,27 @@ class CameraRenderer:
         # pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
         step = _DEPTH_GRID_STEP
         a, b, c, d = bent[:-1, :-1], bent[:-1, 1:], bent[1:, :-1], bent[1:, 1:]
-        cells = ((a & b) | (c & d) | (a & c) | (b & d)).view(np.uint8)
-        big = cv2.resize(cells, (cells.shape[1] * step, cells.shape[0] * step), interpolation=cv2.INTER_NEAREST)
+        cells = (a & b) | (c & d) | (a & c) | (b & d)
+        # Each cell's candidate layers: the nearest and the farthest its corners found, of
+        # those not torn (a torn corner's layer is the step's inside, no layer at all). A cell
+        # whose corners all lie on one layer, or all see hidden background, has no edge inside
+        # that its corners saw: the upsampled map holds there, it needs no rays of its own.
+        cs = np.stack([s[:-1, :-1], s[:-1, 1:], s[1:, :-1], s[1:, 1:]])
+        ct = np.stack([torn[:-1, :-1], torn[:-1, 1:], torn[1:, :-1], torn[1:, 1:]])
+        inf = np.float32(np.inf)
+        near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
+        any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
+        cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
+        # As output pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
+        big = cv2.resize(cells.view(np.uint8), (cells.shape[1] * step, cells.shape[0] * step),
+                         interpolation=cv2.INTER_NEAREST)
         idx = np.flatnonzero(big[2: 2 + height, 2: 2 + width])
         if not idx.size:
             return None
         ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
-        # Each pixel's candidate layers: the nearest and the farthest its cell's corners found,
-        # of those not torn (a torn corner's layer is the step's inside, no layer at all); a
-        # cell torn at every corner is hidden background throughout.
-        cx, cy = (xs + 2) // step, (ys + 2) // step
-        corners = [(cy, cx), (cy, cx + 1), (cy + 1, cx), (cy + 1, cx + 1)]
-        cs = np.stack([s[c] for c in corners])
-        ct = np.stack([torn[c] for c in corners])
-        inf = np.float32(np.inf)
-        near_c, far_c = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
-        all_torn = ct.all(axis=0)
-        near_c[all_torn] = far_c[all_torn] = cs.max(axis=0)[all_torn]
-        # A cell whose corners all lie on one layer (or all see hidden background) has no
-        # edge inside that its corners saw: the upsampled map holds there, no rays needed.
-        mixed = ~all_torn & (ct.any(axis=0) | (far_c - near_c > layers.s_step))
-        if not mixed.all():
-            idx, xs, ys, near_c, far_c, all_torn = (v[mixed] for v in (idx, xs, ys, near_c, far_c, all_torn))
-            if not idx.size:
-                return None
+        cell = ((ys + 2) // step) * np.int32(cells.shape[1]) + (xs + 2) // step
+        near_c, far_c = near_cell.ravel()[cell], far_cell.ravel()[cell]
+        all_torn = np.zeros(idx.size, bool)
 
         # One ray at each pixel's centre first; only pixels whose layer (or torn, or rim)
         # differs from a neighbour's get EDGE_SAMPLES rays: most of a bent cell is one layer,
