@@ -533,7 +533,7 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R)
+        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R, scratch)
         if scratch["edges"] is not None:
             idx, ex, ey, _ = scratch["edges"]
             ys, xs = np.divmod(idx, width)  # (q is a view into a wider buffer: no flat writes)
@@ -541,7 +541,7 @@ class CameraRenderer:
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray):
+                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels get their own rays: EDGE_SAMPLES per pixel, each
@@ -586,10 +586,14 @@ class CameraRenderer:
         # where one ray is as good as the mean of four.
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
         qx1, qy1, torn1, label1 = self._cast_edge_rays(frame, layers, Kinv_R, xc, yc, near_c, far_c, all_torn)
-        label = _upsample(s + np.float32(100.0) * torn, width, height).copy()
-        label.ravel()[idx] = label1
+        # (Among edge pixels only: the cells around them lie on one layer each.)
+        hi = _buffer(scratch, "label_hi", (height, width), np.float32)
+        lo = _buffer(scratch, "label_lo", (height, width), np.float32)
+        hi.fill(-np.inf)
+        lo.fill(np.inf)
+        hi.ravel()[idx] = lo.ravel()[idx] = label1
         k3 = np.ones((3, 3), np.uint8)
-        spread = (cv2.dilate(label, k3) - cv2.erode(label, k3)).ravel()[idx]
+        spread = np.maximum(cv2.dilate(hi, k3, dst=hi).ravel()[idx] - label1, label1 - cv2.erode(lo, k3, dst=lo).ravel()[idx])
         multi = spread > layers.s_step
         one = ~multi
         m = int(multi.sum())
