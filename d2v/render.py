@@ -592,7 +592,7 @@ class CameraRenderer:
         hi.fill(-np.inf)
         lo.fill(np.inf)
         hi.ravel()[idx] = lo.ravel()[idx] = label1
-        k3 = np.ones((3, 3), np.uint8)
+        k3 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4 neighbours
         spread = np.maximum(cv2.dilate(hi, k3, dst=hi).ravel()[idx] - label1, label1 - cv2.erode(lo, k3, dst=lo).ravel()[idx])
         multi = spread > layers.s_step
         one = ~multi
