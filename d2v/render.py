@@ -32,7 +32,8 @@
 * Depth edges at output resolution: bilinear upsampling of the grid would blend source
   points across a depth edge (dark fringes where they fall between near and far, a
   staircase of grid cells). Where the grid's map bends (`_bends`), the pixels of those
-  cells get their own rays, EDGE_SAMPLES a pixel (a rotated grid: about a pixel of soft
+  cells whose corners part get their own rays, EDGE_SAMPLES a pixel where a pixel's layer
+  differs from a neighbour's, one elsewhere (a rotated grid: about a pixel of soft
   coverage, like a matte, so a moving edge neither crawls nor shimmers), each tried on the
   nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
   things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
@@ -544,10 +545,13 @@ class CameraRenderer:
                    grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
-        grid cells). Those output pixels get their own rays: EDGE_SAMPLES per pixel, each
-        marched, judged torn or not and placed on the photo or its hidden background.
-        Returns (pixel flat indices, x, y (EDGE_SAMPLES * n, stacked-texture coordinates,
-        level 0, OpenCV convention, sample-major), torn fraction per pixel), or None."""
+        grid cells). Those output pixels, in cells whose corners part (two layers, or torn
+        and not), get their own rays: one at the centre, and EDGE_SAMPLES where a pixel's
+        layer differs from a 4-neighbour's; each judged torn or not and placed on the photo
+        or its hidden background. Returns (pixel flat indices, the one-ray pixels first;
+        x, y (stacked-texture coordinates, level 0, OpenCV convention): a ray for each
+        one-ray pixel, then EDGE_SAMPLES for each other pixel, sample-major; torn fraction
+        per pixel), or None."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
