@@ -32,7 +32,8 @@
 * Depth edges at output resolution: bilinear upsampling of the grid would blend source
   points across a depth edge (dark fringes where they fall between near and far, a
   staircase of grid cells). Where the grid's map bends (`_bends`), the pixels of those
-  cells get their own rays, EDGE_SAMPLES a pixel (a rotated grid: about a pixel of soft
+  cells whose corners part get their own rays, EDGE_SAMPLES a pixel where a pixel's layer
+  differs from a neighbour's, one elsewhere (a rotated grid: about a pixel of soft
   coverage, like a matte, so a moving edge neither crawls nor shimmers), each tried on the
   nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
   things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
@@ -408,7 +409,12 @@ class CameraRenderer:
         if edges is not None:
             idx, ex, ey, _ = edges
             rgb = _sample_rgb(levels[level], ex * scale, ey * scale, self._border)
-            dst.reshape(-1, 3)[idx] = (rgb.reshape(-1, idx.size, 3).mean(axis=0) + 0.5).astype(np.uint8)
+            m = (ex.size - idx.size) // (EDGE_SAMPLES - 1)  # pixels with EDGE_SAMPLES rays, last
+            n1 = idx.size - m
+            col = rgb[:idx.size]
+            if m:
+                col[n1:] = rgb[n1:].reshape(EDGE_SAMPLES, m, 3).mean(axis=0)
+            dst.reshape(-1, 3)[idx] = (col + 0.5).astype(np.uint8)
 
     def _depth_maps(
         self, frame: CameraFrame, width: int, height: int, layers: _Layers, scratch: dict
@@ -528,21 +534,24 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R)
+        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R, scratch)
         if scratch["edges"] is not None:
             idx, ex, ey, _ = scratch["edges"]
             ys, xs = np.divmod(idx, width)  # (q is a view into a wider buffer: no flat writes)
-            q[ys, xs, 0], q[ys, xs, 1] = ex[: idx.size], ey[: idx.size]
+            q[ys, xs, 0], q[ys, xs, 1] = ex[:idx.size], ey[:idx.size]  # (a pixel's first ray)
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray):
+                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
-        grid cells). Those output pixels get their own rays: EDGE_SAMPLES per pixel, each
-        marched, judged torn or not and placed on the photo or its hidden background.
-        Returns (pixel flat indices, x, y (EDGE_SAMPLES * n, stacked-texture coordinates,
-        level 0, OpenCV convention, sample-major), torn fraction per pixel), or None."""
+        grid cells). Those output pixels, in cells whose corners part (two layers, or torn
+        and not), get their own rays: one at the centre, and EDGE_SAMPLES where a pixel's
+        layer differs from a 4-neighbour's; each judged torn or not and placed on the photo
+        or its hidden background. Returns (pixel flat indices, the one-ray pixels first;
+        x, y (stacked-texture coordinates, level 0, OpenCV convention): a ray for each
+        one-ray pixel, then EDGE_SAMPLES for each other pixel, sample-major; torn fraction
+        per pixel), or None."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
@@ -554,24 +563,67 @@ class CameraRenderer:
         # pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
         step = _DEPTH_GRID_STEP
         a, b, c, d = bent[:-1, :-1], bent[:-1, 1:], bent[1:, :-1], bent[1:, 1:]
-        cells = ((a & b) | (c & d) | (a & c) | (b & d)).view(np.uint8)
-        big = cv2.resize(cells, (cells.shape[1] * step, cells.shape[0] * step), interpolation=cv2.INTER_NEAREST)
+        cells = (a & b) | (c & d) | (a & c) | (b & d)
+        # Each cell's candidate layers: the nearest and the farthest its corners found, of
+        # those not torn (a torn corner's layer is the step's inside, no layer at all). A cell
+        # whose corners all lie on one layer, or all see hidden background, has no edge inside
+        # that its corners saw: the upsampled map holds there, it needs no rays of its own.
+        cs = np.stack([s[:-1, :-1], s[:-1, 1:], s[1:, :-1], s[1:, 1:]])
+        ct = np.stack([torn[:-1, :-1], torn[:-1, 1:], torn[1:, :-1], torn[1:, 1:]])
+        inf = np.float32(np.inf)
+        near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
+        any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
+        cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
+        # As output pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
+        big = cv2.resize(cells.view(np.uint8), (cells.shape[1] * step, cells.shape[0] * step),
+                         interpolation=cv2.INTER_NEAREST)
         idx = np.flatnonzero(big[2: 2 + height, 2: 2 + width])
         if not idx.size:
             return None
         ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
-        # Each pixel's candidate layers: the nearest and the farthest its cell's corners found.
-        cx, cy = (xs + 2) // step, (ys + 2) // step
-        s00, s01, s10, s11 = s[cy, cx], s[cy, cx + 1], s[cy + 1, cx], s[cy + 1, cx + 1]
-        near_c = np.minimum(np.minimum(s00, s01), np.minimum(s10, s11))
-        far_c = np.maximum(np.maximum(s00, s01), np.maximum(s10, s11))
+        cell = ((ys + 2) // step) * np.int32(cells.shape[1]) + (xs + 2) // step
+        near_c, far_c = near_cell.ravel()[cell], far_cell.ravel()[cell]
+        all_torn = np.zeros(idx.size, bool)
 
+        # One ray at each pixel's centre first; only pixels whose layer (or torn, or rim)
+        # differs from a neighbour's get EDGE_SAMPLES rays: most of a bent cell is one layer,
+        # where one ray is as good as the mean of four.
+        xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
+        qx1, qy1, torn1, label1 = self._cast_edge_rays(frame, layers, Kinv_R, xc, yc, near_c, far_c, all_torn)
+        # (Among edge pixels only: the cells around them lie on one layer each.)
+        hi = _buffer(scratch, "label_hi", (height, width), np.float32)
+        lo = _buffer(scratch, "label_lo", (height, width), np.float32)
+        hi.fill(-np.inf)
+        lo.fill(np.inf)
+        hi.ravel()[idx] = lo.ravel()[idx] = label1
+        k3 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4 neighbours
+        spread = np.maximum(cv2.dilate(hi, k3, dst=hi).ravel()[idx] - label1, label1 - cv2.erode(lo, k3, dst=lo).ravel()[idx])
+        multi = spread > layers.s_step
+        one = ~multi
+        m = int(multi.sum())
+        if not m:
+            return idx, qx1, qy1, torn1.astype(np.float32)
+        offs = _EDGE_OFFSETS[:EDGE_SAMPLES].astype(np.float32)
+        xm, ym = xc[multi], yc[multi]
+        x = (xm[None, :] + offs[:, 0:1]).ravel()
+        y = (ym[None, :] + offs[:, 1:2]).ravel()
+        tile = lambda v: np.tile(v[multi], len(offs))  # noqa: E731
+        qx4, qy4, torn4, _ = self._cast_edge_rays(frame, layers, Kinv_R, x, y, tile(near_c), tile(far_c), tile(all_torn))
+        # Layout: the one-ray pixels first (a ray each), then the others (EDGE_SAMPLES rays
+        # each, sample-major); `_remap` and `_depth_maps` read it so.
+        idx = np.concatenate([idx[one], idx[multi]])
+        qx, qy = np.concatenate([qx1[one], qx4]), np.concatenate([qy1[one], qy4])
+        frac = np.concatenate([torn1[one].astype(np.float32), torn4.reshape(len(offs), -1).mean(axis=0)])
+        return idx, qx, qy, frac
+
+    def _cast_edge_rays(self, frame: CameraFrame, layers: _Layers, Kinv_R: np.ndarray, x, y,
+                        near_c, far_c, all_torn):
+        """Rays through output points (x, y) (1-D, d2v coordinates), each with its cell's
+        candidate layers: (x, y in the stacked texture (level 0, OpenCV), torn, a label that
+        differs where the layer, or what shows, does)."""
         C, c0 = frame.camera_center(), layers.c0
         dh, dw = layers.s.shape
         sx, sy = dw / self.width, dh / self.height
-        offs = _EDGE_OFFSETS[:EDGE_SAMPLES]
-        x = (xs[None, :] + 0.5 + offs[:, 0:1]).ravel()
-        y = (ys[None, :] + 0.5 + offs[:, 1:2]).ravel()
         M = Kinv_R.astype(np.float32)
         x, y = x.astype(np.float32), y.astype(np.float32)
         dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
@@ -581,7 +633,6 @@ class CameraRenderer:
         Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
         Bx = (((C[0] - c0[0]) + (c0[2] - C[2]) * ex) * sx).astype(np.float32)
         By = (((C[1] - c0[1]) + (c0[2] - C[2]) * ey) * sy).astype(np.float32)
-        near_c, far_c = np.tile(near_c, len(offs)), np.tile(far_c, len(offs))
         # The nearer candidate wins where the ray meets it (near things occlude), else the
         # farther; a ray that meets neither met a step between its sides: it sees the hidden
         # background.
@@ -590,6 +641,7 @@ class CameraRenderer:
         if (i := np.flatnonzero(torn)).size:
             sr[i], ok_far = _settle(layers.s, Ax[i], Ay[i], Bx[i], By[i], far_c[i])
             torn[i] = ~ok_far
+        torn |= all_torn
         px, py = Ax + Bx / sr, Ay + By / sr
         row0 = np.zeros_like(px)
         if layers.bg is None:
@@ -604,7 +656,8 @@ class CameraRenderer:
         qy = ((py + 0.5) / sy - 0.5 + row0).astype(np.float32)
         np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
         np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
-        return idx, qx, qy, torn.reshape(len(offs), -1).mean(axis=0)
+        label = (sr + np.float32(100.0) * torn + np.float32(50.0) * (row0 > 0)).astype(np.float32)
+        return qx, qy, torn, label
 
     # -- which pixels are the photo's ---------------------------------------------------
 
