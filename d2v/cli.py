@@ -805,9 +805,12 @@ def _wait_port_closed(url: str, wait_s: float = 5.0) -> None:
 
 
 def _port_free(port: int) -> bool:
+    """Nobody listens on it. (Connections of a server just stopped, in TIME_WAIT, do not count:
+    servers bind with SO_REUSEADDR, so d2v serve restarted on its port gets it.)"""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -328,14 +328,14 @@ def stream_camera_job(
 
     def check() -> FidelityReport:
         t0 = time.perf_counter()
-        checked = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
-        measured = check_and_store(checked, n, image, request, trajectory, store, job_id, depth=depth,
+        sampled = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
+        measured = check_and_store(sampled, n, image, request, trajectory, store, job_id, depth=depth,
                                    scene=getattr(renderer, "scene", None))
         seconds["check"] = time.perf_counter() - t0
         return measured
 
     checking = ThreadPoolExecutor(1, thread_name_prefix="d2v-check")
-    checked: list[Future] = []
+    measuring: list[Future] = []  # the check, once the last frame is rendered
 
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(graded(clip, look, finishing)):
@@ -344,7 +344,7 @@ def stream_camera_job(
             yield frame
         # Every frame is rendered, the encoder still has the last ones in flight: the path
         # check starts now, beside x264's tail, not after the whole video is written.
-        checked.append(checking.submit(check))
+        measuring.append(checking.submit(check))
 
     produced = _Timed(frames())
     counted = _count(prefetch(produced), total, report)
@@ -371,7 +371,7 @@ def stream_camera_job(
         seconds["upload"] = time.perf_counter() - t0
 
         report("check", 0.0)
-        fidelity = checked[0].result()
+        fidelity = measuring[0].result()
     final = "none: the camera backend renders every output frame at the output size"
     manifest = make_manifest(
         job_id=job_id,
