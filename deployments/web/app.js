@@ -405,13 +405,7 @@ function setupDrawing() {
   canvas.addEventListener("pointermove", (e) => {
     const stroke = state.stroke;
     if (!stroke || e.pointerId !== stroke.pointerId) return;
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
-    for (const ev of events.length ? events : [e]) {
-      const p = canvasPoint(ev);
-      const last = stroke.points[stroke.points.length - 1];
-      const t = Math.max(last.t, (ev.timeStamp - stroke.t0) / 1000);
-      if (p.x !== last.x || p.y !== last.y) stroke.points.push({ ...p, t });
-    }
+    extendStroke(stroke, e);
     redraw();
   });
   const finish = (e) => {
@@ -463,6 +457,19 @@ function afterPathChange() {
     if (state.previewAbort) state.previewAbort.abort();
     resetPreview("Draw a path to see the camera move.");
     $("analysis").textContent = "";
+  }
+}
+
+// A pointer move's samples (the coalesced ones too: a fast stroke keeps its shape) appended
+// to a stroke {t0, points}: canvas units, seconds since the stroke began, never backwards in time.
+// The path tool and subjects.js's brush and track both draw with it.
+function extendStroke(stroke, e) {
+  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
+  for (const ev of events.length ? events : [e]) {
+    const p = canvasPoint(ev);
+    const last = stroke.points[stroke.points.length - 1];
+    const t = Math.max(last.t, (ev.timeStamp - stroke.t0) / 1000);
+    if (p.x !== last.x || p.y !== last.y) stroke.points.push({ ...p, t });
   }
 }
 

@@ -63,13 +63,7 @@ const Subjects = (() => {
   function move(e) {
     if (!stroke || e.pointerId !== stroke.pointerId) return;
     e.stopImmediatePropagation();
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
-    for (const ev of events.length ? events : [e]) {
-      const p = canvasPoint(ev);
-      const last = stroke.points[stroke.points.length - 1];
-      const t = Math.max(last.t, (ev.timeStamp - stroke.t0) / 1000);
-      if (p.x !== last.x || p.y !== last.y) stroke.points.push({ ...p, t });
-    }
+    extendStroke(stroke, e); // app.js: the path tool's own sampling
     redraw();
   }
 
