@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,23 @@ def resolve_device(device: str | None) -> str:
         log.warning("device %s requested but torch sees no CUDA GPU: the model runs on the CPU", device)
         return "cpu"
     return str(device)
+
+
+class SharedModels:
+    """A process's loaded models of one base, one per (model, device), each loaded on first use
+    (a farm replica or a batch worker keeps its base across jobs). `load(model, device)` loads one."""
+
+    def __init__(self, load):
+        self._load, self._models, self._lock = load, {}, threading.Lock()
+
+    def get(self, model: str, device: str | None = "auto") -> tuple[object, bool]:
+        """(the model, whether it was loaded by this call)."""
+        key = (str(model), resolve_device(device))
+        with self._lock:
+            if key in self._models:
+                return self._models[key], False
+            self._models[key] = self._load(model, device)
+            return self._models[key], True
 
 
 def pick_dtype(device: str, setting: str | None, setting_name: str) -> "torch.dtype":

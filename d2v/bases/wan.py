@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from d2v.bases.common import load_pipeline, model_frame_for, pick_dtype, prompt_for, resolve_device
+from d2v.bases.common import SharedModels, load_pipeline, model_frame_for, pick_dtype, prompt_for, resolve_device
 from d2v.bases.flow import FlowClock, anchor_mask, check_frames, hold_mask, model_shift, model_sigmas
 from d2v.errors import ModelNotConfiguredError
 from d2v.models import CameraTrajectory, RenderRequest
@@ -64,18 +64,12 @@ def _not_configured(detail: str) -> ModelNotConfiguredError:
     )
 
 
-_shared: dict[tuple, "WanModel"] = {}
-_shared_lock = threading.Lock()
+_shared = SharedModels(lambda model, device: load_wan(model, device))
 
 
 def shared_wan(model: str, device: str | None = "auto", options=None) -> tuple["WanModel", bool]:
     """The process's Wan model for these settings, loaded on first use: (model, loaded now)."""
-    key = (str(model), resolve_device(device))
-    with _shared_lock:
-        if key in _shared:
-            return _shared[key], False
-        _shared[key] = load_wan(model, device)
-        return _shared[key], True
+    return _shared.get(model, device)
 
 
 def load_wan(model: str | None, device: str | None = "auto", *, dtype: str | None = None) -> "WanModel":
