@@ -442,19 +442,30 @@ def test_a_new_user_sees_preview_render_and_every_message_without_scrolling(web,
 
 
 @needs_browser
-def test_the_servers_refusal_is_said_under_the_photo(web, browser, tmp_path):
+def test_refusals_are_said_under_the_photo(web, browser, tmp_path):
+    from PIL import Image
+
     driver = browser
     driver.get(f"{web}/")
-    wait_for(driver, "document.querySelectorAll('#effect option').length > 5", what="the effects list")
-    # An image the browser shows but the server refuses (too small): the API's words.
+    wait_for(driver, "document.getElementById('limits-text').textContent.includes('pixels a side')",
+             what="the farm's limits on the drop area")
+    # Too small for the farm's limits: the page says so at once, and shows nothing to draw on.
     tiny = tmp_path / "tiny.png"
     tiny.write_bytes(png_bytes(textured_image(12, 12)))
     driver.find_element("id", "file").send_keys(str(tiny))
-    wait_for(driver, "!document.getElementById('canvas').hidden", what="the tiny photo on the canvas")
+    text = wait_for(driver, PHOTO_MESSAGE, what="the page's words under the photo")
+    assert "12×12" in text and "at least 16 pixels" in text, text
+    assert driver.execute_script("return document.getElementById('canvas').hidden")
+    assert in_view(driver, "photo-message")["inside"]
+    # A photo the browser opens but the farm does not take (a GIF): the API's words.
+    gif = tmp_path / "frame.gif"
+    Image.fromarray(textured_image(96, 64)).save(gif, format="GIF")
+    driver.find_element("id", "file").send_keys(str(gif))
+    wait_for(driver, "!document.getElementById('canvas').hidden", what="the GIF on the canvas")
     assert no_messages(driver)
     draw(driver, [(0.2, 0.5), (0.4, 0.52), (0.6, 0.5), (0.8, 0.48)], kind="mouse")
     text = wait_for(driver, PHOTO_MESSAGE, what="the server's words under the photo")
-    assert "12x12" in text and "at least 16 pixels" in text and "(HTTP 4" in text, text
+    assert "JPEG, PNG, WebP" in text and "(HTTP 4" in text, text
     assert in_view(driver, "photo-message")["inside"]
 
 
