@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any
 
+from d2v.errors import ModelNotConfiguredError
+
 AUTO_ORDER = ("wan", "ltx", "svd")
 
 
@@ -34,23 +36,35 @@ class Base:
     module: str  # d2v.bases.<module>: load_<name>, shared_<name>
     title: str
     licence: str
+    weights: str  # what its model is called in messages
     limits: dict[str, Any] = field(default_factory=dict)
 
     def model(self, env=None) -> str | None:
+        """The configured model (a directory or a hub id); None when the setting is unset."""
         env = os.environ if env is None else env
         return (env.get(self.setting) or "").strip() or None
+
+    def not_configured(self, detail: str) -> ModelNotConfiguredError:
+        """The error for a missing or unloadable model: what is wrong, and the setting to fix."""
+        return ModelNotConfiguredError(
+            f"backend '{self.name}' needs {self.weights} weights: {detail}. Set {self.setting} to a model "
+            "directory or a hub id in the local Hugging Face cache (try "
+            f"`d2v models make-tiny --base {self.name} DIR` for a tiny test model), or use --backend camera"
+        )
 
 
 BASES: dict[str, Base] = {
     "svd": Base("svd", "D2V_SVD_MODEL", "svd", "Stable Video Diffusion (img2vid-xt)",
                 "Stability AI Community License (free under USD 1M annual revenue, else an enterprise licence)",
+                "Stable Video Diffusion",
                 {"native_size": "1024x576", "clip_frames": 25, "frame_rule": "any", "text": False,
                  "size_multiple": 64}),
     "ltx": Base("ltx", "D2V_LTX_MODEL", "ltx", "LTX-Video (Lightricks)",
                 "LTX-Video Open Weights License (free under USD 10M annual revenue, else a commercial licence)",
+                "LTX-Video",
                 {"native_size": "768x512", "clip_frames": 121, "frame_rule": "8k+1", "text": True,
                  "size_multiple": 32, "fps": 24}),
-    "wan": Base("wan", "D2V_WAN_MODEL", "wan", "Wan 2.2 TI2V-5B (Alibaba)", "Apache-2.0",
+    "wan": Base("wan", "D2V_WAN_MODEL", "wan", "Wan 2.2 TI2V-5B (Alibaba)", "Apache-2.0", "Wan 2.2",
                 {"native_size": "1280x704", "clip_frames": 121, "frame_rule": "4k+1", "text": True,
                  "size_multiple": 32, "fps": 24}),
 }

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from d2v.bases import BASES
 from d2v.bases.common import SharedModels, load_pipeline, model_frame_for, pick_dtype, prompt_for, resolve_device
 from d2v.bases.flow import FlowClock, anchor_mask, check_frames, hold_mask, model_shift, model_sigmas
-from d2v.errors import ModelNotConfiguredError
 from d2v.models import CameraTrajectory, RenderRequest
 
 if TYPE_CHECKING:
@@ -51,16 +51,11 @@ MIN_KEYFRAME_RATE = 4  # keyframes per second below which a long move is split i
 
 
 def ltx_model_setting() -> str | None:
-    """The configured LTX-Video model (D2V_LTX_MODEL): a directory or a hub id; None when unset."""
-    return os.environ.get(MODEL_ENV, "").strip() or None
+    """The configured model (D2V_LTX_MODEL): a directory or a hub id; None when unset."""
+    return BASES["ltx"].model()
 
 
-def _not_configured(detail: str) -> ModelNotConfiguredError:
-    return ModelNotConfiguredError(
-        f"backend 'ltx' needs LTX-Video weights: {detail}. Set {MODEL_ENV} to a model directory or a hub id in "
-        "the local Hugging Face cache (try `d2v models make-tiny --base ltx DIR` for a tiny test model), "
-        "or use --backend camera"
-    )
+_not_configured = BASES["ltx"].not_configured
 
 
 _shared = SharedModels(lambda model, device: load_ltx(model, device))

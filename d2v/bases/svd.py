@@ -80,6 +80,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from d2v.bases import BASES
 from d2v.bases.common import (  # noqa: F401  (keyframe_indices, cover_frame, decode_chunks: d2v.bases.svd's API)
     ModelFrame,
     cover_frame,
@@ -92,7 +93,7 @@ from d2v.bases.common import (  # noqa: F401  (keyframe_indices, cover_frame, de
     resolve_device,
     start_sigma,
 )
-from d2v.errors import InvalidRequestError, ModelNotConfiguredError
+from d2v.errors import InvalidRequestError
 from d2v.models import CameraTrajectory, RenderRequest
 
 if TYPE_CHECKING:  # torch/diffusers only load with the model
@@ -120,8 +121,8 @@ PARALLAX_EFFECTS = {"orbit", "dolly_zoom"}
 
 
 def svd_model_setting() -> str | None:
-    """The configured SVD model (D2V_SVD_MODEL): a directory or a hub id; None when unset."""
-    return os.environ.get(MODEL_ENV, "").strip() or None
+    """The configured model (D2V_SVD_MODEL): a directory or a hub id; None when unset."""
+    return BASES["svd"].model()
 
 
 def svd_dtype_setting() -> str | None:
@@ -129,12 +130,7 @@ def svd_dtype_setting() -> str | None:
     return os.environ.get(DTYPE_ENV, "").strip().lower() or None
 
 
-def _not_configured(detail: str) -> ModelNotConfiguredError:
-    return ModelNotConfiguredError(
-        f"backend 'svd' needs Stable Video Diffusion weights: {detail}. Set {MODEL_ENV} to a model "
-        "directory or a hub id in the local Hugging Face cache (try `d2v models make-tiny DIR` for a "
-        "tiny test model), or use --backend camera"
-    )
+_not_configured = BASES["svd"].not_configured
 
 
 COMPILE_ENV, DECODE_CHUNK_ENV, WARMUP_ENV = "D2V_SVD_COMPILE", "D2V_SVD_DECODE_CHUNK", "D2V_SVD_WARMUP"
