@@ -17,6 +17,7 @@ A submission refused with a 503 is retried by the harness, as a client would, un
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import tempfile
@@ -311,7 +312,7 @@ def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
             elif r.status_code == 503 and r.headers.get("Retry-After") and _detail(r):
                 out.refused += 1
                 out.refused_ok += 1
-                who = r.json()["detail"][:40]
+                who = re.sub(r"\d+", "N", r.json()["detail"])[:60]
                 out.refusals[who] = out.refusals.get(who, 0) + 1
             else:
                 out.other_5xx += 1

@@ -67,14 +67,14 @@ class Farm:
 
 
 @contextmanager
-def start_farm(num_cpus: int = 2) -> Iterator[Farm]:
+def start_farm(num_cpus: int = 2, extra_env: dict[str, str] | None = None) -> Iterator[Farm]:
     from tests.farm import serve_farm
     from tests.seaweed import SeaweedS3
 
     with ExitStack() as stack:
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="d2v-reliability-"))
         s3 = stack.enter_context(SeaweedS3(Path(workdir) / "seaweed"))
-        env = {**s3.env("reliability"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": API_KEY}
+        env = {**s3.env("reliability"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": API_KEY, **(extra_env or {})}
         url = stack.enter_context(serve_farm(env, {"/": dict(FARM_ARGS)}, num_cpus=num_cpus))
         wait_healthy(url)
         yield Farm(url, API_KEY, env, local=True)
@@ -300,8 +300,31 @@ def section_soak(farm: Farm, args) -> dict:
     growth = {name: (samples[-1][1][name] - samples[warm][1][name]) / 2**20 for name in procs}
     print(f"  RSS growth over the last {samples[-1][0] - samples[warm][0]} requests: "
           + ", ".join(f"{name} {g:+.0f} MiB" for name, g in growth.items()) + f"; {problems} requests with a problem")
+    trimmed = malloc_trim(procs)
+    if trimmed:
+        print("  after malloc_trim(0) in each process (free heap glibc kept, handed back): " + ", ".join(
+            f"{name} {rss / 2**20:.0f} MiB" for name, rss in trimmed.items()))
     return {"samples": [(sent, {k: round(v / 2**20, 1) for k, v in rss.items()}) for sent, rss in samples],
-            "growth_mib": growth, "problems": problems}
+            "growth_mib": growth, "problems": problems,
+            "after_trim_mib": {k: round(v / 2**20, 1) for k, v in trimmed.items()}}
+
+
+def malloc_trim(procs: dict) -> dict[str, int]:
+    """Each process's RSS after glibc's malloc_trim(0) is called in it (gdb, attached for the
+    call): what stays is memory in use; what goes was freed memory the allocator's arenas kept.
+    Empty without gdb (or ptrace rights)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("gdb"):
+        return {}
+    after = {}
+    for name, p in procs.items():
+        done = subprocess.run(["gdb", "-p", str(p.pid), "-batch", "-ex", "call (int) malloc_trim(0)"],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            after[name] = RssSampler._rss(p)
+    return after
 
 
 def section_burst(farm: Farm | None, args) -> dict:
@@ -368,6 +391,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="malformed: requests in flight at once")
     ap.add_argument("--follow-s", type=float, default=300, help="malformed: wait this long for accepted jobs")
     ap.add_argument("--soak", type=int, default=10000, help="soak: how many requests")
+    ap.add_argument("--malloc-arena-max", default=None,
+                    help="malformed/soak: MALLOC_ARENA_MAX for the farm's processes (glibc's default when unset)")
     ap.add_argument("--long-jobs", type=int, default=20, help="longjobs: how many jobs")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -382,7 +407,8 @@ def main() -> int:
                 farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
             else:
                 t0 = time.perf_counter()
-                farm = stack.enter_context(start_farm())
+                arenas = {"MALLOC_ARENA_MAX": args.malloc_arena_max} if args.malloc_arena_max else {}
+                farm = stack.enter_context(start_farm(extra_env=arenas))
                 print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
             for name in ("malformed", "soak"):
                 if name in chosen:
