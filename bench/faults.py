@@ -17,8 +17,8 @@ A submission refused with a 503 is retried by the harness, as a client would, un
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import tempfile
 import threading
