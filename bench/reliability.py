@@ -288,18 +288,24 @@ def section_soak(farm: Farm, args) -> dict:
     print(f"\n== soak: {n} mixed requests in batches of {batch}, RSS after each ==", flush=True)
     cases = malformed.generate(n, args.seed + 1, slow_body=False)
     samples = [(0, {name: RssSampler._rss(p) for name, p in procs.items()})]
-    problems = 0
+    found = []
     for start in range(0, len(cases), batch):
         outcomes = malformed.send_all(farm.url, cases[start:start + batch], api_key=farm.api_key,
                                       concurrency=args.concurrency)
-        problems += sum(1 for o in outcomes if malformed.problems(o))
+        found += [o for o in outcomes if malformed.problems(o)]
         samples.append((start + len(outcomes), {name: RssSampler._rss(p) for name, p in procs.items()}))
         print(f"  {samples[-1][0]:>6} requests: " + ", ".join(
             f"{name} {rss / 2**20:.0f} MiB" for name, rss in samples[-1][1].items()), flush=True)
     warm = next(i for i, (sent, _) in enumerate(samples) if sent >= n // 5)
     growth = {name: (samples[-1][1][name] - samples[warm][1][name]) / 2**20 for name in procs}
     print(f"  RSS growth over the last {samples[-1][0] - samples[warm][0]} requests: "
-          + ", ".join(f"{name} {g:+.0f} MiB" for name, g in growth.items()) + f"; {problems} requests with a problem")
+          + ", ".join(f"{name} {g:+.0f} MiB" for name, g in growth.items()) + f"; {len(found)} requests with a problem")
+    kinds: dict = {}
+    for o in found:
+        kinds.setdefault((o.case.cls, "; ".join(malformed.problems(o))[:120]), []).append(o)
+    for (cls, problem), group in sorted(kinds.items(), key=lambda kv: -len(kv[1]))[:10]:
+        print(f"    {len(group)} x [{cls}] {problem}\n      e.g. {malformed.describe(group[0])[:200]}")
+    problems = len(found)
     trimmed = malloc_trim(procs)
     if trimmed:
         print("  after malloc_trim(0) in each process (free heap glibc kept, handed back): " + ", ".join(
@@ -391,8 +397,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="malformed: requests in flight at once")
     ap.add_argument("--follow-s", type=float, default=300, help="malformed: wait this long for accepted jobs")
     ap.add_argument("--soak", type=int, default=10000, help="soak: how many requests")
-    ap.add_argument("--malloc-arena-max", default=None,
-                    help="malformed/soak: MALLOC_ARENA_MAX for the farm's processes (glibc's default when unset)")
+    ap.add_argument("--farm-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="malformed/soak: an environment variable for the farm's processes (repeatable), "
+                         "e.g. MALLOC_ARENA_MAX=2")
     ap.add_argument("--long-jobs", type=int, default=20, help="longjobs: how many jobs")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -407,8 +414,8 @@ def main() -> int:
                 farm = Farm(args.url.rstrip("/"), args.api_key, {}, local=bool(serve_processes()))
             else:
                 t0 = time.perf_counter()
-                arenas = {"MALLOC_ARENA_MAX": args.malloc_arena_max} if args.malloc_arena_max else {}
-                farm = stack.enter_context(start_farm(extra_env=arenas))
+                extra = dict(pair.split("=", 1) for pair in args.farm_env)
+                farm = stack.enter_context(start_farm(extra_env=extra))
                 print(f"farm up at {farm.url} in {time.perf_counter() - t0:.0f} s", flush=True)
             for name in ("malformed", "soak"):
                 if name in chosen:
