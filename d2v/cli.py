@@ -607,7 +607,7 @@ HANDED_TO_REPLICAS = ("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "RAY_SERVE_HTTP_PROXY
 # glibc malloc for the long-lived Serve processes: 2 arenas instead of 8 per core, and a fixed
 # mmap threshold, so buffers past 128 KiB (uploads, decoded images) go back to the system
 # when freed instead of raising the threshold and staying in the heap. Over 10,000 mixed
-# requests the ingress grew +162 MiB without these (bench/RESULTS.md, soak).
+# requests the ingress grew +162 MiB without these, +53 with them (bench/RESULTS.md, soak).
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
 DEFAULT_METRICS_PORT = 8080
 
