@@ -85,9 +85,11 @@ class ProxyRefusals:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        state = {"rewrite": False}
+        state = {"rewrite": False, "replaced": False}
 
         async def refusing_send(message):
+            if state["replaced"]:
+                return  # the rest of a body we have replaced
             if message["type"] == "http.response.start" and message["status"] in (429, 503):
                 headers = {k.lower(): v for k, v in message.get("headers", [])}
                 state["rewrite"] = not headers.get(b"content-type", b"").startswith(b"application/json")
@@ -95,7 +97,7 @@ class ProxyRefusals:
                     state["status"], state["retry_after"] = message["status"], headers.get(b"retry-after")
                     return  # sent with the body, which says why
             if state["rewrite"] and message["type"] == "http.response.body":
-                state["rewrite"] = False
+                state["rewrite"], state["replaced"] = False, True
                 return await self._refuse(send, state["status"], message.get("body", b""), state["retry_after"])
             await send(message)
 
