@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -64,6 +65,7 @@ class Outcome:
     other_5xx: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    refusals: dict[str, int] = field(default_factory=dict)  # who refused (first words of the detail): count
 
     @property
     def clean(self) -> bool:
@@ -100,10 +102,10 @@ class FaultFarm:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    def post(self, slow: bool = False) -> httpx.Response:
+    def post(self, slow: bool = False, client: httpx.Client | None = None) -> httpx.Response:
         self.seed += 1
         files = {"image": ("photo.png", self.image, "image/png")}
-        return self.client.post("/v1/jobs", files=files, data={"request": json.dumps(job_request(self.seed, slow))})
+        return (client or self.client).post("/v1/jobs", files=files, data={"request": json.dumps(job_request(self.seed, slow))})
 
     def submit(self, outcome: Outcome, slow: bool = False, deadline_s: float = 300) -> str:
         """Submit until accepted (a client retrying 503s); every 503 is checked as it comes."""
@@ -286,16 +288,18 @@ def _refused_during(farm: FaultFarm, out: Outcome) -> None:
 
 
 def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
-    """`n` POSTs at once: each a 202, or a 503 with Retry-After and a JSON detail; every
-    accepted job finishes."""
+    """`n` POSTs at once, each on its own connection (httpx's pool holds 100 by default, which
+    would queue the rest in the client): each a 202, or a 503 with Retry-After and a JSON
+    detail; every accepted job finishes."""
     out = Outcome(f"{n} concurrent submissions")
     t0 = time.monotonic()
     lock = threading.Lock()
     jobs: list[str] = []
+    client = httpx.Client(base_url=farm.url, timeout=60, limits=httpx.Limits(max_connections=n))
 
     def one(_):
         try:
-            r = farm.post()
+            r = farm.post(client=client)
         except httpx.HTTPError as e:  # a dropped connection: neither a 202 nor a 503
             with lock:
                 out.errors.append(f"POST: {type(e).__name__}: {e!r} (cause: {e.__cause__!r})")
@@ -308,11 +312,13 @@ def concurrent_submissions(farm: FaultFarm, n: int) -> Outcome:
             elif r.status_code == 503 and r.headers.get("Retry-After") and _detail(r):
                 out.refused += 1
                 out.refused_ok += 1
+                who = re.sub(r"\d+", "N", r.json()["detail"])[:60]
+                out.refusals[who] = out.refusals.get(who, 0) + 1
             else:
                 out.other_5xx += 1
                 out.errors.append(f"{r.status_code}: {r.text[:200]}")
 
-    with ThreadPoolExecutor(n) as pool:
+    with client, ThreadPoolExecutor(n) as pool:
         list(pool.map(one, range(n)))
     farm.settle(out, jobs, timeout_s=60 + 3 * n)
     out.seconds = time.monotonic() - t0

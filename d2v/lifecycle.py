@@ -17,7 +17,10 @@ Every write an attempt makes (heartbeat, hand-back, succeed, fail) is compare-an
 (owner, attempt): checked first against the fence (the Redis lock, renewed by the check) when
 `Jobs` has one, else against status.json itself, and then written through a store whose calls
 give up well within the lease. A stale attempt's write is refused (`StaleAttempt`, logged),
-never applied: its runner stops.
+never applied: its runner stops. Where status.json decides (no fence: `d2v render`; a fence
+whose lock is gone; the reconciler's `abandon`), the compare and the write are one step: the
+write is conditional on the version that was read (`Store.put_if_version`: If-Match on S3, a
+folder lock on a directory), so a write that lands in between makes it fail, not vanish.
 
 The object store is the durable record. Keys (the bucket layout, see DESIGN.md):
 
@@ -49,7 +52,7 @@ from typing import Callable, Protocol
 
 from d2v.errors import ObjectNotFoundError, StoreUnavailableError
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
-from d2v.store import Store, job_key, validate_job_id
+from d2v.store import Store, VersionChanged, job_key, validate_job_id
 
 # Names of a job's files under jobs/{id}/.
 REQUEST = "request.json"
@@ -233,13 +236,22 @@ class Jobs:
 
     # -- moving -----------------------------------------------------------------------
 
-    def _put(self, status: JobStatus, store: Store | None = None) -> None:
-        (store or self.store).put_bytes(job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode())
+    def _put(self, status: JobStatus, store: Store | None = None, version: str | None = None) -> None:
+        """Write status.json; with `version`, only if it is still the one read (else StaleAttempt)."""
+        key, data = job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode()
+        if version is None:
+            (store or self.store).put_bytes(key, data)
+            return
+        try:
+            (store or self.store).put_if_version(key, data, version)
+        except VersionChanged:
+            self._refuse(status, "the job's status was written by someone else since it was read")
 
-    def check_attempt(self, status: JobStatus) -> None:
+    def check_attempt(self, status: JobStatus) -> str | None:
         """Is the attempt `status` names still the job's? Raises StaleAttempt when not. With a
-        fence, its lock decides (and is renewed); without one, or when the lock had gone, the
-        stored status must still be this attempt's, running."""
+        fence, its lock decides (and is renewed): None. Without one, or when the lock had gone,
+        the stored status must still be this attempt's, running: the version read, on which the
+        write that follows is conditional."""
         held = None
         if self.fence is not None:
             try:
@@ -248,14 +260,17 @@ class Jobs:
                 log.info("job %s: fence not checked (%s); the store decides", status.job_id, e)
         if held is False:
             self._refuse(status, "another attempt holds the job's lock")
-        if held is None:
-            try:
-                stored = JobStatus.model_validate_json(self.attempt_store.get_bytes(job_key(status.job_id, STATUS)))
-            except ObjectNotFoundError:
-                self._refuse(status, "the job's status is gone")
-            if (stored.status, stored.owner, stored.attempt_id) != ("running", status.owner, status.attempt_id):
-                self._refuse(status, f"the job is {stored.status}"
-                                     f"{f' (attempt {stored.attempt_id} of {stored.owner})' if stored.owner else ''}")
+        if held:
+            return None
+        try:
+            data, version = self.attempt_store.get_versioned(job_key(status.job_id, STATUS))
+        except ObjectNotFoundError:
+            self._refuse(status, "the job's status is gone")
+        stored = JobStatus.model_validate_json(data)
+        if (stored.status, stored.owner, stored.attempt_id) != ("running", status.owner, status.attempt_id):
+            self._refuse(status, f"the job is {stored.status}"
+                                 f"{f' (attempt {stored.attempt_id} of {stored.owner})' if stored.owner else ''}")
+        return version
 
     @staticmethod
     def _refuse(status: JobStatus, why: str) -> None:
@@ -264,15 +279,16 @@ class Jobs:
         raise StaleAttempt(f"job {status.job_id}: attempt {status.attempt_id} of {status.owner} is no longer "
                            f"the job's ({why}); its write was refused")
 
-    def _write(self, status: JobStatus, to: str, *, checked: bool = False) -> JobStatus:
+    def _write(self, status: JobStatus, to: str, *, checked: bool = False, version: str | None = None) -> JobStatus:
         """Move the job to `to`. `checked`: an attempt's write that `check_attempt` has just
-        passed; it goes through the bounded store, to land within the lease the check renewed."""
+        passed; it goes through the bounded store, to land within the lease the check renewed.
+        `version`: written only if status.json is still at it."""
         if to != status.status and to not in TRANSITIONS[status.status]:
             raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
         was_unfinished = status.status in UNFINISHED
         status.status = to
         status.updated_at = now_iso()
-        self._put(status, self.attempt_store if checked else None)
+        self._put(status, self.attempt_store if checked else None, version)
         # The marker follows the status: written before a job can be lost, removed after it is done.
         if to in UNFINISHED and not was_unfinished:
             self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
@@ -317,16 +333,18 @@ class Jobs:
         self._claimed_at[job_id] = time.monotonic()
         return claimed
 
-    def _move(self, status: JobStatus, to: str, *, checked: bool = False, **changes) -> JobStatus:
+    def _move(self, status: JobStatus, to: str, *, checked: bool = False, version: str | None = None,
+              **changes) -> JobStatus:
         """Write `status` with `changes`, moved to `to`; `checked`: as the attempt `status` names
-        (`check_attempt` first). The caller's object takes the changes only once the write has
-        landed (a failed write leaves it as it was, to fail it after)."""
+        (`check_attempt` first); `version`: only over the status.json read at that version. The
+        caller's object takes the changes only once the write has landed (a failed write leaves
+        it as it was, to fail it after)."""
         if to != status.status and to not in TRANSITIONS[status.status]:
             raise IllegalTransition(f"job {status.job_id}: {status.status} -> {to} is not allowed")
         if checked:
-            self.check_attempt(status)
+            version = self.check_attempt(status)
         moved = status.model_copy(update=changes)
-        self._write(moved, to, checked=checked)
+        self._write(moved, to, checked=checked, version=version)
         for name, value in moved:
             setattr(status, name, value)
         return status
@@ -366,16 +384,22 @@ class Jobs:
     def abandon(self, status: JobStatus, error: str, *, record: bool = True) -> JobStatus:
         """Fail a job that its attempt left (no live owner), or one never queued, as read in
         `status`: refused (StaleAttempt) when the stored job has moved since, e.g. a late
-        heartbeat of its owner or a claim. Best-effort compare-and-set: read, compare, write."""
-        stored = self.get(status.job_id)
+        heartbeat of its owner or a claim, up to the write itself (conditional on the version
+        compared)."""
+        try:
+            data, version = self.store.get_versioned(job_key(status.job_id, STATUS))
+            stored = JobStatus.model_validate_json(data)
+        except ObjectNotFoundError:
+            stored = version = None
         seen = (status.status, status.owner, status.attempt_id, status.heartbeat_at)
         if stored is None or (stored.status, stored.owner, stored.attempt_id, stored.heartbeat_at) != seen:
             self._refuse(status, f"it moved on since it was read (now {stored.status if stored else 'gone'})")
-        self._move(status, "failed", error=error, owner=None, attempt_id=None, heartbeat_at=None)
+        self._move(status, "failed", version=version, error=error, owner=None, attempt_id=None, heartbeat_at=None)
         if record:  # not for a job that was never accepted (d2v.report counts what ran)
             self._record(status)
-        # A heartbeat that read the old status just before the write above may have put
-        # 'running' back after it: then the job keeps its marker, and the reconciler sees it again.
+        # A farm attempt whose Redis lock is still its own writes without a version (the lock
+        # decides): if it beat just after the write above, 'running' is back; the job then
+        # keeps its marker, and the reconciler sees it again.
         again = self.get(status.job_id)
         if again is not None and again.status in UNFINISHED:
             self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")

@@ -387,8 +387,8 @@ class RenderRequest(BaseModel):
     def _expand_preset(cls, data: Any) -> Any:
         """A named preset fills the fields the request leaves out. Requests from before
         named presets carried the x264 preset in `preset`: those still mean the encoder."""
-        if not isinstance(data, dict) or data.get("preset") is None:
-            return data
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data  # absent, or not a name: the field's own check says so (a 422, not a 500)
         data = dict(data)
         if data["preset"] in X264_PRESETS:
             data.setdefault("x264_preset", data.pop("preset"))

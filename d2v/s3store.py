@@ -27,7 +27,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from d2v.errors import ObjectNotFoundError, StoreUnavailableError
-from d2v.store import Store, check_key, content_type_for
+from d2v.store import Store, VersionChanged, check_key, content_type_for
 
 # Objects above this go up in parts of this size: a retry resends one part, not the video.
 PART_SIZE = 16 * 1024 * 1024
@@ -125,6 +125,32 @@ class S3Store(Store):
         finally:
             response.close()
             response.release_conn()
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        try:
+            response = self.client.get_object(self.bucket, check_key(key))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
+            raise
+        try:
+            return response.read(), response.headers["ETag"]
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put_if_version(self, key: str, data: bytes, version: str) -> None:
+        """A PUT with `If-Match: <ETag>`: the server compares and writes in one step (AWS S3,
+        MinIO and SeaweedFS answer 412 when the object changed). minio-py's put_object turns
+        unknown headers into user metadata, so this goes through its request method with the
+        header as is; small objects only (one PUT, no multipart)."""
+        headers = {"Content-Type": content_type_for(key), "If-Match": version}
+        try:
+            self.client._put_object(self.bucket, check_key(key), data, headers)
+        except S3Error as e:
+            if e.code == "PreconditionFailed" or (e.response is not None and e.response.status == 412):
+                raise VersionChanged(f"{key} changed since it was read") from None
+            raise
 
     def exists(self, key: str) -> bool:
         try:

@@ -12,10 +12,13 @@ place only, the key functions below:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
@@ -62,9 +65,14 @@ def content_type_for(key: str) -> str:
     return CONTENT_TYPES.get(Path(key).suffix.lower(), "application/octet-stream")
 
 
+class VersionChanged(RuntimeError):
+    """A conditional write (`Store.put_if_version`) found the object changed since it was read."""
+
+
 class Store(ABC):
     """Objects by key. Implementations must make `put_*` atomic: a reader sees the whole
-    old object or the whole new one, never a partial write."""
+    old object or the whole new one, never a partial write. `get_versioned` and
+    `put_if_version` are compare-and-set on one object (d2v.lifecycle's status writes)."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
@@ -97,6 +105,16 @@ class Store(ABC):
 
     def get_file(self, key: str, path: str | Path) -> None:
         Path(path).write_bytes(self.get_bytes(key))
+
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its version: a tag that changes with every write of it (an ETag on
+        S3). Raises ObjectNotFoundError when the key does not exist."""
+
+    @abstractmethod
+    def put_if_version(self, key: str, data: bytes, version: str) -> None:
+        """Write the object only if it is still at `version`, in one step (no write of another
+        process can land between the compare and the write); VersionChanged when it is not."""
 
     def copy(self, source_key: str, key: str) -> None:
         """Copy an object within the store (a server-side copy on S3)."""
@@ -137,6 +155,42 @@ class LocalStore(Store):
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        with self._folder_locked(path):
+            self._replace(path, data)
+
+    @staticmethod
+    @contextmanager
+    def _folder_locked(path: Path):
+        """An exclusive lock on the object's folder (flock, across processes), held by every
+        write, so `put_if_version`'s compare and write are one step for the other writers."""
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _version(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get_bytes(key)
+        return data, self._version(data)
+
+    def put_if_version(self, key: str, data: bytes, version: str) -> None:
+        path = self._path(key)
+        with self._folder_locked(path):
+            try:
+                current = self._version(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != version:
+                raise VersionChanged(f"{key} changed since it was read")
+            self._replace(path, data)
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

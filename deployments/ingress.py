@@ -176,7 +176,11 @@ def check_cube(data: bytes) -> None:
     parse_cube(data, "lut")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+# Requests past max_ongoing + max_queued (per replica) are refused by Serve's proxy with a
+# 503 and Retry-After before they reach the replica (deployments.proxy makes its body the
+# farm's JSON), rather than waiting unbounded in the proxy. Serve configs may override these.
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32, max_queued_requests=64,
+                  backpressure_config={"retry_after_s": 5})
 @serve.ingress(api)
 class Ingress:
     def __init__(self, runner=None, settings: dict | None = None):

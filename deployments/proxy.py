@@ -1,13 +1,21 @@
-"""ASGI middleware for Serve's HTTP proxy: uploads past the limit are cut there, not buffered.
+"""ASGI middleware for Serve's HTTP proxy: uploads past the limit are cut there, not buffered;
+the proxy's own refusals speak the farm's error contract.
 
-Serve's proxy reads a request's body into an unbounded queue and its replica pulls it in
+BodyLimit. Serve's proxy reads a request's body into an unbounded queue and its replica pulls it in
 batches, with no back-pressure: a 300 MB chunked upload grew the proxy and the ingress
 replica by 100-400 MB even though the ingress refused it at 50 MiB. This middleware counts
 the body as the proxy receives it; past the limit it answers 413 itself, tells the app the
 client left (so nothing more is forwarded), and reads the rest of the body into nothing so
 the client, still sending, gets to read the answer.
 
-Serve loads it through RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy:middlewares
+ProxyRefusals. When the ingress's queue is full (its `max_queued_requests`) or it has no
+replica, Serve's proxy answers 503 itself, before the farm's code sees the request: a plain
+text body and, unless the deployment's `backpressure_config` sets one, no Retry-After. Every
+503 of the farm is `{"detail": ...}` with Retry-After (clients back off on it: d2v.client),
+so this middleware rewrites the proxy's plain-text 503s (and 429s) into that form. The
+farm's own 503s are JSON already and pass untouched.
+
+Serve loads them through RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.proxy:middlewares
 (`d2v serve` and the test farm set it; set it on every node of a cluster).
 """
 
@@ -68,7 +76,44 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class ProxyRefusals:
+    RETRY_AFTER_S = 5  # the proxy sheds load in milliseconds: a short back-off is enough
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = {"rewrite": False, "replaced": False}
+
+        async def refusing_send(message):
+            if state["replaced"]:
+                return  # the rest of a body we have replaced
+            if message["type"] == "http.response.start" and message["status"] in (429, 503):
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                state["rewrite"] = not headers.get(b"content-type", b"").startswith(b"application/json")
+                if state["rewrite"]:
+                    state["status"], state["retry_after"] = message["status"], headers.get(b"retry-after")
+                    return  # sent with the body, which says why
+            if state["rewrite"] and message["type"] == "http.response.body":
+                state["rewrite"], state["replaced"] = False, True
+                return await self._refuse(send, state["status"], message.get("body", b""), state["retry_after"])
+            await send(message)
+
+        await self.app(scope, receive, refusing_send)
+
+    async def _refuse(self, send, status: int, why: bytes, retry_after: bytes | None) -> None:
+        reason = why.decode("utf-8", "replace").strip() or "the farm has no replica ready"
+        detail = f"the farm is busy ({reason}); retry after Retry-After seconds"
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", retry_after or str(self.RETRY_AFTER_S).encode())]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 def middlewares() -> list:
     from starlette.middleware import Middleware
 
-    return [Middleware(BodyLimit)]
+    return [Middleware(BodyLimit), Middleware(ProxyRefusals)]

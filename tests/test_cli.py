@@ -130,3 +130,18 @@ def test_models_check_without_a_model_says_which_setting(tmp_path):
     assert r.returncode == 2 and "D2V_SVD_MODEL" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = d2v("models", "check", cwd=tmp_path, env_extra={"D2V_SVD_MODEL": str(tmp_path / "missing")})
     assert r.returncode == 2 and "D2V_SVD_MODEL" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_hands_every_app_the_malloc_settings_that_keep_its_memory_flat(tmp_path):
+    """glibc's arenas and a fixed mmap threshold (bench/RESULTS.md: the soak): `d2v serve`'s
+    config carries them to every replica, unless the caller set its own."""
+    import yaml
+
+    r = d2v("serve", "--print-config", cwd=tmp_path, env_extra={"D2V_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert r.returncode == 0, r.stderr
+    for app in yaml.safe_load(r.stdout)["applications"]:
+        env = app["runtime_env"]["env_vars"]
+        assert (env["MALLOC_ARENA_MAX"], env["MALLOC_MMAP_THRESHOLD_"]) == ("2", "131072")
+    mine = d2v("serve", "--print-config", cwd=tmp_path,
+               env_extra={"D2V_REDIS_URL": "redis://127.0.0.1:1/0", "MALLOC_ARENA_MAX": "4"})
+    assert yaml.safe_load(mine.stdout)["applications"][0]["runtime_env"]["env_vars"]["MALLOC_ARENA_MAX"] == "4"

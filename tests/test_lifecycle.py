@@ -248,3 +248,37 @@ def test_a_cli_render_whose_final_write_fails_ends_failed_not_running(tmp_path):
         render_job(image, request, store)
     status = Jobs(store).get(job)
     assert status.status == "failed" and status.owner is None and Jobs(store).unfinished() == []
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_conditional_write_is_refused_once_another_write_landed(tmp_path, request, where):
+    """Store.put_if_version, what the lifecycle's compare-and-set rests on: If-Match on a real
+    S3 server (SeaweedFS), a folder lock on a directory."""
+    from d2v.store import VersionChanged
+
+    store = LocalStore(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_store")
+    store.put_bytes("jobs/x/status.json", b'{"v": 1}')
+    data, version = store.get_versioned("jobs/x/status.json")
+    assert data == b'{"v": 1}'
+    store.put_bytes("jobs/x/status.json", b'{"v": 2}')  # someone else's write, after our read
+    with pytest.raises(VersionChanged):
+        store.put_if_version("jobs/x/status.json", b'{"v": 3}', version)
+    data, version = store.get_versioned("jobs/x/status.json")
+    assert data == b'{"v": 2}'
+    store.put_if_version("jobs/x/status.json", b'{"v": 3}', version)  # read afresh: ours
+    assert store.get_bytes("jobs/x/status.json") == b'{"v": 3}'
+
+
+def test_a_cli_heartbeat_that_compared_before_the_reconciler_failed_its_job_is_refused(jobs, caplog):
+    """The window a read-compare-write leaves: the CLI's heartbeat has checked that the job is
+    still its attempt's, then the reconciler fails the job, then the heartbeat's write comes.
+    The write is conditional on the status it compared, so it is refused: the job stays failed."""
+    job = new_job_id()
+    cli = jobs.claim(job, "cli:host:3").status
+    compared = jobs.check_attempt(cli)  # the heartbeat's compare: still ours
+    jobs.abandon(jobs.get(job), "its runner stopped")  # the reconciler, in between
+    beat = cli.model_copy(update={"heartbeat_at": time.time()})
+    with pytest.raises(StaleAttempt, match="written by someone else"):
+        jobs._write(beat, "running", checked=True, version=compared)  # the heartbeat's write
+    assert jobs.get(job).status == "failed" and jobs.unfinished() == []
+    assert "refused a write of attempt " + cli.attempt_id in caplog.text

@@ -260,3 +260,11 @@ def test_batch_lines_take_presets_and_cube_looks_from_a_path_or_s3_a_bad_one_fai
     assert store.get_bytes("jobs/bay/look.cube").decode() == IDENTITY_CUBE.replace("identity", "local")
     assert store.get_bytes("jobs/s3look/look.cube").decode() == IDENTITY_CUBE
     assert json.loads(store.get_bytes("jobs/s3look/manifest.json"))["request"]["end_zoom"] == 12.0
+
+
+@pytest.mark.parametrize("preset", [{"a": 1}, ["cinematic"], 7])
+def test_a_preset_that_is_not_a_name_is_the_callers_error_not_a_crash(preset):
+    """It was a TypeError inside the validator (a 500 at HTTP), found by the soak (issue 23)."""
+    body = json.dumps({"path": [{"x": 10, "y": 20}, {"x": 300, "y": 40}], "preset": preset})
+    with pytest.raises(InvalidRequestError, match="preset: Input should be a valid string"):
+        parse_request(body)
