@@ -55,6 +55,8 @@ MIN_REGION_PX = 16  # a region with fewer pixels than this (in the photo) is emp
 MAX_REGION_SHARE = 0.9  # a region covering more of the photo leaves no background to move it over
 GRABCUT_SIDE = 512  # GrabCut runs on a copy at most this large (long side)
 GRABCUT_ITERATIONS = 4
+SEGMENT_SIDE = 1024  # a segmentation model sees a copy at most this large (SAM's own input side)
+SEGMENT_POINTS = 5  # point prompts spread over the painted region's core
 CORE = 0.5  # deeper inside a painted region than this x its deepest point: surely the object
 BRUSH_REACH = 1.0  # a brush stroke may fall this x its radius short of the object's edge (GrabCut's band)
 FEATHER_PX = 1.5  # the sprite's soft edge (Gaussian sigma), image pixels at 1024 on the long side
@@ -176,38 +178,37 @@ def check_subjects(request: RenderRequest, width: int, height: int) -> None:
 
 
 def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) -> np.ndarray:
-    """A painted region -> the object's own outline, (H, W) bool: GrabCut seeded with the region
-    as probable object, a band grow_px wide around it as probable background (a brush stroke
-    may fall short of the object's edge; a polygon or mask already encloses it: 0) and the rest
-    as background. Falls back to the painted region when GrabCut keeps too little of it."""
+    """A painted region -> the object's own outline, (H, W) bool. The object is found by the
+    segmentation model D2V_SEGMENT_MODEL names (`d2v.segment`, prompted with the region), else by
+    GrabCut; either answer is held to the same rules: it lies within grow_px of the region (a
+    brush stroke may fall short of the object's edge; a polygon or mask already encloses it: 0),
+    the region's core is always in (a thing's parts coloured like the background around it, a
+    nose cone against white masts, are not dropped from inside the stroke), and only the pieces
+    that touch the region stay. Falls back to the painted region when too little of it is kept."""
+    from d2v.segment import segment_model_setting, shared_segment_model
+
+    model = segment_model_setting()
     h, w = painted.shape
-    k = min(1.0, GRABCUT_SIDE / max(h, w))
+    k = min(1.0, (SEGMENT_SIDE if model else GRABCUT_SIDE) / max(h, w))
     small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) \
         if k < 1 else image
     seed = cv2.resize(painted.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
     if seed.sum() < MIN_REGION_PX:
         return painted
     band = round(grow_px * k)
-    gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
+    reach = seed
     if band > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
-        gc[cv2.dilate(seed.astype(np.uint8), kernel) > 0] = cv2.GC_PR_BGD
-    gc[seed] = cv2.GC_PR_FGD
-    # The painted region's core is the object for sure: GrabCut decides only near its edges (a
-    # thing's parts coloured like the background around it, a nose cone against white masts,
-    # must not be dropped from inside the stroke).
+        reach = cv2.dilate(seed.astype(np.uint8), kernel) > 0
     inside = cv2.distanceTransform(seed.astype(np.uint8), cv2.DIST_L2, 5)
-    gc[inside > max(2.0, CORE * float(inside.max()))] = cv2.GC_FGD
-    if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
-        return painted
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
-    try:
-        cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
-                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return painted
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    core = inside > max(2.0, CORE * float(inside.max()))
+    if model:
+        fg = shared_segment_model(model).segment(small, _prompt_box(reach), _prompt_points(core if core.any() else seed))
+    else:
+        fg = _grabcut(small, seed, reach, core)
+        if fg is None:
+            return painted
+    fg = ((fg & reach) | core).astype(np.uint8)
     # Keep the pieces that touch what was painted; fill pinholes.
     n, labels = cv2.connectedComponents(fg)
     keep = np.zeros(n, bool)
@@ -218,6 +219,45 @@ def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) 
     if fg.sum() < 0.25 * seed.sum():
         return painted
     return cv2.resize(fg * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
+
+
+def _grabcut(image: np.ndarray, seed: np.ndarray, reach: np.ndarray, core: np.ndarray) -> np.ndarray | None:
+    """GrabCut seeded with the region as probable object, the band of its reach as probable
+    background, its core as object and the rest as background: (H, W) bool, or None when it
+    has nothing to go on."""
+    gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
+    gc[reach] = cv2.GC_PR_BGD
+    gc[seed] = cv2.GC_PR_FGD
+    gc[core] = cv2.GC_FGD
+    if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
+        return None
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
+    try:
+        cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
+                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+
+
+def _prompt_box(reach: np.ndarray) -> tuple[float, float, float, float]:
+    """The box around where the object may be (x0, y0, x1, y1), pixel edges."""
+    ys, xs = np.nonzero(reach)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def _prompt_points(core: np.ndarray, n: int = SEGMENT_POINTS) -> np.ndarray:
+    """Up to n points spread over the region's core (farthest-point sampling), pixel centres:
+    a long stroke over a rocket names its nose and its tail, not n points at its middle."""
+    ys, xs = np.nonzero(core)
+    pts = np.column_stack([xs, ys]).astype(np.float64) + 0.5
+    chosen = [len(pts) // 2]
+    far = np.hypot(*(pts - pts[chosen[0]]).T)
+    while len(chosen) < min(n, len(pts)):
+        chosen.append(int(far.argmax()))
+        far = np.minimum(far, np.hypot(*(pts - pts[chosen[-1]]).T))
+    return pts[chosen]
 
 
 def region_reach(region: Region, width: int) -> float:
