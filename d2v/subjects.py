@@ -17,8 +17,9 @@ a path; `still` regions must not move. The camera backend renders them in layers
    mask, feathered by FEATHER_PX) and a depth: its own `depth`, else the depth map's median
    inside it, else its place in the photo (lower = nearer, as on a ground plane).
 3. Fill: the background plate is the photo with every subject's place (grown by the feather)
-   inpainted from the background around it (`d2v.inpaint.inpaint_hole`, the subjects never a
-   source), and the depth map filled alike, so nothing of a subject stays behind.
+   inpainted from the background around it (`fill_hole`: `d2v.inpaint.inpaint_hole` at a scale
+   where the hole is narrow, softened inside, the subjects never a source), and the depth map
+   filled alike, so nothing of a subject stays behind.
 4. Render: the plate goes through the camera (`d2v.render.CameraRenderer`, depth and all);
    each sprite goes through the same camera as a flat layer at its depth, moved along its
    track (translation, `scale`, `rotate` about its centre), and is composited far to near.
@@ -28,7 +29,12 @@ a path; `still` regions must not move. The camera backend renders them in layers
 Track timing: a subject's first path point is where it is grabbed; at clip fraction p it has
 moved by path(p) - path(0). With `t` it moves at the speed drawn (the drawing's duration
 stretched over the clip); without, at constant speed with eased ends. `scale` and `rotate`
-grow with the distance travelled. Motion blur blurs the camera's move, not the subjects'.
+grow with the distance travelled.
+
+Motion blur: the request's `motion_blur` is the camera's shutter (d2v.render blurs the
+background's move). A subject moving more than BLUR_FROM_PX a frame is blurred along its own
+track over a shutter of at least half a frame (a film camera's 180 degrees): a car driving
+out of the frame smears as a filmed one does. Its sub-frames move the subject, not the camera.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ BRUSH_REACH = 1.0  # a brush stroke may fall this x its radius short of the obje
 FEATHER_PX = 1.5  # the sprite's soft edge (Gaussian sigma), image pixels at 1024 on the long side
 HOLE_GROW = 3  # the hole left is the subject grown by this x the feather, so no edge pixel stays,
 HOLE_MARGIN = 0.012  # and by at least this x the photo's long side: thin things hugging its outline go too
+SUBJECT_SHUTTER = 0.5  # frames: a moving subject is blurred at least as a 180-degree shutter films it
+BLUR_FROM_PX = 2.0  # a subject moving less than this a frame (frame pixels) stays sharp
+BLUR_SAMPLES = 12  # sub-frame samples of a subject's move, at most
+FILL_ACROSS_PX = 32  # a hole is filled at a scale where it is at most this wide (fill_hole)
 EASE = 0.2  # an undrawn-speed track eases in and out over this share of the clip
 COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # the page's and fidelity.png's
 
@@ -448,7 +458,7 @@ class SubjectScene:
                 raise InvalidRequestError(f"subjects[{i}].region: is empty once the still regions are taken out")
             hole |= (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~still  # still regions stay as they are
             layers.append(_cut_out(i, image, mask, depth_img, subject, request, feather))
-        plate = inpaint_hole(image, hole, source=~hole) if hole.any() else image.copy()
+        plate = fill_hole(image, hole)
         plate_depth = None
         if depth_img is not None:
             plate_depth = cv2.inpaint(depth_img, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA) if hole.any() \
@@ -472,17 +482,67 @@ class SubjectScene:
             s /= 1.0 - self.parallax * float(self.plate_depth[py, px])
         return s
 
-    def sprite_into_frame(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame) -> tuple[np.ndarray, np.ndarray]:
-        """The subject as a frame sees it: (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
+    def sprite_into_frame(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame,
+                          time_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The subject as a frame sees it (where its track has it at `time_s`, default the
+        frame's): (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
         w, h = trajectory.width, trajectory.height
-        M = layer_homography(trajectory, frame, self.layer_depth(layer, trajectory)) @ layer.motion(frame.time_s) \
+        t = frame.time_s if time_s is None else time_s
+        M = layer_homography(trajectory, frame, self.layer_depth(layer, trajectory)) @ layer.motion(t) \
             @ _translate(*layer.origin)
         warped = cv2.warpPerspective(layer.rgba, camera.to_opencv(M), (w, h), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return warped[:, :, :3], warped[:, :, 3]
 
+    def blurred_sprite(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame,
+                       shutter: float) -> tuple[np.ndarray, np.ndarray]:
+        """The subject as a frame films it with a shutter open `shutter` frames: where it moves
+        more than BLUR_FROM_PX a frame (in the frame's pixels), the average of sub-frame
+        samples of its own move across the open shutter, about a pixel apart (at most
+        BLUR_SAMPLES); else sprite_into_frame's sharp one."""
+        dt = shutter / trajectory.fps
+        s = self.layer_depth(layer, trajectory)
+        H = layer_homography(trajectory, frame, s)
+        ends = [camera.apply_homography(H @ layer.motion(frame.time_s + d), layer.centre[None])[0]
+                for d in (-0.5 / trajectory.fps, 0.5 / trajectory.fps)]
+        step = float(np.hypot(*(ends[1] - ends[0])))
+        if step <= BLUR_FROM_PX or dt <= 0:
+            return self.sprite_into_frame(layer, trajectory, frame)
+        n = int(np.clip(math.ceil(step * shutter), 2, BLUR_SAMPLES))
+        rgb, a = None, None
+        for k in range(n):
+            r, al = self.sprite_into_frame(layer, trajectory, frame, frame.time_s + ((k + 0.5) / n - 0.5) * dt)
+            rgb, a = (r, al) if rgb is None else (rgb + r, a + al)
+        return rgb / n, a / n
+
     def renderer(self) -> "SubjectRenderer":
         return SubjectRenderer(self)
+
+
+def fill_hole(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The photo with the subjects' places filled from the background around them (never from a
+    subject). Telea's fill marches in from the hole's edge and, across a hole hundreds of pixels
+    wide, draws fans of streaks from the edge's colours (a garage smeared where a motorcycle
+    stood); computed at a scale where the hole is at most FILL_ACROSS_PX across, it is a soft
+    continuation of the colours around, as an out-of-focus background would be."""
+    if not hole.any():
+        return image.copy()
+    inward = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
+    across = 2.0 * float(inward.max())
+    scale = float(np.clip(FILL_ACROSS_PX / max(across, 1.0), 0.05, 1.0))
+    plate = inpaint_hole(image, hole, source=~hole, scale=scale)
+    if across <= FILL_ACROSS_PX:
+        return plate
+    # What is left of the fans at that scale, softened away from the edge (the edge itself
+    # keeps Telea's match to the pixels beside it).
+    sigma = across / 8.0
+    h, w = hole.shape
+    small = cv2.resize(plate, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    soft = cv2.resize(cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma * scale), (w, h),
+                      interpolation=cv2.INTER_LINEAR)
+    w = np.clip(inward[hole] / sigma, 0.0, 1.0)[:, None]
+    plate[hole] = np.clip(w * soft[hole] + (1.0 - w) * plate[hole] + 0.5, 0, 255).astype(np.uint8)
+    return plate
 
 
 def _cut_out(i: int, image: np.ndarray, mask: np.ndarray, depth: np.ndarray | None, subject: Subject,
@@ -535,12 +595,13 @@ class SubjectRenderer:
                indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
         order = list(range(len(trajectory.frames)) if indices is None else indices)
         layers = self.scene.ordered()
+        shutter = max(float(motion_blur), SUBJECT_SHUTTER)
         for i, out in zip(order, self.background.render(trajectory, motion_blur=motion_blur, samples=samples,
                                                         indices=order)):
             frame = trajectory.frames[i]
             acc = None
             for layer in layers:
-                rgb, a = self.scene.sprite_into_frame(layer, trajectory, frame)
+                rgb, a = self.scene.blurred_sprite(layer, trajectory, frame, shutter)
                 if not a.any():
                     continue
                 if acc is None:

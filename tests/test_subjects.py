@@ -18,7 +18,7 @@ from d2v.render import CameraRenderer
 from d2v.stages import plan
 from d2v.store import LocalStore
 from d2v.subject_check import TOLERANCE_PCT
-from d2v.subjects import SubjectScene, mask_data_url
+from d2v.subjects import SUBJECT_SHUTTER, SubjectScene, mask_data_url
 
 from .test_cli import d2v
 
@@ -201,8 +201,9 @@ def test_two_subjects_crossing_keep_their_depth_order():
         mid = len(traj) // 2
         renders[name] = next(scene.renderer().render(traj, indices=[mid]))
         if name == "both":
-            near = scene.sprite_into_frame(scene.layers[0], traj, traj.frames[mid])[1] > 0.99
-            far = scene.sprite_into_frame(scene.layers[1], traj, traj.frames[mid])[1] > 0.99
+            # Where each is opaque as the render draws it (blurred along its track).
+            near = scene.blurred_sprite(scene.layers[0], traj, traj.frames[mid], SUBJECT_SHUTTER)[1] > 0.99
+            far = scene.blurred_sprite(scene.layers[1], traj, traj.frames[mid], SUBJECT_SHUTTER)[1] > 0.99
     overlap = near & far
     assert overlap.sum() > 300  # they do cross
     assert max_diff(renders["both"], renders["near"])[overlap].max() <= 2
