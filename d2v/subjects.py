@@ -486,13 +486,8 @@ class SubjectScene:
                           time_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The subject as a frame sees it (where its track has it at `time_s`, default the
         frame's): (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
-        w, h = trajectory.width, trajectory.height
         t = frame.time_s if time_s is None else time_s
-        M = layer_homography(trajectory, frame, self.layer_depth(layer, trajectory)) @ layer.motion(t) \
-            @ _translate(*layer.origin)
-        warped = cv2.warpPerspective(layer.rgba, camera.to_opencv(M), (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return warped[:, :, :3], warped[:, :, 3]
+        return self._warp(layer, trajectory, [self._placement(layer, trajectory, frame) @ layer.motion(t)])
 
     def blurred_sprite(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame,
                        shutter: float) -> tuple[np.ndarray, np.ndarray]:
@@ -500,20 +495,43 @@ class SubjectScene:
         more than BLUR_FROM_PX a frame (in the frame's pixels), the average of sub-frame
         samples of its own move across the open shutter, about a pixel apart (at most
         BLUR_SAMPLES); else sprite_into_frame's sharp one."""
+        H = self._placement(layer, trajectory, frame)
         dt = shutter / trajectory.fps
-        s = self.layer_depth(layer, trajectory)
-        H = layer_homography(trajectory, frame, s)
         ends = [camera.apply_homography(H @ layer.motion(frame.time_s + d), layer.centre[None])[0]
                 for d in (-0.5 / trajectory.fps, 0.5 / trajectory.fps)]
         step = float(np.hypot(*(ends[1] - ends[0])))
         if step <= BLUR_FROM_PX or dt <= 0:
             return self.sprite_into_frame(layer, trajectory, frame)
         n = int(np.clip(math.ceil(step * shutter), 2, BLUR_SAMPLES))
-        rgb, a = None, None
-        for k in range(n):
-            r, al = self.sprite_into_frame(layer, trajectory, frame, frame.time_s + ((k + 0.5) / n - 0.5) * dt)
-            rgb, a = (r, al) if rgb is None else (rgb + r, a + al)
-        return rgb / n, a / n
+        return self._warp(layer, trajectory, [H @ layer.motion(frame.time_s + ((k + 0.5) / n - 0.5) * dt)
+                                              for k in range(n)])
+
+    def _placement(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame) -> np.ndarray:
+        """Image -> frame pixels for the subject's layer, before its own move."""
+        return layer_homography(trajectory, frame, self.layer_depth(layer, trajectory))
+
+    @staticmethod
+    def _warp(layer: SubjectLayer, trajectory: CameraTrajectory, moves: list[np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The cut-out through each of `moves` (image -> frame), averaged: full-frame
+        (premultiplied RGB, alpha), each warp made only over the box the cut-out can reach."""
+        w, h = trajectory.width, trajectory.height
+        out = np.zeros((h, w, 4), np.float32)
+        bh, bw = layer.rgba.shape[:2]
+        corners = np.array([[0.0, 0.0], [bw, 0.0], [0.0, bh], [bw, bh]])
+        maps = [M @ _translate(*layer.origin) for M in moves]
+        reach = np.concatenate([camera.apply_homography(M, corners) for M in maps])
+        x0, y0 = np.maximum(np.floor(reach.min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(reach.max(axis=0)).astype(int) + 2, [w, h])
+        if x1 <= x0 or y1 <= y0:
+            return out[:, :, :3], out[:, :, 3]
+        box = out[y0:y1, x0:x1]
+        for M in maps:
+            box += cv2.warpPerspective(layer.rgba, camera.to_opencv(_translate(-x0, -y0) @ M), (x1 - x0, y1 - y0),
+                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if len(maps) > 1:
+            box /= len(maps)
+        return out[:, :, :3], out[:, :, 3]
 
     def renderer(self) -> "SubjectRenderer":
         return SubjectRenderer(self)
