@@ -50,6 +50,10 @@ class DepthModelError(ModelNotConfiguredError):
     """The depth model (D2V_DEPTH_MODEL) is missing, fails to load, or fails on an image."""
 
 
+class SegmentModelError(ModelNotConfiguredError):
+    """The segmentation model (D2V_SEGMENT_MODEL) is missing, fails to load, or fails on an image."""
+
+
 class JobNotFoundError(D2VError, KeyError):
     """No job with this id exists."""
 

@@ -32,6 +32,7 @@ from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import load_depth_map
+from d2v.segment import segment_model_setting
 from d2v.subjects import renderer_for
 from d2v.fidelity import sample_indices
 from d2v.post import CameraFrames, PostContext, apply_post
@@ -63,12 +64,14 @@ def content_job_id(image_bytes: bytes, depth_bytes: bytes | None, request: Rende
                    lut_bytes: bytes | None = None) -> str:
     """The job id: the same inputs (image, depth map, .cube LUT), request, d2v version and
     models give the same job (the depth model counts when it would estimate: depth "auto"
-    and no depth map given)."""
+    and no depth map given; the segmentation model when there are subjects to refine)."""
     models = configured(overrides={"svd": svd_model} if svd_model else None)
     backend, _ = choose_backend(request.backend, models)
     model = models.get(backend, "") if backend in BASES else ""
     if request.depth == "auto" and not depth_bytes:
         model += "|depth:" + (depth_model or depth_model_setting() or "")
+    if request.subjects and segment_model_setting():  # the regions' outlines are the model's
+        model += "|segment:" + segment_model_setting()
     if lut_bytes:
         model += "|lut:" + hashlib.sha256(lut_bytes).hexdigest()
     salt = (depth_bytes or b"") + __version__.encode() + model.encode()

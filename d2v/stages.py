@@ -32,17 +32,18 @@ from d2v.bases.common import (  # noqa: F401  (generate_following, Guide: d2v.st
     generate_following,
     make_guide,
     match_colour,
+    measure_keyframes,
     model_frame_for,
     plan_keyframes,
     segment_overlap,
 )
-from d2v.fidelity import fidelity_image, measure_fidelity, sample_indices
+from d2v.fidelity import fidelity_image, sample_indices
 from d2v.images import LoadedImage
 from d2v.interpolate import interpolate_camera_frames, interpolate_frames, method_from_env
 from d2v.models import CameraTrajectory, DepthSource, FidelityAttempt, FidelityReport, Manifest, RenderRequest
 from d2v.render import CameraRenderer
 from d2v.subject_check import draw_subjects, measure_with_subjects
-from d2v.subjects import check_subjects, renderer_for, still_trajectory
+from d2v.subjects import SubjectRenderer, check_subjects, renderer_for, still_trajectory
 from d2v.lifecycle import FIDELITY, LUT, MANIFEST, POSTER, VIDEO, file_key, input_key, now_iso
 from d2v.looks import Look, look_for
 from d2v.post import ClipFrames, Frames, PostContext, apply_post, post_method
@@ -157,18 +158,20 @@ def render_keyframes(renderer, trajectory, request, model, image, t0, report) ->
     total, segments = plan_keyframes(span_s, model, request.fps)
     frame = model_frame_for(request, model)
     guide = make_guide(renderer, request, total, frame)
+    scene = renderer.scene if isinstance(renderer, SubjectRenderer) else None  # auto-correct measures its subjects
     first = guide.part(*segments[0])
     if model.settings_for(request, first.cameras)["mode"] == "camera render":
         # Strength 0 ships the camera render itself: render every output frame at its own camera
         # (keyframes alone, interpolated, would cut the corners of the move's eased timing).
         keyframes, fps, attempts = np.stack(list(renderer.render(guide.full))), float(request.fps), []
         if request.auto_correct:  # the one attempt, measured like any other: the guide's keyframes
-            measured = measure_fidelity(frame.crop(guide.frames), image, guide.cameras, depth=renderer.depth,
-                                        max_samples=min(25, len(guide.frames)))
+            measured = measure_keyframes(frame.crop(guide.frames), image, guide.cameras, request,
+                                         depth=renderer.depth, scene=scene, max_samples=25)
             attempts = [FidelityAttempt(attempt=1, guidance_strength=0.0, fidelity=measured.summary(), shipped=True)]
     else:
         report("base", 0.1)
-        keyframes, attempts = _generate_segments(model, image, guide, segments, request, renderer.depth, report)
+        keyframes, attempts = _generate_segments(model, image, guide, segments, request, renderer.depth, report,
+                                                 scene)
         fps = (total - 1) / span_s if total > 1 else request.fps
     report("base", 1.0)
     shipped = next((a.guidance_strength for a in attempts if a.shipped), request.guidance_strength)
@@ -181,7 +184,7 @@ def render_keyframes(renderer, trajectory, request, model, image, t0, report) ->
                      + (f", {len(segments)} segments" if len(segments) > 1 else ""))
 
 
-def _generate_segments(model, image, guide: Guide, segments, request, depth, report):
+def _generate_segments(model, image, guide: Guide, segments, request, depth, report, scene=None):
     """Each segment's keyframes, auto-corrected; after the first, a segment's shared keyframes are
     the previous one's output (held to it, and valid), and its new frames are colour matched to
     the previous segment on the shared ones. Returns the keyframes cropped to the view, and every
@@ -199,7 +202,8 @@ def _generate_segments(model, image, guide: Guide, segments, request, depth, rep
         sub = (lambda stage, f, n=n: report(stage, 0.1 + 0.9 * (n + f) / len(segments))) if len(segments) > 1 \
             else report
         frames, tries = generate_following(model, image, part.frames, request, part.cameras, depth=depth,
-                                           valid=part.valid, report=sub, frame=guide.frame, anchor=anchor)
+                                           valid=part.valid, report=sub, frame=guide.frame, anchor=anchor,
+                                           scene=scene)
         if made is None:
             made = frames
         else:

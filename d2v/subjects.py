@@ -17,8 +17,9 @@ a path; `still` regions must not move. The camera backend renders them in layers
    mask, feathered by FEATHER_PX) and a depth: its own `depth`, else the depth map's median
    inside it, else its place in the photo (lower = nearer, as on a ground plane).
 3. Fill: the background plate is the photo with every subject's place (grown by the feather)
-   inpainted from the background around it (`d2v.inpaint.inpaint_hole`, the subjects never a
-   source), and the depth map filled alike, so nothing of a subject stays behind.
+   inpainted from the background around it (`fill_hole`: `d2v.inpaint.inpaint_hole` at a scale
+   where the hole is narrow, softened inside, the subjects never a source), and the depth map
+   filled alike, so nothing of a subject stays behind.
 4. Render: the plate goes through the camera (`d2v.render.CameraRenderer`, depth and all);
    each sprite goes through the same camera as a flat layer at its depth, moved along its
    track (translation, `scale`, `rotate` about its centre), and is composited far to near.
@@ -28,7 +29,12 @@ a path; `still` regions must not move. The camera backend renders them in layers
 Track timing: a subject's first path point is where it is grabbed; at clip fraction p it has
 moved by path(p) - path(0). With `t` it moves at the speed drawn (the drawing's duration
 stretched over the clip); without, at constant speed with eased ends. `scale` and `rotate`
-grow with the distance travelled. Motion blur blurs the camera's move, not the subjects'.
+grow with the distance travelled.
+
+Motion blur: the request's `motion_blur` is the camera's shutter (d2v.render blurs the
+background's move). A subject moving more than BLUR_FROM_PX a frame is blurred along its own
+track over a shutter of at least half a frame (a film camera's 180 degrees): a car driving
+out of the frame smears as a filmed one does. Its sub-frames move the subject, not the camera.
 """
 
 from __future__ import annotations
@@ -55,11 +61,17 @@ MIN_REGION_PX = 16  # a region with fewer pixels than this (in the photo) is emp
 MAX_REGION_SHARE = 0.9  # a region covering more of the photo leaves no background to move it over
 GRABCUT_SIDE = 512  # GrabCut runs on a copy at most this large (long side)
 GRABCUT_ITERATIONS = 4
+SEGMENT_SIDE = 1024  # a segmentation model sees a copy at most this large (SAM's own input side)
+SEGMENT_POINTS = 5  # point prompts spread over the painted region's core
 CORE = 0.5  # deeper inside a painted region than this x its deepest point: surely the object
 BRUSH_REACH = 1.0  # a brush stroke may fall this x its radius short of the object's edge (GrabCut's band)
 FEATHER_PX = 1.5  # the sprite's soft edge (Gaussian sigma), image pixels at 1024 on the long side
 HOLE_GROW = 3  # the hole left is the subject grown by this x the feather, so no edge pixel stays,
 HOLE_MARGIN = 0.012  # and by at least this x the photo's long side: thin things hugging its outline go too
+SUBJECT_SHUTTER = 0.5  # frames: a moving subject is blurred at least as a 180-degree shutter films it
+BLUR_FROM_PX = 2.0  # a subject moving less than this a frame (frame pixels) stays sharp
+BLUR_SAMPLES = 12  # sub-frame samples of a subject's move, at most
+FILL_ACROSS_PX = 32  # a hole is filled at a scale where it is at most this wide (fill_hole)
 EASE = 0.2  # an undrawn-speed track eases in and out over this share of the clip
 COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # the page's and fidelity.png's
 
@@ -176,38 +188,37 @@ def check_subjects(request: RenderRequest, width: int, height: int) -> None:
 
 
 def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) -> np.ndarray:
-    """A painted region -> the object's own outline, (H, W) bool: GrabCut seeded with the region
-    as probable object, a band grow_px wide around it as probable background (a brush stroke
-    may fall short of the object's edge; a polygon or mask already encloses it: 0) and the rest
-    as background. Falls back to the painted region when GrabCut keeps too little of it."""
+    """A painted region -> the object's own outline, (H, W) bool. The object is found by the
+    segmentation model D2V_SEGMENT_MODEL names (`d2v.segment`, prompted with the region), else by
+    GrabCut; either answer is held to the same rules: it lies within grow_px of the region (a
+    brush stroke may fall short of the object's edge; a polygon or mask already encloses it: 0),
+    the region's core is always in (a thing's parts coloured like the background around it, a
+    nose cone against white masts, are not dropped from inside the stroke), and only the pieces
+    that touch the region stay. Falls back to the painted region when too little of it is kept."""
+    from d2v.segment import segment_model_setting, shared_segment_model
+
+    model = segment_model_setting()
     h, w = painted.shape
-    k = min(1.0, GRABCUT_SIDE / max(h, w))
+    k = min(1.0, (SEGMENT_SIDE if model else GRABCUT_SIDE) / max(h, w))
     small = cv2.resize(image, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA) \
         if k < 1 else image
     seed = cv2.resize(painted.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
     if seed.sum() < MIN_REGION_PX:
         return painted
     band = round(grow_px * k)
-    gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
+    reach = seed
     if band > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
-        gc[cv2.dilate(seed.astype(np.uint8), kernel) > 0] = cv2.GC_PR_BGD
-    gc[seed] = cv2.GC_PR_FGD
-    # The painted region's core is the object for sure: GrabCut decides only near its edges (a
-    # thing's parts coloured like the background around it, a nose cone against white masts,
-    # must not be dropped from inside the stroke).
+        reach = cv2.dilate(seed.astype(np.uint8), kernel) > 0
     inside = cv2.distanceTransform(seed.astype(np.uint8), cv2.DIST_L2, 5)
-    gc[inside > max(2.0, CORE * float(inside.max()))] = cv2.GC_FGD
-    if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
-        return painted
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
-    try:
-        cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
-                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return painted
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
+    core = inside > max(2.0, CORE * float(inside.max()))
+    if model:
+        fg = shared_segment_model(model).segment(small, _prompt_box(reach), _prompt_points(core if core.any() else seed))
+    else:
+        fg = _grabcut(small, seed, reach, core)
+        if fg is None:
+            return painted
+    fg = ((fg & reach) | core).astype(np.uint8)
     # Keep the pieces that touch what was painted; fill pinholes.
     n, labels = cv2.connectedComponents(fg)
     keep = np.zeros(n, bool)
@@ -218,6 +229,45 @@ def refine_region(image: np.ndarray, painted: np.ndarray, grow_px: float = 0.0) 
     if fg.sum() < 0.25 * seed.sum():
         return painted
     return cv2.resize(fg * 255, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
+
+
+def _grabcut(image: np.ndarray, seed: np.ndarray, reach: np.ndarray, core: np.ndarray) -> np.ndarray | None:
+    """GrabCut seeded with the region as probable object, the band of its reach as probable
+    background, its core as object and the rest as background: (H, W) bool, or None when it
+    has nothing to go on."""
+    gc = np.full(seed.shape, cv2.GC_BGD, np.uint8)
+    gc[reach] = cv2.GC_PR_BGD
+    gc[seed] = cv2.GC_PR_FGD
+    gc[core] = cv2.GC_FGD
+    if (gc == cv2.GC_BGD).sum() < MIN_REGION_PX:  # no sure background: nothing to tell the object from
+        return None
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means++ from OpenCV's (per-thread) RNG
+    try:
+        cv2.grabCut(np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), gc, None, bgd, fgd,
+                    GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+
+
+def _prompt_box(reach: np.ndarray) -> tuple[float, float, float, float]:
+    """The box around where the object may be (x0, y0, x1, y1), pixel edges."""
+    ys, xs = np.nonzero(reach)
+    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
+
+
+def _prompt_points(core: np.ndarray, n: int = SEGMENT_POINTS) -> np.ndarray:
+    """Up to n points spread over the region's core (farthest-point sampling), pixel centres:
+    a long stroke over a rocket names its nose and its tail, not n points at its middle."""
+    ys, xs = np.nonzero(core)
+    pts = np.column_stack([xs, ys]).astype(np.float64) + 0.5
+    chosen = [len(pts) // 2]
+    far = np.hypot(*(pts - pts[chosen[0]]).T)
+    while len(chosen) < min(n, len(pts)):
+        chosen.append(int(far.argmax()))
+        far = np.minimum(far, np.hypot(*(pts - pts[chosen[-1]]).T))
+    return pts[chosen]
 
 
 def region_reach(region: Region, width: int) -> float:
@@ -408,7 +458,7 @@ class SubjectScene:
                 raise InvalidRequestError(f"subjects[{i}].region: is empty once the still regions are taken out")
             hole |= (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~still  # still regions stay as they are
             layers.append(_cut_out(i, image, mask, depth_img, subject, request, feather))
-        plate = inpaint_hole(image, hole, source=~hole) if hole.any() else image.copy()
+        plate = fill_hole(image, hole)
         plate_depth = None
         if depth_img is not None:
             plate_depth = cv2.inpaint(depth_img, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA) if hole.any() \
@@ -432,17 +482,85 @@ class SubjectScene:
             s /= 1.0 - self.parallax * float(self.plate_depth[py, px])
         return s
 
-    def sprite_into_frame(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame) -> tuple[np.ndarray, np.ndarray]:
-        """The subject as a frame sees it: (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
+    def sprite_into_frame(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame,
+                          time_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The subject as a frame sees it (where its track has it at `time_s`, default the
+        frame's): (premultiplied RGB float32 (h, w, 3), alpha (h, w))."""
+        t = frame.time_s if time_s is None else time_s
+        return self._warp(layer, trajectory, [self._placement(layer, trajectory, frame) @ layer.motion(t)])
+
+    def blurred_sprite(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame,
+                       shutter: float) -> tuple[np.ndarray, np.ndarray]:
+        """The subject as a frame films it with a shutter open `shutter` frames: where it moves
+        more than BLUR_FROM_PX a frame (in the frame's pixels), the average of sub-frame
+        samples of its own move across the open shutter, about a pixel apart (at most
+        BLUR_SAMPLES); else sprite_into_frame's sharp one."""
+        H = self._placement(layer, trajectory, frame)
+        dt = shutter / trajectory.fps
+        ends = [camera.apply_homography(H @ layer.motion(frame.time_s + d), layer.centre[None])[0]
+                for d in (-0.5 / trajectory.fps, 0.5 / trajectory.fps)]
+        step = float(np.hypot(*(ends[1] - ends[0])))
+        if step <= BLUR_FROM_PX or dt <= 0:
+            return self.sprite_into_frame(layer, trajectory, frame)
+        n = int(np.clip(math.ceil(step * shutter), 2, BLUR_SAMPLES))
+        return self._warp(layer, trajectory, [H @ layer.motion(frame.time_s + ((k + 0.5) / n - 0.5) * dt)
+                                              for k in range(n)])
+
+    def _placement(self, layer: SubjectLayer, trajectory: CameraTrajectory, frame) -> np.ndarray:
+        """Image -> frame pixels for the subject's layer, before its own move."""
+        return layer_homography(trajectory, frame, self.layer_depth(layer, trajectory))
+
+    @staticmethod
+    def _warp(layer: SubjectLayer, trajectory: CameraTrajectory, moves: list[np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The cut-out through each of `moves` (image -> frame), averaged: full-frame
+        (premultiplied RGB, alpha), each warp made only over the box the cut-out can reach."""
         w, h = trajectory.width, trajectory.height
-        M = layer_homography(trajectory, frame, self.layer_depth(layer, trajectory)) @ layer.motion(frame.time_s) \
-            @ _translate(*layer.origin)
-        warped = cv2.warpPerspective(layer.rgba, camera.to_opencv(M), (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return warped[:, :, :3], warped[:, :, 3]
+        out = np.zeros((h, w, 4), np.float32)
+        bh, bw = layer.rgba.shape[:2]
+        corners = np.array([[0.0, 0.0], [bw, 0.0], [0.0, bh], [bw, bh]])
+        maps = [M @ _translate(*layer.origin) for M in moves]
+        reach = np.concatenate([camera.apply_homography(M, corners) for M in maps])
+        x0, y0 = np.maximum(np.floor(reach.min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.minimum(np.ceil(reach.max(axis=0)).astype(int) + 2, [w, h])
+        if x1 <= x0 or y1 <= y0:
+            return out[:, :, :3], out[:, :, 3]
+        box = out[y0:y1, x0:x1]
+        for M in maps:
+            box += cv2.warpPerspective(layer.rgba, camera.to_opencv(_translate(-x0, -y0) @ M), (x1 - x0, y1 - y0),
+                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if len(maps) > 1:
+            box /= len(maps)
+        return out[:, :, :3], out[:, :, 3]
 
     def renderer(self) -> "SubjectRenderer":
         return SubjectRenderer(self)
+
+
+def fill_hole(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The photo with the subjects' places filled from the background around them (never from a
+    subject). Telea's fill marches in from the hole's edge and, across a hole hundreds of pixels
+    wide, draws fans of streaks from the edge's colours (a garage smeared where a motorcycle
+    stood); computed at a scale where the hole is at most FILL_ACROSS_PX across, it is a soft
+    continuation of the colours around, as an out-of-focus background would be."""
+    if not hole.any():
+        return image.copy()
+    inward = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
+    across = 2.0 * float(inward.max())
+    scale = float(np.clip(FILL_ACROSS_PX / max(across, 1.0), 0.05, 1.0))
+    plate = inpaint_hole(image, hole, source=~hole, scale=scale)
+    if across <= FILL_ACROSS_PX:
+        return plate
+    # What is left of the fans at that scale, softened away from the edge (the edge itself
+    # keeps Telea's match to the pixels beside it).
+    sigma = across / 8.0
+    h, w = hole.shape
+    small = cv2.resize(plate, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    soft = cv2.resize(cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma * scale), (w, h),
+                      interpolation=cv2.INTER_LINEAR)
+    w = np.clip(inward[hole] / sigma, 0.0, 1.0)[:, None]
+    plate[hole] = np.clip(w * soft[hole] + (1.0 - w) * plate[hole] + 0.5, 0, 255).astype(np.uint8)
+    return plate
 
 
 def _cut_out(i: int, image: np.ndarray, mask: np.ndarray, depth: np.ndarray | None, subject: Subject,
@@ -495,12 +613,13 @@ class SubjectRenderer:
                indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
         order = list(range(len(trajectory.frames)) if indices is None else indices)
         layers = self.scene.ordered()
+        shutter = max(float(motion_blur), SUBJECT_SHUTTER)
         for i, out in zip(order, self.background.render(trajectory, motion_blur=motion_blur, samples=samples,
                                                         indices=order)):
             frame = trajectory.frames[i]
             acc = None
             for layer in layers:
-                rgb, a = self.scene.sprite_into_frame(layer, trajectory, frame)
+                rgb, a = self.scene.blurred_sprite(layer, trajectory, frame, shutter)
                 if not a.any():
                     continue
                 if acc is None:

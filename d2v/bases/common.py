@@ -8,6 +8,7 @@ validity mask, segments, text, and auto-correct through the path check. One plac
     start_sigma(g) / flow_start(g, shift)                      strength -> noise level (see the tables)
     plan_segments(n, clip, overlap) -> [(start, stop)]        a long clip as overlapping generations
     generate_following(model, image, guide, request) -> keyframes, attempts   auto-correct
+    measure_keyframes(seen, image, key_traj, request, scene=) -> FidelityReport  what auto-correct measures
 
 Strength is one scale for every base: g = 0 is the camera render exactly, g = 1 the model alone,
 and in between g sets the noise-to-signal ratio the guide starts from, on a log scale between
@@ -460,17 +461,35 @@ def prompt_for(request: RenderRequest, trajectory: CameraTrajectory) -> str:
 # --- auto-correct -----------------------------------------------------------------------
 
 
+def measure_keyframes(seen: np.ndarray, image: np.ndarray, key_traj: CameraTrajectory, request: RenderRequest, *,
+                      depth: np.ndarray | None = None, photo_index=None, scene=None, max_samples: int | None = None):
+    """The path check of keyframes (cropped to the view) against their cameras `key_traj`: the
+    camera's, and with a SubjectScene each subject's too (`d2v.subject_check`: the camera then on
+    the frames' background), so a subject the model moved elsewhere is a miss as the final check
+    would call it."""
+    from d2v.fidelity import measure_fidelity, sample_indices
+
+    n = len(seen) if max_samples is None else min(max_samples, len(seen))
+    if scene is None:
+        return measure_fidelity(seen, image, key_traj, depth=depth, photo_index=photo_index, max_samples=n)
+    from d2v.subject_check import measure_with_subjects
+
+    sampled = {i: seen[i] for i in sample_indices(len(seen), n)}
+    return measure_with_subjects(sampled, image, key_traj, request, n_frames=len(seen), depth=depth, scene=scene)[0]
+
+
 def generate_following(model, image: np.ndarray, guides: np.ndarray, request: RenderRequest,
                        key_traj: CameraTrajectory, *, depth: np.ndarray | None = None,
                        valid: np.ndarray | None = None, report=None, frame: ModelFrame | None = None,
-                       **generate_kwargs) -> tuple[np.ndarray, list[FidelityAttempt]]:
+                       scene=None, **generate_kwargs) -> tuple[np.ndarray, list[FidelityAttempt]]:
     """Keyframes that follow the path: generate, measure them (cropped to `frame`'s view, where
-    the path check's cameras `key_traj` look) and while they miss (`AutoCorrect`) generate again
-    at a lower guidance strength (AutoCorrect.step less: a fixed factor less noise), closer to the
-    camera render. Returns the best attempt's keyframes as generated (on the canvas) and every
-    attempt, measured (none when the request turns auto-correct off). `generate_kwargs` go to
-    `model.generate` (anchor, step_callback)."""
-    from d2v.fidelity import AutoCorrect, PhotoIndex, measure_fidelity
+    the path check's cameras `key_traj` look; with the job's SubjectScene `scene`, its subjects
+    too) and while they miss (`AutoCorrect`) generate again at a lower guidance strength
+    (AutoCorrect.step less: a fixed factor less noise), closer to the camera render. Returns the
+    best attempt's keyframes as generated (on the canvas) and every attempt, measured (none when
+    the request turns auto-correct off). `generate_kwargs` go to `model.generate` (anchor,
+    step_callback)."""
+    from d2v.fidelity import AutoCorrect, PhotoIndex
 
     def run(g: float) -> np.ndarray:
         return model.generate(image, guides, request.model_copy(update={"guidance_strength": g}), key_traj,
@@ -479,13 +498,13 @@ def generate_following(model, image: np.ndarray, guides: np.ndarray, request: Re
     if not request.auto_correct:
         return run(float(request.guidance_strength)), []
     policy = AutoCorrect.from_env()
-    photo = PhotoIndex(image)
+    photo = PhotoIndex(image) if scene is None else None  # with subjects the camera is measured on the plate
     strength = float(request.guidance_strength)
     tries: list[tuple[np.ndarray, FidelityAttempt, tuple]] = []
     for attempt in range(1, policy.retries + 2):
         frames = run(strength)
         seen = frame.crop(frames) if frame is not None else frames
-        measured = measure_fidelity(seen, image, key_traj, depth=depth, photo_index=photo, max_samples=len(seen))
+        measured = measure_keyframes(seen, image, key_traj, request, depth=depth, photo_index=photo, scene=scene)
         tries.append((frames, FidelityAttempt(attempt=attempt, guidance_strength=strength,
                                               fidelity=measured.summary()), AutoCorrect.rank(measured)))
         if report is not None:
