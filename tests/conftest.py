@@ -77,3 +77,64 @@ def s3_store(seaweed, request):
     bucket = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}"
     env = seaweed.env(bucket)
     return S3Store.from_env(env)
+
+
+WEB_KEYS = "key1,key2"  # the keyed app's API keys (tests/test_web.py types them into the page)
+
+
+class WebFarm:
+    """The farm of the page's tests (tests/test_web.py, tests/test_web_subjects.py): Ray and
+    Serve started once for the session, on first use, results in S3. Its app at / takes no
+    API keys; the same app at /keyed (keys in D2V_WEB_KEYS) is deployed the first time a
+    test asks for it, so no test restarts the farm to change its keys. Started again only if
+    another test's farm stopped this process's Ray in between."""
+
+    def __init__(self, seaweed):
+        from contextlib import ExitStack
+
+        self.seaweed, self.stack, self.url, self.session, self.keyed = seaweed, ExitStack(), "", None, False
+
+    def _up(self) -> bool:
+        import ray
+
+        return ray.is_initialized() and ray._private.worker._global_node.session_name == self.session
+
+    def base(self) -> str:
+        import ray
+
+        from tests.farm import serve_farm
+
+        if not self._up():
+            self.stack.close()
+            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS}
+            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=4))
+            self.session, self.keyed = ray._private.worker._global_node.session_name, False
+        return self.url
+
+    def keyed_base(self) -> str:
+        from tests.farm import deploy
+
+        url = self.base()
+        if not self.keyed:
+            deploy("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
+            self.keyed = True
+        return url + "/keyed"
+
+
+@pytest.fixture(scope="session")
+def web_farm(seaweed):
+    farm = WebFarm(seaweed)
+    yield farm
+    farm.stack.close()
+
+
+@pytest.fixture
+def web(web_farm) -> str:
+    """The d2v Serve app on a free port, no API keys; its base URL."""
+    return web_farm.base()
+
+
+@pytest.fixture
+def keyed_web(web_farm) -> str:
+    """The same app with API keys (key1, key2), on the same farm at /keyed; its base URL."""
+    return web_farm.keyed_base()

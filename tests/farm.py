@@ -38,20 +38,26 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        from deployments.app import build_app
-
         for prefix, args in apps.items():
-            name = "d2v" + prefix.rstrip("/").replace("/", "-")
-            # JSON logs, as deployments/configs/serve-*.yaml set them (logging_config).
-            serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix,
-                      logging_config={"encoding": "JSON"})
+            deploy(prefix, args)
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():  # (serve.shutdown() on a Ray someone else stopped would start a new one)
+            serve.shutdown()
+            ray.shutdown()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
         stack.close()
+
+
+def deploy(prefix: str, args: dict) -> None:
+    """One more d2v app on the running farm, at route `prefix`, with its own queue unless `args` names one."""
+    from deployments.app import build_app
+
+    name = "d2v" + prefix.rstrip("/").replace("/", "-")
+    # JSON logs, as deployments/configs/serve-*.yaml set them (logging_config).
+    serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix,
+              logging_config={"encoding": "JSON"})

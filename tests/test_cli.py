@@ -1,4 +1,5 @@
-"""The `d2v` command as a user runs it: a real subprocess of the installed entry point."""
+"""The `d2v` command as a user runs it: a real subprocess of the installed entry point (one
+test, of the commands that load a generative model, runs `main` in this process)."""
 
 from __future__ import annotations
 
@@ -110,17 +111,28 @@ def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_models_make_tiny_check_and_svd_render(tmp_path):
-    r = d2v("models", "make-tiny", tmp_path / "tiny", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+def test_models_make_tiny_check_and_svd_render(tmp_path, monkeypatch, capsys):
+    """In this process (`main([...])`): the three commands import torch and diffusers, which
+    this test process has already loaded (three subprocesses paid for them three times); the
+    installed entry point as a subprocess is the other tests' here. One attempt
+    (--no-auto-correct): the retries a random model's miss sets off are
+    test_fidelity.py::test_svd_auto_correct_lowers_the_strength_and_ships_the_best_attempt's."""
+    from d2v.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("D2V_S3_ENDPOINT", raising=False)
+    monkeypatch.delenv("D2V_SVD_MODEL", raising=False)
+    assert main(["models", "make-tiny", str(tmp_path / "tiny")]) == 0, capsys.readouterr().err
     assert (tmp_path / "tiny/model_index.json").is_file()
-    check = d2v("models", "check", cwd=tmp_path, env_extra={"D2V_SVD_MODEL": str(tmp_path / "tiny")})
-    assert check.returncode == 0, check.stderr
-    assert "loads" in check.stdout and "device: cpu" in check.stdout and "num_frames: 6" in check.stdout
-    r = d2v("render", EXAMPLE, "--path", PATHS / "pan.json", "--effect", "pan", "--backend", "svd", "--duration",
-            "1", "--fps", "8", "--size", "160x96", "-o", "svd.mp4", cwd=tmp_path,
-            env_extra={"D2V_SVD_MODEL": str(tmp_path / "tiny")})
-    assert r.returncode == 0, r.stderr
+    monkeypatch.setenv("D2V_SVD_MODEL", str(tmp_path / "tiny"))
+    capsys.readouterr()
+    assert main(["models", "check"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "loads" in out and "device: cpu" in out and "num_frames: 6" in out
+    code = main(["render", str(EXAMPLE), "--path", str(PATHS / "pan.json"), "--effect", "pan", "--backend", "svd",
+                 "--duration", "1", "--fps", "8", "--size", "160x96", "--no-auto-correct", "-o", "svd.mp4"])
+    assert code == 0, capsys.readouterr().err
     info = probe_video(tmp_path / "svd.mp4")
     assert (info["frames"], info["width"], info["height"]) == (8, 160, 96)
 

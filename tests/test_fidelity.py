@@ -270,8 +270,8 @@ def tiny_svd(tmp_path_factory):
 
 
 def svd_request(strength: float, **kw):
-    return request("pan", backend="svd", guidance_strength=strength, num_inference_steps=4, duration_s=1.0,
-                   fps=8, width=256, height=144, **kw)
+    return request("pan", **{"backend": "svd", "guidance_strength": strength, "num_inference_steps": 4,
+                             "duration_s": 1.0, "fps": 8, "width": 256, "height": 144, **kw})
 
 
 def test_svd_at_strength_zero_follows_the_path(tmp_path, monkeypatch, capsys, tiny_svd):
@@ -293,10 +293,13 @@ def test_svd_at_strength_zero_follows_the_path(tmp_path, monkeypatch, capsys, ti
 
 def test_svd_auto_correct_lowers_the_strength_and_ships_the_best_attempt(tmp_path, monkeypatch, tiny_svd):
     """At strength 1 a random model makes noise: the path check misses, the base stage runs
-    again at 0.85 and 0.7 (D2V_FIDELITY_RETRIES = 2), and ships the best-measured attempt."""
+    again at 0.85 and 0.7 (D2V_FIDELITY_RETRIES = 2), and ships the best-measured attempt.
+    Two denoising steps, not four: the five generations here are the test's cost, and noise
+    misses the path at any step count."""
     monkeypatch.setenv("D2V_SVD_MODEL", tiny_svd)
     store = LocalStore(tmp_path / "store")
-    manifest = render_job(png(PHOTOS["coffee"]), svd_request(1.0), store)
+    fast = {"num_inference_steps": 2}
+    manifest = render_job(png(PHOTOS["coffee"]), svd_request(1.0, **fast), store)
     attempts = manifest.fidelity.attempts
     assert [a.guidance_strength for a in attempts] == [1.0, 0.85, 0.7]
     assert all(a.fidelity.verdict != "followed" for a in attempts)
@@ -310,10 +313,10 @@ def test_svd_auto_correct_lowers_the_strength_and_ships_the_best_attempt(tmp_pat
     assert status["result"]["fidelity_key"] == job_key(manifest.job_id, "fidelity.png")
 
     # The request can turn it off; the setting bounds it.
-    off = render_job(png(PHOTOS["coffee"]), svd_request(1.0, auto_correct=False), store)
+    off = render_job(png(PHOTOS["coffee"]), svd_request(1.0, auto_correct=False, **fast), store)
     assert off.fidelity.attempts == [] and off.settings["guidance_strength"] == 1.0
     monkeypatch.setenv("D2V_FIDELITY_RETRIES", "0")
-    once = render_job(png(PHOTOS["coffee"]), svd_request(1.0, seed=1), store)
+    once = render_job(png(PHOTOS["coffee"]), svd_request(1.0, seed=1, **fast), store)
     assert [a.guidance_strength for a in once.fidelity.attempts] == [1.0]
 
 

@@ -16,7 +16,8 @@ viewport; a render is in the history after a reload and plays; a saved path rend
 same frames with `d2v render --path`. With D2V_UPDATE_DOCS=1 those screenshots are also
 written to docs/ (the README's pictures).
 
-The last tests run the page against a farm with API keys (D2V_API_KEYS): the key typed
+The farm (tests/conftest.py's `web`, one for the session, shared with test_web_subjects.py)
+also serves the app with API keys at /keyed. The last tests run the page against it: the key typed
 on the page goes with every request, a 401 is said next to the key field, and the
 results (which a <video> or <img> cannot fetch with a header) still show.
 """
@@ -30,7 +31,6 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,7 +38,6 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.farm import serve_farm
 from tests.test_images import png_bytes
 from tests.conftest import textured_image
 
@@ -56,45 +55,6 @@ needs_browser = pytest.mark.skipif(
     reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver: "
     "apt-get install -y chromium chromium-driver) and selenium (pip install -e '.[test]')",
 )
-
-
-API_KEYS = "key1,key2"
-
-
-class Farms:
-    """One farm at a time (a test process holds one local Ray): the one the next test asks
-    for, restarted only when the API keys it needs change. Results in S3."""
-
-    def __init__(self, seaweed):
-        self.seaweed, self.stack, self.keys, self.url = seaweed, ExitStack(), None, ""
-
-    def url_for(self, api_keys: str) -> str:
-        if api_keys != self.keys:
-            self.stack.close()
-            self.keys = None
-            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": api_keys}
-            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}))
-            self.keys = api_keys
-        return self.url
-
-
-@pytest.fixture(scope="module")
-def farms(seaweed):
-    farms = Farms(seaweed)
-    yield farms
-    farms.stack.close()
-
-
-@pytest.fixture
-def web(farms):
-    """The d2v Serve app on a free port, no API keys; its base URL."""
-    return farms.url_for("")
-
-
-@pytest.fixture
-def keyed_web(farms):
-    """The same app with API keys (D2V_API_KEYS=key1,key2); its base URL."""
-    return farms.url_for(API_KEYS)
 
 
 # --- HTTP, no browser ------------------------------------------------------------------
@@ -709,7 +669,7 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
 
 
 # --- a farm with API keys -------------------------------------------------------------
-# (Last in the file: the farm restarts once, with keys, for these.)
+# (The same farm: the app at /keyed, deployed when the first of these asks for it.)
 
 
 def test_keyed_farm_serves_the_page_but_not_the_api_without_a_key(keyed_web):
@@ -815,7 +775,8 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     # drops it on a cross-origin redirect; S3 would refuse a second way of signing).
     sent = sent_requests(driver)
     farm = urlsplit(keyed_web).netloc
-    api = [(url, h) for url, h in sent if urlsplit(url).netloc == farm and urlsplit(url).path.startswith("/v1/")]
+    api = [(url, h) for url, h in sent if urlsplit(url).netloc == farm
+           and urlsplit(url).path.startswith(urlsplit(keyed_web).path + "/v1/")]
     paths = {urlsplit(url).path.rsplit("/", 1)[-1] for url, _ in api}
     assert {"preview", "jobs", "video", "fidelity"} <= paths, paths
     assert all(h.get("authorization") == "Bearer key2" for _, h in api), [(u, h.get("authorization")) for u, h in api]

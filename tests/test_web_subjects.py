@@ -14,8 +14,8 @@ import pytest
 import skimage.data
 
 from d2v.encode import decode_frames
-from tests.test_web import (  # noqa: F401  (fixtures: the module-scoped farm and browser)
-    browser, draw, farms, needs_browser, playing_video, screenshot, wait_for, web,
+from tests.test_web import (  # noqa: F401  (browser: a fixture; the farm, `web`, is conftest's, shared)
+    browser, draw, needs_browser, playing_video, screenshot, wait_for,
 )
 
 pytestmark = pytest.mark.timeout(300)
