@@ -88,19 +88,17 @@ def test_page_and_static_files_are_served(web):
     assert httpx.get(f"{web}/static/nope.js", timeout=30).status_code == 404
 
 
-def test_preview_answers_fast_with_the_move(web):
+def test_preview_is_small_and_shows_the_move(web):
+    """The preview is fast because it is small (256x144 at 12 fps, whatever the job's size):
+    that is checked here; its time is measured in bench/ (no timed assertions in tests)."""
     image = png_bytes(textured_image(960, 540, seed=3))
     request = {"path": STROKE, "effect": "auto", "duration_s": 2, "fps": 24, "width": 1024, "height": 576}
     with httpx.Client(base_url=web, timeout=60) as client:
         post = lambda: client.post("/v1/preview", files={"image": ("p.png", image, "image/png")},
                                    data={"request": json.dumps(request)})
-        post()  # warm-up (first import of the renderer in the replica)
-        t0 = time.perf_counter()
         r = post()
-        elapsed = time.perf_counter() - t0
     assert r.status_code == 200, r.text
     body = r.json()
-    assert elapsed < 1.5, f"preview took {elapsed:.2f} s"
     assert body["effect"] == body["auto_effect"] == "pan" and body["path_shape"] == "straight"
     assert body["canvas"] == {"width": 800, "height": 450}
     assert (body["width"], body["height"], body["fps"], body["frames"]) == (256, 144, 12, 24)
