@@ -258,9 +258,16 @@ class CameraRenderer:
         # (Square windows: OpenCV erodes with those in time independent of their size.)
         # Twice as far as a band reaches: the fill's sources are the pixels around the hole,
         # and the near layer's beyond it must lie farther from the band than the far side.
-        within = cv2.distanceTransform((~steps).view(np.uint8), cv2.DIST_L2, 3) <= 2 * reach
+        dist, nearest = cv2.distanceTransformWithLabels((~steps).view(np.uint8), cv2.DIST_L2, 3,
+                                                        labelType=cv2.DIST_LABEL_PIXEL)
+        within = dist <= 2 * reach
         kr = np.ones((4 * reach + 1, 4 * reach + 1), np.uint8)
         near_side = within & (depth - cv2.erode(depth, kr) > STEP_DEPTH)
+        if steps.any():
+            # ... and nearer than the far side of its nearest step: a slope, or another layer
+            # of the background beyond the step, is background (a source), not a hole.
+            far = cv2.erode(depth, k3).ravel()[np.flatnonzero(steps)]
+            near_side &= depth - far[nearest - 1] > STEP_DEPTH / 2
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         bg_depth = depth.copy()
         if hole.any():  # (smooth: filled at a quarter size, then resized back)
