@@ -16,7 +16,7 @@ a wide band reads as streaks; and a background's detail copied from far away (a 
 shelf's edges) reads as scratches. So, as 3D Photo Inpainting splits a fill into a smooth
 part and its detail:
 - the smooth part is a pull-push pyramid (Gortler et al., the Lumigraph): the known pixels
-  averaged level by level down to one pixel, then each level, from the coarsest up, keeps
+  averaged level by level down to a few pixels, then each level, from the coarsest up, keeps
   its own average where enough of its footprint is known (PULL_PUSH_TRUST) and takes the
   coarser level's elsewhere. Near the band's edge it continues the colours just beyond it;
   deeper in, the structure of the whole far side, smooth, never a streak.
@@ -25,7 +25,7 @@ part and its detail:
   nearest source pixel), so grain continues the background's; but it is soft-limited to
   DETAIL_LIMIT times the detail's local amplitude (itself pull-pushed in): a background's
   even grain passes, a strong edge mirrored from the clutter beyond becomes a faint one.
-Both cost a few passes over the image (no marching), about XXX ms at 1024x576.
+Both cost a few passes over the image (no marching), once per renderer.
 """
 
 from __future__ import annotations
