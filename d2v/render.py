@@ -42,8 +42,9 @@
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
-  from the far side only, in colour and depth (`_background`, `d2v.inpaint`: Telea, plus
-  the background's own fine texture mirrored in), made once per renderer in photo space
+  from the far side only, in colour and depth (`_background`; colour by
+  `d2v.inpaint.fill_background`: a smooth pull-push continuation plus the background's own
+  grain mirrored in, its contrast limited; depth by Telea), made once per renderer in photo space
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (`_on_rim`, which mix in the near layer's colours) are
@@ -72,7 +73,7 @@ import numpy as np
 
 from d2v import camera
 from d2v.errors import InvalidImageError
-from d2v.inpaint import inpaint_hole
+from d2v.inpaint import fill_background
 from d2v.models import CameraFrame, CameraTrajectory
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
 
@@ -257,12 +258,19 @@ class CameraRenderer:
         # (Square windows: OpenCV erodes with those in time independent of their size.)
         # Twice as far as a band reaches: the fill's sources are the pixels around the hole,
         # and the near layer's beyond it must lie farther from the band than the far side.
-        within = cv2.distanceTransform((~steps).view(np.uint8), cv2.DIST_L2, 3) <= 2 * reach
+        dist, nearest = cv2.distanceTransformWithLabels((~steps).view(np.uint8), cv2.DIST_L2, 3,
+                                                        labelType=cv2.DIST_LABEL_PIXEL)
+        within = dist <= 2 * reach
         kr = np.ones((4 * reach + 1, 4 * reach + 1), np.uint8)
         near_side = within & (depth - cv2.erode(depth, kr) > STEP_DEPTH)
+        if steps.any():
+            # ... and nearer than the far side of its nearest step: a slope, or another layer
+            # of the background beyond the step, is background (a source), not a hole.
+            far = cv2.erode(depth, k3).ravel()[np.flatnonzero(steps)]
+            near_side &= depth - far[nearest - 1] > STEP_DEPTH / 2
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         bg_depth = depth.copy()
-        if hole.any():  # (smooth: filled at the colour fill's scale, then resized back)
+        if hole.any():  # (smooth: filled at a quarter size, then resized back)
             h, w = depth.shape
             size = (max(1, round(w * _BACKGROUND_INPAINT_SCALE)), max(1, round(h * _BACKGROUND_INPAINT_SCALE)))
             small_hole = cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0
@@ -274,7 +282,7 @@ class CameraRenderer:
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
         photo = self._levels[0]
-        background = inpaint_hole(photo, big, scale=_BACKGROUND_INPAINT_SCALE, texture=True) if big.any() else photo
+        background = fill_background(photo, big) if big.any() else photo
 
         # Stacked: the photo, rows of both reflected (so neither reads the other at any
         # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
@@ -750,7 +758,7 @@ _EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0
 _EDGE_STEP_PX = 2.75  # the edge rays' march: steps of this many depth-map pixels, at most
 _EDGE_MAX_STEPS = 32
 _EDGE_REFINE = 4
-_BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background is inpainted at a quarter size (it is smooth; its texture is added at full size)
+_BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
 
 
 def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
