@@ -17,9 +17,9 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
