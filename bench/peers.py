@@ -21,7 +21,12 @@ each command's median wall and CPU seconds (all its threads and children) and th
 the per-pair wall ratios against ffmpeg+scale. The machine's load average is printed before
 and after: on a shared machine, ratios are the numbers to read.
 
-    python bench/peers.py [--pairs 7] [--baseline DIR] [--depth]
+    python bench/peers.py [--pairs 7] [--baseline DIR] [--depth [--depth-frames 12] [--depth-only]]
+
+DepthFlow renders through Mesa's llvmpipe at 8-12 s a frame on a loaded 2-core VM (13-20
+minutes for the 96-frame clip), so --depth-frames shortens the depth pair's clip (both tools,
+the same frame count) and --depth-only leaves out the zoompan rows; the depth rows' ratio
+column is then against DepthFlow.
 
 With --baseline, the last d2v and d2v@BASE videos are decoded and compared (max and mean
 difference, PSNR between them and against the frames as rendered) to show the output is
@@ -91,12 +96,12 @@ def depth_map(path: Path) -> None:
     cv2.imwrite(str(path), (depth.astype("uint16") * 257))
 
 
-def depthflow_command(depth: Path, out: Path) -> list[str] | None:
+def depthflow_command(depth: Path, out: Path, frames: int = FRAMES) -> list[str] | None:
     exe = PEERS_VENV / "bin" / "depthflow"
     if not exe.exists():
         return None
     return [str(exe), "input", "-i", str(IMAGE), "-d", str(depth), "h264", "--preset", "veryfast", "--crf", "18",
-            "main", "-w", str(SIZE[0]), "-h", str(SIZE[1]), "-f", str(FPS), "-t", str(FRAMES / FPS), "-o", str(out)]
+            "main", "-w", str(SIZE[0]), "-h", str(SIZE[1]), "-f", str(FPS), "-t", str(frames / FPS), "-o", str(out)]
 
 
 def compare(new: Path, old: Path) -> str:
@@ -121,6 +126,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=7, help="interleaved rounds (default 7)")
     ap.add_argument("--baseline", type=Path, default=None, help="another d2v checkout to time beside this one")
     ap.add_argument("--depth", action="store_true", help="also d2v's dolly_zoom with a depth map against DepthFlow")
+    ap.add_argument("--depth-frames", type=int, default=FRAMES, help=f"the depth pair's clip length (default {FRAMES})")
+    ap.add_argument("--depth-only", action="store_true", help="with --depth: only the depth pair")
     args = ap.parse_args()
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is not on PATH (Debian: apt-get install ffmpeg)")
@@ -129,18 +136,20 @@ def main() -> None:
         tmp = Path(tmp)
         store = {"D2V_DATA_DIR": str(tmp / "store")}
         rows: dict[str, tuple[list[str], dict[str, str], Path]] = {}
-        cmd, env = d2v_command(REPO, tmp / "d2v.mp4")
-        rows["d2v"] = (cmd, {**env, **store}, REPO)
-        if args.baseline is not None:
-            cmd, env = d2v_command(args.baseline.resolve(), tmp / "base.mp4")
-            rows["d2v@baseline"] = (cmd, {**env, "D2V_DATA_DIR": str(tmp / "store-base")}, args.baseline.resolve())
-        rows["ffmpeg+scale"] = (ffmpeg_command(tmp / "ff-scale.mp4", True), {}, tmp)
-        rows["ffmpeg"] = (ffmpeg_command(tmp / "ff.mp4", False), {}, tmp)
+        if not (args.depth and args.depth_only):
+            cmd, env = d2v_command(REPO, tmp / "d2v.mp4")
+            rows["d2v"] = (cmd, {**env, **store}, REPO)
+            if args.baseline is not None:
+                cmd, env = d2v_command(args.baseline.resolve(), tmp / "base.mp4")
+                rows["d2v@baseline"] = (cmd, {**env, "D2V_DATA_DIR": str(tmp / "store-base")}, args.baseline.resolve())
+            rows["ffmpeg+scale"] = (ffmpeg_command(tmp / "ff-scale.mp4", True), {}, tmp)
+            rows["ffmpeg"] = (ffmpeg_command(tmp / "ff.mp4", False), {}, tmp)
         if args.depth:
             depth = tmp / "depth.png"
             depth_map(depth)
-            flow = depthflow_command(depth, tmp / "depthflow.mp4")
-            cmd, env = d2v_command(REPO, tmp / "d2v-depth.mp4", "--depth", str(depth))
+            flow = depthflow_command(depth, tmp / "depthflow.mp4", args.depth_frames)
+            cmd, env = d2v_command(REPO, tmp / "d2v-depth.mp4", "--depth", str(depth),
+                                   "--duration", f"{args.depth_frames / FPS:g}")
             cmd[cmd.index("zoom_in")] = "dolly_zoom"
             cmd[cmd.index(str(PATH))] = str(REPO / "examples" / "paths" / "dolly_zoom.json")
             rows["d2v dolly_zoom+depth"] = (cmd, {**env, **store}, REPO)
@@ -148,6 +157,7 @@ def main() -> None:
                 print(f"(no DepthFlow in {PEERS_VENV}: its row is left out)")
             else:
                 rows["depthflow"] = (flow, {"PATH": f"{PEERS_VENV / 'bin'}:{os.environ['PATH']}"}, tmp)
+            print(f"depth pair: {args.depth_frames} frames ({args.depth_frames / FPS:g} s)")
 
         # Bytecode, as an installed d2v has it (pip compiles it; where PYTHONDONTWRITEBYTECODE is
         # set, as on the project's VMs, every run would otherwise compile d2v from source).
@@ -168,13 +178,14 @@ def main() -> None:
             print(f"round {k + 1}/{args.pairs}: " + ", ".join(f"{n} {walls[n][-1]:.2f}s" for n in names), flush=True)
         load_after = os.getloadavg()
 
-        ref = walls["ffmpeg+scale"]
+        ref_name = "ffmpeg+scale" if "ffmpeg+scale" in walls else "depthflow" if "depthflow" in walls else names[0]
+        ref = walls[ref_name]
         print(f"\n{platform.node()}: {os.cpu_count()} cores, {platform.python_implementation()} "
               f"{platform.python_version()}; load average (1, 5, 15 min) before "
               f"{', '.join(f'{x:.1f}' for x in load_before)}, after {', '.join(f'{x:.1f}' for x in load_after)}")
         print(f"{args.pairs} interleaved rounds; wall and CPU are medians, the ratio is the median of the "
-              "per-round wall ratios against ffmpeg+scale\n")
-        print("| command | wall (s) | CPU (s) | wall / ffmpeg+scale |")
+              f"per-round wall ratios against {ref_name}\n")
+        print(f"| command | wall (s) | CPU (s) | wall / {ref_name} |")
         print("|---|---|---|---|")
         for name in names:
             ratios = [w / r for w, r in zip(walls[name], ref)]

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,47 @@ def _lut_bytes(look: str | None) -> bytes | None:
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}|"  # "d2v: base  42%|████      |"
 
 
+class _NoBar:
+    """What tqdm is when it shows nothing (-q, or stderr not a terminal), without importing it."""
+
+    n = 0
+
+    def set_description_str(self, desc: str, refresh: bool = True) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(desc: str, quiet: bool):
+    """A progress bar on stderr, 0-100%: tqdm where it is shown (tqdm hides itself when stderr
+    is not a terminal, too; importing it and its package metadata costs 50 ms)."""
+    if quiet or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=100, unit="%", desc=desc, file=sys.stderr, bar_format=BAR_FORMAT)
+
+
+@contextmanager
+def _pydantic_plugins_off():
+    """Imports that build d2v's pydantic models, without pydantic's search for plugins (it reads
+    the entry points of every installed distribution: 50 ms of a render's start-up). d2v's
+    commands use no pydantic plugins; a caller's PYDANTIC_DISABLE_PLUGINS setting is kept."""
+    name = "PYDANTIC_DISABLE_PLUGINS"
+    before = os.environ.get(name)
+    if before is None:
+        os.environ[name] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+
+
 def _seconds(value: float) -> str:
     """7.958333 -> '7.96 s', 4.0 -> '4 s'."""
     return f"{value:.2f}".rstrip("0").rstrip(".") + " s"
@@ -233,29 +275,24 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from d2v.images import read_image_bytes
-    from d2v.models import DEPTH_MODES
-    from d2v.pipeline import render_job
+    with _pydantic_plugins_off():
+        from d2v.models import DEPTH_MODES
+        from d2v.pipeline import render_job
+    from d2v.images import oriented_size, read_image_bytes
     from d2v.store import store_from_env
-
-    from d2v.images import decode_image
     from d2v.trajectory import check_on_photo
 
     request = _request_from_args(args)
     lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
     depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
-    image = decode_image(image_bytes)
-    check_on_photo(request, image.width, image.height)  # a path off the photo: refused before the job exists
+    check_on_photo(request, *oriented_size(image_bytes))  # a path off the photo: refused before the job exists
     store = store_from_env()
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
 
-    bar = tqdm(total=100, unit="%", desc="d2v", disable=args.quiet or None, file=sys.stderr,
-               bar_format=BAR_FORMAT)
+    bar = _progress_bar("d2v", args.quiet)
 
     seen: set[str] = set()
 
@@ -882,8 +919,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Render on a farm: send the job, follow it by long polling, download the video and
     print the manifest's summary. Exit 0 done, 1 the job failed or the farm stayed away,
     2 a refusal (the farm's own detail)."""
-    from tqdm import tqdm
-
     from d2v.client import FarmClient, JobFailedError
     from d2v.images import read_image_bytes
     from d2v.models import DEPTH_MODES, FidelitySummary
@@ -896,8 +931,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     with FarmClient(args.server, args.api_key, args.timeout) as farm:
         job = farm.submit(image_bytes, request, image_name=Path(args.image).name, depth=depth_bytes, lut=lut_bytes)
         job_id = job["job_id"]
-        bar = tqdm(total=100, unit="%", desc=f"job {job_id}", disable=args.quiet or None, file=sys.stderr,
-                   bar_format=BAR_FORMAT)
+        bar = _progress_bar(f"job {job_id}", args.quiet)
 
         def show(status: dict) -> None:
             bar.set_description_str(f"job {job_id}: {status['stage'] or status['status']}", refresh=False)

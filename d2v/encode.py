@@ -15,8 +15,9 @@ passes into one reused I420 buffer, about twice as fast as swscale's accurate pa
 within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
 x264 gets the planes it wants without PyAV's generic `reformat` per frame.
 
-Cores: while it encodes, OpenCV runs single-threaded (`encoder_owns_cores`): x264's frame
-threads fill both cores of a small machine, and OpenCV's pool (the render thread's warps,
+Cores: x264 runs frame threads (with PyAV's default, slice threads, the same CPU takes
+about 20% longer on two cores), and while it encodes, OpenCV runs single-threaded
+(`encoder_owns_cores`): x264's frame threads fill both cores of a small machine, and OpenCV's pool (the render thread's warps,
 the conversion) spinning beside them only costs CPU. The MP4's index ('moov') goes
 first: when the frame count is known (`len(frames)`), into space reserved up front,
 so the muxer never rewrites the file; otherwise by the muxer's faststart pass.
@@ -265,6 +266,10 @@ def _encode_to_path(
             cc = stream.codec_context
             cc.time_base = 1 / rate
             cc.thread_count = int(threads)
+            if codec == "libx264":
+                # Frame threads, as the ffmpeg command uses: PyAV asks for slice threads, which
+                # on two cores leave x264 ~20% slower in wall time for the same CPU (bench/RESULTS.md).
+                cc.thread_type = "FRAME"
             cc.colorspace = cc.color_primaries = cc.color_trc = _AVCOL_BT709
             cc.color_range = _AVCOL_RANGE_MPEG
             if codec == "h264_nvenc":

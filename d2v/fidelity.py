@@ -651,7 +651,7 @@ def measure_fidelity(
 def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance, max_samples,
              motion_blur, blur_samples) -> FidelityReport:
     if isinstance(frames, Mapping):
-        picked = dict(frames)
+        picked = frames  # read in order, one at a time: a mapping may hand each over as it is rendered
         n = int(n_frames if n_frames is not None else (max(picked) + 1 if picked else 0))
         indices = sorted(picked)
     else:
@@ -899,9 +899,10 @@ def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect:
             verdict="unmeasured", **base,
             reason=f"only {len(located)} of {len(results)} sampled frames could be located in the photo (at least "
                    f"{need} needed): the video may not be of this photo, or shows too little of its detail")
-    centres = np.array([r.center_pct for r in located])
+    centres = np.sort([r.center_pct for r in located])
+    middle = [(len(centres) - 1) // 2, len(centres) // 2]  # the median (np.median imports numpy.ma: 16 ms)
     summary = dict(end_center_pct=end.center_pct if end else None,
-                   median_center_pct=round(float(np.median(centres)), 3),
+                   median_center_pct=round(float(centres[middle].mean()), 3),
                    worst_center_pct=round(float(centres.max()), 3),
                    worst_zoom_pct=round(float(max(abs(r.zoom_pct) for r in located)), 3),
                    worst_roll_deg=round(float(max(abs(r.roll_deg) for r in located)), 3),

@@ -88,6 +88,22 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     return fmt, w, h
 
 
+# EXIF orientations that turn the picture a quarter (transposed, rotated 90 or 270 degrees).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def oriented_size(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) as `decode_image` will give them (EXIF orientation applied), from the
+    header alone: the same checks and errors, no pixels decoded."""
+    _, w, h = check_image_header(data, max_pixels=max_pixels)
+    try:
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
+            turned = im.getexif().get(0x0112) in _QUARTER_TURNS  # 0x0112: Orientation
+    except Exception:  # an unreadable EXIF block: decode_image says what is wrong, if anything
+        turned = False
+    return (h, w) if turned else (w, h)
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
     """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
     fmt, _, _ = check_image_header(data, max_pixels=max_pixels)

@@ -17,6 +17,7 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -329,25 +330,37 @@ def stream_camera_job(
     poster: list[np.ndarray] = []
     finishing: dict[str, float] = {}  # render + post ("post": the chain renders as it goes), look
 
+    # Without post effects every frame is rendered once, in order: the path check starts now and
+    # measures each sampled frame as soon as it is rendered, beside the render and x264 (the
+    # check tracks frame to frame, in order, as the render makes them). With post effects,
+    # which may skip sampled frames (they are rendered afterwards), it starts after the last frame.
+    arriving = _Arriving(base.kept, sample_indices(n)) if clip is base else None
+
     def check() -> FidelityReport:
         t0 = time.perf_counter()
-        sampled = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}  # post may skip some
+        if arriving is not None:
+            sampled = arriving
+        else:
+            sampled = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}
         measured = check_and_store(sampled, n, image, request, trajectory, store, job_id, depth=depth,
                                    scene=getattr(renderer, "scene", None))
-        seconds["check"] = time.perf_counter() - t0
+        seconds["check"] = time.perf_counter() - t0 - (arriving.waited if arriving is not None else 0.0)
         return measured
 
     checking = ThreadPoolExecutor(1, thread_name_prefix="d2v-check")
-    measuring: list[Future] = []  # the check, once the last frame is rendered
+    measuring: list[Future] = []  # the check: from the start, or once the last frame is rendered
 
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(graded(clip, look, finishing)):
             if i == total // 2:
                 poster.append(frame.copy())
+            if arriving is not None:
+                arriving.rendered()
             yield frame
-        # Every frame is rendered, the encoder still has the last ones in flight: the path
-        # check starts now, beside x264's tail, not after the whole video is written.
-        measuring.append(checking.submit(check))
+        if arriving is None:
+            # Every frame is rendered, the encoder still has the last ones in flight: the path
+            # check starts now, beside x264's tail, not after the whole video is written.
+            measuring.append(checking.submit(check))
 
     produced = _Timed(frames())
     counted = _count(prefetch(produced), total, report)
@@ -356,7 +369,13 @@ def stream_camera_job(
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
         video_path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.x264_preset)
+        if arriving is not None:
+            measuring.append(checking.submit(check))
+        try:
+            stats = encode_mp4(counted, video_path, request.fps, crf=request.crf, preset=request.x264_preset)
+        finally:
+            if arriving is not None:
+                arriving.close()  # a render that stopped early: the check stops waiting for frames
         render_encode_wall = time.perf_counter() - t0
         # The render happens inside the post chain: base is the whole producer less the look.
         seconds["base"] = produced.seconds - finishing["look"]
@@ -429,6 +448,43 @@ def _run_generative(image, scene: ImageDepth, request, trajectory, store, job_id
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
     return manifest
+
+
+class _Arriving(Mapping):
+    """The path check's sampled frames ({index: frame as rendered}) as the render makes them:
+    reading one waits until it is rendered. `waited`: the seconds readers spent waiting."""
+
+    def __init__(self, kept: dict[int, np.ndarray], indices: list[int]):
+        self._kept, self._indices = kept, list(indices)
+        self._changed = threading.Condition()
+        self._closed = False
+        self.waited = 0.0
+
+    def rendered(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index not in self._indices:
+            raise KeyError(index)
+        t0 = time.perf_counter()
+        with self._changed:
+            self._changed.wait_for(lambda: index in self._kept or self._closed)
+        self.waited += time.perf_counter() - t0
+        if index not in self._kept:
+            raise RuntimeError(f"the render stopped before frame {index}")
+        return self._kept[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
 
 
 class _count:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from d2v.errors import ImageTooLargeError, InvalidImageError
-from d2v.images import check_image_header, decode_image
+from d2v.images import check_image_header, decode_image, oriented_size
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -58,3 +58,15 @@ def test_huge_png_refused_from_header_alone():
 def test_tiny_image_refused():
     with pytest.raises(InvalidImageError, match="at least 16"):
         decode_image(png_bytes(np.zeros((4, 4, 3), np.uint8)))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_the_size_from_the_header_is_the_decoded_size_exif_rotation_included(orientation):
+    """`d2v render` checks the path against the photo's size read from its header alone: the
+    size decode_image gives, a phone photo's quarter turn (EXIF orientation 6, 8) included."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
+    h, w = decode_image(buf.getvalue()).rgb.shape[:2]
+    assert oriented_size(buf.getvalue()) == (w, h) == ((40, 64) if orientation in (6, 8) else (64, 40))

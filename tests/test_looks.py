@@ -188,10 +188,10 @@ def test_a_cube_look_without_its_file_is_refused_before_the_job_exists(tmp_path)
     assert not list((tmp_path / "store").rglob("status.json"))
 
 
-def test_the_colour_table_grades_real_photos_exactly_as_pillow_does():
+def test_the_colour_table_grades_real_photos_as_pillow_does():
     """Frames graded through the table of every 8-bit colour (what a look switches to once it
-    has graded 2^24 pixels) are bit-identical to Pillow's trilinear filter on the frame, for a
-    named look and for a .cube file of another size."""
+    has graded BUILD_AFTER pixels) are within 1 level of Pillow's trilinear filter on the frame
+    (mostly equal to it), for a named look and for a .cube file of another size."""
     from d2v.looks import _grade_all_colours, _index
 
     photo = cv2.cvtColor(cv2.imread("examples/hubble.jpg"), cv2.COLOR_BGR2RGB)
@@ -201,12 +201,13 @@ def test_the_colour_table_grades_real_photos_exactly_as_pillow_does():
         table = _grade_all_colours(look)
         for f in frames:
             direct = np.asarray(Image.fromarray(np.ascontiguousarray(f)).filter(look._filter))
-            assert np.array_equal(_index(table, f), direct), look.name
+            diff = np.abs(_index(table, f).astype(int) - direct)
+            assert diff.max() <= 1 and diff.mean() < 0.15, look.name  # the two round differently
 
 
 def test_a_long_clip_switches_to_the_table_without_a_visible_step():
-    """After 2^24 pixels graded directly, later frames come from the table: the same frame
-    graded before and after the switch is the same picture."""
+    """After BUILD_AFTER pixels graded directly, later frames come from the table: the same
+    frame graded before and after the switch is the same picture, within 1 level."""
     from d2v.looks import ALL_COLOURS, _tables
 
     look = named_look("faded")
@@ -215,4 +216,4 @@ def test_a_long_clip_switches_to_the_table_without_a_visible_step():
     before = look.apply(frame)
     while _tables.get(look, 0) is None:  # count a big frame's worth at a time, without grading it
         _tables.get(look, ALL_COLOURS)
-    assert np.array_equal(look.apply(frame), before)
+    assert np.abs(look.apply(frame).astype(int) - before).max() <= 1

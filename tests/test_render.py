@@ -426,3 +426,34 @@ def test_reference_center_matches_the_camera_conventions():
     c = reference_center(1000, 872, 1024, 576)
     u0, v0, cw, ch = camera.cover_crop(1000, 872, 1024, 576)
     assert np.allclose(c, [500, 436, -cw])
+
+
+def test_the_path_check_reads_frames_as_they_are_rendered_and_never_waits_on_a_stopped_render():
+    """A camera job's check (d2v.pipeline) starts with the render: each sampled frame is handed
+    over once rendered; a render that stopped early releases it with an error (no hang)."""
+    import threading
+
+    from d2v.pipeline import _Arriving
+
+    kept: dict[int, np.ndarray] = {}
+    arriving = _Arriving(kept, [0, 5, 9])
+    got: list = []
+    stopped: list[RuntimeError] = []
+
+    def check() -> None:  # reads the sampled frames in order, as the path check does
+        try:
+            got.extend(arriving[i] for i in arriving)
+        except RuntimeError as e:
+            stopped.append(e)
+
+    reader = threading.Thread(target=check)
+    reader.start()
+    for i in range(6):  # frames 0..5 rendered; the render then stops
+        if i in (0, 5):
+            kept[i] = np.full((2, 2, 3), i, np.uint8)
+        arriving.rendered()
+    reader.join(timeout=0.5)
+    assert reader.is_alive() and [int(f[0, 0, 0]) for f in got] == [0, 5]  # waiting for frame 9
+    arriving.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and "stopped before frame 9" in str(stopped[0])
