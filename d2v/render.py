@@ -18,8 +18,9 @@
   upsampled and applied with `cv2.remap` (edge pixels: below). The march takes steps even in 1/s (each moves a
   ray's image point as far), bisects the step where a ray met the surface, and is done for
   all rays one layer at a time; a frame whose layers part by under SUBPIXEL_PARALLAX
-  output pixels (the first frames of an eased move) is the plane homography. About 4-6.5
-  ms a 1024x576 frame on the 2-core VM, against 1 ms without depth (bench/RESULTS.md).
+  output pixels (the first frames of an eased move) is the plane homography. The grid
+  march is about 4-6.5 ms a 1024x576 frame on the 2-core VM, against 1 ms without depth;
+  the edge rays below cost more where depth edges are dense (bench/RESULTS.md).
   dolly_zoom, orbit and parallax are planned about a subject on the image plane (that is
   how the trajectory builds them), so for them depth is measured from the subject: its layer
   becomes the plane, the background lies behind it (s > 1) and recedes, swings or slides
@@ -38,7 +39,9 @@
   nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
   things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
   step's in-between values (flying pixels) put it on one side or the other; soft steps of
-  an estimated depth map are snapped to hard ones once (`snap_depth_edges`).
+  an estimated depth map are snapped to hard ones once (`snap_depth_edges`). The edge rays
+  (`_EdgeRays`, 100-300 thousand a frame on a depth map full of small near things) work in
+  u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
