@@ -18,8 +18,9 @@
   upsampled and applied with `cv2.remap` (edge pixels: below). The march takes steps even in 1/s (each moves a
   ray's image point as far), bisects the step where a ray met the surface, and is done for
   all rays one layer at a time; a frame whose layers part by under SUBPIXEL_PARALLAX
-  output pixels (the first frames of an eased move) is the plane homography. About 4-6.5
-  ms a 1024x576 frame on the 2-core VM, against 1 ms without depth (bench/RESULTS.md).
+  output pixels (the first frames of an eased move) is the plane homography. The grid
+  march is about 4-6.5 ms a 1024x576 frame on the 2-core VM, against 1 ms without depth;
+  the edge rays below cost more where depth edges are dense (bench/RESULTS.md).
   dolly_zoom, orbit and parallax are planned about a subject on the image plane (that is
   how the trajectory builds them), so for them depth is measured from the subject: its layer
   becomes the plane, the background lies behind it (s > 1) and recedes, swings or slides
@@ -38,7 +39,9 @@
   nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
   things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
   step's in-between values (flying pixels) put it on one side or the other; soft steps of
-  an estimated depth map are snapped to hard ones once (`snap_depth_edges`).
+  an estimated depth map are snapped to hard ones once (`snap_depth_edges`). The edge rays
+  (`_EdgeRays`, 100-300 thousand a frame on a depth map full of small near things) work in
+  u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -47,7 +50,7 @@
   grain mirrored in, its contrast limited; depth by Telea), made once per renderer in photo space
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
-  side's pixels just beside a step (`_on_rim`, which mix in the near layer's colours) are
+  side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
   taken from it too. `render_validity` marks torn pixels as invented. Measured against
   known truth (bench/view_synthesis.py, tests/test_parallax.py: a disc over a photo, 43-70
   px of parallax): 45-52 dB where the photo shows the pixel, 29-33 dB in the 4 px band at
@@ -109,6 +112,18 @@ class _Background(NamedTuple):
     offset: int  # the background's first row in levels[0] (a multiple of 2 ** len(levels))
 
 
+class _Edges(NamedTuple):
+    """The edge pixels' own rays (`_edge_rays`): x, y in the stacked texture (level 0, OpenCV
+    convention)."""
+    idx: np.ndarray  # flat indices of the pixels
+    x: np.ndarray  # one ray each, at the pixel's centre
+    y: np.ndarray
+    torn: np.ndarray  # float32 per pixel: the share of its rays that see hidden background
+    aa: np.ndarray  # which of them (positions in idx) have EDGE_SAMPLES rays: their colour is the mean
+    aa_x: np.ndarray  # those rays, EDGE_SAMPLES per pixel, sample-major
+    aa_y: np.ndarray
+
+
 class _Layers(NamedTuple):
     s: np.ndarray  # relative depth of each image point, float32, at most _DEPTH_MAX_SIDE
     near: float  # its smallest value
@@ -118,8 +133,11 @@ class _Layers(NamedTuple):
     s_max: np.ndarray | None = None  # to tell a ray that hit a step between them (`_torn`)
     bg_s: np.ndarray | None = None  # the hidden background's s (None: smooth depth, no steps)
     bg: _Background | None = None
-    s_rim: np.ndarray | None = None  # s eroded over RIM_PX: what lies within RIM_PX of a nearer layer
     s_step: float = 0.0  # STEP_DEPTH in s: a smaller change is a slope, never a step
+    # The edge rays work in u = 1/s (a ray's point is linear in it, no divisions):
+    u: np.ndarray | None = None  # 1 / s
+    u_rim: np.ndarray | None = None  # u dilated over RIM_PX: what lies within RIM_PX of a nearer layer
+    bg_u: np.ndarray | None = None  # 1 / bg_s
 
 
 def local_scale(G: np.ndarray, x: float, y: float) -> float:
@@ -229,15 +247,16 @@ class CameraRenderer:
             py = float(np.clip(pivot[1] * dh / self.height - 0.5, 0, dh - 1))
             s_pivot = float(1.0 - parallax * cv2.getRectSubPix(depth, (1, 1), (px, py))[0, 0])
         s = np.ascontiguousarray((1.0 - parallax * depth) / s_pivot, dtype=np.float32)
-        layers = _Layers(s, float(s.min()), float(s.max()), c0)
+        layers = _Layers(s, float(s.min()), float(s.max()), c0, u=np.float32(1.0) / s)
         if reach <= 0 or depth is not self.depth:
             return layers  # the stand-in depth is smooth: nothing to reveal
         k = np.ones((3, 3), np.uint8)
         bg = self._background(reach)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
         return layers._replace(s_min=cv2.erode(s, k), s_max=cv2.dilate(s, k), bg_s=bg_s, bg=bg,
-                               s_rim=cv2.erode(s, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
-                               s_step=parallax * STEP_DEPTH / s_pivot)
+                               s_step=parallax * STEP_DEPTH / s_pivot,
+                               u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
+                               bg_u=np.float32(1.0) / bg_s)
 
     def _background(self, reach: float) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
@@ -413,16 +432,15 @@ class CameraRenderer:
             cv2.remap(levels[level], m1, m2, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
         else:
             cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
-        edges = scratch.get("edges")
+        edges: _Edges | None = scratch.get("edges")
         if edges is not None:
-            idx, ex, ey, _ = edges
-            rgb = _sample_rgb(levels[level], ex * scale, ey * scale, self._border)
-            m = (ex.size - idx.size) // (EDGE_SAMPLES - 1)  # pixels with EDGE_SAMPLES rays, last
-            n1 = idx.size - m
-            col = rgb[:idx.size]
-            if m:
-                col[n1:] = rgb[n1:].reshape(EDGE_SAMPLES, m, 3).mean(axis=0)
-            dst.reshape(-1, 3)[idx] = (col + 0.5).astype(np.uint8)
+            col = _sample_rgb(levels[level], edges.x * scale, edges.y * scale, self._border)
+            if edges.aa.size:
+                aa = _sample_rgb(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
+                col[edges.aa] = aa.reshape(EDGE_SAMPLES, edges.aa.size, 3).mean(axis=0)
+            # (Pixels as 3-byte items: one scatter, not a row per pixel.)
+            pixel = np.dtype("V3")
+            dst.reshape(-1).view(pixel)[edges.idx] = (col + 0.5).astype(np.uint8).reshape(-1).view(pixel)
 
     def _depth_maps(
         self, frame: CameraFrame, width: int, height: int, layers: _Layers, scratch: dict
@@ -542,24 +560,24 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, Kinv_R, scratch)
-        if scratch["edges"] is not None:
-            idx, ex, ey, _ = scratch["edges"]
-            ys, xs = np.divmod(idx, width)  # (q is a view into a wider buffer: no flat writes)
-            q[ys, xs, 0], q[ys, xs, 1] = ex[:idx.size], ey[:idx.size]  # (a pixel's first ray)
+        edges = scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, scratch)
+        if edges is not None:  # a pixel's centre ray, written where q lies in its wider buffer
+            big = scratch["upsampled"]
+            step, wide = _DEPTH_GRID_STEP, big.shape[1]
+            at = edges.idx + (edges.idx // width) * (wide - width) + step * (wide + 1)
+            xy = np.empty((edges.idx.size, 2), np.float32)
+            xy[:, 0], xy[:, 1] = edges.x, edges.y
+            big.view(np.int64).reshape(-1)[at] = xy.view(np.int64).ravel()  # (x and y as one item)
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, torn: np.ndarray, Kinv_R: np.ndarray, scratch: dict):
+                   grid: np.ndarray, torn: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
         and not), get their own rays: one at the centre, and EDGE_SAMPLES where a pixel's
         layer differs from a 4-neighbour's; each judged torn or not and placed on the photo
-        or its hidden background. Returns (pixel flat indices, the one-ray pixels first;
-        x, y (stacked-texture coordinates, level 0, OpenCV convention): a ray for each
-        one-ray pixel, then EDGE_SAMPLES for each other pixel, sample-major; torn fraction
-        per pixel), or None."""
+        or its hidden background (`_Edges`; None: no edges)."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
@@ -591,81 +609,35 @@ class CameraRenderer:
         ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
         cell = ((ys + 2) // step) * np.int32(cells.shape[1]) + (xs + 2) // step
         near_c, far_c = near_cell.ravel()[cell], far_cell.ravel()[cell]
-        all_torn = np.zeros(idx.size, bool)
+        rays = _EdgeRays.of(frame, layers, self.width, self.height)
 
         # One ray at each pixel's centre first; only pixels whose layer (or torn, or rim)
         # differs from a neighbour's get EDGE_SAMPLES rays: most of a bent cell is one layer,
         # where one ray is as good as the mean of four.
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
-        qx1, qy1, torn1, label1 = self._cast_edge_rays(frame, layers, Kinv_R, xc, yc, near_c, far_c, all_torn)
-        # (Among edge pixels only: the cells around them lie on one layer each.)
+        qx, qy, torn1, label = rays.cast(layers, xc, yc, near_c, far_c)
+        torn1 = torn1.astype(np.float32)
+        # (Among edge pixels only: the cells around them lie on one layer each. Labels are
+        # positive: 0 marks a pixel without one.)
         hi = _buffer(scratch, "label_hi", (height, width), np.float32)
         lo = _buffer(scratch, "label_lo", (height, width), np.float32)
-        hi.fill(-np.inf)
-        lo.fill(np.inf)
-        hi.ravel()[idx] = lo.ravel()[idx] = label1
+        hi.fill(0.0)
+        lo.fill(0.0)
+        top = np.float32(1000.0)  # above every label: lo holds top - label, so a dilation finds the least
+        hi.ravel()[idx] = label
+        lo.ravel()[idx] = top - label
         k3 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4 neighbours
-        spread = np.maximum(cv2.dilate(hi, k3, dst=hi).ravel()[idx] - label1, label1 - cv2.erode(lo, k3, dst=lo).ravel()[idx])
-        multi = spread > layers.s_step
-        one = ~multi
-        m = int(multi.sum())
-        if not m:
-            return idx, qx1, qy1, torn1.astype(np.float32)
+        most = cv2.dilate(hi, k3, dst=hi).ravel()[idx]
+        least = top - cv2.dilate(lo, k3, dst=lo).ravel()[idx]
+        aa = np.flatnonzero(np.maximum(most - label, label - least) > layers.s_step)
+        if not aa.size:
+            return _Edges(idx, qx, qy, torn1, aa, qx[:0], qy[:0])
         offs = _EDGE_OFFSETS[:EDGE_SAMPLES].astype(np.float32)
-        xm, ym = xc[multi], yc[multi]
-        x = (xm[None, :] + offs[:, 0:1]).ravel()
-        y = (ym[None, :] + offs[:, 1:2]).ravel()
-        tile = lambda v: np.tile(v[multi], len(offs))  # noqa: E731
-        qx4, qy4, torn4, _ = self._cast_edge_rays(frame, layers, Kinv_R, x, y, tile(near_c), tile(far_c), tile(all_torn))
-        # Layout: the one-ray pixels first (a ray each), then the others (EDGE_SAMPLES rays
-        # each, sample-major); `_remap` and `_depth_maps` read it so.
-        idx = np.concatenate([idx[one], idx[multi]])
-        qx, qy = np.concatenate([qx1[one], qx4]), np.concatenate([qy1[one], qy4])
-        frac = np.concatenate([torn1[one].astype(np.float32), torn4.reshape(len(offs), -1).mean(axis=0)])
-        return idx, qx, qy, frac
-
-    def _cast_edge_rays(self, frame: CameraFrame, layers: _Layers, Kinv_R: np.ndarray, x, y,
-                        near_c, far_c, all_torn):
-        """Rays through output points (x, y) (1-D, d2v coordinates), each with its cell's
-        candidate layers: (x, y in the stacked texture (level 0, OpenCV), torn, a label that
-        differs where the layer, or what shows, does)."""
-        C, c0 = frame.camera_center(), layers.c0
-        dh, dw = layers.s.shape
-        sx, sy = dw / self.width, dh / self.height
-        M = Kinv_R.astype(np.float32)
-        x, y = x.astype(np.float32), y.astype(np.float32)
-        dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
-        dz[np.abs(dz) < 1e-9] = 1e-9
-        ex, ey = (M[0, 0] * x + M[0, 1] * y + M[0, 2]) / dz, (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / dz
-        Ax = ((c0[0] - c0[2] * ex) * sx - 0.5).astype(np.float32)
-        Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
-        Bx = (((C[0] - c0[0]) + (c0[2] - C[2]) * ex) * sx).astype(np.float32)
-        By = (((C[1] - c0[1]) + (c0[2] - C[2]) * ey) * sy).astype(np.float32)
-        # The nearer candidate wins where the ray meets it (near things occlude), else the
-        # farther; a ray that meets neither met a step between its sides: it sees the hidden
-        # background.
-        sr, ok = _settle(layers.s, Ax, Ay, Bx, By, near_c)
-        torn = ~ok
-        if (i := np.flatnonzero(torn)).size:
-            sr[i], ok_far = _settle(layers.s, Ax[i], Ay[i], Bx[i], By[i], far_c[i])
-            torn[i] = ~ok_far
-        torn |= all_torn
-        px, py = Ax + Bx / sr, Ay + By / sr
-        row0 = np.zeros_like(px)
-        if layers.bg is None:
-            torn[:] = False
-        else:
-            row0[_on_rim(layers, px, py, sr, Bx, By) & ~torn] = layers.bg.offset
-        if layers.bg is not None and (i := np.flatnonzero(torn)).size:
-            bs, _ = _settle(layers.bg_s, Ax[i], Ay[i], Bx[i], By[i], far_c[i])
-            px[i], py[i] = Ax[i] + Bx[i] / bs, Ay[i] + By[i] / bs
-            row0[i] = layers.bg.offset
-        qx = ((px + 0.5) / sx - 0.5).astype(np.float32)
-        qy = ((py + 0.5) / sy - 0.5 + row0).astype(np.float32)
-        np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
-        np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
-        label = (sr + np.float32(100.0) * torn + np.float32(50.0) * (row0 > 0)).astype(np.float32)
-        return qx, qy, torn, label
+        x = (xc[aa][None, :] + offs[:, 0:1]).ravel()
+        y = (yc[aa][None, :] + offs[:, 1:2]).ravel()
+        aa_x, aa_y, aa_torn, _ = rays.cast(layers, x, y, np.tile(near_c[aa], len(offs)), np.tile(far_c[aa], len(offs)))
+        torn1[aa] = aa_torn.reshape(len(offs), -1).mean(axis=0)
+        return _Edges(idx, qx, qy, torn1, aa, aa_x, aa_y)
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -697,8 +669,8 @@ class CameraRenderer:
             inside = cv2.remap(ones, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
             if scratch["edges"] is not None:
-                idx, _, _, torn = scratch["edges"]
-                revealed.ravel()[idx] = torn >= 0.5
+                edges = scratch["edges"]
+                revealed.ravel()[edges.idx] = edges.torn >= 0.5
             yield inside & ~revealed
 
     # -- a whole trajectory -----------------------------------------------------------
@@ -749,7 +721,7 @@ STEP_DEPTH = 0.05
 TEAR_PX = 0.75
 # Flying pixels: where depth changes by SNAP_STEP within a SNAP_WINDOW window, about as much
 # as in one twice as wide (a soft step, not a slope), each pixel takes the nearer side's depth.
-RIM_PX = 2  # depth-map px: the far side's pixels this near a step are the hidden background's (`_on_rim`)
+RIM_PX = 2  # depth-map px: the far side's pixels this near a step are the hidden background's (`_EdgeRays.cast`)
 SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
@@ -758,6 +730,8 @@ _EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0
 _EDGE_STEP_PX = 2.75  # the edge rays' march: steps of this many depth-map pixels, at most
 _EDGE_MAX_STEPS = 32
 _EDGE_REFINE = 4
+_RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
+_RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 _BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
 
 
@@ -789,16 +763,6 @@ def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
     b = np.hypot(Bx, By)
     inv = 1.0 / s
     return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step)
-
-
-def _on_rim(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
-    """Rays that met the far side of a step within RIM_PX of it: the photo's pixels there mix
-    in the near layer's colours (an anti-aliased edge, a depth map a pixel off), which the
-    near layer, moved away, no longer covers. They show the hidden background's colours
-    (the photo's own elsewhere: it differs only where it was inpainted)."""
-    shape = np.shape(px)
-    near = _sample(layers.s_rim, np.ravel(px), np.ravel(py)).reshape(shape)
-    return (np.hypot(Bx, By) * (1.0 / near - 1.0 / s) > TEAR_PX) & (s - near > layers.s_step)
 
 
 def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_steps: int,
@@ -842,24 +806,107 @@ def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_step
     return (1.0 / u).astype(np.float32)
 
 
-def _settle(s_map, ax, ay, bx, by, s0, iterations: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Rays (1-D: Q(s) = a + b / s, depth-map pixels) started at layer s0 and moved to the
-    layer they see there, `iterations` times (a fixed point: exact on a flat layer at once,
-    close on a gentle slope): (s, whether the ray meets the surface there: where it sees
-    lies within TEAR_PX pixels of where it is). What a ray sees is the depth-map pixel it
-    falls in: between the pixels of a step, bilinear depth would be a ramp half way between
-    near and far (a flying pixel) that every ray grazing the step meets; the pixel's own
-    depth puts the ray on one side or the other. On a slope (the two agree within TEAR_PX)
-    the bilinear depth is the finer."""
-    b = np.hypot(bx, by)
-    s = s0
-    for _ in range(iterations + 1):
-        x, y = ax + bx / s, ay + by / s
-        seen = _sample(s_map, x, y, cv2.INTER_NEAREST)
-        ok = b * np.abs(1.0 / seen - 1.0 / s) <= TEAR_PX
-        smooth = _sample(s_map, x, y)
-        s = np.where(b * np.abs(1.0 / smooth - 1.0 / seen) <= TEAR_PX, smooth, seen)
-    return s, ok
+def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
+    """Rays (1-D: Q(u) = a + b u, depth-map pixels, u = 1/s) started at layer u0, moved to the
+    layer of the depth-map pixel they see there, then to the layer they see from that one
+    (a fixed point: exact on a flat layer at once, close on a gentle slope): (u, whether the
+    ray meets the surface there: what it sees lies within TEAR_PX pixels (tb: TEAR_PX / |b|,
+    in u) of where it is). What a ray sees is the depth-map pixel it falls in: between the
+    pixels of a step, bilinear depth would be a ramp half way between near and far (a flying
+    pixel) that every ray grazing the step meets; the pixel's own depth puts the ray on one
+    side or the other. On a slope (the two agree within TEAR_PX) the bilinear depth is the
+    finer. u_map: 1/s."""
+    u = _sample(u_map, ax + bx * u0, ay + by * u0, cv2.INTER_NEAREST)
+    x, y = ax + bx * u, ay + by * u
+    seen = _sample(u_map, x, y, cv2.INTER_NEAREST)
+    smooth = _sample(u_map, x, y)
+    return _pick(np.abs(smooth - seen) <= tb, smooth, seen), np.abs(seen - u) <= tb
+
+
+class _EdgeRays(NamedTuple):
+    """One frame's rays through any output points, for the edge pixels. A ray's point on the
+    depth map at layer u = 1/s is Q(u) = A + u B (as in `_depth_maps`), A and B affine in the
+    ray's slope e = (dx/dz, dy/dz): A = a1 e + a0, B = b1 e + b0 (per axis)."""
+    M: np.ndarray  # R^T K^-1, float32: output point (x, y, 1) -> ray direction
+    a0: np.ndarray  # (2,) float32 each
+    a1: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+    to_image: np.ndarray  # (2,) image pixels per depth-map pixel
+
+    @staticmethod
+    def of(frame: CameraFrame, layers: _Layers, image_w: int, image_h: int) -> "_EdgeRays":
+        C, c0 = frame.camera_center(), layers.c0
+        dh, dw = layers.s.shape
+        sc = np.array([dw / image_w, dh / image_h])
+        f32 = lambda v: np.asarray(v, np.float32)  # noqa: E731
+        # In depth-map OpenCV pixels (as `_depth_maps`): A = (c0 - c0z e) sc - 0.5, B = ((C - c0) + (c0z - Cz) e) sc.
+        return _EdgeRays(f32(frame.R().T @ np.linalg.inv(frame.K())), f32(c0[:2] * sc - 0.5), f32(-c0[2] * sc),
+                         f32((C[:2] - c0[:2]) * sc), f32((c0[2] - C[2]) * sc), f32(1.0 / sc))
+
+    def cast(self, layers: _Layers, x: np.ndarray, y: np.ndarray, near_s: np.ndarray, far_s: np.ndarray):
+        """Rays through output points (x, y) (1-D, d2v coordinates), each with its cell's
+        candidate layers (s): (x, y in the stacked texture (level 0, OpenCV), torn, a label
+        that differs where the layer, or what shows, does). The nearer candidate wins where
+        the ray meets it (near things occlude), else the farther; a ray that meets neither
+        met a step between its sides: it sees the hidden background. _RAY_CHUNK rays at a
+        time: each of the many array operations then works in cache (twice as fast)."""
+        n = x.size
+        qx, qy, label = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+        torn = np.empty(n, bool)
+        for a in range(0, n, _RAY_CHUNK):
+            b = min(n, a + _RAY_CHUNK)
+            qx[a:b], qy[a:b], torn[a:b], label[a:b] = self._cast(layers, x[a:b], y[a:b], near_s[a:b], far_s[a:b])
+        return qx, qy, torn, label
+
+    def _cast(self, layers: _Layers, x: np.ndarray, y: np.ndarray, near_s: np.ndarray, far_s: np.ndarray):
+        """`cast` for up to _RAY_CHUNK rays, padded to whole rows of _RAY_COLS, so each depth
+        lookup is one cv2.remap without a copy."""
+        n = x.size
+        size = -(-n // _RAY_COLS) * _RAY_COLS
+        def pad(v):  # (with its last value)
+            out = np.empty(size, np.float32)
+            out[:n], out[n:] = v, v[-1]
+            return out
+
+        x, y, u_near, u_far = pad(x), pad(y), np.float32(1.0) / pad(near_s), np.float32(1.0) / pad(far_s)
+        M = self.M
+        dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
+        dz[np.abs(dz) < 1e-9] = 1e-9
+        inv = np.float32(1.0) / dz
+        ex, ey = (M[0, 0] * x + M[0, 1] * y + M[0, 2]) * inv, (M[1, 0] * x + M[1, 1] * y + M[1, 2]) * inv
+        Ax, Ay = ex * self.a1[0] + self.a0[0], ey * self.a1[1] + self.a0[1]
+        Bx, By = ex * self.b1[0] + self.b0[0], ey * self.b1[1] + self.b0[1]
+        with np.errstate(divide="ignore"):
+            tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)  # TEAR_PX in u (inf: no parallax)
+        u, ok = _settle(layers.u, Ax, Ay, Bx, By, tb, u_near)
+        torn = ~ok
+        if (i := np.flatnonzero(torn)).size:
+            u[i], ok_far = _settle(layers.u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
+            torn[i] = ~ok_far
+        px, py = Ax + Bx * u, Ay + By * u
+        row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
+        if layers.bg is None:
+            torn[:] = False
+        else:
+            # The far side of a step within RIM_PX of it: the photo's pixels there mix in the
+            # near layer's colours (an anti-aliased edge, a depth map a pixel off), which the
+            # near layer, moved away, no longer covers. They show the hidden background's
+            # colours (the photo's own elsewhere: it differs only where it was inpainted).
+            rim_u = _sample(layers.u_rim, px, py)
+            nearer = rim_u - u
+            rim = (nearer > tb) & (nearer > np.float32(layers.s_step) * u * rim_u) & ~torn
+            row0[rim] = layers.bg.offset
+            if (i := np.flatnonzero(torn)).size:
+                bu, _ = _settle(layers.bg_u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
+                px[i], py[i] = Ax[i] + Bx[i] * bu, Ay[i] + By[i] * bu
+                row0[i] = layers.bg.offset
+        qx = (px + np.float32(0.5)) * self.to_image[0] - np.float32(0.5)
+        qy = (py + np.float32(0.5)) * self.to_image[1] - np.float32(0.5) + row0
+        np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
+        np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
+        label = np.float32(1.0) / u + np.float32(100.0) * torn + np.float32(50.0) * (row0 > 0)
+        return qx[:n], qy[:n], torn[:n], label[:n]
 
 
 def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
@@ -867,8 +914,10 @@ def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
     line of its neighbours, along x or y, by more than tol: bilinear upsampling would bend
     the picture there (a depth edge, a revealed band's border)."""
     bent = np.zeros(grid.shape[:2], bool)
-    d2x = np.abs(grid[:, 2:] - 2.0 * grid[:, 1:-1] + grid[:, :-2]).max(axis=-1) > tol
-    d2y = np.abs(grid[2:] - 2.0 * grid[1:-1] + grid[:-2]).max(axis=-1) > tol
+    d2x = np.abs(grid[:, 2:] - 2.0 * grid[:, 1:-1] + grid[:, :-2])
+    d2y = np.abs(grid[2:] - 2.0 * grid[1:-1] + grid[:-2])
+    d2x = np.maximum(d2x[..., 0], d2x[..., 1]) > tol  # (numpy reduces a length-2 axis slowly)
+    d2y = np.maximum(d2y[..., 0], d2y[..., 1]) > tol
     bent[:, 1:-1] |= d2x
     bent[1:-1] |= d2y
     return bent
@@ -925,16 +974,20 @@ def _pick(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """image (one channel) at the points (x, y) (1-D, OpenCV pixels), bilinear (or as
-    `interpolation` says), edges replicated: cv2.remap through maps folded into rows (it
-    takes at most 32767 a side)."""
-    n, cols = x.size, 1024
+    """image (one channel; or (h, w, c): then (n, c)) at the points (x, y) (1-D, OpenCV
+    pixels), bilinear (or as `interpolation` says), edges replicated: cv2.remap through maps
+    folded into rows of _RAY_COLS (it takes at most 32767 a side); float32 points that fold
+    exactly (`_EdgeRays.cast` pads its rays so) are folded without a copy."""
+    n, cols = x.size, _RAY_COLS
     rows = -(-n // cols)
-    mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
-    mx[:n], my[:n] = x, y
+    if n == rows * cols and x.dtype == y.dtype == np.float32:
+        mx, my = x, y
+    else:
+        mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
+        mx[:n], my[:n] = x, y
     out = cv2.remap(image, mx.reshape(rows, cols), my.reshape(rows, cols), interpolation,
                     borderMode=cv2.BORDER_REPLICATE)
-    return out.ravel()[:n]
+    return out.reshape(rows * cols, -1)[:n] if out.ndim == 3 else out.ravel()[:n]
 
 
 def _sample_rgb(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
