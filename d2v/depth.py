@@ -46,14 +46,14 @@ import json
 import logging
 import math
 import os
-import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import cv2
 import numpy as np
 
+from d2v.bases.common import SharedModels, resolve_device
 from d2v.errors import DepthModelError, InvalidImageError, ObjectNotFoundError, one_line
 from d2v.lifecycle import depth_cache_key
 from d2v.models import DepthSource, RenderRequest
@@ -189,6 +189,29 @@ def _quiet_transformers():
             transformers_logging.enable_progress_bar()
 
 
+def load_pretrained(processor_cls, model_cls, source: str, model: str, setting: str,
+                    error: Callable[[str], Exception], kind: str):
+    """(processor, network) from `source` (a `save_pretrained` directory or a hub id in the local
+    Hugging Face cache; never downloaded), in float32: missing, partial or corrupt files, a config
+    of another kind of model, or weights lacking tensors -> `error(detail)` naming `setting`."""
+    import torch
+
+    try:
+        with _quiet_transformers():
+            processor = processor_cls.from_pretrained(source, local_files_only=True)
+            net, info = model_cls.from_pretrained(source, local_files_only=True, dtype=torch.float32,
+                                                  output_loading_info=True)
+    except Exception as e:
+        where = "" if Path(source).is_dir() else \
+            (" (as a hub id it must already be in the local Hugging Face cache: d2v never downloads weights; "
+             f"fetch them once with `hf download {model}`)")
+        raise error(f"{setting}={model!r} could not be loaded{where}: {_quote(e)}") from None
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # transformers would fill them with random numbers and carry on
+        raise error(f"{setting}={model!r} could not be loaded: its weights lack {len(missing)} tensors "
+                    f"(e.g. {missing[0]}): not a complete {kind}")
+    return processor, net
+
 def _source(model: str) -> str:
     """A directory, or an "org/name" hub id; anything else is no model."""
     path = Path(model).expanduser()
@@ -235,33 +258,17 @@ def load_depth_model(model: str | None, device: str | None = "auto") -> DepthEst
     """
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
-    from d2v.svd import resolve_device  # the generative stage's module: only when a model loads
-
     source = _source(str(model))
     _check_backends(source, str(model))
     device = resolve_device(device)
-    import torch
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    try:
-        with _quiet_transformers():
-            processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
-            net, info = AutoModelForDepthEstimation.from_pretrained(
-                source, local_files_only=True, dtype=torch.float32, output_loading_info=True)
-    except Exception as e:  # missing, partial or corrupt files, a config of another kind of model
-        where = "" if Path(source).is_dir() else \
-            (" (as a hub id it must already be in the local Hugging Face cache: d2v never downloads weights; "
-             f"fetch them once with `hf download {model}`)")
-        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded{where}: {_quote(e)}") from None
-    missing = list(info.get("missing_keys") or [])
-    if missing:  # transformers would fill them with random numbers and carry on
-        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded: its weights lack {len(missing)} tensors "
-                           f"(e.g. {missing[0]}): not a complete depth model")
+    processor, net = load_pretrained(AutoImageProcessor, AutoModelForDepthEstimation, source, model, MODEL_ENV,
+                                     _model_error, "depth model")
     return DepthEstimator(net.to(device).eval(), processor, name=str(model), device=device)
 
 
-_shared: dict[tuple[str, str], DepthEstimator] = {}
-_shared_lock = threading.Lock()
+_shared = SharedModels(lambda model, device: load_depth_model(model, device))
 
 
 def shared_depth_model(model: str | None, device: str | None = "auto") -> DepthEstimator:
@@ -269,14 +276,8 @@ def shared_depth_model(model: str | None, device: str | None = "auto") -> DepthE
     a replica estimates image after image with one."""
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
-    from d2v.svd import resolve_device
-
     _source(str(model))  # a setting that names nothing fails before torch is imported
-    key = (str(model), resolve_device(device))
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = load_depth_model(model, device)
-        return _shared[key]
+    return _shared.get(model, device)[0]
 
 
 def estimate_depth(rgb: np.ndarray, model: str | None = None, device: str | None = "auto") -> np.ndarray:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from d2v.depth import _quiet_transformers, _quote
+from d2v.bases.common import SharedModels, resolve_device
+from d2v.depth import _quiet_transformers, _quote, load_pretrained
 from d2v.errors import SegmentModelError
 
 MODEL_ENV = "D2V_SEGMENT_MODEL"
@@ -113,32 +113,15 @@ def load_segment_model(model: str | None, device: str | None = "auto") -> Object
     downloaded. Unset, missing, broken, partial or not SAM: SegmentModelError naming D2V_SEGMENT_MODEL."""
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
-    from d2v.bases.common import resolve_device  # the generative stage's helper: only when a model loads
-
     source = _source(str(model))
     device = resolve_device(device)
-    import torch
     from transformers import SamModel, SamProcessor
 
-    try:
-        with _quiet_transformers():
-            processor = SamProcessor.from_pretrained(source, local_files_only=True)
-            net, info = SamModel.from_pretrained(source, local_files_only=True, dtype=torch.float32,
-                                                 output_loading_info=True)
-    except Exception as e:  # missing, partial or corrupt files, a config of another kind of model
-        where = "" if Path(source).is_dir() else \
-            (" (as a hub id it must already be in the local Hugging Face cache: d2v never downloads weights; "
-             f"fetch them once with `hf download {model}`)")
-        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded{where}: {_quote(e)}") from None
-    missing = list(info.get("missing_keys") or [])
-    if missing:  # transformers would fill them with random numbers and carry on
-        raise _model_error(f"{MODEL_ENV}={model!r} could not be loaded: its weights lack {len(missing)} tensors "
-                           f"(e.g. {missing[0]}): not a complete SAM model")
+    processor, net = load_pretrained(SamProcessor, SamModel, source, model, MODEL_ENV, _model_error, "SAM model")
     return ObjectSegmenter(net.to(device).eval(), processor, name=str(model), device=device)
 
 
-_shared: dict[tuple[str, str], ObjectSegmenter] = {}
-_shared_lock = threading.Lock()
+_shared = SharedModels(lambda model, device: load_segment_model(model, device))
 
 
 def shared_segment_model(model: str | None, device: str | None = "auto") -> ObjectSegmenter:
@@ -146,14 +129,8 @@ def shared_segment_model(model: str | None, device: str | None = "auto") -> Obje
     refines region after region (and the page's outline requests) with one."""
     if not model:
         raise _model_error(f"{MODEL_ENV} is not set")
-    from d2v.bases.common import resolve_device
-
     _source(str(model))  # a setting that names nothing fails before torch is imported
-    key = (str(model), resolve_device(device))
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = load_segment_model(model, device)
-        return _shared[key]
+    return _shared.get(model, device)[0]
 
 
 # A SAM small enough for tests: 64-pixel input, two encoder layers, 16 channels.

@@ -67,8 +67,9 @@ def resolve_device(device: str | None) -> str:
 
 
 class SharedModels:
-    """A process's loaded models of one base, one per (model, device), each loaded on first use
-    (a farm replica or a batch worker keeps its base across jobs). `load(model, device)` loads one."""
+    """A process's loaded models of one kind (a base, the depth or the segmentation model), one
+    per (model, device), each loaded on first use (a farm replica or a batch worker keeps its
+    models across jobs). `load(model, device)` loads one."""
 
     def __init__(self, load):
         self._load, self._models, self._lock = load, {}, threading.Lock()
@@ -81,6 +82,16 @@ class SharedModels:
                 return self._models[key], False
             self._models[key] = self._load(model, device)
             return self._models[key], True
+
+    def __iter__(self):
+        """The (model, device) pairs loaded so far."""
+        with self._lock:
+            return iter(list(self._models))
+
+    def clear(self) -> None:
+        """Forget every loaded model: the next use of each loads it again."""
+        with self._lock:
+            self._models.clear()
 
 
 def pick_dtype(device: str, setting: str | None, setting_name: str) -> "torch.dtype":
