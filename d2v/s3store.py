@@ -114,17 +114,7 @@ class S3Store(Store):
         )
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(self.bucket, check_key(key))
-        except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchObject"):
-                raise ObjectNotFoundError(f"no object {key!r} in {self.describe()}") from None
-            raise
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        return self.get_versioned(key)[0]
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         try:
