@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
+from d2v.errors import D2VError, InvalidPathError, InvalidRequestError, UnknownEffectError
 from d2v.cost import Cost
 from d2v.names import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # noqa: F401  (re-exported)
 
@@ -687,13 +687,20 @@ def _raise_named(err: ValidationError, what: str) -> None:
     raise InvalidRequestError(message) from None
 
 
+def _decoded(data: Any, what: str, error: type[D2VError]) -> Any:
+    """`data` as given, or decoded when it is JSON text; `error` naming `what` when it is not."""
+    if not isinstance(data, (str, bytes)):
+        return data
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:  # RecursionError: thousands of nested brackets
+        reason = f"nested deeper than {MAX_JSON_DEPTH}" if isinstance(e, RecursionError) else str(e)
+        raise error(f"invalid {what}: not JSON ({reason})") from None
+
+
 def parse_path(data: Any) -> DrawnPath:
     """Untrusted JSON (already decoded, or a str) -> DrawnPath, or InvalidPathError."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except ValueError as e:
-            raise InvalidPathError(f"invalid path: not JSON ({e})") from None
+    data = _decoded(data, "path", InvalidPathError)
     try:
         return DrawnPath.model_validate(data)
     except ValidationError as e:
@@ -704,11 +711,7 @@ def parse_path(data: Any) -> DrawnPath:
 def parse_camera(data: Any) -> TypedCamera:
     """Untrusted JSON (already decoded, or a str) -> TypedCamera, or InvalidRequestError
     naming the field ("invalid camera: keyframes.1.pan: ...")."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except ValueError as e:
-            raise InvalidRequestError(f"invalid camera: not JSON ({e})") from None
+    data = _decoded(data, "camera", InvalidRequestError)
     try:
         return TypedCamera.model_validate(data)
     except ValidationError as e:
@@ -735,12 +738,7 @@ def _depth(value: Any, limit: int) -> int:
 
 def parse_request(data: Any) -> RenderRequest:
     """Untrusted JSON (already decoded, or a str) -> RenderRequest, or a named error."""
-    if isinstance(data, (str, bytes)):
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError) as e:  # RecursionError: thousands of nested brackets
-            reason = f"nested deeper than {MAX_JSON_DEPTH}" if isinstance(e, RecursionError) else str(e)
-            raise InvalidRequestError(f"invalid request: not JSON ({reason})") from None
+    data = _decoded(data, "request", InvalidRequestError)
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidRequestError(f"invalid request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
