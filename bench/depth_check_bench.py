@@ -55,6 +55,9 @@ print(json.dumps({"version": pycolmap.__version__, "poses": poses}))
 
 
 def motorcycle() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's Middlebury motorcycle with its measured disparity as the depth map, as a
+    depth model would give it: holes filled (Telea), edges softened by a bilateral filter
+    (tests/test_fidelity.py checks the path on the same)."""
     left, _, disparity = skimage.data.stereo_motorcycle()
     holes = ~np.isfinite(disparity)
     top = float(disparity[~holes].max())

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from bench.depth_check_bench import motorcycle  # the same scene as the bench: real measured depth
 from d2v import fidelity
 from d2v.cli import main as d2v_main
 from d2v.encode import decode_video, encode_mp4
@@ -391,18 +392,6 @@ def test_a_depth_map_render_is_measured_against_its_parallax(tmp_path):
         report = manifest.fidelity
         assert report.verdict == "followed" and report.tolerance == fidelity.WITH_DEPTH.as_dict(), report.one_line()
         assert manifest.image["depth_map"]
-
-
-def motorcycle() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-image's Middlebury motorcycle with its measured disparity as the depth map, as a
-    depth model would give it: holes filled (Telea), edges softened by a bilateral filter."""
-    left, _, disparity = skimage.data.stereo_motorcycle()
-    holes = ~np.isfinite(disparity)
-    top = float(disparity[~holes].max())
-    d = np.clip(np.where(holes, 0.0, disparity) / top * 255, 0, 255).astype(np.uint8)
-    d = cv2.inpaint(d, holes.astype(np.uint8), 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
-    d = cv2.bilateralFilter(d, 9, 0.1, 5)
-    return rgb(left), (d - d.min()) / (d.max() - d.min())
 
 
 @pytest.fixture(scope="module")
