@@ -158,6 +158,18 @@ def no_messages(driver) -> bool:
     return driver.execute_script("return shownMessages()") == []
 
 
+def choose_a_short_small_pan(driver) -> None:
+    """Pan, 1 s, 640x360 at 12 fps (a quick render), then wait for the preview of exactly these settings."""
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", "effect")).select_by_value("pan")
+    driver.find_element("id", "duration").send_keys(Keys.HOME)  # 1 s
+    Select(driver.find_element("id", "size")).select_by_value("640x360")
+    Select(driver.find_element("id", "fps")).select_by_value("12")
+    wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
+             what="the preview of these settings")
+
 def draw(driver, points: list[tuple[float, float]], kind: str = "pen", step_ms: int = 25) -> None:
     """Draw a stroke on the canvas with real pointer events; points are fractions of its size."""
     from selenium.webdriver.common.actions import interaction
@@ -446,9 +458,6 @@ def test_limits_favicon_and_a_path_outside_the_photo(web):
 
 @needs_browser
 def test_render_reload_history_and_the_saved_path_renders_the_same_camera(web, browser, tmp_path):
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-
     from d2v.encode import decode_video
 
     driver = browser
@@ -462,12 +471,7 @@ def test_render_reload_history_and_the_saved_path_renders_the_same_camera(web, b
         driver.find_element("id", "file").send_keys(str(PHOTO))
         wait_for(driver, "!document.getElementById('canvas').hidden", what="the photo on the canvas")
         draw(driver, [(0.2 + 0.55 * i / 24, 0.5 + 0.1 * (i / 24) ** 2) for i in range(25)], kind="mouse")
-        Select(driver.find_element("id", "effect")).select_by_value("pan")
-        driver.find_element("id", "duration").send_keys(Keys.HOME)  # 1 s
-        Select(driver.find_element("id", "size")).select_by_value("640x360")
-        Select(driver.find_element("id", "fps")).select_by_value("12")
-        wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
-                 what="the preview of these settings")
+        choose_a_short_small_pan(driver)
         # Save path: the JSON `d2v render --path` takes.
         driver.find_element("id", "export-path").click()
         saved = downloads / "hubble-path.json"
@@ -702,7 +706,6 @@ def key_status(driver) -> str:
 @needs_browser
 def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed, browser):
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
 
     driver = browser
     driver.get(f"{keyed_web}/")
@@ -747,12 +750,7 @@ def test_the_page_sends_the_api_key_and_shows_results_with_it(keyed_web, seaweed
     key_field.send_keys("key2", Keys.ENTER)  # typed over the wrong one
     wait_for(driver, "state.preview && document.getElementById('key-status').hidden", what="the preview with the key")
     assert driver.execute_script("return localStorage.getItem('d2v.apiKey')") == "key2"
-    Select(driver.find_element("id", "effect")).select_by_value("pan")
-    driver.find_element("id", "duration").send_keys(Keys.HOME)  # 1 s
-    Select(driver.find_element("id", "size")).select_by_value("640x360")
-    Select(driver.find_element("id", "fps")).select_by_value("12")
-    wait_for(driver, "state.preview && state.previewFor === JSON.stringify(requestBody())",
-             what="the preview of these settings")
+    choose_a_short_small_pan(driver)
     driver.find_element("id", "render").click()
 
     # The result: fetched with the key, shown from blob: URLs, playing.
