@@ -30,14 +30,15 @@ elsewhere the model denoises from the earlier t(free_strength).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from d2v.bases.common import flow_start, latent_validity
 from d2v.errors import InvalidRequestError
-from d2v.models import RenderRequest
+from d2v.models import CameraTrajectory, RenderRequest
 
 if TYPE_CHECKING:
     import torch
@@ -150,3 +151,26 @@ def check_frames(frames: np.ndarray, multiple: int, step: int) -> np.ndarray:
     if (k - 1) % step:
         raise InvalidRequestError(f"{k} guide frames; this model makes {step}k + 1 frames")
     return frames
+
+
+def clip_frames_setting(default: int, step: int, env: str, not_configured: Callable[[str], Exception]) -> int:
+    """Frames per generation: `default`, or the setting `env` (fewer frames, less memory), which
+    must follow the model's frame rule (step k + 1); `not_configured` names what is wrong."""
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < step + 1 or (n - 1) % step:
+        raise not_configured(f"{env}={raw!r} must be a frame count of the form {step}k + 1")
+    return n
+
+
+def keyframe_fps(trajectory: CameraTrajectory, native_fps: float) -> float:
+    """The keyframes' rate: K frames over the move's span (the rope's time scale); the model's
+    own rate for a move without a span."""
+    frames = trajectory.frames
+    span = frames[-1].time_s - frames[0].time_s if len(frames) > 1 else 0.0
+    return float(native_fps) if span <= 0 else round((len(frames) - 1) / span, 4)

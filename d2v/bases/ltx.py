@@ -35,7 +35,8 @@ import numpy as np
 
 from d2v.bases import BASES
 from d2v.bases.common import SharedModels, load_pipeline, model_frame_for, pick_dtype, prompt_for, resolve_device
-from d2v.bases.flow import FlowClock, anchor_mask, check_frames, hold_mask, model_shift, model_sigmas
+from d2v.bases.flow import (FlowClock, anchor_mask, check_frames, clip_frames_setting, hold_mask, keyframe_fps,
+                            model_shift, model_sigmas)
 from d2v.models import CameraTrajectory, RenderRequest
 
 if TYPE_CHECKING:
@@ -79,22 +80,6 @@ def load_ltx(model: str | None, device: str | None = "auto", *, dtype: str | Non
     return LTXModel(pipe, name=str(model), device=device, dtype=torch_dtype)
 
 
-def clip_frames_setting(default: int, step: int, env: str = CLIP_ENV, not_configured=None) -> int:
-    """Frames per generation: `default`, or the setting `env` (fewer frames, less memory), which
-    must follow the model's frame rule."""
-    not_configured = not_configured or _not_configured
-    raw = os.environ.get(env, "").strip()
-    if not raw:
-        return default
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < step + 1 or (n - 1) % step:
-        raise not_configured(f"{env}={raw!r} must be a frame count of the form {step}k + 1")
-    return n
-
-
 class LTXModel:
     """A loaded LTX-Video pipeline and d2v's settings for it. One generation at a time (a lock)."""
 
@@ -114,7 +99,7 @@ class LTXModel:
         self.size_multiple = self.spatial * self.patch
         self.frame_step = self.temporal_compression * self.patch_t  # frames: step k + 1
         self.native_area = NATIVE_AREA
-        self.clip_frames = clip_frames_setting(NATIVE_CLIP, self.frame_step)
+        self.clip_frames = clip_frames_setting(NATIVE_CLIP, self.frame_step, CLIP_ENV, _not_configured)
         self.keyframe_rate = (MIN_KEYFRAME_RATE, NATIVE_FPS)
         self.guidance_scale = GUIDANCE_SCALE
         self._lock = threading.Lock()
@@ -156,7 +141,7 @@ class LTXModel:
             "height": frame.height, "view": list(frame.view), "guidance_strength": float(request.guidance_strength),
             "free_strength": request.free_strength, "steps": int(request.num_inference_steps),
             "denoise_steps": clock.steps, "start_t": round(clock.start, 6), "hold_t": clock.hold, "shift": round(shift, 4),
-            "mode": clock.mode, "guidance_scale": self.guidance_scale, "fps": keyframe_fps(trajectory),
+            "mode": clock.mode, "guidance_scale": self.guidance_scale, "fps": keyframe_fps(trajectory, NATIVE_FPS),
             "prompt": prompt_for(request, trajectory), "prompt_source": "request" if request.prompt else "effect",
             "negative_prompt": request.negative_prompt or "", "seed": int(request.seed),
             "dtype": str(self.dtype).removeprefix("torch."), "device": self.device,
@@ -282,10 +267,3 @@ class LTXModel:
 
             # 8. Decode -> uint8 frames.
             return self._decode(latents)
-
-
-def keyframe_fps(trajectory: CameraTrajectory) -> float:
-    """The keyframes' rate: K frames over the move's span (the rope's time scale)."""
-    frames = trajectory.frames
-    span = frames[-1].time_s - frames[0].time_s if len(frames) > 1 else 0.0
-    return float(NATIVE_FPS) if span <= 0 else round((len(frames) - 1) / span, 4)

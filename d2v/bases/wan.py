@@ -36,7 +36,8 @@ import numpy as np
 
 from d2v.bases import BASES
 from d2v.bases.common import SharedModels, load_pipeline, model_frame_for, pick_dtype, prompt_for, resolve_device
-from d2v.bases.flow import FlowClock, anchor_mask, check_frames, hold_mask, model_shift, model_sigmas
+from d2v.bases.flow import (FlowClock, anchor_mask, check_frames, clip_frames_setting, hold_mask, keyframe_fps,
+                            model_shift, model_sigmas)
 from d2v.models import CameraTrajectory, RenderRequest
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ class WanModel:
     reads_text = True
 
     def __init__(self, pipe, *, name: str, device: str, dtype):
-        from d2v.bases.ltx import clip_frames_setting
-
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.name, self.device, self.dtype = pipe, name, device, dtype
@@ -141,8 +140,6 @@ class WanModel:
 
     def settings_for(self, request: RenderRequest, trajectory: CameraTrajectory, k: int | None = None) -> dict[str, Any]:
         """Every setting generate() uses for this request: what the manifest records."""
-        from d2v.bases.ltx import keyframe_fps
-
         frame = model_frame_for(request, self)
         k = k or len(trajectory.frames)
         _, f, lh, lw = self._latent_shape(k, frame.height, frame.width)
@@ -152,7 +149,7 @@ class WanModel:
             "height": frame.height, "view": list(frame.view), "guidance_strength": float(request.guidance_strength),
             "free_strength": request.free_strength, "steps": int(request.num_inference_steps),
             "denoise_steps": clock.steps, "start_t": round(clock.start, 6), "hold_t": clock.hold, "shift": round(shift, 4),
-            "mode": clock.mode, "guidance_scale": self.guidance_scale, "fps": keyframe_fps(trajectory),
+            "mode": clock.mode, "guidance_scale": self.guidance_scale, "fps": keyframe_fps(trajectory, NATIVE_FPS),
             "prompt": prompt_for(request, trajectory), "prompt_source": "request" if request.prompt else "effect",
             "negative_prompt": request.negative_prompt or "", "seed": int(request.seed),
             "first_frame": "the guide's first frame, at timestep 0 (TI2V expand_timesteps)",
