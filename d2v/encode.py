@@ -38,8 +38,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
-import av
-from av.video.reformatter import Interpolation
 import cv2
 import numpy as np
 
@@ -52,10 +50,24 @@ X264_PRESETS = (
 # libavutil enum values (AVCOL_*): BT.709 primaries / transfer / matrix, MPEG range.
 _AVCOL_BT709 = 1
 _AVCOL_RANGE_MPEG = 1
-# swscale flags for decoding. Its defaults truncate (decoded colours come out 1-1.5 levels
-# dark) and interpolate chroma crudely; accurate rounding fixes the cast, full chroma
-# interpolation brings 4:2:0 chroma back smoothly.
-_SWS_TO_RGB = int(Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT)
+
+
+def _av():
+    """PyAV, imported on first use: it loads FFmpeg's libraries (about 0.08 CPU-s), which a
+    render's encoder then does after asking for its first frame, while the render thread makes
+    the next ones, instead of before any work."""
+    import av
+
+    return av
+
+
+def _sws_to_rgb() -> int:
+    """swscale flags for decoding. Its defaults truncate (decoded colours come out 1-1.5 levels
+    dark) and interpolate chroma crudely; accurate rounding fixes the cast, full chroma
+    interpolation brings 4:2:0 chroma back smoothly."""
+    from av.video.reformatter import Interpolation
+
+    return int(Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT)
 
 
 @dataclass
@@ -253,6 +265,7 @@ def _encode_to_path(
     size = _check_frame(first, None, 0)
     w, h = size
 
+    av = _av()  # (after the first frame: see _av)
     rate = Fraction(fps, 1)
     to_yuv = Yuv420(w, h)
     # 'moov' first either way; reserved space spares the faststart pass's rewrite of the file.
@@ -323,6 +336,7 @@ def _open_input(src: str | Path | bytes | BinaryIO):
         src = name
     else:
         name = getattr(src, "name", "<stream>")
+    av = _av()
     try:
         container = av.open(src, "r")
     except (av.error.FFmpegError, ValueError, OSError) as e:
@@ -346,11 +360,12 @@ def decode_video(src: str | Path | bytes | BinaryIO) -> tuple[np.ndarray, float]
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
         out: list[np.ndarray] = []
+        sws = _sws_to_rgb()
         try:
             for frame in container.decode(stream):
                 # to_ndarray converts with the frame's own colour tags (BT.709 for ours).
-                out.append(frame.to_ndarray(format="rgb24", interpolation=_SWS_TO_RGB))
-        except av.error.FFmpegError as e:
+                out.append(frame.to_ndarray(format="rgb24", interpolation=sws))
+        except _av().error.FFmpegError as e:
             raise InvalidVideoError(f"{name}: decoding failed after {len(out)} frames ({e})") from None
     if not out:
         raise InvalidVideoError(f"{name} has a video stream but no decodable frames")
@@ -368,12 +383,13 @@ def decode_frames(src: str | Path | bytes | BinaryIO, indices) -> tuple[dict[int
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
+        sws = _sws_to_rgb()
         try:
             for frame in container.decode(stream):
                 if count in wanted:
-                    kept[count] = frame.to_ndarray(format="rgb24", interpolation=_SWS_TO_RGB)
+                    kept[count] = frame.to_ndarray(format="rgb24", interpolation=sws)
                 count += 1
-        except av.error.FFmpegError as e:
+        except _av().error.FFmpegError as e:
             raise InvalidVideoError(f"{name}: decoding failed after {count} frames ({e})") from None
     if not count:
         raise InvalidVideoError(f"{name} has a video stream but no decodable frames")
@@ -391,7 +407,7 @@ def probe_video(src: str | Path | bytes | BinaryIO) -> dict:
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
-            duration = container.duration / av.time_base
+            duration = container.duration / _av().time_base
         else:
             duration = 0.0
         cc = stream.codec_context
