@@ -241,6 +241,7 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
     rim = np.array([[[w / 2 + r * math.cos(a), h / 2 + r * math.sin(a)] for a in np.linspace(0, 2 * math.pi, 16)]],
                    np.float32)
     ones = np.ones((h, w), np.float32)
+    start = None
     for i in sorted(set(range(0, len(frames), every)) | {len(frames) - 1}):
         frame = frames[i]
         scores.measured += 1
@@ -266,9 +267,9 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
         # The parallax: how far the planes part at the disc's rim (its farthest point from
         # where frame 0 put it, against the background's point there).
         gap = cv2.perspectiveTransform(rim, H_disc)[0] - cv2.perspectiveTransform(rim, H_bg)[0]
-        if i == 0:
+        if start is None:  # the first frame located (frame 0 unless its planes could not be)
             start = gap
-        if i:
+        else:
             scores.parallax = max(scores.parallax, float(np.hypot(*(gap - start).T).max()))
     return scores
 
