@@ -46,9 +46,9 @@
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
   from the far side only, in colour and depth (`_background`; colour by
-  `d2v.inpaint.fill_background`: a smooth pull-push continuation, read from the far side
-  only: the near side is no source however far inside it lies; depth by Telea), made once
-  per renderer in photo space
+  `d2v.inpaint.fill_background`: a smooth pull-push continuation with a fine grain
+  synthesized at the photo's own amplitude, read from the far side only: the near side is
+  no source however far inside it lies; depth by Telea), made once per renderer in photo space
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
@@ -304,6 +304,7 @@ class CameraRenderer:
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
+        # The near side, as the hole: its blended pixels, and a pixel more in colour.
         near = cv2.resize(cv2.dilate(nearer.view(np.uint8), k3), (self.width, self.height),
                           interpolation=cv2.INTER_NEAREST)
         photo = self._levels[0]
