@@ -2,8 +2,9 @@
 peers venv has it) region by region.
 
 Scenes (1024x576 by default):
-  layered  a textured disc (skimage's coffee) in front of a textured photo (skimage's
-           astronaut), a two-level depth map (disc 1, the rest 0). Each rendered frame's two
+  layered  a textured disc (skimage's coffee, or --discs) in front of a textured photo
+           (--backgrounds: skimage.data's names; grey ones as RGB), a two-level depth map
+           (disc 1, the rest 0). Each rendered frame's two
            planes are located from its own features (SIFT against the full background and
            the disc's texture, RANSAC homographies), and the true frame is composed from the
            full background and the disc through them: so a renderer is judged on what it
@@ -23,7 +24,7 @@ over the clip), seconds per frame (render only; DepthFlow: its whole run, encode
 divided by its frames).
 
     python bench/view_synthesis.py [--size 1024x576] [--frames 16] [--effects parallax,orbit,dolly_zoom]
-        [--no-depthflow] [--save DIR]
+        [--backgrounds astronaut,chelsea] [--discs coffee] [--no-depthflow] [--no-stereo] [--save DIR]
 
 DepthFlow runs as a subprocess of /work/peers/.venv (headless, Mesa's llvmpipe on the CPU),
 always given the depth map (its own estimators would download weights); its frames come
@@ -71,10 +72,14 @@ def cover(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.ascontiguousarray(big[y0:y0 + h, x0:x0 + w])
 
 
+def rgb(image: np.ndarray) -> np.ndarray:
+    """skimage.data's grey photos (camera, brick, grass, ...) as RGB; RGBA less its alpha."""
+    return np.ascontiguousarray(np.dstack([image] * 3) if image.ndim == 2 else image[:, :, :3])
+
+
 def layered_scene(w: int, h: int, background: str = "astronaut", disc: str = "coffee") -> dict:
     """background, disc texture, disc coverage (anti-aliased), photo, depth (two levels)."""
-    background = cover(getattr(skimage.data, background)(), w, h)
-    disc = cover(getattr(skimage.data, disc)(), w, h)
+    background, disc = (cover(rgb(getattr(skimage.data, name)()), w, h) for name in (background, disc))
     big = np.zeros((h * 4, w * 4), np.uint8)
     cv2.circle(big, (w * 2, h * 2), round(DISC_RADIUS * h * 4), 255, -1, lineType=cv2.LINE_AA)
     alpha = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
@@ -236,6 +241,7 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
     rim = np.array([[[w / 2 + r * math.cos(a), h / 2 + r * math.sin(a)] for a in np.linspace(0, 2 * math.pi, 16)]],
                    np.float32)
     ones = np.ones((h, w), np.float32)
+    start = None
     for i in sorted(set(range(0, len(frames), every)) | {len(frames) - 1}):
         frame = frames[i]
         scores.measured += 1
@@ -261,9 +267,9 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
         # The parallax: how far the planes part at the disc's rim (its farthest point from
         # where frame 0 put it, against the background's point there).
         gap = cv2.perspectiveTransform(rim, H_disc)[0] - cv2.perspectiveTransform(rim, H_bg)[0]
-        if i == 0:
+        if start is None:  # the first frame located (frame 0 unless its planes could not be)
             start = gap
-        if i:
+        else:
             scores.parallax = max(scores.parallax, float(np.hypot(*(gap - start).T).max()))
     return scores
 
@@ -355,7 +361,8 @@ def main() -> None:
                          "planes part about as far as DepthFlow's can)")
     ap.add_argument("--no-depthflow", action="store_true")
     ap.add_argument("--backgrounds", default="astronaut,chelsea",
-                    help="skimage.data photos behind the disc (skimage's coffee)")
+                    help="skimage.data photos behind the disc")
+    ap.add_argument("--discs", default="coffee", help="skimage.data photos on the disc, each with every background")
     ap.add_argument("--no-stereo", action="store_true")
     ap.add_argument("--save", help="write the last frame of each render here as PNG")
     args = ap.parse_args()
@@ -368,8 +375,10 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.backgrounds.split(","):
-            scene = layered_scene(w, h, name)
+        for name, disc in ((b, d) for d in args.discs.split(",") for b in args.backgrounds.split(",")):
+            scene = layered_scene(w, h, name, disc)
+            label = f"{name} + disc" if disc == "coffee" else f"{name} + {disc} disc"
+            name = name if disc == "coffee" else f"{name}_{disc}"
             for effect in args.effects.split(","):
                 renders = [("d2v", render_d2v)]
                 if depthflow:
@@ -378,7 +387,7 @@ def main() -> None:
                     frames, spf = render(scene, effect, w, h, args.frames)
                     scores = measure_layered(scene, frames, args.every)
                     row = scores.row() | {"s_per_frame": spf}
-                    rows.append((f"{name} + disc, {effect}", who, row))
+                    rows.append((f"{label}, {effect}", who, row))
                     print(f"layered {name} {effect} {who}: {json.dumps(row)}", flush=True)
                     if save:
                         cv2.imwrite(str(save / f"layered_{name}_{effect}_{who}.png"), frames[-1][:, :, ::-1])

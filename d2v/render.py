@@ -46,8 +46,9 @@
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
   from the far side only, in colour and depth (`_background`; colour by
-  `d2v.inpaint.fill_background`: a smooth pull-push continuation plus the background's own
-  grain mirrored in, its contrast limited; depth by Telea), made once per renderer in photo space
+  `d2v.inpaint.fill_background`: a smooth pull-push continuation with a fine grain
+  synthesized at the photo's own amplitude, read from the far side only: the near side is
+  no source however far inside it lies; depth by Telea), made once per renderer in photo space
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
@@ -287,11 +288,14 @@ class CameraRenderer:
         within = dist <= 2 * reach
         kr = np.ones((4 * reach + 1, 4 * reach + 1), np.uint8)
         near_side = within & (depth - cv2.erode(depth, kr) > STEP_DEPTH)
+        # Nearer than the far side of its nearest step: a slope, or another layer of the
+        # background beyond the step, is background; the near side, however far inside it
+        # lies, is never a source of the fill (its colours would bleed into the band).
+        nearer = np.zeros_like(near_side)
         if steps.any():
-            # ... and nearer than the far side of its nearest step: a slope, or another layer
-            # of the background beyond the step, is background (a source), not a hole.
             far = cv2.erode(depth, k3).ravel()[np.flatnonzero(steps)]
-            near_side &= depth - far[nearest - 1] > STEP_DEPTH / 2
+            nearer = depth - far[nearest - 1] > STEP_DEPTH / 2
+            near_side &= nearer
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         bg_depth = depth.copy()
         if hole.any():  # (smooth: filled at a quarter size, then resized back)
@@ -305,8 +309,11 @@ class CameraRenderer:
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
+        # The near side, as the hole: its blended pixels, and a pixel more in colour.
+        near = cv2.resize(cv2.dilate(nearer.view(np.uint8), k3), (self.width, self.height),
+                          interpolation=cv2.INTER_NEAREST)
         photo = self._levels[0]
-        background = fill_background(photo, big) if big.any() else photo
+        background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool)) if big.any() else photo
 
         # Stacked: the photo, rows of both reflected (so neither reads the other at any
         # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
