@@ -116,6 +116,8 @@ class _Edges(NamedTuple):
     """The edge pixels' own rays (`_edge_rays`): x, y in the stacked texture (level 0, OpenCV
     convention)."""
     idx: np.ndarray  # flat indices of the pixels
+    ys: np.ndarray  # their rows and columns (int32)
+    xs: np.ndarray
     x: np.ndarray  # one ray each, at the pixel's centre
     y: np.ndarray
     torn: np.ndarray  # float32 per pixel: the share of it that sees hidden background
@@ -544,15 +546,25 @@ class CameraRenderer:
         row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
         torn = np.zeros(px.shape, bool)
         if layers.bg is not None:
-            torn = _torn(layers, px, py, s, Bx, By)
+            torn, near_side, far_side = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
-                bs = _march_points(layers.bg_s, *(v.ravel()[i] for v in (Ax, Ay, Bx, By)),
-                                   1.0 / max(s_lo, float(layers.bg_s.min())), 1.0 / float(layers.bg_s.max()),
-                                   _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
-                px.ravel()[i] = Ax.ravel()[i] + Bx.ravel()[i] / bs
-                py.ravel()[i] = Ay.ravel()[i] + By.ravel()[i] / bs
+                ax, ay, bx, by = (v.ravel()[i] for v in (Ax, Ay, Bx, By))
+                # Torn for sure: the ray misses the step's near side and its far side alike, as
+                # the depth map's own pixels say (a ray grazing an edge along the move meets
+                # the step half way up in bilinear depth, yet one side in the pixel it is in).
+                tb = np.float32(TEAR_PX) / np.hypot(bx, by)
+                un, uf = (np.float32(1.0) / side.ravel()[i] for side in (near_side, far_side))
+                sure = np.abs(_sample(layers.u, ax + bx * un, ay + by * un, cv2.INTER_NEAREST) - un) > tb
+                sure &= np.abs(_sample(layers.u, ax + bx * uf, ay + by * uf, cv2.INTER_NEAREST) - uf) > tb
+                unsure = np.zeros_like(torn)
+                unsure.ravel()[i] = ~sure
+                bu = _on_background(layers.bg_u, ax, ay, bx, by, np.float32(1.0) / far_side.ravel()[i])
+                px.ravel()[i] = ax + bx * bu
+                py.ravel()[i] = ay + by * bu
                 row0.ravel()[i] = layers.bg.offset
+                s.ravel()[i] = np.float32(1.0) / bu  # (from here on: the layer each ray sees)
         scratch["torn"] = torn  # for render_validity: these pixels are invented
+        scratch["torn_unsure"] = unsure if torn.any() else torn
 
         # Back to image coordinates (OpenCV convention), upsampled to every output pixel.
         gx, gy = (px + 0.5) / sx - 0.5, (py + 0.5) / sy - 0.5 + row0
@@ -566,7 +578,7 @@ class CameraRenderer:
         if edges is not None:  # a pixel's centre ray, written where q lies in its wider buffer
             big = scratch["upsampled"]
             step, wide = _DEPTH_GRID_STEP, big.shape[1]
-            at = edges.idx + (edges.idx // width) * (wide - width) + step * (wide + 1)
+            at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
             xy[:, 0], xy[:, 1] = edges.x, edges.y
             big.view(np.int64).reshape(-1)[at] = xy.view(np.int64).ravel()  # (x and y as one item)
@@ -602,15 +614,30 @@ class CameraRenderer:
         near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
         any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # As output pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
-        big = cv2.resize(cells.view(np.uint8), (cells.shape[1] * step, cells.shape[0] * step),
-                         interpolation=cv2.INTER_NEAREST)
-        idx = np.flatnonzero(big[2: 2 + height, 2: 2 + width])
-        if not idx.size:
+        # A cell with torn corners whose other corners lie on the hidden background's layer
+        # (the far side of a step, which the hidden background continues) has no edge a ray
+        # could find: what its pixels see is the hidden background, smooth across the cell.
+        # Only the map's rows are wrong there (bilinear between the photo's and the hidden
+        # background's): its corners are taken on the hidden background, no rays of its own.
+        unsure = scratch["torn_unsure"]
+        flush = any_torn & (cs.max(axis=0) - cs.min(axis=0) <= layers.s_step)
+        flush &= ~(unsure[:-1, :-1] | unsure[:-1, 1:] | unsure[1:, :-1] | unsure[1:, 1:])
+        if (on_bg := cells & flush).any():
+            _on_background_rows(scratch["upsampled"], grid, torn, on_bg, layers.bg.offset)
+            cells &= ~flush
+        # As output pixels, cell by cell: pixel x lies in the cell of grid points (x + 2) // step
+        # and the next (see _grid), so cell c holds pixels c * step - 2 to c * step + 1.
+        cy, cx = np.nonzero(cells)
+        if not cy.size:
             return None
-        ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
-        cell = (((ys + 2) // step) * np.int32(cells.shape[1]) + (xs + 2) // step).astype(np.intp)
-        near_c, far_c = near_cell.ravel()[cell], far_cell.ravel()[cell]
+        oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
+        ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
+        xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+        near_c, far_c = (np.repeat(v[cy, cx], step * step) for v in (near_cell, far_cell))
+        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+        if not inside.all():  # (cells past the frame's edges)
+            ys, xs, near_c, far_c = ys[inside], xs[inside], near_c[inside], far_c[inside]
+        idx = ys.astype(np.intp) * width + xs
         rays = _EdgeRays.of(frame, layers, self.width, self.height)
 
         # One ray at each pixel's centre. Where a pixel and a 4-neighbour see two sides of a
@@ -618,16 +645,14 @@ class CameraRenderer:
         # the other side's colour too, as a matte (`_matte`).
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
-        other = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
-        aa = np.flatnonzero(other >= 0)
+        aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
-            return _Edges(idx, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0])
-        o = other[aa]
+            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0])
         aa_x, aa_y, aa_w = _matte(rays, layers, xc[aa], yc[aa], (u1[aa], torn1[aa]), (u1[o], torn1[o], rim1[o]),
                                   np.float32(1.0) / near_c[aa] - np.float32(1.0) / far_c[aa])
         torn_share = torn1.astype(np.float32)
         torn_share[aa] += aa_w * (torn1[o].astype(np.float32) - torn_share[aa])
-        return _Edges(idx, qx, qy, torn_share, aa, aa_x, aa_y, aa_w)
+        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w)
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -717,9 +742,7 @@ SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
 EDGE_SAMPLES = 4  # rays per edge pixel (a rotated grid): about a pixel of soft coverage
 _EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
-_EDGE_STEP_PX = 2.75  # the edge rays' march: steps of this many depth-map pixels, at most
-_EDGE_MAX_STEPS = 32
-_EDGE_REFINE = 4
+_BACKGROUND_ROUNDS = 2  # fixed-point steps of a torn grid ray onto the hidden background (`_on_background`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 _BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
@@ -742,58 +765,30 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
     return np.where(soft, snapped, depth).astype(np.float32)
 
 
-def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
+def _torn(layers: _Layers, px, py, s, Bx, By) -> tuple[np.ndarray, np.ndarray]:
     """Rays (any shape) whose hit (px, py) lies on a depth step between its two sides: more
     than TEAR_PX depth-map pixels from where the step's near side (the 3x3 minimum of s) and
     its far side (the maximum) would put it. The move pulled the step apart there: the ray
-    sees what the photo hid. On a layer, or a slope, one side is where the ray already is."""
+    sees what the photo hid. On a layer, or a slope, one side is where the ray already is.
+    (torn, the step's near side s and far side s at each hit)."""
     shape = np.shape(px)
     lo = _sample(layers.s_min, np.ravel(px), np.ravel(py)).reshape(shape)
     hi = _sample(layers.s_max, np.ravel(px), np.ravel(py)).reshape(shape)
     b = np.hypot(Bx, By)
     inv = 1.0 / s
-    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step)
+    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step), lo, hi
 
 
-def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_steps: int,
-                  refine: int = _EDGE_REFINE) -> np.ndarray:
-    """The layer s each ray (1-D arrays: Q(u) = a + u b in depth-map pixels, u = 1/s) meets
-    first, marching u from u_near to u_far (scalars or per ray) in even steps of about
-    step_px pixels along the longest ray (at most max_steps), then `refine` bisections of
-    the step where it met the surface and the secant in what is left. A ray that meets
-    nothing ends on u_far."""
-    n_rays = np.size(ax)
-    if n_rays == 0:
-        return np.empty(0, np.float32)
-    u_near = np.broadcast_to(np.asarray(u_near, np.float32), ax.shape)
-    u_far = np.broadcast_to(np.asarray(u_far, np.float32), ax.shape)
-    span = float(np.max(np.hypot(bx, by) * np.abs(u_near - u_far)))
-    n = int(np.clip(math.ceil(span / step_px), 1, max_steps))
-    du = (u_far - u_near) / np.float32(n)
-    f = np.empty((n + 1, n_rays), np.float32)
-    for j in range(n + 1):
-        u = u_near + du * np.float32(j)
-        f[j] = _sample(s_map, ax + u * bx, ay + u * by) - 1.0 / u
-    behind = f <= 0
-    met = behind.any(axis=0)
-    k = np.where(met, behind.argmax(axis=0), n)
-    u = u_near + du * k.astype(np.float32)
-    rays = np.arange(n_rays)
-    i = np.flatnonzero(met & (k > 0) & (f[k, rays] < 0))
-    if i.size:
-        a, b = u[i] - du[i], u[i]
-        fa, fb = f[k[i] - 1, i], f[k[i], i]
-        ai, bi, axi, ayi, bxi, byi = a, b, ax[i], ay[i], bx[i], by[i]
-        for _ in range(refine):
-            m = (ai + bi) * np.float32(0.5)
-            fm = _sample(s_map, axi + m * bxi, ayi + m * byi) - 1.0 / m
-            front = fm > 0
-            ai, fa = np.where(front, m, ai), np.where(front, fm, fa)
-            bi, fb = np.where(front, bi, m), np.where(front, fb, fm)
-        den = fa - fb
-        ok = den > 1e-9
-        u[i] = np.where(ok, ai + (bi - ai) * fa / np.where(ok, den, 1.0), bi)
-    return (1.0 / u).astype(np.float32)
+def _on_background(bg_u, ax, ay, bx, by, u0, rounds: int = _BACKGROUND_ROUNDS) -> np.ndarray:
+    """Where torn rays (1-D: Q(u) = a + u b, depth-map pixels, u = 1/s) meet the hidden
+    background (bg_u: its 1/s), from u0 (the far side of the step they met): the fixed point
+    u = bg_u(Q(u)), `rounds` times. The hidden background is the far side continued (smooth:
+    the near side of each step is inpainted), so this is exact on a flat one at once and
+    close on a slope, as the edge rays find it (`_EdgeRays.cast`)."""
+    u = u0
+    for _ in range(rounds):
+        u = _sample(bg_u, ax + bx * u, ay + by * u)
+    return u
 
 
 def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
@@ -923,31 +918,57 @@ def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
     return bent
 
 
+def _on_background_rows(big: np.ndarray, grid: np.ndarray, torn: np.ndarray, cells: np.ndarray, offset: int) -> None:
+    """The upsampled map (big: `_upsample`'s buffer) in these cells (bool, one per cell of
+    the grid) made bilinear between their corners as `_upsample` does, every corner taken
+    on the hidden background (offset rows down in the stacked texture; torn corners are)."""
+    step = _DEPTH_GRID_STEP
+    cy, cx = np.nonzero(cells)
+    corners = np.stack([grid[cy, cx], grid[cy, cx + 1], grid[cy + 1, cx], grid[cy + 1, cx + 1]], axis=1)
+    moved = ~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]], axis=1)
+    corners[..., 1] += np.float32(offset) * moved
+    # Pixel j of a cell (j = 0..step-1 along x or y) lies (j + 0.5) / step of the way to the next corner.
+    f = (np.arange(step, dtype=np.float32) + np.float32(0.5)) / np.float32(step)
+    fy, fx = np.repeat(f, step), np.tile(f, step)
+    weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)  # (step * step, 4)
+    values = np.matmul(weights, corners)  # (cells, step * step, 2)
+    # Cell (cy, cx) covers output pixels from (cy, cx) * step - 2, at big's rows and columns + step.
+    wide = big.shape[1]
+    oy, ox = np.divmod(np.arange(step * step), step)
+    at = ((cy * step + step - 2)[:, None] + oy) * wide + (cx * step + step - 2)[:, None] + ox
+    big.view(np.int64).reshape(-1)[at.ravel()] = np.ascontiguousarray(values).view(np.int64).ravel()
+
+
 def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_step: float,
-            scratch: dict) -> np.ndarray:
-    """For each edge pixel (rows ys, columns xs; its centre ray torn or not, on layer u), the
-    4-neighbour among the edge pixels across a step from it (positions; -1: none): one on
-    the other side of a depth step (layers more than s_step apart in s), or one torn where
-    it is not; of several, the farthest in s. (The cells round the edge pixels lie on one
-    layer each: none of them is across.)"""
+            scratch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The edge pixels (rows ys, columns xs; each centre ray torn or not, on layer u) that
+    have a 4-neighbour across a step among the edge pixels, and that neighbour (positions in
+    ys): one on the other side of a depth step (layers more than s_step apart in s), or one
+    torn where the pixel is not (or the reverse); of several, the farthest in s. (The cells
+    round the edge pixels lie on one layer each: none of them is across.)"""
     n, wide = ys.size, width + 2
-    # Labels in a frame-sized image with a border: s, all torn pixels one label (what they
-    # see is no layer), NaN off the edge pixels (never across: comparisons with NaN fail).
-    label = _buffer(scratch, "edge_label", ((height + 2) * wide,), np.float32)
-    label.fill(np.nan)
-    at = ((ys + 1) * wide + xs + 1).astype(np.intp)  # (numpy gathers with intp indices 3x faster)
-    own = _pick(torn, np.full(n, 1000.0, np.float32), np.float32(1.0) / u)
-    label[at] = own
-    best, across = np.full(n, np.float32(s_step)), np.full(n, -1, np.intp)
-    for d in (1, -1, wide, -wide):
-        gap = np.abs(label[at + d] - own)
-        better = gap > best
-        best = np.fmax(best, gap)
-        across = np.where(better, at + d, across)
-    # (Back to positions among the edge pixels: only those an edge crosses.)
-    pos = _buffer(scratch, "edge_pos", label.shape, np.int32)
+    at = ((ys + 1) * wide + xs + 1).astype(np.intp)  # in frame-sized images with a border (intp: 3x faster gathers)
+    label = _pick(torn, np.full(n, 1000.0, np.float32), np.float32(1.0) / u)  # all torn pixels alike: no layer
+    # The most and the least label round each pixel: off the edge pixels 0 and 1e9, never either.
+    hi = _buffer(scratch, "label_hi", (height + 2, wide), np.float32)
+    lo = _buffer(scratch, "label_lo", (height + 2, wide), np.float32)
+    hi.fill(0.0)
+    lo.fill(1e9)
+    hi.ravel()[at] = label
+    lo.ravel()[at] = label
+    k4 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    most = cv2.dilate(hi, k4, dst=_buffer(scratch, "label_most", hi.shape, np.float32)).ravel()[at]
+    least = cv2.erode(lo, k4, dst=lo).ravel()[at]
+    up, down = most - label, label - least
+    aa = np.flatnonzero(np.maximum(up, down) > s_step)
+    # Which neighbour holds that label.
+    target = _pick(up[aa] >= down[aa], most[aa], least[aa])
+    nbs = at[aa] + np.array([1, -1, wide, -wide], np.intp)[:, None]
+    hit = hi.ravel()[nbs] == target
+    nb = np.where(hit[0], nbs[0], np.where(hit[1], nbs[1], np.where(hit[2], nbs[2], nbs[3])))
+    pos = _buffer(scratch, "edge_pos", hi.shape, np.int32).ravel()
     pos[at] = np.arange(n, dtype=np.int32)
-    return np.where(across >= 0, pos[across], -1)
+    return aa, pos[nb].astype(np.intp)
 
 
 def _matte(rays: "_EdgeRays", layers: _Layers, x, y, own, other, gap_u):
