@@ -33,15 +33,20 @@
 * Depth edges at output resolution: bilinear upsampling of the grid would blend source
   points across a depth edge (dark fringes where they fall between near and far, a
   staircase of grid cells). Where the grid's map bends (`_bends`), the pixels of those
-  cells whose corners part get their own rays, EDGE_SAMPLES a pixel where a pixel's layer
-  differs from a neighbour's, one elsewhere (a rotated grid: about a pixel of soft
-  coverage, like a matte, so a moving edge neither crawls nor shimmers), each tried on the
-  nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
-  things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
-  step's in-between values (flying pixels) put it on one side or the other; soft steps of
-  an estimated depth map are snapped to hard ones once (`snap_depth_edges`). The edge rays
-  (`_EdgeRays`, 100-300 thousand a frame on a depth map full of small near things) work in
-  u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
+  cells whose corners part get a ray each, at the centre, tried on the nearest and the
+  farthest layer its cell's corners found (`_settle`, nearest first: near things occlude).
+  A ray sees the depth of the depth-map pixel it falls in, so a soft step's in-between
+  values (flying pixels) put it on one side or the other; soft steps of an estimated depth
+  map are snapped to hard ones once (`snap_depth_edges`). Where a pixel's ray and a
+  4-neighbour's see two sides of a step, the edge crosses the pixel: it is anti-aliased as
+  a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
+  map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
+  coverage), so a moving edge neither crawls nor shimmers and colours come from the two
+  sides only. Cells whose torn corners are surely torn and whose other corners lie on the
+  hidden background's layer (the far border of a revealed band) see the hidden background
+  alone, smooth across the cell: upsampled on it, no rays (`_on_background_rows`). The edge
+  rays (`_EdgeRays`, 50-150 thousand a frame on a depth map full of small near things) work
+  in u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -558,11 +563,12 @@ class CameraRenderer:
                 sure &= np.abs(_sample(layers.u, ax + bx * uf, ay + by * uf, cv2.INTER_NEAREST) - uf) > tb
                 unsure = np.zeros_like(torn)
                 unsure.ravel()[i] = ~sure
-                bu = _on_background(layers.bg_u, ax, ay, bx, by, np.float32(1.0) / far_side.ravel()[i])
-                px.ravel()[i] = ax + bx * bu
-                py.ravel()[i] = ay + by * bu
+                bs = _march_points(layers.bg_s, ax, ay, bx, by, 1.0 / max(s_lo, float(layers.bg_s.min())),
+                                   1.0 / float(layers.bg_s.max()), _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
+                px.ravel()[i] = ax + bx / bs
+                py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
-                s.ravel()[i] = np.float32(1.0) / bu  # (from here on: the layer each ray sees)
+                s.ravel()[i] = bs  # (from here on: the layer each ray sees)
         scratch["torn"] = torn  # for render_validity: these pixels are invented
         scratch["torn_unsure"] = unsure if torn.any() else torn
 
@@ -589,9 +595,10 @@ class CameraRenderer:
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
-        and not), get their own rays: one at the centre, and EDGE_SAMPLES where a pixel's
-        layer differs from a 4-neighbour's; each judged torn or not and placed on the photo
-        or its hidden background (`_Edges`; None: no edges)."""
+        and not), get their own ray, at the centre, judged torn or not and placed on the
+        photo or its hidden background; where an edge crosses a pixel, the other side's
+        colour too, as a matte (`_Edges`; None: no edges). Cells on the hidden background
+        alone are upsampled on it instead (written into scratch["upsampled"])."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
@@ -614,11 +621,12 @@ class CameraRenderer:
         near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
         any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # A cell with torn corners whose other corners lie on the hidden background's layer
-        # (the far side of a step, which the hidden background continues) has no edge a ray
-        # could find: what its pixels see is the hidden background, smooth across the cell.
-        # Only the map's rows are wrong there (bilinear between the photo's and the hidden
-        # background's): its corners are taken on the hidden background, no rays of its own.
+        # A cell with torn corners (surely torn: `_depth_maps`) whose other corners lie on
+        # the hidden background's layer (the far side of a step, which the hidden background
+        # continues) has no edge a ray could find: its pixels see the hidden background,
+        # smooth across the cell. Only the map's rows are wrong there (bilinear between the
+        # photo's and the hidden background's): its corners are taken on the hidden
+        # background, no rays of its own.
         unsure = scratch["torn_unsure"]
         flush = any_torn & (cs.max(axis=0) - cs.min(axis=0) <= layers.s_step)
         flush &= ~(unsure[:-1, :-1] | unsure[:-1, 1:] | unsure[1:, :-1] | unsure[1:, 1:])
@@ -740,9 +748,7 @@ RIM_PX = 2  # depth-map px: the far side's pixels this near a step are the hidde
 SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
-EDGE_SAMPLES = 4  # rays per edge pixel (a rotated grid): about a pixel of soft coverage
-_EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
-_BACKGROUND_ROUNDS = 2  # fixed-point steps of a torn grid ray onto the hidden background (`_on_background`)
+_EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 _BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
@@ -779,16 +785,45 @@ def _torn(layers: _Layers, px, py, s, Bx, By) -> tuple[np.ndarray, np.ndarray]:
     return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step), lo, hi
 
 
-def _on_background(bg_u, ax, ay, bx, by, u0, rounds: int = _BACKGROUND_ROUNDS) -> np.ndarray:
-    """Where torn rays (1-D: Q(u) = a + u b, depth-map pixels, u = 1/s) meet the hidden
-    background (bg_u: its 1/s), from u0 (the far side of the step they met): the fixed point
-    u = bg_u(Q(u)), `rounds` times. The hidden background is the far side continued (smooth:
-    the near side of each step is inpainted), so this is exact on a flat one at once and
-    close on a slope, as the edge rays find it (`_EdgeRays.cast`)."""
-    u = u0
-    for _ in range(rounds):
-        u = _sample(bg_u, ax + bx * u, ay + by * u)
-    return u
+def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_steps: int,
+                  refine: int = _EDGE_REFINE) -> np.ndarray:
+    """The layer s each ray (1-D arrays: Q(u) = a + u b in depth-map pixels, u = 1/s) meets
+    first, marching u from u_near to u_far (scalars or per ray) in even steps of about
+    step_px pixels along the longest ray (at most max_steps), then `refine` bisections of
+    the step where it met the surface and the secant in what is left. A ray that meets
+    nothing ends on u_far."""
+    n_rays = np.size(ax)
+    if n_rays == 0:
+        return np.empty(0, np.float32)
+    u_near = np.broadcast_to(np.asarray(u_near, np.float32), ax.shape)
+    u_far = np.broadcast_to(np.asarray(u_far, np.float32), ax.shape)
+    span = float(np.max(np.hypot(bx, by) * np.abs(u_near - u_far)))
+    n = int(np.clip(math.ceil(span / step_px), 1, max_steps))
+    du = (u_far - u_near) / np.float32(n)
+    f = np.empty((n + 1, n_rays), np.float32)
+    for j in range(n + 1):
+        u = u_near + du * np.float32(j)
+        f[j] = _sample(s_map, ax + u * bx, ay + u * by) - 1.0 / u
+    behind = f <= 0
+    met = behind.any(axis=0)
+    k = np.where(met, behind.argmax(axis=0), n)
+    u = u_near + du * k.astype(np.float32)
+    rays = np.arange(n_rays)
+    i = np.flatnonzero(met & (k > 0) & (f[k, rays] < 0))
+    if i.size:
+        a, b = u[i] - du[i], u[i]
+        fa, fb = f[k[i] - 1, i], f[k[i], i]
+        ai, bi, axi, ayi, bxi, byi = a, b, ax[i], ay[i], bx[i], by[i]
+        for _ in range(refine):
+            m = (ai + bi) * np.float32(0.5)
+            fm = _sample(s_map, axi + m * bxi, ayi + m * byi) - 1.0 / m
+            front = fm > 0
+            ai, fa = np.where(front, m, ai), np.where(front, fm, fa)
+            bi, fb = np.where(front, bi, m), np.where(front, fb, fm)
+        den = fa - fb
+        ok = den > 1e-9
+        u[i] = np.where(ok, ai + (bi - ai) * fa / np.where(ok, den, 1.0), bi)
+    return (1.0 / u).astype(np.float32)
 
 
 def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
