@@ -42,11 +42,9 @@
   a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
   map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
   coverage), so a moving edge neither crawls nor shimmers and colours come from the two
-  sides only. Cells whose torn corners are surely torn and whose other corners lie on the
-  hidden background's layer (the far border of a revealed band) see the hidden background
-  alone, smooth across the cell: upsampled on it, no rays (`_on_background_rows`). The edge
-  rays (`_EdgeRays`, 50-150 thousand a frame on a depth map full of small near things) work
-  in u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
+  sides only. The edge rays (`_EdgeRays`, 100-150 thousand a frame on a depth map full of
+  small near things, one a pixel) work in u = 1/s, where a ray's point is linear (no
+  divisions), in chunks whose arrays stay in cache.
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -551,26 +549,15 @@ class CameraRenderer:
         row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
         torn = np.zeros(px.shape, bool)
         if layers.bg is not None:
-            torn, near_side, far_side = _torn(layers, px, py, s, Bx, By)
+            torn = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
                 ax, ay, bx, by = (v.ravel()[i] for v in (Ax, Ay, Bx, By))
-                # Torn for sure: the ray misses the step's near side and its far side alike, as
-                # the depth map's own pixels say (a ray grazing an edge along the move meets
-                # the step half way up in bilinear depth, yet one side in the pixel it is in).
-                tb = np.float32(TEAR_PX) / np.hypot(bx, by)
-                un, uf = (np.float32(1.0) / side.ravel()[i] for side in (near_side, far_side))
-                sure = np.abs(_sample(layers.u, ax + bx * un, ay + by * un, cv2.INTER_NEAREST) - un) > tb
-                sure &= np.abs(_sample(layers.u, ax + bx * uf, ay + by * uf, cv2.INTER_NEAREST) - uf) > tb
-                unsure = np.zeros_like(torn)
-                unsure.ravel()[i] = ~sure
                 bs = _march_points(layers.bg_s, ax, ay, bx, by, 1.0 / max(s_lo, float(layers.bg_s.min())),
                                    1.0 / float(layers.bg_s.max()), _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
                 px.ravel()[i] = ax + bx / bs
                 py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
-                s.ravel()[i] = bs  # (from here on: the layer each ray sees)
         scratch["torn"] = torn  # for render_validity: these pixels are invented
-        scratch["torn_unsure"] = unsure if torn.any() else torn
 
         # Back to image coordinates (OpenCV convention), upsampled to every output pixel.
         gx, gy = (px + 0.5) / sx - 0.5, (py + 0.5) / sy - 0.5 + row0
@@ -597,8 +584,7 @@ class CameraRenderer:
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
         and not), get their own ray, at the centre, judged torn or not and placed on the
         photo or its hidden background; where an edge crosses a pixel, the other side's
-        colour too, as a matte (`_Edges`; None: no edges). Cells on the hidden background
-        alone are upsampled on it instead (written into scratch["upsampled"])."""
+        colour too, as a matte (`_Edges`; None: no edges)."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
@@ -621,18 +607,6 @@ class CameraRenderer:
         near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
         any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # A cell with torn corners (surely torn: `_depth_maps`) whose other corners lie on
-        # the hidden background's layer (the far side of a step, which the hidden background
-        # continues) has no edge a ray could find: its pixels see the hidden background,
-        # smooth across the cell. Only the map's rows are wrong there (bilinear between the
-        # photo's and the hidden background's): its corners are taken on the hidden
-        # background, no rays of its own.
-        unsure = scratch["torn_unsure"]
-        flush = any_torn & (cs.max(axis=0) - cs.min(axis=0) <= layers.s_step)
-        flush &= ~(unsure[:-1, :-1] | unsure[:-1, 1:] | unsure[1:, :-1] | unsure[1:, 1:])
-        if (on_bg := cells & flush).any():
-            _on_background_rows(scratch["upsampled"], grid, torn, on_bg, layers.bg.offset)
-            cells &= ~flush
         # As output pixels, cell by cell: pixel x lies in the cell of grid points (x + 2) // step
         # and the next (see _grid), so cell c holds pixels c * step - 2 to c * step + 1.
         cy, cx = np.nonzero(cells)
@@ -771,18 +745,17 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
     return np.where(soft, snapped, depth).astype(np.float32)
 
 
-def _torn(layers: _Layers, px, py, s, Bx, By) -> tuple[np.ndarray, np.ndarray]:
+def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
     """Rays (any shape) whose hit (px, py) lies on a depth step between its two sides: more
     than TEAR_PX depth-map pixels from where the step's near side (the 3x3 minimum of s) and
     its far side (the maximum) would put it. The move pulled the step apart there: the ray
-    sees what the photo hid. On a layer, or a slope, one side is where the ray already is.
-    (torn, the step's near side s and far side s at each hit)."""
+    sees what the photo hid. On a layer, or a slope, one side is where the ray already is."""
     shape = np.shape(px)
     lo = _sample(layers.s_min, np.ravel(px), np.ravel(py)).reshape(shape)
     hi = _sample(layers.s_max, np.ravel(px), np.ravel(py)).reshape(shape)
     b = np.hypot(Bx, By)
     inv = 1.0 / s
-    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step), lo, hi
+    return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step)
 
 
 def _march_points(s_map, ax, ay, bx, by, u_near, u_far, step_px: float, max_steps: int,
@@ -951,27 +924,6 @@ def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
     bent[:, 1:-1] |= d2x
     bent[1:-1] |= d2y
     return bent
-
-
-def _on_background_rows(big: np.ndarray, grid: np.ndarray, torn: np.ndarray, cells: np.ndarray, offset: int) -> None:
-    """The upsampled map (big: `_upsample`'s buffer) in these cells (bool, one per cell of
-    the grid) made bilinear between their corners as `_upsample` does, every corner taken
-    on the hidden background (offset rows down in the stacked texture; torn corners are)."""
-    step = _DEPTH_GRID_STEP
-    cy, cx = np.nonzero(cells)
-    corners = np.stack([grid[cy, cx], grid[cy, cx + 1], grid[cy + 1, cx], grid[cy + 1, cx + 1]], axis=1)
-    moved = ~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]], axis=1)
-    corners[..., 1] += np.float32(offset) * moved
-    # Pixel j of a cell (j = 0..step-1 along x or y) lies (j + 0.5) / step of the way to the next corner.
-    f = (np.arange(step, dtype=np.float32) + np.float32(0.5)) / np.float32(step)
-    fy, fx = np.repeat(f, step), np.tile(f, step)
-    weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)  # (step * step, 4)
-    values = np.matmul(weights, corners)  # (cells, step * step, 2)
-    # Cell (cy, cx) covers output pixels from (cy, cx) * step - 2, at big's rows and columns + step.
-    wide = big.shape[1]
-    oy, ox = np.divmod(np.arange(step * step), step)
-    at = ((cy * step + step - 2)[:, None] + oy) * wide + (cx * step + step - 2)[:, None] + ox
-    big.view(np.int64).reshape(-1)[at.ravel()] = np.ascontiguousarray(values).view(np.int64).ravel()
 
 
 def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_step: float,
