@@ -33,15 +33,18 @@
 * Depth edges at output resolution: bilinear upsampling of the grid would blend source
   points across a depth edge (dark fringes where they fall between near and far, a
   staircase of grid cells). Where the grid's map bends (`_bends`), the pixels of those
-  cells whose corners part get their own rays, EDGE_SAMPLES a pixel where a pixel's layer
-  differs from a neighbour's, one elsewhere (a rotated grid: about a pixel of soft
-  coverage, like a matte, so a moving edge neither crawls nor shimmers), each tried on the
-  nearest and the farthest layer its cell's corners found (`_settle`, nearest first: near
-  things occlude). A ray sees the depth of the depth-map pixel it falls in, so a soft
-  step's in-between values (flying pixels) put it on one side or the other; soft steps of
-  an estimated depth map are snapped to hard ones once (`snap_depth_edges`). The edge rays
-  (`_EdgeRays`, 100-300 thousand a frame on a depth map full of small near things) work in
-  u = 1/s, where a ray's point is linear (no divisions), in chunks whose arrays stay in cache.
+  cells whose corners part get a ray each, at the centre, tried on the nearest and the
+  farthest layer its cell's corners found (`_settle`, nearest first: near things occlude).
+  A ray sees the depth of the depth-map pixel it falls in, so a soft step's in-between
+  values (flying pixels) put it on one side or the other; soft steps of an estimated depth
+  map are snapped to hard ones once (`snap_depth_edges`). Where a pixel's ray and a
+  4-neighbour's see two sides of a step, the edge crosses the pixel: it is anti-aliased as
+  a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
+  map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
+  coverage), so a moving edge neither crawls nor shimmers and colours come from the two
+  sides only. The edge rays (`_EdgeRays`, 100-150 thousand a frame on a depth map full of
+  small near things, one a pixel) work in u = 1/s, where a ray's point is linear (no
+  divisions), in chunks whose arrays stay in cache.
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -120,12 +123,15 @@ class _Edges(NamedTuple):
     """The edge pixels' own rays (`_edge_rays`): x, y in the stacked texture (level 0, OpenCV
     convention)."""
     idx: np.ndarray  # flat indices of the pixels
+    ys: np.ndarray  # their rows and columns (int32)
+    xs: np.ndarray
     x: np.ndarray  # one ray each, at the pixel's centre
     y: np.ndarray
-    torn: np.ndarray  # float32 per pixel: the share of its rays that see hidden background
-    aa: np.ndarray  # which of them (positions in idx) have EDGE_SAMPLES rays: their colour is the mean
-    aa_x: np.ndarray  # those rays, EDGE_SAMPLES per pixel, sample-major
+    torn: np.ndarray  # float32 per pixel: the share of it that sees hidden background
+    aa: np.ndarray  # which of them (positions in idx) an edge crosses (`_matte`)
+    aa_x: np.ndarray  # the other side's point at each of those pixels
     aa_y: np.ndarray
+    aa_w: np.ndarray  # float32: the other side's share of the pixel (its coverage)
 
 
 class _Layers(NamedTuple):
@@ -456,14 +462,15 @@ class CameraRenderer:
         else:
             cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
         edges: _Edges | None = scratch.get("edges")
-        if edges is not None:
-            col = _sample_rgb(levels[level], edges.x * scale, edges.y * scale, self._border)
-            if edges.aa.size:
-                aa = _sample_rgb(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
-                col[edges.aa] = aa.reshape(EDGE_SAMPLES, edges.aa.size, 3).mean(axis=0)
+        if edges is not None and edges.aa.size:
+            # (The map holds each edge pixel's own ray: what an edge crosses mixes in the other side.)
+            at = edges.idx[edges.aa]
+            own = dst.reshape(-1, 3)[at].astype(np.float32)
+            other = _sample_rgb(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
+            own += edges.aa_w[:, None] * (other - own)
             # (Pixels as 3-byte items: one scatter, not a row per pixel.)
             pixel = np.dtype("V3")
-            dst.reshape(-1).view(pixel)[edges.idx] = (col + 0.5).astype(np.uint8).reshape(-1).view(pixel)
+            dst.reshape(-1).view(pixel)[at] = (own + 0.5).astype(np.uint8).reshape(-1).view(pixel)
 
     def _depth_maps(
         self, frame: CameraFrame, width: int, height: int, layers: _Layers, scratch: dict
@@ -567,11 +574,11 @@ class CameraRenderer:
         if layers.bg is not None:
             torn = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
-                bs = _march_points(layers.bg_s, *(v.ravel()[i] for v in (Ax, Ay, Bx, By)),
-                                   1.0 / max(s_lo, float(layers.bg_s.min())), 1.0 / float(layers.bg_s.max()),
-                                   _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
-                px.ravel()[i] = Ax.ravel()[i] + Bx.ravel()[i] / bs
-                py.ravel()[i] = Ay.ravel()[i] + By.ravel()[i] / bs
+                ax, ay, bx, by = (v.ravel()[i] for v in (Ax, Ay, Bx, By))
+                bs = _march_points(layers.bg_s, ax, ay, bx, by, 1.0 / max(s_lo, float(layers.bg_s.min())),
+                                   1.0 / float(layers.bg_s.max()), _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
+                px.ravel()[i] = ax + bx / bs
+                py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
         scratch["torn"] = torn  # for render_validity: these pixels are invented
 
@@ -587,7 +594,7 @@ class CameraRenderer:
         if edges is not None:  # a pixel's centre ray, written where q lies in its wider buffer
             big = scratch["upsampled"]
             step, wide = _DEPTH_GRID_STEP, big.shape[1]
-            at = edges.idx + (edges.idx // width) * (wide - width) + step * (wide + 1)
+            at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
             xy[:, 0], xy[:, 1] = edges.x, edges.y
             big.view(np.int64).reshape(-1)[at] = xy.view(np.int64).ravel()  # (x and y as one item)
@@ -598,9 +605,9 @@ class CameraRenderer:
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
-        and not), get their own rays: one at the centre, and EDGE_SAMPLES where a pixel's
-        layer differs from a 4-neighbour's; each judged torn or not and placed on the photo
-        or its hidden background (`_Edges`; None: no edges)."""
+        and not), get their own ray, at the centre, judged torn or not and placed on the
+        photo or its hidden background; where an edge crosses a pixel, the other side's
+        colour too, as a matte (`_Edges`; None: no edges)."""
         # (And where a torn point meets one that is not: the photo's layer there may be the
         # hidden one's, as on a step's rim, yet which pixels are invented is for rays to say.)
         k = np.ones((3, 3), np.uint8)
@@ -623,44 +630,34 @@ class CameraRenderer:
         near_cell, far_cell = np.where(ct, inf, cs).min(axis=0), np.where(ct, -inf, cs).max(axis=0)
         any_torn, all_torn = ct.any(axis=0), ct.all(axis=0)
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # As output pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
-        big = cv2.resize(cells.view(np.uint8), (cells.shape[1] * step, cells.shape[0] * step),
-                         interpolation=cv2.INTER_NEAREST)
-        idx = np.flatnonzero(big[2: 2 + height, 2: 2 + width])
-        if not idx.size:
+        # As output pixels, cell by cell: pixel x lies in the cell of grid points (x + 2) // step
+        # and the next (see _grid), so cell c holds pixels c * step - 2 to c * step + 1.
+        cy, cx = np.nonzero(cells)
+        if not cy.size:
             return None
-        ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
-        cell = ((ys + 2) // step) * np.int32(cells.shape[1]) + (xs + 2) // step
-        near_c, far_c = near_cell.ravel()[cell], far_cell.ravel()[cell]
+        oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
+        ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
+        xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+        near_c, far_c = (np.repeat(v[cy, cx], step * step) for v in (near_cell, far_cell))
+        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+        if not inside.all():  # (cells past the frame's edges)
+            ys, xs, near_c, far_c = ys[inside], xs[inside], near_c[inside], far_c[inside]
+        idx = ys.astype(np.intp) * width + xs
         rays = _EdgeRays.of(frame, layers, self.width, self.height)
 
-        # One ray at each pixel's centre first; only pixels whose layer (or torn, or rim)
-        # differs from a neighbour's get EDGE_SAMPLES rays: most of a bent cell is one layer,
-        # where one ray is as good as the mean of four.
+        # One ray at each pixel's centre. Where a pixel and a 4-neighbour see two sides of a
+        # step (two layers, or a layer and what it hid), the edge crosses the pixel: it gets
+        # the other side's colour too, as a matte (`_matte`).
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
-        qx, qy, torn1, label = rays.cast(layers, xc, yc, near_c, far_c)
-        torn1 = torn1.astype(np.float32)
-        # (Among edge pixels only: the cells around them lie on one layer each. Labels are
-        # positive: 0 marks a pixel without one.)
-        hi = _buffer(scratch, "label_hi", (height, width), np.float32)
-        lo = _buffer(scratch, "label_lo", (height, width), np.float32)
-        hi.fill(0.0)
-        lo.fill(0.0)
-        top = np.float32(1000.0)  # above every label: lo holds top - label, so a dilation finds the least
-        hi.ravel()[idx] = label
-        lo.ravel()[idx] = top - label
-        k3 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4 neighbours
-        most = cv2.dilate(hi, k3, dst=hi).ravel()[idx]
-        least = top - cv2.dilate(lo, k3, dst=lo).ravel()[idx]
-        aa = np.flatnonzero(np.maximum(most - label, label - least) > layers.s_step)
+        qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
+        aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
-            return _Edges(idx, qx, qy, torn1, aa, qx[:0], qy[:0])
-        offs = _EDGE_OFFSETS[:EDGE_SAMPLES].astype(np.float32)
-        x = (xc[aa][None, :] + offs[:, 0:1]).ravel()
-        y = (yc[aa][None, :] + offs[:, 1:2]).ravel()
-        aa_x, aa_y, aa_torn, _ = rays.cast(layers, x, y, np.tile(near_c[aa], len(offs)), np.tile(far_c[aa], len(offs)))
-        torn1[aa] = aa_torn.reshape(len(offs), -1).mean(axis=0)
-        return _Edges(idx, qx, qy, torn1, aa, aa_x, aa_y)
+            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0])
+        aa_x, aa_y, aa_w = _matte(rays, layers, xc[aa], yc[aa], (u1[aa], torn1[aa]), (u1[o], torn1[o], rim1[o]),
+                                  np.float32(1.0) / near_c[aa] - np.float32(1.0) / far_c[aa])
+        torn_share = torn1.astype(np.float32)
+        torn_share[aa] += aa_w * (torn1[o].astype(np.float32) - torn_share[aa])
+        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w)
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -748,11 +745,7 @@ RIM_PX = 2  # depth-map px: the far side's pixels this near a step are the hidde
 SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
-EDGE_SAMPLES = 4  # rays per edge pixel (a rotated grid): about a pixel of soft coverage
-_EDGE_OFFSETS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
-_EDGE_STEP_PX = 2.75  # the edge rays' march: steps of this many depth-map pixels, at most
-_EDGE_MAX_STEPS = 32
-_EDGE_REFINE = 4
+_EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 _BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
@@ -869,18 +862,37 @@ class _EdgeRays(NamedTuple):
 
     def cast(self, layers: _Layers, x: np.ndarray, y: np.ndarray, near_s: np.ndarray, far_s: np.ndarray):
         """Rays through output points (x, y) (1-D, d2v coordinates), each with its cell's
-        candidate layers (s): (x, y in the stacked texture (level 0, OpenCV), torn, a label
-        that differs where the layer, or what shows, does). The nearer candidate wins where
-        the ray meets it (near things occlude), else the farther; a ray that meets neither
-        met a step between its sides: it sees the hidden background. _RAY_CHUNK rays at a
-        time: each of the many array operations then works in cache (twice as fast)."""
+        candidate layers (s): (x, y in the stacked texture (level 0, OpenCV), torn, rim, u:
+        the layer it sees, 1/s, on the hidden background where torn). The nearer candidate
+        wins where the ray meets it (near things occlude), else the farther; a ray that meets
+        neither met a step between its sides: it sees the hidden background; a rim ray sees
+        the far side just beside a step, in the hidden background's colours. _RAY_CHUNK rays
+        at a time: each of the many array operations then works in cache (twice as fast)."""
         n = x.size
-        qx, qy, label = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
-        torn = np.empty(n, bool)
+        qx, qy, u = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
+        torn, rim = np.empty(n, bool), np.empty(n, bool)
         for a in range(0, n, _RAY_CHUNK):
             b = min(n, a + _RAY_CHUNK)
-            qx[a:b], qy[a:b], torn[a:b], label[a:b] = self._cast(layers, x[a:b], y[a:b], near_s[a:b], far_s[a:b])
-        return qx, qy, torn, label
+            qx[a:b], qy[a:b], torn[a:b], rim[a:b], u[a:b] = self._cast(layers, x[a:b], y[a:b], near_s[a:b], far_s[a:b])
+        return qx, qy, torn, rim, u
+
+    def ends(self, x: np.ndarray, y: np.ndarray):
+        """Rays through output points (x, y) (d2v coordinates): A and B of Q(u) = A + u B,
+        depth-map pixels (OpenCV), float32 (Ax, Ay, Bx, By)."""
+        M = self.M
+        dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
+        dz[np.abs(dz) < 1e-9] = 1e-9
+        inv = np.float32(1.0) / dz
+        ex, ey = (M[0, 0] * x + M[0, 1] * y + M[0, 2]) * inv, (M[1, 0] * x + M[1, 1] * y + M[1, 2]) * inv
+        return ex * self.a1[0] + self.a0[0], ey * self.a1[1] + self.a0[1], ex * self.b1[0] + self.b0[0], ey * self.b1[1] + self.b0[1]
+
+    def texture(self, px: np.ndarray, py: np.ndarray, row0) -> tuple[np.ndarray, np.ndarray]:
+        """Depth-map points -> the stacked texture (level 0, OpenCV), row0 rows down."""
+        qx = (px + np.float32(0.5)) * self.to_image[0] - np.float32(0.5)
+        qy = (py + np.float32(0.5)) * self.to_image[1] - np.float32(0.5) + row0
+        np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
+        np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
+        return qx, qy
 
     def _cast(self, layers: _Layers, x: np.ndarray, y: np.ndarray, near_s: np.ndarray, far_s: np.ndarray):
         """`cast` for up to _RAY_CHUNK rays, padded to whole rows of _RAY_COLS, so each depth
@@ -893,13 +905,7 @@ class _EdgeRays(NamedTuple):
             return out
 
         x, y, u_near, u_far = pad(x), pad(y), np.float32(1.0) / pad(near_s), np.float32(1.0) / pad(far_s)
-        M = self.M
-        dz = M[2, 0] * x + M[2, 1] * y + M[2, 2]
-        dz[np.abs(dz) < 1e-9] = 1e-9
-        inv = np.float32(1.0) / dz
-        ex, ey = (M[0, 0] * x + M[0, 1] * y + M[0, 2]) * inv, (M[1, 0] * x + M[1, 1] * y + M[1, 2]) * inv
-        Ax, Ay = ex * self.a1[0] + self.a0[0], ey * self.a1[1] + self.a0[1]
-        Bx, By = ex * self.b1[0] + self.b0[0], ey * self.b1[1] + self.b0[1]
+        Ax, Ay, Bx, By = self.ends(x, y)
         with np.errstate(divide="ignore"):
             tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)  # TEAR_PX in u (inf: no parallax)
         u, ok = _settle(layers.u, Ax, Ay, Bx, By, tb, u_near)
@@ -909,6 +915,7 @@ class _EdgeRays(NamedTuple):
             torn[i] = ~ok_far
         px, py = Ax + Bx * u, Ay + By * u
         row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
+        rim = np.zeros(px.shape, bool)
         if layers.bg is None:
             torn[:] = False
         else:
@@ -921,15 +928,11 @@ class _EdgeRays(NamedTuple):
             rim = (nearer > tb) & (nearer > np.float32(layers.s_step) * u * rim_u) & ~torn
             row0[rim] = layers.bg.offset
             if (i := np.flatnonzero(torn)).size:
-                bu, _ = _settle(layers.bg_u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
-                px[i], py[i] = Ax[i] + Bx[i] * bu, Ay[i] + By[i] * bu
+                u[i], _ = _settle(layers.bg_u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
+                px[i], py[i] = Ax[i] + Bx[i] * u[i], Ay[i] + By[i] * u[i]
                 row0[i] = layers.bg.offset
-        qx = (px + np.float32(0.5)) * self.to_image[0] - np.float32(0.5)
-        qy = (py + np.float32(0.5)) * self.to_image[1] - np.float32(0.5) + row0
-        np.clip(qx, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qx)
-        np.clip(qy, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=qy)
-        label = np.float32(1.0) / u + np.float32(100.0) * torn + np.float32(50.0) * (row0 > 0)
-        return qx[:n], qy[:n], torn[:n], label[:n]
+        qx, qy = self.texture(px, py, row0)
+        return qx[:n], qy[:n], torn[:n], rim[:n], u[:n]
 
 
 def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
@@ -944,6 +947,61 @@ def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
     bent[:, 1:-1] |= d2x
     bent[1:-1] |= d2y
     return bent
+
+
+def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_step: float,
+            scratch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The edge pixels (rows ys, columns xs; each centre ray torn or not, on layer u) that
+    have a 4-neighbour across a step among the edge pixels, and that neighbour (positions in
+    ys): one on the other side of a depth step (layers more than s_step apart in s), or one
+    torn where the pixel is not (or the reverse); of several, the farthest in s. (The cells
+    round the edge pixels lie on one layer each: none of them is across.)"""
+    n, wide = ys.size, width + 2
+    at = ((ys + 1) * wide + xs + 1).astype(np.intp)  # in frame-sized images with a border (intp: 3x faster gathers)
+    label = _pick(torn, np.full(n, 1000.0, np.float32), np.float32(1.0) / u)  # all torn pixels alike: no layer
+    # The most and the least label round each pixel: off the edge pixels 0 and 1e9, never either.
+    hi = _buffer(scratch, "label_hi", (height + 2, wide), np.float32)
+    lo = _buffer(scratch, "label_lo", (height + 2, wide), np.float32)
+    hi.fill(0.0)
+    lo.fill(1e9)
+    hi.ravel()[at] = label
+    lo.ravel()[at] = label
+    k4 = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    most = cv2.dilate(hi, k4, dst=_buffer(scratch, "label_most", hi.shape, np.float32)).ravel()[at]
+    least = cv2.erode(lo, k4, dst=lo).ravel()[at]
+    up, down = most - label, label - least
+    aa = np.flatnonzero(np.maximum(up, down) > s_step)
+    # Which neighbour holds that label.
+    target = _pick(up[aa] >= down[aa], most[aa], least[aa])
+    nbs = at[aa] + np.array([1, -1, wide, -wide], np.intp)[:, None]
+    hit = hi.ravel()[nbs] == target
+    nb = np.where(hit[0], nbs[0], np.where(hit[1], nbs[1], np.where(hit[2], nbs[2], nbs[3])))
+    pos = _buffer(scratch, "edge_pos", hi.shape, np.int32).ravel()
+    pos[at] = np.arange(n, dtype=np.int32)
+    return aa, pos[nb].astype(np.intp)
+
+
+def _matte(rays: "_EdgeRays", layers: _Layers, x, y, own, other, gap_u):
+    """An edge across output pixels (x, y): where the pixel's own centre ray sees one side of
+    a step and a neighbour's the other (own: (u, torn), other: (u, torn, rim) of those rays),
+    the other side's point at this pixel (in the stacked texture) and its share of the
+    pixel's colour. The front side is the nearer layer (a torn side is what a layer hid, never
+    in front); its share is how fully the depth map shows it at its point, bilinear: 1 inside,
+    0 a depth-map pixel past the step, so the edge is anti-aliased over about a depth-map
+    pixel, moving smoothly as the camera does, and colours come from the two sides only (never
+    from source points between them: no dark fringe). gap_u: the step's height in u where the
+    two rays do not tell it (one torn)."""
+    u_own, torn_own = own
+    u_oth, torn_oth, rim_oth = other
+    Ax, Ay, Bx, By = rays.ends(x, y)
+    offset = np.float32(0 if layers.bg is None else layers.bg.offset)
+    ox, oy = rays.texture(Ax + Bx * u_oth, Ay + By * u_oth, offset * (torn_oth | rim_oth))
+    own_front = ~torn_own & (torn_oth | (u_own >= u_oth))
+    u_front = _pick(own_front, u_own, u_oth)
+    seen = _sample(layers.u, Ax + Bx * u_front, Ay + By * u_front)
+    gap = np.maximum(np.maximum(np.abs(u_own - u_oth), np.abs(gap_u)), np.float32(1e-6))
+    cover = np.float32(1.0) - np.minimum(np.abs(seen - u_front) / gap, np.float32(1.0))
+    return ox, oy, _pick(own_front, np.float32(1.0) - cover, cover)
 
 
 def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) -> tuple[float, float]:
