@@ -145,6 +145,24 @@ def test_importing_does_not_need_ray_or_torch():
     assert out.stdout.strip() == "cpu"
 
 
+def test_a_worker_told_the_cpu_starts_without_importing_torch():
+    # A farm's stage replicas on the CPU (D2V_DEVICE=cpu, as serve-local.yaml sets it) start
+    # without torch's import; torch is still reported as installed.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ['D2V_DEVICE'] = 'cpu'\n"
+        "import actors.gpu_worker as g\n"
+        "w = g.GPUWorker(); w.check_health()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(w.device, w.device_info.torch_available, w.device_info.reason)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "cpu True D2V_DEVICE=cpu: running on the CPU"
+
+
 # ---------------------------------------------------------------- real Ray + Serve
 
 
