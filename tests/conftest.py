@@ -86,7 +86,7 @@ RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's 
 
 class SharedFarm:
     """The farm of the modules that can share one (tests/test_web.py, tests/test_web_subjects.py,
-    tests/test_reliability_inputs.py): Ray and Serve started once for the session, on first
+    tests/test_reliability_inputs.py, tests/test_gpu_worker.py): Ray and Serve started once for the session, on first
     use, results in S3. Its app at / takes no API keys; further apps (each at its own route
     prefix, with its own queue and keys) are deployed the first time a test asks for one, so
     no test restarts the farm to change its keys. Started again only if another module's farm
@@ -112,7 +112,8 @@ class SharedFarm:
             self.stack.close()
             env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
                    "D2V_RELIABILITY_KEYS": RELIABILITY_KEYS}
-            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=4))
+            # Two logical GPUs, for tests/test_gpu_worker.py's fractional replicas (no d2v app asks for one).
+            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=4, num_gpus=2))
             self.session, self.apps = ray._private.worker._global_node.session_name, set()
         return self.url
 

@@ -17,9 +17,9 @@ from tests.seaweed import free_port
 
 
 @contextmanager
-def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2) -> Iterator[str]:
+def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2, num_gpus: int = 0) -> Iterator[str]:
     """`apps`: route prefix -> build_app args (each gets its own queue unless it names one).
-    Yields the base URL."""
+    `num_gpus`: logical GPUs (no hardware needed). Yields the base URL."""
     from d2v.jobqueue import RedisServer
 
     stack = ExitStack()
@@ -33,7 +33,8 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
     os.environ.update(env)
     if ray.is_initialized():
         ray.shutdown()  # (Serve's handle cached in this process is dropped with the session)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             runtime_env={"env_vars": env})
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
