@@ -59,7 +59,12 @@ def deploy(prefix: str, args: dict) -> None:
     """One more d2v app on the running farm, at route `prefix`, with its own queue unless `args` names one."""
     from deployments.app import build_app
 
-    name = "d2v" + prefix.rstrip("/").replace("/", "-")
+    name = app_name(prefix)
     # JSON logs, as deployments/configs/serve-*.yaml set them (logging_config).
     serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix,
               logging_config={"encoding": "JSON"})
+
+
+def app_name(prefix: str) -> str:
+    """The Serve application name of the d2v app at route `prefix`: "d2v", "d2v-keyed", ..."""
+    return "d2v" + prefix.rstrip("/").replace("/", "-")

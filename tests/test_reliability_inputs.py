@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(300)
 def url(shared_farm):
     # An app of its own (its API key, its queue) on the session's shared farm. A queue long
     # enough that the legal jobs among the requests never meet the 503 of a full one.
-    return shared_farm.app("/reliability", {"max_queued_jobs": 1000, "api_keys_env": "D2V_RELIABILITY_KEYS"})
+    yield shared_farm.app("/reliability", {"max_queued_jobs": 1000, "api_keys_env": "D2V_RELIABILITY_KEYS"})
+    shared_farm.remove("/reliability")
 
 
 @pytest.fixture(scope="module")
