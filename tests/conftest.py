@@ -112,8 +112,10 @@ class SharedFarm:
             self.stack.close()
             env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
                    "D2V_RELIABILITY_KEYS": RELIABILITY_KEYS}
-            # Two logical GPUs, for tests/test_gpu_worker.py's fractional replicas (no d2v app asks for one).
-            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=4, num_gpus=2))
+            # Logical CPUs for three d2v apps at once (1.55 each: deployments/*.py), so an app
+            # a module forgot to remove leaves room for the next; two logical GPUs for
+            # tests/test_gpu_worker.py's fractional replicas (no d2v app asks for one).
+            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=6, num_gpus=2))
             self.session, self.apps = ray._private.worker._global_node.session_name, set()
         return self.url
 
