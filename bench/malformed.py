@@ -1325,7 +1325,8 @@ def send_raw(base_url: str, case: Case, api_key: str | None) -> Outcome:
     closes (Connection: close) or ANSWER_WITHIN_S passes."""
     parts = urlsplit(base_url)
     host, port = parts.hostname, parts.port or 80
-    head = f"{case.method} {case.url} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n".encode("utf-8")
+    target = parts.path.rstrip("/") + case.url  # an app at a route prefix (http://host/prefix) gets it too
+    head = f"{case.method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n".encode("utf-8")
     if (auth := _auth_header(case, api_key)) is not None:
         head += b"Authorization: " + auth + b"\r\n"
     if case.raw is None:  # an ordinary request, its header bytes exactly as given

@@ -50,6 +50,7 @@ def _cuda_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    _last_the_shared_farms_modules(items)
     if _cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -80,19 +81,22 @@ def s3_store(seaweed, request):
 
 
 WEB_KEYS = "key1,key2"  # the keyed app's API keys (tests/test_web.py types them into the page)
+RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's app's key
 
 
-class WebFarm:
-    """The farm of the page's tests (tests/test_web.py, tests/test_web_subjects.py): Ray and
-    Serve started once for the session, on first use, results in S3. Its app at / takes no
-    API keys; the same app at /keyed (keys in D2V_WEB_KEYS) is deployed the first time a
-    test asks for it, so no test restarts the farm to change its keys. Started again only if
-    another test's farm stopped this process's Ray in between."""
+class SharedFarm:
+    """The farm of the modules that can share one (tests/test_web.py, tests/test_web_subjects.py,
+    tests/test_reliability_inputs.py, tests/test_gpu_worker.py): Ray and Serve started once for the session, on first
+    use, results in S3. Its app at / takes no API keys; further apps (each at its own route
+    prefix, with its own queue and keys) are deployed the first time a test asks for one, so
+    no test restarts the farm to change its keys. Started again only if another module's farm
+    stopped this process's Ray in between (the modules that use this farm run last, together:
+    pytest_collection_modifyitems)."""
 
     def __init__(self, seaweed):
         from contextlib import ExitStack
 
-        self.seaweed, self.stack, self.url, self.session, self.keyed = seaweed, ExitStack(), "", None, False
+        self.seaweed, self.stack, self.url, self.session, self.apps = seaweed, ExitStack(), "", None, set()
 
     def _up(self) -> bool:
         import ray
@@ -106,35 +110,66 @@ class WebFarm:
 
         if not self._up():
             self.stack.close()
-            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS}
-            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=4))
-            self.session, self.keyed = ray._private.worker._global_node.session_name, False
+            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
+                   "D2V_RELIABILITY_KEYS": RELIABILITY_KEYS}
+            # Logical CPUs for three d2v apps at once (1.55 each: deployments/*.py), so an app
+            # a module forgot to remove leaves room for the next; two logical GPUs for
+            # tests/test_gpu_worker.py's fractional replicas (no d2v app asks for one).
+            self.url = self.stack.enter_context(serve_farm(env, {"/": {"max_running_jobs": 2}}, num_cpus=6, num_gpus=2))
+            self.session, self.apps = ray._private.worker._global_node.session_name, set()
         return self.url
 
-    def keyed_base(self) -> str:
+    def app(self, prefix: str, args: dict) -> str:
+        """The base URL of the app at `prefix` (built from `args`), deployed on first use."""
         from tests.farm import deploy
 
         url = self.base()
-        if not self.keyed:
-            deploy("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
-            self.keyed = True
-        return url + "/keyed"
+        if prefix not in self.apps:
+            deploy(prefix, args)
+            self.apps.add(prefix)
+        return url + prefix
+
+    def remove(self, prefix: str) -> None:
+        """Delete the app at `prefix` (a module done with it): its 8 idle replicas would only
+        take CPU from the modules after it."""
+        from ray import serve
+
+        from tests.farm import app_name
+
+        if prefix in self.apps and self._up():
+            serve.delete(app_name(prefix))
+        self.apps.discard(prefix)
 
 
 @pytest.fixture(scope="session")
-def web_farm(seaweed):
-    farm = WebFarm(seaweed)
+def shared_farm(seaweed):
+    farm = SharedFarm(seaweed)
     yield farm
     farm.stack.close()
 
 
 @pytest.fixture
-def web(web_farm) -> str:
+def web(shared_farm) -> str:
     """The d2v Serve app on a free port, no API keys; its base URL."""
-    return web_farm.base()
+    return shared_farm.base()
 
 
 @pytest.fixture
-def keyed_web(web_farm) -> str:
+def keyed_web(shared_farm) -> str:
     """The same app with API keys (key1, key2), on the same farm at /keyed; its base URL."""
-    return web_farm.keyed_base()
+    return shared_farm.app("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
+
+
+def _uses_the_shared_farm(item) -> bool:
+    return "shared_farm" in getattr(item, "fixturenames", ())
+
+
+def _last_the_shared_farms_modules(items) -> None:
+    """Every module with a test on the shared farm runs after all the others, in their
+    usual order: the farm starts once, and no other module's farm (each starts its own Ray,
+    stopping this one) comes between them. Whole modules move, so module fixtures stay up."""
+    def module(item) -> str:
+        return getattr(getattr(item, "module", None), "__name__", "")
+
+    shared = {module(item) for item in items if _uses_the_shared_farm(item)}
+    items.sort(key=lambda item: module(item) in shared)  # stable: the order within kept

@@ -17,9 +17,9 @@ from tests.seaweed import free_port
 
 
 @contextmanager
-def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2) -> Iterator[str]:
+def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2, num_gpus: int = 0) -> Iterator[str]:
     """`apps`: route prefix -> build_app args (each gets its own queue unless it names one).
-    Yields the base URL."""
+    `num_gpus`: logical GPUs (no hardware needed). Yields the base URL."""
     from d2v.jobqueue import RedisServer
 
     stack = ExitStack()
@@ -32,9 +32,9 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+        ray.shutdown()  # (Serve's handle cached in this process is dropped with the session)
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             runtime_env={"env_vars": env})
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -42,8 +42,10 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2)
             deploy(prefix, args)
         yield f"http://127.0.0.1:{port}"
     finally:
-        if ray.is_initialized():  # (serve.shutdown() on a Ray someone else stopped would start a new one)
-            serve.shutdown()
+        # No graceful drain for a test's farm: ray.shutdown() ends every process of this local
+        # Ray, replicas and Serve's actors with them, at once (serve.shutdown() first spent
+        # ~8 s of a loaded 2-core VM on each farm's teardown draining replicas nobody uses).
+        if ray.is_initialized():
             ray.shutdown()
         for k, v in saved.items():
             if v is None:
@@ -57,7 +59,12 @@ def deploy(prefix: str, args: dict) -> None:
     """One more d2v app on the running farm, at route `prefix`, with its own queue unless `args` names one."""
     from deployments.app import build_app
 
-    name = "d2v" + prefix.rstrip("/").replace("/", "-")
+    name = app_name(prefix)
     # JSON logs, as deployments/configs/serve-*.yaml set them (logging_config).
     serve.run(build_app({"queue": name + "-jobs", **args}), name=name, route_prefix=prefix,
               logging_config={"encoding": "JSON"})
+
+
+def app_name(prefix: str) -> str:
+    """The Serve application name of the d2v app at route `prefix`: "d2v", "d2v-keyed", ..."""
+    return "d2v" + prefix.rstrip("/").replace("/", "-")

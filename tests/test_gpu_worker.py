@@ -145,32 +145,47 @@ def test_importing_does_not_need_ray_or_torch():
     assert out.stdout.strip() == "cpu"
 
 
+def test_a_worker_told_the_cpu_starts_without_importing_torch():
+    # A farm's stage replicas on the CPU (D2V_DEVICE=cpu, as serve-local.yaml sets it) start
+    # without torch's import; torch is still reported as installed.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.environ['D2V_DEVICE'] = 'cpu'\n"
+        "import actors.gpu_worker as g\n"
+        "w = g.GPUWorker(); w.check_health()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(w.device, w.device_info.torch_available, w.device_info.reason)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "cpu True D2V_DEVICE=cpu: running on the CPU"
+
+
 # ---------------------------------------------------------------- real Ray + Serve
 
 
-@pytest.fixture(scope="module")
-def ray_two_gpus():
-    import ray
-    from ray import serve
+# The replicas here pick their device as an unconfigured one does (the shared farm tells its
+# own apps D2V_DEVICE=cpu): "auto", what no D2V_DEVICE means.
+AUTO_DEVICE = {"env_vars": {"D2V_DEVICE": "auto"}}
 
-    # Other test modules may have left Ray (or Serve) running in this process.
-    # (serve.shutdown() alone would start a Ray instance just to find nothing.)
-    if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(proxy_location="Disabled")
-    try:
-        yield ray
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+
+@pytest.fixture(scope="module")
+def ray_two_gpus(shared_farm):
+    """Ray with two logical GPUs and Serve: the session's shared farm (tests/conftest.py)."""
+    import ray
+
+    shared_farm.base()
+    assert ray.cluster_resources().get("GPU") == 2
+    return ray
 
 
 def _probe_deployment():
     from ray import serve
 
-    @serve.deployment(num_replicas=2, ray_actor_options={"num_gpus": 0.5, "num_cpus": 0.25})
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_gpus": 0.5, "num_cpus": 0.25,
+                                                         "runtime_env": AUTO_DEVICE})
     class Probe(GPUWorker):
         stage = "probe"
 
@@ -212,7 +227,7 @@ def test_fractional_replicas_share_a_gpu_and_an_actor_gets_the_other(ray_two_gpu
     shared = a["gpu_ids"][0]
 
     # The whole-GPU actor gets the other logical GPU.
-    actor = gpu_worker.GPUActor.options(num_gpus=1, num_cpus=0.25).remote()
+    actor = gpu_worker.GPUActor.options(num_gpus=1, num_cpus=0.25, runtime_env=AUTO_DEVICE).remote()
     d = ray.get(actor.describe.remote(), timeout=60)
     assert d["stage"] == "gpu-actor"
     assert len(d["gpu_ids"]) == 1 and d["gpu_ids"][0] != shared
@@ -234,7 +249,7 @@ def test_replica_whose_load_fails_is_not_served(ray_two_gpus):
     @serve.deployment(
         num_replicas=1,
         max_constructor_retry_count=1,  # Serve retries 3 times by default; once shows it
-        ray_actor_options={"num_gpus": 0.5, "num_cpus": 0.25},
+        ray_actor_options={"num_gpus": 0.5, "num_cpus": 0.25, "runtime_env": AUTO_DEVICE},
     )
     class Broken(GPUWorker):
         stage = "broken"

@@ -2,7 +2,8 @@
 nothing accepted with a 202 then fails because of its input (issue 13).
 
 About 300 of bench/malformed.py's requests (every kind of mistake at least once, legal ones
-interleaved) against a real farm: Ray Serve, SeaweedFS, an API key set. The full run of
+interleaved) against a real farm: Ray Serve, SeaweedFS, an API key set (an app of its own on
+the session's shared farm, tests/conftest.py). The full run of
 2,000 and more, with a 300 MB upload and the ingress's memory, is
 `python bench/reliability.py --only malformed`.
 """
@@ -12,19 +13,19 @@ from __future__ import annotations
 import pytest
 
 from bench import malformed
-from tests.farm import serve_farm
+from tests.conftest import RELIABILITY_KEYS
 
-API_KEY = "reliability-test-key"
+API_KEY = RELIABILITY_KEYS
 SEED = 13
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def url(seaweed):
-    env = {**seaweed.env("reliability"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": API_KEY}
-    # A queue long enough that the legal jobs among the requests never meet the 503 of a full one.
-    with serve_farm(env, {"/": {"max_queued_jobs": 1000}}) as base_url:
-        yield base_url
+def url(shared_farm):
+    # An app of its own (its API key, its queue) on the session's shared farm. A queue long
+    # enough that the legal jobs among the requests never meet the 503 of a full one.
+    yield shared_farm.app("/reliability", {"max_queued_jobs": 1000, "api_keys_env": "D2V_RELIABILITY_KEYS"})
+    shared_farm.remove("/reliability")
 
 
 @pytest.fixture(scope="module")
