@@ -127,10 +127,17 @@ def test_failing_load_fails_construction():
     assert any("broken" in note for note in getattr(excinfo.value, "__notes__", ["broken"]))
 
 
-def test_importing_does_not_need_ray_or_torch():
+def _fresh_python(code: str) -> str:
+    """What `code` prints, run in a new interpreter (nothing imported yet); it must succeed."""
     import subprocess
     import sys
 
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_importing_does_not_need_ray_or_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # make `import torch` fail
         "import actors.gpu_worker as g\n"
@@ -140,17 +147,12 @@ def test_importing_does_not_need_ray_or_torch():
         "assert 'torch not installed' in info.reason\n"
         "w = g.GPUWorker(); w.check_health(); print(w.describe()['device'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "cpu"
+    assert _fresh_python(code) == "cpu"
 
 
 def test_a_worker_told_the_cpu_starts_without_importing_torch():
     # A farm's stage replicas on the CPU (D2V_DEVICE=cpu, as serve-local.yaml sets it) start
     # without torch's import; torch is still reported as installed.
-    import subprocess
-    import sys
-
     code = (
         "import os, sys; os.environ['D2V_DEVICE'] = 'cpu'\n"
         "import actors.gpu_worker as g\n"
@@ -158,9 +160,7 @@ def test_a_worker_told_the_cpu_starts_without_importing_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(w.device, w.device_info.torch_available, w.device_info.reason)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "cpu True D2V_DEVICE=cpu: running on the CPU"
+    assert _fresh_python(code) == "cpu True D2V_DEVICE=cpu: running on the CPU"
 
 
 # ---------------------------------------------------------------- real Ray + Serve
