@@ -312,8 +312,17 @@ class Jobs:
         """Start an attempt of `owner` on the job, unless it is finished (a rerun of a finished
         job only with `rerun`) or another attempt is alive (this owner's own included: a
         duplicate delivery to the same replica is refused too). An id not in the store yet (a
-        CLI render) is created running. `attempt_id`: the one whose token the caller has locked."""
-        status = status or self.get(job_id)
+        CLI render) is created running. `attempt_id`: the one whose token the caller has locked.
+
+        Without `status` (no lock held: `d2v render`, batch), the claim is written only over
+        the status.json it read, so of two takeovers of the same silent job exactly one wins."""
+        version = None
+        if status is None:
+            try:
+                data, version = self.store.get_versioned(job_key(job_id, STATUS))
+                status = JobStatus.model_validate_json(data)
+            except ObjectNotFoundError:
+                pass
         fresh = status is None
         if fresh:
             status = JobStatus(job_id=validate_job_id(job_id), status="queued", created_at=now_iso())
@@ -329,7 +338,10 @@ class Jobs:
         status.attempts += 1
         if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
             self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
-        claimed = Claim(self._write(status, "running"))
+        try:
+            claimed = Claim(self._write(status, "running", version=version))
+        except StaleAttempt:
+            return Claim(None, "another attempt claimed it at the same moment")
         self._claimed_at[job_id] = time.monotonic()
         return claimed
 

@@ -68,6 +68,34 @@ def test_a_live_owner_keeps_its_job_and_a_silent_one_loses_it(jobs):
     assert taken.owner == "farm:b" and taken.attempts == 2
 
 
+class RacingStore(LocalStore):
+    """A real folder store on which another process claims the job right after this one has
+    read its status (once): the interleaving two `d2v render` takeovers of one job can meet."""
+
+    def __init__(self, root, rival):
+        super().__init__(root)
+        self.rival = rival
+
+    def get_versioned(self, key):
+        read = super().get_versioned(key)
+        if self.rival is not None and key.endswith("status.json"):
+            rival, self.rival = self.rival, None
+            assert rival().status is not None
+        return read
+
+
+def test_of_two_takeovers_of_a_silent_job_exactly_one_runs_it(tmp_path):
+    root = tmp_path / "store"
+    job = new_job_id()
+    Jobs(LocalStore(root), lease_s=0.2).claim(job, "cli:old")  # then its process died
+    time.sleep(0.3)
+    racing = RacingStore(root, rival=lambda: Jobs(LocalStore(root)).claim(job, "cli:b"))
+    lost = Jobs(racing).claim(job, "cli:a")
+    assert lost.status is None and "same moment" in lost.reason
+    stored = Jobs(LocalStore(root)).get(job)
+    assert (stored.owner, stored.status, stored.attempts) == ("cli:b", "running", 2)
+
+
 def test_a_finished_job_is_not_claimed_again_unless_rerun(jobs):
     job = new_job_id()
     jobs.create(job)
