@@ -293,15 +293,15 @@ def _shifted(img: np.ndarray, dx: float) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def _truck_truth(scene: dict, dx: float) -> dict:
-    """The camera trucked dx to the right: the background (on the plane) slides dx, the disc
-    (s = 1 - P) dx / s. The true frame and its regions: edge (within 4 px of the disc's rim,
+def _truck_truth(scene: dict, dx: float, far: float = 0.0) -> dict:
+    """The camera trucked dx to the right: the background (depth `far`: s = 1 - far P; on
+    the plane at 0) slides dx / s, the disc (s = 1 - P) dx / (1 - P). The true frame and its regions: edge (within 4 px of the disc's rim,
     the truth knowable), revealed (the background there is hidden in the photo), visible."""
     alpha = _shifted(scene["alpha"], dx / (1 - P))
-    bg = _shifted(scene["background"], dx).astype(np.float32)
+    bg = _shifted(scene["background"], dx / (1 - far * P)).astype(np.float32)
     disc = _shifted(scene["disc"], dx / (1 - P)).astype(np.float32)
     truth = (alpha[..., None] * disc + (1 - alpha[..., None]) * bg + 0.5).astype(np.uint8)
-    hidden = _shifted(scene["alpha"], dx)
+    hidden = _shifted(scene["alpha"], dx / (1 - far * P))
     inside = np.zeros((DH, DW), bool)
     inside[:, : DW - math.ceil(dx) - 1] = True  # past that the view leaves the photo
     knowable = inside & ((alpha > 0.99) | (hidden < 0.01))
@@ -315,23 +315,28 @@ def _psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(float(err.mean()), 1e-9))
 
 
-def _truck(scene: dict, steps: list[float]):
+def _truck(scene: dict, steps: list[float], far: float = 0.0):
     tr = trajectory([view(DW, DH, DW, DH, offset=(dx, 0, 0)) for dx in steps], DW, DH, DW, DH)
-    return tr, list(CameraRenderer(scene["photo"], scene["depth"]).render(tr))
+    depth = np.maximum(scene["depth"], np.float32(far))
+    return tr, list(CameraRenderer(scene["photo"], depth).render(tr))
 
 
-def test_a_disc_in_front_of_a_photo_matches_the_truth_region_by_region(disc_scene):
-    """A truck of 80 px parts the disc from the background by 43 px. Where the photo shows
-    the pixel: >= 38 dB; the 4 px band round the disc's rim: >= 24 dB and no dark fringe
-    (under 0.5 % of it more than 24 levels darker than the darkest truth within 2 px: what
-    source points blended across the edge give); what the disc revealed continues the
-    background (>= 12.5 dB). The renderer before issue 22 (a coarse grid, the band mirrored
-    from the moving edge) gave 43.0, 16.9 and 11.5 dB."""
+@pytest.mark.parametrize("far", [0.0, 0.4])
+def test_a_disc_in_front_of_a_photo_matches_the_truth_region_by_region(disc_scene, far):
+    """A truck of 80 px parts the disc from the background by 43 px (at far = 0.4, the
+    background off the plane, 27 px). Where the photo shows the pixel: >= 38 dB; the 4 px
+    band round the disc's rim: >= 24 dB and no dark fringe (under 0.5 % of it more than 24
+    levels darker than the darkest truth within 2 px: what source points blended across the
+    edge give); what the disc revealed continues the background (>= 12.5 dB). The renderer
+    before issue 22 (a coarse grid, the band mirrored from the moving edge) gave 43.0, 16.9
+    and 11.5 dB; with the background's depth off 0, the hidden background's depth was
+    OpenCV's Telea, whose float path is off by up to 1.5 (noise on a [0, 1] map): the band
+    marched a random depth, 11.3 dB."""
     dx = 80.0
-    _, frames = _truck(disc_scene, [0.0, dx])
-    t = _truck_truth(disc_scene, dx)
+    _, frames = _truck(disc_scene, [0.0, dx], far)
+    t = _truck_truth(disc_scene, dx, far)
     frame = frames[1]
-    assert dx / (1 - P) - dx >= 40
+    assert dx / (1 - P) - dx / (1 - far * P) >= 25
     visible, edge, revealed = (_psnr(frame, t["truth"], t[r]) for r in ("visible", "edge", "revealed"))
     luma = lambda img: cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.int16)  # noqa: E731
     darkest = cv2.erode(luma(t["truth"]), np.ones((5, 5), np.uint8))
