@@ -306,8 +306,10 @@ class CameraRenderer:
             nearer = depth - far[nearest - 1] > STEP_DEPTH / 2
             near_side &= nearer
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
-        # The near side, as the hole: its blended pixels (and a pixel more in colour, below).
+        # The near side, as the hole: its blended pixels (and a pixel more in colour, below);
+        # and what a near object shows of a middle layer among its parts, not the far side.
         near_px = cv2.dilate(nearer.view(np.uint8), k3)
+        near_px |= _near_islands(depth, ~(hole | near_px).view(bool))
         bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
@@ -742,6 +744,7 @@ SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
 _EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`)
+ISLAND_SHARE = 0.01  # a piece of the far side under this share of the depth map may be a near object's (`_near_islands`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 
@@ -761,6 +764,25 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _near_islands(depth: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Of the fill's sources (`known`, bool), the small pieces (under ISLAND_SHARE of the map,
+    cut off from the rest by the hole) that lie nearer than the far side around them, by more
+    than STEP_DEPTH / 2 (uint8 0/1): a part of a near object (a lamp, a chrome highlight)
+    that is the far side only of a still nearer part beside it. As sources they put blobs of
+    the near object's colour and depth into the hidden background; the far side seen through
+    a gap in a near object (floor between spokes, a wall through a bench's slats) lies at the
+    depth around it and stays a source."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(known.view(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < ISLAND_SHARE * depth.size
+    small[0] = False  # (the background label: not a source)
+    if not small.any():
+        return np.zeros(depth.shape, np.uint8)
+    pieces = small[labels]
+    around = fill_smooth(depth, pieces, source=known)
+    nearer = np.bincount(labels.ravel(), (depth - around).ravel(), n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    return (small & (nearer > STEP_DEPTH / 2))[labels].view(np.uint8)
 
 
 def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
