@@ -404,6 +404,24 @@ def test_a_band_revealed_over_a_smooth_background_is_smooth_and_of_its_colour(di
     assert float(np.mean(spread)) <= 3.0, float(np.mean(spread))
 
 
+def test_a_part_of_the_near_object_in_front_of_the_background_never_colours_the_band(disc_scene):
+    """A green lamp on the disc, between it and the background in depth (0.6): the far side
+    of the disc's step round it, but a piece of the near object, cut off from the background.
+    What the disc reveals behind it is the same as without the lamp (the fill before took the
+    lamp as background: 15 levels greener, 12 less red and blue on average)."""
+    cx, cy = DW // 2, DH // 2
+    photo, depth = disc_scene["photo"].copy(), disc_scene["depth"].copy()
+    photo[cy - 10:cy + 10, cx - 10:cx + 10] = (20, 230, 40)
+    depth[cy - 10:cy + 10, cx - 10:cx + 10] = 0.6
+    dx = 80.0
+    _, with_lamp = _truck({**disc_scene, "photo": photo, "depth": depth}, [0.0, dx])
+    _, without = _truck(disc_scene, [0.0, dx])
+    band = _truck_truth(disc_scene, dx)["revealed"]
+    assert band.sum() > 2000
+    change = np.abs(with_lamp[1][band].astype(np.float64) - without[1][band]).mean(axis=0)
+    assert change.max() < 1.0, change
+
+
 def test_smooth_depth_and_evenly_magnified_layers_are_not_holes():
     """Nothing is filled where nothing was revealed: the stand-in depth (smooth), and a
     near layer that a dolly toward it magnifies more than the background (4.3 times against
