@@ -51,7 +51,8 @@
   from the far side only, in colour and depth (`_background`; colour by
   `d2v.inpaint.fill_background`: a smooth pull-push continuation with a fine grain
   synthesized at the photo's own amplitude, read from the far side only: the near side is
-  no source however far inside it lies; depth by the same pull-push, smooth, from the same
+  no source however far inside it lies, nor is a small piece of a near object that is only
+  the far side of a nearer part (`_near_islands`); depth by the same pull-push, smooth, from the same
   far side: `fill_smooth`. OpenCV's Telea, used before, is off by up to 1.5 on a float map,
   which made the hidden depth noise wherever the far side is not at depth 0, and real depth's
   revealed bands ragged blotches and horizontal streaks), made once per renderer in photo space
