@@ -4,7 +4,8 @@ peers venv has it) region by region.
 Scenes (1024x576 by default):
   layered  a textured disc (skimage's coffee, or --discs) in front of a textured photo
            (--backgrounds: skimage.data's names; grey ones as RGB), a two-level depth map
-           (disc 1, the rest 0). Each rendered frame's two
+           (disc 1, the rest 0, or --far: a real depth map's far side is seldom at 0, and
+           the hidden background's depth is then inpainted too). Each rendered frame's two
            planes are located from its own features (SIFT against the full background and
            the disc's texture, RANSAC homographies, refined by ECC on each plane's own
            pixels: within 0.15 px of the known camera's), and the true frame is composed from the
@@ -25,7 +26,7 @@ over the clip), seconds per frame (render only; DepthFlow: its whole run, encode
 divided by its frames).
 
     python bench/view_synthesis.py [--size 1024x576] [--frames 16] [--effects parallax,orbit,dolly_zoom]
-        [--backgrounds astronaut,chelsea] [--discs coffee] [--no-depthflow] [--no-stereo] [--save DIR]
+        [--backgrounds astronaut,chelsea] [--discs coffee] [--far 0.0] [--no-depthflow] [--no-stereo] [--save DIR]
 
 DepthFlow runs as a subprocess of /work/peers/.venv (headless, Mesa's llvmpipe on the CPU),
 always given the depth map (its own estimators would download weights); its frames come
@@ -78,14 +79,15 @@ def rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([image] * 3) if image.ndim == 2 else image[:, :, :3])
 
 
-def layered_scene(w: int, h: int, background: str = "astronaut", disc: str = "coffee") -> dict:
-    """background, disc texture, disc coverage (anti-aliased), photo, depth (two levels)."""
+def layered_scene(w: int, h: int, background: str = "astronaut", disc: str = "coffee", far: float = 0.0) -> dict:
+    """background, disc texture, disc coverage (anti-aliased), photo, depth (two levels: 1 on
+    the disc, `far` behind it)."""
     background, disc = (cover(rgb(getattr(skimage.data, name)()), w, h) for name in (background, disc))
     big = np.zeros((h * 4, w * 4), np.uint8)
     cv2.circle(big, (w * 2, h * 2), round(DISC_RADIUS * h * 4), 255, -1, lineType=cv2.LINE_AA)
     alpha = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     photo = (alpha[..., None] * disc + (1 - alpha[..., None]) * background + 0.5).astype(np.uint8)
-    depth = (alpha >= 0.5).astype(np.float32)
+    depth = np.where(alpha >= 0.5, np.float32(1.0), np.float32(far))
     return {"background": background, "disc": disc, "alpha": alpha, "photo": photo, "depth": depth}
 
 
@@ -390,6 +392,8 @@ def main() -> None:
     ap.add_argument("--backgrounds", default="astronaut,chelsea",
                     help="skimage.data photos behind the disc")
     ap.add_argument("--discs", default="coffee", help="skimage.data photos on the disc, each with every background")
+    ap.add_argument("--far", type=float, default=0.0,
+                    help="the background's depth (the disc's is 1): off 0, as a real depth map's far side is")
     ap.add_argument("--no-stereo", action="store_true")
     ap.add_argument("--save", help="write the last frame of each render here as PNG")
     args = ap.parse_args()
@@ -403,7 +407,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, disc in ((b, d) for d in args.discs.split(",") for b in args.backgrounds.split(",")):
-            scene = layered_scene(w, h, name, disc)
+            scene = layered_scene(w, h, name, disc, args.far)
             label = f"{name} + disc" if disc == "coffee" else f"{name} + {disc} disc"
             name = name if disc == "coffee" else f"{name}_{disc}"
             for effect in args.effects.split(","):

@@ -51,7 +51,11 @@
   from the far side only, in colour and depth (`_background`; colour by
   `d2v.inpaint.fill_background`: a smooth pull-push continuation with a fine grain
   synthesized at the photo's own amplitude, read from the far side only: the near side is
-  no source however far inside it lies; depth by Telea), made once per renderer in photo space
+  no source however far inside it lies, nor is a small piece of a near object that is only
+  the far side of a nearer part (`_near_islands`); depth by the same pull-push, smooth, from the same
+  far side: `fill_smooth`. OpenCV's Telea, used before, is off by up to 1.5 on a float map,
+  which made the hidden depth noise wherever the far side is not at depth 0, and real depth's
+  revealed bands ragged blotches and horizontal streaks), made once per renderer in photo space
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
@@ -83,7 +87,7 @@ import numpy as np
 
 from d2v import camera
 from d2v.errors import InvalidImageError
-from d2v.inpaint import fill_background
+from d2v.inpaint import fill_background, fill_smooth
 from d2v.models import CameraFrame, CameraTrajectory
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
 
@@ -303,21 +307,16 @@ class CameraRenderer:
             nearer = depth - far[nearest - 1] > STEP_DEPTH / 2
             near_side &= nearer
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
-        bg_depth = depth.copy()
-        if hole.any():  # (smooth: filled at a quarter size, then resized back)
-            h, w = depth.shape
-            size = (max(1, round(w * _BACKGROUND_INPAINT_SCALE)), max(1, round(h * _BACKGROUND_INPAINT_SCALE)))
-            small_hole = cv2.resize(hole * 255, size, interpolation=cv2.INTER_AREA) > 0
-            small = cv2.inpaint(cv2.resize(depth, size, interpolation=cv2.INTER_AREA), small_hole.view(np.uint8), 2,
-                                cv2.INPAINT_TELEA)
-            bg_depth[hole.view(bool)] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)[hole.view(bool)]
+        # The near side, as the hole: its blended pixels (and a pixel more in colour, below);
+        # and what a near object shows of a middle layer among its parts, not the far side.
+        near_px = cv2.dilate(nearer.view(np.uint8), k3)
+        near_px |= _near_islands(depth, ~(hole | near_px).view(bool))
+        bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
-        # The near side, as the hole: its blended pixels, and a pixel more in colour.
-        near = cv2.resize(cv2.dilate(nearer.view(np.uint8), k3), (self.width, self.height),
-                          interpolation=cv2.INTER_NEAREST)
+        near = cv2.resize(near_px, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         photo = self._levels[0]
         background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool)) if big.any() else photo
 
@@ -746,9 +745,9 @@ SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
 _EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`)
+ISLAND_SHARE = 0.01  # a piece of the far side under this share of the depth map may be a near object's (`_near_islands`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
-_BACKGROUND_INPAINT_SCALE = 0.25  # the hidden background's depth is inpainted at a quarter size (it is smooth)
 
 
 def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
@@ -766,6 +765,25 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _near_islands(depth: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Of the fill's sources (`known`, bool), the small pieces (under ISLAND_SHARE of the map,
+    cut off from the rest by the hole) that lie nearer than the far side around them, by more
+    than STEP_DEPTH / 2 (uint8 0/1): a part of a near object (a lamp, a chrome highlight)
+    that is the far side only of a still nearer part beside it. As sources they put blobs of
+    the near object's colour and depth into the hidden background; the far side seen through
+    a gap in a near object (floor between spokes, a wall through a bench's slats) lies at the
+    depth around it and stays a source."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(known.view(np.uint8), connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < ISLAND_SHARE * depth.size
+    small[0] = False  # (the background label: not a source)
+    if not small.any():
+        return np.zeros(depth.shape, np.uint8)
+    pieces = small[labels]
+    around = fill_smooth(depth, pieces, source=known)
+    nearer = np.bincount(labels.ravel(), (depth - around).ravel(), n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    return (small & (nearer > STEP_DEPTH / 2))[labels].view(np.uint8)
 
 
 def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:

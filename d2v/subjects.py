@@ -51,7 +51,7 @@ import numpy as np
 
 from d2v import camera
 from d2v.errors import InvalidRequestError
-from d2v.inpaint import inpaint_hole
+from d2v.inpaint import fill_smooth, inpaint_hole
 from d2v.models import CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject
 from d2v.render import CameraRenderer
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS
@@ -461,8 +461,8 @@ class SubjectScene:
         plate = fill_hole(image, hole)
         plate_depth = None
         if depth_img is not None:
-            plate_depth = cv2.inpaint(depth_img, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA) if hole.any() \
-                else depth_img
+            # (Not Telea: on a float map in [0, 1] OpenCV's is off by up to 1.5, `d2v.inpaint.fill_smooth`.)
+            plate_depth = fill_smooth(depth_img, hole)
         return cls(image, depth_img, plate, plate_depth, hole, still, layers)
 
     def ordered(self) -> list[SubjectLayer]:

@@ -1,0 +1,36 @@
+"""d2v.inpaint on values that are not colours: the hidden background's depth (a map in [0, 1])
+continued from the far side only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from d2v.inpaint import fill_smooth
+
+
+def test_a_depth_maps_far_side_is_continued_over_the_hole_and_the_near_side_is_never_read():
+    """A floor (depth rising 0.2 -> 0.6 down the picture) with a near object (depth 1) on it:
+    the object, and a rim round it, are the hole; the object is no source. The filled depth is
+    the floor's own, within 0.05 of its ramp (a tenth of the ramp over the hole), and nowhere the object's (OpenCV's Telea, the
+    fill before, is off by up to 1.5 on a float map: depths of -1.2 and 1.7 on this one)."""
+    h, w = 96, 128
+    floor = np.repeat(np.linspace(0.2, 0.6, h, dtype=np.float32)[:, None], w, axis=1)
+    near = np.zeros((h, w), bool)
+    near[30:70, 40:90] = True
+    depth = np.where(near, np.float32(1.0), floor)
+    hole = np.zeros((h, w), bool)
+    hole[26:74, 36:94] = True
+    filled = fill_smooth(depth, hole, source=~near)
+    assert filled.dtype == np.float32 and filled.shape == depth.shape
+    assert np.array_equal(filled[~hole], depth[~hole])
+    assert np.abs(filled[hole] - floor[hole]).max() < 0.05, np.abs(filled[hole] - floor[hole]).max()
+
+
+def test_colours_are_filled_per_channel():
+    values = np.zeros((40, 40, 3), np.float32)
+    values[..., 0], values[..., 1], values[..., 2] = 10.0, 20.0, 30.0
+    hole = np.zeros((40, 40), bool)
+    hole[10:30, 10:30] = True
+    values[hole] = 255.0  # what the hole held is never read
+    filled = fill_smooth(values, hole)
+    assert np.allclose(filled[hole], [10.0, 20.0, 30.0], atol=1e-3)
