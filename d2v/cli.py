@@ -27,6 +27,8 @@ Set D2V_DEBUG=1 to see tracebacks of internal errors.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import sys
@@ -38,6 +40,19 @@ from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
 from d2v.names import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # plain data: `d2v --help` imports no pydantic
 
 EXIT_BAD_INPUT = 2
+
+
+def _quick_shutdown() -> None:
+    """At exit, one garbage collection (cycles that are garbage now are finalized, as Python's
+    shutdown would), then every object is frozen: the shutdown's own collections, which walk
+    everything the imports made (numpy, OpenCV, PyAV, pydantic's schemas) once per phase of
+    clearing modules, then find nothing to walk. About 0.1 CPU-s less on one core after a
+    render's work is done (bench/RESULTS.md); the objects are still freed."""
+    gc.collect()
+    gc.freeze()
+
+
+atexit.register(_quick_shutdown)  # (a process that imports d2v.cli ends as quickly)
 TINY_DEPTH_KINDS = ("depth_anything", "depth_anything_metric", "dpt", "zoedepth", "glpn")  # d2v.depth.TINY_KINDS
 SVD_FIELDS = ("guidance_strength", "free_strength", "motion_bucket_id", "noise_aug_strength", "num_inference_steps")
 EXIT_INTERNAL = 1

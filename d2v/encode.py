@@ -290,15 +290,20 @@ def _encode_to_path(
             else:
                 stream.options = {"crf": str(int(crf)), "preset": str(preset)}
 
+            # libx264 copies each picture into its own frames before `encode` returns, so it can
+            # read our I420 buffer in place (the buffer is reused for the next frame); NVENC may
+            # hold a frame queued, so it gets a copy.
+            wrap = av.VideoFrame.from_numpy_buffer if codec == "libx264" else av.VideoFrame.from_ndarray
+            time_base = 1 / rate
             frame = first
             while frame is not None:
                 _check_frame(frame, size, n)
                 # Our own conversion, not cv2's COLOR_RGB2YUV_I420: that one has BT.601's
                 # matrix and point-samples the chroma (4x the bitrate on texture).
-                vf = av.VideoFrame.from_ndarray(to_yuv(frame), format="yuv420p")
+                vf = wrap(to_yuv(frame), format="yuv420p")
                 vf.colorspace, vf.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
                 vf.pts = n
-                vf.time_base = 1 / rate
+                vf.time_base = time_base
                 vf.duration = 1  # the last frame lasts 1/fps too, so duration = N/fps
                 container.mux(stream.encode(vf))
                 n += 1

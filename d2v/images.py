@@ -110,13 +110,13 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedIm
     try:
         with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # (in place: a photo needing no turn is not copied)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # Transparent pixels become white, as a viewer would show them on a page.
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
         raise InvalidImageError(f"the {fmt} image could not be decoded: {e} (is the file truncated?)") from None
     return LoadedImage(rgb=np.ascontiguousarray(rgb), format=fmt)

@@ -51,6 +51,29 @@ def test_help_imports_neither_numpy_nor_pydantic(tmp_path):
         m for m in modules if m.split(".")[0] in ("numpy", "pydantic", "cv2", "av"))
 
 
+def test_a_d2v_process_still_finalizes_its_garbage_at_exit(tmp_path):
+    """`d2v` freezes its objects at exit so Python's shutdown does not walk them all again; the
+    garbage of that moment is collected first, so an object in a reference cycle still has its
+    finalizer run (here: the one that writes a file)."""
+    marker = tmp_path / "finalized"
+    code = (
+        "import d2v.cli, sys\n"
+        "class Node:\n"
+        "    def __del__(self):\n"
+        f"        open({str(marker)!r}, 'w').write('done')\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "del a, b\n"
+        "import gc; gc.disable()  # nothing but the exit collects the cycle\n"
+        "sys.exit(d2v.cli.main(['effects']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "zoom_in" in done.stdout
+    assert marker.read_text() == "done"
+
+
 @pytest.mark.parametrize("mode", ["nearest", "wrap"])
 def test_the_path_filters_are_scipys(mode):
     from scipy import ndimage
