@@ -465,11 +465,11 @@ class CameraRenderer:
         if edges is not None and edges.aa.size:
             # (The map holds each edge pixel's own ray: what an edge crosses mixes in the other side.)
             at = edges.idx[edges.aa]
-            own = dst.reshape(-1, 3)[at].astype(np.float32)
+            # (Pixels as 3-byte items: one gather and one scatter, not a row per pixel.)
+            pixel = np.dtype("V3")
+            own = dst.reshape(-1).view(pixel)[at].view(np.uint8).reshape(-1, 3).astype(np.float32)
             other = _sample_rgb(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
             own += edges.aa_w[:, None] * (other - own)
-            # (Pixels as 3-byte items: one scatter, not a row per pixel.)
-            pixel = np.dtype("V3")
             dst.reshape(-1).view(pixel)[at] = (own + 0.5).astype(np.uint8).reshape(-1).view(pixel)
 
     def _depth_maps(
