@@ -522,8 +522,8 @@ class CameraRenderer:
             # March one layer at a time over the whole grid (small arrays that stay in cache),
             # in steps even in 1/s: a ray's image point moves as 1/s, so each step moves it
             # as far, along the longest ray about _DEPTH_STEP_PX depth-map pixels (at most
-            # _DEPTH_MAX_STEPS steps). Each ray's first step at or behind the surface (layer <=
-            # step) is found from the last step back, the farthest layer, where every ray is.
+            # _DEPTH_MAX_STEPS steps), then each ray's first step at or behind the surface
+            # (layer <= step; the last, the farthest layer, where every ray is, at the latest).
             span = float(np.sqrt(np.max(Bx * Bx + By * By))) * (1.0 / s_lo - 1.0 / s_hi)
             n = int(np.clip(math.ceil(span / _DEPTH_STEP_PX), 2, _DEPTH_MAX_STEPS))
             steps = (1.0 / (1.0 / s_lo + (1.0 / s_hi - 1.0 / s_lo) * np.arange(n + 1) / n)).astype(np.float32)
@@ -531,14 +531,18 @@ class CameraRenderer:
             mx, my = np.empty_like(Ax), np.empty_like(Ay)
             # seen[j]: the layer each ray finds at step j.
             seen = _buffer(scratch, "march", (_DEPTH_MAX_STEPS + 1,) + Ax.shape, np.float32)[:n + 1]
-            k = np.full(Ax.shape, n, np.int32)
-            for j in range(n, -1, -1):
+            for j in range(n + 1):
                 u = float(1.0 / steps[j])
                 cv2.scaleAdd(Bx, u, Ax, dst=mx)
                 cv2.scaleAdd(By, u, Ay, dst=my)
                 cv2.remap(layers.s, mx, my, cv2.INTER_LINEAR, dst=seen[j], borderMode=cv2.BORDER_REPLICATE)
-                if j < n:
-                    np.copyto(k, j, where=seen[j] <= steps[j])
+            # k: the first step at or behind the surface (n: none before the last), the number
+            # of steps in front before it (whole-grid passes, no masked writes).
+            ahead = seen[:n] > steps[:n, None, None]
+            k, alive = np.zeros(Ax.shape, np.int32), np.ones(Ax.shape, bool)
+            for j in range(n):  # (numpy's logical_and.accumulate along this axis is 10x slower)
+                alive &= ahead[j]
+                k += alive
             # Where the surface lies strictly between two steps, halve that bracket
             # _DEPTH_REFINE times, then take the secant's zero in what is left (exact on a
             # flat layer; at a depth edge, somewhere inside a quarter of a step). A ray that
