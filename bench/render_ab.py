@@ -1,0 +1,73 @@
+"""Depth render CPU, another tree's d2v/render.py against this one's, in one process.
+
+Both renderers draw the same frames (every --every-th of the 4 s, 24 fps, 1024x576 clip) one
+after the other, frame by frame, so machine noise hits both alike; each frame's cost is the
+render thread's own CPU time. For a change to the depth render: make the base tree with
+`git archive <commit> | tar -x -C /tmp/base`, then
+
+    python bench/render_ab.py /tmp/base [--scene photo|motorcycle] [--effects parallax,orbit,zoom_in,dolly_zoom]
+
+The scenes are render_bench's: the example photo with its derived hard-edged depth, or
+scikit-image's motorcycle with its measured disparity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.render_bench import derived_depth  # noqa: E402
+from d2v import render  # noqa: E402
+from d2v.images import load_image  # noqa: E402
+from d2v.models import parse_request  # noqa: E402
+from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", help="a tree holding the base d2v/render.py")
+    ap.add_argument("--scene", choices=("photo", "motorcycle"), default="photo")
+    ap.add_argument("--effects", default="parallax,orbit,zoom_in,dolly_zoom")
+    ap.add_argument("--every", type=int, default=2)
+    args = ap.parse_args()
+    spec = importlib.util.spec_from_file_location("base_render", Path(args.base) / "d2v/render.py")
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    if args.scene == "motorcycle":
+        from bench.depth_check_bench import motorcycle
+
+        rgb, depth = motorcycle()
+    else:
+        rgb = load_image(REPO / "examples/hubble.jpg").rgb
+        depth = derived_depth(rgb)
+    print(f"| {args.scene}, effect | base ms/frame | this tree ms/frame | change |")
+    print("|---|---|---|---|")
+    for effect in args.effects.split(","):
+        path = json.loads((REPO / f"examples/paths/{effect}.json").read_text())
+        request = parse_request({"path": path, "effect": effect, "duration_s": 4, "fps": 24, "width": 1024, "height": 576})
+        trajectory = plan_trajectory(request, rgb.shape[1], rgb.shape[0], depth_parallax=DEFAULT_PARALLAX)
+        indices = list(range(0, len(trajectory), args.every))
+        frames = {}
+        for name, module in (("base", base), ("this", render)):
+            renderer = module.CameraRenderer(rgb, depth)
+            list(renderer.render(trajectory, indices=indices[-1:]))  # its hidden background, made once
+            frames[name] = renderer.render(trajectory, indices=indices)
+        cpu = {"base": 0.0, "this": 0.0}
+        for _ in indices:
+            for name, stream in frames.items():
+                t0 = time.thread_time()
+                next(stream)
+                cpu[name] += time.thread_time() - t0
+        a, b = (1000 * cpu[k] / len(indices) for k in ("base", "this"))
+        print(f"| {effect} | {a:.1f} | {b:.1f} | {100 * (b / a - 1):+.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
