@@ -160,16 +160,43 @@ def keyed_web(shared_farm) -> str:
     return shared_farm.app("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
 
 
+# The modules with a test on the shared farm (checked at collection): under pytest-xdist they
+# all go to one worker (pytest_xdist_make_scheduler), so the farm starts once.
+SHARED_FARM_MODULES = ("tests/test_gpu_worker.py", "tests/test_reliability_inputs.py", "tests/test_web.py",
+                       "tests/test_web_subjects.py")
+
+
 def _uses_the_shared_farm(item) -> bool:
     return "shared_farm" in getattr(item, "fixturenames", ())
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
 
 
 def _last_the_shared_farms_modules(items) -> None:
     """Every module with a test on the shared farm runs after all the others, in their
     usual order: the farm starts once, and no other module's farm (each starts its own Ray,
     stopping this one) comes between them. Whole modules move, so module fixtures stay up."""
-    def module(item) -> str:
-        return getattr(getattr(item, "module", None), "__name__", "")
+    shared = {_module(item) for item in items if _uses_the_shared_farm(item)}
+    if unlisted := sorted(shared - set(SHARED_FARM_MODULES)):
+        raise pytest.UsageError(f"tests/conftest.py: add {unlisted} to SHARED_FARM_MODULES (they use the shared farm)")
+    items.sort(key=lambda item: _module(item) in shared)  # stable: the order within kept
 
-    shared = {module(item) for item in items if _uses_the_shared_farm(item)}
-    items.sort(key=lambda item: module(item) in shared)  # stable: the order within kept
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (`-n 2 --dist loadfile`): each module goes to one worker, so a
+    module-scoped farm starts once, and the shared farm's modules all go to the same worker,
+    one after the other, so it starts once. (Each worker has its own Ray, S3 and Redis, on
+    free ports.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModulesAndTheSharedFarm(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = super()._split_scope(nodeid)
+            return "the shared farm" if module in SHARED_FARM_MODULES else module
+
+    return ModulesAndTheSharedFarm(config, log)
