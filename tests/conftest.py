@@ -85,13 +85,14 @@ RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's 
 
 
 class SharedFarm:
-    """The farm of the modules that can share one (tests/test_web.py, tests/test_web_subjects.py,
-    tests/test_reliability_inputs.py, tests/test_gpu_worker.py): Ray and Serve started once for the session, on first
-    use, results in S3. Its app at / takes no API keys; further apps (each at its own route
-    prefix, with its own queue and keys) are deployed the first time a test asks for one, so
-    no test restarts the farm to change its keys. Started again only if another module's farm
-    stopped this process's Ray in between (the modules that use this farm run last, together:
-    pytest_collection_modifyitems)."""
+    """The farm of the modules that can share one (SHARED_FARM_MODULES): Ray and Serve started
+    once for the session, on first use, results in S3. Its app at / takes no API keys; further
+    apps (each at its own route prefix, with its own queue, keys and models) are deployed the
+    first time a test asks for one, so no test restarts the farm to change them. Started
+    again only if another module's farm stopped this process's Ray in between (the modules
+    that use this farm run last, together: pytest_collection_modifyitems)."""
+
+    BUCKET = "web"  # its store: tests read results back from it (seaweed.env(SharedFarm.BUCKET))
 
     def __init__(self, seaweed):
         from contextlib import ExitStack
@@ -110,7 +111,7 @@ class SharedFarm:
 
         if not self._up():
             self.stack.close()
-            env = {**self.seaweed.env("web"), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
+            env = {**self.seaweed.env(self.BUCKET), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
                    "D2V_RELIABILITY_KEYS": RELIABILITY_KEYS}
             # Logical CPUs for three d2v apps at once (1.55 each: deployments/*.py), so an app
             # a module forgot to remove leaves room for the next; two logical GPUs for
@@ -162,8 +163,8 @@ def keyed_web(shared_farm) -> str:
 
 # The modules with a test on the shared farm (checked at collection): under pytest-xdist they
 # all go to one worker (pytest_xdist_make_scheduler), so the farm starts once.
-SHARED_FARM_MODULES = ("tests/test_gpu_worker.py", "tests/test_reliability_inputs.py", "tests/test_web.py",
-                       "tests/test_web_subjects.py")
+SHARED_FARM_MODULES = ("tests/test_depth_farm.py", "tests/test_gpu_worker.py", "tests/test_reliability_inputs.py",
+                       "tests/test_web.py", "tests/test_web_subjects.py")
 
 
 def _uses_the_shared_farm(item) -> bool:
