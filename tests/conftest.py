@@ -187,10 +187,11 @@ def _last_the_shared_farms_modules(items) -> None:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist (`-n 2 --dist loadfile`): each module goes to one worker, so a
-    module-scoped farm starts once, and the shared farm's modules all go to the same worker,
-    one after the other, so it starts once. (Each worker has its own Ray, S3 and Redis, on
-    free ports.)"""
+    """Under pytest-xdist, where it is installed (`-n 2 --dist loadfile`; not the suite's
+    command: on a loaded 2-core machine two workers' farms made the farm's 1.5 s dependency
+    checks answer 503, bench/RESULTS.md): each module goes to one worker, so a module-scoped
+    farm starts once, and the shared farm's modules all go to the same worker, one after the
+    other, so it starts once. (Each worker has its own Ray, S3 and Redis, on free ports.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
