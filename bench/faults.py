@@ -345,11 +345,12 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
+def cli_killed_then_farm(farm: FaultFarm, cli_lease_s: float | None = None) -> Outcome:
     """`d2v render` on the farm's store, killed mid-render (SIGKILL: no chance to clean up);
     then the same image and request sent to the farm. The farm's job must finish, and the
     CLI's job must not stay 'running' for ever: the reconciler fails it with the reason once
-    its heartbeat is over two leases old (rendering it again takes it over)."""
+    its heartbeat is over two leases old (rendering it again takes it over). `cli_lease_s`:
+    the CLI's lease (D2V_LEASE_S; None: its default, 30 s), which sets how long that takes."""
     import subprocess
     import sys
 
@@ -368,7 +369,8 @@ def cli_killed_then_farm(farm: FaultFarm) -> Outcome:
     cmd = [str(exe), "render", str(work / "photo.png"), "--path", str(work / "path.json"), "--effect", "pan",
            "--duration", "12", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
            "-o", str(work / "out.mp4")]
-    proc = subprocess.Popen(cmd, env={**os.environ, **farm.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, **farm.env, **({"D2V_LEASE_S": str(cli_lease_s)} if cli_lease_s else {})}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     jobs = Jobs(S3Store.from_env(farm.env))
     deadline = time.monotonic() + 120
     cli_job = None

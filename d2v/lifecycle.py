@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
-from d2v.errors import ObjectNotFoundError, StoreUnavailableError
+from d2v.errors import D2VError, ObjectNotFoundError, StoreUnavailableError
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
 from d2v.store import Store, VersionChanged, job_key, validate_job_id
 
@@ -83,6 +83,24 @@ TRANSITIONS: dict[str, set[str]] = {
     "succeeded": {"running"},  # only a forced re-render (`d2v render --no-cache`)
 }
 DEFAULT_LEASE_S = 30.0
+LEASE_ENV = "D2V_LEASE_S"  # a `d2v render` / `d2v batch` process's own lease (the farm's is its app arg lease_s)
+
+
+def lease_setting(env: dict[str, str] | None = None) -> float:
+    """The lease of this process's own jobs (`d2v render`, `d2v batch`): D2V_LEASE_S seconds,
+    DEFAULT_LEASE_S when unset. A job whose process was killed is failed by a farm's
+    reconciler once its heartbeat is two leases old, so a shorter lease frees it sooner (at
+    one heartbeat every third of it)."""
+    raw = (os.environ if env is None else env).get(LEASE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LEASE_S
+    try:
+        lease_s = float(raw)
+    except ValueError:
+        lease_s = float("nan")
+    if not 1.0 <= lease_s <= 3600.0:  # (NaN fails both)
+        raise D2VError(f"{LEASE_ENV}={raw!r}: give the lease in seconds, from 1 to 3600 (unset: {DEFAULT_LEASE_S:g})")
+    return lease_s
 
 
 def now_iso() -> str:

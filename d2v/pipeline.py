@@ -53,7 +53,7 @@ from d2v.stages import (
 )
 from d2v.bases import BASES, choose_backend, configured
 from d2v.lifecycle import (
-    LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, process_owner,
+    LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, lease_setting, process_owner,
 )
 from d2v.store import Store
 
@@ -222,7 +222,7 @@ def render_job(
         report("cached", 1.0)
         return cached
 
-    jobs = Jobs(store)
+    jobs = Jobs(store, lease_setting())
     # Ours now, unless another live process runs the same job (a second `d2v render` of
     # the same image and request): then say who, rather than render it twice.
     claim = jobs.claim(job_id, owner or process_owner("cli"), rerun=True)

@@ -48,8 +48,8 @@ def build_app(args: dict | None = None) -> Application:
     farm = FarmSettings.from_args(settings)  # unknown args fail here, at deploy time
     price_table()  # and so does a bad price table (D2V_PRICES), not each job's end
     runner = runner_deployment(farm.queue, farm.max_running_jobs).bind(
-        DepthStage.bind(), TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(), EncodeStage.bind(),
-        settings=settings)
+        DepthStage.bind(farm.depth_model), TrajectoryStage.bind(), base, InterpolateStage.bind(), UpscaleStage.bind(),
+        EncodeStage.bind(), settings=settings)
     return Ingress.bind(runner, settings=settings)
 
 

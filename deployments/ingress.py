@@ -189,6 +189,7 @@ class Ingress:
         replica_logging()
         self.runner = runner
         self.settings = FarmSettings.from_args(settings)
+        self.depth_model = self.settings.depth()
         self.store = store_from_env()
         self.jobs = Jobs(self.store, self.settings.lease_s)
         self.stats_store = self.store.bounded(STATS_CALL_S)
@@ -463,7 +464,7 @@ class Ingress:
         store's depth cache already holds it; the model itself is never run here."""
         self._authorize(request)
         render_request, image_bytes, depth_bytes, lut_bytes = await self._read_upload(request)
-        source = planned_depth_source(render_request, depth_given=depth_bytes is not None)
+        source = planned_depth_source(render_request, depth_given=depth_bytes is not None, model=self.depth_model)
         async with self.previewing:
             image = await asyncio.to_thread(decode_image, image_bytes)
             size = working_size(image.width, image.height)
@@ -473,7 +474,8 @@ class Ingress:
             elif source == "estimated":
                 try:  # one store read at most; slow or away, the preview goes on without it
                     depth = await asyncio.wait_for(
-                        asyncio.to_thread(cached_depth, image_bytes, self.store, *size), DEPENDENCY_TIMEOUT_S)
+                        asyncio.to_thread(cached_depth, image_bytes, self.store, *size, model=self.depth_model),
+                        DEPENDENCY_TIMEOUT_S)
                 except Exception as e:
                     log.info("preview: the depth cache was not read (%s)", one_line(e) or type(e).__name__)
             return await asyncio.to_thread(render_preview, image.rgb, render_request, depth_source=source,
@@ -499,7 +501,7 @@ class Ingress:
 
         job_id = new_job_id()
         content = content_job_id(image_bytes, depth_bytes, render_request, self.settings.svd_model,
-                                 lut_bytes=lut_bytes)
+                                 depth_model=self.depth_model, lut_bytes=lut_bytes)
         done = await _answer(asyncio.to_thread(self.jobs.cached, content), "the object store")
         if done is not None:  # rendered before (by anyone): this caller's own job, answered at once
             await _answer(asyncio.to_thread(self.jobs.adopt_result, job_id, done, tenant=tenant, content=content),

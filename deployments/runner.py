@@ -37,7 +37,7 @@ import uuid
 from ray import serve
 
 from d2v.errors import D2VError, one_line, user_error
-from d2v.depth import depth_model_setting, planned_depth_source
+from d2v.depth import planned_depth_source
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, JobQueue, job_timeout_s
 from d2v.lifecycle import (
@@ -130,8 +130,8 @@ class JobRunner:
         replica_logging()
         self.depth, self.trajectory, self.base, self.interpolate, self.upscale, self.encode = (
             depth, trajectory, base, interpolate, upscale, encode)
-        self.depth_model = depth_model_setting()
         self.settings = FarmSettings.from_args(settings)
+        self.depth_model = self.settings.depth()
         self.store = store_from_env()
         self.queue = JobQueue(self.settings.queue)
         self.jobs = Jobs(self.store, self.settings.lease_s, fence=self.queue)

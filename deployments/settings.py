@@ -21,6 +21,7 @@ class FarmSettings:
     svd_model: str | None = None  # the base stage's SVD model; None = D2V_SVD_MODEL
     ltx_model: str | None = None  # the base stage's LTX-Video model; None = D2V_LTX_MODEL
     wan_model: str | None = None  # the base stage's Wan 2.2 model; None = D2V_WAN_MODEL
+    depth_model: str | None = None  # the depth stage's model (jobs with depth "auto"); None = D2V_DEPTH_MODEL
     queue: str = DEFAULT_QUEUE  # the Redis queue of this app (two apps on one Redis: two names)
     api_keys_env: str = "D2V_API_KEYS"  # the environment variable holding this app's API keys
     admin_keys_env: str = "D2V_ADMIN_KEYS"  # ... and its operators' keys (farm-wide /v1/stats, /healthz details)
@@ -31,6 +32,12 @@ class FarmSettings:
         from d2v.bases import configured
 
         return configured(overrides={"svd": self.svd_model, "ltx": self.ltx_model, "wan": self.wan_model})
+
+    def depth(self) -> str | None:
+        """The depth model this farm estimates with: `depth_model`, else D2V_DEPTH_MODEL; None: no estimates."""
+        from d2v.depth import depth_model_setting
+
+        return self.depth_model or depth_model_setting()
 
     @classmethod
     def from_args(cls, args: dict | None) -> "FarmSettings":

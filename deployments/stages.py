@@ -75,15 +75,16 @@ class _ReportsProgress:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class DepthStage(GPUWorker):
-    """Depth from the photo (D2V_DEPTH_MODEL), for requests with depth "auto" and no map of
-    their own: estimated once per image and model, then read from the store's depth cache.
-    The model loads on first use, on the device this replica was given."""
+    """Depth from the photo (the app's `depth_model`, else D2V_DEPTH_MODEL), for requests with
+    depth "auto" and no map of their own: estimated once per image and model, then read from
+    the store's depth cache. The model loads on first use, on the device this replica was given."""
 
     stage = "depth"
 
-    def __init__(self):
+    def __init__(self, model: str | None = None):
         replica_logging()
         self.store = store_from_env()
+        self.model = model  # None: D2V_DEPTH_MODEL
         super().__init__()
 
     def estimate(self, image: LoadedImage, image_bytes: bytes, request: RenderRequest) -> dict:
@@ -92,7 +93,7 @@ class DepthStage(GPUWorker):
         from d2v.depth import depth_for, encode_depth_png
 
         t0 = time.perf_counter()
-        scene = depth_for(image_bytes, image.rgb, self.store, request)
+        scene = depth_for(image_bytes, image.rgb, self.store, request, model=self.model)
         seconds = time.perf_counter() - t0
         stage_ran("depth", seconds, request.backend)
         return {"depth_png": encode_depth_png(scene.depth) if scene.depth is not None else None,

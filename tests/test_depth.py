@@ -288,24 +288,38 @@ def test_the_preview_plans_with_depth_when_the_job_will(tiny_depth, tmp_path, mo
     assert len(count_estimates) == 1
 
 
-def test_cli_make_tiny_depth_depth_and_render(tmp_path):
-    r = d2v("models", "make-tiny-depth", tmp_path / "tiny", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert "D2V_DEPTH_MODEL=" in r.stdout and (tmp_path / "tiny/config.json").is_file()
-    env = {"D2V_DEPTH_MODEL": str(tmp_path / "tiny")}
+def test_cli_make_tiny_depth_depth_and_render(tmp_path, monkeypatch, capsys):
+    """In this process (`main([...])`, as tests/test_cli.py's make-tiny test): five
+    subprocesses paid for torch and transformers five times; the installed entry point as a
+    subprocess is test_cli_depth_without_a_model_or_with_bad_input_is_one_line's."""
+    from d2v.cli import main
 
-    r = d2v("depth", EXAMPLE, "-o", "out/depth.png", cwd=tmp_path, env_extra=env)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("D2V_S3_ENDPOINT", raising=False)
+    monkeypatch.delenv("D2V_DEPTH_MODEL", raising=False)
+
+    def d2v_here(*args) -> str:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    out = d2v_here("models", "make-tiny-depth", tmp_path / "tiny")
+    assert "D2V_DEPTH_MODEL=" in out and (tmp_path / "tiny/config.json").is_file()
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(tmp_path / "tiny"))
+
+    d2v_here("depth", EXAMPLE, "-o", "out/depth.png")
     written = cv2.imread(str(tmp_path / "out/depth.png"), cv2.IMREAD_UNCHANGED)
     photo = cv2.imread(str(EXAMPLE))
     assert written.dtype == np.uint16 and written.shape == photo.shape[:2]
     assert written.min() == 0 and written.max() == 65535
 
     def render(*flags, output):
-        r = d2v("render", EXAMPLE, "--path", PATHS / "dolly_zoom.json", "--effect", "dolly_zoom", "--duration", "0.5",
-                "--fps", "8", "--size", "160x96", "-q", *flags, "-o", output, cwd=tmp_path, env_extra=env)
-        assert r.returncode == 0, r.stderr
-        return json.loads(Path(r.stdout.split("manifest:")[1].split()[0].removeprefix("file://")).read_text())
+        out = d2v_here("render", EXAMPLE, "--path", PATHS / "dolly_zoom.json", "--effect", "dolly_zoom", "--duration",
+                       "0.5", "--fps", "8", "--size", "160x96", "-q", *flags, "-o", output)
+        return json.loads(Path(out.split("manifest:")[1].split()[0].removeprefix("file://")).read_text())
 
     manifest = render("--depth", "auto", output="auto.mp4")
     assert (manifest["depth_source"], manifest["depth_model"]) == ("estimated", str(tmp_path / "tiny"))

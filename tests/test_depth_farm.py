@@ -1,5 +1,6 @@
-"""The depth stage in the farm: a tiny random-weight depth model loaded by the DepthStage
-replica through the real loader; the first job on a photo estimates its depth, the next one
+"""The depth stage in the farm: a tiny random-weight depth model, the app's `depth_model`
+(an app of its own on the session's shared farm), loaded by the DepthStage replica through
+the real loader; the first job on a photo estimates its depth, the next one
 reads it from the store's depth cache; `depth: "none"` renders flat; a job with post effects
 and a look gets them. The preview plans as the job does: `auto` on a level stroke slides
 (parallax) when the job will have depth."""
@@ -14,22 +15,30 @@ import pytest
 
 from d2v.encode import decode_video
 from d2v.s3store import S3Store
-from tests.conftest import textured_image
-from tests.farm import serve_farm
+from tests.conftest import SharedFarm, textured_image
 from tests.test_images import png_bytes
 
 pytestmark = pytest.mark.timeout(300)
 PATH = [{"x": 60, "y": 90}, {"x": 260, "y": 100}]
 
 
-def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
+@pytest.fixture(scope="module")
+def depth_app(shared_farm, tmp_path_factory):
+    """An app whose depth stage has a model (its own route, queue and depth model; the
+    farm's other apps have none): its URL and the model's directory."""
     from d2v.depth import make_tiny_depth
 
-    model = make_tiny_depth(tmp_path / "tiny-depth")
-    env = {**seaweed.env("depth-farm"), "D2V_DEVICE": "cpu", "D2V_DEPTH_MODEL": str(model)}
+    model = make_tiny_depth(tmp_path_factory.mktemp("tiny-depth"))
+    yield shared_farm.app("/depth", {"depth_model": str(model)}), model
+    shared_farm.remove("/depth")
+
+
+def test_the_farm_estimates_depth_once_per_photo(depth_app, seaweed):
+    url, model = depth_app
     image = png_bytes(textured_image(320, 180, seed=31))
-    with serve_farm(env, {"/": {}}) as url, httpx.Client(base_url=url, timeout=60) as client:
-        store = S3Store.from_env(env)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        store = S3Store.from_env(seaweed.env(SharedFarm.BUCKET))
+        cached = set(store.list("depth/"))  # the shared store's depth cache: only this module's app fills it
 
         def body_of(**request) -> dict:
             return {"path": PATH, "effect": "pan", "duration_s": 1, "fps": 8, "width": 160, "height": 90, **request}
@@ -55,14 +64,14 @@ def test_the_farm_estimates_depth_once_per_photo(seaweed, tmp_path):
         # to show; it never runs the model (nothing is cached by it).
         ahead = preview(effect="auto")
         assert (ahead["effect"], ahead["depth_source"], ahead["depth_shown"]) == ("parallax", "estimated", False)
-        assert store.list("depth/") == []
+        assert set(store.list("depth/")) == cached
         first = run(seed=1)
         assert first["depth_source"] == "estimated" and first["depth_model"] == str(model)
         assert "from the depth cache" not in first["methods"]["depth"]
-        assert len(store.list("depth/")) == 1
+        assert len(set(store.list("depth/")) - cached) == 1
         second = run(seed=2, effect="auto")  # the same photo: its depth comes from the cache
         assert second["depth_source"] == "estimated" and "from the depth cache" in second["methods"]["depth"]
-        assert len(store.list("depth/")) == 1
+        assert len(set(store.list("depth/")) - cached) == 1
         shown = preview(effect="auto")  # now with the cached estimate
         assert shown["effect"] == second["effect"] == "parallax" and shown["depth_shown"]
         flat = run(seed=3, depth="none")

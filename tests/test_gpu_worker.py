@@ -128,11 +128,15 @@ def test_failing_load_fails_construction():
 
 
 def _fresh_python(code: str) -> str:
-    """What `code` prints, run in a new interpreter (nothing imported yet); it must succeed."""
+    """What `code` prints, run in a new interpreter (nothing imported yet, no D2V_DEVICE: the
+    shared farm, when an earlier module started it, has D2V_DEVICE=cpu in this process's
+    environment); it must succeed."""
+    import os
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "D2V_DEVICE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 

@@ -310,3 +310,32 @@ def test_a_cli_heartbeat_that_compared_before_the_reconciler_failed_its_job_is_r
         jobs._write(beat, "running", checked=True, version=compared)  # the heartbeat's write
     assert jobs.get(job).status == "failed" and jobs.unfinished() == []
     assert "refused a write of attempt " + cli.attempt_id in caplog.text
+
+
+def test_a_cli_render_takes_its_lease_from_d2v_lease_s_and_a_bad_one_is_one_line(tmp_path, monkeypatch, capsys):
+    """D2V_LEASE_S sets a `d2v render` job's lease (what a farm's reconciler waits on twice
+    before failing a killed CLI's job: tests/test_reliability_faults.py); unset, 30 s."""
+    from d2v.cli import main
+    from d2v.lifecycle import DEFAULT_LEASE_S, lease_setting
+    from tests.conftest import textured_image
+    from tests.test_images import png_bytes
+
+    assert lease_setting({}) == DEFAULT_LEASE_S == 30.0
+    assert lease_setting({"D2V_LEASE_S": " 5 "}) == 5.0
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "path.json"
+    path.write_text('[{"x": 10, "y": 10}, {"x": 60, "y": 20}]')
+    (tmp_path / "p.png").write_bytes(png_bytes(textured_image(160, 90, seed=2)))
+    args = ["render", str(tmp_path / "p.png"), "--path", str(path), "--effect", "pan", "--duration", "1", "--fps", "4",
+            "--size", "160x90", "-o", str(tmp_path / "out.mp4")]
+    for bad in ("soon", "0", "nan"):
+        monkeypatch.setenv("D2V_LEASE_S", bad)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == f"d2v: error: D2V_LEASE_S={bad!r}: give the lease in seconds, from 1 to 3600 (unset: 30)\n", err
+    monkeypatch.setenv("D2V_LEASE_S", "4")
+    assert main(args) == 0, capsys.readouterr().err
+    jobs = Jobs(LocalStore(tmp_path / "data"))
+    [key] = [k for k in jobs.store.list("jobs/") if k.endswith("/status.json")]
+    status = jobs.get(key.split("/")[1])
+    assert status.status == "succeeded" and status.lease_s == 4.0

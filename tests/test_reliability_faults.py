@@ -46,7 +46,8 @@ def test_concurrent_submissions_are_202_or_503_and_all_finish(farm):
 
 
 def test_a_killed_cli_render_is_not_left_running_and_the_farm_runs_the_job(farm):
-    _assert_clean(faults.cli_killed_then_farm(farm))
+    # A 5 s lease for the CLI (D2V_LEASE_S): the reconciler fails its job 10 s after the kill, not 60.
+    _assert_clean(faults.cli_killed_then_farm(farm, cli_lease_s=5))
 
 
 def test_a_running_job_delivered_again_to_its_own_replica_renders_once(farm):

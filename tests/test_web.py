@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from tests.test_images import png_bytes
-from tests.conftest import textured_image
+from tests.conftest import SharedFarm, textured_image
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -572,7 +572,7 @@ def test_a_cube_part_reaches_the_store_and_the_request_fields_override_the_prese
     deadline = time.monotonic() + 120
     while (status := httpx.get(f"{web}/v1/jobs/{job_id}?wait_s=20", timeout=30).json())["status"] != "succeeded":
         assert status["status"] != "failed" and time.monotonic() < deadline, status
-    store = S3Store.from_env(seaweed.env("web"))
+    store = S3Store.from_env(seaweed.env(SharedFarm.BUCKET))
     assert store.get_bytes(f"jobs/{job_id}/look.cube").decode() == GRADE_CUBE
     manifest = json.loads(store.get_bytes(status["result"]["manifest_key"]))
     sent = manifest["request"]
@@ -658,7 +658,7 @@ def test_picking_a_preset_in_the_gallery_renders_a_video_whose_manifest_names_it
     driver.find_element("id", "render").click()
     playing_video(driver, 2 - 1 / 12)  # boomerang: 12 frames out and 11 back (the turn frame once)
     job_id = driver.find_element("id", "download").get_attribute("href").split("/v1/jobs/")[1].split("/")[0]
-    store = S3Store.from_env(seaweed.env("web"))
+    store = S3Store.from_env(seaweed.env(SharedFarm.BUCKET))
     manifest = json.loads(store.get_bytes(f"jobs/{job_id}/manifest.json"))
     sent = manifest["request"]
     assert sent["preset"] == "hitchcock" and manifest["effect"] == "dolly_zoom"
