@@ -292,8 +292,10 @@ def _encode_to_path(
 
             # libx264 copies each picture into its own frames before `encode` returns, so it can
             # read our I420 buffer in place (the buffer is reused for the next frame); NVENC may
-            # hold a frame queued, so it gets a copy.
-            wrap = av.VideoFrame.from_numpy_buffer if codec == "libx264" else av.VideoFrame.from_ndarray
+            # hold a frame queued, so it gets a copy. PyAV's in-place wrapper takes the height
+            # as rows // 6 * 4: wrong (270 -> 268) unless the height is a multiple of 4.
+            in_place = codec == "libx264" and size[1] % 4 == 0
+            wrap = av.VideoFrame.from_numpy_buffer if in_place else av.VideoFrame.from_ndarray
             time_base = 1 / rate
             frame = first
             while frame is not None:

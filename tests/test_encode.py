@@ -66,10 +66,12 @@ def test_decoding_gives_every_frame_at_the_right_rate(tmp_path: Path, fps: int):
         assert int(np.argmin(errs)) == i
 
 
-def test_colours_survive(tmp_path: Path):
-    frame = smooth_frame()
+@pytest.mark.parametrize("size", [(320, 180), (480, 270)])  # 270: half of it odd, not a multiple of 4
+def test_colours_survive(tmp_path: Path, size):
+    frame = smooth_frame(*size)
     encode_mp4([frame] * 5, tmp_path / "c.mp4", 24, crf=18)
     video, _ = decode_video(tmp_path / "c.mp4")
+    assert video.shape == (5, size[1], size[0], 3)
     err = np.abs(video.astype(int) - frame.astype(int))
     assert err.mean() < 1.5
     assert np.abs(video.mean(axis=(0, 1, 2)) - frame.mean(axis=(0, 1))).max() < 1.0  # no colour cast
