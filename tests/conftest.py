@@ -85,8 +85,7 @@ RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's 
 
 
 class SharedFarm:
-    """The farm of the modules that can share one (SHARED_FARM_MODULES): Ray and Serve started
-    once for the session, on first use, results in S3. Its app at / takes no API keys; further
+    """The farm of the modules that can share one: Ray and Serve started once for the session, on first use, results in S3. Its app at / takes no API keys; further
     apps (each at its own route prefix, with its own queue, keys and models) are deployed the
     first time a test asks for one, so no test restarts the farm to change them. Started
     again only if another module's farm stopped this process's Ray in between (the modules
@@ -161,12 +160,6 @@ def keyed_web(shared_farm) -> str:
     return shared_farm.app("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
 
 
-# The modules with a test on the shared farm (checked at collection): under pytest-xdist they
-# all go to one worker (pytest_xdist_make_scheduler), so the farm starts once.
-SHARED_FARM_MODULES = ("tests/test_depth_farm.py", "tests/test_gpu_worker.py", "tests/test_reliability_inputs.py",
-                       "tests/test_web.py", "tests/test_web_subjects.py")
-
-
 def _uses_the_shared_farm(item) -> bool:
     return "shared_farm" in getattr(item, "fixturenames", ())
 
@@ -180,25 +173,4 @@ def _last_the_shared_farms_modules(items) -> None:
     usual order: the farm starts once, and no other module's farm (each starts its own Ray,
     stopping this one) comes between them. Whole modules move, so module fixtures stay up."""
     shared = {_module(item) for item in items if _uses_the_shared_farm(item)}
-    if unlisted := sorted(shared - set(SHARED_FARM_MODULES)):
-        raise pytest.UsageError(f"tests/conftest.py: add {unlisted} to SHARED_FARM_MODULES (they use the shared farm)")
     items.sort(key=lambda item: _module(item) in shared)  # stable: the order within kept
-
-
-@pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist, where it is installed (`-n 2 --dist loadfile`; not the suite's
-    command: on a loaded 2-core machine two workers' farms made the farm's 1.5 s dependency
-    checks answer 503, bench/RESULTS.md): each module goes to one worker, so a module-scoped
-    farm starts once, and the shared farm's modules all go to the same worker, one after the
-    other, so it starts once. (Each worker has its own Ray, S3 and Redis, on free ports.)"""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class ModulesAndTheSharedFarm(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = super()._split_scope(nodeid)
-            return "the shared farm" if module in SHARED_FARM_MODULES else module
-
-    return ModulesAndTheSharedFarm(config, log)
