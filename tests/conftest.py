@@ -85,11 +85,12 @@ RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's 
 
 
 class SharedFarm:
-    """The farm of the modules that can share one: Ray and Serve started once for the session, on first use, results in S3. Its app at / takes no API keys; further
-    apps (each at its own route prefix, with its own queue, keys and models) are deployed the
-    first time a test asks for one, so no test restarts the farm to change them. Started
-    again only if another module's farm stopped this process's Ray in between (the modules
-    that use this farm run last, together: pytest_collection_modifyitems)."""
+    """The farm of the modules that can share one: Ray and Serve started once for the session, on
+    first use, results in S3. Its app at / takes no API keys; further apps (each at its own
+    route prefix, with its own queue, keys and models) are deployed the first time a test asks
+    for one, so no test restarts the farm to change them. Started again only if another module's
+    farm stopped this process's Ray in between (the modules that use this farm run last,
+    together: pytest_collection_modifyitems)."""
 
     BUCKET = "web"  # its store: tests read results back from it (seaweed.env(SharedFarm.BUCKET))
 
