@@ -535,13 +535,7 @@ class CameraRenderer:
                 cv2.scaleAdd(Bx, u, Ax, dst=mx)
                 cv2.scaleAdd(By, u, Ay, dst=my)
                 cv2.remap(layers.s, mx, my, cv2.INTER_LINEAR, dst=seen[j], borderMode=cv2.BORDER_REPLICATE)
-            # k: the first step at or behind the surface (n: none before the last), the number
-            # of steps in front before it (whole-grid passes, no masked writes).
-            ahead = seen[:n] > steps[:n, None, None]
-            k, alive = np.zeros(Ax.shape, np.int32), np.ones(Ax.shape, bool)
-            for j in range(n):  # (numpy's logical_and.accumulate along this axis is 10x slower)
-                alive &= ahead[j]
-                k += alive
+            k = _first_behind(seen[:n] > steps[:n, None, None])
             # Where the surface lies strictly between two steps, halve that bracket
             # _DEPTH_REFINE times, then take the secant's zero in what is left (exact on a
             # flat layer; at a depth edge, somewhere inside a quarter of a step). A ray that
@@ -811,7 +805,7 @@ def _march_points(s_map, ax, ay, bx, by, u_near: float, u_far: float, step_px: f
     the longest ray (at most max_steps), then `refine` bisections of the step where it met
     the surface and the secant in what is left. A ray that meets nothing ends on u_far. As in
     `_depth_maps`' march: one step at a time over all rays (padded to whole rows of _RAY_COLS,
-    so each lookup is one cv2.remap without a copy), from the far end back."""
+    so each lookup is one cv2.remap without a copy), then the first step behind (`_first_behind`)."""
     n_rays = np.size(ax)
     if n_rays == 0:
         return np.empty(0, np.float32)
@@ -828,14 +822,12 @@ def _march_points(s_map, ax, ay, bx, by, u_near: float, u_far: float, step_px: f
     du = (u_far - u_near) / np.float32(n)
     f = np.empty((n + 1, size), np.float32)  # f[j]: the layer seen at step j less the step's
     mx, my = np.empty(size, np.float32), np.empty(size, np.float32)
-    k = np.full(size, n, np.int32)  # the first step at or behind the surface (n: none, or the last)
-    for j in range(n, -1, -1):
+    for j in range(n + 1):
         u = u_near + du * np.float32(j)
         cv2.scaleAdd(bx, float(u), ax, dst=mx)
         cv2.scaleAdd(by, float(u), ay, dst=my)
         np.subtract(_sample(s_map, mx, my), np.float32(1.0) / u, out=f[j])
-        if j < n:
-            np.copyto(k, j, where=f[j] <= 0)
+    k = _first_behind(f[:n] > 0)
     u = u_near + du * k.astype(np.float32)
     fk = f.ravel()[k.astype(np.intp) * size + np.arange(size)]
     i = np.flatnonzero((k > 0) & (fk < 0))  # met the surface between two steps: refine there
@@ -855,6 +847,18 @@ def _march_points(s_map, ax, ay, bx, by, u_near: float, u_far: float, step_px: f
         ok = den > 1e-9
         u[i] = _pick(ok, a + (b - a) * fa / _pick(ok, den, np.ones_like(den)), b)
     return (np.float32(1.0) / u[:n_rays]).astype(np.float32)
+
+
+def _first_behind(ahead: np.ndarray) -> np.ndarray:
+    """Per ray, the first march step at or behind the surface: the number of steps in front
+    of it before the first that is not (ahead[j]: step j in front; len(ahead) when all are,
+    the last step, the farthest layer, where every ray ends). Whole passes over the rays, no
+    masked writes (numpy's logical_and.accumulate along this axis is 10x slower)."""
+    k, alive = np.zeros(ahead.shape[1:], np.int32), np.ones(ahead.shape[1:], bool)
+    for row in ahead:
+        alive &= row
+        k += alive
+    return k
 
 
 def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
