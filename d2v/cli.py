@@ -236,19 +236,24 @@ def _progress_bar(desc: str, quiet: bool):
 
 
 @contextmanager
-def _pydantic_plugins_off():
-    """Imports that build d2v's pydantic models, without pydantic's search for plugins (it reads
-    the entry points of every installed distribution: 50 ms of a render's start-up). d2v's
-    commands use no pydantic plugins; a caller's PYDANTIC_DISABLE_PLUGINS setting is kept."""
-    name = "PYDANTIC_DISABLE_PLUGINS"
-    before = os.environ.get(name)
-    if before is None:
-        os.environ[name] = "__all__"
+def _lean_imports():
+    """Imports for a render, without start-up work it never uses (on one core, before any
+    frame): pydantic's search for plugins (it reads the entry points of every installed
+    distribution: 50 ms; d2v uses none) and OpenBLAS's thread pool (started when numpy loads:
+    30 ms on two cores; a render's linear algebra is 3x3 matrices, single-threaded either way).
+    A caller's own settings are kept, and both are put back afterwards, so the processes this
+    one starts see the environment it was given."""
+    lean = {"PYDANTIC_DISABLE_PLUGINS": "__all__", "OPENBLAS_NUM_THREADS": "1"}
+    before = {name: os.environ.get(name) for name in lean}
+    for name, value in lean.items():
+        if before[name] is None:
+            os.environ[name] = value
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 def _seconds(value: float) -> str:
@@ -290,7 +295,7 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    with _pydantic_plugins_off():
+    with _lean_imports():
         from d2v.models import DEPTH_MODES
         from d2v.pipeline import render_job
     from d2v.images import oriented_size, read_image_bytes
@@ -1041,9 +1046,35 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """A subcommand's parser that will not parse: whatever is added to it is dropped."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
+
+
+class _OneCommand:
+    """The subcommands, of which only `command` is built (its name and arguments)."""
+
+    def __init__(self, sub, command: str):
+        self._sub, self._command = sub, command
+        self.found = False
+
+    def add_parser(self, name: str, **kwargs):
+        if name != self._command:
+            return _Unused()
+        self.found = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`d2v`'s parser. `command`: the parser of that one subcommand (how `main` parses a known
+    command: building the other 16 subcommands' arguments is 10-20 ms of every start-up); a
+    name that is no command builds them all, so argparse can list them."""
     parser = _Parser(prog="d2v", description="Draw a path on a photo, get a video whose camera follows it.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    if command is not None:
+        sub = _OneCommand(sub, command)
 
     p = sub.add_parser("render", help="render a video from an image and a drawn path")
     _add_request_flags(p)
@@ -1158,12 +1189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
     p.set_defaults(func=cmd_trajectory)
 
+    if command is not None and not sub.found:
+        return build_parser()
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         return args.func(args)
     except _UsageError as e:
         print(f"d2v: error: {e}", file=sys.stderr)

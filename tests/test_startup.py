@@ -45,6 +45,50 @@ def test_a_flat_camera_render_imports_no_torch_transformers_ray_or_scipy(tmp_pat
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
+def test_a_render_leaves_the_environment_as_it_found_it(tmp_path):
+    """The render's imports start neither pydantic's plugin search nor OpenBLAS's thread pool
+    (`_lean_imports`), and the environment is put back for what the process starts next."""
+    code = (
+        "import os, sys\n"
+        "import d2v.cli\n"
+        f"rc = d2v.cli.main(['render', 'examples/hubble.jpg', '--path', 'examples/paths/zoom_in.json', '--size', "
+        f"'128x72', '--duration', '0.5', '--fps', '8', '--no-cache', '-q', '-o', {str(tmp_path / 'out.mp4')!r}])\n"
+        "import ctypes\n"
+        "blas = [line.split()[-1] for line in open('/proc/self/maps') if 'scipy_openblas' in line]\n"
+        "threads = ctypes.CDLL(blas[0]).scipy_openblas_get_num_threads64_() if blas else 1\n"
+        "print(rc, os.environ.get('OPENBLAS_NUM_THREADS'), os.environ.get('PYDANTIC_DISABLE_PLUGINS'), threads)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "D2V_DATA_DIR": str(tmp_path / "store")}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1].split() == ["0", "None", "None", "1"]  # numpy's OpenBLAS on one thread
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_a_known_command_parses_as_with_every_command_built():
+    """`main` builds only the named command's parser; it must take the same arguments, with the
+    same defaults, as that command in the whole parser."""
+    from d2v.cli import build_parser
+
+    def actions(parser) -> dict:
+        return {(a.dest, tuple(a.option_strings)): (a.default, a.nargs, a.required, repr(a.choices))
+                for a in parser._actions}
+
+    whole = build_parser()
+    commands = whole._subparsers._group_actions[0].choices
+    for name, parser in commands.items():
+        alone = build_parser(name)._subparsers._group_actions[0].choices
+        assert list(alone) == [name]
+        assert actions(alone[name]) == actions(parser), name
+        assert alone[name].format_help() == parser.format_help(), name
+    args = ["render", "x.jpg", "--path", "p.json", "--effect", "zoom_in", "--size", "128x72", "-o", "o.mp4"]
+    assert build_parser("render").parse_args(args) == whole.parse_args(args)
+    assert build_parser("no-such-command")._subparsers._group_actions[0].choices.keys() == commands.keys()
+
+
 def test_help_imports_neither_numpy_nor_pydantic(tmp_path):
     modules = imported_modules(["--help"], tmp_path)
     assert {"numpy", "pydantic", "cv2", "av"}.isdisjoint(modules), sorted(
