@@ -87,8 +87,10 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_then_restarted_serves_it_and_stops
         ray.shutdown()
     exe = Path(sys.executable).parent / "d2v"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("D2V_", "RAY_ADDRESS"))}
+    # Metrics exported every 2 s, not Ray's 10 (a Ray setting by environment, as a user would
+    # set it): the end waits for this run's counts on the metrics port.
     env.update({"D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"),
-                "D2V_API_KEYS": "k-1,k-2"})
+                "D2V_API_KEYS": "k-1,k-2", "RAY_metrics_report_interval_ms": "2000"})
     assert not tmp_path.is_relative_to(REPO) and not (tmp_path / "deployments").exists()
     farm = f"http://127.0.0.1:{free_port()}"
     auth = {"Authorization": "Bearer k-2"}
@@ -159,7 +161,7 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_then_restarted_serves_it_and_stops
         assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
         # Operators' view: the KPIs (the store's: both jobs), and Prometheus text on the fixed
         # metrics port counting this run's (the restarted Ray's) two jobs and two refusals
-        # (Ray exports every 10 s).
+        # (exported every 2 s: RAY_metrics_report_interval_ms above).
         stats = client.get("/v1/stats", headers=auth).json()
         assert (stats["all"]["videos"], stats["all"]["success_rate"]) == (2, 1.0)
         wanted = ['ray_d2v_jobs_total{backend="camera",effect="pan",queue="d2v-jobs",status="succeeded"} 2.0',
