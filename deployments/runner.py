@@ -346,8 +346,10 @@ class JobRunner:
     # -- the reconciler -------------------------------------------------------------------
 
     def _reconcile_loop(self) -> None:
-        """Its own thread: a reconcile pass held up by a frozen store delays no heartbeat."""
-        while not self._stop.wait(self.settings.reconcile_s):
+        """Its own thread: a reconcile pass held up by a frozen store delays no heartbeat. The
+        first pass runs at once: a farm started again takes up the jobs its last run left
+        unfinished as soon as its runner is up, not a reconcile interval later."""
+        while not self._stop.is_set():
             try:
                 self.reconcile()
             except Exception as e:  # the store or Redis away: the next pass tries again
@@ -356,6 +358,7 @@ class JobRunner:
                 queue_depth(self.settings.queue, self.queue.waiting(), len(self.queue.running_since()))
             except Exception as e:
                 log.debug("queue depth not measured: %s", e)
+            self._stop.wait(self.settings.reconcile_s)
 
     def reconcile(self) -> int:
         """Enqueue every stored unfinished job of this queue that nobody runs and the queue

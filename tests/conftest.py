@@ -80,8 +80,11 @@ def s3_store(seaweed, request):
     return S3Store.from_env(env)
 
 
-WEB_KEYS = "key1,key2"  # the keyed app's API keys (tests/test_web.py types them into the page)
-RELIABILITY_KEYS = "reliability-test-key"  # tests/test_reliability_inputs.py's app's key
+# The shared farm's keyed app (/keyed) takes these API keys: tests/test_web.py types key2 into
+# the page; tests/test_reliability_inputs.py sends its requests with a key of its own, so
+# neither sees the other's jobs.
+RELIABILITY_KEY = "reliability-test-key"
+WEB_KEYS = "key1,key2," + RELIABILITY_KEY
 
 
 class SharedFarm:
@@ -111,8 +114,7 @@ class SharedFarm:
 
         if not self._up():
             self.stack.close()
-            env = {**self.seaweed.env(self.BUCKET), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS,
-                   "D2V_RELIABILITY_KEYS": RELIABILITY_KEYS}
+            env = {**self.seaweed.env(self.BUCKET), "D2V_DEVICE": "cpu", "D2V_API_KEYS": "", "D2V_WEB_KEYS": WEB_KEYS}
             # Logical CPUs for three d2v apps at once (1.55 each: deployments/*.py), so an app
             # a module forgot to remove leaves room for the next; two logical GPUs for
             # tests/test_gpu_worker.py's fractional replicas (no d2v app asks for one).
@@ -129,6 +131,12 @@ class SharedFarm:
             deploy(prefix, args)
             self.apps.add(prefix)
         return url + prefix
+
+    def keyed(self) -> str:
+        """The base URL of the keyed app (/keyed: the keys in WEB_KEYS). Its queue is long enough
+        that tests/test_reliability_inputs.py's legal jobs never meet the 503 of a full one.
+        (One app for both modules: an app's start costs 15-20 s.)"""
+        return self.app("/keyed", {"max_running_jobs": 2, "max_queued_jobs": 1000, "api_keys_env": "D2V_WEB_KEYS"})
 
     def remove(self, prefix: str) -> None:
         """Delete the app at `prefix` (a module done with it): its 8 idle replicas would only
@@ -157,8 +165,8 @@ def web(shared_farm) -> str:
 
 @pytest.fixture
 def keyed_web(shared_farm) -> str:
-    """The same app with API keys (key1, key2), on the same farm at /keyed; its base URL."""
-    return shared_farm.app("/keyed", {"max_running_jobs": 2, "api_keys_env": "D2V_WEB_KEYS"})
+    """The same app with API keys (key1, key2, ...), on the same farm at /keyed; its base URL."""
+    return shared_farm.keyed()
 
 
 def _uses_the_shared_farm(item) -> bool:

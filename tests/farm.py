@@ -17,9 +17,12 @@ from tests.seaweed import free_port
 
 
 @contextmanager
-def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2, num_gpus: int = 0) -> Iterator[str]:
+def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2, num_gpus: int = 0,
+               metrics_every_s: float | None = None) -> Iterator[str]:
     """`apps`: route prefix -> build_app args (each gets its own queue unless it names one).
-    `num_gpus`: logical GPUs (no hardware needed). Yields the base URL."""
+    `num_gpus`: logical GPUs (no hardware needed). `metrics_every_s`: how often every process
+    exports its metrics (Ray's default is every 10 s; a module that waits for its jobs' counts
+    on the metrics port asks for less). Yields the base URL."""
     from d2v.jobqueue import RedisServer
 
     stack = ExitStack()
@@ -33,8 +36,9 @@ def serve_farm(env: dict[str, str], apps: dict[str, dict], *, num_cpus: int = 2,
     os.environ.update(env)
     if ray.is_initialized():
         ray.shutdown()  # (Serve's handle cached in this process is dropped with the session)
+    system = {"metrics_report_interval_ms": int(metrics_every_s * 1000)} if metrics_every_s else None
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-             runtime_env={"env_vars": env})
+             runtime_env={"env_vars": env}, _system_config=system)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -2,8 +2,8 @@
 nothing accepted with a 202 then fails because of its input (issue 13).
 
 About 300 of bench/malformed.py's requests (every kind of mistake at least once, legal ones
-interleaved) against a real farm: Ray Serve, SeaweedFS, an API key set (an app of its own on
-the session's shared farm, tests/conftest.py). The full run of
+interleaved) against a real farm: Ray Serve, SeaweedFS, an API key set (the keyed app of the
+session's shared farm, with a key of this module's own: tests/conftest.py). The full run of
 2,000 and more, with a 300 MB upload and the ingress's memory, is
 `python bench/reliability.py --only malformed`.
 """
@@ -13,19 +13,18 @@ from __future__ import annotations
 import pytest
 
 from bench import malformed
-from tests.conftest import RELIABILITY_KEYS
+from tests.conftest import RELIABILITY_KEY
 
-API_KEY = RELIABILITY_KEYS
+API_KEY = RELIABILITY_KEY
 SEED = 13
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def url(shared_farm):
-    # An app of its own (its API key, its queue) on the session's shared farm. A queue long
-    # enough that the legal jobs among the requests never meet the 503 of a full one.
-    yield shared_farm.app("/reliability", {"max_queued_jobs": 1000, "api_keys_env": "D2V_RELIABILITY_KEYS"})
-    shared_farm.remove("/reliability")
+    # The shared farm's keyed app (its queue long enough that the legal jobs among the
+    # requests never meet the 503 of a full one); kept up for tests/test_web.py's keyed tests.
+    return shared_farm.keyed()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The render farm end to end: real Ray Serve, real HTTP, results in a real S3 server
-(SeaweedFS). One app for the module; each test submits its own jobs."""
+(SeaweedFS). Two apps for the module (one keyed); each test submits its own jobs."""
 
 from __future__ import annotations
 
@@ -27,17 +27,20 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def farm(seaweed, tmp_path_factory):
-    # A second app with the svd backend: a tiny random-weight SVD saved to disk and loaded
-    # by the base replicas through the same loader users run. Three apps: 6 logical CPUs.
+    # Two apps. "/": no keys, no generative model. "/keyed": jobs belong to their key (the keys
+    # in D2V_TEST_KEYS), and it offers the svd backend: a tiny random-weight SVD saved to disk
+    # and loaded by its base replica through the same loader users run. (One app for both: a
+    # third app's start cost 15-20 s of the module.) Metrics every 2 s, not Ray's 10: the
+    # metrics test waits for its jobs' counts.
     from d2v.tiny_svd import make_tiny_svd
 
     tiny = make_tiny_svd(tmp_path_factory.mktemp("tiny-svd"))
     env = {**seaweed.env("farm"), "D2V_DEVICE": "cpu", "D2V_TEST_KEYS": "key-a,key-b", "D2V_TEST_ADMINS": "key-ops"}
     apps = {"/": {"lease_s": 10, "max_running_jobs": 2, "reconcile_s": 2},
-            "/svd": {"lease_s": 10, "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}},
-            # Jobs belong to their key: an app whose keys are in D2V_TEST_KEYS.
-            "/keyed": {"lease_s": 10, "api_keys_env": "D2V_TEST_KEYS", "admin_keys_env": "D2V_TEST_ADMINS"}}
-    with serve_farm(env, apps, num_cpus=6) as url, httpx.Client(base_url=url, timeout=60) as client:
+            "/keyed": {"lease_s": 10, "api_keys_env": "D2V_TEST_KEYS", "admin_keys_env": "D2V_TEST_ADMINS",
+                       "svd_model": str(tiny), "svd_options": {"decode_chunk_size": 4, "warmup": True}}}
+    with serve_farm(env, apps, num_cpus=4, metrics_every_s=2) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
         yield client, S3Store.from_env(env)
 
 
@@ -193,7 +196,9 @@ def test_killing_the_base_replica_mid_job_loses_nothing(farm):
     assert r.status_code == 202
     url = r.json()["status_url"]
     wait_for(client, url, lambda s: s["stage"] == "base" and s["progress"] > 0.05)
-    assert kill_named("#BaseStage#", restart=False) >= 1  # Serve's controller starts new ones
+    # This app's base replica only (the keyed app's loads an SVD model: restarting it would only
+    # take CPU from this job's second attempt). Serve's controller starts a new one.
+    assert kill_named("d2v#BaseStage#", restart=False) >= 1
 
     status = wait(client, url)
     assert status["status"] == "succeeded", status
@@ -456,11 +461,12 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     request = {"path": PAN, "effect": "pan", "duration_s": 1.5, "fps": 8, "width": 160, "height": 96,
                "backend": "svd", "guidance_strength": 0.5, "num_inference_steps": 4, "seed": 3,
                "auto_correct": False}
-    r = client.post("/svd/v1/jobs", files={"image": ("p.png", PHOTO, "image/png")},
-                    data={"request": json.dumps(request)})
+    ops = {"Authorization": "Bearer key-ops"}  # the keyed app has the model
+    r = client.post("/keyed/v1/jobs", files={"image": ("p.png", PHOTO, "image/png")},
+                    data={"request": json.dumps(request)}, headers=ops)
     assert r.status_code == 202, r.text
-    assert "/svd/v1/jobs/" in r.json()["status_url"]
-    status = wait(client, r.json()["status_url"])
+    assert "/keyed/v1/jobs/" in r.json()["status_url"]
+    status = _wait_keyed(client, r.json()["status_url"], ops, timeout_s=180)
     assert status["status"] == "succeeded", status
     frames, _ = decode_video(store.get_bytes(status["result"]["video_key"]))
     assert frames.shape == (12, 96, 160, 3)
@@ -484,7 +490,7 @@ def test_svd_job_runs_through_the_farm_and_its_manifest_names_the_model(farm):
     # The app without a model still refuses svd clearly, and both keep serving.
     r = submit(client, PHOTO, {**GOOD, "backend": "svd"})
     assert r.status_code == 422 and "D2V_SVD_MODEL" in r.json()["detail"]
-    assert client.get("/svd/healthz").json()["status"] == "ok"
+    assert client.get("/keyed/healthz").json()["status"] == "ok"
 
 
 def test_dead_runner_and_ingress_replicas_lose_no_job(farm):
