@@ -46,6 +46,10 @@ import numpy as np
 PULL_PUSH_TRUST = 0.1  # a level trusts its own average where this share of its footprint is known
 GRAIN_SIGMA = 1.5  # px: the grain is what a Gaussian blur of this sigma takes out of the photo
 GRAIN_CLIP = 2.0  # the grain's amplitude counts |grain| up to this many times its median over the far side
+# The far side's pixels weigh exp(-d / BORDER_PX) in the colour fill, d pixels beyond the hole's
+# border (never less than BORDER_FLOOR, which only keeps the pyramid's sums clear of underflow).
+BORDER_PX = 8.0
+BORDER_FLOOR = 1e-3
 
 
 def inpaint_hole(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray | None = None,
@@ -89,7 +93,8 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
         return image.copy()
     known = (~unknown).astype(np.float32)
     img = image.astype(np.float32)
-    colour = _pull_push(img * known[:, :, None], known)[hole]
+    weight = known * _border_weights(hole)
+    colour = _pull_push(img * weight[:, :, None], weight)[hole]
     # The grain's amplitude (mean |photo less its blur|, grey) where the blur reads known
     # pixels only: at the hole's edge it would measure the step.
     blurred = cv2.GaussianBlur(np.dstack([img * known[:, :, None], known]), (0, 0), GRAIN_SIGMA)
@@ -126,6 +131,14 @@ def fill_smooth(values: np.ndarray, hole: np.ndarray, *, source: np.ndarray | No
     out = stack.copy()
     out[hole] = _pull_push(stack * known[:, :, None], known)[hole]
     return out.reshape(values.shape)
+
+
+def _border_weights(hole: np.ndarray) -> np.ndarray:
+    """(H, W) float32: exp(-d / BORDER_PX) at d pixels beyond the hole's border (1 on it), at
+    least BORDER_FLOOR: a revealed band continues the far side just beside it, not the far
+    side's average over a wide area (which a pull-push's coarse levels read deep in a band)."""
+    d = cv2.distanceTransform((~hole).view(np.uint8), cv2.DIST_L2, 5)
+    return np.maximum(np.exp(-(d - 1.0) / BORDER_PX), BORDER_FLOOR).astype(np.float32)
 
 
 def _check(image: np.ndarray) -> None:
