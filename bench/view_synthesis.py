@@ -307,7 +307,8 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
                    "revealed": inside & ~knowable & (alpha < 0.01)}
         scores.add(frame, truth, regions, dark_fringe(frame, truth, regions["edge"]))
         if regions["revealed"].any():
-            scores.band = max(scores.band, float(warp(hole_depth, H_bg, cv2.BORDER_CONSTANT)[regions["revealed"]].max()))
+            deepest = warp(hole_depth, H_bg, cv2.BORDER_CONSTANT)[regions["revealed"]].max()
+            scores.band = max(scores.band, float(deepest))
         # The parallax: how far the planes part at the disc's rim (its farthest point from
         # where frame 0 put it, against the background's point there).
         gap = cv2.perspectiveTransform(rim, H_disc)[0] - cv2.perspectiveTransform(rim, H_bg)[0]
