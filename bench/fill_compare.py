@@ -10,7 +10,8 @@ for a disc slid left by 70 px (d2v's parallax at about that parallax), measured 
 quarter, half, three quarters and all of the slide, as view_synthesis measures every third
 of twelve frames: so the crescent beside the rim weighs most. PSNR over those weights.
 
-Fills: `d2v` (the library's), `smooth` (its pull-push alone, no grain), `mirrored` (the
+Fills: `d2v` (the library's), `smooth` (a pull-push of the whole far side, unweighted, no
+grain: the library's before session 10 less its grain), `mirrored` (the
 pull-push plus the background's 3 px-scale detail mirrored in across the hole's edge,
 soft-limited to 2.5x its local amplitude: the fill before), `telea` (OpenCV's, the floor),
 `stretch` (each hole pixel the first known pixel to its right: the far side continued along

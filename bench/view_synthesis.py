@@ -21,12 +21,20 @@ Scenes (1024x576 by default):
 Regions: visible (the photo shows it), edge (a 4 px band around the depth edge where the truth
 is knowable), revealed (the photo hid it). Metrics: PSNR and SSIM per region, the dark-fringe
 share of the edge band (pixels more than FRINGE_LEVELS darker than the darkest truth pixel
-within 2 px), the parallax (how far the disc's centre moves against the background, most
-over the clip), seconds per frame (render only; DepthFlow: its whole run, encode included,
-divided by its frames).
+within 2 px), the parallax (how far the disc's rim moves against the background, most
+over the clip), the band (how deep into the photo's disc the deepest revealed point lies, in
+photo pixels, most over the clip: how wide a band the fill had to invent), seconds per frame
+(render only; DepthFlow: its whole run, encode included, divided by its frames).
+
+At the same parallax DepthFlow reveals a narrower band than d2v: it shows its near layer
+magnified from the first frame on (its `height`: the disc 1.16x against the background), which
+covers the rim's first pixels before the move starts. A narrower band is easier to fill, so each
+row DepthFlow has also gets a "d2v at DepthFlow's band" row: d2v with its depth's parallax
+scaled until its band is as wide (`equal_band`; --no-equal-band leaves it out).
 
     python bench/view_synthesis.py [--size 1024x576] [--frames 16] [--effects parallax,orbit,dolly_zoom]
-        [--backgrounds astronaut,chelsea] [--discs coffee] [--far 0.0] [--no-depthflow] [--no-stereo] [--save DIR]
+        [--backgrounds astronaut,chelsea] [--discs coffee] [--far 0.0] [--no-depthflow] [--no-stereo]
+        [--no-equal-band] [--save DIR]
 
 DepthFlow runs as a subprocess of /work/peers/.venv (headless, Mesa's llvmpipe on the CPU),
 always given the depth map (its own estimators would download weights); its frames come
@@ -54,7 +62,7 @@ sys.path.insert(0, str(REPO))
 
 from d2v.models import parse_request  # noqa: E402
 from d2v.render import CameraRenderer  # noqa: E402
-from d2v.trajectory import plan_trajectory  # noqa: E402
+from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory  # noqa: E402
 
 PEERS_PYTHON = Path("/work/peers/.venv/bin/python")
 EDGE_BAND = 4  # px either side of the depth edge
@@ -222,6 +230,7 @@ class Scores:
         self.ssim = dict.fromkeys(self.sq, 0.0)
         self.fringe = 0
         self.parallax = 0.0
+        self.band = 0.0
         self.located = 0
         self.measured = 0
 
@@ -243,6 +252,7 @@ class Scores:
             out[f"{r}_ssim"] = self.ssim[r] / self.n[r] if self.n[r] else float("nan")
         out["fringe_pct"] = 100.0 * self.fringe / max(self.n["edge"], 1)
         out["parallax_px"] = self.parallax
+        out["band_px"] = self.band
         out["located"] = f"{self.located}/{self.measured}"
         return out
 
@@ -266,6 +276,9 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
     rim = np.array([[[w / 2 + r * math.cos(a), h / 2 + r * math.sin(a)] for a in np.linspace(0, 2 * math.pi, 16)]],
                    np.float32)
     ones = np.ones((h, w), np.float32)
+    # How deep into the photo's disc each background point lies (photo pixels from the far side
+    # it shows): the band a frame reveals is as wide as its deepest revealed point.
+    hole_depth = cv2.distanceTransform((scene["alpha"] >= 0.01).view(np.uint8), cv2.DIST_L2, 5)
     start = None
     for i in sorted(set(range(0, len(frames), every)) | {len(frames) - 1}):
         frame = frames[i]
@@ -293,6 +306,9 @@ def measure_layered(scene: dict, frames: list, every: int) -> Scores:
         regions = {"visible": knowable & ~near_edge, "edge": knowable & near_edge,
                    "revealed": inside & ~knowable & (alpha < 0.01)}
         scores.add(frame, truth, regions, dark_fringe(frame, truth, regions["edge"]))
+        if regions["revealed"].any():
+            deepest = warp(hole_depth, H_bg, cv2.BORDER_CONSTANT)[regions["revealed"]].max()
+            scores.band = max(scores.band, float(deepest))
         # The parallax: how far the planes part at the disc's rim (its farthest point from
         # where frame 0 put it, against the background's point there).
         gap = cv2.perspectiveTransform(rim, H_disc)[0] - cv2.perspectiveTransform(rim, H_bg)[0]
@@ -364,11 +380,11 @@ def measure_stereo(frame: np.ndarray, right: np.ndarray, disp: np.ndarray) -> di
 
 
 COLUMNS = ("visible_psnr", "edge_psnr", "revealed_psnr", "visible_ssim", "edge_ssim", "revealed_ssim",
-           "fringe_pct", "parallax_px", "s_per_frame", "located")
+           "fringe_pct", "parallax_px", "band_px", "s_per_frame", "located")
 
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
-    head = "| scene | renderer | visible dB | edge dB | revealed dB | visible SSIM | edge SSIM | revealed SSIM | dark fringe % | parallax px | s/frame | located |"
+    head = "| scene | renderer | visible dB | edge dB | revealed dB | visible SSIM | edge SSIM | revealed SSIM | dark fringe % | parallax px | band px | s/frame | located |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for scene, who, r in rows:
         cells = []
@@ -378,6 +394,27 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
                          else f"{v:.1f}" if isinstance(v, float) else str(v))
         lines.append(f"| {scene} | {who} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def equal_band(scene: dict, effect: str, w: int, h: int, args, scored: dict) -> dict | None:
+    """d2v again, its depth's parallax scaled so that it reveals a band as wide as DepthFlow's
+    (photo pixels into the disc), when DepthFlow's is narrower: DepthFlow shows its near layer
+    magnified from the first frame (its `height`: the disc 1.16x against the background at 0.2),
+    so the rim's first pixels are hidden before the move starts and at the same parallax it
+    reveals a narrower band, which is easier to fill. None when the bands already match."""
+    ours, theirs = scored["d2v"]["band_px"], scored["DepthFlow"]["band_px"]
+    if not (theirs > 0 and ours > theirs + 1.0):
+        return None
+    name, _, strength = effect.partition(":")
+    parallax = float(strength) if strength else DEFAULT_PARALLAX
+    for _ in range(2):  # the band is about proportional to the depth's parallax: twice, to settle
+        parallax *= theirs / ours
+        frames, spf = render_d2v(scene, f"{name}:{parallax:.4f}", w, h, args.frames)
+        row = measure_layered(scene, frames, args.every).row() | {"s_per_frame": spf}
+        ours = row["band_px"]
+        if abs(ours - theirs) <= 1.0 or ours <= 0:
+            break
+    return row
 
 
 def main() -> None:
@@ -395,6 +432,8 @@ def main() -> None:
     ap.add_argument("--far", type=float, default=0.0,
                     help="the background's depth (the disc's is 1): off 0, as a real depth map's far side is")
     ap.add_argument("--no-stereo", action="store_true")
+    ap.add_argument("--no-equal-band", action="store_true",
+                    help="no extra d2v row at DepthFlow's revealed band (see equal_band)")
     ap.add_argument("--save", help="write the last frame of each render here as PNG")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -414,14 +453,19 @@ def main() -> None:
                 renders = [("d2v", render_d2v)]
                 if depthflow:
                     renders.append(("DepthFlow", lambda *a: render_depthflow(*a, Path(tmp))))
+                scored = {}
                 for who, render in renders:
                     frames, spf = render(scene, effect, w, h, args.frames)
                     scores = measure_layered(scene, frames, args.every)
-                    row = scores.row() | {"s_per_frame": spf}
+                    row = scored[who] = scores.row() | {"s_per_frame": spf}
                     rows.append((f"{label}, {effect}", who, row))
                     print(f"layered {name} {effect} {who}: {json.dumps(row)}", flush=True)
                     if save:
                         cv2.imwrite(str(save / f"layered_{name}_{effect}_{who}.png"), frames[-1][:, :, ::-1])
+                if depthflow and not args.no_equal_band:
+                    if (row := equal_band(scene, effect, w, h, args, scored)) is not None:
+                        rows.append((f"{label}, {effect}", "d2v at DepthFlow's band", row))
+                        print(f"layered {name} {effect} d2v at DepthFlow's band: {json.dumps(row)}", flush=True)
     if args.no_stereo:
         print()
         print(table(rows))

@@ -49,8 +49,8 @@
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
   from the far side only, in colour and depth (`_background`; colour by
-  `d2v.inpaint.fill_background`: a smooth pull-push continuation with a fine grain
-  synthesized at the photo's own amplitude, read from the far side only: the near side is
+  `d2v.inpaint.fill_background`: a smooth pull-push continuation of the far side beside the
+  band, with a fine grain synthesized at the photo's own amplitude, read from the far side only: the near side is
   no source however far inside it lies, nor is a small piece of a near object that is only
   the far side of a nearer part (`_near_islands`); depth by the same pull-push, smooth, from the same
   far side: `fill_smooth`. OpenCV's Telea, used before, is off by up to 1.5 on a float map,
