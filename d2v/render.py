@@ -568,6 +568,7 @@ class CameraRenderer:
         px, py = Ax + Bx / s, Ay + By / s
         row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
         torn = np.zeros(px.shape, bool)
+        seen = s  # the layer each ray sees: the hidden background's where torn
         if layers.bg is not None:
             torn = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
@@ -577,6 +578,8 @@ class CameraRenderer:
                 px.ravel()[i] = ax + bx / bs
                 py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
+                seen = s.copy()
+                seen.ravel()[i] = bs
         scratch["torn"] = torn  # for render_validity: these pixels are invented
 
         # Back to image coordinates (OpenCV convention), upsampled to every output pixel.
@@ -587,10 +590,18 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        edges = scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, scratch)
-        if edges is not None:  # a pixel's centre ray, written where q lies in its wider buffer
-            big = scratch["upsampled"]
-            step, wide = _DEPTH_GRID_STEP, big.shape[1]
+        big = scratch["upsampled"]  # q lies in this wider buffer
+        step, wide = _DEPTH_GRID_STEP, big.shape[1]
+        edges, band = self._edge_rays(frame, width, height, layers, s, seen, grid, torn, scratch)
+        scratch["edges"], scratch["band"] = edges, band
+        if band is not None:
+            # A revealed band's far border: every corner on the hidden background's rows (the
+            # photo's own colours outside what was inpainted), upsampled there.
+            grid[..., 1] += (~torn).astype(np.float32) * np.float32(layers.bg.offset)
+            _upsample(grid, width, height, scratch, "band_map")
+            at = (band[0] + step).astype(np.intp) * wide + (band[1] + step)
+            big.view(np.int64).reshape(-1)[at] = scratch["band_map"].view(np.int64).reshape(-1)[at]  # (x and y as one item)
+        if edges is not None:  # a pixel's centre ray
             at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
             xy[:, 0], xy[:, 1] = edges.x, edges.y
@@ -598,7 +609,7 @@ class CameraRenderer:
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, torn: np.ndarray, scratch: dict):
+                   seen: np.ndarray, grid: np.ndarray, torn: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
@@ -611,7 +622,7 @@ class CameraRenderer:
         bent = _bends(grid, EDGE_BEND_PX) | (torn & ~cv2.erode(torn.view(np.uint8), k).view(bool))
         bent |= ~torn & cv2.dilate(torn.view(np.uint8), k).view(bool)
         if not bent.any():
-            return None
+            return None, None
         # The cells between two bent neighbours (the edge crosses between them), as output
         # pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
         step = _DEPTH_GRID_STEP
@@ -628,17 +639,24 @@ class CameraRenderer:
         any_torn = (torn[:-1, :-1] | torn[:-1, 1:]) | (torn[1:, :-1] | torn[1:, 1:])
         all_torn = (torn[:-1, :-1] & torn[:-1, 1:]) & (torn[1:, :-1] & torn[1:, 1:])
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # As output pixels, cell by cell: pixel x lies in the cell of grid points (x + 2) // step
-        # and the next (see _grid), so cell c holds pixels c * step - 2 to c * step + 1.
+        # A revealed band's far border: the torn corners' hidden background continues the
+        # other corners' layer (all seen within s_step). The hidden background is the photo
+        # there (but where it was inpainted, which such a ray shows anyway: a rim), so these
+        # cells are the hidden background's, upsampled (returned as pixels, rows and columns).
+        band = None
+        if any_torn.any():
+            seen_lo = np.minimum(np.minimum(seen[:-1, :-1], seen[:-1, 1:]), np.minimum(seen[1:, :-1], seen[1:, 1:]))
+            seen_hi = np.maximum(np.maximum(seen[:-1, :-1], seen[:-1, 1:]), np.maximum(seen[1:, :-1], seen[1:, 1:]))
+            seamless = cells & any_torn & (seen_hi - seen_lo <= layers.s_step)
+            if seamless.any():
+                cells &= ~seamless
+                band = _cell_pixels(*np.nonzero(seamless), width, height)
         cy, cx = np.nonzero(cells)
         if not cy.size:
-            return None
-        oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
-        ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
-        xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+            return None, band
+        ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
         near_c, far_c = (np.repeat(v[cy, cx], step * step) for v in (near_cell, far_cell))
-        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-        if not inside.all():  # (cells past the frame's edges)
+        if inside is not None:  # (cells past the frame's edges)
             ys, xs, near_c, far_c = ys[inside], xs[inside], near_c[inside], far_c[inside]
         idx = ys.astype(np.intp) * width + xs
         rays = _EdgeRays.of(frame, layers, self.width, self.height)
@@ -650,12 +668,12 @@ class CameraRenderer:
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
         aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
-            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0])
+            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0]), band
         aa_x, aa_y, aa_w = _matte(rays, layers, xc[aa], yc[aa], (u1[aa], torn1[aa]), (u1[o], torn1[o], rim1[o]),
                                   np.float32(1.0) / near_c[aa] - np.float32(1.0) / far_c[aa])
         torn_share = torn1.astype(np.float32)
         torn_share[aa] += aa_w * (torn1[o].astype(np.float32) - torn_share[aa])
-        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w)
+        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w), band
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -686,6 +704,15 @@ class CameraRenderer:
                 qy -= (qy > (self.height + layers.bg.offset) / 2) * np.float32(layers.bg.offset)
             inside = cv2.remap(ones, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
+            if scratch["band"] is not None:
+                # A revealed band's far border (`_edge_rays`): revealed where the photo shows
+                # something a step nearer than the hidden background at the pixel's point.
+                at = scratch["band"][0].astype(np.intp) * w + scratch["band"][1]
+                dh, dw = layers.s.shape
+                px = (q[..., 0].ravel()[at] + 0.5) * np.float32(dw / self.width) - 0.5
+                py = (q[..., 1].ravel()[at] + 0.5) * np.float32(dh / self.height) - 0.5
+                hidden = _sample(layers.bg_s, px, py) - _sample(layers.s, px, py)
+                revealed.ravel()[at] = hidden > layers.s_step / 2
             if scratch["edges"] is not None:
                 edges = scratch["edges"]
                 revealed.ravel()[edges.idx] = edges.torn >= 0.5
@@ -1089,16 +1116,33 @@ def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(nx) * float(step) + offset, np.arange(ny) * float(step) + offset
 
 
-def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = None) -> np.ndarray:
+def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = None,
+              key: str = "upsampled") -> np.ndarray:
     """A map on `_grid` at every output pixel, bilinear: cv2.resize by exactly the grid step
     samples output pixel x at grid coordinate (x + 0.5) / step - 0.5, which is where `_grid`
     put it, and the points past the edges keep every pixel interpolated, none extrapolated.
-    With scratch, into a buffer kept there (valid until the next call with it)."""
+    With scratch, into a buffer kept there under key (valid until the next call with it)."""
     step = _DEPTH_GRID_STEP
     size = (grid.shape[0] * step, grid.shape[1] * step) + grid.shape[2:]
-    dst = None if scratch is None else _buffer(scratch, "upsampled", size, grid.dtype)
+    dst = None if scratch is None else _buffer(scratch, key, size, grid.dtype)
     big = cv2.resize(grid, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
     return big[step:step + height, step:step + width]
+
+
+def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int, keep: bool = True):
+    """The output pixels of grid cells (rows cy, columns cx), cell by cell: pixel x lies in the
+    cell of grid points (x + 2) // step and the next (see `_grid`), so cell c holds pixels
+    c * step - 2 to c * step + 1. (rows, columns) int32, those inside the frame; with
+    keep=False, (rows, columns, which are inside: None when all are) of all."""
+    step = _DEPTH_GRID_STEP
+    oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
+    ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
+    xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    inside = None if inside.all() else inside
+    if not keep:
+        return ys, xs, inside
+    return (ys, xs) if inside is None else (ys[inside], xs[inside])
 
 
 def _affine(x: np.ndarray, y: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
