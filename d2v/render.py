@@ -79,6 +79,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -107,6 +109,7 @@ _DEPTH_REFINE = 2
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
+RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
@@ -737,25 +740,48 @@ class CameraRenderer:
         frames = trajectory.frames
         w, h, n = trajectory.width, trajectory.height, len(frames)
         layers = self._trajectory_layers(trajectory, frames[0].camera_center()) if frames else None
-        scratch: dict = {}
         blur = max(0.0, float(motion_blur))
         samples = max(1, int(samples))
-        offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur
-        acc = np.zeros((h, w, 3), np.float32) if blur > 0 and samples > 1 else None
-        sub = np.empty((h, w, 3), np.uint8) if acc is not None else None
+        offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur if blur > 0 and samples > 1 else None
+        order = range(n) if indices is None else indices
+        local = threading.local()  # each thread's scratch (see _render_into)
 
-        for i in range(n) if indices is None else indices:
+        def frame(i: int) -> np.ndarray:
+            scratch = local.__dict__.setdefault("scratch", {})
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
-            cams = [_camera_at(frames, i + o) for o in offsets] if acc is not None else []
-            if acc is None or all(_same_camera(cams[0], c) for c in cams[1:]):
+            cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
+            if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
                 self._render_into(out, frames[i], layers, scratch)
             else:
+                acc = _buffer(scratch, "shutter", (h, w, 3), np.float32)
+                sub = _buffer(scratch, "sub", (h, w, 3), np.uint8)
                 acc.fill(0.0)
                 for cam in cams:
                     self._render_into(sub, cam, layers, scratch)
                     cv2.accumulate(sub, acc)
                 cv2.convertScaleAbs(acc, dst=out, alpha=1.0 / len(cams))
-            yield out
+            return out
+
+        if layers is None or RENDER_THREADS < 2:  # flat warps: a millisecond a frame, nothing to share
+            yield from map(frame, order)
+            return
+        # Depth frames on RENDER_THREADS threads, yielded in order: the render is the slow side
+        # of render + encode, and OpenCV and numpy let go of the GIL in their loops, so a frame
+        # renders on whatever core x264 leaves free (one frame at a time left a core idle a
+        # fifth of the time on the 2-core VM; bench/RESULTS.md). Each frame is drawn alone,
+        # as one thread draws it: the same pixels.
+        with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="d2v-depth") as pool:
+            pending: deque = deque()
+            try:
+                for i in order:
+                    pending.append(pool.submit(frame, i))
+                    if len(pending) > RENDER_THREADS:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # (a consumer that stops early: the frames not started are dropped)
+                for future in pending:
+                    future.cancel()
 
 
 # Depth steps: neighbouring depth-map pixels this far apart (depth in [0, 1]) are two
@@ -1102,7 +1128,9 @@ def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) 
         return math.inf, math.inf
     B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
     G = np.linalg.inv(camera.frame_homography(frame))
-    scale = [local_scale(G, x, y) for x, y in corners[:2].T]  # image pixels per output pixel
+    # Image pixels per output pixel at the corners: `local_scale`, sqrt |det J|, where a
+    # homography's Jacobian has det J = det G / w^3 (w: the point's third coordinate).
+    scale = np.sqrt(abs(np.linalg.det(G)) / np.abs(G[2] @ corners) ** 3)
     moved = np.hypot(*B) * spread
     return float(np.max(moved)), float(np.max(moved / np.maximum(scale, 1e-9)))
 
