@@ -596,14 +596,23 @@ class CameraRenderer:
         big = scratch["upsampled"]  # q lies in this wider buffer
         step, wide = _DEPTH_GRID_STEP, big.shape[1]
         edges, band = self._edge_rays(frame, width, height, layers, s, seen, grid, torn, scratch)
-        scratch["edges"], scratch["band"] = edges, band
+        scratch["edges"], scratch["band"] = edges, None
         if band is not None:
             # A revealed band's far border: every corner on the hidden background's rows (the
-            # photo's own colours outside what was inpainted), upsampled there.
-            grid[..., 1] += (~torn).astype(np.float32) * np.float32(layers.bg.offset)
-            _upsample(grid, width, height, scratch, "band_map")
-            at = (band[0] + step).astype(np.intp) * wide + (band[1] + step)
-            big.view(np.int64).reshape(-1)[at] = scratch["band_map"].view(np.int64).reshape(-1)[at]  # (x and y as one item)
+            # photo's own colours outside what was inpainted), bilinear within each cell as
+            # `_upsample` would be: pixel ox of cell cx lies at grid column cx + (ox + 0.5) / step.
+            cy, cx = band
+            corners = np.stack([grid[cy, cx], grid[cy, cx + 1], grid[cy + 1, cx], grid[cy + 1, cx + 1]], axis=1)
+            corners[..., 1] += (~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]],
+                                          axis=1)).astype(np.float32) * np.float32(layers.bg.offset)
+            xy = np.matmul(_CELL_WEIGHTS, corners)  # (cells, step * step, 2)
+            ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
+            xy = xy.reshape(-1, 2)
+            if inside is not None:
+                ys, xs, xy = ys[inside], xs[inside], xy[inside]
+            scratch["band"] = ys, xs
+            at = (ys + step).astype(np.intp) * wide + (xs + step)
+            big.view(np.int64).reshape(-1)[at] = np.ascontiguousarray(xy).view(np.int64).ravel()  # (x and y as one item)
         if edges is not None:  # a pixel's centre ray
             at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
@@ -645,7 +654,7 @@ class CameraRenderer:
         # A revealed band's far border: the torn corners' hidden background continues the
         # other corners' layer (all seen within s_step). The hidden background is the photo
         # there (but where it was inpainted, which such a ray shows anyway: a rim), so these
-        # cells are the hidden background's, upsampled (returned as pixels, rows and columns).
+        # cells are the hidden background's, upsampled (returned: their rows and columns).
         band = None
         if any_torn.any():
             seen_lo = np.minimum(np.minimum(seen[:-1, :-1], seen[:-1, 1:]), np.minimum(seen[1:, :-1], seen[1:, 1:]))
@@ -653,7 +662,7 @@ class CameraRenderer:
             seamless = cells & any_torn & (seen_hi - seen_lo <= layers.s_step)
             if seamless.any():
                 cells &= ~seamless
-                band = _cell_pixels(*np.nonzero(seamless), width, height)
+                band = np.nonzero(seamless)
         cy, cx = np.nonzero(cells)
         if not cy.size:
             return None, band
@@ -1144,17 +1153,27 @@ def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(nx) * float(step) + offset, np.arange(ny) * float(step) + offset
 
 
-def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = None,
-              key: str = "upsampled") -> np.ndarray:
+def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = None) -> np.ndarray:
     """A map on `_grid` at every output pixel, bilinear: cv2.resize by exactly the grid step
     samples output pixel x at grid coordinate (x + 0.5) / step - 0.5, which is where `_grid`
     put it, and the points past the edges keep every pixel interpolated, none extrapolated.
-    With scratch, into a buffer kept there under key (valid until the next call with it)."""
+    With scratch, into a buffer kept there (valid until the next call with it)."""
     step = _DEPTH_GRID_STEP
     size = (grid.shape[0] * step, grid.shape[1] * step) + grid.shape[2:]
-    dst = None if scratch is None else _buffer(scratch, key, size, grid.dtype)
+    dst = None if scratch is None else _buffer(scratch, "upsampled", size, grid.dtype)
     big = cv2.resize(grid, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
     return big[step:step + height, step:step + width]
+
+
+def _cell_weights() -> np.ndarray:
+    """Bilinear weights of a cell's corners (top-left, top-right, bottom-left, bottom-right)
+    at its step * step pixels, row by row: (step * step, 4) float32."""
+    f = (np.arange(_DEPTH_GRID_STEP) + 0.5) / _DEPTH_GRID_STEP
+    fy, fx = np.repeat(f, f.size), np.tile(f, f.size)
+    return np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1).astype(np.float32)
+
+
+_CELL_WEIGHTS = _cell_weights()
 
 
 def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int, keep: bool = True):
