@@ -660,6 +660,9 @@ class CameraRenderer:
             seen_lo = np.minimum(np.minimum(seen[:-1, :-1], seen[:-1, 1:]), np.minimum(seen[1:, :-1], seen[1:, 1:]))
             seen_hi = np.maximum(np.maximum(seen[:-1, :-1], seen[:-1, 1:]), np.maximum(seen[1:, :-1], seen[1:, 1:]))
             seamless = cells & any_torn & (seen_hi - seen_lo <= layers.s_step)
+            # (But beside a cell that keeps its rays: a step may run between the two, whose
+            # pixels then need each other's rays for the matte, `_across`.)
+            seamless &= ~cv2.dilate((cells & ~seamless).view(np.uint8), _CROSS).view(bool)
             if seamless.any():
                 cells &= ~seamless
                 band = np.nonzero(seamless)
@@ -1174,6 +1177,7 @@ def _cell_weights() -> np.ndarray:
 
 
 _CELL_WEIGHTS = _cell_weights()
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int, keep: bool = True):
