@@ -44,7 +44,12 @@
   coverage), so a moving edge neither crawls nor shimmers and colours come from the two
   sides only. The edge rays (`_EdgeRays`, 100-150 thousand a frame on a depth map full of
   small near things, one a pixel) work in u = 1/s, where a ray's point is linear (no
-  divisions), in chunks whose arrays stay in cache.
+  divisions), in chunks whose arrays stay in cache. A revealed band's far border needs none:
+  there the torn corners' hidden background continues the other corners' layer (all within a
+  step), and the hidden background is the photo there but for a pixel or two inpainted at
+  the step (which rays on its rim show anyway), so those cells are upsampled on the hidden
+  background's rows (on a derived depth full of small near things, half a late frame's edge
+  pixels; a cell beside one that keeps its rays keeps them too, for the matte between them).
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -66,6 +71,9 @@
   frames than the background beside it.
 * Motion blur: sub-frame accumulation over a shutter centred on each frame, cameras
   interpolated with `camera.interpolate_camera`.
+* Threads: a depth trajectory's frames are drawn on RENDER_THREADS threads, each frame alone
+  (the same pixels as one thread draws), yielded in order: beside x264 the render is the
+  slow side, and OpenCV and numpy let go of the GIL in their loops.
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
