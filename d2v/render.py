@@ -729,7 +729,7 @@ class CameraRenderer:
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
             if scratch["band"] is not None:
                 # A revealed band's far border (`_edge_rays`): revealed where the photo shows
-                # something a step nearer than the hidden background at the pixel's point.
+                # something half a step nearer than the hidden background at the pixel's point.
                 at = scratch["band"][0].astype(np.intp) * w + scratch["band"][1]
                 dh, dw = layers.s.shape
                 px = (q[..., 0].ravel()[at] + 0.5) * np.float32(dw / self.width) - 0.5
