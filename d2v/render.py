@@ -787,8 +787,8 @@ class CameraRenderer:
             return
         # Depth frames on RENDER_THREADS threads, yielded in order: the render is the slow side
         # of render + encode, and OpenCV and numpy let go of the GIL in their loops, so a frame
-        # renders on whatever core x264 leaves free (one frame at a time left a core idle a
-        # fifth of the time on the 2-core VM; bench/RESULTS.md). Each frame is drawn alone,
+        # renders on whatever core x264 leaves free (on the 2-core VM 11-12 % less wall beside
+        # x264, for 6-8 % more CPU: bench/RESULTS.md, session 10). Each frame is drawn alone,
         # as one thread draws it: the same pixels.
         with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="d2v-depth") as pool:
             pending: deque = deque()
