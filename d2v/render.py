@@ -44,7 +44,12 @@
   coverage), so a moving edge neither crawls nor shimmers and colours come from the two
   sides only. The edge rays (`_EdgeRays`, 100-150 thousand a frame on a depth map full of
   small near things, one a pixel) work in u = 1/s, where a ray's point is linear (no
-  divisions), in chunks whose arrays stay in cache.
+  divisions), in chunks whose arrays stay in cache. A revealed band's far border needs none:
+  there the torn corners' hidden background continues the other corners' layer (all within a
+  step), and the hidden background is the photo there but for a pixel or two inpainted at
+  the step (which rays on its rim show anyway), so those cells are upsampled on the hidden
+  background's rows (on a derived depth full of small near things, half a late frame's edge
+  pixels; a cell beside one that keeps its rays keeps them too, for the matte between them).
 * Disocclusions: a ray that meets a step between its two sides (`_torn`) sees what the
   photo hid. The renderer keeps a second layer, as a layered depth image does: the photo
   with the near side of every step (as far as the trajectory's moves reveal) inpainted
@@ -66,6 +71,9 @@
   frames than the background beside it.
 * Motion blur: sub-frame accumulation over a shutter centred on each frame, cameras
   interpolated with `camera.interpolate_camera`.
+* Threads: a depth trajectory's frames are drawn on RENDER_THREADS threads, each frame alone
+  (the same pixels as one thread draws), yielded in order: beside x264 the render is the
+  slow side, and OpenCV and numpy let go of the GIL in their loops.
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
@@ -79,6 +87,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -107,6 +117,7 @@ _DEPTH_REFINE = 2
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
+RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
@@ -568,6 +579,7 @@ class CameraRenderer:
         px, py = Ax + Bx / s, Ay + By / s
         row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
         torn = np.zeros(px.shape, bool)
+        seen = s  # the layer each ray sees: the hidden background's where torn
         if layers.bg is not None:
             torn = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
@@ -577,6 +589,8 @@ class CameraRenderer:
                 px.ravel()[i] = ax + bx / bs
                 py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
+                seen = s.copy()
+                seen.ravel()[i] = bs
         scratch["torn"] = torn  # for render_validity: these pixels are invented
 
         # Back to image coordinates (OpenCV convention), upsampled to every output pixel.
@@ -587,10 +601,27 @@ class CameraRenderer:
             # maps take, far enough out that no pixel interpolated toward them enters the image.
             np.clip(grid, -_FIXED_MAP_LIMIT, _FIXED_MAP_LIMIT, out=grid)
         q = _upsample(grid, width, height, scratch)
-        edges = scratch["edges"] = self._edge_rays(frame, width, height, layers, s, grid, torn, scratch)
-        if edges is not None:  # a pixel's centre ray, written where q lies in its wider buffer
-            big = scratch["upsampled"]
-            step, wide = _DEPTH_GRID_STEP, big.shape[1]
+        big = scratch["upsampled"]  # q lies in this wider buffer
+        step, wide = _DEPTH_GRID_STEP, big.shape[1]
+        edges, band = self._edge_rays(frame, width, height, layers, s, seen, grid, torn, scratch)
+        scratch["edges"], scratch["band"] = edges, None
+        if band is not None:
+            # A revealed band's far border: every corner on the hidden background's rows (the
+            # photo's own colours outside what was inpainted), bilinear within each cell as
+            # `_upsample` would be: pixel ox of cell cx lies at grid column cx + (ox + 0.5) / step.
+            cy, cx = band
+            corners = np.stack([grid[cy, cx], grid[cy, cx + 1], grid[cy + 1, cx], grid[cy + 1, cx + 1]], axis=1)
+            corners[..., 1] += (~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]],
+                                          axis=1)).astype(np.float32) * np.float32(layers.bg.offset)
+            xy = np.matmul(_CELL_WEIGHTS, corners)  # (cells, step * step, 2)
+            ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
+            xy = xy.reshape(-1, 2)
+            if inside is not None:
+                ys, xs, xy = ys[inside], xs[inside], xy[inside]
+            scratch["band"] = ys, xs
+            at = (ys + step).astype(np.intp) * wide + (xs + step)
+            big.view(np.int64).reshape(-1)[at] = np.ascontiguousarray(xy).view(np.int64).ravel()  # (x and y as one item)
+        if edges is not None:  # a pixel's centre ray
             at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
             xy[:, 0], xy[:, 1] = edges.x, edges.y
@@ -598,7 +629,7 @@ class CameraRenderer:
         return q
 
     def _edge_rays(self, frame: CameraFrame, width: int, height: int, layers: _Layers, s: np.ndarray,
-                   grid: np.ndarray, torn: np.ndarray, scratch: dict):
+                   seen: np.ndarray, grid: np.ndarray, torn: np.ndarray, scratch: dict):
         """Where the grid's map bends (a depth edge, or a revealed band's border) bilinear
         upsampling would blend source points across the edge (dark fringes, a staircase of
         grid cells). Those output pixels, in cells whose corners part (two layers, or torn
@@ -611,7 +642,7 @@ class CameraRenderer:
         bent = _bends(grid, EDGE_BEND_PX) | (torn & ~cv2.erode(torn.view(np.uint8), k).view(bool))
         bent |= ~torn & cv2.dilate(torn.view(np.uint8), k).view(bool)
         if not bent.any():
-            return None
+            return None, None
         # The cells between two bent neighbours (the edge crosses between them), as output
         # pixels: pixel x lies in the cell of grid points (x + 2) // step and the next (see _grid).
         step = _DEPTH_GRID_STEP
@@ -628,17 +659,27 @@ class CameraRenderer:
         any_torn = (torn[:-1, :-1] | torn[:-1, 1:]) | (torn[1:, :-1] | torn[1:, 1:])
         all_torn = (torn[:-1, :-1] & torn[:-1, 1:]) & (torn[1:, :-1] & torn[1:, 1:])
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
-        # As output pixels, cell by cell: pixel x lies in the cell of grid points (x + 2) // step
-        # and the next (see _grid), so cell c holds pixels c * step - 2 to c * step + 1.
+        # A revealed band's far border: the torn corners' hidden background continues the
+        # other corners' layer (all seen within s_step). The hidden background is the photo
+        # there (but where it was inpainted, which such a ray shows anyway: a rim), so these
+        # cells are the hidden background's, upsampled (returned: their rows and columns).
+        band = None
+        if any_torn.any():
+            seen_lo = np.minimum(np.minimum(seen[:-1, :-1], seen[:-1, 1:]), np.minimum(seen[1:, :-1], seen[1:, 1:]))
+            seen_hi = np.maximum(np.maximum(seen[:-1, :-1], seen[:-1, 1:]), np.maximum(seen[1:, :-1], seen[1:, 1:]))
+            seamless = cells & any_torn & (seen_hi - seen_lo <= layers.s_step)
+            # (But beside a cell that keeps its rays: a step may run between the two, whose
+            # pixels then need each other's rays for the matte, `_across`.)
+            seamless &= ~cv2.dilate((cells & ~seamless).view(np.uint8), _CROSS).view(bool)
+            if seamless.any():
+                cells &= ~seamless
+                band = np.nonzero(seamless)
         cy, cx = np.nonzero(cells)
         if not cy.size:
-            return None
-        oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
-        ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
-        xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+            return None, band
+        ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
         near_c, far_c = (np.repeat(v[cy, cx], step * step) for v in (near_cell, far_cell))
-        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-        if not inside.all():  # (cells past the frame's edges)
+        if inside is not None:  # (cells past the frame's edges)
             ys, xs, near_c, far_c = ys[inside], xs[inside], near_c[inside], far_c[inside]
         idx = ys.astype(np.intp) * width + xs
         rays = _EdgeRays.of(frame, layers, self.width, self.height)
@@ -650,12 +691,12 @@ class CameraRenderer:
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
         aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
-            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0])
+            return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0]), band
         aa_x, aa_y, aa_w = _matte(rays, layers, xc[aa], yc[aa], (u1[aa], torn1[aa]), (u1[o], torn1[o], rim1[o]),
                                   np.float32(1.0) / near_c[aa] - np.float32(1.0) / far_c[aa])
         torn_share = torn1.astype(np.float32)
         torn_share[aa] += aa_w * (torn1[o].astype(np.float32) - torn_share[aa])
-        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w)
+        return _Edges(idx, ys, xs, qx, qy, torn_share, aa, aa_x, aa_y, aa_w), band
 
     # -- which pixels are the photo's ---------------------------------------------------
 
@@ -686,6 +727,15 @@ class CameraRenderer:
                 qy -= (qy > (self.height + layers.bg.offset) / 2) * np.float32(layers.bg.offset)
             inside = cv2.remap(ones, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
+            if scratch["band"] is not None:
+                # A revealed band's far border (`_edge_rays`): revealed where the photo shows
+                # something half a step nearer than the hidden background at the pixel's point.
+                at = scratch["band"][0].astype(np.intp) * w + scratch["band"][1]
+                dh, dw = layers.s.shape
+                px = (q[..., 0].ravel()[at] + 0.5) * np.float32(dw / self.width) - 0.5
+                py = (q[..., 1].ravel()[at] + 0.5) * np.float32(dh / self.height) - 0.5
+                hidden = _sample(layers.bg_s, px, py) - _sample(layers.s, px, py)
+                revealed.ravel()[at] = hidden > layers.s_step / 2
             if scratch["edges"] is not None:
                 edges = scratch["edges"]
                 revealed.ravel()[edges.idx] = edges.torn >= 0.5
@@ -710,25 +760,48 @@ class CameraRenderer:
         frames = trajectory.frames
         w, h, n = trajectory.width, trajectory.height, len(frames)
         layers = self._trajectory_layers(trajectory, frames[0].camera_center()) if frames else None
-        scratch: dict = {}
         blur = max(0.0, float(motion_blur))
         samples = max(1, int(samples))
-        offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur
-        acc = np.zeros((h, w, 3), np.float32) if blur > 0 and samples > 1 else None
-        sub = np.empty((h, w, 3), np.uint8) if acc is not None else None
+        offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur if blur > 0 and samples > 1 else None
+        order = range(n) if indices is None else indices
+        local = threading.local()  # each thread's scratch (see _render_into)
 
-        for i in range(n) if indices is None else indices:
+        def frame(i: int) -> np.ndarray:
+            scratch = local.__dict__.setdefault("scratch", {})
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
-            cams = [_camera_at(frames, i + o) for o in offsets] if acc is not None else []
-            if acc is None or all(_same_camera(cams[0], c) for c in cams[1:]):
+            cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
+            if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
                 self._render_into(out, frames[i], layers, scratch)
             else:
+                acc = _buffer(scratch, "shutter", (h, w, 3), np.float32)
+                sub = _buffer(scratch, "sub", (h, w, 3), np.uint8)
                 acc.fill(0.0)
                 for cam in cams:
                     self._render_into(sub, cam, layers, scratch)
                     cv2.accumulate(sub, acc)
                 cv2.convertScaleAbs(acc, dst=out, alpha=1.0 / len(cams))
-            yield out
+            return out
+
+        if layers is None or RENDER_THREADS < 2:  # flat warps: a millisecond a frame, nothing to share
+            yield from map(frame, order)
+            return
+        # Depth frames on RENDER_THREADS threads, yielded in order: the render is the slow side
+        # of render + encode, and OpenCV and numpy let go of the GIL in their loops, so a frame
+        # renders on whatever core x264 leaves free (on the 2-core VM 11-12 % less wall beside
+        # x264, for 6-8 % more CPU: bench/RESULTS.md, session 10). Each frame is drawn alone,
+        # as one thread draws it: the same pixels.
+        with ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="d2v-depth") as pool:
+            pending: deque = deque()
+            try:
+                for i in order:
+                    pending.append(pool.submit(frame, i))
+                    if len(pending) > RENDER_THREADS:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:  # (a consumer that stops early: the frames not started are dropped)
+                for future in pending:
+                    future.cancel()
 
 
 # Depth steps: neighbouring depth-map pixels this far apart (depth in [0, 1]) are two
@@ -1075,7 +1148,9 @@ def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) 
         return math.inf, math.inf
     B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
     G = np.linalg.inv(camera.frame_homography(frame))
-    scale = [local_scale(G, x, y) for x, y in corners[:2].T]  # image pixels per output pixel
+    # Image pixels per output pixel at the corners: `local_scale`, sqrt |det J|, where a
+    # homography's Jacobian has det J = det G / w^3 (w: the point's third coordinate).
+    scale = np.sqrt(abs(np.linalg.det(G)) / np.abs(G[2] @ corners) ** 3)
     moved = np.hypot(*B) * spread
     return float(np.max(moved)), float(np.max(moved / np.maximum(scale, 1e-9)))
 
@@ -1099,6 +1174,34 @@ def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = 
     dst = None if scratch is None else _buffer(scratch, "upsampled", size, grid.dtype)
     big = cv2.resize(grid, (size[1], size[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
     return big[step:step + height, step:step + width]
+
+
+def _cell_weights() -> np.ndarray:
+    """Bilinear weights of a cell's corners (top-left, top-right, bottom-left, bottom-right)
+    at its step * step pixels, row by row: (step * step, 4) float32."""
+    f = (np.arange(_DEPTH_GRID_STEP) + 0.5) / _DEPTH_GRID_STEP
+    fy, fx = np.repeat(f, f.size), np.tile(f, f.size)
+    return np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1).astype(np.float32)
+
+
+_CELL_WEIGHTS = _cell_weights()
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int, keep: bool = True):
+    """The output pixels of grid cells (rows cy, columns cx), cell by cell: pixel x lies in the
+    cell of grid points (x + 2) // step and the next (see `_grid`), so cell c holds pixels
+    c * step - 2 to c * step + 1. (rows, columns) int32, those inside the frame; with
+    keep=False, (rows, columns, which are inside: None when all are) of all."""
+    step = _DEPTH_GRID_STEP
+    oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
+    ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
+    xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    inside = None if inside.all() else inside
+    if not keep:
+        return ys, xs, inside
+    return (ys, xs) if inside is None else (ys[inside], xs[inside])
 
 
 def _affine(x: np.ndarray, y: np.ndarray, a: float, b: float, c: float) -> np.ndarray:

@@ -210,6 +210,30 @@ def test_sideways_move_shifts_near_things_more(photo):
     assert abs(far[1]) < 0.5 and abs(near[1]) < 0.5
 
 
+def test_depth_frames_drawn_on_threads_are_one_threads_frames(photo, monkeypatch):
+    """Depth frames are drawn on RENDER_THREADS threads (the render is the slow side of render
+    + encode): in order, every pixel what one thread draws, with a shutter too; a consumer that
+    stops early leaves no thread drawing."""
+    import threading
+
+    from d2v import render
+
+    W, H, w, h = 960, 540, 320, 180
+    depth = near_square_depth(W, H, (330, 120, 630, 420))
+    traj = trajectory([view(W, H, w, h, offset=(6 * i, 0, 0)) for i in range(6)], W, H, w, h)
+    r = CameraRenderer(photo, depth, parallax=0.35)
+    threaded = list(r.render(traj)), list(r.render(traj, motion_blur=1.0, samples=3))
+    monkeypatch.setattr(render, "RENDER_THREADS", 1)
+    alone = list(r.render(traj)), list(r.render(traj, motion_blur=1.0, samples=3))
+    assert all(np.array_equal(a, b) for run in range(2) for a, b in zip(threaded[run], alone[run], strict=True))
+    assert np.abs(alone[0][0].astype(int) - alone[0][-1]).mean() > 1  # the frames differ: order is checked
+    monkeypatch.setattr(render, "RENDER_THREADS", 2)
+    frames = r.render(traj)
+    assert np.array_equal(next(frames), alone[0][0])
+    frames.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("d2v-depth")]
+
+
 def _marked_scene(W=960, H=540, half=40):
     """Grey texture, a red square subject at the centre, blue markers left and right."""
     img = (textured_image(W, H, seed=4) // 2 + 40).astype(np.uint8)
