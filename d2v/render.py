@@ -323,6 +323,15 @@ class CameraRenderer:
         near_px = cv2.dilate(nearer.view(np.uint8), k3)
         near_px |= _near_islands(depth, ~(hole | near_px).view(bool))
         bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
+        # A narrow spike toward the camera left in the hidden depth (a sliver of the near
+        # object's soft edge the steps missed) is a post standing in the revealed band: every
+        # ray near it hits it, and the band shows its colours smeared into rings. Such slivers
+        # are hidden too, and the depth filled again without them.
+        spikes = _spikes(bg_depth) & ~hole.view(bool)
+        if spikes.any():
+            hole |= cv2.dilate(spikes.view(np.uint8), k3)
+            near_px |= hole & spikes.view(np.uint8)
+            bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
@@ -817,6 +826,7 @@ SNAP_WINDOW = 5
 SNAP_STEP = 0.1
 EDGE_BEND_PX = 1.0  # image px a grid point may leave the line of its neighbours before its cells get own rays
 _EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`)
+SPIKE_PX = 7  # depth-map px: a narrower peak toward the camera in the hidden depth is a sliver of the near object (`_spikes`)
 ISLAND_SHARE = 0.01  # a piece of the far side under this share of the depth map may be a near object's (`_near_islands`)
 _RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
@@ -837,6 +847,13 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _spikes(depth: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where `depth` stands out toward the camera by more than STEP_DEPTH / 2
+    from what a grey opening of SPIKE_PX (the widest such sliver) leaves: narrow peaks only."""
+    k = np.ones((SPIKE_PX, SPIKE_PX), np.uint8)
+    return depth - cv2.morphologyEx(depth, cv2.MORPH_OPEN, k) > STEP_DEPTH / 2
 
 
 def _near_islands(depth: np.ndarray, known: np.ndarray) -> np.ndarray:
