@@ -165,11 +165,12 @@ class _Layers(NamedTuple):
     bg_u: np.ndarray | None = None  # 1 / bg_s
 
 
-def local_scale(G: np.ndarray, x: float, y: float) -> float:
-    """Source pixels per output pixel of the map G (output -> image) at (x, y):
-    sqrt(|det J|) of its Jacobian."""
-    _, J = camera.local_affine(G, x, y)
-    return math.sqrt(abs(np.linalg.det(J)))
+def local_scale(G: np.ndarray, x, y):
+    """Source pixels per output pixel of the map G (output -> image) at (x, y), scalars or
+    arrays: sqrt(|det J|) of its Jacobian, where a homography's has det J = det G / w^3
+    (w: the point's third coordinate)."""
+    w = G[2, 0] * x + G[2, 1] * y + G[2, 2]
+    return np.sqrt(abs(np.linalg.det(G)) / np.abs(w) ** 3)
 
 
 def reference_center(image_w: int, image_h: int, out_w: int, out_h: int) -> np.ndarray:
@@ -1165,9 +1166,7 @@ def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) 
         return math.inf, math.inf
     B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
     G = np.linalg.inv(camera.frame_homography(frame))
-    # Image pixels per output pixel at the corners: `local_scale`, sqrt |det J|, where a
-    # homography's Jacobian has det J = det G / w^3 (w: the point's third coordinate).
-    scale = np.sqrt(abs(np.linalg.det(G)) / np.abs(G[2] @ corners) ** 3)
+    scale = local_scale(G, corners[0], corners[1])  # image pixels per output pixel
     moved = np.hypot(*B) * spread
     return float(np.max(moved)), float(np.max(moved / np.maximum(scale, 1e-9)))
 
