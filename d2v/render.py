@@ -330,8 +330,7 @@ class CameraRenderer:
         # are hidden too, and the depth filled again without them.
         spikes = _spikes(bg_depth) & ~hole.view(bool)
         if spikes.any():
-            hole |= cv2.dilate(spikes.view(np.uint8), k3)
-            near_px |= hole & spikes.view(np.uint8)
+            hole |= cv2.dilate(spikes.view(np.uint8), k3)  # (a hole pixel is no source, in depth or colour)
             bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
@@ -624,7 +623,7 @@ class CameraRenderer:
             corners[..., 1] += (~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]],
                                           axis=1)).astype(np.float32) * np.float32(layers.bg.offset)
             xy = np.matmul(_CELL_WEIGHTS, corners)  # (cells, step * step, 2)
-            ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
+            ys, xs, inside = _cell_pixels(cy, cx, width, height)
             xy = xy.reshape(-1, 2)
             if inside is not None:
                 ys, xs, xy = ys[inside], xs[inside], xy[inside]
@@ -687,7 +686,7 @@ class CameraRenderer:
         cy, cx = np.nonzero(cells)
         if not cy.size:
             return None, band
-        ys, xs, inside = _cell_pixels(cy, cx, width, height, keep=False)
+        ys, xs, inside = _cell_pixels(cy, cx, width, height)
         near_c, far_c = (np.repeat(v[cy, cx], step * step) for v in (near_cell, far_cell))
         if inside is not None:  # (cells past the frame's edges)
             ys, xs, near_c, far_c = ys[inside], xs[inside], near_c[inside], far_c[inside]
@@ -1204,20 +1203,17 @@ _CELL_WEIGHTS = _cell_weights()
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int, keep: bool = True):
+def _cell_pixels(cy: np.ndarray, cx: np.ndarray, width: int, height: int):
     """The output pixels of grid cells (rows cy, columns cx), cell by cell: pixel x lies in the
     cell of grid points (x + 2) // step and the next (see `_grid`), so cell c holds pixels
-    c * step - 2 to c * step + 1. (rows, columns) int32, those inside the frame; with
-    keep=False, (rows, columns, which are inside: None when all are) of all."""
+    c * step - 2 to c * step + 1. (rows, columns) int32 of all, and which are inside the
+    frame (None when all are: the callers keep per-pixel values of their own in step)."""
     step = _DEPTH_GRID_STEP
     oy, ox = np.divmod(np.arange(step * step, dtype=np.int32), np.int32(step))
     ys = (cy.astype(np.int32)[:, None] * np.int32(step) + (oy - 2)).ravel()
     xs = (cx.astype(np.int32)[:, None] * np.int32(step) + (ox - 2)).ravel()
     inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-    inside = None if inside.all() else inside
-    if not keep:
-        return ys, xs, inside
-    return (ys, xs) if inside is None else (ys[inside], xs[inside])
+    return ys, xs, (None if inside.all() else inside)
 
 
 def _affine(x: np.ndarray, y: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
