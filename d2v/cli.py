@@ -732,7 +732,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port = DEFAULT_METRICS_PORT
         if not _port_free(metrics_port):
             moved.append(f"metrics port {metrics_port} is taken")
-            metrics_port = free_port()
+            metrics_port = free_port(besides={http["port"]})
     elif metrics_port and not _port_free(metrics_port):
         raise InvalidRequestError(f"metrics port {metrics_port} is in use: pass --metrics-port with a free port "
                                   "(0: any free port)")

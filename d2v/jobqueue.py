@@ -41,6 +41,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import redis
@@ -317,10 +318,33 @@ def redis_server_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_HANDED_OUT: set[int] = set()  # ports free_ports has returned in this process
+
+
+def free_ports(n: int, besides: Collection[int] = ()) -> list[int]:
+    """`n` distinct ports free on 127.0.0.1 now, none handed out by this process before nor
+    in `besides` (ports chosen otherwise and not bound yet). A port is free here only until
+    its server binds it: picked and let go one at a time, the kernel can hand the same port
+    out again (CI once gave a Ray head's metrics exporter and its dashboard agent one port,
+    and the head refused to start), hence each is held bound until all are picked."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            held.append(socket.socket())
+            held[-1].bind(("127.0.0.1", 0))
+            port = held[-1].getsockname()[1]
+            if port not in besides and port not in _HANDED_OUT:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    _HANDED_OUT.update(ports)
+    return ports
+
+
+def free_port(besides: Collection[int] = ()) -> int:
+    return free_ports(1, besides)[0]
 
 
 class RedisServer:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from d2v.jobqueue import free_port  # noqa: F401  (tests import it from here too)
+from d2v.jobqueue import free_port, free_ports  # noqa: F401  (tests import them from here too)
 
 ACCESS_KEY, SECRET_KEY = "d2v-test-key", "d2v-test-secret"
 
@@ -72,9 +72,9 @@ class SeaweedS3:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
-        ports = {name: free_port() for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-            "filer.port.grpc", "admin.port", "admin.port.grpc", "debug.port")}
+        names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                 "filer.port.grpc", "admin.port", "admin.port.grpc", "debug.port")
+        ports = dict(zip(names, free_ports(len(names))))
         args = [weed_binary(), "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.port={self.port}", f"-s3.config={config}", "-webdav=false", "-admin.ui=false",
                 "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]

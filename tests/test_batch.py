@@ -28,7 +28,7 @@ from d2v.encode import decode_video
 from d2v.s3store import S3Store
 from d2v.store import LocalStore, batch_manifest_key
 from tests.conftest import textured_image
-from tests.seaweed import free_port, wait_until_answering
+from tests.seaweed import free_ports, wait_until_answering
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -146,7 +146,7 @@ class RayHead:
     def __init__(self, env: dict[str, str], extra_args: list[str] | tuple[str, ...] = ()):
         self.env, self.extra_args = env, list(extra_args)
         self.temp_dir = tempfile.mkdtemp(prefix="d2vray-", dir="/tmp")  # short: Unix socket paths
-        self.port, self.dashboard_port = free_port(), free_port()
+        (self.port, self.dashboard_port, *self.other_ports) = free_ports(9)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -161,11 +161,10 @@ class RayHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self, timeout_s: float = 90) -> "RayHead":
-        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port,
-                 "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--runtime-env-agent-port": free_port(),
-                 "--metrics-export-port": free_port(), "--node-manager-port": free_port(),
-                 "--object-manager-port": free_port()}
+        others = ("--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                  "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port",
+                  "--object-manager-port")
+        ports = {"--port": self.port, "--dashboard-port": self.dashboard_port, **dict(zip(others, self.other_ports))}
         cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--disable-usage-stats",
                "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
                "--temp-dir", self.temp_dir, *[f"{k}={v}" for k, v in ports.items()], *self.extra_args]

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from d2v.jobqueue import free_port
+from d2v.jobqueue import free_port, free_ports
 from tests.conftest import textured_image
 from tests.test_images import png_bytes
 
@@ -77,23 +77,13 @@ def _stop_within_30_s(pid: int, log: Path) -> None:
     assert "d2v: stopped" in log.read_text()
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @contextmanager
 def _ray_head(tmp_path: Path, env: dict):
     """`ray start --head` of this test's own (its own ports, temp dir and process session;
     ended by signalling that session, never `ray stop`). Yields the process, its GCS port and
     its metrics port."""
     exe = Path(sys.executable).parent
-    gcs, node, objects, client, agent, agent_grpc, runtime_agent, metrics = _free_ports(8)
+    gcs, node, objects, client, agent, agent_grpc, runtime_agent, metrics = free_ports(8)
     temp = tempfile.mkdtemp(prefix="d2vray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
@@ -196,7 +186,8 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_restarted_on_a_running_ray_finishe
     env = {**base, **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
            "D2V_DATA_DIR": str(tmp_path / "data"), "D2V_REDIS_DIR": str(tmp_path / "redis"), "D2V_API_KEYS": "k-1,k-2"}
     assert not tmp_path.is_relative_to(REPO) and not (tmp_path / "deployments").exists()
-    farm = f"http://127.0.0.1:{free_port()}"
+    farm_port, metrics_port = free_ports(2)
+    farm = f"http://127.0.0.1:{farm_port}"
     auth = {"Authorization": "Bearer k-2"}
     small = {"path": [{"x": 50, "y": 90}, {"x": 270, "y": 90}], "effect": "pan", "duration_s": 1, "fps": 8,
              "width": 160, "height": 90}
@@ -204,7 +195,6 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_restarted_on_a_running_ray_finishe
 
     # 1. Its own Ray, its metrics on the port given (not the default 8080: other farms may be up
     # on this machine). Two refusals: no key, and a key that is not ASCII (a 401, not a 500).
-    metrics_port = free_port()
     pid = _start_from_script(tmp_path, env, "serve.log", farm, metrics_port)
     client = httpx.Client(base_url=farm, timeout=30)
     for headers in ({}, {"Authorization": "Bearer ключ-2".encode()}):
@@ -316,3 +306,10 @@ def test_serve_config_names_resolve_to_the_shipped_files_and_a_missing_one_is_on
                            "d2v: serve-gpu.yaml, serve-local.yaml)\n")
 
 
+def test_free_ports_never_hands_a_port_out_twice():
+    # The servers a test starts (a Ray head's nine components, SeaweedFS's ten) bind their
+    # ports only later: a port picked and let go can come back at the next pick, which is how
+    # a Ray head once refused to start on CI. Six hundred picks from the kernel's ~28,000
+    # ephemeral ports repeat one with probability ~0.998 when nothing keeps them apart.
+    ports = [free_port() for _ in range(300)] + free_ports(300)
+    assert len(set(ports)) == 600
