@@ -132,6 +132,7 @@ class _Background(NamedTuple):
     depth: np.ndarray  # depth [0, 1] at the depth map's size, the near side continued from the far
     levels: list  # pyramid of the photo stacked above the background, `offset` rows apart
     offset: int  # the background's first row in levels[0] (a multiple of 2 ** len(levels))
+    inpainted: np.ndarray  # (image h, w) bool: where the background is not the photo's own pixel, a pixel wider
 
 
 class _Edges(NamedTuple):
@@ -356,7 +357,8 @@ class CameraRenderer:
         levels = [stacked]
         while len(levels) < n:
             levels.append(cv2.pyrDown(levels[-1]))
-        return _Background(bg_depth, levels, offset)
+        # (A pixel wider: a point is read bilinearly from the pixels round it.)
+        return _Background(bg_depth, levels, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
     def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int) -> float:
         """The widest band (depth-map pixels) any of these frames can reveal: how far a
@@ -730,10 +732,12 @@ class CameraRenderer:
                 yield inside >= 128
                 continue
             q = self._depth_maps(frame, w, h, layers, scratch)
+            on_bg = None
             if layers.bg is not None:  # points on the hidden background: where they are in the photo
                 q = q.copy()
                 qy = q[..., 1]
-                qy -= (qy > (self.height + layers.bg.offset) / 2) * np.float32(layers.bg.offset)
+                on_bg = qy > (self.height + layers.bg.offset) / 2
+                qy -= on_bg * np.float32(layers.bg.offset)
             inside = cv2.remap(ones, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) >= 128
             revealed = _upsample(scratch["torn"].astype(np.float32), w, h) > 0.5
             if scratch["band"] is not None:
@@ -748,6 +752,13 @@ class CameraRenderer:
             if scratch["edges"] is not None:
                 edges = scratch["edges"]
                 revealed.ravel()[edges.idx] = edges.torn >= 0.5
+            if on_bg is not None:
+                # A ray that crossed a step yet met, on the hidden background, a point that was
+                # not inpainted (a step's far side just beyond the hole, or a thin thing the
+                # depth puts on the far layer) shows the photo's own pixel: not invented.
+                inpainted = cv2.remap(layers.bg.inpainted.view(np.uint8), q, None, cv2.INTER_NEAREST,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=1).view(bool)
+                revealed &= ~on_bg | inpainted
             yield inside & ~revealed
 
     # -- a whole trajectory -----------------------------------------------------------
