@@ -64,8 +64,9 @@
   and stacked under the photo in one texture; torn rays march that layer. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
-  taken from it too. `render_validity` marks torn pixels as invented. Measured against
-  known truth (bench/view_synthesis.py, tests/test_parallax.py: a disc over a photo, 43-70
+  taken from it too. `render_validity` marks torn pixels as invented, but those that meet
+  the hidden background where it is the photo's own pixel (`_Background.inpainted`).
+  Measured against known truth (bench/view_synthesis.py, tests/test_parallax.py: a disc over a photo, 43-70
   px of parallax): 45-52 dB where the photo shows the pixel, 29-33 dB in the 4 px band at
   the edge, no dark fringe; before, 43 and 17 dB, and the band changed 5x more between
   frames than the background beside it.
