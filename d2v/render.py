@@ -66,8 +66,8 @@
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
   taken from it too. `render_validity` marks torn pixels as invented, but those that meet
   the hidden background where it is the photo's own pixel (`_Background.inpainted`).
-  Measured against known truth (bench/view_synthesis.py, tests/test_parallax.py: a disc over a photo, 43-70
-  px of parallax): 45-52 dB where the photo shows the pixel, 29-33 dB in the 4 px band at
+  Measured against known truth (bench/view_synthesis.py, tests/test_parallax.py: a disc
+  over a photo, 43-70 px of parallax): 45-52 dB where the photo shows the pixel, 29-33 dB in the 4 px band at
   the edge, no dark fringe; before, 43 and 17 dB, and the band changed 5x more between
   frames than the background beside it.
 * Motion blur: sub-frame accumulation over a shutter centred on each frame, cameras
