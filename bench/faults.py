@@ -471,7 +471,9 @@ def enqueue_failure_then_retry(farm: FaultFarm) -> Outcome:
     assert r.status_code == 202, r.text
     out.accepted += 1
     farm.settle(out, [r.json()["job_id"]])
-    time.sleep(4 * farm.farm_args["reconcile_s"] + 2)  # reconcile passes: the refused job must stay put
+    # Two reconcile passes after the retry finished, and time for what one would enqueue to
+    # render (a second of this small job): the refused job must stay put.
+    time.sleep(2 * farm.farm_args["reconcile_s"] + 2)
     stored = store_jobs(farm)
     renders = []
     for key in stored.store.list("jobs/"):
