@@ -211,80 +211,78 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_restarted_on_a_running_ray_finishe
     while client.get(f"/v1/jobs/{slow}", headers=auth).json()["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    # The Ray that part 2 joins, started now: its start overlaps this stop, mostly a wait.
-    with _ray_head(tmp_path, base) as (head, gcs, cluster_metrics):
-        _stop_within_30_s(pid, tmp_path / "serve.log")
+    _stop_within_30_s(pid, tmp_path / "serve.log")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{farm}/healthz", timeout=2)
+    status = json.loads((tmp_path / "data/jobs" / slow / "status.json").read_text())
+    assert status["status"] in ("queued", "running"), status  # unfinished, and not failed
+
+    # 2. Started again, joining a running Ray, 8000 and 8080 taken (a child of this test, so
+    # Ctrl-C reaches it as a terminal's would).
+    with _ray_head(tmp_path, base) as (head, gcs, cluster_metrics), _ports_taken(8000, 8080):
+        log_path = tmp_path / "serve2.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen([str(exe), "serve"], cwd=tmp_path, env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"},
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_until_ready(log_path, "", lambda: proc.poll() is None and head.poll() is None)
+            text = log_path.read_text()
+            assert f"joining the Ray at 127.0.0.1:{gcs}" in text, text
+            assert "HTTP port 8000 is taken: using http://127.0.0.1:" in text, text
+            assert "deployments/configs/serve-local.yaml" in text
+            farm = re.search(r"ready at (http://127\.0\.0\.1:\d+)", text).group(1)
+            assert not farm.endswith(":8000")
+            assert re.search(r"store: ([^;]+);", text).group(1) == str(tmp_path / "data")
+            client = httpx.Client(base_url=farm, timeout=30)
+            # Where the store is goes to operators only (issue 23); the videos below show which one.
+            assert client.get("/healthz").json()["dependencies"] == {"store": "up", "queue": "up"}
+            status = _wait_done(client, f"/v1/jobs/{slow}", auth, 240)
+            assert status["status"] == "succeeded", status
+            assert (tmp_path / "data/jobs" / slow / "video.mp4").is_file()
+
+            r = client.post("/v1/jobs", files=small_files, data={"request": json.dumps(small)})
+            assert r.status_code == 401 and "API key" in r.json()["detail"]  # the keys reached the replicas
+            r = _post_until_taken(client, small_files, small, auth, time.monotonic() + 120)
+            assert r.status_code == 202, r.text
+            status = _wait_done(client, r.json()["status_url"], auth, 120)
+            assert status["status"] == "succeeded", status
+            video = client.get(status["result"]["video_url"], headers=auth)
+            assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+            assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
+            # `d2v jobs`: each key its own list, newest first.
+            listed = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2"], capture_output=True,
+                                    text=True, env=env, timeout=60)
+            assert listed.returncode == 0, listed
+            assert [line.split()[:2] for line in listed.stdout.splitlines()] == [
+                [status["job_id"], "succeeded"], [slow, "succeeded"]], listed
+            other = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-1"], capture_output=True,
+                                   text=True, env=env, timeout=60)
+            assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
+            # Operators' view: the KPIs (the store's: both jobs), and on the cluster's metrics port
+            # this Ray's two jobs and its one refusal.
+            stats = client.get("/v1/stats", headers=auth).json()
+            assert (stats["all"]["videos"], stats["all"]["success_rate"]) == (2, 1.0)
+            _wait_for_metrics(cluster_metrics, [
+                'ray_d2v_jobs_total{backend="camera",effect="pan",queue="d2v-jobs",status="succeeded"} 2.0',
+                'ray_d2v_requests_refused_total{code="401",reason="Unauthorized"} 1.0'])
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            log.close()
+        text = log_path.read_text()
+        assert code == 0, text[-2000:]
+        assert "d2v: stopped" in text and "SIGTERM received" not in text, text[-2000:]
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{farm}/healthz", timeout=2)
-        status = json.loads((tmp_path / "data/jobs" / slow / "status.json").read_text())
-        assert status["status"] in ("queued", "running"), status  # unfinished, and not failed
-
-        # 2. Started again, joining a running Ray, 8000 and 8080 taken (a child of this test, so
-        # Ctrl-C reaches it as a terminal's would).
-        with _ports_taken(8000, 8080):
-            log_path = tmp_path / "serve2.log"
-            log = open(log_path, "w")
-            proc = subprocess.Popen([str(exe), "serve"], cwd=tmp_path, env={**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"},
-                                    stdout=log, stderr=subprocess.STDOUT)
-            try:
-                _wait_until_ready(log_path, "", lambda: proc.poll() is None and head.poll() is None)
-                text = log_path.read_text()
-                assert f"joining the Ray at 127.0.0.1:{gcs}" in text, text
-                assert "HTTP port 8000 is taken: using http://127.0.0.1:" in text, text
-                assert "deployments/configs/serve-local.yaml" in text
-                farm = re.search(r"ready at (http://127\.0\.0\.1:\d+)", text).group(1)
-                assert not farm.endswith(":8000")
-                assert re.search(r"store: ([^;]+);", text).group(1) == str(tmp_path / "data")
-                client = httpx.Client(base_url=farm, timeout=30)
-                # Where the store is goes to operators only (issue 23); the videos below show which one.
-                assert client.get("/healthz").json()["dependencies"] == {"store": "up", "queue": "up"}
-                status = _wait_done(client, f"/v1/jobs/{slow}", auth, 240)
-                assert status["status"] == "succeeded", status
-                assert (tmp_path / "data/jobs" / slow / "video.mp4").is_file()
-
-                r = client.post("/v1/jobs", files=small_files, data={"request": json.dumps(small)})
-                assert r.status_code == 401 and "API key" in r.json()["detail"]  # the keys reached the replicas
-                r = _post_until_taken(client, small_files, small, auth, time.monotonic() + 120)
-                assert r.status_code == 202, r.text
-                status = _wait_done(client, r.json()["status_url"], auth, 120)
-                assert status["status"] == "succeeded", status
-                video = client.get(status["result"]["video_url"], headers=auth)
-                assert video.status_code == 200 and video.content[4:8] == b"ftyp"
-                assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
-                # `d2v jobs`: each key its own list, newest first.
-                listed = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2"], capture_output=True,
-                                        text=True, env=env, timeout=60)
-                assert listed.returncode == 0, listed
-                assert [line.split()[:2] for line in listed.stdout.splitlines()] == [
-                    [status["job_id"], "succeeded"], [slow, "succeeded"]], listed
-                other = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-1"], capture_output=True,
-                                       text=True, env=env, timeout=60)
-                assert other.returncode == 0 and other.stdout == "" and other.stderr == "no jobs yet\n", other
-                # Operators' view: the KPIs (the store's: both jobs), and on the cluster's metrics port
-                # this Ray's two jobs and its one refusal.
-                stats = client.get("/v1/stats", headers=auth).json()
-                assert (stats["all"]["videos"], stats["all"]["success_rate"]) == (2, 1.0)
-                _wait_for_metrics(cluster_metrics, [
-                    'ray_d2v_jobs_total{backend="camera",effect="pan",queue="d2v-jobs",status="succeeded"} 2.0',
-                    'ray_d2v_requests_refused_total{code="401",reason="Unauthorized"} 1.0'])
-            finally:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    code = proc.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    raise
-                log.close()
-            text = log_path.read_text()
-            assert code == 0, text[-2000:]
-            assert "d2v: stopped" in text and "SIGTERM received" not in text, text[-2000:]
-            with pytest.raises(httpx.ConnectError):
-                httpx.get(f"{farm}/healthz", timeout=2)
-            # The farm stopped: the client says so in one line once its bound is spent.
-            gone = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2", "--timeout", "1"],
-                                  capture_output=True, text=True, env=env, timeout=60)
-            assert gone.returncode == 1 and gone.stderr.count("\n") == 1
-            assert gone.stderr.startswith(f"d2v: error: the farm at {farm} is not reachable"), gone.stderr
+        # The farm stopped: the client says so in one line once its bound is spent.
+        gone = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2", "--timeout", "1"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert gone.returncode == 1 and gone.stderr.count("\n") == 1
+        assert gone.stderr.startswith(f"d2v: error: the farm at {farm} is not reachable"), gone.stderr
 
 
 def test_serve_config_names_resolve_to_the_shipped_files_and_a_missing_one_is_one_line(tmp_path):
