@@ -362,12 +362,15 @@ def cli_killed_then_farm(farm: FaultFarm, cli_lease_s: float | None = None) -> O
     work = Path(tempfile.mkdtemp(prefix="d2v-cli-"))
     (work / "photo.png").write_bytes(farm.image)
     farm.seed += 1
-    request = {"path": PAN, "effect": "pan", "duration_s": 12, "fps": 24, "width": 1280, "height": 720,
+    # 144 frames at 720p with motion blur: seconds of rendering still ahead when the CLI is
+    # killed 2 s in (checked below: it must die mid-render); no longer, as the farm renders it
+    # all again (12 s of video cost the test 20 s more).
+    request = {"path": PAN, "effect": "pan", "duration_s": 6, "fps": 24, "width": 1280, "height": 720,
                "seed": farm.seed, "motion_blur": 1.0}
     (work / "path.json").write_text(json.dumps(request["path"]))
     exe = Path(sys.executable).parent / "d2v"
     cmd = [str(exe), "render", str(work / "photo.png"), "--path", str(work / "path.json"), "--effect", "pan",
-           "--duration", "12", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
+           "--duration", "6", "--fps", "24", "--size", "1280x720", "--seed", str(farm.seed), "--motion-blur", "1",
            "-o", str(work / "out.mp4")]
     env = {**os.environ, **farm.env, **({"D2V_LEASE_S": str(cli_lease_s)} if cli_lease_s else {})}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -468,7 +471,9 @@ def enqueue_failure_then_retry(farm: FaultFarm) -> Outcome:
     assert r.status_code == 202, r.text
     out.accepted += 1
     farm.settle(out, [r.json()["job_id"]])
-    time.sleep(4 * farm.farm_args["reconcile_s"] + 2)  # reconcile passes: the refused job must stay put
+    # Two reconcile passes after the retry finished, and time for what one would enqueue to
+    # render (a second of this small job): the refused job must stay put.
+    time.sleep(2 * farm.farm_args["reconcile_s"] + 2)
     stored = store_jobs(farm)
     renders = []
     for key in stored.store.list("jobs/"):

@@ -25,6 +25,8 @@ from deployments.ingress import Ingress
 from deployments.runner import JobRunner
 from deployments.stages import BaseStage, DepthStage, EncodeStage, InterpolateStage, TrajectoryStage, UpscaleStage
 
+RUNNER_HEALTH_CHECK_S = 2.0
+
 
 def runner_deployment(queue: str = DEFAULT_QUEUE, concurrency: int = 2):
     """The JobRunner as a consumer of `queue`. Made per app, because the decorator takes the
@@ -37,8 +39,12 @@ def runner_deployment(queue: str = DEFAULT_QUEUE, concurrency: int = 2):
 
     consumer = task_consumer(task_processor_config=processor_config(queue))(QueuedJobRunner)
     # max_ongoing_requests is also how many jobs a replica's Celery worker runs at once.
+    # Health checked every 2 s, not Serve's 10: a runner whose consumer stopped (its Celery
+    # worker ends when Redis goes away) takes no job until Serve replaces it, after three
+    # failed checks in a row: about 6 s, not 30, after a Redis restart. (The check is two
+    # thread lookups: deployments/runner.py.)
     return serve.deployment(name="JobRunner", max_ongoing_requests=concurrency,
-                            ray_actor_options={"num_cpus": 0.1})(consumer)
+                            health_check_period_s=RUNNER_HEALTH_CHECK_S, ray_actor_options={"num_cpus": 0.1})(consumer)
 
 
 def build_app(args: dict | None = None) -> Application:

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from d2v.encode import decode_video
 from d2v.s3store import S3Store
 from d2v.store import LocalStore, batch_manifest_key
 from tests.conftest import textured_image
+from tests.processes import end_session
 from tests.seaweed import free_ports, wait_until_answering
 
 pytestmark = pytest.mark.timeout(300)
@@ -181,35 +181,10 @@ class RayHead:
     def log_text(self) -> str:
         return (Path(self.temp_dir) / "head.log").read_text(errors="replace")[-4000:]
 
-    def _session_pids(self) -> list[int]:
-        """Live processes of the head's session (zombies are dead already: skipped)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.getsid(int(entry.name)) != self.proc.pid:
-                        continue
-                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                except (OSError, IndexError):  # gone meanwhile
-                    continue
-                if state != "Z":
-                    pids.append(int(entry.name))
-        return pids
-
     def stop(self) -> None:
         if self.proc is None:
             return
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            for pid in self._session_pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait_s
-            while self._session_pids() and time.monotonic() < deadline:
-                self.proc.poll()  # reap the head so it leaves the table
-                time.sleep(0.2)
-        self.proc.wait(5)
+        end_session(self.proc)  # SIGKILL: a SIGTERM's graceful stop took 5 s, for nothing kept
         self.proc = None
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -244,7 +244,7 @@ def test_fractional_replicas_share_a_gpu_and_an_actor_gets_the_other(ray_two_gpu
     assert ray.get(actor.run.remote(lambda w, x: (w.device, x + 1), 41), timeout=30) == (d["device"], 42)
     ray.kill(actor)
 
-    serve.delete("probe")
+    serve.delete("probe", _blocking=False)  # not waited for: nothing after this needs it gone
 
 
 def test_replica_whose_load_fails_is_not_served(ray_two_gpus):
@@ -271,4 +271,4 @@ def test_replica_whose_load_fails_is_not_served(ray_two_gpus):
     dep = app.deployments["Broken"]
     assert dep.status == "DEPLOY_FAILED" and dep.replica_states.get("RUNNING", 0) == 0
     assert "/nowhere" in dep.message, dep.message  # the load() error reaches the status
-    serve.delete("broken")
+    serve.delete("broken", _blocking=False)

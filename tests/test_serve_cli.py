@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 
 from d2v.jobqueue import free_port, free_ports
 from tests.conftest import textured_image
+from tests.processes import end_session
 from tests.test_images import png_bytes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +82,7 @@ def _stop_within_30_s(pid: int, log: Path) -> None:
 @contextmanager
 def _ray_head(tmp_path: Path, env: dict):
     """`ray start --head` of this test's own (its own ports, temp dir and process session;
-    ended by signalling that session, never `ray stop`). Yields the process, its GCS port and
+    ended by killing that session, never `ray stop`). Yields the process, its GCS port and
     its metrics port."""
     exe = Path(sys.executable).parent
     gcs, node, objects, client, agent, agent_grpc, runtime_agent, metrics = free_ports(8)
@@ -96,14 +98,9 @@ def _ray_head(tmp_path: Path, env: dict):
     try:
         yield head, gcs, metrics
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # the head's own session only
-            try:
-                os.killpg(head.pid, sig)
-                head.wait(timeout=30)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
+        end_session(head)  # SIGKILL: after a SIGTERM, the head waited out 30 s and was killed all the same
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @contextmanager
