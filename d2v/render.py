@@ -621,13 +621,12 @@ class CameraRenderer:
             corners[..., 1] += (~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]],
                                           axis=1)).astype(np.float32) * np.float32(layers.bg.offset)
             xy = np.matmul(_CELL_WEIGHTS, corners)  # (cells, step * step, 2)
+            # (All the cells' pixels: those past the frame's edges land in the wider buffer's
+            # margin, which q does not show; render_validity keeps the frame's own.)
             ys, xs, inside = _cell_pixels(cy, cx, width, height)
-            xy = xy.reshape(-1, 2)
-            if inside is not None:
-                ys, xs, xy = ys[inside], xs[inside], xy[inside]
-            scratch["band"] = ys, xs
+            scratch["band"] = ys, xs, inside
             at = (ys + step).astype(np.intp) * wide + (xs + step)
-            big.view(np.int64).reshape(-1)[at] = np.ascontiguousarray(xy).view(np.int64).ravel()  # (x and y as one item)
+            big.view(np.int64).reshape(-1)[at] = xy.reshape(-1, 2).view(np.int64).ravel()  # (x and y as one item)
         if edges is not None:  # a pixel's centre ray
             at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
@@ -737,7 +736,10 @@ class CameraRenderer:
             if scratch["band"] is not None:
                 # A revealed band's far border (`_edge_rays`): revealed where the photo shows
                 # something half a step nearer than the hidden background at the pixel's point.
-                at = scratch["band"][0].astype(np.intp) * w + scratch["band"][1]
+                ys, xs, kept = scratch["band"]
+                if kept is not None:  # (the frame's own pixels)
+                    ys, xs = ys[kept], xs[kept]
+                at = ys.astype(np.intp) * w + xs
                 dh, dw = layers.s.shape
                 px = (q[..., 0].ravel()[at] + 0.5) * np.float32(dw / self.width) - 0.5
                 py = (q[..., 1].ravel()[at] + 0.5) * np.float32(dh / self.height) - 0.5
