@@ -1128,12 +1128,15 @@ def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_
     label = _pick(torn, np.full(n, 1000.0, np.float32), np.float32(1.0) / u)  # all torn pixels alike: no layer
     # Each pixel's 4-neighbours' labels, NaN off the edge pixels (fmax and fmin pass it over):
     # four gathers, where a dilation and an erosion of the whole frame cost more.
-    image = _buffer(scratch, "labels", (height + 2, wide), np.float32)
-    image.fill(np.nan)
+    # (NaN everywhere between calls: each call puts back what it wrote, not a frame-sized fill.)
+    image = scratch.get("labels")
+    if image is None or image.shape != (height + 2, wide):
+        image = scratch["labels"] = np.full((height + 2, wide), np.nan, np.float32)
     flat = image.ravel()
     flat[at] = label
     offsets = (1, -1, wide, -wide)  # right, left, below, above
     around = [flat[at + d] for d in offsets]
+    flat[at] = np.nan
     most = np.fmax(np.fmax(around[0], around[1]), np.fmax(around[2], around[3]))
     least = np.fmin(np.fmin(around[0], around[1]), np.fmin(around[2], around[3]))
     up, down = most - label, label - least
