@@ -100,8 +100,9 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
         return image.copy()
     known = (~unknown).astype(np.float32)
     img = image.astype(np.float32)
-    # Three independent parts, two on threads of their own (numpy and OpenCV let go of the GIL in their
-    # loops): the renderer makes this before its first frame, while the encoder waits.
+    # Three independent parts, two on threads of their own (numpy and OpenCV let go of the
+    # GIL in their loops): the renderer makes this before its first frame, while the encoder
+    # waits for it.
     with ThreadPoolExecutor(2, thread_name_prefix="d2v-fill") as pool:
         noise = pool.submit(_grain_noise, hole.shape)
         amplitude = pool.submit(_grain_amplitude, img, known, hole)
