@@ -44,6 +44,7 @@ hidden background's depth).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -99,10 +100,24 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
         return image.copy()
     known = (~unknown).astype(np.float32)
     img = image.astype(np.float32)
-    weight = known * _border_weights(hole)
-    colour = _pull_push(img * weight[:, :, None], weight)[hole]
-    # The grain's amplitude (mean |photo less its blur|, grey) where the blur reads known
-    # pixels only: at the hole's edge it would measure the step.
+    # Three independent parts, two on threads of their own (numpy and OpenCV let go of the
+    # GIL in their loops): the renderer makes this before its first frame, while the encoder
+    # waits for it.
+    with ThreadPoolExecutor(2, thread_name_prefix="d2v-fill") as pool:
+        noise = pool.submit(_grain_noise, hole.shape)
+        amplitude = pool.submit(_grain_amplitude, img, known, hole)
+        weight = known * _border_weights(hole)
+        colour = _pull_push(img * weight[:, :, None], weight)[hole]
+        amplitude, noise = amplitude.result(), noise.result()
+    out = image.copy()
+    out[hole] = np.clip(colour + amplitude * noise[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _grain_amplitude(img: np.ndarray, known: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The grain's amplitude at the hole's pixels (n, 1): mean |photo less its blur|, grey,
+    where the blur reads known pixels only (at the hole's edge it would measure the step),
+    pulled in from the far side."""
     blurred = cv2.GaussianBlur(np.dstack([img * known[:, :, None], known]), (0, 0), GRAIN_SIGMA)
     grain = (img - blurred[:, :, :3] / np.maximum(blurred[:, :, 3:], 1e-3)).mean(axis=2)
     reach = 2 * math.ceil(3 * GRAIN_SIGMA) + 1
@@ -112,13 +127,15 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
     grain = np.abs(grain)
     if inner.any():
         np.minimum(grain, GRAIN_CLIP * float(np.median(grain[inner > 0])), out=grain)
-    amplitude = _pull_push((grain * inner)[:, :, None], inner)[hole]
-    noise = np.random.default_rng(0).standard_normal(hole.shape).astype(np.float32)
+    return _pull_push((grain * inner)[:, :, None], inner)[hole]
+
+
+def _grain_noise(shape: tuple) -> np.ndarray:
+    """Seeded grey noise, high-passed at GRAIN_SIGMA, mean |value| 1: the grain's pattern."""
+    noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     noise -= cv2.GaussianBlur(noise, (0, 0), GRAIN_SIGMA)
     noise /= np.abs(noise).mean()
-    out = image.copy()
-    out[hole] = np.clip(colour + amplitude * noise[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
-    return out
+    return noise
 
 
 def fill_smooth(values: np.ndarray, hole: np.ndarray, *, source: np.ndarray | None = None) -> np.ndarray:

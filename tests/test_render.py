@@ -500,3 +500,17 @@ def test_the_path_check_reads_frames_as_they_are_rendered_and_never_waits_on_a_s
     arriving.close()
     reader.join(timeout=5)
     assert not reader.is_alive() and "stopped before frame 9" in str(stopped[0])
+
+
+@pytest.mark.parametrize("k", [3, 65, 67, 129, 301, 401, 799])
+def test_wide_erosion_is_opencvs(k):
+    """The hidden background's wide erosion (windows of up to 4x the widest band, past the
+    image's size) is exactly cv2.erode's, edges ignored, for windows narrower than the image,
+    as wide as one side, and wider than both."""
+    from d2v.render import _erode_square
+
+    rng = np.random.default_rng(k)
+    image = rng.random((150, 320), dtype=np.float32)
+    image[40:60, 100:130] = -1.0  # a deep pit, so the windows' reach shows
+    expected = cv2.erode(image, np.ones((k, k), np.uint8))
+    assert np.array_equal(_erode_square(image, k), expected)
