@@ -663,10 +663,8 @@ class CameraRenderer:
         # that its corners saw: the upsampled map holds there, it needs no rays of its own.
         lo, hi = s.copy(), s.copy()
         lo[torn], hi[torn] = np.inf, -np.inf
-        near_cell = np.minimum(np.minimum(lo[:-1, :-1], lo[:-1, 1:]), np.minimum(lo[1:, :-1], lo[1:, 1:]))
-        far_cell = np.maximum(np.maximum(hi[:-1, :-1], hi[:-1, 1:]), np.maximum(hi[1:, :-1], hi[1:, 1:]))
-        any_torn = (torn[:-1, :-1] | torn[:-1, 1:]) | (torn[1:, :-1] | torn[1:, 1:])
-        all_torn = (torn[:-1, :-1] & torn[:-1, 1:]) & (torn[1:, :-1] & torn[1:, 1:])
+        near_cell, far_cell = _over_corners(np.minimum, lo), _over_corners(np.maximum, hi)
+        any_torn, all_torn = _over_corners(np.logical_or, torn), _over_corners(np.logical_and, torn)
         cells &= ~all_torn & (any_torn | (far_cell - near_cell > layers.s_step))
         # A revealed band's far border: the torn corners' hidden background continues the
         # other corners' layer (all seen within s_step). The hidden background is the photo
@@ -674,9 +672,8 @@ class CameraRenderer:
         # cells are the hidden background's, upsampled (returned: their rows and columns).
         band = None
         if any_torn.any():
-            seen_lo = np.minimum(np.minimum(seen[:-1, :-1], seen[:-1, 1:]), np.minimum(seen[1:, :-1], seen[1:, 1:]))
-            seen_hi = np.maximum(np.maximum(seen[:-1, :-1], seen[:-1, 1:]), np.maximum(seen[1:, :-1], seen[1:, 1:]))
-            seamless = cells & any_torn & (seen_hi - seen_lo <= layers.s_step)
+            seen_spread = _over_corners(np.maximum, seen) - _over_corners(np.minimum, seen)
+            seamless = cells & any_torn & (seen_spread <= layers.s_step)
             # (But beside a cell that keeps its rays: a step may run between the two, whose
             # pixels then need each other's rays for the matte, `_across`.)
             seamless &= ~cv2.dilate((cells & ~seamless).view(np.uint8), _CROSS).view(bool)
@@ -860,6 +857,12 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _over_corners(op, grid: np.ndarray) -> np.ndarray:
+    """`op` (a binary ufunc: np.minimum, np.logical_or, ...) over each grid cell's four
+    corners: (H - 1, W - 1) from an (H, W) grid of points."""
+    return op(op(grid[:-1, :-1], grid[:-1, 1:]), op(grid[1:, :-1], grid[1:, 1:]))
 
 
 def _erode_square(image: np.ndarray, k: int) -> np.ndarray:
