@@ -425,22 +425,29 @@ def test_a_part_of_the_near_object_in_front_of_the_background_never_colours_the_
     assert change.max() < 1.0, change
 
 
-def test_a_sliver_of_the_near_objects_soft_edge_leaves_no_rings_in_the_revealed_floor():
-    """Measured depth (skimage's motorcycle): slivers of the near object's soft edge that no
-    step marks stay in the hidden background as narrow posts toward the camera; every ray of
-    the band near one hit it, and the orbit's revealed floor showed its dark colour drawn as
-    rings and loops (55 pixels 40 levels darker than their 7x7 median, deep inside the band;
-    now none). The band's pixels are the ones the validity mask marks as invented."""
+def _motorcycle_last_frame(effect: str) -> tuple[np.ndarray, np.ndarray]:
+    """The last frame of a one-second `effect` across skimage's motorcycle (its measured
+    depth), 1024x576, and its validity mask."""
     from bench.depth_check_bench import motorcycle
 
     photo, depth = motorcycle()
     h, w = photo.shape[:2]
     renderer = CameraRenderer(photo, depth)
     req = parse_request({"path": [{"x": 0.35 * w, "y": 0.55 * h}, {"x": 0.65 * w, "y": 0.55 * h}],
-                         "effect": "orbit", "duration_s": 1, "fps": 24, "width": 1024, "height": 576})
+                         "effect": effect, "duration_s": 1, "fps": 24, "width": 1024, "height": 576})
     traj = plan_trajectory(req, w, h, depth_parallax=renderer.depth_parallax)
     last = [len(traj) - 1]
     (frame,), (valid,) = list(renderer.render(traj, indices=last)), list(renderer.render_validity(traj, indices=last))
+    return frame, valid
+
+
+def test_a_sliver_of_the_near_objects_soft_edge_leaves_no_rings_in_the_revealed_floor():
+    """Measured depth (skimage's motorcycle): slivers of the near object's soft edge that no
+    step marks stay in the hidden background as narrow posts toward the camera; every ray of
+    the band near one hit it, and the orbit's revealed floor showed its dark colour drawn as
+    rings and loops (55 pixels 40 levels darker than their 7x7 median, deep inside the band;
+    now none). The band's pixels are the ones the validity mask marks as invented."""
+    frame, valid = _motorcycle_last_frame("orbit")
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     deep = cv2.erode((~valid).view(np.uint8), np.ones((7, 7), np.uint8)).view(bool)
     assert deep.sum() > 20000  # (a wide band: the orbit reveals the floor behind the wheel)
@@ -456,7 +463,6 @@ def test_the_validity_mask_marks_what_the_frame_invents_not_the_photos_own_pixel
     measured depth puts at the garage's depth) shows the photo's own pixel: before, every
     such grid cell was marked invented (4.6 % of the invented pixels showed no marker at all,
     among them the "dark pixels deep in the band" of the motorcycle's slide); now 0.9 %."""
-    from bench.depth_check_bench import motorcycle
     import d2v.render
 
     marker = np.array([255, 0, 255], np.uint8)
@@ -467,14 +473,7 @@ def test_the_validity_mask_marks_what_the_frame_invents_not_the_photos_own_pixel
         return out
 
     monkeypatch.setattr(d2v.render, "fill_background", marked)
-    photo, depth = motorcycle()
-    h, w = photo.shape[:2]
-    renderer = CameraRenderer(photo, depth)
-    req = parse_request({"path": [{"x": 0.35 * w, "y": 0.55 * h}, {"x": 0.65 * w, "y": 0.55 * h}],
-                         "effect": "parallax", "duration_s": 1, "fps": 24, "width": 1024, "height": 576})
-    traj = plan_trajectory(req, w, h, depth_parallax=renderer.depth_parallax)
-    last = [len(traj) - 1]
-    (frame,), (valid,) = list(renderer.render(traj, indices=last)), list(renderer.render_validity(traj, indices=last))
+    frame, valid = _motorcycle_last_frame("parallax")
     invented = ~valid
     assert invented.sum() > 30000  # (the slide reveals wide bands behind the fork and the wheel)
     unmarked = np.abs(frame.astype(np.int16) - marker).max(axis=2) > 150  # none of the marker mixed in
