@@ -1,7 +1,8 @@
 """The job runner: consumes the farm's job queue and runs each job through the stage DAG.
 
     ingress --enqueue(job id)--> Redis --> JobRunner.render(job id) (a Celery worker thread here)
-        -> depth -> trajectory -> base -> interpolate -> upscale -> encode (DeploymentHandles)
+        -> depth -> trajectory -> base -> interpolate -> upscale -> encode (DeploymentHandles,
+           called from the runner's own event loop thread: StageCalls)
 
 A Serve deployment made a task consumer (`ray.serve.task_consumer`): each replica runs a
 Celery worker that takes up to `max_ongoing_requests` jobs at once. Everything about a
@@ -29,6 +30,8 @@ so a consumer killed mid-job, a lost Redis, or a restarted app loses nothing.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -82,6 +85,34 @@ def _retries_so_far() -> int:
     from celery import current_task
 
     return int(getattr(getattr(current_task, "request", None), "retries", 0) or 0)
+
+
+class StageCalls:
+    """Sends this replica's stage calls from one event loop thread of its own; the worker
+    threads only wait on the responses.
+
+    Why: Ray Serve (2.60) counts a call sent from a thread with no running event loop (a
+    Celery worker's) as queued at the handle only while it is being routed, not while it
+    waits for a replica: six jobs waiting for one base replica read as one or two ongoing
+    requests, so the base stage barely autoscaled (tests/test_autoscale.py). Sent from an
+    event loop, the same six read as six."""
+
+    def __init__(self):
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="d2v-stage-calls", daemon=True).start()
+
+    def send(self, method, *args, **kwargs):
+        """`method.remote(*args, **kwargs)` on the loop; returns its DeploymentResponse."""
+        sent: concurrent.futures.Future = concurrent.futures.Future()
+
+        def remote() -> None:
+            try:
+                sent.set_result(method.remote(*args, **kwargs))
+            except BaseException as e:  # handed to the worker thread that asked
+                sent.set_exception(e)
+
+        self._loop.call_soon_threadsafe(remote)
+        return sent.result()
 
 
 class Attempt:
@@ -141,6 +172,7 @@ class JobRunner:
         except Exception:
             self.owner = "farm:" + uuid.uuid4().hex[:12]
         self.in_flight: dict[str, Attempt] = {}  # attempt token -> attempt
+        self.stage_calls = StageCalls()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="d2v-reconciler", daemon=True)
@@ -316,25 +348,26 @@ class JobRunner:
         # here, before any stage runs; the stages that grade read it from the store again.
         job_look(request, self.store, job_id)
         depth = {}  # where the depth came from, for the manifest
+        send = self.stage_calls.send
         call = attempt.call  # every stage call is the attempt's: cancelled if the attempt is lost
         if planned_depth_source(request, depth_given=depth_bytes is not None, model=self.depth_model) == "estimated":
             # The depth stage first (its estimate is cached by image): the planner and the
             # renderer take it as they take a depth map the user sent.
             self.queue.report(job_id, "depth", 0.0)
-            depth = call(self.depth.estimate.remote(image, image_bytes, request)).result(timeout_s=self.job_timeout_s)
+            depth = call(send(self.depth.estimate, image, image_bytes, request)).result(timeout_s=self.job_timeout_s)
             depth_bytes = depth.pop("depth_png")  # the rest (source, model, usage) goes to the manifest
         # Each call gets the previous call's DeploymentResponse: Serve passes the result along
         # between replicas without a round trip through this one. Only the end is awaited (on
-        # this worker thread, never an event loop).
-        trajectory = call(self.trajectory.plan.remote(request, image.width, image.height, depth_bytes is not None))
+        # this worker thread; the calls are sent from StageCalls' loop).
+        trajectory = call(send(self.trajectory.plan, request, image.width, image.height, depth_bytes is not None))
         if renders_final_frames(request):
             # Camera jobs: the base replica streams frames into the encoder and stores the results.
-            final = call(self.base.render_final.remote(job_id, image, depth_bytes, request, trajectory, **depth))
+            final = call(send(self.base.render_final, job_id, image, depth_bytes, request, trajectory, **depth))
         else:
-            clip = call(self.base.render.remote(job_id, image, depth_bytes, request, trajectory))
-            clip = call(self.interpolate.retime.remote(clip, request))
-            clip = call(self.upscale.resize.remote(clip, request))
-            final = call(self.encode.encode.remote(job_id, clip, request, trajectory, image, depth_bytes, **depth))
+            clip = call(send(self.base.render, job_id, image, depth_bytes, request, trajectory))
+            clip = call(send(self.interpolate.retime, clip, request))
+            clip = call(send(self.upscale.resize, clip, request))
+            final = call(send(self.encode.encode, job_id, clip, request, trajectory, image, depth_bytes, **depth))
         result = final.result(timeout_s=self.job_timeout_s)
         if attempt.lost is not None:  # lost while the last call was finishing: its result is not ours to report
             raise attempt.lost
