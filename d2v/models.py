@@ -71,6 +71,14 @@ class PathPoint(BaseModel):
     y: float
     t: float | None = Field(default=None, description="seconds since the stroke began")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, v):
+        # [x, y] pairs are the usual mistake: say what a point is, not pydantic's type name.
+        if not isinstance(v, (dict, PathPoint)):
+            raise ValueError(f'a point is an object {{"x": ..., "y": ...}} (and "t", optional), not {str(v)[:40]}')
+        return v
+
     @field_validator("x", "y", "t")
     @classmethod
     def _check_finite(cls, v: float | None, info) -> float | None:

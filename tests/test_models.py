@@ -40,6 +40,8 @@ def test_bare_list_is_image_pixels_and_canvas_scales():
         (req(path={"canvas": {"width": 0, "height": 5}, "points": PATH["points"]}), InvalidPathError, "greater than 0"),
         (req(path={"canvas": {"width": -3, "height": 5}, "points": PATH["points"]}), InvalidPathError, "canvas"),
         (req(path=[{"x": 1, "y": 1, "t": 0}, {"x": 2, "y": 2}]), InvalidPathError, "'t'"),
+        (req(path=[[1, 1], [2, 2]]), InvalidPathError, 'path.points.0: a point is an object {"x"'),
+        (req(path={"points": [{"x": 1, "y": 1}, "2,2"]}), InvalidPathError, "path.points.1: a point is an object"),
         (req(effect="warp_drive"), UnknownEffectError, "unknown effect 'warp_drive'"),
         (req(duration_s=0.2), InvalidRequestError, "duration_s"),
         (req(duration_s=60), InvalidRequestError, "less than or equal to 20"),
