@@ -13,7 +13,9 @@ and the stream is tagged so; players assume BT.709 for HD, and decoding here rea
 tags back, so colours survive a round trip. The conversion (`Yuv420`) is a few OpenCV
 passes into one reused I420 buffer, about twice as fast as swscale's accurate path and
 within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
-x264 gets the planes it wants without PyAV's generic `reformat` per frame.
+x264 gets the planes it wants without PyAV's generic `reformat` per frame. A frame may
+also come as those planes already (`I420`): the camera renderer draws a plain flat move's
+frames so, from the photo converted once, and the encoder takes them as they are.
 
 Cores: x264 runs frame threads (with PyAV's default, slice threads, the same CPU takes
 about 20% longer on two cores), and while it encodes, OpenCV runs single-threaded

@@ -78,6 +78,16 @@
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
+* Frames as the encoder's planes: a plain flat move (no depth, no motion blur, no post effect
+  or look) can be drawn straight into I420 (`render(planes=...)`): the pyramid converted once
+  to BT.709 YUV (`d2v.encode`'s matrix) with a fourth channel, warped as the RGBA one is, Y
+  taken per pixel and U and V as each 2x2 block's average, which is what the encoder makes of
+  the RGB frame but for rounding (Y within 1 level, U and V within 2 at a few samples a
+  million; bench/RESULTS.md, session 12). It spares the RGB frame and its conversion: 5.6 ms
+  a 1024x576 frame instead of 7.0. Warping Y alone at full size and U and V at half size is
+  no faster in OpenCV (1- and 2-channel warps lack the 4-channel SIMD path: 5.9 ms) and
+  samples chroma at a point instead of averaging the block (up to 45 levels off at the
+  photo's sharp colour edges).
 
 Coordinates follow `d2v.camera` (pixel centres at +0.5); OpenCV puts pixel centres at
 integers, hence the T(-0.5) ... T(+0.5) wrapping of every matrix handed to it.
