@@ -370,7 +370,7 @@ def stream_camera_job(
             measuring.append(checking.submit(check))
 
     produced = _Timed(frames())
-    counted = _count(prefetch(produced), total, report)
+    counted = _count(prefetch(produced, _frames_ahead(trajectory.width, trajectory.height)), total, report)
 
     with checking, tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
@@ -455,6 +455,13 @@ def _run_generative(image, scene: ImageDepth, request, trajectory, store, job_id
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
     return manifest
+
+
+def _frames_ahead(width: int, height: int, budget: int = 48 << 20) -> int:
+    """How many rendered frames may wait for the encoder: while it starts (PyAV's import and
+    x264's set-up, about 0.1 s on one core) the render thread runs ahead instead of stopping at a
+    full queue, so the second core works; 6 to 32 RGB frames, within `budget` bytes."""
+    return max(6, min(32, budget // (width * height * 3)))
 
 
 class _Arriving(Mapping):
