@@ -13,7 +13,9 @@ and the stream is tagged so; players assume BT.709 for HD, and decoding here rea
 tags back, so colours survive a round trip. The conversion (`Yuv420`) is a few OpenCV
 passes into one reused I420 buffer, about twice as fast as swscale's accurate path and
 within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
-x264 gets the planes it wants without PyAV's generic `reformat` per frame.
+x264 gets the planes it wants without PyAV's generic `reformat` per frame. A frame may
+also come as those planes already (`I420`): the camera renderer draws a plain flat move's
+frames so, from the photo converted once, and the encoder takes them as they are.
 
 Cores: x264 runs frame threads (with PyAV's default, slice threads, the same CPU takes
 about 20% longer on two cores), and while it encodes, OpenCV runs single-threaded
@@ -93,6 +95,26 @@ RGB_TO_YUV709 = np.array([
 ], np.float32)
 
 
+class I420:
+    """One frame as x264 takes it: BT.709 limited-range YUV 4:2:0, the Y plane and then U and V
+    at half size, back to back in one (height * 3/2, width) uint8 `buffer` (the shape PyAV's
+    from_ndarray takes). `encode_mp4` takes these beside RGB frames and encodes them as they
+    are: a renderer that draws the planes itself (`CameraRenderer.render(planes=...)`) spares
+    the encoder its RGB -> YUV conversion."""
+
+    def __init__(self, width: int, height: int):
+        if width % 2 or height % 2:
+            raise InvalidRequestError(f"frame size {width}x{height} must be even for H.264 (yuv420p)")
+        w, h = self.width, self.height = width, height
+        self.buffer = np.empty((h * 3 // 2, w), np.uint8)
+        # The planes lie back to back in the flat buffer: a chroma plane is h/2 rows of w/2,
+        # which is not a whole number of w-wide rows when h/2 is odd (270 -> 67.5 rows).
+        flat, luma, chroma = self.buffer.reshape(-1), w * h, (w // 2) * (h // 2)
+        self.y = flat[:luma].reshape(h, w)
+        self.u = flat[luma : luma + chroma].reshape(h // 2, w // 2)
+        self.v = flat[luma + chroma :].reshape(h // 2, w // 2)
+
+
 class Yuv420:
     """RGB uint8 frames of one size -> I420 (the Y plane, then U and V at half size), BT.709
     limited range, in a buffer reused frame after frame (so read each result before the
@@ -103,31 +125,25 @@ class Yuv420:
     drift. Every sample within 1 level of swscale's accurate path; mean offsets under 0.1."""
 
     def __init__(self, width: int, height: int):
-        if width % 2 or height % 2:
-            raise InvalidRequestError(f"frame size {width}x{height} must be even for H.264 (yuv420p)")
+        self.planes = I420(width, height)
         w, h = width, height
-        self.i420 = np.empty((h * 3 // 2, w), np.uint8)  # the shape PyAV's from_ndarray takes
-        # The planes lie back to back in the flat buffer: a chroma plane is h/2 rows of w/2,
-        # which is not a whole number of w-wide rows when h/2 is odd (270 -> 67.5 rows).
-        flat, luma, chroma = self.i420.reshape(-1), w * h, (w // 2) * (h // 2)
-        self._y = flat[:luma].reshape(h, w)
-        self._u = flat[luma : luma + chroma].reshape(h // 2, w // 2)
-        self._v = flat[luma + chroma :].reshape(h // 2, w // 2)
         self._yuv = np.empty((h, w, 3), np.uint8)
         self._half = np.empty((h // 2, w // 2, 3), np.uint8)
         self._half_yuv = np.empty((h // 2, w // 2, 3), np.uint8)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        h, w = self._y.shape
+        """The planes' buffer (see `I420`)."""
+        p = self.planes
+        w, h = p.width, p.height
         rgb = np.ascontiguousarray(rgb)  # a view (a crop, a flip) is copied; a frame as rendered is not
         # One 3-row pass is faster in OpenCV than a 1-row one; the chroma it makes is unused.
         cv2.transform(rgb, RGB_TO_YUV709, dst=self._yuv)
-        cv2.extractChannel(self._yuv, 0, dst=self._y)
+        cv2.extractChannel(self._yuv, 0, dst=p.y)
         cv2.resize(rgb, (w // 2, h // 2), dst=self._half, interpolation=cv2.INTER_AREA)
         cv2.transform(self._half, RGB_TO_YUV709, dst=self._half_yuv)
-        cv2.extractChannel(self._half_yuv, 1, dst=self._u)
-        cv2.extractChannel(self._half_yuv, 2, dst=self._v)
-        return self.i420
+        cv2.extractChannel(self._half_yuv, 1, dst=p.u)
+        cv2.extractChannel(self._half_yuv, 2, dst=p.v)
+        return p.buffer
 
 
 class _CoreShare:
@@ -166,12 +182,15 @@ def _moov_reserve(frames: int) -> int:
     return 4096 + 48 * frames
 
 
-def _check_frame(frame: np.ndarray, size: tuple[int, int] | None, index: int) -> tuple[int, int]:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+def _check_frame(frame: np.ndarray | I420, size: tuple[int, int] | None, index: int) -> tuple[int, int]:
+    if isinstance(frame, I420):
+        w, h = frame.width, frame.height
+    elif not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         shape = getattr(frame, "shape", None)
         dtype = getattr(frame, "dtype", type(frame).__name__)
         raise InvalidRequestError(f"frame {index}: expected an HxWx3 uint8 RGB array, got shape {shape} {dtype}")
-    h, w = frame.shape[:2]
+    else:
+        h, w = frame.shape[:2]
     if size is None:
         if w % 2 or h % 2:
             raise InvalidRequestError(f"frame size {w}x{h} must be even for H.264 (yuv420p)")
@@ -182,7 +201,7 @@ def _check_frame(frame: np.ndarray, size: tuple[int, int] | None, index: int) ->
 
 
 def encode_mp4(
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | I420],
     out: str | Path | BinaryIO,
     fps: int,
     *,
@@ -191,7 +210,8 @@ def encode_mp4(
     threads: int = 0,
     codec: str = "libx264",
 ) -> EncodeStats:
-    """Encode RGB uint8 frames (all the same even size) to an H.264 MP4 at `out`
+    """Encode RGB uint8 frames (all the same even size; any of them may come as `I420` planes
+    instead, encoded as they are) to an H.264 MP4 at `out`
     (a path or a binary file object). `threads=0` lets x264 pick. Frames are consumed
     one at a time, so a generator streams straight through without holding the video;
     when `frames` has a length, the MP4's index is written in space reserved for it.
@@ -253,7 +273,7 @@ def nvenc_available() -> bool:
 
 
 def _encode_to_path(
-    frames: Iterable[np.ndarray], path: Path, fps: int, crf: int, preset: str, threads: int,
+    frames: Iterable[np.ndarray | I420], path: Path, fps: int, crf: int, preset: str, threads: int,
     codec: str = "libx264", count: int | None = None,
 ) -> EncodeStats:
     it = iter(frames)
@@ -302,7 +322,8 @@ def _encode_to_path(
                 _check_frame(frame, size, n)
                 # Our own conversion, not cv2's COLOR_RGB2YUV_I420: that one has BT.601's
                 # matrix and point-samples the chroma (4x the bitrate on texture).
-                vf = wrap(to_yuv(frame), format="yuv420p")
+                planes = frame.buffer if isinstance(frame, I420) else to_yuv(frame)
+                vf = wrap(planes, format="yuv420p")
                 vf.colorspace, vf.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
                 vf.pts = n
                 vf.time_base = time_base

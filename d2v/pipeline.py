@@ -32,7 +32,7 @@ from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, decode_image
 from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
-from d2v.render import load_depth_map
+from d2v.render import CameraRenderer, load_depth_map
 from d2v.segment import segment_model_setting
 from d2v.subjects import renderer_for
 from d2v.fidelity import sample_indices
@@ -322,9 +322,16 @@ def stream_camera_job(
     seconds: dict[str, float] = {}
     renderer = renderer_for(image.rgb, depth, request)  # subjects: each its own layer, moving
     n = len(trajectory)
+    # A plain flat move reaches the encoder as the I420 planes it takes, drawn by the renderer
+    # (no RGB frame, no conversion), but for the frames also wanted in RGB: the path check's
+    # samples and the poster (the middle frame).
+    planes = set()
+    if (not request.post and look is None and isinstance(renderer, CameraRenderer)
+            and renderer.draws_planes(trajectory, request.motion_blur)):
+        planes = set(range(n)) - set(sample_indices(n)) - {n // 2}
     # The path check measures the camera move: the frames as rendered, before post and look.
     base = CameraFrames(renderer, trajectory, motion_blur=request.motion_blur, samples=request.motion_blur_samples,
-                        keep=sample_indices(n))
+                        keep=sample_indices(n), planes=planes)
     clip = apply_post(base, request.post, PostContext.for_job(request, trajectory, image.width, image.height, depth))
     total = len(clip)
     poster: list[np.ndarray] = []
@@ -363,7 +370,7 @@ def stream_camera_job(
             measuring.append(checking.submit(check))
 
     produced = _Timed(frames())
-    counted = _count(prefetch(produced), total, report)
+    counted = _count(prefetch(produced, _frames_ahead(trajectory.width, trajectory.height)), total, report)
 
     with checking, tempfile.TemporaryDirectory(prefix="d2v-") as tmp:
         video_path = Path(output_path) if output_path else Path(tmp) / "video.mp4"
@@ -448,6 +455,13 @@ def _run_generative(image, scene: ImageDepth, request, trajectory, store, job_id
     if output_path is not None:
         store.get_file(manifest.keys["video"], output_path)
     return manifest
+
+
+def _frames_ahead(width: int, height: int, budget: int = 48 << 20) -> int:
+    """How many rendered frames may wait for the encoder: while it starts (PyAV's import and
+    x264's set-up, about 0.1 s on one core) the render thread runs ahead instead of stopping at a
+    full queue, so the second core works; 6 to 32 RGB frames, within `budget` bytes."""
+    return max(6, min(32, budget // (width * height * 3)))
 
 
 class _Arriving(Mapping):

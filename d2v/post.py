@@ -80,13 +80,16 @@ class CameraFrames(Frames):
     """The camera backend's frames, rendered on demand. Runs of consecutive times (forwards or
     backwards) stream from one `CameraRenderer.render` generator each, so a reversed or
     tenet clip costs one render a frame, like the plain one. Frames at `keep` are kept as
-    rendered (the path check measures them, not what post and look make of them)."""
+    rendered (the path check measures them, not what post and look make of them). Frames at
+    `planes` come as the encoder's `d2v.encode.I420` planes, not RGB (`CameraRenderer.render`):
+    only for a clip that goes straight to the encoder."""
 
     def __init__(self, renderer: CameraRenderer, trajectory: CameraTrajectory, *, motion_blur: float = 0.0,
-                 samples: int = 6, keep=()):
+                 samples: int = 6, keep=(), planes=()):
         self.renderer, self.trajectory = renderer, trajectory
         self.width, self.height = trajectory.width, trajectory.height
         self.blur = {"motion_blur": motion_blur, "samples": samples}
+        self.planes = frozenset(planes)
         self.keep = set(keep)
         self.kept: dict[int, np.ndarray] = {}
         self._streams: dict[int, tuple] = {}  # next index -> (its generator, step)
@@ -103,7 +106,7 @@ class CameraFrames(Frames):
         if stream is None:
             step = -1 if i + 1 in self._recent else 1
             order = range(i, -1, -1) if step < 0 else range(i, len(self))
-            stream = (self.renderer.render(self.trajectory, indices=order, **self.blur), step)
+            stream = (self.renderer.render(self.trajectory, indices=order, planes=self.planes, **self.blur), step)
             if len(self._streams) >= 4:  # runs nobody continues
                 self._streams.pop(next(iter(self._streams)))
         out = next(stream[0])

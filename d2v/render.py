@@ -78,6 +78,16 @@
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
+* Frames as the encoder's planes: a plain flat move (no depth, no motion blur, no post effect
+  or look) can be drawn straight into I420 (`render(planes=...)`): the pyramid converted once
+  to BT.709 YUV (`d2v.encode`'s matrix) with a fourth channel, warped as the RGBA one is, Y
+  taken per pixel and U and V as each 2x2 block's average, which is what the encoder makes of
+  the RGB frame but for rounding (Y within 1 level, U and V within 2 at a few samples a
+  million; bench/RESULTS.md, session 12). It spares the RGB frame and its conversion: 5.6 ms
+  a 1024x576 frame instead of 7.0. Warping Y alone at full size and U and V at half size is
+  no faster in OpenCV (1- and 2-channel warps lack the 4-channel SIMD path: 5.9 ms) and
+  samples chroma at a point instead of averaging the block (up to 45 levels off at the
+  photo's sharp colour edges).
 
 Coordinates follow `d2v.camera` (pixel centres at +0.5); OpenCV puts pixel centres at
 integers, hence the T(-0.5) ... T(+0.5) wrapping of every matrix handed to it.
@@ -91,12 +101,13 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Collection, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 
 from d2v import camera
+from d2v.encode import I420, RGB_TO_YUV709
 from d2v.errors import InvalidImageError
 from d2v.inpaint import fill_background, fill_smooth
 from d2v.models import CameraFrame, CameraTrajectory
@@ -227,6 +238,7 @@ class CameraRenderer:
         self._bg_cache: dict[int, _Background] = {}  # by reach (see _background)
         self._bg_lock = threading.Lock()
         self._rgba_levels: list[np.ndarray] | None = None  # see _rgba
+        self._yuva_levels: list[np.ndarray] | None = None  # see _yuva
         self._rgba_lock = threading.Lock()
 
     @property
@@ -380,7 +392,7 @@ class CameraRenderer:
             layers = self._layers(self.depth, c0, pivot)
             reach = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
             return self._layers(self.depth, c0, pivot, reach=reach)
-        if trajectory.effect in PSEUDO_DEPTH_EFFECTS and pivot is not None:
+        if _pseudo_depth(trajectory):
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
             # Sized by what the first frame shows, so the near blob holds the subject and
             # the rest of the view lies behind it, at any zoom.
@@ -392,6 +404,11 @@ class CameraRenderer:
             )  # fmt: skip
             return self._layers(depth, c0, pivot, PSEUDO_PARALLAX)
         return None
+
+    def draws_planes(self, trajectory: CameraTrajectory, motion_blur: float = 0.0) -> bool:
+        """Whether `render(trajectory, planes=...)` can draw its frames as I420 planes: flat
+        frames (no depth map, nor a stand-in depth for the effect) without motion blur."""
+        return self.depth is None and not _pseudo_depth(trajectory) and not motion_blur > 0
 
     # -- one frame --------------------------------------------------------------------
 
@@ -421,12 +438,7 @@ class CameraRenderer:
     ) -> None:
         height, width = out.shape[:2]
         G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
-        level = math.log2(max(local_scale(G, width / 2.0, height / 2.0), 1e-9))
-        level = min(max(level, 0.0), len(self._levels) - 1.0)
-        lo = int(math.floor(level))
-        frac = level - lo
-        if frac > 1.0 - _BLEND_EPS:
-            lo, frac = lo + 1, 0.0
+        lo, frac = self._level(G, width, height)
 
         if _moved(frame, layers, width, height):
             q = self._depth_maps(frame, width, height, layers, scratch)
@@ -446,14 +458,49 @@ class CameraRenderer:
             sample(lo + 1, nxt)
             cv2.addWeighted(out, 1.0 - frac, nxt, frac, 0.0, dst=out)
 
+    def _level(self, G: np.ndarray, width: int, height: int) -> tuple[int, float]:
+        """The pyramid level a frame samples (output -> image map G) and the share of the next
+        level blended in: trilinear, from the local scale at the frame centre."""
+        level = math.log2(max(local_scale(G, width / 2.0, height / 2.0), 1e-9))
+        level = min(max(level, 0.0), len(self._levels) - 1.0)
+        lo = int(math.floor(level))
+        frac = level - lo
+        if frac > 1.0 - _BLEND_EPS:
+            lo, frac = lo + 1, 0.0
+        return lo, frac
+
+    def _render_planes(self, frame: CameraFrame, planes: I420, scratch: dict) -> None:
+        """A flat frame drawn straight into the encoder's I420 planes: the pyramid in YUV
+        (`_yuva`) warped and blended as `_render_into` does the RGB one, then Y per pixel and
+        U and V each 2x2 block's average, as `d2v.encode.Yuv420` takes them from an RGB frame.
+        The warps and the blend are linear, so this is that conversion of the RGB frame but
+        for rounding (within 1 level), for the warp alone: no RGB frame, no conversion."""
+        w, h = planes.width, planes.height
+        G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
+        lo, frac = self._level(G, w, h)
+        yuva = _buffer(scratch, "yuva", (h, w, 4), np.uint8)
+        self._warp_into(self._yuva(), lo, G, yuva)
+        if frac >= _BLEND_EPS and lo + 1 < len(self._levels):
+            nxt = _buffer(scratch, "yuva_blend", (h, w, 4), np.uint8)
+            self._warp_into(self._yuva(), lo + 1, G, nxt)
+            cv2.addWeighted(yuva, 1.0 - frac, nxt, frac, 0.0, dst=yuva)
+        cv2.extractChannel(yuva, 0, dst=planes.y)
+        half = _buffer(scratch, "yuva_half", (h // 2, w // 2, 4), np.uint8)
+        cv2.resize(yuva, (w // 2, h // 2), dst=half, interpolation=cv2.INTER_AREA)
+        cv2.extractChannel(half, 1, dst=planes.u)
+        cv2.extractChannel(half, 2, dst=planes.v)
+
+    def _warp_into(self, levels: list[np.ndarray], level: int, G: np.ndarray, dst: np.ndarray) -> None:
+        cv2.warpPerspective(
+            levels[level], camera.to_opencv(G, level), dst.shape[1::-1], dst=dst,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=self._border,
+        )
+
     def _warp(self, level: int, G: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
         # On the RGBA copy (see the module docstring), then RGB: the same bytes as a 3-channel warp.
         h, w = dst.shape[:2]
         rgba = _buffer(scratch, "rgba", (h, w, 4), np.uint8)
-        cv2.warpPerspective(
-            self._rgba()[level], camera.to_opencv(G, level), (w, h), dst=rgba,
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=self._border,
-        )
+        self._warp_into(self._rgba(), level, G, rgba)
         cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=dst)
 
     def _rgba(self) -> list[np.ndarray]:
@@ -463,6 +510,16 @@ class CameraRenderer:
             if self._rgba_levels is None:
                 self._rgba_levels = [cv2.cvtColor(level, cv2.COLOR_RGB2RGBA) for level in self._levels]
             return self._rgba_levels
+
+    def _yuva(self) -> list[np.ndarray]:
+        """The pyramid as BT.709 limited-range YUV (the encoder's matrix) with a fourth channel,
+        for frames drawn as I420 planes: made on first use, once, shared by every thread."""
+        with self._rgba_lock:
+            if self._yuva_levels is None:
+                to_yuva = np.vstack([RGB_TO_YUV709, np.zeros((1, 4), np.float32)])  # the fourth channel: 0
+                to_yuva[1:3, 3] -= 0.125
+                self._yuva_levels = [cv2.transform(level, to_yuva) for level in self._levels]
+            return self._yuva_levels
 
     def _remap(self, levels: list, level: int, q: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
         # q: (h, w, 2) image coordinates in OpenCV convention at level 0; scaled for the level.
@@ -763,13 +820,15 @@ class CameraRenderer:
 
     def render(
         self, trajectory: CameraTrajectory, *, motion_blur: float = 0.0, samples: int = 6,
-        indices: Sequence[int] | None = None,
-    ) -> Iterator[np.ndarray]:
+        indices: Sequence[int] | None = None, planes: Collection[int] = (),
+    ) -> Iterator[np.ndarray | I420]:
         """Yield each frame of the trajectory (or just those at `indices`, as the whole clip
         would show them), (height, width, 3) uint8, one at a time.
 
         motion_blur: shutter length in frames (0 = off); each frame averages `samples`
-        renders at cameras spread evenly over [i - b/2, i + b/2], clamped to the move."""
+        renders at cameras spread evenly over [i - b/2, i + b/2], clamped to the move.
+        planes: the frames to yield as the encoder's `I420` planes instead of RGB
+        (`_render_planes`): flat renders (no depth map) without motion blur only."""
         if (trajectory.image_width, trajectory.image_height) != (self.width, self.height):
             raise ValueError(
                 f"trajectory is for a {trajectory.image_width}x{trajectory.image_height} image, "
@@ -783,9 +842,16 @@ class CameraRenderer:
         offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur if blur > 0 and samples > 1 else None
         order = range(n) if indices is None else indices
         local = threading.local()  # each thread's scratch (see _render_into)
+        planes = frozenset(planes)
+        if planes and (layers is not None or offsets is not None):
+            raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
 
-        def frame(i: int) -> np.ndarray:
+        def frame(i: int) -> np.ndarray | I420:
             scratch = local.__dict__.setdefault("scratch", {})
+            if i in planes:
+                drawn = I420(w, h)  # fresh: the consumer may keep it
+                self._render_planes(frames[i], drawn, scratch)
+                return drawn
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
             if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
@@ -1317,6 +1383,13 @@ def _moved(frame: CameraFrame, layers: _Layers | None, width: int, height: int) 
     if layers is None:
         return False
     return _layer_spread(frame, layers, width, height)[1] >= SUBPIXEL_PARALLAX
+
+
+def _pseudo_depth(trajectory: CameraTrajectory) -> bool:
+    """Whether a renderer without a depth map gives this trajectory a `pseudo_depth` (see
+    `CameraRenderer._trajectory_layers`)."""
+    effect = trajectory.effect
+    return effect in PSEUDO_DEPTH_EFFECTS and effect in PIVOT_EFFECTS and trajectory.subject is not None
 
 
 def _camera_at(frames: list[CameraFrame], t: float) -> CameraFrame:

@@ -175,6 +175,50 @@ def test_flat_frames_are_the_three_channel_warp_bit_for_bit(photo):
         assert np.array_equal(r.render_frame(cam, w, h), expected)
 
 
+def test_flat_frames_drawn_as_i420_planes_are_the_rgb_frames_converted(photo):
+    """A plain flat move reaches the encoder as I420 planes the renderer draws itself (the
+    pyramid in YUV): what the encoder's own conversion makes of the RGB frame, but for
+    rounding. A wrong matrix (BT.601), chroma sited or filtered otherwise than the 2x2 block
+    average, or a level picked otherwise is several levels off at the photo's hard colour edges."""
+    from d2v.encode import I420, Yuv420
+
+    tilted = cv2.Rodrigues(np.array([0.04, -0.03, 0.2]))[0]  # roll and tilt: a true perspective warp
+    base = view(960, 540, 512, 288, zoom=1.5, center=(470.4, 281.9))
+    cams = [view(960, 540, 512, 288, zoom=2.7, center=(300.2, 200.6)),  # magnified: level 0
+            view(960, 540, 512, 288, zoom=1.3, center=(500.3, 260.7)),  # minified: two levels blended
+            base.model_copy(update={"rotation": [list(row) for row in tilted @ np.asarray(base.rotation)]})]
+    traj = trajectory(cams, 960, 540, 512, 288)
+    r = CameraRenderer(photo)
+    assert r.draws_planes(traj)
+    to_yuv = Yuv420(512, 288)
+    for rgb, planes in zip(r.render(traj), r.render(traj, planes=[0, 1, 2]), strict=True):
+        assert isinstance(planes, I420)
+        want = to_yuv(rgb).astype(np.int16)
+        got = planes.buffer
+        for name, rows in (("Y", slice(0, 288)), ("U and V", slice(288, None))):
+            d = got[rows].astype(np.int16) - want[rows]
+            # (Each side rounds three or four times: 2 levels apart at 1 sample in 10^4.)
+            assert np.abs(d).max() <= 2 and (np.abs(d) > 1).mean() < 5e-4, name
+            assert np.abs(d).mean() < 0.3 and abs(d.mean()) < 0.2, name
+
+
+def test_only_flat_frames_without_motion_blur_are_drawn_as_planes(photo):
+    cams = [view(960, 540, 320, 180, zoom=1.2 + 0.1 * i, offset=(8.0 * i, 0, 0)) for i in range(3)]
+    traj = trajectory(cams, 960, 540, 320, 180)
+    flat, deep = CameraRenderer(photo), CameraRenderer(photo, near_square_depth(960, 540, (300, 200, 600, 400)))
+    assert flat.draws_planes(traj) and not flat.draws_planes(traj, motion_blur=0.5)
+    assert not deep.draws_planes(traj)
+    dolly = _plan(json.loads((EXAMPLES / "paths" / "dolly_zoom.json").read_text()), "dolly_zoom", 960, 540)
+    # (a stand-in depth about its subject)
+    assert not flat.draws_planes(dolly)
+    with pytest.raises(ValueError, match="I420 planes"):
+        next(deep.render(traj, planes=[0]))
+    with pytest.raises(ValueError, match="I420 planes"):
+        next(flat.render(traj, planes=[0], motion_blur=0.5))
+    kinds = [type(f).__name__ for f in flat.render(traj, planes=[1])]
+    assert kinds == ["ndarray", "I420", "ndarray"]  # the others stay RGB
+
+
 # -- depth ---------------------------------------------------------------------------
 
 
