@@ -88,11 +88,13 @@ def inpaint_hole(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray | No
     return out
 
 
-def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray | None = None) -> np.ndarray:
+def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray | None = None,
+                    noise: np.ndarray | None = None) -> np.ndarray:
     """`image` (H, W, 3) uint8 with `hole` (H, W) bool filled with a smooth continuation of
     the known pixels (not in `hole`, and in `source` when given) and grain at their own
     amplitude (see the module docstring). Returns a new array; pixels outside the hole are
-    unchanged."""
+    unchanged. noise: the grain's pattern, `grain_noise(image.shape[:2])`, when the caller
+    made it already (it needs only the size; made here otherwise)."""
     _check(image)
     hole = np.asarray(hole, bool)
     unknown = _unknown(hole, source)
@@ -104,11 +106,13 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
     # GIL in their loops): the renderer makes this before its first frame, while the encoder
     # waits for it.
     with ThreadPoolExecutor(2, thread_name_prefix="d2v-fill") as pool:
-        noise = pool.submit(_grain_noise, hole.shape)
+        if noise is None:
+            noise = pool.submit(grain_noise, hole.shape)
         amplitude = pool.submit(_grain_amplitude, img, known, hole)
         weight = known * _border_weights(hole)
         colour = _pull_push(img * weight[:, :, None], weight)[hole]
-        amplitude, noise = amplitude.result(), noise.result()
+        amplitude = amplitude.result()
+        noise = noise if isinstance(noise, np.ndarray) else noise.result()
     out = image.copy()
     out[hole] = np.clip(colour + amplitude * noise[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -130,7 +134,7 @@ def _grain_amplitude(img: np.ndarray, known: np.ndarray, hole: np.ndarray) -> np
     return _pull_push((grain * inner)[:, :, None], inner)[hole]
 
 
-def _grain_noise(shape: tuple) -> np.ndarray:
+def grain_noise(shape: tuple) -> np.ndarray:
     """Seeded grey noise, high-passed at GRAIN_SIGMA, mean |value| 1: the grain's pattern."""
     noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     noise -= cv2.GaussianBlur(noise, (0, 0), GRAIN_SIGMA)

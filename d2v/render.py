@@ -89,7 +89,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
@@ -98,7 +98,7 @@ import numpy as np
 
 from d2v import camera
 from d2v.errors import InvalidImageError
-from d2v.inpaint import fill_background, fill_smooth
+from d2v.inpaint import fill_background, fill_smooth, grain_noise
 from d2v.models import CameraFrame, CameraTrajectory
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
 
@@ -299,6 +299,17 @@ class CameraRenderer:
             return self._bg_cache[key]
 
     def _make_background(self, reach: int) -> _Background:
+        # It is made before the first frame, while the encoder waits for it: what needs
+        # nothing made here (the grain's pattern, the wide erosion) is made on a second
+        # thread beside the rest (numpy and OpenCV let go of the GIL in their loops).
+        with ThreadPoolExecutor(1, thread_name_prefix="d2v-build") as pool:
+            eroded = pool.submit(_erode_square, self.depth, 4 * reach + 1)  # (needed first)
+            noise = pool.submit(grain_noise, (self.height, self.width))
+            return self._build_background(reach, eroded, noise)
+
+    def _build_background(self, reach: int, eroded: Future, noise: Future) -> _Background:
+        """`_make_background`, given its wide erosion of the depth (4 x reach + 1 square) and
+        the grain's pattern (`grain_noise`), both being made."""
         depth = self.depth
         # The near side of a step: depth pixels within `reach` of a step (a jump of STEP_DEPTH
         # or more between neighbours) with something STEP_DEPTH farther within reach.
@@ -309,7 +320,7 @@ class CameraRenderer:
         dist, nearest = cv2.distanceTransformWithLabels((~steps).view(np.uint8), cv2.DIST_L2, 3,
                                                         labelType=cv2.DIST_LABEL_PIXEL)
         within = dist <= 2 * reach
-        near_side = within & (depth - _erode_square(depth, 4 * reach + 1) > STEP_DEPTH)
+        near_side = within & (depth - eroded.result() > STEP_DEPTH)
         # Nearer than the far side of its nearest step: a slope, or another layer of the
         # background beyond the step, is background; the near side, however far inside it
         # lies, is never a source of the fill (its colours would bleed into the band).
@@ -338,7 +349,9 @@ class CameraRenderer:
         big = cv2.dilate(big, k3).view(bool)
         near = cv2.resize(near_px, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         photo = self._levels[0]
-        background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool)) if big.any() else photo
+        background = photo
+        if big.any():
+            background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool), noise=noise.result())
 
         # Stacked: the photo, rows of both reflected (so neither reads the other at any
         # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
