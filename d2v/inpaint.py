@@ -122,8 +122,15 @@ def _grain_amplitude(img: np.ndarray, known: np.ndarray, hole: np.ndarray) -> np
     """The grain's amplitude at the hole's pixels (n, 1): mean |photo less its blur|, grey,
     where the blur reads known pixels only (at the hole's edge it would measure the step),
     pulled in from the far side."""
-    blurred = cv2.GaussianBlur(np.dstack([img * known[:, :, None], known]), (0, 0), GRAIN_SIGMA)
-    grain = (img - blurred[:, :, :3] / np.maximum(blurred[:, :, 3:], 1e-3)).mean(axis=2)
+    # (The colour and the weights blurred apart: the same values as one 4-channel blur, without
+    # stacking them; the grey mean as two adds, the same as numpy's mean over a 3-long axis, at
+    # half its cost. This runs before a depth clip's first frame.)
+    blurred = cv2.GaussianBlur(img * known[:, :, None], (0, 0), GRAIN_SIGMA)
+    blurred /= np.maximum(cv2.GaussianBlur(known, (0, 0), GRAIN_SIGMA), np.float32(1e-3))[:, :, None]
+    np.subtract(img, blurred, out=blurred)
+    grain = blurred[:, :, 0] + blurred[:, :, 1]
+    grain += blurred[:, :, 2]
+    grain /= np.float32(3)
     reach = 2 * math.ceil(3 * GRAIN_SIGMA) + 1
     inner = cv2.erode(known, np.ones((reach, reach), np.uint8))
     # Grain is the fine texture, not the edges of clutter (a shelf's objects, a chrome rim):
