@@ -109,7 +109,7 @@ import numpy as np
 from d2v import camera
 from d2v.encode import I420, RGB_TO_YUV709
 from d2v.errors import InvalidImageError
-from d2v.inpaint import fill_background, fill_smooth
+from d2v.inpaint import fill_background, fill_smooth, grain_noise
 from d2v.models import CameraFrame, CameraTrajectory
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
 
@@ -176,6 +176,9 @@ class _Layers(NamedTuple):
     u: np.ndarray | None = None  # 1 / s
     u_rim: np.ndarray | None = None  # u dilated over RIM_PX: what lies within RIM_PX of a nearer layer
     bg_u: np.ndarray | None = None  # 1 / bg_s
+    # Per frame of the trajectory the layers are for: whether it shows parallax (`_moved`),
+    # known from the spreads that gave the reach (each costs a quarter of a millisecond).
+    moved: tuple | None = None
 
 
 def local_scale(G: np.ndarray, x, y):
@@ -311,7 +314,18 @@ class CameraRenderer:
             return self._bg_cache[key]
 
     def _make_background(self, reach: int) -> _Background:
+        # It is made before the first frame, while the encoder waits for it: what the next
+        # steps do not wait for (the wide erosion, the grain's pattern, the hidden depth's
+        # last fill) is made on a second thread beside them (numpy and OpenCV let go of the
+        # GIL in their loops).
+        with ThreadPoolExecutor(1, thread_name_prefix="d2v-build") as pool:
+            return self._build_background(reach, pool)
+
+    def _build_background(self, reach: int, pool: ThreadPoolExecutor) -> _Background:
+        """`_make_background`, with a second thread (`pool`) for what the rest does not wait for."""
         depth = self.depth
+        eroded = pool.submit(_erode_square, depth, 4 * reach + 1)  # (needed first)
+        noise = pool.submit(grain_noise, (self.height, self.width))
         # The near side of a step: depth pixels within `reach` of a step (a jump of STEP_DEPTH
         # or more between neighbours) with something STEP_DEPTH farther within reach.
         k3 = np.ones((3, 3), np.uint8)
@@ -321,7 +335,7 @@ class CameraRenderer:
         dist, nearest = cv2.distanceTransformWithLabels((~steps).view(np.uint8), cv2.DIST_L2, 3,
                                                         labelType=cv2.DIST_LABEL_PIXEL)
         within = dist <= 2 * reach
-        near_side = within & (depth - _erode_square(depth, 4 * reach + 1) > STEP_DEPTH)
+        near_side = within & (depth - eroded.result() > STEP_DEPTH)
         # Nearer than the far side of its nearest step: a slope, or another layer of the
         # background beyond the step, is background; the near side, however far inside it
         # lies, is never a source of the fill (its colours would bleed into the band).
@@ -343,14 +357,17 @@ class CameraRenderer:
         spikes = _spikes(bg_depth) & ~hole.view(bool)
         if spikes.any():
             hole |= cv2.dilate(spikes.view(np.uint8), k3)  # (a hole pixel is no source, in depth or colour)
-            bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
+            # (Filled beside the colour, which does not need it.)
+            bg_depth = pool.submit(fill_smooth, depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
         near = cv2.resize(near_px, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         photo = self._levels[0]
-        background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool)) if big.any() else photo
+        background = photo
+        if big.any():
+            background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool), noise=noise.result())
 
         # Stacked: the photo, rows of both reflected (so neither reads the other at any
         # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
@@ -369,16 +386,21 @@ class CameraRenderer:
         while len(levels) < n:
             levels.append(cv2.pyrDown(levels[-1]))
         # (A pixel wider: a point is read bilinearly from the pixels round it.)
+        bg_depth = bg_depth if isinstance(bg_depth, np.ndarray) else bg_depth.result()
         return _Background(bg_depth, levels, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
-    def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int) -> float:
+    def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
+               ) -> tuple[float, tuple]:
         """The widest band (depth-map pixels) any of these frames can reveal: how far a
-        ray's source moves between the nearest and the farthest layer, at the output's corners."""
-        reach = 0.0
+        ray's source moves between the nearest and the farthest layer, at the output's corners;
+        and for each frame whether it shows parallax (`_moved`), from the same spreads."""
+        reach, moved = 0.0, []
         sx = layers.s.shape[1] / self.width
         for frame in frames:
-            reach = max(reach, _layer_spread(frame, layers, width, height)[0] * sx)
-        return reach + 2.0
+            image_px, output_px = _layer_spread(frame, layers, width, height)
+            reach = max(reach, image_px * sx)
+            moved.append(output_px >= SUBPIXEL_PARALLAX)
+        return reach + 2.0, tuple(moved)
 
     def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray) -> _Layers | None:
         """Depth for a trajectory. dolly_zoom, orbit and parallax are built so their
@@ -390,8 +412,8 @@ class CameraRenderer:
         pivot = trajectory.subject if trajectory.effect in PIVOT_EFFECTS else None
         if self.depth is not None:
             layers = self._layers(self.depth, c0, pivot)
-            reach = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
-            return self._layers(self.depth, c0, pivot, reach=reach)
+            reach, moved = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
+            return self._layers(self.depth, c0, pivot, reach=reach)._replace(moved=moved)
         if _pseudo_depth(trajectory):
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
             # Sized by what the first frame shows, so the near blob holds the subject and
@@ -429,18 +451,19 @@ class CameraRenderer:
         c0 = reference_center(self.width, self.height, width, height) if reference is None else reference
         layers = self._layers(self.depth, np.asarray(c0, float), pivot)
         if layers is not None:
-            layers = self._layers(self.depth, layers.c0, pivot, reach=self._reach([frame], layers, width, height))
+            layers = self._layers(self.depth, layers.c0, pivot, reach=self._reach([frame], layers, width, height)[0])
         self._render_into(out, frame, layers, {})
         return out
 
     def _render_into(
-        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict
+        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict, moved: bool | None = None
     ) -> None:
+        # moved: `_moved(frame, ...)` when the caller knows it (a trajectory's own frames: layers.moved).
         height, width = out.shape[:2]
         G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
         lo, frac = self._level(G, width, height)
 
-        if _moved(frame, layers, width, height):
+        if _moved(frame, layers, width, height) if moved is None else moved:
             q = self._depth_maps(frame, width, height, layers, scratch)
             levels = self._levels if layers.bg is None else layers.bg.levels
             sample = lambda lvl, dst: self._remap(levels, lvl, q, dst, scratch)  # noqa: E731
@@ -778,7 +801,7 @@ class CameraRenderer:
         for i in range(len(frames)) if indices is None else indices:
             frame = frames[i]
             G = np.linalg.inv(camera.frame_homography(frame))
-            if not _moved(frame, layers, w, h):
+            if not (_moved(frame, layers, w, h) if layers is None or layers.moved is None else layers.moved[i]):
                 inside = cv2.warpPerspective(ones, camera.to_opencv(G), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 yield inside >= 128
@@ -845,6 +868,7 @@ class CameraRenderer:
         planes = frozenset(planes)
         if planes and (layers is not None or offsets is not None):
             raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
+        moved = None if layers is None else layers.moved
 
         def frame(i: int) -> np.ndarray | I420:
             scratch = local.__dict__.setdefault("scratch", {})
@@ -855,7 +879,7 @@ class CameraRenderer:
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
             if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
-                self._render_into(out, frames[i], layers, scratch)
+                self._render_into(out, frames[i], layers, scratch, None if moved is None else moved[i])
             else:
                 acc = _buffer(scratch, "shutter", (h, w, 3), np.float32)
                 sub = _buffer(scratch, "sub", (h, w, 3), np.uint8)

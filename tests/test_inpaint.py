@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from d2v.inpaint import fill_background, fill_smooth
+from d2v.inpaint import fill_background, fill_smooth, grain_noise
 
 
 def test_a_depth_maps_far_side_is_continued_over_the_hole_and_the_near_side_is_never_read():
@@ -54,3 +54,17 @@ def test_a_hole_continues_the_colours_just_beside_it_not_the_far_sides_average()
     assert np.array_equal(filled[~hole], image[~hole])
     share = float(np.mean((filled[hole].mean(axis=0) - frame) / (wall - frame)))
     assert share < 0.15, share
+
+
+def test_a_grain_pattern_made_beforehand_fills_as_the_one_made_inside():
+    """The renderer makes the grain's pattern on a second thread while the rest of its build
+    runs, and hands it in: the fill is the same, byte for byte, as when the fill makes it."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (48, 64, 3), np.uint8)
+    hole = np.zeros((48, 64), bool)
+    hole[12:36, 20:44] = True
+    source = np.ones((48, 64), bool)
+    source[:, 44:50] = False  # (a near object's side beside the hole: no source)
+    made = fill_background(image, hole, source=source)
+    assert np.array_equal(fill_background(image, hole, source=source, noise=grain_noise(hole.shape)), made)
+    assert not np.array_equal(made[hole], image[hole])

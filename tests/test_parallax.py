@@ -467,7 +467,7 @@ def test_the_validity_mask_marks_what_the_frame_invents_not_the_photos_own_pixel
 
     marker = np.array([255, 0, 255], np.uint8)
 
-    def marked(image, hole, *, source=None):
+    def marked(image, hole, *, source=None, noise=None):
         out = image.copy()
         out[hole] = marker
         return out
