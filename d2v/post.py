@@ -89,7 +89,8 @@ class CameraFrames(Frames):
         self.renderer, self.trajectory = renderer, trajectory
         self.width, self.height = trajectory.width, trajectory.height
         self.blur = {"motion_blur": motion_blur, "samples": samples}
-        self.planes = frozenset(planes)
+        # Only a CameraRenderer draws planes; other renderers (subjects) are never asked to.
+        self.draw = {"planes": frozenset(planes)} if planes else {}
         self.keep = set(keep)
         self.kept: dict[int, np.ndarray] = {}
         self._streams: dict[int, tuple] = {}  # next index -> (its generator, step)
@@ -106,7 +107,7 @@ class CameraFrames(Frames):
         if stream is None:
             step = -1 if i + 1 in self._recent else 1
             order = range(i, -1, -1) if step < 0 else range(i, len(self))
-            stream = (self.renderer.render(self.trajectory, indices=order, planes=self.planes, **self.blur), step)
+            stream = (self.renderer.render(self.trajectory, indices=order, **self.draw, **self.blur), step)
             if len(self._streams) >= 4:  # runs nobody continues
                 self._streams.pop(next(iter(self._streams)))
         out = next(stream[0])
