@@ -95,7 +95,7 @@ class StageCalls:
     Celery worker's) as queued at the handle only while it is being routed, not while it
     waits for a replica: six jobs waiting for one base replica read as one or two ongoing
     requests, so the base stage barely autoscaled (tests/test_autoscale.py). Sent from an
-    event loop, the same six read as six."""
+    event loop, the same six read as six (bench/handle_queue_metrics.py shows both)."""
 
     def __init__(self):
         self._loop = asyncio.new_event_loop()
