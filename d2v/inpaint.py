@@ -106,13 +106,13 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
     # GIL in their loops): the renderer makes this before its first frame, while the encoder
     # waits for it.
     with ThreadPoolExecutor(2, thread_name_prefix="d2v-fill") as pool:
-        if noise is None:
-            noise = pool.submit(grain_noise, hole.shape)
+        pattern = pool.submit(grain_noise, hole.shape) if noise is None else None
         amplitude = pool.submit(_grain_amplitude, img, known, hole)
         weight = known * _border_weights(hole)
         colour = _pull_push(img * weight[:, :, None], weight)[hole]
         amplitude = amplitude.result()
-        noise = noise if isinstance(noise, np.ndarray) else noise.result()
+        if pattern is not None:
+            noise = pattern.result()
     out = image.copy()
     out[hole] = np.clip(colour + amplitude * noise[hole][:, None] + 0.5, 0, 255).astype(np.uint8)
     return out

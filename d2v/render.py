@@ -355,10 +355,11 @@ class CameraRenderer:
         # ray near it hits it, and the band shows its colours smeared into rings. Such slivers
         # are hidden too, and the depth filled again without them.
         spikes = _spikes(bg_depth) & ~hole.view(bool)
+        refilled = None
         if spikes.any():
             hole |= cv2.dilate(spikes.view(np.uint8), k3)  # (a hole pixel is no source, in depth or colour)
             # (Filled beside the colour, which does not need it.)
-            bg_depth = pool.submit(fill_smooth, depth, hole.view(bool), source=~near_px.view(bool))
+            refilled = pool.submit(fill_smooth, depth, hole.view(bool), source=~near_px.view(bool))
         big = cv2.resize(hole, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         # In colour a pixel more: a photo's edge pixels mix both sides (anti-aliased, or
         # a step the depth map puts a pixel off), and those colours must not be continued.
@@ -385,8 +386,9 @@ class CameraRenderer:
         levels = [stacked]
         while len(levels) < n:
             levels.append(cv2.pyrDown(levels[-1]))
-        # (A pixel wider: a point is read bilinearly from the pixels round it.)
-        bg_depth = bg_depth if isinstance(bg_depth, np.ndarray) else bg_depth.result()
+        if refilled is not None:
+            bg_depth = refilled.result()
+        # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
         return _Background(bg_depth, levels, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
     def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
@@ -456,14 +458,14 @@ class CameraRenderer:
         return out
 
     def _render_into(
-        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict, moved: bool | None = None
+        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict, index: int | None = None
     ) -> None:
-        # moved: `_moved(frame, ...)` when the caller knows it (a trajectory's own frames: layers.moved).
+        # index: the frame's place in the layers' trajectory, when it is one of its frames (see `_moved`).
         height, width = out.shape[:2]
         G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
         lo, frac = self._level(G, width, height)
 
-        if _moved(frame, layers, width, height) if moved is None else moved:
+        if _moved(frame, layers, width, height, index):
             q = self._depth_maps(frame, width, height, layers, scratch)
             levels = self._levels if layers.bg is None else layers.bg.levels
             sample = lambda lvl, dst: self._remap(levels, lvl, q, dst, scratch)  # noqa: E731
@@ -472,12 +474,14 @@ class CameraRenderer:
             # lens zoom): no parallax, the plane homography is exact; or it moved so little
             # that its layers part by under SUBPIXEL_PARALLAX: the homography is as good.
             sample = lambda lvl, dst: self._warp(lvl, G, dst, scratch)  # noqa: E731
+        self._trilinear(sample, lo, frac, out, scratch, "blend")
 
+    def _trilinear(self, sample, lo: int, frac: float, out: np.ndarray, scratch: dict, key: str) -> None:
+        """`sample(lo, out)`, blended with `sample(lo + 1, ...)` by `frac` (its buffer kept in
+        scratch under `key`) unless that share is negligible or there is no next level."""
         sample(lo, out)
         if frac >= _BLEND_EPS and lo + 1 < len(self._levels):
-            nxt = scratch.get("blend")
-            if nxt is None or nxt.shape != out.shape:
-                nxt = scratch["blend"] = np.empty_like(out)
+            nxt = _buffer(scratch, key, out.shape, out.dtype)
             sample(lo + 1, nxt)
             cv2.addWeighted(out, 1.0 - frac, nxt, frac, 0.0, dst=out)
 
@@ -501,12 +505,8 @@ class CameraRenderer:
         w, h = planes.width, planes.height
         G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
         lo, frac = self._level(G, w, h)
-        yuva = _buffer(scratch, "yuva", (h, w, 4), np.uint8)
-        self._warp_into(self._yuva(), lo, G, yuva)
-        if frac >= _BLEND_EPS and lo + 1 < len(self._levels):
-            nxt = _buffer(scratch, "yuva_blend", (h, w, 4), np.uint8)
-            self._warp_into(self._yuva(), lo + 1, G, nxt)
-            cv2.addWeighted(yuva, 1.0 - frac, nxt, frac, 0.0, dst=yuva)
+        yuva, levels = _buffer(scratch, "yuva", (h, w, 4), np.uint8), self._yuva()
+        self._trilinear(lambda lvl, dst: self._warp_into(levels, lvl, G, dst), lo, frac, yuva, scratch, "yuva_blend")
         cv2.extractChannel(yuva, 0, dst=planes.y)
         half = _buffer(scratch, "yuva_half", (h // 2, w // 2, 4), np.uint8)
         cv2.resize(yuva, (w // 2, h // 2), dst=half, interpolation=cv2.INTER_AREA)
@@ -801,7 +801,7 @@ class CameraRenderer:
         for i in range(len(frames)) if indices is None else indices:
             frame = frames[i]
             G = np.linalg.inv(camera.frame_homography(frame))
-            if not (_moved(frame, layers, w, h) if layers is None or layers.moved is None else layers.moved[i]):
+            if not _moved(frame, layers, w, h, i):
                 inside = cv2.warpPerspective(ones, camera.to_opencv(G), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 yield inside >= 128
@@ -868,7 +868,6 @@ class CameraRenderer:
         planes = frozenset(planes)
         if planes and (layers is not None or offsets is not None):
             raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
-        moved = None if layers is None else layers.moved
 
         def frame(i: int) -> np.ndarray | I420:
             scratch = local.__dict__.setdefault("scratch", {})
@@ -879,7 +878,7 @@ class CameraRenderer:
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
             if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
-                self._render_into(out, frames[i], layers, scratch, None if moved is None else moved[i])
+                self._render_into(out, frames[i], layers, scratch, i)
             else:
                 acc = _buffer(scratch, "shutter", (h, w, 3), np.float32)
                 sub = _buffer(scratch, "sub", (h, w, 3), np.uint8)
@@ -1399,13 +1398,17 @@ def _buffer(scratch: dict, key: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
-def _moved(frame: CameraFrame, layers: _Layers | None, width: int, height: int) -> bool:
+def _moved(frame: CameraFrame, layers: _Layers | None, width: int, height: int, index: int | None = None) -> bool:
     """Whether the frame sees depth as parallax: there is depth, and the camera left the
     reference centre (a pure rotation or lens zoom there: the plane homography is exact) far
     enough that somewhere its layers, the plane among them, part by SUBPIXEL_PARALLAX output
-    pixels or more (the first frames of a move, eased in, need not march a ray)."""
+    pixels or more (the first frames of a move, eased in, need not march a ray). index: the
+    frame's place in the trajectory the layers were made for, whose answers they keep
+    (`_Layers.moved`)."""
     if layers is None:
         return False
+    if index is not None and layers.moved is not None:
+        return layers.moved[index]
     return _layer_spread(frame, layers, width, height)[1] >= SUBPIXEL_PARALLAX
 
 
