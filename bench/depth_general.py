@@ -353,47 +353,59 @@ CAMERA_MOVES = [  # (first keyframe, last keyframe)
 ]
 
 
-def sweep_camera(quick: bool) -> int:
+def layer_errors(k0: dict, k1: dict, renderer: CameraRenderer | None = None, fps: int = 6
+                 ) -> tuple[tuple[float, float], tuple[float, float], object]:
+    """A typed camera from keyframe k0 (t = 0) to k1 (t = 1 s) on the two-plane scene: how far
+    the far and the near layer land in the last frame from where docs/camera.md's geometry
+    puts them, (median, worst) px each (`measured_error`), and the path check's report."""
     from d2v.trajectory import DEFAULT_PARALLAX
 
     photo, depth = two_planes()
-    renderer = CameraRenderer(photo, depth)
+    renderer = renderer or CameraRenderer(photo, depth)
     s_near = 1.0 - DEFAULT_PARALLAX
     x0, y0, x1, y1 = BOX
-    print("| first keyframe | last keyframe | far layer off, median (worst) px | near layer off, median (worst) px | verdict | fails |")
+    req = parse_request({"camera": [{"t": 0, **k0}, {"t": 1, **k1}], "width": CW, "height": CH,
+                         "duration_s": 1, "fps": fps, "allow_borders": True})
+    trajectory = plan_trajectory(req, CW, CH, depth_parallax=renderer.depth_parallax)
+    n = len(trajectory)
+    frames = dict(zip(range(n), renderer.render(trajectory)))
+    first, last = frames[0], frames[n - 1]
+    report = measure_fidelity(frames, photo, trajectory, depth=depth)
+    errors = []
+    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+    near_first = _polygon(layer_homography(k0, s_near), box, -6)  # the near layer in the first frame
+    near_last = _polygon(layer_homography(k1, s_near), box, 0)  # and in the last
+    for s, region in ((1.0, "far"), (s_near, "near")):
+        H = layer_homography(k1, s) @ np.linalg.inv(layer_homography(k0, s))
+        if region == "near":
+            mask = near_first
+        else:  # off the near layer in the first frame, and not behind it in the last
+            mask = ~_polygon(layer_homography(k0, s_near), box, 8)
+            mask &= cv2.warpPerspective(near_last.astype(np.uint8), _cv(np.linalg.inv(H)), (CW, CH),
+                                        flags=cv2.INTER_NEAREST, borderValue=1) == 0
+            mask = cv2.erode(mask.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
+        yy, xx = np.mgrid[0:CH, 0:CW]
+        to = cv2.perspectiveTransform(np.dstack([xx, yy]).reshape(-1, 1, 2).astype(np.float64) + 0.5,
+                                      H).reshape(CH, CW, 2)
+        mask &= (to[..., 0] > 8) & (to[..., 0] < CW - 8) & (to[..., 1] > 8) & (to[..., 1] < CH - 8)
+        errors.append(measured_error(first, last, H, mask) if mask.sum() > 400 else (math.nan, math.nan))
+    return errors[0], errors[1], report
+
+
+def sweep_camera(quick: bool) -> int:
+    photo, depth = two_planes()
+    renderer = CameraRenderer(photo, depth)
+    print("| first keyframe | last keyframe | far layer off, median (worst) px | near layer off, median (worst) px "
+          "| verdict | fails |")
     print("|---|---|---|---|---|---|")
     failures = 0
     for k0, k1 in CAMERA_MOVES:
-        req = parse_request({"camera": [{"t": 0, **k0}, {"t": 1, **k1}], "width": CW, "height": CH,
-                             "duration_s": 1, "fps": 6, "allow_borders": True})
-        trajectory = plan_trajectory(req, CW, CH, depth_parallax=renderer.depth_parallax)
-        n = len(trajectory)
-        frames = dict(zip(range(n), renderer.render(trajectory)))
-        first, last = frames[0], frames[n - 1]
-        report = measure_fidelity(frames, photo, trajectory, depth=depth)
-        errors = []
-        box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
-        near_first = _polygon(layer_homography(k0, s_near), box, -6)  # the near layer in the first frame
-        near_last = _polygon(layer_homography(k1, s_near), box, 0)  # and in the last
-        for s, region in ((1.0, "far"), (s_near, "near")):
-            H = layer_homography(k1, s) @ np.linalg.inv(layer_homography(k0, s))
-            if region == "near":
-                mask = near_first
-            else:  # off the near layer in the first frame, and not behind it in the last
-                mask = ~_polygon(layer_homography(k0, s_near), box, 8)
-                mask &= cv2.warpPerspective(near_last.astype(np.uint8), _cv(np.linalg.inv(H)), (CW, CH),
-                                            flags=cv2.INTER_NEAREST, borderValue=1) == 0
-                mask = cv2.erode(mask.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
-            yy, xx = np.mgrid[0:CH, 0:CW]
-            to = cv2.perspectiveTransform(np.dstack([xx, yy]).reshape(-1, 1, 2).astype(np.float64) + 0.5,
-                                          H).reshape(CH, CW, 2)
-            mask &= (to[..., 0] > 8) & (to[..., 0] < CW - 8) & (to[..., 1] > 8) & (to[..., 1] < CH - 8)
-            errors.append(measured_error(first, last, H, mask) if mask.sum() > 400 else (math.nan, math.nan))
-        fail = "layer off by half a pixel or more" if not max(e[0] for e in errors) < 0.5 else ""
+        far, near, report = layer_errors(k0, k1, renderer)
+        fail = "layer off by half a pixel or more" if not max(far[0], near[0]) < 0.5 else ""
         fail += "" if report.verdict == "followed" else f" check {report.verdict}: {report.reason}"
         failures += bool(fail)
-        print(f"| {json.dumps(k0)} | {json.dumps(k1)} | {errors[0][0]:.2f} ({errors[0][1]:.2f}) | {errors[1][0]:.2f} ({errors[1][1]:.2f}) | {report.verdict} "
-              f"| {fail} |", flush=True)
+        print(f"| {json.dumps(k0)} | {json.dumps(k1)} | {far[0]:.2f} ({far[1]:.2f}) | {near[0]:.2f} ({near[1]:.2f}) "
+              f"| {report.verdict} | {fail} |", flush=True)
     print(f"\n{failures} move(s) break a promise")
     return failures + bad_cameras()
 
