@@ -227,7 +227,7 @@ GOOD = {"path": PAN, "effect": "pan", "duration_s": 1, "fps": 8, "width": 128, "
         (PHOTO, {**GOOD, "fps": 0}, 422, "fps"),
         (PHOTO, {**GOOD, "camera": {"keyframes": [{"t": 0}, {"t": 1, "pan": 400}]}}, 422, "camera.keyframes.1.pan"),
         (PHOTO, {**GOOD, "allow_borders": True, "camera": [{"t": 0}, {"t": 1, "pan": 45, "tilt": 45}]}, 422,
-         "camera.keyframes.1: at t=0.88 s the view looks past the picture's horizon"),
+         "camera.keyframes.1: at t=1.00 s the view looks past the picture's horizon"),
         (PHOTO, {**GOOD, "camera": [{"t": 0, "zoom": True}]}, 422, "camera.keyframes.0.zoom: zoom must be a number"),
         (PHOTO, {**GOOD, "duration_s": 86400}, 422, "duration_s"),
         (PHOTO, {**GOOD, "backend": "svd"}, 422, "D2V_SVD_MODEL"),
