@@ -194,7 +194,7 @@ def check_cases(quick: bool) -> list[Case]:
             cases.append(Case(photo, depth, "parallax", path))
         cases.append(Case(photo, depth, "orbit", "ccw"))
     # Sizes and frame counts.
-    for size in ((576, 1024), (320, 240), (322, 182)):
+    for size in ((576, 1024), (320, 240), (322, 182), (256, 144), (160, 90)):
         cases.append(Case("motorcycle", "measured", "parallax", "right", size=size))
         cases.append(Case("motorcycle", "measured", "orbit", "cw", size=size))
         cases.append(Case("rocket", "ramp_obj", "parallax", "right", size=size))
