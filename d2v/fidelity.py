@@ -543,7 +543,8 @@ class _PoseLocator:
     the photo's features lifted to 3D the way the renderer lifts them, each frame's features
     matched to them, and the frame's camera solved (PnP). Where that finds too few pairs (a
     view the move has turned far from the photo's: a hilly depth map under an orbit is
-    foreshortened past what features recognise) or a camera beyond tolerance, the frame is
+    foreshortened past what features recognise), or a camera beyond tolerance or more than
+    POSE_RETRY_ROTATION_DEG off the planned orientation (a small frame's few features), the frame is
     solved again with, besides, its matches to a render of its planned camera, whose features
     are placed in 3D where that camera's rays meet the renderer's layers (`_on_layers`)."""
 
@@ -837,7 +838,8 @@ def _measure_in_3d(locator: _PoseLocator, picked: Mapping[int, np.ndarray], plan
     """Each sampled frame's camera, solved in 3D, against the plan's: the picture plane (the
     subject's layer for pivoting moves) seen through both gives the usual centre, zoom, roll
     and corner errors; the cameras' orientations give the rotation error and the yaw. A frame
-    not located, or beyond tolerance, from its matches to the photo alone is solved again
+    not located, beyond tolerance or POSE_RETRY_ROTATION_DEG off from its matches to the
+    photo alone is solved again
     with its matches to a render of its planned camera pooled in (see `_PoseLocator`): more
     evidence, one consensus; a video that went elsewhere matches that render little."""
 
