@@ -42,6 +42,17 @@ solved and the planned orientation) and its yaw, so an orbit's arc is measured. 
 scikit-image's motorcycle with its measured disparity (holes filled, smoothed), 1024x576:
 parallax, orbit and dolly_zoom located 16 of 16 sampled frames (homographies: 5 to 9), RotErr
 at most 0.23 degrees, the orbit's measured arc 29.95 degrees for the planned 30.
+Where the photo's features cannot place a frame (a hilly depth map under an orbit
+foreshortens the late frames past what features recognise; the spikes of a noise-like depth
+map are hidden by the renderer, so the photo's features are not where the frames show them),
+or place it beyond tolerance or more than POSE_RETRY_ROTATION_DEG from its planned
+orientation (frames rendered small give few features: at 160x90 an orbit's frames were
+solved up to 4.4 degrees off), the frame is solved again with its matches to a render of its
+planned camera pooled in: that render's features are placed in 3D where the planned
+camera's rays first meet the renderer's layers. One consensus over both sets: a faithful
+frame matches its render closely, a video that went elsewhere hardly at all, so its
+camera is still the one the photo's features give (bench/depth_general.py: 0 of 15 videos of
+the path drawn the other way passed, on five depth maps).
 
 Parallax without a depth map. A flat render is a homography of the photo, exactly, and the
 plan's plane homography is the yardstick. With the stand-in depth of dolly_zoom and parallax
@@ -97,6 +108,7 @@ ECC_ITERATIONS = 50
 MIN_SIDE = 160  # smaller frames (a model's keyframes) are enlarged to this width to be measured
 ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
 POSE_PHOTO_FEATURES, POSE_FRAME_FEATURES = 2000, 800  # depth clips: SIFT features located in 3D
+POSE_RETRY_ROTATION_DEG = 1.0  # a depth clip's frame solved this far from its planned orientation is solved again
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
 MIN_INLIERS = 12
@@ -529,52 +541,135 @@ class _FrameLocator:
 class _PoseLocator:
     """Locates frames of a clip rendered with a depth map in 3D (see the module docstring):
     the photo's features lifted to 3D the way the renderer lifts them, each frame's features
-    matched to them, and the frame's camera solved (PnP)."""
+    matched to them, and the frame's camera solved (PnP). Where that finds too few pairs (a
+    view the move has turned far from the photo's: a hilly depth map under an orbit is
+    foreshortened past what features recognise), or a camera beyond tolerance or more than
+    POSE_RETRY_ROTATION_DEG off the planned orientation (a small frame's few features), the frame is
+    solved again with, besides, its matches to a render of its planned camera, whose features
+    are placed in 3D where that camera's rays meet the renderer's layers (`_on_layers`)."""
+
+    MARCH_STEPS = 160  # samples of a ray through the layers' depth range
 
     def __init__(self, photo: PhotoIndex, photo_rgb: np.ndarray, trajectory: CameraTrajectory, depth: np.ndarray):
         from d2v.render import CameraRenderer
 
         self.photo = photo
+        self.renderer = CameraRenderer(photo_rgb, depth)
+        self.trajectory = trajectory
         # The renderer's own layers (relative depth s per image point, the subject's layer on
         # the plane for pivoting moves), hung on the camera it renders from: the first one.
-        c0 = trajectory.frames[0].camera_center()
-        s = CameraRenderer(photo_rgb, depth)._trajectory_layers(trajectory, c0).s
+        self.c0 = trajectory.frames[0].camera_center()
+        self.s = self.renderer._trajectory_layers(trajectory, self.c0).s
         # SIFT, not the ORB of flat clips: its sub-pixel keypoints pin a camera solved in 3D
         # down more tightly (an orbit's yaw to a few tenths of a degree).
         self.sift = cv2.SIFT_create(nfeatures=POSE_PHOTO_FEATURES, contrastThreshold=0.01)
         keypoints, self.descriptors = self.sift.detectAndCompute(photo.gray, None)
         pts = _cv_to_d2v([k.pt for k in keypoints]).reshape(-1, 2) / photo.scale  # photo px
-        sx, sy = s.shape[1] / photo.width, s.shape[0] / photo.height
-        at = [(pts[:, 0] * sx - 0.5).astype(np.float32)[:, None], (pts[:, 1] * sy - 0.5).astype(np.float32)[:, None]]
-        s_at = cv2.remap(s, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel().astype(np.float64)
         flat = np.column_stack([pts, np.zeros(len(pts))])
-        self.points = c0 + s_at[:, None] * (flat - c0)  # P = C0 + s (Q - C0), world (image px)
+        self.points = self.c0 + self._s_at(pts)[:, None] * (flat - self.c0)  # P = C0 + s (Q - C0), world (image px)
         self.frame_sift = cv2.SIFT_create(nfeatures=POSE_FRAME_FEATURES, contrastThreshold=0.01)
         self.matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 32})  # k-d trees
+        self.references: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by frame: (descriptors, world points)
 
-    def _match(self, descriptors: np.ndarray | None) -> list[tuple[int, int]]:
-        """(frame feature, photo feature) pairs that pass the ratio test."""
-        if descriptors is None or self.descriptors is None or len(descriptors) < 2 or len(self.descriptors) < 2:
+    def _s_at(self, pts: np.ndarray) -> np.ndarray:
+        """The layers' s at image points (N, 2) (bilinear)."""
+        s = self.s
+        sx, sy = s.shape[1] / self.photo.width, s.shape[0] / self.photo.height
+        grid = pts.shape[:-1] if pts.ndim == 3 else (-1, 1)  # remap's maps: under 32767 a side
+        at = [(pts[..., 0] * sx - 0.5).astype(np.float32).reshape(grid),
+              (pts[..., 1] * sy - 0.5).astype(np.float32).reshape(grid)]
+        return cv2.remap(s, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(pts.shape[:-1]) \
+            .astype(np.float64)
+
+    def _on_layers(self, plan: CameraFrame, xy: np.ndarray) -> np.ndarray:
+        """Where the rays of camera `plan` through frame points xy (N, 2) first meet the
+        layers, world (N, 3) (NaN where none does). A point P of relative depth s_P lies over
+        image point Q = C0 + (P - C0) / s_P; the ray is marched from the nearest layer to the
+        farthest until it is no longer in front of the layer there (s_P >= s(Q))."""
+        C, R, K = plan.camera_center(), plan.R(), plan.K()
+        rays = np.column_stack([xy, np.ones(len(xy))]) @ np.linalg.inv(K).T @ R  # world directions
+        c0 = self.c0
+        s_p = np.linspace(float(self.s.min()), float(self.s.max()) + 1e-6, self.MARCH_STEPS)  # (M,)
+        z = c0[2] * (1.0 - s_p)  # the world depth of each s
+        lam = (z[None, :] - C[2]) / rays[:, 2:3]  # (N, M) along each ray
+        P = C[None, None, :] + lam[..., None] * rays[:, None, :]  # (N, M, 3)
+        Q = c0[:2] + (P[..., :2] - c0[:2]) / s_p[None, :, None]
+        ahead = s_p[None, :] - self._s_at(Q)  # < 0: in front of the layer
+        ahead[lam <= 0] = -1.0  # behind the camera: not a hit
+        behind = ahead >= 0
+        k = np.argmax(behind, axis=1)
+        hit = behind[np.arange(len(xy)), k] & (k > 0)
+        k = np.maximum(k, 1)
+        rows = np.arange(len(xy))
+        a, b = ahead[rows, k - 1], ahead[rows, k]
+        f = np.clip(a / np.where(a - b != 0, a - b, -1.0), 0.0, 1.0)[:, None]
+        world = P[rows, k - 1] + f * (P[rows, k] - P[rows, k - 1])
+        world[~hit] = np.nan
+        return world
+
+    def prepare_references(self, plans: dict[int, CameraFrame], indices: Sequence[int], n_video: int,
+                           out_w: int) -> None:
+        """Renders of the planned cameras of frames `indices` (at most FEATURE_SIDE wide), their
+        features and those features' points on the layers."""
+        r = min(1.0, FEATURE_SIDE / out_w)  # reference px per frame px
+        tr = self.trajectory
+        k = out_w / tr.width
+        w, h = max(16, round(tr.width * k * r / 2) * 2), max(16, round(tr.height * k * r / 2) * 2)
+        indices = [i for i in indices if i not in self.references]
+        if not indices:
+            return
+        if n_video == len(tr):  # the trajectory's own frames: rendered as the clip shows them
+            sub = tr.model_copy(update={"width": w, "height": h, "frames": [_resized(f, k * r) for f in tr.frames]})
+            renders = self.renderer.render(sub, indices=indices)
+        else:  # another tool's frame count: the planned cameras at the same fractions of the move
+            sub = tr.model_copy(update={"width": w, "height": h, "frames": [
+                _resized(tr.frames[0], k * r), *(_resized(plans[i], r) for i in indices)]})
+            renders = list(self.renderer.render(sub))[1:]
+        for i, render in zip(indices, renders):
+            keypoints, descriptors = self.frame_sift.detectAndCompute(_gray(render), None)
+            if descriptors is None or len(keypoints) < MIN_INLIERS:
+                self.references[i] = (np.empty((0, 128), np.float32), np.empty((0, 3)))
+                continue
+            world = self._on_layers(_resized(plans[i], r), _cv_to_d2v([kp.pt for kp in keypoints]))
+            keep = np.all(np.isfinite(world), axis=1)
+            self.references[i] = (descriptors[keep], world[keep])
+
+    def _match(self, descriptors: np.ndarray | None, against: np.ndarray | None = None) -> list[tuple[int, int]]:
+        """(frame feature, photo feature) pairs that pass the ratio test (or against another
+        set of descriptors: a reference render's)."""
+        against = self.descriptors if against is None else against
+        if descriptors is None or against is None or len(descriptors) < 2 or len(against) < 2:
             return []
-        return [(m[0].queryIdx, m[0].trainIdx) for m in self.matcher.knnMatch(descriptors, self.descriptors, k=2)
+        return [(m[0].queryIdx, m[0].trainIdx) for m in self.matcher.knnMatch(descriptors, against, k=2)
                 if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
 
-    def locate(self, rgb: np.ndarray, plan: CameraFrame) -> tuple[np.ndarray, np.ndarray] | None:
-        """(R, t) of the frame's camera (world -> camera, the plan's intrinsics), or None."""
+    def locate(self, rgb: np.ndarray, plan: CameraFrame, reference: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(R, t) of the frame's camera (world -> camera, the plan's intrinsics), or None. With
+        `reference` (a frame index whose reference render is prepared), its matches to that
+        render are pooled with those to the photo."""
         gray = _gray(rgb)
         small, S = _shrink(gray, _feature_side(gray, camera.frame_homography(plan), self.photo.scale))
         keypoints, descriptors = self.frame_sift.detectAndCompute(small, None)
         pairs = self._match(descriptors)
-        if len(pairs) < MIN_INLIERS:
+        image_pts = _cv_to_d2v([keypoints[i].pt for i, _ in pairs]).reshape(-1, 2) / np.diag(S)[:2]  # frame px
+        world = self.points[[j for _, j in pairs]].reshape(-1, 3)
+        if reference is not None and len(self.references[reference][0]) >= 2:
+            ref_descriptors, ref_world = self.references[reference]
+            r_small, RS = _shrink(gray, min(FEATURE_SIDE, gray.shape[1]))
+            r_keypoints, r_descriptors = self.frame_sift.detectAndCompute(r_small, None)
+            r_pairs = self._match(r_descriptors, ref_descriptors)
+            if r_pairs:
+                r_pts = _cv_to_d2v([r_keypoints[i].pt for i, _ in r_pairs]).reshape(-1, 2) / np.diag(RS)[:2]
+                image_pts = np.vstack([image_pts, r_pts])
+                world = np.vstack([world, ref_world[[j for _, j in r_pairs]]])
+        if len(image_pts) < MIN_INLIERS:
             return None
-        q, t = np.array(pairs).T
-        image_pts = _cv_to_d2v([keypoints[i].pt for i in q]) / np.diag(S)[:2]  # frame px
-        world = self.points[t]
         K = plan.K()
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(world, image_pts, K, None, reprojectionError=RANSAC_PX / S[0, 0],
                                                      iterationsCount=2000, confidence=0.999,
                                                      flags=cv2.SOLVEPNP_SQPNP)
-        if not ok or inliers is None or len(inliers) < max(MIN_INLIERS, MIN_INLIER_SHARE * len(pairs)):
+        if not ok or inliers is None or len(inliers) < max(MIN_INLIERS, MIN_INLIER_SHARE * len(image_pts)):
             return None
         inliers = inliers.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(world[inliers], image_pts[inliers], K, None, rvec, tvec)
@@ -674,7 +769,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
-        results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans)
+        results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans, n, tolerance)
         if not all(r.located for r in results):
             # Too few features to solve a camera (a close-up of a smooth surface): those frames
             # are measured as before, as views against the renders of the planned cameras.
@@ -738,28 +833,45 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
     return results
 
 
-def _measure_in_3d(locator: _PoseLocator, picked: Mapping[int, np.ndarray], plans: dict[int, CameraFrame]
-                   ) -> list[FidelityFrame]:
+def _measure_in_3d(locator: _PoseLocator, picked: Mapping[int, np.ndarray], plans: dict[int, CameraFrame],
+                   n_video: int, tolerance: Tolerance) -> list[FidelityFrame]:
     """Each sampled frame's camera, solved in 3D, against the plan's: the picture plane (the
     subject's layer for pivoting moves) seen through both gives the usual centre, zoom, roll
-    and corner errors; the cameras' orientations give the rotation error and the yaw."""
-    results = []
-    for i, plan in plans.items():
+    and corner errors; the cameras' orientations give the rotation error and the yaw. A frame
+    not located, beyond tolerance or POSE_RETRY_ROTATION_DEG off from its matches to the
+    photo alone is solved again
+    with its matches to a render of its planned camera pooled in (see `_PoseLocator`): more
+    evidence, one consensus; a video that went elsewhere matches that render little."""
+
+    def measured(i: int, reference: int | None) -> FidelityFrame:
         frame = np.asarray(picked[i])
-        found = locator.locate(frame, plan)
+        plan = plans[i]
+        found = locator.locate(frame, plan, reference)
         if found is None:
-            results.append(FidelityFrame(index=i, located=False))
-            continue
+            return FidelityFrame(index=i, located=False)
         R, t = found
         h, w = frame.shape[:2]
         H = camera.plane_homography(plan.K(), R, t)
         centre, c_err, z_err, r_err, k_err = _compare(H, camera.frame_homography(plan), w, h)
-        results.append(FidelityFrame(index=i, located=True, method="pose", center=centre,
-                                     planned_center=[float(v) for v in plan.center], center_pct=round(c_err, 3),
-                                     zoom_pct=round(z_err, 3), roll_deg=round(r_err, 3), corner_pct=round(k_err, 3),
-                                     rotation_deg=round(_rotation_deg(R, plan.R()), 3),
-                                     yaw_deg=round(_yaw_deg(R), 3), planned_yaw_deg=round(_yaw_deg(plan.R()), 3)))
-    return results
+        return FidelityFrame(index=i, located=True, method="pose", center=centre,
+                             planned_center=[float(v) for v in plan.center], center_pct=round(c_err, 3),
+                             zoom_pct=round(z_err, 3), roll_deg=round(r_err, 3), corner_pct=round(k_err, 3),
+                             rotation_deg=round(_rotation_deg(R, plan.R()), 3),
+                             yaw_deg=round(_yaw_deg(R), 3), planned_yaw_deg=round(_yaw_deg(plan.R()), 3))
+
+    last = max(plans)
+    results = {i: measured(i, None) for i in plans}
+    again = [i for i, r in results.items()
+             if not r.located or r.rotation_deg > POSE_RETRY_ROTATION_DEG
+             or _excess(r, tolerance, i == n_video - 1 and i == last)[0] > 1.0]
+    if again:
+        out_w = np.asarray(picked[again[0]]).shape[1]
+        locator.prepare_references(plans, again, n_video, out_w)
+        for i in again:
+            retry = measured(i, i)
+            if retry.located:
+                results[i] = retry
+    return [results[i] for i in plans]
 
 
 def _motion_px(trajectory: CameraTrajectory, index: int, n_video: int, k: float) -> float:

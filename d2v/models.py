@@ -252,6 +252,16 @@ class CameraKeyframe(BaseModel):
     dolly: float = Field(default=0.0, ge=-4.0, le=0.9, description=CAMERA_AXES["dolly"])
     pose: CameraPose | None = Field(default=None, description="the camera placed exactly, instead of axes")
 
+    @field_validator("t", "pan", "tilt", "roll", "zoom", "truck", "pedestal", "dolly", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any, info) -> Any:
+        """true is not a number (pydantic would read it as 1), NaN and infinity are not amounts."""
+        if isinstance(v, bool):
+            raise ValueError(f"{info.field_name} must be a number, got {str(v).lower()}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{info.field_name} must be a finite number, got {v}")
+        return v
+
     @field_validator("t", "pan", "tilt", "roll", "zoom", "truck", "pedestal", "dolly")
     @classmethod
     def _check_finite(cls, v: float, info) -> float:

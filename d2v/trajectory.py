@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from d2v.camera import cover_crop, look_at, make_frame, rot_z
-from d2v.errors import InvalidPathError, UnknownEffectError
+from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
 from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.pathshape import (
     CleanPath,
@@ -637,6 +637,7 @@ def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | 
     times = _frame_taus(request.n_frames, request.loop) * request.duration_s
     C, R, fx, roll = typed_cameras(request.camera, times, ReferenceView(sc.centre, sc.D, sc.out_w))
     frames, clamped, notes, drawn_offset = _finish(_Rig(C, R, fx, roll, lens=True), sc, request)
+    _check_sees_the_picture(frames, times, request)
     ignored = []
     if request.effect != "auto":
         ignored.append(f"effect {request.effect!r}")
@@ -655,6 +656,28 @@ def _plan_typed(request: RenderRequest, W: int, H: int, depth_parallax: float | 
         fps=request.fps, base_distance=sc.D, frames=frames, clamped_frames=clamped, notes=notes,
         drawn_offset_pct=drawn_offset,
     )  # fmt: skip
+
+
+HORIZON_MIN = 0.01  # a frame corner's ray must head into the picture at least this much (sine of its angle)
+
+
+def _check_sees_the_picture(frames: list[CameraFrame], times: np.ndarray, request: RenderRequest) -> None:
+    """Refuse (InvalidRequestError, naming the keyframe nearest in time) a typed camera turned
+    so far that a corner of some frame looks past the picture's horizon: its ray never meets
+    the picture, so there is nothing to show there (and no depth to march). `times`: the
+    camera's time at each frame (s)."""
+    w, h = request.width, request.height
+    corners = np.array([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [w, h, 1.0], [0.0, h, 1.0]])
+    for frame, time_s in zip(frames, times):
+        rays = corners @ np.linalg.inv(frame.K()).T @ frame.R()  # world directions
+        heading = rays[:, 2] / np.linalg.norm(rays, axis=1)
+        if heading.min() > HORIZON_MIN:
+            continue
+        keys = [k.t for k in request.camera.keyframes]
+        nearest = int(np.argmin([abs(t - time_s) for t in keys]))
+        raise InvalidRequestError(
+            f"invalid request: camera.keyframes.{nearest}: at t={time_s:.2f} s the view looks past the "
+            f"picture's horizon (a corner of the frame sees no picture): turn less (pan, tilt) or zoom in")
 
 
 def move_points(request: RenderRequest, trajectory: CameraTrajectory) -> np.ndarray:
