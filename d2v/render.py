@@ -74,7 +74,10 @@
   interpolated with `camera.interpolate_camera`.
 * Threads: a depth trajectory's frames are drawn on RENDER_THREADS threads, each frame alone
   (the same pixels as one thread draws), yielded in order: beside x264 the render is the
-  slow side, and OpenCV and numpy let go of the GIL in their loops.
+  slow side, and OpenCV and numpy let go of the GIL in their loops. The hidden background is
+  made on a thread of its own meanwhile: the first frames of an eased move, whose layers part
+  by TEAR_PX or less (`_Layers.tears`), cannot reveal anything and are drawn without it (the
+  same pixels), so the encoder has frames while it is made.
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
@@ -386,22 +389,17 @@ class CameraRenderer:
         if big.any():
             background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool), noise=noise.result())
 
-        # Stacked: the photo, rows of both reflected (so neither reads the other at any
-        # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
+        # Stacked, level by level: the photo's own pyramid (so a frame drawn without the
+        # background, before it exists, reads the same pixels), rows of both reflected (so
+        # neither reads the other), the background's pyramid; `offset` a multiple of
+        # 2 ** levels, so each level halves it.
         n = len(self._levels)
         unit = 1 << n
         offset = -(-(self.height + 4 * unit) // unit) * unit
-        gap = offset - self.height
-        stacked = np.empty((offset + self.height, self.width, 3), np.uint8)
-        stacked[: self.height] = photo
-        stacked[offset:] = background
-        top = gap // 2
-        stacked[self.height: self.height + top] = photo[::-1][:top] if top <= self.height else photo[-1]
-        rest = gap - top
-        stacked[self.height + top: offset] = background[:rest][::-1] if rest <= self.height else background[0]
-        levels = [stacked]
-        while len(levels) < n:
-            levels.append(cv2.pyrDown(levels[-1]))
+        behind = [background]
+        while len(behind) < n:
+            behind.append(cv2.pyrDown(behind[-1]))
+        levels = [_stack(front, back, offset >> k) for k, (front, back) in enumerate(zip(self._levels, behind))]
         if refilled is not None:
             bg_depth = refilled.result()
         # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
@@ -991,6 +989,20 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _stack(photo: np.ndarray, background: np.ndarray, offset: int) -> np.ndarray:
+    """The photo above its background (both (h, w, 3)), the background's first row `offset`,
+    the rows between filled with both reflected (half each)."""
+    h = photo.shape[0]
+    stacked = np.empty((offset + h,) + photo.shape[1:], np.uint8)
+    stacked[:h] = photo
+    stacked[offset:] = background
+    top = (offset - h) // 2
+    stacked[h: h + top] = photo[::-1][:top] if top <= h else photo[-1]
+    rest = offset - h - top
+    stacked[h + top: offset] = background[:rest][::-1] if rest <= h else background[0]
+    return stacked
 
 
 def _over_corners(op, grid: np.ndarray) -> np.ndarray:
