@@ -9,6 +9,12 @@ render thread's own CPU time. For a change to the depth render: make the base tr
 
 The scenes are render_bench's: the example photo with its derived hard-edged depth, or
 scikit-image's motorcycle with its measured disparity.
+
+With --encode, each tree's render + encode instead, as render_bench times it (a fresh renderer
+streamed into the encoder, the whole 4 s clip): wall and process CPU seconds, the two trees
+one after the other, in alternating order, --rounds times, beside render_bench's plain floor
+(encode-only of the flat move's frames) in each round; medians, and the median of the rounds'
+this/base wall ratios (a pair runs seconds apart, so a load that drifts hits both alike).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ def main() -> None:
     ap.add_argument("--scene", choices=("photo", "motorcycle"), default="photo")
     ap.add_argument("--effects", default="parallax,orbit,zoom_in,dolly_zoom")
     ap.add_argument("--every", type=int, default=2)
+    ap.add_argument("--encode", action="store_true", help="render + encode wall of each tree (see above)")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     spec = importlib.util.spec_from_file_location("base_render", Path(args.base) / "d2v/render.py")
     base = importlib.util.module_from_spec(spec)
@@ -47,6 +55,9 @@ def main() -> None:
     else:
         rgb = load_image(REPO / "examples/hubble.jpg").rgb
         depth = derived_depth(rgb)
+    if args.encode:
+        encode_ab(base, rgb, depth, args)
+        return
     print(f"| {args.scene}, effect | base ms/frame | this tree ms/frame | change |")
     print("|---|---|---|---|")
     for effect in args.effects.split(","):
@@ -69,6 +80,47 @@ def main() -> None:
                 cpu[name] += time.thread_time() - t0
         a, b = (1000 * cpu[k] / len(indices) for k in ("base", "this"))
         print(f"| {effect} | {a:.1f} | {b:.1f} | {100 * (b / a - 1):+.0f} % |")
+
+
+def encode_ab(base, rgb, depth, args) -> None:
+    import statistics
+    import tempfile
+
+    from d2v.encode import encode_mp4
+    from d2v.pipeline import prefetch
+
+    def request_for(effect):
+        path = json.loads((REPO / f"examples/paths/{effect}.json").read_text())
+        return parse_request({"path": path, "effect": effect, "duration_s": 4, "fps": 24, "width": 1024, "height": 576})
+
+    plain = request_for("zoom_in")
+    floor_frames = list(render.CameraRenderer(rgb).render(plan_trajectory(plain, rgb.shape[1], rgb.shape[0])))
+    enc = {"crf": plain.crf, "preset": plain.x264_preset}
+    print(f"| {args.scene}, effect | floor s | base wall s (x floor) | this wall s (x floor) | this / base wall, median of rounds | base CPU s | this CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ab.mp4"
+
+        def timed(run):
+            t0, c0 = time.perf_counter(), time.process_time()
+            run()
+            return time.perf_counter() - t0, time.process_time() - c0
+
+        for effect in args.effects.split(","):
+            trajectory = plan_trajectory(request_for(effect), rgb.shape[1], rgb.shape[0], depth_parallax=DEFAULT_PARALLAX)
+            runs = {"base": [], "this": [], "floor": []}
+            for r in range(args.rounds):
+                runs["floor"].append(timed(lambda: encode_mp4(iter(floor_frames), out, plain.fps, **enc)))
+                for name in (("base", "this") if r % 2 == 0 else ("this", "base")):
+                    module = base if name == "base" else render
+                    runs[name].append(timed(lambda: encode_mp4(
+                        prefetch(module.CameraRenderer(rgb, depth).render(trajectory)), out, plain.fps, **enc)))
+            med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+            ratio = statistics.median(t[0] / b[0] for t, b in zip(runs["this"], runs["base"]))
+            f = med["floor"][0]
+            print(f"| {effect} | {f:.3f} | {med['base'][0]:.3f} ({med['base'][0] / f:.2f}) | "
+                  f"{med['this'][0]:.3f} ({med['this'][0] / f:.2f}) | {ratio:.3f} | {med['base'][1]:.2f} | {med['this'][1]:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

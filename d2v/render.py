@@ -74,7 +74,10 @@
   interpolated with `camera.interpolate_camera`.
 * Threads: a depth trajectory's frames are drawn on RENDER_THREADS threads, each frame alone
   (the same pixels as one thread draws), yielded in order: beside x264 the render is the
-  slow side, and OpenCV and numpy let go of the GIL in their loops.
+  slow side, and OpenCV and numpy let go of the GIL in their loops. The hidden background is
+  made on a thread of its own meanwhile: the first frames of an eased move, whose layers part
+  by TEAR_PX or less (`_Layers.tears`), cannot reveal anything and are drawn without it (the
+  same pixels), so the encoder has frames while it is made.
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
@@ -99,7 +102,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Collection, Iterator, NamedTuple, Sequence
 
@@ -170,6 +173,8 @@ class _Layers(NamedTuple):
     s_min: np.ndarray | None = None  # s eroded and dilated over 3x3: the two sides of a step,
     s_max: np.ndarray | None = None  # to tell a ray that hit a step between them (`_torn`)
     bg_s: np.ndarray | None = None  # the hidden background's s (None: smooth depth, no steps)
+    bg_near: float = 0.0  # its smallest and largest values
+    bg_far: float = 0.0
     bg: _Background | None = None
     s_step: float = 0.0  # STEP_DEPTH in s: a smaller change is a slope, never a step
     # The edge rays work in u = 1/s (a ray's point is linear in it, no divisions):
@@ -179,6 +184,13 @@ class _Layers(NamedTuple):
     # Per frame of the trajectory the layers are for: whether it shows parallax (`_moved`),
     # known from the spreads that gave the reach (each costs a quarter of a millisecond).
     moved: tuple | None = None
+    # And whether its layers part by more than TEAR_PX depth-map pixels anywhere, so that a ray
+    # may see what the photo hid: a frame whose layers do not is drawn the same without the
+    # hidden background, so it need not wait for it (`CameraRenderer.render`).
+    tears: tuple | None = None
+    # What the hidden background is made with, (reach, parallax, s_pivot) (`_with_background`),
+    # where the layers have steps and it is not yet added; None where there is none to add.
+    hidden: tuple | None = None
 
 
 def local_scale(G: np.ndarray, x, y):
@@ -276,12 +288,13 @@ class CameraRenderer:
         return max(2, round(self.width * scale)), max(2, round(self.height * scale))
 
     def _layers(self, depth: np.ndarray | None, c0: np.ndarray, pivot=None, parallax=None,
-                reach: float = 0.0) -> _Layers | None:
+                reach: float = 0.0, background: bool = True) -> _Layers | None:
         """Depth -> relative depth s of every image point (1 = on the plane, < 1 nearer,
         > 1 farther). With a pivot (an image point), s is divided by the pivot's own s,
         so the pivot's layer becomes the plane and what lies behind it gets s > 1.
         reach (depth-map pixels): the widest band any frame reveals; with it, the user
-        depth map gets its hidden background (`_background`)."""
+        depth map gets its hidden background (`_background`), or, background False, all but
+        that (`_with_background` adds it)."""
         if depth is None:
             return None
         parallax = self.parallax if parallax is None else parallax
@@ -296,12 +309,18 @@ class CameraRenderer:
         if reach <= 0 or depth is not self.depth:
             return layers  # the stand-in depth is smooth: nothing to reveal
         k = np.ones((3, 3), np.uint8)
+        layers = layers._replace(s_min=cv2.erode(s, k), s_max=cv2.dilate(s, k), s_step=parallax * STEP_DEPTH / s_pivot,
+                                 u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
+                                 hidden=(reach, parallax, s_pivot))
+        return self._with_background(layers) if background else layers
+
+    def _with_background(self, layers: _Layers) -> _Layers:
+        """Layers made by `_layers(reach=..., background=False)` with their hidden background."""
+        reach, parallax, s_pivot = layers.hidden
         bg = self._background(reach)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
-        return layers._replace(s_min=cv2.erode(s, k), s_max=cv2.dilate(s, k), bg_s=bg_s, bg=bg,
-                               s_step=parallax * STEP_DEPTH / s_pivot,
-                               u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
-                               bg_u=np.float32(1.0) / bg_s)
+        return layers._replace(bg_s=bg_s, bg=bg, bg_u=np.float32(1.0) / bg_s, hidden=None,
+                               bg_near=float(bg_s.min()), bg_far=float(bg_s.max()))
 
     def _background(self, reach: float) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
@@ -370,52 +389,51 @@ class CameraRenderer:
         if big.any():
             background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool), noise=noise.result())
 
-        # Stacked: the photo, rows of both reflected (so neither reads the other at any
-        # level), the background; `offset` a multiple of 2 ** levels, so each level halves it.
+        # Stacked, level by level: the photo's own pyramid (so a frame drawn without the
+        # background, before it exists, reads the same pixels), rows of both reflected (so
+        # neither reads the other), the background's pyramid; `offset` a multiple of
+        # 2 ** levels, so each level halves it.
         n = len(self._levels)
         unit = 1 << n
         offset = -(-(self.height + 4 * unit) // unit) * unit
-        gap = offset - self.height
-        stacked = np.empty((offset + self.height, self.width, 3), np.uint8)
-        stacked[: self.height] = photo
-        stacked[offset:] = background
-        top = gap // 2
-        stacked[self.height: self.height + top] = photo[::-1][:top] if top <= self.height else photo[-1]
-        rest = gap - top
-        stacked[self.height + top: offset] = background[:rest][::-1] if rest <= self.height else background[0]
-        levels = [stacked]
-        while len(levels) < n:
-            levels.append(cv2.pyrDown(levels[-1]))
+        behind = [background]
+        while len(behind) < n:
+            behind.append(cv2.pyrDown(behind[-1]))
+        levels = [_stack(front, back, offset >> k) for k, (front, back) in enumerate(zip(self._levels, behind))]
         if refilled is not None:
             bg_depth = refilled.result()
         # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
         return _Background(bg_depth, levels, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
     def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
-               ) -> tuple[float, tuple]:
+               ) -> tuple[float, tuple, tuple]:
         """The widest band (depth-map pixels) any of these frames can reveal: how far a
         ray's source moves between the nearest and the farthest layer, at the output's corners;
-        and for each frame whether it shows parallax (`_moved`), from the same spreads."""
-        reach, moved = 0.0, []
+        and for each frame whether it shows parallax (`_moved`) and whether it may tear
+        (`_Layers.tears`), from the same spreads."""
+        reach, moved, tears = 0.0, [], []
         sx = layers.s.shape[1] / self.width
         for frame in frames:
             image_px, output_px = _layer_spread(frame, layers, width, height)
             reach = max(reach, image_px * sx)
             moved.append(output_px >= SUBPIXEL_PARALLAX)
-        return reach + 2.0, tuple(moved)
+            tears.append(image_px * sx > TEAR_PX)
+        return reach + 2.0, tuple(moved), tuple(tears)
 
-    def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray) -> _Layers | None:
+    def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray, background: bool = True
+                           ) -> _Layers | None:
         """Depth for a trajectory. dolly_zoom, orbit and parallax are built so their
         subject keeps its place on the image plane: the subject's layer is made the plane
         (pivot), so nearer things move against it and the background swings, recedes or
         slides behind it. Without a depth map dolly_zoom and parallax get a `pseudo_depth`
         blob of strength PSEUDO_PARALLAX (the strength the trajectory planned for), other
-        effects none."""
+        effects none. background False: without the hidden background (see `_layers`)."""
         pivot = trajectory.subject if trajectory.effect in PIVOT_EFFECTS else None
         if self.depth is not None:
             layers = self._layers(self.depth, c0, pivot)
-            reach, moved = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
-            return self._layers(self.depth, c0, pivot, reach=reach)._replace(moved=moved)
+            reach, moved, tears = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
+            return self._layers(self.depth, c0, pivot, reach=reach, background=background)._replace(
+                moved=moved, tears=tears)
         if _pseudo_depth(trajectory):
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
             # Sized by what the first frame shows, so the near blob holds the subject and
@@ -674,8 +692,8 @@ class CameraRenderer:
             torn = _torn(layers, px, py, s, Bx, By)
             if (i := np.flatnonzero(torn)).size:
                 ax, ay, bx, by = (v.ravel()[i] for v in (Ax, Ay, Bx, By))
-                bs = _march_points(layers.bg_s, ax, ay, bx, by, 1.0 / max(s_lo, float(layers.bg_s.min())),
-                                   1.0 / float(layers.bg_s.max()), _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
+                bs = _march_points(layers.bg_s, ax, ay, bx, by, 1.0 / max(s_lo, layers.bg_near),
+                                   1.0 / layers.bg_far, _DEPTH_STEP_PX, _DEPTH_MAX_STEPS)
                 px.ravel()[i] = ax + bx / bs
                 py.ravel()[i] = ay + by / bs
                 row0.ravel()[i] = layers.bg.offset
@@ -698,18 +716,21 @@ class CameraRenderer:
         if band is not None:
             # A revealed band's far border: every corner on the hidden background's rows (the
             # photo's own colours outside what was inpainted), bilinear within each cell as
-            # `_upsample` would be: pixel ox of cell cx lies at grid column cx + (ox + 0.5) / step.
+            # `_upsample` made it. The upsampled map is bilinear in the corners, so this is it
+            # moved down by the background's offset times the bilinear share of the corners
+            # that are not torn (`_PHOTO_SHARE`, by which of the four those are).
             cy, cx = band
-            corners = np.stack([grid[cy, cx], grid[cy, cx + 1], grid[cy + 1, cx], grid[cy + 1, cx + 1]], axis=1)
-            corners[..., 1] += (~np.stack([torn[cy, cx], torn[cy, cx + 1], torn[cy + 1, cx], torn[cy + 1, cx + 1]],
-                                          axis=1)).astype(np.float32) * np.float32(layers.bg.offset)
-            xy = np.matmul(_CELL_WEIGHTS, corners)  # (cells, step * step, 2)
             # (All the cells' pixels: those past the frame's edges land in the wider buffer's
             # margin, which q does not show; render_validity keeps the frame's own.)
             ys, xs, inside = _cell_pixels(cy, cx, width, height)
             scratch["band"] = ys, xs, inside
+            nx = torn.shape[1]
+            corner = (cy * nx + cx).astype(np.intp)  # (top left; then + 1, + nx, + nx + 1)
+            on_photo = (~torn).view(np.uint8).ravel()
+            code = on_photo[corner] | on_photo[corner + 1] << 1 | on_photo[corner + nx] << 2 | on_photo[corner + nx + 1] << 3
             at = (ys + step).astype(np.intp) * wide + (xs + step)
-            big.view(np.int64).reshape(-1)[at] = xy.reshape(-1, 2).view(np.int64).ravel()  # (x and y as one item)
+            rows = big.reshape(-1, 2)[:, 1]  # (the map's y)
+            rows[at] += _PHOTO_SHARE[code].ravel() * np.float32(layers.bg.offset)
         if edges is not None:  # a pixel's centre ray
             at = (edges.ys + step).astype(np.intp) * wide + (edges.xs + step)
             xy = np.empty((edges.idx.size, 2), np.float32)
@@ -858,16 +879,38 @@ class CameraRenderer:
                 f"the renderer has {self.width}x{self.height}"
             )
         frames = trajectory.frames
+        layers = self._trajectory_layers(trajectory, frames[0].camera_center(), background=False) if frames else None
+        if planes and (layers is not None or (float(motion_blur) > 0 and int(samples) > 1)):
+            raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
+        if layers is not None and layers.hidden is not None:
+            # The hidden background, most of the work before the first frame (a third of a second
+            # on a 1000 px photo), is made on a thread of its own while the first frames, which
+            # cannot tear (`_Layers.tears`), are drawn and go to the encoder, which would
+            # otherwise wait for it with a core idle.
+            with ThreadPoolExecutor(1, thread_name_prefix="d2v-hidden") as builder:
+                hidden = builder.submit(self._with_background, layers)
+                yield from self._frames(trajectory, layers, hidden, motion_blur, samples, indices, planes)
+        else:
+            yield from self._frames(trajectory, layers, None, motion_blur, samples, indices, planes)
+
+    def _frames(self, trajectory: CameraTrajectory, layers: _Layers | None, hidden: Future | None,
+                motion_blur: float, samples: int, indices: Sequence[int] | None, planes: Collection[int]
+                ) -> Iterator[np.ndarray | I420]:
+        """`render`'s frames, given the trajectory's layers; hidden: the layers with their hidden
+        background, being made, which every frame but those that cannot tear waits for."""
+        frames = trajectory.frames
         w, h, n = trajectory.width, trajectory.height, len(frames)
-        layers = self._trajectory_layers(trajectory, frames[0].camera_center()) if frames else None
         blur = max(0.0, float(motion_blur))
         samples = max(1, int(samples))
         offsets = ((np.arange(samples) + 0.5) / samples - 0.5) * blur if blur > 0 and samples > 1 else None
         order = range(n) if indices is None else indices
         local = threading.local()  # each thread's scratch (see _render_into)
         planes = frozenset(planes)
-        if planes and (layers is not None or offsets is not None):
-            raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
+
+        def layers_for(i: int) -> _Layers | None:
+            if hidden is None or (offsets is None and not layers.tears[i]):
+                return layers
+            return hidden.result()
 
         def frame(i: int) -> np.ndarray | I420:
             scratch = local.__dict__.setdefault("scratch", {})
@@ -878,13 +921,13 @@ class CameraRenderer:
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
             if offsets is None or all(_same_camera(cams[0], c) for c in cams[1:]):
-                self._render_into(out, frames[i], layers, scratch, i)
+                self._render_into(out, frames[i], layers_for(i), scratch, i)
             else:
                 acc = _buffer(scratch, "shutter", (h, w, 3), np.float32)
                 sub = _buffer(scratch, "sub", (h, w, 3), np.uint8)
                 acc.fill(0.0)
                 for cam in cams:
-                    self._render_into(sub, cam, layers, scratch)
+                    self._render_into(sub, cam, layers_for(i), scratch)
                     cv2.accumulate(sub, acc)
                 cv2.convertScaleAbs(acc, dst=out, alpha=1.0 / len(cams))
             return out
@@ -946,6 +989,20 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _stack(photo: np.ndarray, background: np.ndarray, offset: int) -> np.ndarray:
+    """The photo above its background (both (h, w, 3)), the background's first row `offset`,
+    the rows between filled with both reflected (half each)."""
+    h = photo.shape[0]
+    stacked = np.empty((offset + h,) + photo.shape[1:], np.uint8)
+    stacked[:h] = photo
+    stacked[offset:] = background
+    top = (offset - h) // 2
+    stacked[h: h + top] = photo[::-1][:top] if top <= h else photo[-1]
+    rest = offset - h - top
+    stacked[h + top: offset] = background[:rest][::-1] if rest <= h else background[0]
+    return stacked
 
 
 def _over_corners(op, grid: np.ndarray) -> np.ndarray:
@@ -1335,6 +1392,16 @@ def _cell_weights() -> np.ndarray:
 
 
 _CELL_WEIGHTS = _cell_weights()
+
+
+def _photo_share() -> np.ndarray:
+    """For each set of a cell's corners (bit k of the index: corner k, in `_cell_weights`'
+    order), each of its pixels' bilinear share of those corners: (16, step * step) float32."""
+    corners = (np.arange(16)[:, None] >> np.arange(4)) & 1
+    return corners.astype(np.float32) @ _CELL_WEIGHTS.T
+
+
+_PHOTO_SHARE = _photo_share()
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 

@@ -278,6 +278,43 @@ def test_depth_frames_drawn_on_threads_are_one_threads_frames(photo, monkeypatch
     assert not [t for t in threading.enumerate() if t.name.startswith("d2v-depth")]
 
 
+def test_frames_that_cannot_tear_come_while_the_hidden_background_is_made(photo, monkeypatch):
+    """The hidden background is made on a thread of its own (a third of a second on a 1000 px
+    photo, which the encoder would wait for): the first frames of a move, whose layers part too
+    little to reveal anything, come while it is still being made, flat or with depth, with the
+    pixels of frames drawn after it; the others wait for it."""
+    import threading
+
+    W, H, w, h = 960, 540, 480, 270
+    depth = near_square_depth(W, H, (330, 120, 630, 420))
+    # The layers part by 0, 0.16, 0.32, 0.54 (drawn with depth: over a quarter of an output
+    # pixel), 3.2 and 6.5 image pixels: the last two may tear (more than TEAR_PX).
+    traj = trajectory([view(W, H, w, h, offset=(dx, 0, 0)) for dx in (0, 0.3, 0.6, 1.0, 6, 12)], W, H, w, h)
+    renderer = CameraRenderer(photo, depth, parallax=0.35)
+    layers = renderer._trajectory_layers(traj, traj.frames[0].camera_center())  # with its hidden background
+    assert layers.moved == (False, False, False, True, True, True)
+    assert layers.tears == (False, False, False, False, True, True)
+    after = []
+    for i, frame in enumerate(traj.frames):
+        after.append(np.empty((h, w, 3), np.uint8))
+        renderer._render_into(after[-1], frame, layers, {}, i)
+
+    release = threading.Event()
+    make = CameraRenderer._with_background
+
+    def held(self, layers):
+        assert release.wait(60)
+        return make(self, layers)
+
+    monkeypatch.setattr(CameraRenderer, "_with_background", held)
+    frames = CameraRenderer(photo, depth, parallax=0.35).render(traj)
+    first = [next(frames) for _ in range(4)]  # (the background is held: these did not wait for it)
+    release.set()
+    drawn = first + list(frames)
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, after, strict=True))
+    assert np.abs(after[-1].astype(int) - after[3]).mean() > 1  # (the move shows)
+
+
 def _marked_scene(W=960, H=540, half=40):
     """Grey texture, a red square subject at the centre, blue markers left and right."""
     img = (textured_image(W, H, seed=4) // 2 + 40).astype(np.uint8)
