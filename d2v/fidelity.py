@@ -559,7 +559,7 @@ class _PoseLocator:
         # The renderer's own layers (relative depth s per image point, the subject's layer on
         # the plane for pivoting moves), hung on the camera it renders from: the first one.
         self.c0 = trajectory.frames[0].camera_center()
-        self.s = self.renderer._trajectory_layers(trajectory, self.c0).s
+        self.s = self.renderer._trajectory_layers(trajectory, self.c0, background=False).s
         # SIFT, not the ORB of flat clips: its sub-pixel keypoints pin a camera solved in 3D
         # down more tightly (an orbit's yaw to a few tenths of a degree).
         self.sift = cv2.SIFT_create(nfeatures=POSE_PHOTO_FEATURES, contrastThreshold=0.01)

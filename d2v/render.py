@@ -418,6 +418,9 @@ class CameraRenderer:
             reach = max(reach, image_px * sx)
             moved.append(output_px >= SUBPIXEL_PARALLAX)
             tears.append(image_px * sx > TEAR_PX)
+        # A view that looks past the picture's horizon has an infinite spread (the planner
+        # refuses such cameras; a trajectory made by hand may not): no band is wider than the map.
+        reach = min(reach, float(np.hypot(*layers.s.shape)))
         return reach + 2.0, tuple(moved), tuple(tears)
 
     def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray, background: bool = True

@@ -205,3 +205,19 @@ def test_every_axis_moves_each_layer_where_the_documented_geometry_puts_it(first
     far, near, report = layer_errors(first, last, fps=2)
     assert far[0] < 0.5 and near[0] < 0.5 and max(far[1], near[1]) < 1.0, (far, near)
     assert report.verdict == "followed", report.one_line()
+
+
+def test_a_trajectory_made_past_the_horizon_still_renders(monkeypatch):
+    """The renderer itself, given such a view by a library caller (the planner's refusal taken
+    away), draws the frames instead of raising OverflowError from an infinite band width."""
+    import d2v.trajectory as trajectory_module
+    from d2v.render import CameraRenderer
+
+    monkeypatch.setattr(trajectory_module, "_check_sees_the_picture", lambda *args: None)
+    keys = [{"t": 0}, {"t": 1, "pan": -60, "tilt": -60, "dolly": 0.9}]
+    photo = np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8)
+    depth = np.tile(np.linspace(0, 1, 128, dtype=np.float32), (96, 1))
+    plan = plan_trajectory(request(keys, allow_borders=True, fps=2, width=128, height=72), 128, 96,
+                           depth_parallax=DEFAULT_PARALLAX)
+    frames = list(CameraRenderer(photo, depth).render(plan))
+    assert len(frames) == len(plan.frames) and frames[-1].shape == (72, 128, 3)
