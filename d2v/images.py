@@ -4,6 +4,7 @@ and gets a named error a user can act on."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -20,12 +21,34 @@ MAX_IMAGE_PIXELS = int(os.environ.get("D2V_MAX_IMAGE_PIXELS", 40_000_000))
 MIN_IMAGE_SIDE = 16
 # The formats d2v takes: what cameras and phones write. Pillow would open dozens more
 # (animated GIF, ICO, PSD, EPS through Ghostscript...): none of them is a photo to film.
-PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+_STILL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+# And the two in ISO media files ("ftyp" at byte 4): AVIF (Pillow's own) and HEIF (an iPhone's
+# HEIC, through pillow-heif), tried only on such files (see `_media_formats`).
+PHOTO_FORMATS = _STILL_FORMATS + ("AVIF", "HEIF")
+FORMAT_NAMES = "JPEG, PNG, WebP, AVIF, HEIC, BMP or TIFF"  # as users know them
 
 # We check pixels ourselves, before decoding; PIL's own bomb check would only warn.
 Image.MAX_IMAGE_PIXELS = None
 
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "GIF": "gif"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "HEIF": "heic", "BMP": "bmp", "TIFF": "tif",
+              "GIF": "gif"}
+
+
+@functools.cache
+def _media_formats() -> tuple[str, ...]:
+    """AVIF and HEIF, where this Pillow build and pillow-heif read them (their plugins load on
+    the first such file: 55 ms of imports the other formats never pay)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    Image.init()
+    return tuple(f for f in ("AVIF", "HEIF") if f in Image.OPEN)
+
+
+def _open(data: bytes) -> Image.Image:
+    """Pillow's image of a photo in one of PHOTO_FORMATS, its header read, no pixels decoded."""
+    formats = _media_formats() if data[4:8] == b"ftyp" else _STILL_FORMATS
+    return Image.open(io.BytesIO(data), formats=formats)
 
 
 @dataclass
@@ -68,12 +91,12 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     if not data:
         raise InvalidImageError("the image is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
+        with _open(data) as im:
             fmt, (w, h) = im.format or "unknown", im.size
             frames = getattr(im, "n_frames", 1)
     except UnidentifiedImageError:
         raise InvalidImageError(
-            "not an image d2v can read; upload a JPEG, PNG, WebP, BMP or TIFF photo"
+            f"not an image d2v can read; upload a {FORMAT_NAMES} photo"
         ) from None
     except Exception as e:  # PIL raises assorted errors on corrupt headers
         raise InvalidImageError(f"the image header is corrupt ({e})") from None
@@ -97,7 +120,7 @@ def oriented_size(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[i
     header alone: the same checks and errors, no pixels decoded."""
     _, w, h = check_image_header(data, max_pixels=max_pixels)
     try:
-        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
+        with _open(data) as im:
             turned = im.getexif().get(0x0112) in _QUARTER_TURNS  # 0x0112: Orientation
     except Exception:  # an unreadable EXIF block: decode_image says what is wrong, if anything
         turned = False
@@ -108,7 +131,7 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedIm
     """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
     fmt, _, _ = check_image_header(data, max_pixels=max_pixels)
     try:
-        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as im:
+        with _open(data) as im:
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # (in place: a photo needing no turn is not copied)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -32,6 +32,8 @@ CONTENT_TYPES = {
     ".jpg": "image/jpeg",
     ".png": "image/png",
     ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".heic": "image/heic",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
 }

@@ -70,3 +70,35 @@ def test_the_size_from_the_header_is_the_decoded_size_exif_rotation_included(ori
     Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
     h, w = decode_image(buf.getvalue()).rgb.shape[:2]
     assert oriented_size(buf.getvalue()) == (w, h) == ((40, 64) if orientation in (6, 8) else (64, 40))
+
+
+def _saved(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt, extension", [("HEIF", "heic"), ("AVIF", "avif")])
+def test_phone_formats_decode(fmt, extension):
+    """An iPhone's HEIC and an AVIF decode to the photo (lossy: near it), at the size the
+    header gives, portrait stays portrait."""
+    rng = np.random.default_rng(0)
+    photo = np.kron(rng.integers(0, 255, (12, 8, 3), np.uint8), np.ones((8, 8, 1), np.uint8))  # 96x64, portrait
+    data = _saved(photo, fmt, quality=95)
+    assert check_image_header(data)[1:] == (64, 96)
+    img = decode_image(data)
+    assert img.format == fmt and img.extension == extension and img.rgb.shape == photo.shape
+    assert np.abs(img.rgb.astype(int) - photo).mean() < 12
+    with pytest.raises(InvalidImageError):  # a named error (which one depends on where it is cut)
+        decode_image(data[: len(data) // 2])
+
+
+def test_other_iso_media_is_not_a_photo():
+    """An MP4 (an ISO media file like HEIC and AVIF) is named as not an image."""
+    mp4_head = struct.pack(">I", 24) + b"ftypisom" + b"\0\0\2\0" + b"isomiso2" + b"\0" * 64
+    with pytest.raises(InvalidImageError, match="not an image d2v can read; upload a JPEG, PNG, WebP, AVIF, HEIC"):
+        decode_image(mp4_head)

@@ -108,6 +108,21 @@ def test_preview_is_small_and_shows_the_move(web):
     assert body["video"].startswith("data:video/mp4;base64,")
 
 
+def test_a_heic_from_a_phone_previews(web):
+    """An iPhone's HEIC (HEIF, read through pillow-heif) is a photo like a JPEG."""
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    Image.fromarray(textured_image(320, 240, seed=4)).save(buf, format="HEIF", quality=90)
+    request = {"path": STROKE, "effect": "pan", "duration_s": 1}
+    r = httpx.post(f"{web}/v1/preview", files={"image": ("IMG_0001.HEIC", buf.getvalue(), "image/heic")},
+                   data={"request": json.dumps(request)}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["video"].startswith("data:video/mp4;base64,")
+
+
 def test_preview_errors_are_words(web):
     request = {"path": STROKE, "effect": "auto"}
     r = httpx.post(f"{web}/v1/preview", files={"image": ("x.png", b"not an image", "image/png")},

@@ -1309,7 +1309,7 @@ async function loadLimits() {
   }
   state.limits = limits;
   const img = limits.image;
-  const formats = img.formats.map((f) => ({ jpeg: "JPEG", png: "PNG", webp: "WebP", bmp: "BMP", tiff: "TIFF" }[f] || f));
+  const formats = img.formats.map((f) => ({ jpeg: "JPEG", png: "PNG", webp: "WebP", avif: "AVIF", heif: "HEIC", bmp: "BMP", tiff: "TIFF" }[f] || f));
   $("limits-text").textContent = `${formats.slice(0, -1).join(", ")} or ${formats.at(-1)}: up to ` +
     `${mib(img.max_bytes)} and ${mp(img.max_pixels)}, at least ${img.min_side} pixels a side. ` +
     `Videos of ${limits.duration_s.min}–${limits.duration_s.max} s, up to ${limits.size.max} pixels a side.`;
