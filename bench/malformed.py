@@ -124,6 +124,10 @@ def photo_array(width: int = PHOTO_W, height: int = PHOTO_H, seed: int = 0) -> n
 
 
 def encode(im: Image.Image | np.ndarray, fmt: str, **kw) -> bytes:
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
     if isinstance(im, np.ndarray):
         im = Image.fromarray(im)
     out = io.BytesIO()
@@ -227,12 +231,11 @@ class Assets:
             "MSP": (encode(im.convert("1"), "MSP"), "a.msp", "application/octet-stream"),
             "PDF": (encode(im, "PDF"), "a.pdf", "application/pdf"),
             "EPS": (encode(im, "EPS"), "a.eps", "application/postscript"),
-            "AVIF": (encode(im, "AVIF"), "a.avif", "image/avif"),
             "DIB": (encode(im, "DIB"), "a.bmp", "image/bmp"),
             "SVG": (b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="48"><rect width="64" height="48"/>'
                     b'</svg>', "a.svg", "image/svg+xml"),
         }
-        self.odd_advertised = {  # legal JPEG/PNG/WebP/BMP/TIFF in unusual modes
+        self.odd_advertised = {  # legal JPEG/PNG/WebP/AVIF/HEIC/BMP/TIFF in unusual modes
             "PNG 16-bit gray": encode(Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)), "PNG"),
             "PNG gray+alpha": encode(im.convert("LA"), "PNG"),
             "PNG palette with transparency": encode(im.convert("P"), "PNG", transparency=0),
@@ -261,6 +264,8 @@ class Assets:
             "TIFF 1-bit group4": encode(im.convert("1"), "TIFF", compression="group4"),
             "WebP lossless with alpha": encode(im.convert("RGBA"), "WEBP", lossless=True),
             "WebP lossy": encode(im, "WEBP", quality=5),
+            "AVIF": encode(im, "AVIF"),
+            "HEIC": encode(im, "HEIF"),  # (pillow-heif's writer, registered in `encode`)
             "PNG 16x16 (the smallest allowed)": encode(im.resize((16, 16)), "PNG"),
             "PNG 16x4000 (a sliver)": png_zeros(16, 4000),
             "PNG 4000x16 (a sliver)": png_zeros(4000, 16),
@@ -920,7 +925,7 @@ def _format_maker(name: str) -> Maker:
 
 
 for _name in ("GIF (static)", "animated GIF", "APNG", "animated WebP", "multi-page TIFF", "MPO (two JPEGs)", "ICO",
-              "TGA", "PCX", "PPM", "QOI", "JPEG 2000", "SGI", "DDS", "XBM", "MSP", "PDF", "EPS", "AVIF", "DIB",
+              "TGA", "PCX", "PPM", "QOI", "JPEG 2000", "SGI", "DDS", "XBM", "MSP", "PDF", "EPS", "DIB",
               "SVG"):
     MAKERS.setdefault("format", []).append(_format_maker(_name))
 
@@ -939,6 +944,7 @@ for _name in ("PNG 16-bit gray", "PNG gray+alpha", "PNG palette with transparenc
               "JPEG EXIF orientation 65535", "JPEG with a corrupt EXIF block", "JPEG with a truncated EXIF header",
               "BMP 1-bit", "BMP palette", "BMP RGBA", "TIFF float", "TIFF 16-bit gray", "TIFF RGBA", "TIFF CMYK",
               "TIFF LZW", "TIFF JPEG-compressed", "TIFF 1-bit group4", "WebP lossless with alpha", "WebP lossy",
+              "AVIF", "HEIC",
               "PNG 16x16 (the smallest allowed)", "PNG 16x4000 (a sliver)", "PNG 4000x16 (a sliver)",
               "PNG 40000x16 (extreme aspect)"):
     MAKERS.setdefault("odd_image", []).append(_odd_maker(_name))
