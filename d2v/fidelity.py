@@ -572,14 +572,14 @@ class _PoseLocator:
         self.references: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by frame: (descriptors, world points)
 
     def _s_at(self, pts: np.ndarray) -> np.ndarray:
-        """The layers' s at image points (N, 2) (bilinear)."""
+        """The layers' s at image points (..., 2) (bilinear, as the renderer reads it)."""
+        from d2v.render import _sample
+
         s = self.s
         sx, sy = s.shape[1] / self.photo.width, s.shape[0] / self.photo.height
-        grid = pts.shape[:-1] if pts.ndim == 3 else (-1, 1)  # remap's maps: under 32767 a side
-        at = [(pts[..., 0] * sx - 0.5).astype(np.float32).reshape(grid),
-              (pts[..., 1] * sy - 0.5).astype(np.float32).reshape(grid)]
-        return cv2.remap(s, *at, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(pts.shape[:-1]) \
-            .astype(np.float64)
+        x = (pts[..., 0] * sx - 0.5).astype(np.float32).ravel()
+        y = (pts[..., 1] * sy - 0.5).astype(np.float32).ravel()
+        return _sample(s, x, y).reshape(pts.shape[:-1]).astype(np.float64)
 
     def _on_layers(self, plan: CameraFrame, xy: np.ndarray) -> np.ndarray:
         """Where the rays of camera `plan` through frame points xy (N, 2) first meet the

@@ -255,17 +255,11 @@ class CameraKeyframe(BaseModel):
     @field_validator("t", "pan", "tilt", "roll", "zoom", "truck", "pedestal", "dolly", mode="before")
     @classmethod
     def _a_number(cls, v: Any, info) -> Any:
-        """true is not a number (pydantic would read it as 1), NaN and infinity are not amounts."""
+        """true is not a number (pydantic would read it as 1), NaN and infinity are not amounts.
+        (Before the bounds: after them, a non-finite value would only be "out of range".)"""
         if isinstance(v, bool):
             raise ValueError(f"{info.field_name} must be a number, got {str(v).lower()}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"{info.field_name} must be a finite number, got {v}")
-        return v
-
-    @field_validator("t", "pan", "tilt", "roll", "zoom", "truck", "pedestal", "dolly")
-    @classmethod
-    def _check_finite(cls, v: float, info) -> float:
-        return _finite(info.field_name, v)
+        return _finite(info.field_name, v) if isinstance(v, float) else v
 
     @model_validator(mode="after")
     def _axes_or_pose(self) -> "CameraKeyframe":
