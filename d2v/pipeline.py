@@ -322,16 +322,17 @@ def stream_camera_job(
     seconds: dict[str, float] = {}
     renderer = renderer_for(image.rgb, depth, request)  # subjects: each its own layer, moving
     n = len(trajectory)
+    sampled_at = sample_indices(n)  # the frames the path check measures
     # A plain flat move reaches the encoder as the I420 planes it takes, drawn by the renderer
     # (no RGB frame, no conversion), but for the frames also wanted in RGB: the path check's
     # samples and the poster (the middle frame).
     planes = set()
     if (not request.post and look is None and isinstance(renderer, CameraRenderer)
             and renderer.draws_planes(trajectory, request.motion_blur)):
-        planes = set(range(n)) - set(sample_indices(n)) - {n // 2}
+        planes = set(range(n)) - set(sampled_at) - {n // 2}
     # The path check measures the camera move: the frames as rendered, before post and look.
     base = CameraFrames(renderer, trajectory, motion_blur=request.motion_blur, samples=request.motion_blur_samples,
-                        keep=sample_indices(n), planes=planes)
+                        keep=sampled_at, planes=planes)
     clip = apply_post(base, request.post, PostContext.for_job(request, trajectory, image.width, image.height, depth))
     total = len(clip)
     poster: list[np.ndarray] = []
@@ -341,14 +342,14 @@ def stream_camera_job(
     # measures each sampled frame as soon as it is rendered, beside the render and x264 (the
     # check tracks frame to frame, in order, as the render makes them). With post effects,
     # which may skip sampled frames (they are rendered afterwards), it starts after the last frame.
-    arriving = _Arriving(base.kept, sample_indices(n)) if clip is base else None
+    arriving = _Arriving(base.kept, sampled_at) if clip is base else None
 
     def check() -> FidelityReport:
         t0 = time.perf_counter()
         if arriving is not None:
             sampled = arriving
         else:
-            sampled = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sample_indices(n)}
+            sampled = {i: base.kept[i] if i in base.kept else base.frame(i) for i in sampled_at}
         measured = check_and_store(sampled, n, image, request, trajectory, store, job_id, depth=depth,
                                    scene=getattr(renderer, "scene", None))
         seconds["check"] = time.perf_counter() - t0 - (arriving.waited if arriving is not None else 0.0)
