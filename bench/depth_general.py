@@ -37,6 +37,7 @@ import numpy as np
 import skimage.data
 
 from bench.depth_check_bench import motorcycle
+from d2v.camera import to_opencv
 from d2v.fidelity import measure_fidelity, sample_indices
 from d2v.models import parse_request
 from d2v.render import CameraRenderer, load_depth_map
@@ -302,20 +303,14 @@ def layer_homography(key: dict, s: float) -> np.ndarray:
     return H / H[2, 2]
 
 
-def _cv(H: np.ndarray) -> np.ndarray:
-    """A map in d2v coordinates (pixel centres at +0.5) -> OpenCV's (centres at integers)."""
-    T = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
-    return np.linalg.inv(T) @ H @ T
-
-
 def measured_error(first: np.ndarray, last: np.ndarray, predicted: np.ndarray, mask: np.ndarray
                    ) -> tuple[float, float]:
     """How far (px) the layer in `mask` (first-frame pixels) lands in the last frame from where
     the predicted map (first -> last frame px) puts it: the first frame is warped by the
     prediction, and each 32 px patch wholly inside the layer is matched to the last frame by
     phase correlation (to a few hundredths of a pixel): (median, worst) over the patches."""
-    warped = cv2.warpPerspective(first, _cv(predicted), (CW, CH), flags=cv2.INTER_CUBIC)
-    inside = cv2.warpPerspective(mask.astype(np.uint8), _cv(predicted), (CW, CH), flags=cv2.INTER_NEAREST) > 0
+    warped = cv2.warpPerspective(first, to_opencv(predicted), (CW, CH), flags=cv2.INTER_CUBIC)
+    inside = cv2.warpPerspective(mask.astype(np.uint8), to_opencv(predicted), (CW, CH), flags=cv2.INTER_NEAREST) > 0
     a, b = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in (warped, last))
     side = 32
     window = cv2.createHanningWindow((side, side), cv2.CV_32F)
@@ -381,7 +376,7 @@ def layer_errors(k0: dict, k1: dict, renderer: CameraRenderer | None = None, fps
             mask = near_first
         else:  # off the near layer in the first frame, and not behind it in the last
             mask = ~_polygon(layer_homography(k0, s_near), box, 8)
-            mask &= cv2.warpPerspective(near_last.astype(np.uint8), _cv(np.linalg.inv(H)), (CW, CH),
+            mask &= cv2.warpPerspective(near_last.astype(np.uint8), to_opencv(np.linalg.inv(H)), (CW, CH),
                                         flags=cv2.INTER_NEAREST, borderValue=1) == 0
             mask = cv2.erode(mask.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)
         yy, xx = np.mgrid[0:CH, 0:CW]
