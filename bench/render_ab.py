@@ -11,7 +11,8 @@ The scenes are render_bench's: the example photo with its derived hard-edged dep
 scikit-image's motorcycle with its measured disparity.
 
 With --encode, each tree's render + encode instead, as render_bench times it (a fresh renderer
-streamed into the encoder, the whole 4 s clip): wall and process CPU seconds, the two trees
+streamed into the encoder, the whole 4 s clip, as I420 planes where that tree's renderer draws
+them for depth, `render_bench.depth_frames`): wall and process CPU seconds, the two trees
 one after the other, in alternating order, --rounds times, beside render_bench's plain floor
 (encode-only of the flat move's frames) in each round; medians, and the median of the rounds'
 this/base wall ratios (a pair runs seconds apart, so a load that drifts hits both alike).
@@ -29,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.render_bench import derived_depth  # noqa: E402
+from bench.render_bench import depth_frames, derived_depth  # noqa: E402
 from d2v import render  # noqa: E402
 from d2v.images import load_image  # noqa: E402
 from d2v.models import parse_request  # noqa: E402
@@ -114,7 +115,7 @@ def encode_ab(base, rgb, depth, args) -> None:
                 for name in (("base", "this") if r % 2 == 0 else ("this", "base")):
                     module = base if name == "base" else render
                     runs[name].append(timed(lambda: encode_mp4(
-                        prefetch(module.CameraRenderer(rgb, depth).render(trajectory)), out, plain.fps, **enc)))
+                        prefetch(depth_frames(module.CameraRenderer(rgb, depth), trajectory)), out, plain.fps, **enc)))
             med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
             ratio = statistics.median(t[0] / b[0] for t, b in zip(runs["this"], runs["base"]))
             f = med["floor"][0]

@@ -5,7 +5,9 @@ four ways, each the median of --repeats runs, interleaved so machine noise hits 
 
     encode-only     the same frames, already rendered and in memory, through the encoder (the floor)
     render+encode   the streaming render into the encoder, as render_job runs it, nothing else
-    depth           with a depth map: encode-only of those frames, and render + encode, for each of
+    depth           with a depth map: encode-only of those frames (RGB), and render + encode (drawn as
+                    render_job draws them: I420 planes but for the path check's samples and the
+                    poster, when the renderer can, `d2v.pipeline.drawn_as_planes`), for each of
                     --depth-effects (default: the effect's move and the parallax slide,
                     examples/paths/parallax.json, whose near things reveal what they hid every
                     frame, filled from the background; `all`: every effect)
@@ -55,7 +57,7 @@ from d2v.encode import encode_mp4  # noqa: E402
 from d2v.fidelity import sample_indices  # noqa: E402
 from d2v.images import decode_image, load_image  # noqa: E402
 from d2v.models import EFFECTS, parse_request  # noqa: E402
-from d2v.pipeline import prefetch, render_job  # noqa: E402
+from d2v.pipeline import drawn_as_planes, prefetch, render_job  # noqa: E402
 from d2v.render import CameraRenderer  # noqa: E402
 from d2v.stages import check_and_store  # noqa: E402
 from d2v.store import LocalStore  # noqa: E402
@@ -135,7 +137,7 @@ def main() -> None:
             for name, traj in deep.items():
                 timed(f"depth {name} encode",
                       lambda: encode_mp4(iter(deep_frames[name]), tmp / "depth-floor.mp4", request.fps, **enc))
-                timed(f"depth {name}", lambda: encode_mp4(prefetch(CameraRenderer(image.rgb, depth).render(traj)),
+                timed(f"depth {name}", lambda: encode_mp4(prefetch(depth_frames(CameraRenderer(image.rgb, depth), traj)),
                                                           tmp / "depth.mp4", request.fps, **enc))
 
             if args.quick:
@@ -198,7 +200,7 @@ def main() -> None:
     for name, traj in deep.items():
         renderer = CameraRenderer(image.rgb, depth)
         t0 = time.perf_counter()
-        for _ in renderer.render(traj):
+        for _ in depth_frames(renderer, traj):
             pass
         alone = 1000 * (time.perf_counter() - t0) / len(traj)
         plain, own = med[f"depth {name}"] / floor, med[f"depth {name}"] / med[f"depth {name} encode"]
@@ -229,6 +231,13 @@ def main() -> None:
     for key in ("trajectory", "base", "encode", "render_encode_wall", "upload", "check", "total"):
         s = statistics.median(st.get(key, 0.0) for st in stages)
         print(f"| {key:<20} | {s:8.3f} | {1000 * s / n:8.2f} |")
+
+
+def depth_frames(renderer: CameraRenderer, trajectory):
+    """The renderer's frames as render_job streams them into the encoder (no post, look or
+    motion blur): as I420 planes, but for those also wanted in RGB, where the renderer can."""
+    planes = drawn_as_planes(len(trajectory)) if renderer.draws_planes(trajectory) else ()
+    return renderer.render(trajectory, planes=planes)
 
 
 def derived_depth(rgb: np.ndarray) -> np.ndarray:

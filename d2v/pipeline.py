@@ -295,6 +295,13 @@ def _run_stages(image, image_bytes, user_depth, request, store, job_id, output_p
     return manifest
 
 
+def drawn_as_planes(n: int) -> set[int]:
+    """Of an n-frame camera clip whose renderer draws I420 planes (`CameraRenderer.draws_planes`),
+    the frames drawn so: all but those also wanted in RGB, the path check's samples and the
+    poster (the middle frame)."""
+    return set(range(n)) - set(sample_indices(n)) - {n // 2}
+
+
 def stream_camera_job(
     image: LoadedImage,
     depth: np.ndarray | None,
@@ -323,13 +330,12 @@ def stream_camera_job(
     renderer = renderer_for(image.rgb, depth, request)  # subjects: each its own layer, moving
     n = len(trajectory)
     sampled_at = sample_indices(n)  # the frames the path check measures
-    # A plain flat move reaches the encoder as the I420 planes it takes, drawn by the renderer
-    # (no RGB frame, no conversion), but for the frames also wanted in RGB: the path check's
-    # samples and the poster (the middle frame).
+    # A plain move, flat or with depth, reaches the encoder as the I420 planes it takes, drawn
+    # by the renderer (no RGB frame, no conversion), but for the frames also wanted in RGB.
     planes = set()
     if (not request.post and look is None and isinstance(renderer, CameraRenderer)
             and renderer.draws_planes(trajectory, request.motion_blur)):
-        planes = set(range(n)) - set(sampled_at) - {n // 2}
+        planes = drawn_as_planes(n)
     # The path check measures the camera move: the frames as rendered, before post and look.
     base = CameraFrames(renderer, trajectory, motion_blur=request.motion_blur, samples=request.motion_blur_samples,
                         keep=sampled_at, planes=planes)

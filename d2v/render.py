@@ -146,6 +146,7 @@ class _Background(NamedTuple):
     inpainted from the far side only (`d2v.inpaint`), in colour and in depth."""
     depth: np.ndarray  # depth [0, 1] at the depth map's size, the near side continued from the far
     levels: list  # pyramid of the photo stacked above the background, `offset` rows apart
+    yuva_levels: list  # the same in the encoder's YUV with a fourth channel (`_to_yuva`), for I420 frames
     offset: int  # the background's first row in levels[0] (a multiple of 2 ** len(levels))
     inpainted: np.ndarray  # (image h, w) bool: where the background is not the photo's own pixel, a pixel wider
 
@@ -402,8 +403,11 @@ class CameraRenderer:
         levels = [_stack(front, back, offset >> k) for k, (front, back) in enumerate(zip(self._levels, behind))]
         if refilled is not None:
             bg_depth = refilled.result()
+        # In YUV too, for frames drawn as I420 planes: made here, on the hidden background's
+        # own thread, not per frame (about 4 ms on a 1000 px photo).
+        yuva = [_to_yuva(level) for level in levels]
         # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
-        return _Background(bg_depth, levels, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
+        return _Background(bg_depth, levels, yuva, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
     def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
                ) -> tuple[float, tuple, tuple]:
@@ -451,9 +455,9 @@ class CameraRenderer:
         return None
 
     def draws_planes(self, trajectory: CameraTrajectory, motion_blur: float = 0.0) -> bool:
-        """Whether `render(trajectory, planes=...)` can draw its frames as I420 planes: flat
-        frames (no depth map, nor a stand-in depth for the effect) without motion blur."""
-        return self.depth is None and not _pseudo_depth(trajectory) and not motion_blur > 0
+        """Whether `render(trajectory, planes=...)` can draw its frames as I420 planes: any
+        frames, flat or with depth, but those with motion blur (averaged in RGB)."""
+        return not motion_blur > 0
 
     # -- one frame --------------------------------------------------------------------
 
@@ -479,23 +483,30 @@ class CameraRenderer:
         return out
 
     def _render_into(
-        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict, index: int | None = None
+        self, out: np.ndarray, frame: CameraFrame, layers: _Layers | None, scratch: dict, index: int | None = None,
+        yuva: bool = False,
     ) -> None:
         # index: the frame's place in the layers' trajectory, when it is one of its frames (see `_moved`).
+        # yuva: out is (h, w, 4), drawn from the YUV textures (`_render_planes`), not RGB.
         height, width = out.shape[:2]
         G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
         lo, frac = self._level(G, width, height)
 
         if _moved(frame, layers, width, height, index):
             q = self._depth_maps(frame, width, height, layers, scratch)
-            levels = self._levels if layers.bg is None else layers.bg.levels
+            if layers.bg is None:
+                levels = self._yuva() if yuva else self._levels
+            else:
+                levels = layers.bg.yuva_levels if yuva else layers.bg.levels
             sample = lambda lvl, dst: self._remap(levels, lvl, q, dst, scratch)  # noqa: E731
+        elif yuva:
+            sample = lambda lvl, dst: self._warp_into(self._yuva(), lvl, G, dst)  # noqa: E731
         else:
             # No depth, or the camera sits at the reference centre (a pure rotation or
             # lens zoom): no parallax, the plane homography is exact; or it moved so little
             # that its layers part by under SUBPIXEL_PARALLAX: the homography is as good.
             sample = lambda lvl, dst: self._warp(lvl, G, dst, scratch)  # noqa: E731
-        self._trilinear(sample, lo, frac, out, scratch, "blend")
+        self._trilinear(sample, lo, frac, out, scratch, "yuva_blend" if yuva else "blend")
 
     def _trilinear(self, sample, lo: int, frac: float, out: np.ndarray, scratch: dict, key: str) -> None:
         """`sample(lo, out)`, blended with `sample(lo + 1, ...)` by `frac` (its buffer kept in
@@ -517,17 +528,18 @@ class CameraRenderer:
             lo, frac = lo + 1, 0.0
         return lo, frac
 
-    def _render_planes(self, frame: CameraFrame, planes: I420, scratch: dict) -> None:
-        """A flat frame drawn straight into the encoder's I420 planes: the pyramid in YUV
-        (`_yuva`) warped and blended as `_render_into` does the RGB one, then Y per pixel and
-        U and V each 2x2 block's average, as `d2v.encode.Yuv420` takes them from an RGB frame.
-        The warps and the blend are linear, so this is that conversion of the RGB frame but
-        for rounding (within 1 level), for the warp alone: no RGB frame, no conversion."""
+    def _render_planes(self, frame: CameraFrame, planes: I420, layers: _Layers | None, scratch: dict,
+                       index: int | None = None) -> None:
+        """A frame drawn straight into the encoder's I420 planes: `_render_into` on the textures
+        in YUV (the photo's pyramid, `_yuva`; with depth, the photo stacked above its hidden
+        background, `_Background.yuva_levels`), then Y per pixel and U and V each 2x2 block's
+        average, as `d2v.encode.Yuv420` takes them from an RGB frame. All a frame does to colour
+        is linear (the warp or the depth remap, the blend of two levels, an edge's matte), so
+        this is that conversion of the RGB frame but for rounding (within 1 level), for the draw
+        alone: no RGB frame, no conversion."""
         w, h = planes.width, planes.height
-        G = np.linalg.inv(camera.frame_homography(frame))  # output -> image
-        lo, frac = self._level(G, w, h)
-        yuva, levels = _buffer(scratch, "yuva", (h, w, 4), np.uint8), self._yuva()
-        self._trilinear(lambda lvl, dst: self._warp_into(levels, lvl, G, dst), lo, frac, yuva, scratch, "yuva_blend")
+        yuva = _buffer(scratch, "yuva", (h, w, 4), np.uint8)
+        self._render_into(yuva, frame, layers, scratch, index, yuva=True)
         cv2.extractChannel(yuva, 0, dst=planes.y)
         half = _buffer(scratch, "yuva_half", (h // 2, w // 2, 4), np.uint8)
         cv2.resize(yuva, (w // 2, h // 2), dst=half, interpolation=cv2.INTER_AREA)
@@ -560,9 +572,7 @@ class CameraRenderer:
         for frames drawn as I420 planes: made on first use, once, shared by every thread."""
         with self._rgba_lock:
             if self._yuva_levels is None:
-                to_yuva = np.vstack([RGB_TO_YUV709, np.zeros((1, 4), np.float32)])  # the fourth channel: 0
-                to_yuva[1:3, 3] -= 0.125
-                self._yuva_levels = [cv2.transform(level, to_yuva) for level in self._levels]
+                self._yuva_levels = [_to_yuva(level) for level in self._levels]
             return self._yuva_levels
 
     def _remap(self, levels: list, level: int, q: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
@@ -572,6 +582,7 @@ class CameraRenderer:
         # multi-megabyte arrays every frame cost more in page faults than the work in them.
         # Then the pixels at depth edges (`_depth_maps`' scratch["edges"]): the mean of their
         # own rays' samples, so an edge is resolved and anti-aliased at output resolution.
+        # (levels: RGB, or YUV with a fourth channel for I420 frames: the same arithmetic.)
         scale = np.float32(0.5**level)
         if level:
             q = np.multiply(q, scale, out=_buffer(scratch, "q_level", q.shape, np.float32))
@@ -586,10 +597,11 @@ class CameraRenderer:
         if edges is not None and edges.aa.size:
             # (The map holds each edge pixel's own ray: what an edge crosses mixes in the other side.)
             at = edges.idx[edges.aa]
-            # (Pixels as 3-byte items: one gather and one scatter, not a row per pixel.)
-            pixel = np.dtype("V3")
-            own = dst.reshape(-1).view(pixel)[at].view(np.uint8).reshape(-1, 3).astype(np.float32)
-            other = _sample_rgb(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
+            # (Pixels as 3- or 4-byte items: one gather and one scatter, not a row per pixel.)
+            channels = dst.shape[2]
+            pixel = np.dtype(f"V{channels}")
+            own = dst.reshape(-1).view(pixel)[at].view(np.uint8).reshape(-1, channels).astype(np.float32)
+            other = _sample_colour(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
             own += edges.aa_w[:, None] * (other - own)
             dst.reshape(-1).view(pixel)[at] = (own + 0.5).astype(np.uint8).reshape(-1).view(pixel)
 
@@ -875,7 +887,7 @@ class CameraRenderer:
         motion_blur: shutter length in frames (0 = off); each frame averages `samples`
         renders at cameras spread evenly over [i - b/2, i + b/2], clamped to the move.
         planes: the frames to yield as the encoder's `I420` planes instead of RGB
-        (`_render_planes`): flat renders (no depth map) without motion blur only."""
+        (`_render_planes`): renders without motion blur only."""
         if (trajectory.image_width, trajectory.image_height) != (self.width, self.height):
             raise ValueError(
                 f"trajectory is for a {trajectory.image_width}x{trajectory.image_height} image, "
@@ -883,8 +895,8 @@ class CameraRenderer:
             )
         frames = trajectory.frames
         layers = self._trajectory_layers(trajectory, frames[0].camera_center(), background=False) if frames else None
-        if planes and (layers is not None or (float(motion_blur) > 0 and int(samples) > 1)):
-            raise ValueError("frames are drawn as I420 planes only without a depth map or motion blur")
+        if planes and float(motion_blur) > 0 and int(samples) > 1:
+            raise ValueError("frames are drawn as I420 planes only without motion blur")
         if layers is not None and layers.hidden is not None:
             # The hidden background, most of the work before the first frame (a third of a second
             # on a 1000 px photo), is made on a thread of its own while the first frames, which
@@ -919,7 +931,7 @@ class CameraRenderer:
             scratch = local.__dict__.setdefault("scratch", {})
             if i in planes:
                 drawn = I420(w, h)  # fresh: the consumer may keep it
-                self._render_planes(frames[i], drawn, scratch)
+                self._render_planes(frames[i], drawn, layers_for(i), scratch, i)
                 return drawn
             out = np.empty((h, w, 3), np.uint8)  # fresh: the consumer may keep it
             cams = [_camera_at(frames, i + o) for o in offsets] if offsets is not None else []
@@ -992,6 +1004,18 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
         return depth
     snapped = np.where(depth - lo < hi - depth, lo, hi)
     return np.where(soft, snapped, depth).astype(np.float32)
+
+
+def _to_yuva(rgb: np.ndarray) -> np.ndarray:
+    """An RGB texture (h, w, 3) in the encoder's BT.709 limited-range YUV (`d2v.encode`'s matrix)
+    with a fourth channel (0: OpenCV warps and remaps 4 channels faster than 3), for frames
+    drawn as I420 planes. U and V sit 1/8 level low: the 2x2 average that makes a chroma sample
+    (`CameraRenderer._render_planes`) rounds halves up, which would lean them 1/8 level high."""
+    return cv2.transform(rgb, _TO_YUVA)
+
+
+_TO_YUVA = np.vstack([RGB_TO_YUV709, np.zeros((1, 4), np.float32)])
+_TO_YUVA[1:3, 3] -= 0.125
 
 
 def _stack(photo: np.ndarray, background: np.ndarray, offset: int) -> np.ndarray:
@@ -1450,14 +1474,14 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int 
     return out.reshape(rows * cols, -1)[:n] if out.ndim == 3 else out.ravel()[:n]
 
 
-def _sample_rgb(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
-    """image (H, W, 3) at the points (x, y) (1-D, OpenCV pixels), bilinear, float32 (n, 3)."""
+def _sample_colour(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
+    """image (H, W, c) at the points (x, y) (1-D, OpenCV pixels), bilinear, float32 (n, c)."""
     n, cols = x.size, 1024
     rows = -(-n // cols)
     mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
     mx[:n], my[:n] = x, y
     out = cv2.remap(image, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR, borderMode=border)
-    return out.reshape(-1, 3)[:n].astype(np.float32)
+    return out.reshape(-1, image.shape[2])[:n].astype(np.float32)
 
 
 def _buffer(scratch: dict, key: str, shape: tuple, dtype) -> np.ndarray:
