@@ -81,14 +81,18 @@
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
-* Frames as the encoder's planes: a plain flat move (no depth, no motion blur, no post effect
-  or look) can be drawn straight into I420 (`render(planes=...)`): the pyramid converted once
-  to BT.709 YUV (`d2v.encode`'s matrix) with a fourth channel, warped as the RGBA one is, Y
-  taken per pixel and U and V as each 2x2 block's average, which is what the encoder makes of
-  the RGB frame but for rounding (Y within 1 level, U and V within 2 at a few samples a
-  million; bench/RESULTS.md, session 12). It spares the RGB frame and its conversion: 5.6 ms
-  a 1024x576 frame instead of 7.0. Warping Y alone at full size and U and V at half size is
-  no faster in OpenCV (1- and 2-channel warps lack the 4-channel SIMD path: 5.9 ms) and
+* Frames as the encoder's planes: a plain move (no motion blur, post effect or look), flat or
+  with depth, can be drawn straight into I420 (`render(planes=...)`): the textures converted
+  once to BT.709 YUV (`d2v.encode`'s matrix) with a fourth channel (`_to_yuva`: the photo's
+  pyramid on first use; the photo stacked above its hidden background on the thread that
+  makes it), warped or remapped as the RGB ones are, Y taken per pixel and U and V as each
+  2x2 block's average, which is what the encoder makes of the RGB frame but for rounding.
+  Everything a frame does to colour is linear (the warp or the depth remap, the blend of two
+  levels, an edge's matte), so Y is within 1 level (2 at a few edge pixels a million, whose
+  matte rounds once more on each side) and U and V within 2 (bench/RESULTS.md, sessions 12
+  and 14). It spares the RGB frame and its conversion: a flat 1024x576 frame 5.6 ms instead
+  of 7.0; a depth frame 1.2-2.2 ms less. Warping Y alone at full size and U and V at half size
+  is no faster in OpenCV (1- and 2-channel warps lack the 4-channel SIMD path: 5.9 ms) and
   samples chroma at a point instead of averaging the block (up to 45 levels off at the
   photo's sharp colour edges).
 
