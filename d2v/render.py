@@ -150,7 +150,9 @@ class _Background(NamedTuple):
     inpainted from the far side only (`d2v.inpaint`), in colour and in depth."""
     depth: np.ndarray  # depth [0, 1] at the depth map's size, the near side continued from the far
     levels: list  # pyramid of the photo stacked above the background, `offset` rows apart
-    yuva_levels: list  # the same in the encoder's YUV with a fourth channel (`_to_yuva`), for I420 frames
+    # The same in the encoder's YUV with a fourth channel (`_to_yuva`), for frames drawn as I420
+    # planes: empty until a render that draws them asks (`CameraRenderer._bg_yuva`).
+    yuva_levels: list
     offset: int  # the background's first row in levels[0] (a multiple of 2 ** len(levels))
     inpainted: np.ndarray  # (image h, w) bool: where the background is not the photo's own pixel, a pixel wider
 
@@ -319,13 +321,25 @@ class CameraRenderer:
                                  hidden=(reach, parallax, s_pivot))
         return self._with_background(layers) if background else layers
 
-    def _with_background(self, layers: _Layers) -> _Layers:
-        """Layers made by `_layers(reach=..., background=False)` with their hidden background."""
+    def _with_background(self, layers: _Layers, yuva: bool = False) -> _Layers:
+        """Layers made by `_layers(reach=..., background=False)` with their hidden background;
+        yuva: with its textures in YUV too (`_bg_yuva`), for frames drawn as I420 planes."""
         reach, parallax, s_pivot = layers.hidden
         bg = self._background(reach)
+        if yuva:
+            self._bg_yuva(bg)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
         return layers._replace(bg_s=bg_s, bg=bg, bg_u=np.float32(1.0) / bg_s, hidden=None,
                                bg_near=float(bg_s.min()), bg_far=float(bg_s.max()))
+
+    def _bg_yuva(self, bg: _Background) -> list[np.ndarray]:
+        """The hidden background's stacked textures in YUV, for frames drawn as I420 planes: made
+        once per background, on first ask (`render` asks on the thread that makes the background:
+        about 4 ms on a 1000 px photo; an RGB render need not hold twice the memory)."""
+        with self._bg_lock:
+            if not bg.yuva_levels:
+                bg.yuva_levels.extend(_to_yuva(level) for level in bg.levels)
+            return bg.yuva_levels
 
     def _background(self, reach: float) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
@@ -407,11 +421,8 @@ class CameraRenderer:
         levels = [_stack(front, back, offset >> k) for k, (front, back) in enumerate(zip(self._levels, behind))]
         if refilled is not None:
             bg_depth = refilled.result()
-        # In YUV too, for frames drawn as I420 planes: made here, on the hidden background's
-        # own thread, not per frame (about 4 ms on a 1000 px photo).
-        yuva = [_to_yuva(level) for level in levels]
         # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
-        return _Background(bg_depth, levels, yuva, offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
+        return _Background(bg_depth, levels, [], offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
 
     def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
                ) -> tuple[float, tuple, tuple]:
@@ -501,7 +512,7 @@ class CameraRenderer:
             if layers.bg is None:
                 levels = self._yuva() if yuva else self._levels
             else:
-                levels = layers.bg.yuva_levels if yuva else layers.bg.levels
+                levels = self._bg_yuva(layers.bg) if yuva else layers.bg.levels
             sample = lambda lvl, dst: self._remap(levels, lvl, q, dst, scratch)  # noqa: E731
         elif yuva:
             sample = lambda lvl, dst: self._warp_into(self._yuva(), lvl, G, dst)  # noqa: E731
@@ -907,7 +918,7 @@ class CameraRenderer:
             # cannot tear (`_Layers.tears`), are drawn and go to the encoder, which would
             # otherwise wait for it with a core idle.
             with ThreadPoolExecutor(1, thread_name_prefix="d2v-hidden") as builder:
-                hidden = builder.submit(self._with_background, layers)
+                hidden = builder.submit(self._with_background, layers, bool(planes))
                 yield from self._frames(trajectory, layers, hidden, motion_blur, samples, indices, planes)
         else:
             yield from self._frames(trajectory, layers, None, motion_blur, samples, indices, planes)

@@ -246,7 +246,7 @@ def test_what_the_near_object_reveals_is_filled_from_the_background(monkeypatch)
     assert 0.7 < filled["texture"] < 1.4, filled
 
     # Without the hidden background layer: the near edge stretched over the band.
-    monkeypatch.setattr(CameraRenderer, "_with_background", lambda self, layers: layers._replace(hidden=None))
+    monkeypatch.setattr(CameraRenderer, "_with_background", lambda self, layers, yuva=False: layers._replace(hidden=None))
     smeared = _band_metrics(next(CameraRenderer(photo, depth).render(tr, indices=[1])), truth, near, band)
     assert smeared["to_background"] > 4 * filled["to_background"], (filled, smeared)  # the object's colours
     assert filled["psnr"] > smeared["psnr"] + 2.0, (filled, smeared)

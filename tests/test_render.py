@@ -333,9 +333,9 @@ def test_frames_that_cannot_tear_come_while_the_hidden_background_is_made(photo,
     release = threading.Event()
     make = CameraRenderer._with_background
 
-    def held(self, layers):
+    def held(self, layers, yuva=False):
         assert release.wait(60)
-        return make(self, layers)
+        return make(self, layers, yuva)
 
     monkeypatch.setattr(CameraRenderer, "_with_background", held)
     frames = CameraRenderer(photo, depth, parallax=0.35).render(traj)
