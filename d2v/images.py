@@ -127,6 +127,24 @@ def oriented_size(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[i
     return (h, w) if turned else (w, h)
 
 
+# Gray pictures with more than 8 bits a pixel: 16-bit (PNG, TIFF), 32-bit integer and float (TIFF).
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float gray picture as 8-bit gray. Pillow's own convert("RGB") clips
+    such pixels at 255, so a 16-bit PNG would come out white. Integers are scaled by the range
+    their values use (16-bit ones are often held in 32); floats by 1 (0..1 is how TIFFs keep
+    them) unless they go past it."""
+    values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(values.max(initial=0.0))
+    if im.mode == "F":
+        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:
+        full = 255.0 if im.mode == "I" and top <= 255.0 else 65535.0 if top <= 65535.0 else 2.0**32 - 1
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
     """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
     fmt, _, _ = check_image_header(data, max_pixels=max_pixels)
@@ -134,6 +152,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedIm
         with _open(data) as im:
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # (in place: a photo needing no turn is not copied)
+            if im.mode in WIDE_GRAY_MODES:
+                im = _eight_bit(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # Transparent pixels become white, as a viewer would show them on a page.
                 im = im.convert("RGBA")
