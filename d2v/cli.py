@@ -318,9 +318,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
     check_on_photo(request, *oriented_size(image_bytes))  # a path off the photo: refused before the job exists
     store = store_from_env()
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+    out = _video_output(args.output)
 
     bar = _progress_bar("d2v", args.quiet)
 
@@ -1012,9 +1010,22 @@ def _add_farm_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _video_output(path: str) -> Path:
+    """The MP4 to write: an .mp4 name, its folder made (or refused) before any work, so a
+    folder that cannot be made is the caller's one-line error, not ours after the render."""
     out = Path(path)
     if out.suffix.lower() != ".mp4":
         raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab"):  # (what a permission check cannot tell: root, read-only mounts, /proc)
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidRequestError(f"cannot write {out}: a file is in the way of its folder {out.parent}") from None
+    except OSError as e:
+        raise InvalidRequestError(f"cannot write {out}: {e.strerror}") from None
+    if not existed:
+        out.unlink()
     return out
 
 
