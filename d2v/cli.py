@@ -315,7 +315,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     request = _request_from_args(args)
     lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
-    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    depth_bytes = read_image_bytes(args.depth, "depth map") if args.depth not in DEPTH_MODES else None
     check_on_photo(request, *oriented_size(image_bytes))  # a path off the photo: refused before the job exists
     store = store_from_env()
     out = _video_output(args.output)
@@ -954,7 +954,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     request = _request_from_args(args)  # checked here first: a bad flag costs no upload
     out = _video_output(args.output)
     image_bytes = read_image_bytes(args.image)
-    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    depth_bytes = read_image_bytes(args.depth, "depth map") if args.depth not in DEPTH_MODES else None
     lut_bytes = _lut_bytes(getattr(args, "look", None))
     with FarmClient(args.server, args.api_key, args.timeout) as farm:
         job = farm.submit(image_bytes, request, image_name=Path(args.image).name, depth=depth_bytes, lut=lut_bytes)

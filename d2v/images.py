@@ -73,14 +73,15 @@ class LoadedImage:
         return {"width": self.width, "height": self.height, "format": self.format, "extension": self.extension}
 
 
-def read_image_bytes(source: str | Path) -> bytes:
-    """Read an image file for the CLI/batch, with the byte limit and a clear error."""
+def read_image_bytes(source: str | Path, what: str = "image") -> bytes:
+    """Read an image file (`what`: "image", "depth map") for the CLI/batch, with the byte limit
+    and a clear error."""
     path = Path(source)
     if not path.is_file():
-        raise InvalidImageError(f"image not found: {path}")
+        raise InvalidImageError(f"{what} not found: {path}")
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise ImageTooLargeError(f"image {path} is {size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+        raise ImageTooLargeError(f"{what} {path} is {size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
     return path.read_bytes()
 
 
@@ -109,6 +110,15 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     if min(w, h) < MIN_IMAGE_SIDE:
         raise InvalidImageError(f"image is {w}x{h}; both sides must be at least {MIN_IMAGE_SIDE} pixels")
     return fmt, w, h
+
+
+def check_depth_header(data: bytes) -> None:
+    """A depth map checked as a photo is (format, frames, pixel limits, from the header alone),
+    its errors named as the depth map's: an empty file is no depth map, not "no depth"."""
+    try:
+        check_image_header(data)
+    except (InvalidImageError, ImageTooLargeError) as e:
+        raise type(e)(f"depth map: {e}") from None
 
 
 # EXIF orientations that turn the picture a quarter (transposed, rotated 90 or 270 degrees).
