@@ -414,6 +414,8 @@ def _flags_check(args: argparse.Namespace):
         raise InvalidRequestError("check needs VIDEO --image IMAGE --path PATH.json (or --camera CAMERA.json, or "
                                   "subjects), or --job ID (or --manifest FILE) to take them from a job")
     facts = probe_video(args.video)
+    if not (facts["width"] and facts["height"]):  # (a text file, a broken or animated image: no picture size)
+        raise InvalidRequestError(f"{args.video}: no video picture could be read from it (give the MP4 to check)")
     image = load_image(args.image)
     depth = None
     if args.depth not in (None, *DEPTH_MODES):

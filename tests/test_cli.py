@@ -124,6 +124,14 @@ def test_an_output_that_cannot_be_written_is_the_callers_one_line_error(tmp_path
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+def test_check_of_a_file_that_is_no_video_says_so(tmp_path):
+    """s14 audit: it said "invalid request: width: Input should be greater than or equal to 64"."""
+    (tmp_path / "notes.mp4").write_text("not a video")
+    r = d2v("check", tmp_path / "notes.mp4", "--image", EXAMPLE, "--path", PATHS / "pan.json", cwd=tmp_path)
+    assert r.returncode == 2 and "notes.mp4: no video picture could be read" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_models_make_tiny_check_and_svd_render(tmp_path, monkeypatch, capsys):
     """In this process (`main([...])`): the three commands import torch and diffusers, which
     this test process has already loaded (three subprocesses paid for them three times); the
