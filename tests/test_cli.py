@@ -126,9 +126,9 @@ def test_an_output_that_cannot_be_written_is_the_callers_one_line_error(tmp_path
 
 def test_check_of_a_file_that_is_no_video_says_so(tmp_path):
     """s14 audit: it said "invalid request: width: Input should be greater than or equal to 64"."""
-    (tmp_path / "notes.mp4").write_text("not a video")
-    r = d2v("check", tmp_path / "notes.mp4", "--image", EXAMPLE, "--path", PATHS / "pan.json", cwd=tmp_path)
-    assert r.returncode == 2 and "notes.mp4: no video picture could be read" in r.stderr, r.stderr
+    (tmp_path / "notes.jpg").write_text("not a video")  # (read as an MJPEG stream of no size)
+    r = d2v("check", tmp_path / "notes.jpg", "--image", EXAMPLE, "--path", PATHS / "pan.json", cwd=tmp_path)
+    assert r.returncode == 2 and "notes.jpg: no video picture could be read" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
