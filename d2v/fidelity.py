@@ -24,7 +24,8 @@ against the sky leaves its shear free, and that must not read as a roll.
 
 What is compared, for each located frame i against the plan's camera i:
 * centre: the measured view centre, seen through the planned camera, is this far from the
-  frame's centre, in % of the view width (1% = 10 px on a 1024-wide frame);
+  frame's centre, in % of the view width (1% = 10 px on a 1024-wide frame; of its height for a
+  frame taller than wide, `_span`);
 * zoom: measured / planned zoom - 1, in %; roll: measured - planned roll, in degrees;
 * corners: the farthest frame corner from where the plan puts it, in % of the view width
   (this is what catches an orbit swinging the wrong way: same centre, other keystone).
@@ -106,6 +107,7 @@ ECC_SIDE = 256  # frames are aligned directly at most this wide (1% of the view:
 FEATURE_MIN_SIDE, FEATURE_SIDE = 256, 512  # and matched by features at a width in this range
 ECC_ITERATIONS = 50
 MIN_SIDE = 160  # smaller frames (a model's keyframes) are enlarged to this width to be measured
+MIN_ACROSS = 48  # and a frame shrunk to be measured keeps at least this many px on its short side
 ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
 POSE_PHOTO_FEATURES, POSE_FRAME_FEATURES = 2000, 800  # depth clips: SIFT features located in 3D
 POSE_RETRY_ROTATION_DEG = 1.0  # a depth clip's frame solved this far from its planned orientation is solved again
@@ -224,6 +226,13 @@ def _view(H: np.ndarray, out_w: int, out_h: int) -> tuple[np.ndarray, float, flo
     return centre, scale, angle
 
 
+def _span(out_w: int, out_h: int) -> float:
+    """What errors are a percentage of: the view's width, or its height when it is taller than
+    wide. (A frame 64 wide and 3840 tall counted one pixel as 1.6%, and a tenth of a degree of
+    roll moved its corners 5% of its width: its faithful render "missed".)"""
+    return float(max(out_w, out_h))
+
+
 def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tuple[list[float], float, float, float, float]:
     """(measured centre, centre error % of the view width, zoom error %, roll error degrees,
     corner error % of the view width) of the measured view H against the planned one (both
@@ -233,12 +242,13 @@ def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tupl
     c_m, scale_m, angle_m = _view(H, out_w, out_h)
     _, scale_p, angle_p = _view(planned, out_w, out_h)
     seen = camera.apply_homography(planned, c_m[None])[0]  # the measured centre, in the planned frame
-    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / out_w
+    span = _span(out_w, out_h)
+    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / span
     zoom_pct = 100.0 * (scale_p / scale_m - 1.0)
     roll = (angle_m - angle_p + 180.0) % 360.0 - 180.0
     corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])
     moved = camera.apply_homography(planned @ np.linalg.inv(H), corners)
-    corner_pct = 100.0 * float(np.max(np.linalg.norm(moved - corners, axis=1))) / out_w
+    corner_pct = 100.0 * float(np.max(np.linalg.norm(moved - corners, axis=1))) / span
     return [float(c_m[0]), float(c_m[1])], centre_pct, zoom_pct, roll, corner_pct
 
 
@@ -385,8 +395,15 @@ def _smoothing(blur_px: float, S: np.ndarray) -> float:
 
 def _shrink(gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """The frame at most `side` wide (and at least MIN_SIDE: a model's small keyframes are
-    enlarged so ORB's patches and ECC's pyramid fit), and S: frame px -> that image's px."""
-    k = min(1.0, side / gray.shape[1]) if gray.shape[1] >= MIN_SIDE else MIN_SIDE / gray.shape[1]
+    enlarged so ORB's patches and ECC's pyramid fit), and S: frame px -> that image's px.
+    A sliver (3840x64) keeps MIN_ACROSS px across rather than `side` wide (256x4 could not be
+    located: its check said missed), and a tall one (64x3840) is enlarged to at most
+    4 * MIN_SIDE tall: it is no small keyframe."""
+    h, w = gray.shape[:2]
+    if w >= MIN_SIDE:
+        k = min(1.0, max(side / w, MIN_ACROSS / min(w, h)))
+    else:
+        k = max(1.0, min(MIN_SIDE / w, 4 * MIN_SIDE / h))
     if k == 1.0:
         return gray, np.eye(3)
     small = cv2.resize(gray, (max(8, round(gray.shape[1] * k)), max(8, round(gray.shape[0] * k))),
@@ -768,6 +785,19 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     # The plan's cameras for the sampled frames, at the frames' size.
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
+    if depth is None and (pad := _border_reach(plans, photo, out_w, out_h)):
+        # Views allowed past the photo's borders show it mirrored there (the renderer's reflect
+        # border), which the photo alone matches at the mirrored place, or not at all: they are
+        # located in the photo as the renderer extends it, and reported in the photo's pixels.
+        photo = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        shifted = _shifted(trajectory, pad)
+        results = _measure_views(PhotoIndex(photo), photo, picked, shifted,
+                                 {i: _resized(_planned_frame(shifted, i, n), k) for i in indices}, None, n, k,
+                                 motion_blur, blur_samples)
+        back = lambda xy: None if xy is None else [xy[0] - pad, xy[1] - pad]  # noqa: E731
+        results = [r.model_copy(update={"center": back(r.center), "planned_center": back(r.planned_center)})
+                   for r in results]
+        return _verdict(results, n, tolerance, trajectory.effect)
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
         results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans, n, tolerance)
         if not all(r.located for r in results):
@@ -778,6 +808,32 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         return _verdict(results, n, tolerance, trajectory.effect)
     results = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
     return _verdict(results, n, tolerance, trajectory.effect)
+
+
+def _border_reach(plans: Mapping[int, CameraFrame], photo: np.ndarray, out_w: int, out_h: int) -> int:
+    """How many px past the photo's edges the planned views reach (0: they stay inside, as they
+    do unless the request allows borders), at most the photo's long side."""
+    h, w = photo.shape[:2]
+    corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h], [out_w / 2.0, out_h / 2.0]])
+    reach = 0.0
+    for plan in plans.values():
+        xy = camera.apply_homography(np.linalg.inv(camera.frame_homography(plan)), corners)
+        reach = max(reach, -xy[:, 0].min(), xy[:, 0].max() - w, -xy[:, 1].min(), xy[:, 1].max() - h)
+    return 0 if reach < 1.0 else min(int(math.ceil(reach)) + 2, max(w, h))
+
+
+def _shifted(trajectory: CameraTrajectory, d: float) -> CameraTrajectory:
+    """The same cameras over the photo padded by d px on every side (the world moved by (d, d))."""
+    offset = np.array([d, d, 0.0])
+
+    def frame(f: CameraFrame) -> CameraFrame:
+        return f.model_copy(update={"translation": (f.t() - f.R() @ offset).tolist(),
+                                    "center": [f.center[0] + d, f.center[1] + d]})
+
+    subject = None if trajectory.subject is None else [trajectory.subject[0] + d, trajectory.subject[1] + d]
+    return trajectory.model_copy(update={"frames": [frame(f) for f in trajectory.frames],
+                                         "image_width": trajectory.image_width + 2 * round(d),
+                                         "image_height": trajectory.image_height + 2 * round(d), "subject": subject})
 
 
 def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np.ndarray],
@@ -823,7 +879,7 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
         if pivots:
             at = _subject_at(trajectory, camera.frame_homography(plans[i]))
             found_subject = locator.locate_subject(np.asarray(picked[i]), H, at, blur)
-            subject = _subject_errors(found_subject, subject_refs.get(i), at, trajectory, out_w)
+            subject = _subject_errors(found_subject, subject_refs.get(i), at, trajectory, _span(out_w, out_h))
         results.append(FidelityFrame(index=i, located=True, method=method, center=centre,
                                      planned_center=[float(v) for v in plans[i].center],
                                      center_pct=round(c_err, 3), zoom_pct=round(z_err, 3),
@@ -892,7 +948,7 @@ def _subject_at(trajectory: CameraTrajectory, planned: np.ndarray) -> np.ndarray
 
 
 def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: np.ndarray,
-                    trajectory: CameraTrajectory, out_w: int) -> tuple[float | None, float | None]:
+                    trajectory: CameraTrajectory, span: float) -> tuple[float | None, float | None]:
     """(how far the subject is from where the yardstick shows it, % of the view width; its
     size against the yardstick's, %) from the patch fits around it (photo px -> frame px)."""
     if found is None or reference is None:
@@ -904,7 +960,7 @@ def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: 
     def size(M: np.ndarray) -> float:  # photo px per frame px at the subject
         return _view(M, 2.0 * at[0], 2.0 * at[1])[1]
 
-    return (round(100.0 * float(np.hypot(*(seen - expected))) / out_w, 3),
+    return (round(100.0 * float(np.hypot(*(seen - expected))) / span, 3),
             round(100.0 * (size(reference) / size(found) - 1.0), 3))
 
 

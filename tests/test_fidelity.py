@@ -541,3 +541,37 @@ def test_an_orbit_rendered_small_is_measured_as_closely_as_a_large_one():
     assert max(f.rotation_deg for f in report.frames) < 1.5, [f.rotation_deg for f in report.frames]
     first, last = report.frames[0], report.frames[-1]
     assert abs((last.yaw_deg - first.yaw_deg) - (last.planned_yaw_deg - first.planned_yaw_deg)) < 2.0
+
+
+# -- s14 audit: faithful renders the check called missed -----------------------------------------
+
+@pytest.mark.parametrize("effect", ["pan", "zoom_in", "spiral"])
+@pytest.mark.parametrize("stroke", [[(-0.5, -0.5), (1.5, 1.5)], [(-0.2, 0.5), (1.2, 0.5)], [(0, 0), (1, 1)]])
+def test_views_allowed_past_the_borders_are_located_in_the_mirrored_photo(effect, stroke):
+    """allow_borders: where the view leaves the photo the renderer shows it mirrored; the check
+    found that picture at the mirrored place (missed, 375% off) or nowhere (unmeasured).
+    A stroke across the other diagonal is still no match."""
+    photo = cv2.resize(skimage.data.chelsea(), (320, 240), interpolation=cv2.INTER_AREA)
+
+    def plan(points):
+        path = {"canvas": {"width": 1, "height": 1}, "points": [{"x": x, "y": y} for x, y in points]}
+        req = parse_request({"path": path, "effect": effect, "duration_s": 1, "fps": 8, "width": 128,
+                             "height": 96, "allow_borders": True})
+        return plan_trajectory(req, 320, 240)
+
+    frames = np.stack(list(CameraRenderer(photo).render(plan(stroke))))
+    report = measure_fidelity(frames, photo, plan(stroke))
+    assert report.verdict == "followed", report.reason
+    assert measure_fidelity(frames, photo, plan([(0.3, 0.7), (0.7, 0.3)])).verdict in ("missed", "unmeasured")
+
+
+@pytest.mark.parametrize("width, height", [(1920, 64), (64, 1920)])
+def test_sliver_frames_are_measured(width, height):
+    """A 30:1 output: frames shrunk to 256 wide kept 8 px across, and errors in % of a 64 px
+    width made a tenth of a degree of roll a miss: the faithful render said missed."""
+    photo = PHOTOS["coffee"]
+    req = parse_request({"path": path_for("pan"), "effect": "pan", "duration_s": 0.5, "fps": 8, "width": width,
+                         "height": height})
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    report = measure_fidelity(render_frames(photo, req), photo, trajectory)
+    assert report.verdict == "followed", report.reason
