@@ -565,12 +565,12 @@ def test_views_allowed_past_the_borders_are_located_in_the_mirrored_photo(effect
     assert measure_fidelity(frames, photo, plan([(0.3, 0.7), (0.7, 0.3)])).verdict in ("missed", "unmeasured")
 
 
-@pytest.mark.parametrize("width, height", [(1920, 64), (64, 1920)])
-def test_sliver_frames_are_measured(width, height):
+@pytest.mark.parametrize("effect, width, height", [("pan", 1920, 64), ("pan", 64, 1920), ("zoom_in", 3840, 96)])
+def test_sliver_frames_are_measured(effect, width, height):
     """A 30:1 output: frames shrunk to 256 wide kept 8 px across, and errors in % of a 64 px
     width made a tenth of a degree of roll a miss: the faithful render said missed."""
     photo = PHOTOS["coffee"]
-    req = parse_request({"path": path_for("pan"), "effect": "pan", "duration_s": 0.5, "fps": 8, "width": width,
+    req = parse_request({"path": path_for(effect), "effect": effect, "duration_s": 0.5, "fps": 8, "width": width,
                          "height": height})
     trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
     report = measure_fidelity(render_frames(photo, req), photo, trajectory)
