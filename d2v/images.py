@@ -102,7 +102,8 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     except Exception as e:  # PIL raises assorted errors on corrupt headers
         raise InvalidImageError(f"the image header is corrupt ({e})") from None
     if frames > 1:
-        raise InvalidImageError(f"the {fmt} has {frames} frames (an animation); upload a single photo")
+        what = "pages (a multi-page file)" if fmt == "TIFF" else "frames (an animation)"
+        raise InvalidImageError(f"the {fmt} has {frames} {what}; upload a single photo")
     if w * h > max_pixels:
         raise ImageTooLargeError(
             f"image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP: downscale it first"

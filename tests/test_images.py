@@ -1,6 +1,7 @@
 """Image decoding: limits are checked from the header, bad files get named errors."""
 
 import io
+import re
 import struct
 import zlib
 
@@ -119,3 +120,13 @@ def test_wide_gray_photos_keep_their_tones(name, gray, fmt):
     rgb = decode_image(_saved(gray, fmt)).rgb
     assert rgb.shape == (32, 48, 3)
     assert np.abs(rgb[..., 0].astype(int) - np.rint(_RAMP * 255)).max() <= 1, name
+
+
+@pytest.mark.parametrize("fmt, words", [("TIFF", "the TIFF has 3 pages (a multi-page file)"),
+                                        ("WEBP", "the WEBP has 3 frames (an animation)")])
+def test_many_pictures_in_one_file_are_named_as_what_they_are(fmt, words):
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (0, 128, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(InvalidImageError, match=re.escape(words)):
+        check_image_header(buf.getvalue())
