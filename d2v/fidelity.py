@@ -473,6 +473,33 @@ class _FrameLocator:
             found = _similarity(found, small)
         return np.linalg.inv(S) @ found @ P, method
 
+    def follow_render(self, rgb: np.ndarray, render: np.ndarray, H_render: np.ndarray
+                      ) -> tuple[np.ndarray, str] | None:
+        """H (photo px -> frame px) of a frame aligned directly to a render whose view of the
+        photo is H_render (in this frame's px), starting from no motion between them; None when
+        they do not correlate by ECC_MIN_CORRELATION (a video that went elsewhere: it is located
+        in the photo instead)."""
+        small, S = self._shrink(_gray(rgb), ECC_SIDE)
+        if float(small.std()) < 1.0:
+            return None
+        other = cv2.resize(_gray(render), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+        motion = cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY
+        W = np.eye(2, 3, dtype=np.float32) if self.affine else np.eye(3, dtype=np.float32)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+        try:
+            cc, W = cv2.findTransformECC(cv2.GaussianBlur(small, (0, 0), 1.0), cv2.GaussianBlur(other, (0, 0), 1.0),
+                                         W, motion, criteria, None, 1)
+        except cv2.error:
+            return None
+        if cc < ECC_MIN_CORRELATION:
+            return None
+        W = W.astype(np.float64)
+        if W.shape[0] == 2:
+            W = np.vstack([W, [0.0, 0.0, 1.0]])
+        G = np.linalg.inv(S) @ camera.from_opencv(W) @ S  # this frame's px -> the render's
+        H = np.linalg.inv(G) @ H_render
+        return (H / H[2, 2], "tracked") if _plausible(H) else None
+
     def _by_features(self, small: np.ndarray) -> np.ndarray | None:
         """H (photo feature px -> small frame px) from ORB matches, or None."""
         keypoints, descriptors = self.orb.detectAndCompute(small, None)
@@ -856,8 +883,9 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
     pivots = has_parallax(trajectory, depth) and trajectory.effect in PIVOT_EFFECTS and trajectory.subject is not None
     # With parallax or motion blur no homography is exact: the yardstick is then a render.
     rendered_yardstick = has_parallax(trajectory, depth) or motion_blur > 0
+    smeared: dict[int, np.ndarray] = {}
     references, subject_refs = _references(locator, photo, trajectory, depth, plans, k, n, motion_blur,
-                                           blur_samples, rendered_yardstick, pivots)
+                                           blur_samples, rendered_yardstick, pivots, smeared)
 
     results: list[FidelityFrame] = []
     last: tuple[np.ndarray, np.ndarray] | None = None
@@ -875,7 +903,12 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
             guesses += [planned_H @ np.linalg.inv(planned_prev) @ H_prev, H_prev]
         guesses.append(planned_H)
         blur = motion_blur * _motion_px(trajectory, i, n, k) if motion_blur > 0 else 0.0
-        found = locator.locate(np.asarray(picked[i]), guesses, blur)
+        # A smeared frame is first aligned to the render smeared alike, frame to frame: a deep
+        # zoom's surge smears a frame over half its width, and located in the photo (blurred as
+        # much) its fit wandered far from the render's (hyperspace, heist_crash_zoom: "missed").
+        found = locator.follow_render(np.asarray(picked[i]), smeared[i], planned_H) if i in smeared else None
+        if found is None:
+            found = locator.locate(np.asarray(picked[i]), guesses, blur)
         if found is None:
             results.append(FidelityFrame(index=i, located=False))
             continue
@@ -972,14 +1005,16 @@ def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: 
 
 def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTrajectory,
                 depth: np.ndarray | None, plans: dict[int, CameraFrame], k: float, n_video: int,
-                motion_blur: float, blur_samples: int, rendered: bool, pivots: bool
-                ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+                motion_blur: float, blur_samples: int, rendered: bool, pivots: bool,
+                smeared: dict[int, np.ndarray] | None = None) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """What each sampled frame should measure as (photo px -> frame px). A sharp flat render
     is the plan's plane homography exactly. With parallax no homography is exact (the fit
     settles on a blend of the layers), and a motion-blurred frame is a blend of views: the
     yardstick is then the same measurement of the camera backend's own render of the planned
     cameras (small, the sampled frames only, with the same depth and shutter). With `pivots`,
-    also the fits of the patch around the subject in those renders."""
+    also the fits of the patch around the subject in those renders. `smeared`, when given, gets
+    the motion-blurred renders themselves (by frame index)."""
+    smeared = {} if smeared is None else smeared
     if not rendered:
         return {i: camera.frame_homography(f) for i, f in plans.items()}, {}
     from d2v.render import CameraRenderer
@@ -1001,6 +1036,8 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
     subjects: dict[int, np.ndarray] = {}
     last = None
     for (i, f), frame in zip(plans.items(), renders):
+        if motion_blur > 0:
+            smeared[i] = frame
         planned = S @ camera.frame_homography(f)
         guesses = ([planned @ np.linalg.inv(last[1]) @ last[0]] if last else []) + [planned]
         blur = motion_blur * _motion_px(trajectory, i, n_video, k * r) if motion_blur > 0 else 0.0
