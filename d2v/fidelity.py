@@ -482,7 +482,9 @@ class _FrameLocator:
         small, S = self._shrink(_gray(rgb), ECC_SIDE)
         if float(small.std()) < 1.0:
             return None
-        other = cv2.resize(_gray(render), (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+        other, _ = self._shrink(_gray(render), ECC_SIDE)  # (resampled as the frame: equal frames stay equal)
+        if other.shape != small.shape:  # (a reference rendered smaller than the frame)
+            other = cv2.resize(other, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
         motion = cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY
         W = np.eye(2, 3, dtype=np.float32) if self.affine else np.eye(3, dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
@@ -1037,7 +1039,7 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
     last = None
     for (i, f), frame in zip(plans.items(), renders):
         if motion_blur > 0:
-            smeared[i] = frame
+            smeared[i] = np.array(frame)  # (a copy: the renderer may reuse its frame buffer)
         planned = S @ camera.frame_homography(f)
         guesses = ([planned @ np.linalg.inv(last[1]) @ last[0]] if last else []) + [planned]
         blur = motion_blur * _motion_px(trajectory, i, n_video, k * r) if motion_blur > 0 else 0.0
