@@ -66,7 +66,10 @@ subject too. A patch around the subject (SUBJECT_PATCH) is fitted on its own, in
 and in the render, and compared (the subject's place and size), so a move about another
 point cannot pass for this one; a slide drawn the other way is a miss too, its views
 travelling the other way (tests/test_parallax.py). A motion-blurred clip (the request's
-shutter) is a blend of views: it, too, is compared with a render smeared alike. Tolerances:
+shutter) is a blend of views: it, too, is compared with a render smeared alike, to which each
+frame is first aligned directly (a surge smeared over half the frame cannot be located in the
+photo itself). Views allowed past the photo's borders (allow_borders) are located in the photo
+mirrored at its edges, as the renderer extends it. Tolerances:
 
     effect                                any frame / end frame   zoom   roll    corners
     planar moves (zoom_in, pull_back,       3% / 1%                5%    2 deg     5%
