@@ -119,6 +119,7 @@ RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
 MIN_INLIERS = 12
 MIN_INLIER_SHARE = 0.2
 ECC_MIN_CORRELATION = 0.85
+SAME_PICTURE_CORRELATION = 0.99  # a frame this close to its smeared render, unmoved, is that render
 REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
 SUBJECT_PATCH = 0.3  # dolly_zoom, orbit with depth: the subject is fitted alone in a patch this wide (x frame)
 MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
@@ -207,6 +208,13 @@ def sample_indices(n_frames: int, max_samples: int = DEFAULT_SAMPLES) -> list[in
 
 
 # -- geometry ---------------------------------------------------------------------------------
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-mean normalised correlation of two images of one size (ECC's measure, at no motion)."""
+    a = a.astype(np.float32).ravel() - float(a.mean())
+    b = b.astype(np.float32).ravel() - float(b.mean())
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-6))
 
 
 def _scale(s: float) -> np.ndarray:
@@ -488,12 +496,17 @@ class _FrameLocator:
         other, _ = self._shrink(_gray(render), ECC_SIDE)  # (resampled as the frame: equal frames stay equal)
         if other.shape != small.shape:  # (a reference rendered smaller than the frame)
             other = cv2.resize(other, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
+        a, b = cv2.GaussianBlur(small, (0, 0), 1.0), cv2.GaussianBlur(other, (0, 0), 1.0)
+        if _correlation(a, b) >= SAME_PICTURE_CORRELATION:
+            # The render itself, but for the encoder's noise: where it is. (Aligning the two would
+            # only fit that noise: a surge's radial smear hardly changes with zoom, and ECC slid
+            # along it, 25% at the end of hyperspace's.)
+            return H_render / H_render[2, 2], "tracked"
         motion = cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY
         W = np.eye(2, 3, dtype=np.float32) if self.affine else np.eye(3, dtype=np.float32)
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
         try:
-            cc, W = cv2.findTransformECC(cv2.GaussianBlur(small, (0, 0), 1.0), cv2.GaussianBlur(other, (0, 0), 1.0),
-                                         W, motion, criteria, None, 1)
+            cc, W = cv2.findTransformECC(a, b, W, motion, criteria, None, 1)
         except cv2.error:
             return None
         if cc < ECC_MIN_CORRELATION:
