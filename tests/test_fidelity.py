@@ -612,3 +612,18 @@ def test_a_surge_smeared_over_half_the_frame_is_measured_against_its_render(pres
     blur = dict(motion_blur=req.motion_blur, blur_samples=req.motion_blur_samples)
     report = measure_fidelity(frames, photo, trajectory, **blur)
     assert report.verdict == "followed", report.reason
+
+
+def test_the_encoded_smeared_surge_is_still_the_render(tmp_path):
+    """s14 audit: after H.264, ECC from no motion slid along hyperspace's radial smear (which
+    hardly changes with zoom): `d2v check` of its MP4 said "zoomed -25%"."""
+    photo = rgb(skimage.data.chelsea())
+    stroke = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}
+    req = parse_request({"path": stroke, "preset": "hyperspace", "look": "natural", "fps": 8, "width": 256,
+                         "height": 144, "motion_blur_samples": 3})
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    encode_mp4(CameraRenderer(photo).render(trajectory, motion_blur=req.motion_blur, samples=3), tmp_path / "v.mp4",
+               req.fps)
+    frames, _ = decode_video(tmp_path / "v.mp4")
+    report = measure_fidelity(frames, photo, trajectory, motion_blur=req.motion_blur, blur_samples=3)
+    assert report.verdict == "followed", report.reason
