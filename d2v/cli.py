@@ -315,12 +315,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     request = _request_from_args(args)
     lut_bytes = _lut_bytes(args.look)
     image_bytes = read_image_bytes(args.image)
-    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    depth_bytes = read_image_bytes(args.depth, "depth map") if args.depth not in DEPTH_MODES else None
     check_on_photo(request, *oriented_size(image_bytes))  # a path off the photo: refused before the job exists
     store = store_from_env()
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+    out = _video_output(args.output)
 
     bar = _progress_bar("d2v", args.quiet)
 
@@ -416,6 +414,8 @@ def _flags_check(args: argparse.Namespace):
         raise InvalidRequestError("check needs VIDEO --image IMAGE --path PATH.json (or --camera CAMERA.json, or "
                                   "subjects), or --job ID (or --manifest FILE) to take them from a job")
     facts = probe_video(args.video)
+    if not (facts["width"] and facts["height"]):  # (a text file, a broken or animated image: no picture size)
+        raise InvalidRequestError(f"{args.video}: no video picture could be read from it (give the MP4 to check)")
     image = load_image(args.image)
     depth = None
     if args.depth not in (None, *DEPTH_MODES):
@@ -956,7 +956,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     request = _request_from_args(args)  # checked here first: a bad flag costs no upload
     out = _video_output(args.output)
     image_bytes = read_image_bytes(args.image)
-    depth_bytes = read_image_bytes(args.depth) if args.depth not in DEPTH_MODES else None
+    depth_bytes = read_image_bytes(args.depth, "depth map") if args.depth not in DEPTH_MODES else None
     lut_bytes = _lut_bytes(getattr(args, "look", None))
     with FarmClient(args.server, args.api_key, args.timeout) as farm:
         job = farm.submit(image_bytes, request, image_name=Path(args.image).name, depth=depth_bytes, lut=lut_bytes)
@@ -1012,9 +1012,22 @@ def _add_farm_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _video_output(path: str) -> Path:
+    """The MP4 to write: an .mp4 name, its folder made (or refused) before any work, so a
+    folder that cannot be made is the caller's one-line error, not ours after the render."""
     out = Path(path)
     if out.suffix.lower() != ".mp4":
         raise InvalidRequestError(f"output must be an .mp4 file, got {out}")
+    existed = out.exists()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "ab"):  # (what a permission check cannot tell: root, read-only mounts, /proc)
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidRequestError(f"cannot write {out}: a file is in the way of its folder {out.parent}") from None
+    except OSError as e:
+        raise InvalidRequestError(f"cannot write {out}: {e.strerror}") from None
+    if not existed:
+        out.unlink()
     return out
 
 

@@ -24,7 +24,8 @@ against the sky leaves its shear free, and that must not read as a roll.
 
 What is compared, for each located frame i against the plan's camera i:
 * centre: the measured view centre, seen through the planned camera, is this far from the
-  frame's centre, in % of the view width (1% = 10 px on a 1024-wide frame);
+  frame's centre, in % of the view width (1% = 10 px on a 1024-wide frame; of its height for a
+  frame taller than wide, `_span`);
 * zoom: measured / planned zoom - 1, in %; roll: measured - planned roll, in degrees;
 * corners: the farthest frame corner from where the plan puts it, in % of the view width
   (this is what catches an orbit swinging the wrong way: same centre, other keystone).
@@ -65,7 +66,10 @@ subject too. A patch around the subject (SUBJECT_PATCH) is fitted on its own, in
 and in the render, and compared (the subject's place and size), so a move about another
 point cannot pass for this one; a slide drawn the other way is a miss too, its views
 travelling the other way (tests/test_parallax.py). A motion-blurred clip (the request's
-shutter) is a blend of views: it, too, is compared with a render smeared alike. Tolerances:
+shutter) is a blend of views: it, too, is compared with a render smeared alike, to which each
+frame is first aligned directly (a surge smeared over half the frame cannot be located in the
+photo itself). Views allowed past the photo's borders (allow_borders) are located in the photo
+mirrored at its edges, as the renderer extends it. Tolerances:
 
     effect                                any frame / end frame   zoom   roll    corners
     planar moves (zoom_in, pull_back,       3% / 1%                5%    2 deg     5%
@@ -106,6 +110,7 @@ ECC_SIDE = 256  # frames are aligned directly at most this wide (1% of the view:
 FEATURE_MIN_SIDE, FEATURE_SIDE = 256, 512  # and matched by features at a width in this range
 ECC_ITERATIONS = 50
 MIN_SIDE = 160  # smaller frames (a model's keyframes) are enlarged to this width to be measured
+MIN_ACROSS = 48  # and a frame shrunk to be measured keeps at least this many px on its short side
 ORB_PHOTO_FEATURES, ORB_FRAME_FEATURES = 3000, 800
 POSE_PHOTO_FEATURES, POSE_FRAME_FEATURES = 2000, 800  # depth clips: SIFT features located in 3D
 POSE_RETRY_ROTATION_DEG = 1.0  # a depth clip's frame solved this far from its planned orientation is solved again
@@ -114,6 +119,7 @@ RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
 MIN_INLIERS = 12
 MIN_INLIER_SHARE = 0.2
 ECC_MIN_CORRELATION = 0.85
+SAME_PICTURE_CORRELATION = 0.97  # a frame this close to its smeared render, unmoved, is that render
 REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
 SUBJECT_PATCH = 0.3  # dolly_zoom, orbit with depth: the subject is fitted alone in a patch this wide (x frame)
 MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
@@ -204,6 +210,13 @@ def sample_indices(n_frames: int, max_samples: int = DEFAULT_SAMPLES) -> list[in
 # -- geometry ---------------------------------------------------------------------------------
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-mean normalised correlation of two images of one size (ECC's measure, at no motion)."""
+    a = a.astype(np.float32).ravel() - float(a.mean())
+    b = b.astype(np.float32).ravel() - float(b.mean())
+    return float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-6))
+
+
 def _scale(s: float) -> np.ndarray:
     """d2v coordinates (pixel centres at +0.5) of an image resized by s, from the original's
     (exact for d2v's corner-origin coordinates)."""
@@ -224,6 +237,13 @@ def _view(H: np.ndarray, out_w: int, out_h: int) -> tuple[np.ndarray, float, flo
     return centre, scale, angle
 
 
+def _span(out_w: int, out_h: int) -> float:
+    """What errors are a percentage of: the view's width, or its height when it is taller than
+    wide. (A frame 64 wide and 3840 tall counted one pixel as 1.6%, and a tenth of a degree of
+    roll moved its corners 5% of its width: its faithful render "missed".)"""
+    return float(max(out_w, out_h))
+
+
 def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tuple[list[float], float, float, float, float]:
     """(measured centre, centre error % of the view width, zoom error %, roll error degrees,
     corner error % of the view width) of the measured view H against the planned one (both
@@ -233,12 +253,13 @@ def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tupl
     c_m, scale_m, angle_m = _view(H, out_w, out_h)
     _, scale_p, angle_p = _view(planned, out_w, out_h)
     seen = camera.apply_homography(planned, c_m[None])[0]  # the measured centre, in the planned frame
-    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / out_w
+    span = _span(out_w, out_h)
+    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / span
     zoom_pct = 100.0 * (scale_p / scale_m - 1.0)
     roll = (angle_m - angle_p + 180.0) % 360.0 - 180.0
     corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])
     moved = camera.apply_homography(planned @ np.linalg.inv(H), corners)
-    corner_pct = 100.0 * float(np.max(np.linalg.norm(moved - corners, axis=1))) / out_w
+    corner_pct = 100.0 * float(np.max(np.linalg.norm(moved - corners, axis=1))) / span
     return [float(c_m[0]), float(c_m[1])], centre_pct, zoom_pct, roll, corner_pct
 
 
@@ -385,8 +406,15 @@ def _smoothing(blur_px: float, S: np.ndarray) -> float:
 
 def _shrink(gray: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     """The frame at most `side` wide (and at least MIN_SIDE: a model's small keyframes are
-    enlarged so ORB's patches and ECC's pyramid fit), and S: frame px -> that image's px."""
-    k = min(1.0, side / gray.shape[1]) if gray.shape[1] >= MIN_SIDE else MIN_SIDE / gray.shape[1]
+    enlarged so ORB's patches and ECC's pyramid fit), and S: frame px -> that image's px.
+    A sliver (3840x64) keeps MIN_ACROSS px across rather than `side` wide (256x4 could not be
+    located: its check said missed), and a tall one (64x3840) is enlarged to at most
+    4 * MIN_SIDE tall: it is no small keyframe."""
+    h, w = gray.shape[:2]
+    if w >= MIN_SIDE:
+        k = min(1.0, max(side / w, MIN_ACROSS / min(w, h)))
+    else:
+        k = max(1.0, min(MIN_SIDE / w, 4 * MIN_SIDE / h))
     if k == 1.0:
         return gray, np.eye(3)
     small = cv2.resize(gray, (max(8, round(gray.shape[1] * k)), max(8, round(gray.shape[0] * k))),
@@ -456,6 +484,40 @@ class _FrameLocator:
             found = _similarity(found, small)
         return np.linalg.inv(S) @ found @ P, method
 
+    def follow_render(self, rgb: np.ndarray, render: np.ndarray, H_render: np.ndarray
+                      ) -> tuple[np.ndarray, str] | None:
+        """H (photo px -> frame px) of a frame aligned directly to a render whose view of the
+        photo is H_render (in this frame's px), starting from no motion between them; None when
+        they do not correlate by ECC_MIN_CORRELATION (a video that went elsewhere: it is located
+        in the photo instead)."""
+        small, S = self._shrink(_gray(rgb), ECC_SIDE)
+        if float(small.std()) < 1.0:
+            return None
+        other, _ = self._shrink(_gray(render), ECC_SIDE)  # (resampled as the frame: equal frames stay equal)
+        if other.shape != small.shape:  # (a reference rendered smaller than the frame)
+            other = cv2.resize(other, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_LINEAR)
+        a, b = cv2.GaussianBlur(small, (0, 0), 1.0), cv2.GaussianBlur(other, (0, 0), 1.0)
+        if _correlation(a, b) >= SAME_PICTURE_CORRELATION:
+            # The render itself, but for the encoder's noise: where it is. (Aligning the two would
+            # only fit that noise: a surge's radial smear hardly changes with zoom, and ECC slid
+            # along it, 25% at the end of hyperspace's.)
+            return H_render / H_render[2, 2], "tracked"
+        motion = cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY
+        W = np.eye(2, 3, dtype=np.float32) if self.affine else np.eye(3, dtype=np.float32)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+        try:
+            cc, W = cv2.findTransformECC(a, b, W, motion, criteria, None, 1)
+        except cv2.error:
+            return None
+        if cc < ECC_MIN_CORRELATION:
+            return None
+        W = W.astype(np.float64)
+        if W.shape[0] == 2:
+            W = np.vstack([W, [0.0, 0.0, 1.0]])
+        G = np.linalg.inv(S) @ camera.from_opencv(W) @ S  # this frame's px -> the render's
+        H = np.linalg.inv(G) @ H_render
+        return (H / H[2, 2], "tracked") if _plausible(H) else None
+
     def _by_features(self, small: np.ndarray) -> np.ndarray | None:
         """H (photo feature px -> small frame px) from ORB matches, or None."""
         keypoints, descriptors = self.orb.detectAndCompute(small, None)
@@ -521,8 +583,14 @@ class _FrameLocator:
             W = W.astype(np.float32)
             sigma = max(1.0, smooth * k)
             template = cv2.GaussianBlur(image, (0, 0), sigma)
-            photo = self.photo.levels[lvl] if sigma <= 1.0 else cv2.GaussianBlur(
-                self.photo.levels[lvl], (0, 0), math.sqrt(sigma * sigma - 1.0))
+            if lvl == 0 and scale < 0.5 and sigma <= 1.0:
+                # A frame that enlarges the photo 2x or more (a 20x zoom: 5x) shows its pixels
+                # interpolated, not blurred: against the level's blur (1 px, there 2-5 frame px) a
+                # shifted fit at another zoom matched best (infinite_zoom's last frames, 3% off).
+                photo = self.photo.gray
+            else:
+                photo = self.photo.levels[lvl] if sigma <= 1.0 else cv2.GaussianBlur(
+                    self.photo.levels[lvl], (0, 0), math.sqrt(sigma * sigma - 1.0))
             try:
                 cc, W = cv2.findTransformECC(template, photo, W,
                                              cv2.MOTION_AFFINE if affine else cv2.MOTION_HOMOGRAPHY,
@@ -768,6 +836,19 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     # The plan's cameras for the sampled frames, at the frames' size.
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
+    if depth is None and (pad := _border_reach(plans, photo, out_w, out_h)):
+        # Views allowed past the photo's borders show it mirrored there (the renderer's reflect
+        # border), which the photo alone matches at the mirrored place, or not at all: they are
+        # located in the photo as the renderer extends it, and reported in the photo's pixels.
+        photo = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        shifted = _shifted(trajectory, pad)
+        results = _measure_views(PhotoIndex(photo), photo, picked, shifted,
+                                 {i: _resized(_planned_frame(shifted, i, n), k) for i in indices}, None, n, k,
+                                 motion_blur, blur_samples)
+        back = lambda xy: None if xy is None else [xy[0] - pad, xy[1] - pad]  # noqa: E731
+        results = [r.model_copy(update={"center": back(r.center), "planned_center": back(r.planned_center)})
+                   for r in results]
+        return _verdict(results, n, tolerance, trajectory.effect)
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
         results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans, n, tolerance)
         if not all(r.located for r in results):
@@ -778,6 +859,32 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         return _verdict(results, n, tolerance, trajectory.effect)
     results = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
     return _verdict(results, n, tolerance, trajectory.effect)
+
+
+def _border_reach(plans: Mapping[int, CameraFrame], photo: np.ndarray, out_w: int, out_h: int) -> int:
+    """How many px past the photo's edges the planned views reach (0: they stay inside, as they
+    do unless the request allows borders), at most the photo's long side."""
+    h, w = photo.shape[:2]
+    corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h], [out_w / 2.0, out_h / 2.0]])
+    reach = 0.0
+    for plan in plans.values():
+        xy = camera.apply_homography(np.linalg.inv(camera.frame_homography(plan)), corners)
+        reach = max(reach, -xy[:, 0].min(), xy[:, 0].max() - w, -xy[:, 1].min(), xy[:, 1].max() - h)
+    return 0 if reach < 1.0 else min(int(math.ceil(reach)) + 2, max(w, h))
+
+
+def _shifted(trajectory: CameraTrajectory, d: float) -> CameraTrajectory:
+    """The same cameras over the photo padded by d px on every side (the world moved by (d, d))."""
+    offset = np.array([d, d, 0.0])
+
+    def frame(f: CameraFrame) -> CameraFrame:
+        return f.model_copy(update={"translation": (f.t() - f.R() @ offset).tolist(),
+                                    "center": [f.center[0] + d, f.center[1] + d]})
+
+    subject = None if trajectory.subject is None else [trajectory.subject[0] + d, trajectory.subject[1] + d]
+    return trajectory.model_copy(update={"frames": [frame(f) for f in trajectory.frames],
+                                         "image_width": trajectory.image_width + 2 * round(d),
+                                         "image_height": trajectory.image_height + 2 * round(d), "subject": subject})
 
 
 def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np.ndarray],
@@ -794,8 +901,9 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
     pivots = has_parallax(trajectory, depth) and trajectory.effect in PIVOT_EFFECTS and trajectory.subject is not None
     # With parallax or motion blur no homography is exact: the yardstick is then a render.
     rendered_yardstick = has_parallax(trajectory, depth) or motion_blur > 0
+    smeared: dict[int, np.ndarray] = {}
     references, subject_refs = _references(locator, photo, trajectory, depth, plans, k, n, motion_blur,
-                                           blur_samples, rendered_yardstick, pivots)
+                                           blur_samples, rendered_yardstick, pivots, smeared)
 
     results: list[FidelityFrame] = []
     last: tuple[np.ndarray, np.ndarray] | None = None
@@ -813,7 +921,12 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
             guesses += [planned_H @ np.linalg.inv(planned_prev) @ H_prev, H_prev]
         guesses.append(planned_H)
         blur = motion_blur * _motion_px(trajectory, i, n, k) if motion_blur > 0 else 0.0
-        found = locator.locate(np.asarray(picked[i]), guesses, blur)
+        # A smeared frame is first aligned to the render smeared alike, frame to frame: a deep
+        # zoom's surge smears a frame over half its width, and located in the photo (blurred as
+        # much) its fit wandered far from the render's (hyperspace, heist_crash_zoom: "missed").
+        found = locator.follow_render(np.asarray(picked[i]), smeared[i], planned_H) if i in smeared else None
+        if found is None:
+            found = locator.locate(np.asarray(picked[i]), guesses, blur)
         if found is None:
             results.append(FidelityFrame(index=i, located=False))
             continue
@@ -823,7 +936,7 @@ def _measure_views(index: PhotoIndex, photo: np.ndarray, picked: Mapping[int, np
         if pivots:
             at = _subject_at(trajectory, camera.frame_homography(plans[i]))
             found_subject = locator.locate_subject(np.asarray(picked[i]), H, at, blur)
-            subject = _subject_errors(found_subject, subject_refs.get(i), at, trajectory, out_w)
+            subject = _subject_errors(found_subject, subject_refs.get(i), at, trajectory, _span(out_w, out_h))
         results.append(FidelityFrame(index=i, located=True, method=method, center=centre,
                                      planned_center=[float(v) for v in plans[i].center],
                                      center_pct=round(c_err, 3), zoom_pct=round(z_err, 3),
@@ -892,7 +1005,7 @@ def _subject_at(trajectory: CameraTrajectory, planned: np.ndarray) -> np.ndarray
 
 
 def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: np.ndarray,
-                    trajectory: CameraTrajectory, out_w: int) -> tuple[float | None, float | None]:
+                    trajectory: CameraTrajectory, span: float) -> tuple[float | None, float | None]:
     """(how far the subject is from where the yardstick shows it, % of the view width; its
     size against the yardstick's, %) from the patch fits around it (photo px -> frame px)."""
     if found is None or reference is None:
@@ -904,20 +1017,22 @@ def _subject_errors(found: np.ndarray | None, reference: np.ndarray | None, at: 
     def size(M: np.ndarray) -> float:  # photo px per frame px at the subject
         return _view(M, 2.0 * at[0], 2.0 * at[1])[1]
 
-    return (round(100.0 * float(np.hypot(*(seen - expected))) / out_w, 3),
+    return (round(100.0 * float(np.hypot(*(seen - expected))) / span, 3),
             round(100.0 * (size(reference) / size(found) - 1.0), 3))
 
 
 def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTrajectory,
                 depth: np.ndarray | None, plans: dict[int, CameraFrame], k: float, n_video: int,
-                motion_blur: float, blur_samples: int, rendered: bool, pivots: bool
-                ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+                motion_blur: float, blur_samples: int, rendered: bool, pivots: bool,
+                smeared: dict[int, np.ndarray] | None = None) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """What each sampled frame should measure as (photo px -> frame px). A sharp flat render
     is the plan's plane homography exactly. With parallax no homography is exact (the fit
     settles on a blend of the layers), and a motion-blurred frame is a blend of views: the
     yardstick is then the same measurement of the camera backend's own render of the planned
     cameras (small, the sampled frames only, with the same depth and shutter). With `pivots`,
-    also the fits of the patch around the subject in those renders."""
+    also the fits of the patch around the subject in those renders. `smeared`, when given, gets
+    the motion-blurred renders themselves (by frame index)."""
+    smeared = {} if smeared is None else smeared
     if not rendered:
         return {i: camera.frame_homography(f) for i, f in plans.items()}, {}
     from d2v.render import CameraRenderer
@@ -939,6 +1054,8 @@ def _references(locator: _FrameLocator, photo: np.ndarray, trajectory: CameraTra
     subjects: dict[int, np.ndarray] = {}
     last = None
     for (i, f), frame in zip(plans.items(), renders):
+        if motion_blur > 0:
+            smeared[i] = np.array(frame)  # (a copy: the renderer may reuse its frame buffer)
         planned = S @ camera.frame_homography(f)
         guesses = ([planned @ np.linalg.inv(last[1]) @ last[0]] if last else []) + [planned]
         blur = motion_blur * _motion_px(trajectory, i, n_video, k * r) if motion_blur > 0 else 0.0

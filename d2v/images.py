@@ -73,14 +73,15 @@ class LoadedImage:
         return {"width": self.width, "height": self.height, "format": self.format, "extension": self.extension}
 
 
-def read_image_bytes(source: str | Path) -> bytes:
-    """Read an image file for the CLI/batch, with the byte limit and a clear error."""
+def read_image_bytes(source: str | Path, what: str = "image") -> bytes:
+    """Read an image file (`what`: "image", "depth map") for the CLI/batch, with the byte limit
+    and a clear error."""
     path = Path(source)
     if not path.is_file():
-        raise InvalidImageError(f"image not found: {path}")
+        raise InvalidImageError(f"{what} not found: {path}")
     size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
-        raise ImageTooLargeError(f"image {path} is {size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+        raise ImageTooLargeError(f"{what} {path} is {size / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
     return path.read_bytes()
 
 
@@ -101,7 +102,8 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     except Exception as e:  # PIL raises assorted errors on corrupt headers
         raise InvalidImageError(f"the image header is corrupt ({e})") from None
     if frames > 1:
-        raise InvalidImageError(f"the {fmt} has {frames} frames (an animation); upload a single photo")
+        what = "pages (a multi-page file)" if fmt == "TIFF" else "frames (an animation)"
+        raise InvalidImageError(f"the {fmt} has {frames} {what}; upload a single photo")
     if w * h > max_pixels:
         raise ImageTooLargeError(
             f"image is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {max_pixels / 1e6:.0f} MP: downscale it first"
@@ -109,6 +111,15 @@ def check_image_header(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     if min(w, h) < MIN_IMAGE_SIDE:
         raise InvalidImageError(f"image is {w}x{h}; both sides must be at least {MIN_IMAGE_SIDE} pixels")
     return fmt, w, h
+
+
+def check_depth_header(data: bytes) -> None:
+    """A depth map checked as a photo is (format, frames, pixel limits, from the header alone),
+    its errors named as the depth map's: an empty file is no depth map, not "no depth"."""
+    try:
+        check_image_header(data)
+    except (InvalidImageError, ImageTooLargeError) as e:
+        raise type(e)(f"depth map: {e}") from None
 
 
 # EXIF orientations that turn the picture a quarter (transposed, rotated 90 or 270 degrees).
@@ -127,6 +138,24 @@ def oriented_size(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[i
     return (h, w) if turned else (w, h)
 
 
+# Gray pictures with more than 8 bits a pixel: 16-bit (PNG, TIFF), 32-bit integer and float (TIFF).
+WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float gray picture as 8-bit gray. Pillow's own convert("RGB") clips
+    such pixels at 255, so a 16-bit PNG would come out white. Integers are scaled by the range
+    their values use (16-bit ones are often held in 32); floats by 1 (0..1 is how TIFFs keep
+    them) unless they go past it."""
+    values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(values.max(initial=0.0))
+    if im.mode == "F":
+        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:
+        full = 255.0 if im.mode == "I" and top <= 255.0 else 65535.0 if top <= 65535.0 else 2.0**32 - 1
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedImage:
     """Bytes -> RGB uint8, honouring EXIF orientation. Named errors for everything a user can cause."""
     fmt, _, _ = check_image_header(data, max_pixels=max_pixels)
@@ -134,6 +163,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> LoadedIm
         with _open(data) as im:
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # (in place: a photo needing no turn is not copied)
+            if im.mode in WIDE_GRAY_MODES:
+                im = _eight_bit(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # Transparent pixels become white, as a viewer would show them on a page.
                 im = im.convert("RGBA")

@@ -64,6 +64,13 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+def _not_a_bool(name: str, value: Any) -> Any:
+    """true is not a number (pydantic would read it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {str(value).lower()}")
+    return value
+
+
 class PathPoint(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -79,6 +86,11 @@ class PathPoint(BaseModel):
             raise ValueError(f'a point is an object {{"x": ..., "y": ...}} (and "t", optional), not {str(v)[:40]}')
         return v
 
+    @field_validator("x", "y", "t", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any, info) -> Any:
+        return _not_a_bool(info.field_name, v)
+
     @field_validator("x", "y", "t")
     @classmethod
     def _check_finite(cls, v: float | None, info) -> float | None:
@@ -88,6 +100,11 @@ class PathPoint(BaseModel):
 class Canvas(BaseModel):
     width: float = Field(gt=0, description="width of the drawing canvas, in canvas units")
     height: float = Field(gt=0, description="height of the drawing canvas, in canvas units")
+
+    @field_validator("width", "height", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any, info) -> Any:
+        return _not_a_bool(f"canvas {info.field_name}", v)
 
     @field_validator("width", "height")
     @classmethod
@@ -257,8 +274,7 @@ class CameraKeyframe(BaseModel):
     def _a_number(cls, v: Any, info) -> Any:
         """true is not a number (pydantic would read it as 1), NaN and infinity are not amounts.
         (Before the bounds: after them, a non-finite value would only be "out of range".)"""
-        if isinstance(v, bool):
-            raise ValueError(f"{info.field_name} must be a number, got {str(v).lower()}")
+        _not_a_bool(info.field_name, v)
         return _finite(info.field_name, v) if isinstance(v, float) else v
 
     @model_validator(mode="after")
@@ -311,7 +327,8 @@ class RenderRequest(BaseModel):
     """What to render. The same model is the CLI's flags, the HTTP `request` field,
     a batch line (plus `image` and `id`) and the manifest's `request`."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are no amounts: "should be a finite number", not "less than or equal to 20".
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: DrawnPath | None = Field(default=None, description="the drawn stroke the camera follows; with a typed camera or subjects it may be left out (with subjects alone the camera holds still on the whole photo)")
     camera: TypedCamera | None = Field(
@@ -408,6 +425,13 @@ class RenderRequest(BaseModel):
         from d2v.presets import expand_preset
 
         return expand_preset(data)
+
+    @field_validator("duration_s", "fps", "width", "height", "seed", "end_zoom", "shake", "speed_ramp", "motion_blur",
+                     "motion_blur_samples", "guidance_strength", "free_strength", "motion_bucket_id",
+                     "noise_aug_strength", "num_inference_steps", "glitch_amount", "crf", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any, info) -> Any:
+        return _not_a_bool(info.field_name, v)
 
     @field_validator("subjects", mode="before")
     @classmethod

@@ -30,7 +30,7 @@ from d2v.depth import ImageDepth, depth_for, depth_model_setting
 from d2v.encode import encode_mp4
 from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
-from d2v.images import LoadedImage, decode_image
+from d2v.images import LoadedImage, check_depth_header, decode_image
 from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
 from d2v.segment import segment_model_setting
@@ -212,7 +212,10 @@ def render_job(
     require_backend(request)
     price_table()  # a bad price table is the user's error now, not after the render
     image = decode_image(image_bytes)
-    depth = load_depth_map(depth_bytes, image.width, image.height) if depth_bytes else None
+    depth = None
+    if depth_bytes is not None:  # (an empty file too: it is a bad depth map, not "no depth map")
+        check_depth_header(depth_bytes)
+        depth = load_depth_map(depth_bytes, image.width, image.height)
     look_for(request, lut_bytes)  # a missing or malformed .cube is refused before the job exists
     job_id = job_id or content_job_id(image_bytes, depth_bytes, request, lut_bytes=lut_bytes)
 

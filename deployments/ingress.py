@@ -57,7 +57,8 @@ from d2v.errors import (
     user_error,
 )
 from d2v.images import (
-    MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_image_header, decode_image,
+    MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_depth_header, check_image_header,
+    decode_image,
 )
 from d2v.subjects import attach_masks, mask_names, outline_answer
 from d2v.jobqueue import JobQueue
@@ -391,7 +392,7 @@ class Ingress:
             depth_bytes = None
             if depth_upload is not None and not isinstance(depth_upload, str):
                 depth_bytes = await depth_upload.read()
-                check_image_header(depth_bytes)
+                check_depth_header(depth_bytes)
                 # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
                 await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
             lut_bytes = await self._read_lut(render_request, lut_upload)

@@ -111,6 +111,27 @@ def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["render", EXAMPLE, "--path", PATHS / "pan.json", "--size", "64x64", "--duration", "0.5", "--fps", "2"],
+    ["interpolate", REPO / "docs/page-laptop.jpg", "--fps", "4"],
+])
+def test_an_output_that_cannot_be_written_is_the_callers_one_line_error(tmp_path, command):
+    """s14 audit: -o into a folder that cannot be made was an internal error (exit 1), after the work."""
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    r = d2v(*command, "-o", tmp_path / "notes.txt/out/clip.mp4", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "cannot write" in r.stderr and "notes.txt" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_check_of_a_file_that_is_no_video_says_so(tmp_path):
+    """s14 audit: it said "invalid request: width: Input should be greater than or equal to 64"."""
+    (tmp_path / "notes.jpg").write_text("not a video")  # (read as an MJPEG stream of no size)
+    r = d2v("check", tmp_path / "notes.jpg", "--image", EXAMPLE, "--path", PATHS / "pan.json", cwd=tmp_path)
+    assert r.returncode == 2 and "notes.jpg: no video picture could be read" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_models_make_tiny_check_and_svd_render(tmp_path, monkeypatch, capsys):
     """In this process (`main([...])`): the three commands import torch and diffusers, which
     this test process has already loaded (three subprocesses paid for them three times); the

@@ -341,3 +341,32 @@ def test_cli_depth_without_a_model_or_with_bad_input_is_one_line(tmp_path):
         assert r.returncode == 2, r.stdout
         assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
         assert not (tmp_path / "d.png").exists()
+
+
+def _animated_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (0, 128, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("depth, error, words", [
+    (b"", "InvalidImageError", "depth map: the image is empty"),
+    (png_bytes(np.zeros((12, 16), np.uint8)), "InvalidImageError", "depth map: image is 16x12"),
+    (_animated_png(), "InvalidImageError", "depth map: the PNG has 3 frames"),
+])
+def test_a_bad_depth_file_is_refused_where_every_local_render_starts(tmp_path, depth, error, words):
+    """s14 audit: `d2v render --depth EMPTY.png` (and a batch line) rendered without depth, and
+    an animation or a header claiming gigapixels went to the decoder; the farm refused them."""
+    from d2v.pipeline import render_job
+
+    request = parse_request({"path": PATH, "effect": "parallax", "duration_s": 0.5, "fps": 2, "width": 64,
+                             "height": 64})
+    with pytest.raises(Exception) as info:
+        render_job(png_bytes(textured_image(64, 48)), request, LocalStore(tmp_path / "data"), depth_bytes=depth)
+    assert type(info.value).__name__ == error and words in str(info.value)
+    assert not (tmp_path / "data/jobs").exists()  # refused before the job exists

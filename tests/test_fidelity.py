@@ -541,3 +541,89 @@ def test_an_orbit_rendered_small_is_measured_as_closely_as_a_large_one():
     assert max(f.rotation_deg for f in report.frames) < 1.5, [f.rotation_deg for f in report.frames]
     first, last = report.frames[0], report.frames[-1]
     assert abs((last.yaw_deg - first.yaw_deg) - (last.planned_yaw_deg - first.planned_yaw_deg)) < 2.0
+
+
+# -- s14 audit: faithful renders the check called missed -----------------------------------------
+
+@pytest.mark.parametrize("effect", ["pan", "zoom_in", "spiral"])
+@pytest.mark.parametrize("stroke", [[(-0.5, -0.5), (1.5, 1.5)], [(-0.2, 0.5), (1.2, 0.5)], [(0, 0), (1, 1)]])
+def test_views_allowed_past_the_borders_are_located_in_the_mirrored_photo(effect, stroke):
+    """allow_borders: where the view leaves the photo the renderer shows it mirrored; the check
+    found that picture at the mirrored place (missed, 375% off) or nowhere (unmeasured).
+    A stroke across the other diagonal is still no match."""
+    photo = cv2.resize(skimage.data.chelsea(), (320, 240), interpolation=cv2.INTER_AREA)
+
+    def plan(points):
+        path = {"canvas": {"width": 1, "height": 1}, "points": [{"x": x, "y": y} for x, y in points]}
+        req = parse_request({"path": path, "effect": effect, "duration_s": 1, "fps": 8, "width": 128,
+                             "height": 96, "allow_borders": True})
+        return plan_trajectory(req, 320, 240)
+
+    frames = np.stack(list(CameraRenderer(photo).render(plan(stroke))))
+    report = measure_fidelity(frames, photo, plan(stroke))
+    assert report.verdict == "followed", report.reason
+    assert measure_fidelity(frames, photo, plan([(0.3, 0.7), (0.7, 0.3)])).verdict in ("missed", "unmeasured")
+
+
+@pytest.mark.parametrize("effect, width, height", [("pan", 1920, 64), ("pan", 64, 1920), ("zoom_in", 3840, 96)])
+def test_sliver_frames_are_measured(effect, width, height):
+    """A 30:1 output: frames shrunk to 256 wide kept 8 px across, and errors in % of a 64 px
+    width made a tenth of a degree of roll a miss: the faithful render said missed."""
+    photo = PHOTOS["coffee"]
+    req = parse_request({"path": path_for(effect), "effect": effect, "duration_s": 0.5, "fps": 8, "width": width,
+                         "height": height})
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    report = measure_fidelity(render_frames(photo, req), photo, trajectory)
+    assert report.verdict == "followed", report.reason
+
+
+def test_a_20x_zoom_is_measured_where_it_ends():
+    """s14 audit: infinite_zoom (20x) on photos other than the bundled ones said missed, its last
+    frames 3% off: they enlarge the photo 5x, and the photo's own blur (1 px, 5 frame px) was
+    compared with frames blurred by 1 frame px, so a shifted, zoomed fit matched best."""
+    photo = cv2.resize(skimage.data.astronaut(), (1001, 777), interpolation=cv2.INTER_AREA)
+    stroke = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}
+    req = parse_request({"path": stroke, "preset": "infinite_zoom", "fps": 4, "width": 256, "height": 144})
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    assert max(f.zoom for f in trajectory.frames) == pytest.approx(20.0)
+    report = measure_fidelity(np.stack(list(CameraRenderer(photo).render(trajectory))), photo, trajectory)
+    assert report.verdict == "followed", report.reason
+
+
+@pytest.mark.parametrize("preset", ["heist_crash_zoom"])
+def test_a_surge_smeared_over_half_the_frame_is_measured_against_its_render(preset):
+    """s14 audit: the motion-blurred deep-zoom presets said missed on photos other than the
+    bundled ones (chelsea: frame 9 of heist_crash_zoom 465% off): a frame smeared over 238 of
+    its 256 px, located in the photo blurred as much, drifted from the render's fit. It is now
+    aligned to the render smeared alike, frame to frame (a stroke drawn elsewhere still misses:
+    bench/RESULTS.md, s14; measuring one costs 8 CPU-s)."""
+    photo = rgb(skimage.data.chelsea())
+    stroke = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}
+
+    def plan(path):
+        req = parse_request({"path": path, "preset": preset, "fps": 8, "width": 256, "height": 144,
+                             "motion_blur_samples": 3})
+        return req, plan_trajectory(req, photo.shape[1], photo.shape[0])
+
+    req, trajectory = plan(stroke)
+    assert req.motion_blur >= 0.9
+    frames = np.stack(list(CameraRenderer(photo).render(trajectory, motion_blur=req.motion_blur,
+                                                        samples=req.motion_blur_samples)))
+    blur = dict(motion_blur=req.motion_blur, blur_samples=req.motion_blur_samples)
+    report = measure_fidelity(frames, photo, trajectory, **blur)
+    assert report.verdict == "followed", report.reason
+
+
+def test_the_encoded_smeared_surge_is_still_the_render(tmp_path):
+    """s14 audit: after H.264, ECC from no motion slid along hyperspace's radial smear (which
+    hardly changes with zoom): `d2v check` of its MP4 said "zoomed -25%"."""
+    photo = rgb(skimage.data.chelsea())
+    stroke = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}
+    req = parse_request({"path": stroke, "preset": "hyperspace", "look": "natural", "fps": 8, "width": 256,
+                         "height": 144, "motion_blur_samples": 3})
+    trajectory = plan_trajectory(req, photo.shape[1], photo.shape[0])
+    encode_mp4(CameraRenderer(photo).render(trajectory, motion_blur=req.motion_blur, samples=3), tmp_path / "v.mp4",
+               req.fps)
+    frames, _ = decode_video(tmp_path / "v.mp4")
+    report = measure_fidelity(frames, photo, trajectory, motion_blur=req.motion_blur, blur_samples=3)
+    assert report.verdict == "followed", report.reason

@@ -1,6 +1,7 @@
 """Image decoding: limits are checked from the header, bad files get named errors."""
 
 import io
+import re
 import struct
 import zlib
 
@@ -102,3 +103,30 @@ def test_other_iso_media_is_not_a_photo():
     mp4_head = struct.pack(">I", 24) + b"ftypisom" + b"\0\0\2\0" + b"isomiso2" + b"\0" * 64
     with pytest.raises(InvalidImageError, match="not an image d2v can read; upload a JPEG, PNG, WebP, AVIF, HEIC"):
         decode_image(mp4_head)
+
+
+_RAMP = np.tile(np.linspace(0.0, 1.0, 48), (32, 1))  # 48x32, black on the left to white on the right
+
+
+@pytest.mark.parametrize("name, gray, fmt", [
+    ("16-bit PNG", (_RAMP * 65535).astype(np.uint16), "PNG"),
+    ("16-bit TIFF", (_RAMP * 65535).astype(np.uint16), "TIFF"),
+    ("float TIFF, 0..1", _RAMP.astype(np.float32), "TIFF"),
+    ("float TIFF, 0..255", (_RAMP * 255).astype(np.float32), "TIFF"),
+])
+def test_wide_gray_photos_keep_their_tones(name, gray, fmt):
+    """A 16-bit or float grayscale photo decodes to its picture: Pillow's own conversion clips
+    these at 255, and the 16-bit PNG came out white (s14 audit)."""
+    rgb = decode_image(_saved(gray, fmt)).rgb
+    assert rgb.shape == (32, 48, 3)
+    assert np.abs(rgb[..., 0].astype(int) - np.rint(_RAMP * 255)).max() <= 1, name
+
+
+@pytest.mark.parametrize("fmt, words", [("TIFF", "the TIFF has 3 pages (a multi-page file)"),
+                                        ("WEBP", "the WEBP has 3 frames (an animation)")])
+def test_many_pictures_in_one_file_are_named_as_what_they_are(fmt, words):
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (0, 128, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(InvalidImageError, match=re.escape(words)):
+        check_image_header(buf.getvalue())

@@ -53,6 +53,14 @@ def test_bare_list_is_image_pixels_and_canvas_scales():
         (req(backend="gan"), InvalidRequestError, "backend"),
         (req(colour="red"), InvalidRequestError, "colour: is not a known field"),
         ({"effect": "pan"}, InvalidPathError, "path: is required"),
+        # s14 audit: true read as 1 (a 1 fps clip, a point at x=1), NaN as "out of range"
+        (req(path=[{"x": True, "y": 1}, {"x": 2, "y": 2}]), InvalidPathError, "path.points.0.x: x must be a number, got true"),
+        (req(path={"canvas": {"width": True, "height": 5}, "points": PATH["points"]}), InvalidPathError,
+         "canvas width must be a number, got true"),
+        (req(fps=True), InvalidRequestError, "fps: fps must be a number, got true"),
+        (req(duration_s=False), InvalidRequestError, "duration_s must be a number, got false"),
+        (req(duration_s=float("nan")), InvalidRequestError, "duration_s: Input should be a finite number"),
+        (req(shake=float("inf")), InvalidRequestError, "shake: Input should be a finite number"),
     ],
 )
 def test_bad_requests_raise_named_errors(body, error, words):
