@@ -1288,10 +1288,10 @@ class _EdgeRays(NamedTuple):
             u[i], ok_far = _settle(layers.u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
             torn[i] = ~ok_far
         px, py = Ax + Bx * u, Ay + By * u
-        row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
-        rim = np.zeros(px.shape, bool)
         if layers.bg is None:
             torn[:] = False
+            row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
+            rim = np.zeros(px.shape, bool)
         else:
             # The far side of a step within RIM_PX of it: the photo's pixels there mix in the
             # near layer's colours (an anti-aliased edge, a depth map a pixel off), which the
@@ -1300,7 +1300,7 @@ class _EdgeRays(NamedTuple):
             rim_u = _sample(layers.u_rim, px, py)
             nearer = rim_u - u
             rim = (nearer > tb) & (nearer > np.float32(layers.s_step) * u * rim_u) & ~torn
-            row0[rim] = layers.bg.offset
+            row0 = rim * np.float32(layers.bg.offset)  # (a product: a masked write takes 10x longer)
             if (i := np.flatnonzero(torn)).size:
                 u[i], _ = _settle(layers.bg_u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
                 px[i], py[i] = Ax[i] + Bx[i] * u[i], Ay[i] + By[i] * u[i]
