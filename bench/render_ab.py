@@ -2,7 +2,7 @@
 
 Both renderers draw the same frames (every --every-th of the 4 s, 24 fps, 1024x576 clip) one
 after the other, frame by frame, so machine noise hits both alike; each frame's cost is the
-render thread's own CPU time. For a change to the depth render: make the base tree with
+render thread's own CPU time, OpenCV on that one thread (as during an encode). For a change to the depth render: make the base tree with
 `git archive <commit> | tar -x -C /tmp/base`, then
 
     python bench/render_ab.py /tmp/base [--scene photo|motorcycle] [--effects parallax,orbit,zoom_in,dolly_zoom] [--planes]
