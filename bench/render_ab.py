@@ -2,10 +2,12 @@
 
 Both renderers draw the same frames (every --every-th of the 4 s, 24 fps, 1024x576 clip) one
 after the other, frame by frame, so machine noise hits both alike; each frame's cost is the
-render thread's own CPU time. For a change to the depth render: make the base tree with
+render thread's own CPU time, OpenCV on that one thread (as during an encode). For a change to the depth render: make the base tree with
 `git archive <commit> | tar -x -C /tmp/base`, then
 
-    python bench/render_ab.py /tmp/base [--scene photo|motorcycle] [--effects parallax,orbit,zoom_in,dolly_zoom]
+    python bench/render_ab.py /tmp/base [--scene photo|motorcycle] [--effects parallax,orbit,zoom_in,dolly_zoom] [--planes]
+
+(--planes: every frame drawn as the encoder's I420 planes, as render_job draws a plain move's.)
 
 The scenes are render_bench's: the example photo with its derived hard-edged depth, or
 scikit-image's motorcycle with its measured disparity.
@@ -44,6 +46,8 @@ def main() -> None:
     ap.add_argument("--effects", default="parallax,orbit,zoom_in,dolly_zoom")
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--encode", action="store_true", help="render + encode wall of each tree (see above)")
+    ap.add_argument("--planes", action="store_true",
+                    help="draw the frames as I420 planes (as render_job does) where the tree's renderer can")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     spec = importlib.util.spec_from_file_location("base_render", Path(args.base) / "d2v/render.py")
@@ -59,6 +63,9 @@ def main() -> None:
     if args.encode:
         encode_ab(base, rgb, depth, args)
         return
+    import cv2
+
+    cv2.setNumThreads(1)  # as during an encode (`d2v.encode.encoder_owns_cores`): all of a frame's work on its thread
     print(f"| {args.scene}, effect | base ms/frame | this tree ms/frame | change |")
     print("|---|---|---|---|")
     for effect in args.effects.split(","):
@@ -71,8 +78,9 @@ def main() -> None:
             if hasattr(module, "RENDER_THREADS"):  # one thread draws every frame: its CPU time is the frame's
                 module.RENDER_THREADS = 1
             renderer = module.CameraRenderer(rgb, depth)
-            list(renderer.render(trajectory, indices=indices[-1:]))  # its hidden background, made once
-            frames[name] = renderer.render(trajectory, indices=indices)
+            planes = indices if args.planes and hasattr(renderer, "draws_planes") else ()
+            list(renderer.render(trajectory, indices=indices[-1:], planes=planes[-1:]))  # its hidden background, made once
+            frames[name] = renderer.render(trajectory, indices=indices, planes=planes)
         cpu = {"base": 0.0, "this": 0.0}
         for _ in indices:
             for name, stream in frames.items():

@@ -647,14 +647,16 @@ class CameraRenderer:
         key = (Kinv_R.tobytes(), c0.tobytes(), width, height, sx, sy)
         rays = scratch.get("rays")
         if rays is None or rays[0] != key:
+            # (A turning camera, an orbit's, makes these anew every frame: each is made in
+            # place, from the grid's rows and columns, 3x faster than in whole-grid temporaries.)
             gx, gy = _grid(width, height)
-            d = Kinv_R[:, 0, None, None] * gx[None, None, :] + Kinv_R[:, 1, None, None] * gy[None, :, None]
-            d = d + Kinv_R[:, 2, None, None]
-            dz = np.where(np.abs(d[2]) < 1e-9, 1e-9, d[2])
-            ex, ey = d[0] / dz, d[1] / dz
+            dz = _grid_affine(Kinv_R[2], gx, gy)
+            dz[np.abs(dz) < 1e-9] = 1e-9
+            ex, ey = _grid_affine(Kinv_R[0], gx, gy), _grid_affine(Kinv_R[1], gx, gy)
+            ex /= dz
+            ey /= dz
             # In depth-map OpenCV pixels: Q*s - 0.5.
-            Ax = ((c0[0] - c0[2] * ex) * sx - 0.5).astype(np.float32)
-            Ay = ((c0[1] - c0[2] * ey) * sy - 0.5).astype(np.float32)
+            Ax, Ay = _ray_origin(ex, c0[0], c0[2], sx), _ray_origin(ey, c0[1], c0[2], sy)
             rays = scratch["rays"] = (key, ex, ey, Ax, Ay)
         _, ex, ey, Ax, Ay = rays
         Bx = (((C[0] - c0[0]) + (c0[2] - C[2]) * ex) * sx).astype(np.float32)
@@ -1286,10 +1288,10 @@ class _EdgeRays(NamedTuple):
             u[i], ok_far = _settle(layers.u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
             torn[i] = ~ok_far
         px, py = Ax + Bx * u, Ay + By * u
-        row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
-        rim = np.zeros(px.shape, bool)
         if layers.bg is None:
             torn[:] = False
+            row0 = np.zeros_like(px)  # where in the stacked texture: 0 the photo, bg.offset its background
+            rim = np.zeros(px.shape, bool)
         else:
             # The far side of a step within RIM_PX of it: the photo's pixels there mix in the
             # near layer's colours (an anti-aliased edge, a depth map a pixel off), which the
@@ -1298,7 +1300,7 @@ class _EdgeRays(NamedTuple):
             rim_u = _sample(layers.u_rim, px, py)
             nearer = rim_u - u
             rim = (nearer > tb) & (nearer > np.float32(layers.s_step) * u * rim_u) & ~torn
-            row0[rim] = layers.bg.offset
+            row0 = rim * np.float32(layers.bg.offset)  # (a product: a masked write takes 10x longer)
             if (i := np.flatnonzero(torn)).size:
                 u[i], _ = _settle(layers.bg_u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
                 px[i], py[i] = Ax[i] + Bx[i] * u[i], Ay[i] + By[i] * u[i]
@@ -1413,6 +1415,23 @@ def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     nx, ny = -(-width // step) + 2, -(-height // step) + 2
     offset = (step - 1) / 2.0 - step + 0.5  # OpenCV pixel (step - 1) / 2 - step, in d2v coordinates
     return np.arange(nx) * float(step) + offset, np.arange(ny) * float(step) + offset
+
+
+def _grid_affine(m: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """m[0] x + m[1] y + m[2] at every point of the grid (columns gx, rows gy): float64."""
+    d = np.add.outer(m[1] * gy, m[0] * gx)
+    d += m[2]
+    return d
+
+
+def _ray_origin(e: np.ndarray, c: float, cz: float, scale: float) -> np.ndarray:
+    """(c - cz e) scale - 0.5 as float32 (`_depth_maps`' A along one axis), computed in one
+    temporary: bit for bit the expression's values."""
+    t = np.multiply(e, cz)
+    np.subtract(c, t, out=t)
+    t *= scale
+    t -= 0.5
+    return t.astype(np.float32)
 
 
 def _upsample(grid: np.ndarray, width: int, height: int, scratch: dict | None = None) -> np.ndarray:
