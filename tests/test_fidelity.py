@@ -627,3 +627,11 @@ def test_the_encoded_smeared_surge_is_still_the_render(tmp_path):
     frames, _ = decode_video(tmp_path / "v.mp4")
     report = measure_fidelity(frames, photo, trajectory, motion_blur=req.motion_blur, blur_samples=3)
     assert report.verdict == "followed", report.reason
+    # The same video against a stroke ending 2% of the canvas further right: its smeared render
+    # is no longer the video's frames, which are then measured, and they miss (about 12% off).
+    moved = {**stroke, "points": [stroke["points"][0], {"x": 820, "y": 700}]}
+    other = plan_trajectory(parse_request({**req.model_dump(include={"preset", "look", "fps", "width", "height",
+                                                                        "motion_blur_samples"}), "path": moved}),
+                            photo.shape[1], photo.shape[0])
+    report = measure_fidelity(frames, photo, other, motion_blur=req.motion_blur, blur_samples=3)
+    assert report.verdict == "missed", report
