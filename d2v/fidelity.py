@@ -25,7 +25,8 @@ against the sky leaves its shear free, and that must not read as a roll.
 What is compared, for each located frame i against the plan's camera i:
 * centre: the measured view centre, seen through the planned camera, is this far from the
   frame's centre, in % of the view width (1% = 10 px on a 1024-wide frame; of its height for a
-  frame taller than wide, `_span`);
+  frame taller than wide, `_span`), less RESOLVABLE_PHOTO_PX (a deep zoom's view spans few
+  photo pixels: finer than that, the photo says nothing);
 * zoom: measured / planned zoom - 1, in %; roll: measured - planned roll, in degrees;
 * corners: the farthest frame corner from where the plan puts it, in % of the view width
   (this is what catches an orbit swinging the wrong way: same centre, other keystone).
@@ -119,6 +120,7 @@ RANSAC_PX = 3.0  # inlier threshold, in measured-frame pixels
 MIN_INLIERS = 12
 MIN_INLIER_SHARE = 0.2
 ECC_MIN_CORRELATION = 0.85
+RESOLVABLE_PHOTO_PX = 0.25  # a view centre this close to the plan's (photo px) is where the plan puts it
 SAME_PICTURE_CORRELATION = 0.97  # a frame this close to its smeared render, unmoved, is that render
 REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
 SUBJECT_PATCH = 0.3  # dolly_zoom, orbit with depth: the subject is fitted alone in a patch this wide (x frame)
@@ -254,7 +256,11 @@ def _compare(H: np.ndarray, planned: np.ndarray, out_w: int, out_h: int) -> tupl
     _, scale_p, angle_p = _view(planned, out_w, out_h)
     seen = camera.apply_homography(planned, c_m[None])[0]  # the measured centre, in the planned frame
     span = _span(out_w, out_h)
-    centre_pct = 100.0 * float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) / span
+    # What the photo cannot resolve is no error: a 20x zoom's last view of a 480 px wide photo
+    # spans 24 photo px, one of them 10 frame px, and a quarter of one read as 1% off.
+    unresolved = RESOLVABLE_PHOTO_PX / max(scale_p, 1e-9)  # frame px
+    off = max(0.0, float(np.hypot(seen[0] - out_w / 2.0, seen[1] - out_h / 2.0)) - unresolved)
+    centre_pct = 100.0 * off / span
     zoom_pct = 100.0 * (scale_p / scale_m - 1.0)
     roll = (angle_m - angle_p + 180.0) % 360.0 - 180.0
     corners = np.array([[0.0, 0.0], [out_w, 0.0], [out_w, out_h], [0.0, out_h]])

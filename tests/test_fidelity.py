@@ -590,6 +590,23 @@ def test_a_20x_zoom_is_measured_where_it_ends():
     assert report.verdict == "followed", report.reason
 
 
+def test_a_20x_zoom_into_a_small_portrait_photo_is_not_missed_by_a_quarter_of_a_photo_pixel():
+    """s14 audit: infinite_zoom on a 480x800 portrait into a landscape clip said missed, end 1.2%
+    off: its last view spans 24 photo px, so that was 0.28 of one, finer than the photo resolves.
+    A stroke ending 2% of the canvas away still misses."""
+    photo = cv2.resize(skimage.data.astronaut(), (480, 800), interpolation=cv2.INTER_AREA)
+
+    def plan(end):
+        stroke = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 200, "y": 200}, {"x": end, "y": 700}]}
+        req = parse_request({"path": stroke, "preset": "infinite_zoom", "fps": 4, "width": 256, "height": 144})
+        return plan_trajectory(req, photo.shape[1], photo.shape[0])
+
+    frames = np.stack(list(CameraRenderer(photo).render(plan(800))))
+    report = measure_fidelity(frames, photo, plan(800))
+    assert report.verdict == "followed", report.reason
+    assert measure_fidelity(frames, photo, plan(820)).verdict == "missed"
+
+
 @pytest.mark.parametrize("preset", ["heist_crash_zoom"])
 def test_a_surge_smeared_over_half_the_frame_is_measured_against_its_render(preset):
     """s14 audit: the motion-blurred deep-zoom presets said missed on photos other than the
