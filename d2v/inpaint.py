@@ -177,7 +177,12 @@ def _border_weights(hole: np.ndarray) -> np.ndarray:
     least BORDER_FLOOR: a revealed band continues the far side just beside it, not the far
     side's average over a wide area (which a pull-push's coarse levels read deep in a band)."""
     d = cv2.distanceTransform((~hole).view(np.uint8), cv2.DIST_L2, 5)
-    return np.maximum(np.exp(-(d - 1.0) / BORDER_PX), BORDER_FLOOR).astype(np.float32)
+    # (In place: the same float32 steps as np.maximum(np.exp(-(d - 1) / BORDER_PX), BORDER_FLOOR).)
+    d -= np.float32(1.0)
+    np.negative(d, out=d)
+    d /= np.float32(BORDER_PX)
+    np.exp(d, out=d)
+    return np.maximum(d, np.float32(BORDER_FLOOR), out=d)
 
 
 def _check(image: np.ndarray) -> None:
@@ -214,6 +219,11 @@ def _pull_push(sums0: np.ndarray, known: np.ndarray) -> np.ndarray:
         fill = np.atleast_3d(cv2.pyrUp(fill, dstsize=(s.shape[1], s.shape[0])))
         if s is sums[0]:
             break
-        trust = np.minimum(w / PULL_PUSH_TRUST, 1.0)[:, :, None]
-        fill = trust * (s / np.maximum(w, 1e-6)[:, :, None]) + (1.0 - trust) * fill
+        # (In place, the same float32 steps as trust * (s / max(w, 1e-6)) + (1 - trust) * fill.)
+        trust = np.minimum(w / np.float32(PULL_PUSH_TRUST), np.float32(1.0))[:, :, None]
+        own = s / np.maximum(w, np.float32(1e-6))[:, :, None]
+        own *= trust
+        np.subtract(np.float32(1.0), trust, out=trust)
+        fill *= trust
+        fill += own
     return fill

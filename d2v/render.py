@@ -367,7 +367,8 @@ class CameraRenderer:
         # The near side of a step: depth pixels within `reach` of a step (a jump of STEP_DEPTH
         # or more between neighbours) with something STEP_DEPTH farther within reach.
         k3 = np.ones((3, 3), np.uint8)
-        steps = (cv2.dilate(depth, k3) - cv2.erode(depth, k3)) > STEP_DEPTH
+        low = cv2.erode(depth, k3)
+        steps = (cv2.dilate(depth, k3) - low) > STEP_DEPTH
         # Twice as far as a band reaches: the fill's sources are the pixels around the hole,
         # and the near layer's beyond it must lie farther from the band than the far side.
         dist, nearest = cv2.distanceTransformWithLabels((~steps).view(np.uint8), cv2.DIST_L2, 3,
@@ -379,8 +380,9 @@ class CameraRenderer:
         # lies, is never a source of the fill (its colours would bleed into the band).
         nearer = np.zeros_like(near_side)
         if steps.any():
-            far = cv2.erode(depth, k3).ravel()[np.flatnonzero(steps)]
-            nearer = depth - far[nearest - 1] > STEP_DEPTH / 2
+            far = low.ravel()[np.flatnonzero(steps)]
+            nearest -= 1
+            nearer = depth - far.take(nearest) > STEP_DEPTH / 2
             near_side &= nearer
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         # The near side, as the hole: its blended pixels (and a pixel more in colour, below);
@@ -1104,10 +1106,13 @@ def _near_islands(depth: np.ndarray, known: np.ndarray) -> np.ndarray:
     small[0] = False  # (the background label: not a source)
     if not small.any():
         return np.zeros(depth.shape, np.uint8)
-    pieces = small[labels]
+    pieces = small.take(labels)
     around = fill_smooth(depth, pieces, source=known)
-    nearer = np.bincount(labels.ravel(), (depth - around).ravel(), n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
-    return (small & (nearer > STEP_DEPTH / 2))[labels].view(np.uint8)
+    # (Summed over the pieces' pixels only: elsewhere `around` is `depth`, and adds 0.)
+    at = np.flatnonzero(pieces)
+    lift = depth.ravel().take(at) - around.ravel().take(at)
+    nearer = np.bincount(labels.ravel().take(at), lift, n) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    return (small & (nearer > STEP_DEPTH / 2)).take(labels).view(np.uint8)
 
 
 def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
