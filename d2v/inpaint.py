@@ -117,7 +117,7 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
     colour += amplitude * _take(noise, at)[:, None]
     colour += np.float32(0.5)
     out = image.copy()
-    out.reshape(-1, 3)[at] = np.clip(colour, 0, 255, out=colour).astype(np.uint8)
+    _put(out, at, np.clip(colour, 0, 255, out=colour).astype(np.uint8))
     return out
 
 
@@ -168,7 +168,7 @@ def fill_smooth(values: np.ndarray, hole: np.ndarray, *, source: np.ndarray | No
     stack = np.atleast_3d(values)
     at = np.flatnonzero(hole)
     out = stack.copy()
-    out.reshape(-1, stack.shape[2])[at] = _take(_pull_push(stack * known[:, :, None], known), at)
+    _put(out, at, _take(_pull_push(stack * known[:, :, None], known), at))
     return out.reshape(values.shape)
 
 
@@ -194,7 +194,21 @@ def _take(values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """`values` (H, W, ...) at the pixels of flat indices `at`: (n, ...), what `values[mask]`
     gives for the mask of those pixels, in a fifth to a tenth of its time (numpy's boolean
     index branches at every pixel; this runs a few times on every hidden background)."""
-    return values.reshape((-1,) + values.shape[2:]).take(at, axis=0)
+    return _pixels(np.ascontiguousarray(values)).take(at).view(values.dtype).reshape((-1,) + values.shape[2:])
+
+
+def _put(out: np.ndarray, at: np.ndarray, values: np.ndarray) -> None:
+    """`out[mask] = values` for the mask of the pixels of flat indices `at` (`out` (H, W, ...)
+    C-contiguous, `values` (n, ...))."""
+    _pixels(out)[at] = _pixels(np.ascontiguousarray(values, out.dtype).reshape((-1, 1) + out.shape[2:]))
+
+
+def _pixels(values: np.ndarray) -> np.ndarray:
+    """A C-contiguous (H, W, ...) array as a view with one element per pixel, its channels
+    as one opaque item: numpy moves a pixel's channels that way two to three times as fast
+    as one by one."""
+    flat = values.reshape(values.shape[0] * values.shape[1], math.prod(values.shape[2:]))
+    return flat.view(f"V{flat.shape[1] * flat.itemsize}").reshape(-1)
 
 
 def _unknown(hole: np.ndarray, source: np.ndarray | None) -> np.ndarray:
