@@ -63,7 +63,8 @@ def zoom_in_reach(rgb: np.ndarray, depth: np.ndarray) -> int:
     make = renderer._make_background
     renderer._make_background = lambda reach: (asked.append(reach), make(reach))[1]
     path = json.loads((REPO / "examples/paths/zoom_in.json").read_text())
-    request = parse_request({"path": path, "effect": "zoom_in", "duration_s": 4, "fps": 24, "width": 1024, "height": 576})
+    request = parse_request({"path": path, "effect": "zoom_in", "duration_s": 4, "fps": 24,
+                             "width": 1024, "height": 576})
     next(iter(renderer.render(plan_trajectory(request, rgb.shape[1], rgb.shape[0], depth_parallax=DEFAULT_PARALLAX))))
     return asked[0]
 
@@ -88,7 +89,8 @@ def main() -> None:
         theirs, ours = base.CameraRenderer(rgb, depth=depth), this.CameraRenderer(rgb, depth=depth)
         a, b = theirs._make_background(reach), ours._make_background(reach)
         same = (np.array_equal(a.depth, b.depth) and a.offset == b.offset and len(a.levels) == len(b.levels)
-                and all(np.array_equal(x, y) for x, y in zip(a.levels, b.levels)) and np.array_equal(a.inpainted, b.inpainted))
+                and all(np.array_equal(x, y) for x, y in zip(a.levels, b.levels))
+                and np.array_equal(a.inpainted, b.inpainted))
         cost = {theirs: [], ours: []}
         for _ in range(args.repeats):
             for renderer in (theirs, ours):

@@ -122,9 +122,9 @@ def fill_background(image: np.ndarray, hole: np.ndarray, *, source: np.ndarray |
 
 
 def _grain_amplitude(img: np.ndarray, known: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The grain's amplitude at the hole's pixels (`at`, flat indices) (n, 1): mean |photo less its blur|, grey,
-    where the blur reads known pixels only (at the hole's edge it would measure the step),
-    pulled in from the far side."""
+    """The grain's amplitude at the hole's pixels (`at`, their flat indices) (n, 1): mean
+    |photo less its blur|, grey, where the blur reads known pixels only (at the hole's edge it
+    would measure the step), pulled in from the far side."""
     # (The colour and the weights blurred apart: the same values as one 4-channel blur, without
     # stacking them; the grey mean as two adds, the same as numpy's mean over a 3-long axis, at
     # half its cost. This runs before a depth clip's first frame.)
