@@ -37,6 +37,23 @@ def photo() -> np.ndarray:
 
 
 @pytest.fixture
+def yuv_conversions(monkeypatch) -> list[tuple]:
+    """The shapes of the RGB frames the encoder converts to I420 (`d2v.encode.Yuv420`) while the
+    test runs: what a render did not draw as planes itself."""
+    from d2v import encode
+
+    converted: list[tuple] = []
+    convert = encode.Yuv420.__call__
+
+    def counted(self, rgb):
+        converted.append(rgb.shape)
+        return convert(self, rgb)
+
+    monkeypatch.setattr(encode.Yuv420, "__call__", counted)
+    return converted
+
+
+@pytest.fixture
 def example_image_path() -> Path:
     return EXAMPLES / "hubble.jpg"
 

@@ -222,13 +222,12 @@ def test_the_index_is_reserved_up_front_when_the_frame_count_is_known(tmp_path: 
     assert np.array_equal(decode_video(tmp_path / "list.mp4")[0], decode_video(tmp_path / "stream.mp4")[0])
 
 
-def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_path, monkeypatch):
+def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_path, yuv_conversions):
     """A plain flat move's frames reach x264 as I420 planes the renderer draws, all but the
     path check's samples and the poster, which are rendered in RGB (the check measures them)
     and converted here. A look (or post effects, motion blur) needs every frame in RGB."""
     import cv2
 
-    from d2v import encode
     from d2v.fidelity import sample_indices
     from d2v.models import parse_request
     from d2v.pipeline import render_job
@@ -236,21 +235,13 @@ def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_pat
     from d2v.stages import plan
     from d2v.store import LocalStore
 
-    converted: list[tuple] = []
-    convert = encode.Yuv420.__call__
-
-    def counted(self, rgb):
-        converted.append(rgb.shape)
-        return convert(self, rgb)
-
-    monkeypatch.setattr(encode.Yuv420, "__call__", counted)
     photo = textured_image(480, 270, seed=3)
     image = cv2.imencode(".png", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))[1].tobytes()
     path = {"canvas": {"width": 1000, "height": 1000}, "points": [{"x": 350 + 10 * i, "y": 600 - 8 * i} for i in range(13)]}
     request = parse_request({"path": path, "effect": "zoom_in", "duration_s": 2.0, "fps": 12, "width": 320, "height": 180})
     n = request.n_frames
     manifest = render_job(image, request, LocalStore(tmp_path / "store"), output_path=tmp_path / "plain.mp4")
-    assert len(converted) == len(set(sample_indices(n)) | {n // 2}) < n
+    assert len(yuv_conversions) == len(set(sample_indices(n)) | {n // 2}) < n
     report = manifest.fidelity
     assert report.verdict == "followed" and report.located == report.sampled, report.one_line()
     # As close to the frames as rendered as the same frames encoded from RGB (4:2:0 and x264's own loss).
@@ -264,6 +255,6 @@ def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_pat
 
     assert abs(psnr("plain.mp4") - psnr("rgb.mp4")) < 0.2
 
-    converted.clear()
+    yuv_conversions.clear()
     render_job(image, request.model_copy(update={"look": "vibrant"}), LocalStore(tmp_path / "store"))
-    assert len(converted) == n
+    assert len(yuv_conversions) == n
