@@ -508,19 +508,10 @@ class _FrameLocator:
             # only fit that noise: a surge's radial smear hardly changes with zoom, and ECC slid
             # along it, 25% at the end of hyperspace's.)
             return H_render / H_render[2, 2], "tracked"
-        motion = cv2.MOTION_AFFINE if self.affine else cv2.MOTION_HOMOGRAPHY
-        W = np.eye(2, 3, dtype=np.float32) if self.affine else np.eye(3, dtype=np.float32)
-        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
-        try:
-            cc, W = cv2.findTransformECC(a, b, W, motion, criteria, None, 1)
-        except cv2.error:
+        fit = _ecc(a, b, np.eye(2, 3) if self.affine else np.eye(3), self.affine)
+        if fit is None or fit[0] < ECC_MIN_CORRELATION:
             return None
-        if cc < ECC_MIN_CORRELATION:
-            return None
-        W = W.astype(np.float64)
-        if W.shape[0] == 2:
-            W = np.vstack([W, [0.0, 0.0, 1.0]])
-        G = np.linalg.inv(S) @ camera.from_opencv(W) @ S  # this frame's px -> the render's
+        G = np.linalg.inv(S) @ camera.from_opencv(fit[1]) @ S  # this frame's px -> the render's
         H = np.linalg.inv(G) @ H_render
         return (H / H[2, 2], "tracked") if _plausible(H) else None
 
@@ -575,7 +566,6 @@ class _FrameLocator:
         affine = self.affine if affine is None else affine
         H = guess / guess[2, 2]
         levels = [(cv2.pyrDown(small), 0.5), (small, 1.0)] if min(small.shape) >= 64 else [(small, 1.0)]
-        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
         cc = -1.0
         for image, k in levels:
             K = camera.from_opencv(np.diag([k, k, 1.0]))  # small frame px -> this level's (pyrDown: exact)
@@ -586,7 +576,6 @@ class _FrameLocator:
             W = W / W[2, 2]
             if affine:
                 W = _affine_at(W, image.shape[1] / 2.0, image.shape[0] / 2.0)[:2]
-            W = W.astype(np.float32)
             sigma = max(1.0, smooth * k)
             template = cv2.GaussianBlur(image, (0, 0), sigma)
             if lvl == 0 and scale < 0.5 and sigma <= 1.0:
@@ -597,19 +586,28 @@ class _FrameLocator:
             else:
                 photo = self.photo.levels[lvl] if sigma <= 1.0 else cv2.GaussianBlur(
                     self.photo.levels[lvl], (0, 0), math.sqrt(sigma * sigma - 1.0))
-            try:
-                cc, W = cv2.findTransformECC(template, photo, W,
-                                             cv2.MOTION_AFFINE if affine else cv2.MOTION_HOMOGRAPHY,
-                                             criteria, None, 1)
-            except cv2.error:  # did not converge, or nothing to align
+            fit = _ecc(template, photo, W, affine)
+            if fit is None:
                 return None
-            W = W.astype(np.float64)
-            if W.shape[0] == 2:
-                W = np.vstack([W, [0.0, 0.0, 1.0]])
+            cc, W = fit
             G = camera.from_opencv(W, lvl)
             H = np.linalg.inv(K) @ np.linalg.inv(G)
             H = H / H[2, 2]
         return H if cc >= ECC_MIN_CORRELATION and _plausible(H) else None
+
+
+def _ecc(template: np.ndarray, image: np.ndarray, W: np.ndarray, affine: bool) -> tuple[float, np.ndarray] | None:
+    """OpenCV's direct alignment of `image` to `template` from the warp W (OpenCV pixels, 2x3
+    for an affine fit, else 3x3): (its correlation, the refined warp as 3x3), or None where it
+    did not converge or had nothing to align."""
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 1e-4)
+    try:
+        cc, W = cv2.findTransformECC(template, image, W.astype(np.float32),
+                                     cv2.MOTION_AFFINE if affine else cv2.MOTION_HOMOGRAPHY, criteria, None, 1)
+    except cv2.error:
+        return None
+    W = W.astype(np.float64)
+    return float(cc), (np.vstack([W, [0.0, 0.0, 1.0]]) if W.shape[0] == 2 else W)
 
 
 class _PoseLocator:
