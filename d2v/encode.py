@@ -15,7 +15,10 @@ passes into one reused I420 buffer, about twice as fast as swscale's accurate pa
 within 1 level of it (chroma is the 2x2 average, as swscale's area filter gives it), so
 x264 gets the planes it wants without PyAV's generic `reformat` per frame. A frame may
 also come as those planes already (`I420`): the camera renderer draws a plain flat move's
-frames so, from the photo converted once, and the encoder takes them as they are.
+frames so, from the photo converted once, and the encoder takes them as they are. So does a
+look (d2v.looks): its colour table holds each graded colour as Y'RGB (`yrgb_from_rgb`: this
+conversion's luma beside R, G, B), and `i420_from_yrgb` makes a graded frame's planes from one
+gather, the same bits as `Yuv420` of the graded RGB.
 
 Cores: x264 runs frame threads (with PyAV's default, slice threads, the same CPU takes
 about 20% longer on two cores), and while it encodes, OpenCV runs single-threaded
@@ -140,10 +143,47 @@ class Yuv420:
         cv2.transform(rgb, RGB_TO_YUV709, dst=self._yuv)
         cv2.extractChannel(self._yuv, 0, dst=p.y)
         cv2.resize(rgb, (w // 2, h // 2), dst=self._half, interpolation=cv2.INTER_AREA)
-        cv2.transform(self._half, RGB_TO_YUV709, dst=self._half_yuv)
-        cv2.extractChannel(self._half_yuv, 1, dst=p.u)
-        cv2.extractChannel(self._half_yuv, 2, dst=p.v)
+        _chroma(self._half, self._half_yuv, p)
         return p.buffer
+
+
+def _chroma(half: np.ndarray, half_yuv: np.ndarray, planes: I420) -> None:
+    """U and V from the 2x2 blocks' average RGB (`half`, rounded), through one 3-row pass."""
+    cv2.transform(half, RGB_TO_YUV709, dst=half_yuv)
+    cv2.extractChannel(half_yuv, 1, dst=planes.u)
+    cv2.extractChannel(half_yuv, 2, dst=planes.v)
+
+
+# Y'RGB: a colour as 4 bytes, its luma Y' (exactly as `Yuv420` makes it) and then R, G, B. A
+# colour table of these (d2v.looks) turns a frame into its planes with one gather and
+# `i420_from_yrgb`, bit for bit what `Yuv420` makes of the gathered RGB, and into RGB by
+# dropping Y'.
+_YRGB_TO_RGB = [1, 0, 2, 1, 3, 2]  # cv2.mixChannels pairs: Y'RGB -> RGB
+
+
+def yrgb_from_rgb(rgb: np.ndarray, out: np.ndarray, yuv: np.ndarray) -> None:
+    """(h, w, 3) uint8 RGB -> `out`, (h, w, 4) uint8 Y'RGB; `yuv` is (h, w, 3) uint8 scratch."""
+    # The 3-row pass `Yuv420` makes: OpenCV's fixed-point arithmetic for 3 -> 3 channels, so the
+    # same luma to the bit (a 3 -> 4 pass, its float path, differs by 1 in 5% of colours).
+    cv2.transform(rgb, RGB_TO_YUV709, dst=yuv)
+    cv2.mixChannels([yuv, rgb], [out], [0, 0, 3, 1, 4, 2, 5, 3])
+
+
+def rgb_from_yrgb(yrgb: np.ndarray) -> np.ndarray:
+    """(h, w, 4) uint8 Y'RGB -> a fresh (h, w, 3) uint8 RGB."""
+    return cv2.mixChannels([yrgb], [np.empty((*yrgb.shape[:2], 3), np.uint8)], _YRGB_TO_RGB)[0]
+
+
+def i420_from_yrgb(yrgb: np.ndarray) -> I420:
+    """(h, w, 4) uint8 Y'RGB -> a fresh `I420`: Y' as it is, U and V from the 2x2 blocks'
+    average R, G, B as `Yuv420` takes them (the same area filter on the same values)."""
+    h, w = yrgb.shape[:2]
+    planes = I420(w, h)
+    cv2.extractChannel(yrgb, 0, dst=planes.y)
+    half4 = cv2.resize(yrgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # each channel on its own
+    half = rgb_from_yrgb(half4)
+    _chroma(half, np.empty_like(half), planes)
+    return planes
 
 
 class _CoreShare:

@@ -2,6 +2,7 @@
 
     look = look_for(request, lut_bytes)     # None: no grade
     frame = look.apply(frame)               # (h, w, 3) uint8 RGB -> graded, same shape
+    frame = look.apply(frame, planes=True)  # graded as the encoder takes it (I420 once the table is built)
 
 * Named looks (`d2v.models.LOOKS`) are grade functions evaluated once per process on a
   33^3 grid. White balance and exposure act in linear light (sRGB decoded), where
@@ -16,10 +17,18 @@
   Pillow's trilinear `ImageFilter.Color3DLUT` on every frame (bench/post_bench.py --looks).
   The table is the LUT's trilinear interpolant, built one axis at a time (trilinear is
   separable: along red, then green, then one blend of two planes per blue level) in float32
-  and rounded once: 0.1-0.2 CPU-s, against 0.7-1.0 s for running Pillow's filter over every
-  colour; every entry within 1 level of Pillow's fixed-point filter (98.7% equal). A look
-  grades its first BUILD_AFTER pixels with Pillow (a preview of a few small frames never
-  pays for the table), then builds it; the process keeps the tables of the last two looks.
+  and rounded once, one pair of grid planes at a time (no temporaries beyond 1 MB: the
+  table is the only fresh memory): about 0.1 CPU-s, against 0.35-1.0 s for running Pillow's
+  filter over every colour; every entry within 1 level of Pillow's fixed-point filter (98.7%
+  equal). A job whose clip has BUILD_FOR pixels or more builds it at its first frame; where the
+  clip's size is not said, a look grades its first BUILD_AFTER pixels with Pillow (a preview of
+  a few small frames never pays for the table), then builds it. The process keeps the tables
+  of the last two looks.
+* Each entry is the graded colour as Y'RGB (d2v.encode): the encoder's luma beside R, G, B.
+  A frame that goes straight to the encoder (`apply(frame, planes=True)`) becomes its I420
+  planes from the gather with a half-size chroma pass, bit for bit what the encoder's own
+  conversion makes of the graded RGB, so the look does most of the conversion the encoder
+  would have done; a frame wanted in RGB (the poster) drops Y'.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import mmap
 import sys
 import threading
 from collections import OrderedDict
@@ -36,6 +46,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
+from d2v.encode import I420, i420_from_yrgb, rgb_from_yrgb, yrgb_from_rgb
 from d2v.errors import InvalidLookError
 from d2v.models import LOOKS, LUT_SUFFIX, RenderRequest
 
@@ -61,11 +72,17 @@ class Look:
     def _digest(self) -> str:  # what the graded-colour tables are kept by
         return hashlib.sha256(np.ascontiguousarray(self.table, np.float32).tobytes()).hexdigest()
 
-    def apply(self, frame: np.ndarray) -> np.ndarray:
-        table = _tables.get(self, frame.shape[0] * frame.shape[1])
+    def apply(self, frame: np.ndarray, *, planes: bool = False, clip_pixels: int = 0) -> np.ndarray | I420:
+        """The graded frame: RGB, or with `planes` the encoder's I420 once the table is built
+        (RGB before: the encoder takes either). clip_pixels: how many the caller grades in all,
+        where it knows (see BUILD_FOR)."""
+        table = _tables.get(self, frame.shape[0] * frame.shape[1], clip_pixels)
         if table is None:
             return np.asarray(Image.fromarray(frame).filter(self._filter))
-        return _index(table, frame)
+        yrgb = _index(table, frame)
+        if planes:
+            return i420_from_yrgb(yrgb)
+        return rgb_from_yrgb(yrgb)
 
     def method(self) -> str:
         n = self.table.shape[0]
@@ -73,14 +90,20 @@ class Look:
 
 
 ALL_COLOURS = 1 << 24  # 8-bit RGB
-# Pixels a look grades directly before it builds its table: about what the build costs
-# (Pillow grades ~25 M pixels a second; the build ~0.15 s), so short previews never build one.
+# When a look builds its table (bench/post_bench.py --looks, 2-core Sapphire Rapids VM): Pillow
+# grades ~45 M pixels a CPU-second (13 ms a 1024x576 frame), the table ~270 M to I420 planes
+# (2.2 ms), and the build costs ~0.1 s, so it pays for itself after ~5.5 M pixels. A caller that
+# knows its clip's size (a job) builds at once for a clip past BUILD_FOR, and grades a smaller
+# one directly; one that does not grades BUILD_AFTER pixels directly first (two 1024x576
+# frames; a 4 s 256x144 preview's first 28), so a few small frames never pay for a build.
+BUILD_FOR = 1 << 22
 BUILD_AFTER = ALL_COLOURS >> 4
 
 
 class _Tables:
-    """Every 8-bit colour graded once per look (packed RGBA, indexed by R | G << 8 | B << 16),
-    built once a look has graded BUILD_AFTER pixels the direct way; the last KEEP kept."""
+    """Every 8-bit colour graded once per look (packed Y'RGB, indexed by R | G << 8 | B << 16),
+    built for a clip of BUILD_FOR pixels or more, or once a look has graded BUILD_AFTER pixels
+    the direct way; the last KEEP kept."""
 
     KEEP = 2
 
@@ -89,8 +112,8 @@ class _Tables:
         self._graded: dict[str, int] = {}  # pixels graded directly, by look
         self._built: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def get(self, look: Look, pixels: int) -> np.ndarray | None:
-        if sys.byteorder != "little":  # the packing reads R, G, B, 0 as one little-endian number
+    def get(self, look: Look, pixels: int, clip_pixels: int = 0) -> np.ndarray | None:
+        if sys.byteorder != "little":  # the keys read R, G, B, 0 as one little-endian number
             return None
         key = look._digest
         with self._lock:
@@ -99,7 +122,7 @@ class _Tables:
                 return self._built[key]
             seen = self._graded.get(key, 0)
             self._graded[key] = seen + pixels
-            if seen < BUILD_AFTER:
+            if seen < BUILD_AFTER and clip_pixels < BUILD_FOR:
                 return None
             table = _grade_all_colours(look)
             self._built[key] = table
@@ -107,6 +130,18 @@ class _Tables:
             while len(self._built) > self.KEEP:
                 self._built.popitem(last=False)
             return table
+
+
+def _fresh_table() -> np.ndarray:
+    """(256, 256, 256, 4) uint8 of new memory, its pages mapped in one call (MAP_POPULATE):
+    about 0.03 CPU-s. numpy's own allocation asks for huge pages, whose first touch took 0.02 s
+    or, often once a render had churned through its frames, 0.15-0.17 s (the kernel compacting
+    memory for them: defrag on madvise); 4 KB pages faulted in one at a time cost 0.06 s."""
+    size = ALL_COLOURS * 4
+    if not hasattr(mmap, "MAP_POPULATE"):  # not Linux
+        return np.empty((256, 256, 256, 4), np.uint8)
+    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    return np.frombuffer(pages, np.uint8).reshape(256, 256, 256, 4)  # the array keeps the mapping
 
 
 def _lerp_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,34 +154,65 @@ def _lerp_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _grade_all_colours(look: Look) -> np.ndarray:
     """The table of every 8-bit colour graded: the LUT's trilinear interpolant, one axis at a
-    time, rounded once to 8 bits; packed R, G, B, 0 as little-endian uint32."""
+    time, rounded once to 8 bits; packed Y', R, G, B as little-endian uint32, [b][g][r]."""
     n = look.table.shape[0]  # table[b, g, r] -> rgb
     below, frac = _lerp_weights(n)
+    lut = look.table * np.float32(255)  # in 8-bit units
 
-    def along(t: np.ndarray, axis: int) -> np.ndarray:
-        a, b = np.take(t, below, axis=axis), np.take(t, below + 1, axis=axis)
-        shape = [1] * t.ndim
-        shape[axis] = 256
-        return a + (b - a) * frac.reshape(shape)
+    def red_green(grid_plane: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """One blue grid plane (n, n, 3) at every red and green level: (256, 256, 3) in `out`.
+        (Into kept buffers: a new 0.8 MB array is fresh memory, page faults and all.)"""
+        a, b = grid_plane[:, below], grid_plane[:, below + 1]
+        along_red = a + (b - a) * frac[None, :, None]
+        np.take(along_red, below, axis=0, out=out)
+        np.take(along_red, below + 1, axis=0, out=spare)
+        np.subtract(spare, out, out=spare)
+        np.multiply(spare, frac[:, None, None], out=spare)
+        return np.add(out, spare, out=out)
 
-    # Red and green at every level, blue still on the grid: (n, 256, 256, 3), in 8-bit units.
-    rg = along(along(look.table * np.float32(255), 2), 1)
-    step = np.ascontiguousarray(rg[1:] - rg[:-1])
-    table = np.empty((256, 256, 256, 4), np.uint8)  # [b][g][r] -> R, G, B, 0
-    plane = np.empty((256, 256, 3), np.float32)
+    table = _fresh_table()  # [b][g][r] -> Y', R, G, B
+    lower, upper, step, plane, spare = (np.empty((256, 256, 3), np.float32) for _ in range(5))
+    rgb, yuv = np.empty((256, 256, 3), np.uint8), np.empty((256, 256, 3), np.uint8)
+    k_lower = -2
     for level in range(256):  # each blue level: one blend of two grid planes, rounded to uint8
-        k = below[level]
-        cv2.scaleAdd(step[k], float(frac[level]), rg[k], dst=plane)
-        cv2.cvtColor(cv2.convertScaleAbs(plane), cv2.COLOR_RGB2RGBA, dst=table[level])
+        k = int(below[level])
+        if k != k_lower:  # the next pair of grid planes (the last pair's upper one is this lower)
+            if k == k_lower + 1:
+                lower, upper = upper, lower
+            else:
+                red_green(lut[k], lower)
+            red_green(lut[k + 1], upper)
+            np.subtract(upper, lower, out=step)
+            k_lower = k
+        cv2.scaleAdd(step, float(frac[level]), lower, dst=plane)
+        cv2.convertScaleAbs(plane, dst=rgb)
+        yrgb_from_rgb(rgb, table[level], yuv)
     return table.reshape(-1).view(np.uint32)
 
 
 def _index(table: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The frame's colours looked up: (h, w, 4) uint8 Y'RGB, in this thread's scratch buffer
+    (read it before the next call)."""
     h, w = frame.shape[:2]
-    key = np.zeros((h, w, 4), np.uint8)  # R, G, B, 0: read as one little-endian uint32 index
+    key, graded = _scratch(h, w)
     cv2.mixChannels([np.ascontiguousarray(frame)], [key], [0, 0, 1, 1, 2, 2])
-    graded = np.take(table, key.view(np.uint32)[..., 0])
-    return cv2.cvtColor(graded.view(np.uint8).reshape(h, w, 4), cv2.COLOR_RGBA2RGB)
+    # mode="clip" (every key is in range anyway): with "raise", np.take writes to a copy of `out`.
+    np.take(table, key.view(np.int64)[..., 0], out=graded.view(np.uint32)[..., 0], mode="clip")
+    return graded
+
+
+_buffers = threading.local()
+
+
+def _scratch(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's buffers for a gather: the keys, (h, w, 8) uint8 zeroed once (R, G, B
+    written per frame, then zeros: one little-endian int64 index, the type np.take converts
+    any other to first), and the gathered (h, w, 4) Y'RGB. Kept, not made per frame: fresh
+    memory costs a page fault per 4 KB (about 0.5 ms of a 1024x576 frame's 2.5)."""
+    kept = getattr(_buffers, "kept", None)
+    if kept is None or kept[0].shape[:2] != (h, w):
+        kept = _buffers.kept = (np.zeros((h, w, 8), np.uint8), np.empty((h, w, 4), np.uint8))
+    return kept
 
 
 _tables = _Tables()

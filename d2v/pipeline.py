@@ -368,7 +368,7 @@ def stream_camera_job(
     measuring: list[Future] = []  # the check: from the start, or once the last frame is rendered
 
     def frames() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(graded(clip, look, finishing)):
+        for i, frame in enumerate(graded(clip, look, finishing, rgb={total // 2})):
             if i == total // 2:
                 poster.append(frame.copy())
             if arriving is not None:

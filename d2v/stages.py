@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import cv2
 import numpy as np
@@ -249,9 +249,11 @@ def job_look(request: RenderRequest, store: Store, job_id: str) -> Look | None:
     return look_for(request, store.get_bytes(key) if wants_file and store.exists(key) else None)
 
 
-def graded(clip: Frames, look: Look | None, seconds: dict[str, float]):
-    """The clip's frames in order, through the look. Adds the seconds spent making them (the
-    post chain, with whatever it renders) and grading them to seconds["post"], ["look"]."""
+def graded(clip: Frames, look: Look | None, seconds: dict[str, float], rgb: Collection[int] = ()):
+    """The clip's frames in order, through the look, for the encoder: a graded frame comes as
+    the I420 planes it takes (the look's table holds the encoder's luma: `Look.apply`), but
+    those in `rgb` (wanted as pictures too: the poster). Adds the seconds spent making them
+    (the post chain, with whatever it renders) and grading them to seconds["post"], ["look"]."""
     seconds.setdefault("post", 0.0)
     seconds.setdefault("look", 0.0)
     for i in range(len(clip)):
@@ -259,7 +261,8 @@ def graded(clip: Frames, look: Look | None, seconds: dict[str, float]):
         frame = clip.frame(i)
         t1 = time.perf_counter()
         if look is not None:
-            frame = look.apply(frame)
+            pixels = len(clip) * frame.shape[0] * frame.shape[1]  # a long clip builds the look's table at once
+            frame = look.apply(frame, planes=i not in rgb, clip_pixels=pixels)
         seconds["post"] += t1 - t0
         seconds["look"] += time.perf_counter() - t1
         yield frame
@@ -400,7 +403,7 @@ def encode_and_store(
     finishing: dict[str, float] = {}
 
     def frames():
-        for i, frame in enumerate(graded(final, look, finishing)):
+        for i, frame in enumerate(graded(final, look, finishing, rgb={len(final) // 2})):
             if i == len(final) // 2:
                 poster.append(frame)
             yield frame

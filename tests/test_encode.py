@@ -225,7 +225,8 @@ def test_the_index_is_reserved_up_front_when_the_frame_count_is_known(tmp_path: 
 def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_path, yuv_conversions):
     """A plain flat move's frames reach x264 as I420 planes the renderer draws, all but the
     path check's samples and the poster, which are rendered in RGB (the check measures them)
-    and converted here. A look (or post effects, motion blur) needs every frame in RGB."""
+    and converted here. Post effects or motion blur need every frame in RGB; a look whose
+    table is built grades each frame into planes itself, all but the poster."""
     import cv2
 
     from d2v.fidelity import sample_indices
@@ -255,6 +256,11 @@ def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_pat
 
     assert abs(psnr("plain.mp4") - psnr("rgb.mp4")) < 0.2
 
+    from d2v.looks import BUILD_FOR, _tables, named_look
+
+    _tables.get(named_look("vibrant"), 0, clip_pixels=BUILD_FOR)  # its table, as a long clip's job builds it
     yuv_conversions.clear()
-    render_job(image, request.model_copy(update={"look": "vibrant"}), LocalStore(tmp_path / "store"))
-    assert len(yuv_conversions) == n
+    store = LocalStore(tmp_path / "store")
+    graded = render_job(image, request.model_copy(update={"look": "vibrant"}), store)
+    assert len(yuv_conversions) == 1  # the poster, graded in RGB
+    assert store.get_bytes(graded.keys["poster"]) == encode_poster(named_look("vibrant").apply(rendered[n // 2]))

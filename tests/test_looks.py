@@ -201,8 +201,50 @@ def test_the_colour_table_grades_real_photos_as_pillow_does():
         table = _grade_all_colours(look)
         for f in frames:
             direct = np.asarray(Image.fromarray(np.ascontiguousarray(f)).filter(look._filter))
-            diff = np.abs(_index(table, f).astype(int) - direct)
+            diff = np.abs(_index(table, f)[..., 1:].astype(int) - direct)  # Y'RGB: R, G, B after the luma
             assert diff.max() <= 1 and diff.mean() < 0.15, look.name  # the two round differently
+
+
+def _with_its_table(look: Look) -> Look:
+    from d2v.looks import BUILD_FOR, _tables
+
+    _tables.get(look, 0, clip_pixels=BUILD_FOR)  # as for a long clip's first frame
+    return look
+
+
+def test_a_graded_frame_for_the_encoder_is_the_planes_it_would_make_of_the_graded_rgb():
+    """With its table built, a look grades a frame straight into the encoder's I420 planes
+    (`planes=True`): bit for bit what the encoder's own conversion makes of the graded RGB
+    frame (the table holds its luma; chroma from the same 2x2 averages of R, G, B), on real
+    photos and an odd-sized frame; without `planes`, the same look gives RGB."""
+    from d2v.encode import I420, Yuv420
+
+    photo = cv2.cvtColor(cv2.imread("examples/hubble.jpg"), cv2.COLOR_BGR2RGB)
+    frames = [photo[100:388, 200:712], cv2.resize(photo, (322, 182), interpolation=cv2.INTER_AREA)]
+    cube_look = parse_cube(cube(grid_rows(17, lambda r, g, b: (g ** 0.8, 0.3 + 0.5 * b, r * r)), 17), "odd.cube")
+    for look in (_with_its_table(named_look("cinematic")), _with_its_table(cube_look)):
+        for f in frames:
+            h, w = f.shape[:2]
+            rgb = look.apply(f)
+            assert isinstance(rgb, np.ndarray) and rgb.shape == (h, w, 3)
+            planes = look.apply(f, planes=True)
+            assert isinstance(planes, I420) and (planes.width, planes.height) == (w, h)
+            assert np.array_equal(planes.buffer, Yuv420(w, h)(rgb)), look.name
+
+
+def test_a_look_before_its_table_grades_to_rgb_for_the_encoder_too(frame):
+    """A look new to the process grades its first frames with Pillow, in RGB, even for the
+    encoder (which converts them itself): the planes come only from the table. A caller that
+    says its clip is past BUILD_FOR pixels gets the table, and planes, from the first frame."""
+    from d2v.encode import I420
+    from d2v.looks import BUILD_FOR
+
+    new = Look("fresh", named_look("warm").table + np.float32(1e-6))
+    out = new.apply(frame, planes=True, clip_pixels=BUILD_FOR - 1)
+    assert isinstance(out, np.ndarray) and out.shape == frame.shape
+    assert np.abs(out.astype(int) - named_look("warm").apply(frame)).max() <= 1
+    longer = Look("fresh, for a long clip", named_look("warm").table + np.float32(2e-6))
+    assert isinstance(longer.apply(frame, planes=True, clip_pixels=BUILD_FOR), I420)
 
 
 def test_a_long_clip_switches_to_the_table_without_a_visible_step():
