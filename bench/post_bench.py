@@ -18,13 +18,15 @@ each the median of --repeats runs:
     python bench/post_bench.py [--repeats 3]
     python bench/post_bench.py --looks [--repeats 3]    # only the look's 8-bit path (issue 27)
 
---looks: for each look, per frame against encode-only of the graded frames: Pillow's filter
-on every frame (how looks graded before issue 27), the colour table (every 8-bit colour
-graded once, then one gather per pixel), the table's one-off build (now: the LUT's trilinear
-interpolant one axis at a time in numpy/OpenCV; before: Pillow's filter over all 2^24
-colours), and a fresh look over the 96-frame clip as a job grades it now (direct for
-BUILD_AFTER pixels, the build, then the table); and how far the table's frames are from
-Pillow's (max and mean |difference|, share of samples equal).
+--looks: for each look, per frame against encode-only of the graded frames (RGB in, so it
+includes the encoder's RGB -> I420 conversion): Pillow's filter on every frame (how looks
+graded before issue 27), the colour table (every 8-bit colour graded once, then one gather per
+pixel) to RGB and to the encoder's I420 planes (as a job grades the frames it encodes; net:
+less the encoder's own conversion of the graded RGB, which the planes spare it), the table's
+one-off build (now: the LUT's trilinear interpolant one axis at a time in numpy/OpenCV;
+before: Pillow's filter over all 2^24 colours), and a fresh look over the 96-frame clip as a
+job grades it now (a clip past BUILD_FOR pixels: the build, then the table, to planes); and
+how far the table's frames are from Pillow's (max and mean |difference|, share of samples equal).
 
 Times are CPU seconds (all threads), medians. Post effects and the look run on the render thread while the encoder runs on the other
 (d2v.pipeline.prefetch), so on two cores a cost under 1x of encode-only mostly hides behind
@@ -135,9 +137,11 @@ def main() -> None:
 
 
 def looks_8bit(image_path: str, repeats: int) -> None:
+    import cv2
     import numpy as np
     from PIL import Image
 
+    from d2v.encode import Yuv420, i420_from_yrgb, rgb_from_yrgb
     from d2v.looks import Look, _grade_all_colours, _index
 
     image = load_image(image_path)
@@ -148,12 +152,20 @@ def looks_8bit(image_path: str, repeats: int) -> None:
     n = len(plain)
     median = statistics.median
     cube = parse_cube(write_cube(named_look("cinematic")), "cinematic.cube")
+    # As a job grades: OpenCV on one thread while the encoder runs (d2v.encode.encoder_owns_cores),
+    # and each graded frame let go once encoded (kept, fresh memory for every frame costs page faults).
+    cv2.setNumThreads(1)
+
+    def discard(frames) -> None:
+        for _ in frames:
+            pass
+
     print(f"# {platform.node()}: python {platform.python_version()}; 1024x576, {n} frames, CPU seconds, "
-          f"median of {repeats}")
-    print("| look | encode-only, ms/frame | Pillow per frame, ms (x enc) | table per frame, ms (x enc) | "
-          "table build, s (before: Pillow's) | fresh look over the clip, ms/frame (x enc) | "
-          "table vs Pillow: max, mean abs diff, equal |")
-    print("|---|---|---|---|---|---|---|")
+          f"median of {repeats}; OpenCV on 1 thread")
+    print("| look | encode-only, ms/frame | Pillow per frame, ms (x enc) | table -> RGB per frame, ms (x enc) | "
+          "table -> I420 per frame, ms (x enc; net of the conversion spared) | table build, s (before: Pillow's) | "
+          "fresh look over the clip -> I420, ms/frame (x enc; net) | table vs Pillow: max, mean abs diff, equal |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, look in [("cinematic", named_look("cinematic")), ("noir", named_look("noir")), (".cube 33^3", cube)]:
         direct = lambda f: np.asarray(Image.fromarray(f).filter(look._filter))  # noqa: E731
         pil = median(timed(lambda: [direct(f) for f in plain])[0] for _ in range(repeats))
@@ -161,21 +173,25 @@ def looks_8bit(image_path: str, repeats: int) -> None:
         table = _grade_all_colours(look)
         colours = np.arange(1 << 24, dtype=np.uint32).view(np.uint8).reshape(4096, 4096, 4)[..., :3].copy()
         before = timed(lambda: direct(colours))[0]  # the build as it was: Pillow over every colour
-        tab_s, graded = [], None
+        tab_s, planes_s, graded = [], [], None
         for _ in range(repeats):
-            s, graded = timed(lambda: [_index(table, f) for f in plain])
+            s, graded = timed(lambda: [rgb_from_yrgb(_index(table, f)) for f in plain])
             tab_s.append(s)
+            planes_s.append(timed(lambda: discard(i420_from_yrgb(_index(table, f)) for f in plain))[0])
         diff = np.concatenate([np.abs(g.astype(np.int16) - direct(f)).ravel() for g, f in zip(graded[::8], plain[::8])])
         same = f"{diff.max()}, {diff.mean():.3f}, {(diff == 0).mean():.1%}"
+        to_yuv = Yuv420(*plain[0].shape[1::-1])
+        spared = median(timed(lambda: [to_yuv(g) for g in graded])[0] for _ in range(repeats))  # the encoder's own
         fresh = []
         for k in range(repeats):  # a look this process has not graded before: its own table
             new = Look(f"{label}-{k}", look.table + np.float32(1e-7 * (k + 1)))
-            fresh.append(timed(lambda: [new.apply(f) for f in plain])[0])
+            clip = n * plain[0].size // 3  # pixels: a job's clip builds the table at its first frame
+            fresh.append(timed(lambda: discard(new.apply(f, planes=True, clip_pixels=clip) for f in plain))[0])
         enc = median(encode_seconds(graded, req.fps) for _ in range(repeats))
-        e = enc / n * 1e3
-        print(f"| {label} | {e:.2f} | {pil / n * 1e3:.2f} ({pil / enc:.2f}) | {median(tab_s) / n * 1e3:.2f} "
-              f"({median(tab_s) / enc:.2f}) | {build:.2f} ({before:.2f}) | {median(fresh) / n * 1e3:.2f} ({median(fresh) / enc:.2f}) "
-              f"| {same} |")
+        e, tab, pl, fr = enc / n * 1e3, median(tab_s), median(planes_s), median(fresh)
+        print(f"| {label} | {e:.2f} | {pil / n * 1e3:.2f} ({pil / enc:.2f}) | {tab / n * 1e3:.2f} ({tab / enc:.2f}) "
+              f"| {pl / n * 1e3:.2f} ({pl / enc:.2f}; {(pl - spared) / enc:.2f}) | {build:.2f} ({before:.2f}) "
+              f"| {fr / n * 1e3:.2f} ({fr / enc:.2f}; {(fr - spared) / enc:.2f}) | {same} |")
 
 
 def camera_jobs(image_path: str, req, repeats: int) -> list[tuple[str, int, float, float]]:
