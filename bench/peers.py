@@ -31,6 +31,14 @@ column is then against DepthFlow.
 With --baseline, the last d2v and d2v@BASE videos are decoded and compared (max and mean
 difference, PSNR between them and against the frames as rendered) to show the output is
 today's.
+
+Then where d2v's wall goes (`phases`): from each d2v round's manifest (its stage_seconds), the
+process outside render_job (interpreter, imports, the CLI's checks, exit), render_job around the
+encode, and the streamed render + encode (the path check beside it); against x264 alone on the
+same 96 frames, as d2v drives it (`encode_mp4` of ready I420 planes, in this process) and as
+ffmpeg does (raw frames from a file). Start-up plus x264 alone is the least a Python process
+that renders and then encodes can take; what is left of ffmpeg's wall is what the render and
+the path check may cost.
 """
 
 from __future__ import annotations
@@ -84,6 +92,57 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]
     if done.returncode != 0:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-2000:]}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def last_manifest(store: Path) -> dict:
+    """The manifest of the only job in a d2v store (each d2v round renders the same job again)."""
+    import json
+
+    (found,) = store.glob("jobs/*/manifest.json")
+    return json.loads(found.read_text())
+
+
+def x264_alone(video: Path, tmp: Path, repeats: int = 3) -> tuple[float, float]:
+    """Median wall of x264 on a video's frames, ready as I420 planes: through d2v.encode in this
+    process, and through ffmpeg reading them raw from a file."""
+    sys.path.insert(0, str(REPO))
+    from d2v.encode import I420, decode_video, encode_mp4, Yuv420
+
+    rgb, _ = decode_video(video)
+    to_yuv = Yuv420(SIZE[0], SIZE[1])
+    planes = []
+    for frame in rgb:
+        p = I420(*SIZE)
+        p.buffer[:] = to_yuv(frame)
+        planes.append(p)
+    raw = tmp / "frames.yuv"
+    raw.write_bytes(b"".join(p.buffer.tobytes() for p in planes))
+    ours, theirs = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        encode_mp4(planes, tmp / "alone.mp4", FPS, crf=18, preset="veryfast")
+        ours.append(time.perf_counter() - t0)
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s",
+               f"{SIZE[0]}x{SIZE[1]}", "-r", str(FPS), "-i", str(raw), *ENCODE, str(tmp / "alone-ff.mp4")]
+        theirs.append(timed(cmd, {}, tmp)[0])
+    return statistics.median(ours), statistics.median(theirs)
+
+
+def phases(parts: dict[str, list[float]], ffmpeg_wall: float, video: Path, tmp: Path) -> None:
+    alone, alone_ff = x264_alone(video, tmp)
+    outside, around, streamed = (statistics.median(parts[k]) for k in ("outside", "around", "streamed"))
+    print("\nwhere d2v's wall goes (medians over the d2v rounds, from each job's stage_seconds):\n")
+    print("| part | s |")
+    print("|---|---|")
+    print(f"| outside render_job: interpreter, imports, the CLI's checks, exit | {outside:.3f} |")
+    print(f"| render_job around the encode: photo, job claim, store, poster, manifest | {around:.3f} |")
+    print(f"| render + encode, streamed (the path check beside it) | {streamed:.3f} |")
+    print(f"| x264 alone on the same frames, as d2v drives it (ready I420 planes, in-process) | {alone:.3f} |")
+    print(f"| x264 alone on the same frames, ffmpeg reading them raw (a whole process) | {alone_ff:.3f} |")
+    print(f"| ffmpeg+scale, the whole process | {ffmpeg_wall:.3f} |")
+    floor = outside + around + alone
+    print(f"\nd2v's floor (outside + around + x264 alone, a render and check that cost nothing): {floor:.3f} s, "
+          f"{floor / ffmpeg_wall:.2f}x ffmpeg+scale; the render and the path check add {streamed - alone:.3f} s")
 
 
 def depth_map(path: Path) -> None:
@@ -169,12 +228,18 @@ def main() -> None:
         load_before = os.getloadavg()
         walls: dict[str, list[float]] = {n: [] for n in names}
         cpus: dict[str, list[float]] = {n: [] for n in names}
+        parts: dict[str, list[float]] = {"outside": [], "around": [], "streamed": []}  # d2v's, per round
         for k in range(args.pairs):
             order = names[k % len(names):] + names[: k % len(names)]
             for name in order:
                 w, c = timed(*rows[name])
                 walls[name].append(w)
                 cpus[name].append(c)
+                if name == "d2v":
+                    seconds = last_manifest(tmp / "store")["stage_seconds"]
+                    parts["outside"].append(w - seconds["total"])
+                    parts["around"].append(seconds["total"] - seconds["render_encode_wall"])
+                    parts["streamed"].append(seconds["render_encode_wall"])
             print(f"round {k + 1}/{args.pairs}: " + ", ".join(f"{n} {walls[n][-1]:.2f}s" for n in names), flush=True)
         load_after = os.getloadavg()
 
@@ -193,6 +258,8 @@ def main() -> None:
                   f"{statistics.median(ratios):.2f}x |")
         if args.baseline is not None:
             print("\n" + compare(tmp / "d2v.mp4", tmp / "base.mp4"))
+        if parts["streamed"] and "ffmpeg+scale" in walls:
+            phases(parts, statistics.median(walls["ffmpeg+scale"]), tmp / "d2v.mp4", tmp)
 
 
 if __name__ == "__main__":
