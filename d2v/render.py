@@ -137,6 +137,7 @@ _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
+_ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
 _FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
@@ -244,8 +245,8 @@ class CameraRenderer:
         if border not in ("reflect", "black"):
             raise ValueError(f"border must be 'reflect' or 'black', got {border!r}")
         self.height, self.width = image.shape[:2]
-        # Depth warps remap with fixed-point maps (coordinates up to _FIXED_MAP_LIMIT) when
-        # coordinates clipped there stay outside the image even interpolated a grid cell in.
+        # Depth warps remap as with fixed-point maps (coordinates up to _FIXED_MAP_LIMIT, 1/32 px:
+        # `_remap`) when coordinates clipped there stay outside the image even interpolated a grid cell in.
         self._fixed_maps = _DEPTH_GRID_STEP * max(self.width, self.height) < _FIXED_MAP_LIMIT
         self.parallax = float(parallax)
         self._border = cv2.BORDER_REFLECT if border == "reflect" else cv2.BORDER_CONSTANT
@@ -594,22 +595,31 @@ class CameraRenderer:
 
     def _remap(self, levels: list, level: int, q: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
         # q: (h, w, 2) image coordinates in OpenCV convention at level 0; scaled for the level.
-        # Fixed-point maps (what remap makes of float ones anyway, 1/32 px) remap twice as
-        # fast, for images small enough (see __init__). Full-size maps live in scratch: fresh
-        # multi-megabyte arrays every frame cost more in page faults than the work in them.
+        # For images small enough (see __init__), the coordinates are rounded to 1/32 px (half
+        # to even) as cv2.convertMaps rounds them for a fixed-point remap, then remapped as a
+        # float map: OpenCV 5's float-map remap is the faster (a 1024x576 frame of the stacked
+        # YUVA texture, caches cold as in a frame: 1.7 ms, 2.5 with the rounding, against 3.3
+        # for convertMaps and the fixed-point remap), and on points at whole 1/32 px it is the
+        # fixed-point remap within a level (a value half way rounds either way). Straight from
+        # the unrounded map it interpolates at the exact point: up to 5 levels off where the
+        # texture is sharp (bench/RESULTS.md, session 15). Full-size maps live in scratch:
+        # fresh multi-megabyte arrays every frame cost more in page faults than the work in them.
         # Then the pixels at depth edges (`_depth_maps`' scratch["edges"]): the mean of their
         # own rays' samples, so an edge is resolved and anti-aliased at output resolution.
         # (levels: RGB, or YUV with a fourth channel for I420 frames: the same arithmetic.)
         scale = np.float32(0.5**level)
-        if level:
-            q = np.multiply(q, scale, out=_buffer(scratch, "q_level", q.shape, np.float32))
         if self._fixed_maps:
-            m1 = _buffer(scratch, "map1", q.shape, np.int16)
-            m2 = _buffer(scratch, "map2", q.shape[:2], np.uint16)
-            cv2.convertMaps(q, None, cv2.CV_16SC2, dstmap1=m1, dstmap2=m2)
-            cv2.remap(levels[level], m1, m2, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
-        else:
-            cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
+            rounded = _buffer(scratch, "q_round", q.shape, np.float32)
+            if level:
+                np.multiply(q, scale, out=rounded)
+                rounded += _ROUND_32
+            else:
+                np.add(q, _ROUND_32, out=rounded)
+            rounded -= _ROUND_32
+            q = rounded
+        elif level:
+            q = np.multiply(q, scale, out=_buffer(scratch, "q_level", q.shape, np.float32))
+        cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
         edges: _Edges | None = scratch.get("edges")
         if edges is not None and edges.aa.size:
             # (The map holds each edge pixel's own ray: what an edge crosses mixes in the other side.)

@@ -626,3 +626,22 @@ def test_wide_erosion_is_opencvs(k):
     image[40:60, 100:130] = -1.0  # a deep pit, so the windows' reach shows
     expected = cv2.erode(image, np.ones((k, k), np.uint8))
     assert np.array_equal(_erode_square(image, k), expected)
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_the_depth_remap_is_the_fixed_point_remap_within_a_level(level):
+    """A depth frame's remap runs OpenCV's float-map path on coordinates rounded to 1/32 px, as
+    cv2.convertMaps rounds them: within a level of the fixed-point remap (which frames were drawn
+    with before), on a texture of noise (as sharp as a texture gets) and points past its edges.
+    The unrounded float map interpolates at the exact point: 5-6 levels off here."""
+    rng = np.random.default_rng(3)
+    texture = rng.integers(0, 256, (120, 160, 4), np.uint8)
+    q = np.stack([rng.uniform(-20, 180, (90, 110)), rng.uniform(-20, 140, (90, 110))], axis=-1).astype(np.float32)
+    r = CameraRenderer(np.ascontiguousarray(texture[..., :3]))
+    got = np.empty((90, 110, 4), np.uint8)
+    r._remap([texture, texture], level, q, got, {})
+    at_level = q * np.float32(0.5**level)
+    fixed = cv2.remap(texture, *cv2.convertMaps(at_level, None, cv2.CV_16SC2), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT)
+    d = np.abs(got.astype(int) - fixed)
+    assert d.max() <= 1 and (d > 0).mean() < 0.02
