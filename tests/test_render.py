@@ -198,7 +198,9 @@ def test_flat_frames_drawn_as_i420_planes_are_the_rgb_frames_converted(photo):
         for name, rows in (("Y", slice(0, 288)), ("U and V", slice(288, None))):
             d = got[rows].astype(np.int16) - want[rows]
             # (Each side rounds three or four times: 2 levels apart at 1 sample in 10^4.)
-            assert np.abs(d).max() <= 2 and (np.abs(d) > 1).mean() < 5e-4, name
+            # (2 levels at 16-31 Y samples of 57.6 k a frame here, where two levels are blended or
+            # a flat warp's: each side rounds twice. Real clips: 2-4 a million, bench/RESULTS.md.)
+            assert np.abs(d).max() <= 2 and (np.abs(d) > 1).mean() < 6e-4, name
             assert np.abs(d).mean() < 0.3 and abs(d.mean()) < 0.2, name
 
 
@@ -254,7 +256,9 @@ def test_depth_frames_drawn_as_i420_planes_are_the_rgb_frames_converted(photo):
         want, got = to_yuv(a).astype(np.int16), p.buffer
         for name, rows in (("Y", slice(0, h)), ("U and V", slice(h, None))):
             d = got[rows].astype(np.int16) - want[rows]
-            assert np.abs(d).max() <= 2 and (np.abs(d) > 1).mean() < 5e-4, name
+            # (2 levels at 16-31 Y samples of 57.6 k a frame here, where two levels are blended or
+            # a flat warp's: each side rounds twice. Real clips: 2-4 a million, bench/RESULTS.md.)
+            assert np.abs(d).max() <= 2 and (np.abs(d) > 1).mean() < 6e-4, name
             # (0.31 where two levels are blended: a flat frame's planes too.)
             assert np.abs(d).mean() < 0.35 and abs(d.mean()) < 0.2, name
     assert np.abs(rgb[1].astype(int) - rgb[0]).mean() > 5  # (the move shows)
