@@ -528,12 +528,15 @@ class CameraRenderer:
 
     def _trilinear(self, sample, lo: int, frac: float, out: np.ndarray, scratch: dict, key: str) -> None:
         """`sample(lo, out)`, blended with `sample(lo + 1, ...)` by `frac` (its buffer kept in
-        scratch under `key`) unless that share is negligible or there is no next level."""
-        sample(lo, out)
+        scratch under `key`) unless that share is negligible or there is no next level. The next
+        level is sampled first: a depth frame's remap rounds its map in place at level 0 (`_remap`)."""
         if frac >= _BLEND_EPS and lo + 1 < len(self._levels):
             nxt = _buffer(scratch, key, out.shape, out.dtype)
             sample(lo + 1, nxt)
+            sample(lo, out)
             cv2.addWeighted(out, 1.0 - frac, nxt, frac, 0.0, dst=out)
+        else:
+            sample(lo, out)
 
     def _level(self, G: np.ndarray, width: int, height: int) -> tuple[int, float]:
         """The pyramid level a frame samples (output -> image map G) and the share of the next
@@ -608,17 +611,13 @@ class CameraRenderer:
         # own rays' samples, so an edge is resolved and anti-aliased at output resolution.
         # (levels: RGB, or YUV with a fourth channel for I420 frames: the same arithmetic.)
         scale = np.float32(0.5**level)
-        if self._fixed_maps:
-            rounded = _buffer(scratch, "q_round", q.shape, np.float32)
-            if level:
-                np.multiply(q, scale, out=rounded)
-                rounded += _ROUND_32
-            else:
-                np.add(q, _ROUND_32, out=rounded)
-            rounded -= _ROUND_32
-            q = rounded
-        elif level:
+        if level:
             q = np.multiply(q, scale, out=_buffer(scratch, "q_level", q.shape, np.float32))
+        if self._fixed_maps:
+            # (In place: at level 0 this is q's last use, `_trilinear` samples the next level
+            # first; a separate rounded copy costs ~3 % of a frame in cache misses.)
+            q += _ROUND_32
+            q -= _ROUND_32
         cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
         edges: _Edges | None = scratch.get("edges")
         if edges is not None and edges.aa.size:

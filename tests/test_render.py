@@ -643,8 +643,8 @@ def test_the_depth_remap_is_the_fixed_point_remap_within_a_level(level):
     q = np.stack([rng.uniform(-20, 180, (90, 110)), rng.uniform(-20, 140, (90, 110))], axis=-1).astype(np.float32)
     r = CameraRenderer(np.ascontiguousarray(texture[..., :3]))
     got = np.empty((90, 110, 4), np.uint8)
-    r._remap([texture, texture], level, q, got, {})
     at_level = q * np.float32(0.5**level)
+    r._remap([texture, texture], level, q, got, {})  # (at level 0 it rounds q in place)
     fixed = cv2.remap(texture, *cv2.convertMaps(at_level, None, cv2.CV_16SC2), cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_REFLECT)
     d = np.abs(got.astype(int) - fixed)
