@@ -138,7 +138,7 @@ _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level 
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
-_FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
+_FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare (and < 2**17: _ROUND_32)
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
 PSEUDO_RADIUS = 0.5
