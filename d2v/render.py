@@ -137,7 +137,8 @@ _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
-_FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare
+_ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
+_FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare (and < 2**17: _ROUND_32)
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
 # shorter side: the subject stays one piece while the view's edges lie well behind it.
 PSEUDO_RADIUS = 0.5
@@ -244,8 +245,8 @@ class CameraRenderer:
         if border not in ("reflect", "black"):
             raise ValueError(f"border must be 'reflect' or 'black', got {border!r}")
         self.height, self.width = image.shape[:2]
-        # Depth warps remap with fixed-point maps (coordinates up to _FIXED_MAP_LIMIT) when
-        # coordinates clipped there stay outside the image even interpolated a grid cell in.
+        # Depth warps remap as with fixed-point maps (coordinates up to _FIXED_MAP_LIMIT, 1/32 px:
+        # `_remap`) when coordinates clipped there stay outside the image even interpolated a grid cell in.
         self._fixed_maps = _DEPTH_GRID_STEP * max(self.width, self.height) < _FIXED_MAP_LIMIT
         self.parallax = float(parallax)
         self._border = cv2.BORDER_REFLECT if border == "reflect" else cv2.BORDER_CONSTANT
@@ -527,12 +528,15 @@ class CameraRenderer:
 
     def _trilinear(self, sample, lo: int, frac: float, out: np.ndarray, scratch: dict, key: str) -> None:
         """`sample(lo, out)`, blended with `sample(lo + 1, ...)` by `frac` (its buffer kept in
-        scratch under `key`) unless that share is negligible or there is no next level."""
-        sample(lo, out)
+        scratch under `key`) unless that share is negligible or there is no next level. The next
+        level is sampled first: a depth frame's remap rounds its map in place at level 0 (`_remap`)."""
         if frac >= _BLEND_EPS and lo + 1 < len(self._levels):
             nxt = _buffer(scratch, key, out.shape, out.dtype)
             sample(lo + 1, nxt)
+            sample(lo, out)
             cv2.addWeighted(out, 1.0 - frac, nxt, frac, 0.0, dst=out)
+        else:
+            sample(lo, out)
 
     def _level(self, G: np.ndarray, width: int, height: int) -> tuple[int, float]:
         """The pyramid level a frame samples (output -> image map G) and the share of the next
@@ -594,9 +598,15 @@ class CameraRenderer:
 
     def _remap(self, levels: list, level: int, q: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
         # q: (h, w, 2) image coordinates in OpenCV convention at level 0; scaled for the level.
-        # Fixed-point maps (what remap makes of float ones anyway, 1/32 px) remap twice as
-        # fast, for images small enough (see __init__). Full-size maps live in scratch: fresh
-        # multi-megabyte arrays every frame cost more in page faults than the work in them.
+        # For images small enough (see __init__), the coordinates are rounded to 1/32 px (half
+        # to even) as cv2.convertMaps rounds them for a fixed-point remap, then remapped as a
+        # float map: OpenCV 5's float-map remap is the faster (a 1024x576 frame of the stacked
+        # YUVA texture, caches cold as in a frame: 1.7 ms, 2.5 with the rounding, against 3.3
+        # for convertMaps and the fixed-point remap), and on points at whole 1/32 px it is the
+        # fixed-point remap within a level (a value half way rounds either way). Straight from
+        # the unrounded map it interpolates at the exact point: up to 5 levels off where the
+        # texture is sharp (bench/RESULTS.md, session 15). Full-size maps live in scratch:
+        # fresh multi-megabyte arrays every frame cost more in page faults than the work in them.
         # Then the pixels at depth edges (`_depth_maps`' scratch["edges"]): the mean of their
         # own rays' samples, so an edge is resolved and anti-aliased at output resolution.
         # (levels: RGB, or YUV with a fourth channel for I420 frames: the same arithmetic.)
@@ -604,12 +614,11 @@ class CameraRenderer:
         if level:
             q = np.multiply(q, scale, out=_buffer(scratch, "q_level", q.shape, np.float32))
         if self._fixed_maps:
-            m1 = _buffer(scratch, "map1", q.shape, np.int16)
-            m2 = _buffer(scratch, "map2", q.shape[:2], np.uint16)
-            cv2.convertMaps(q, None, cv2.CV_16SC2, dstmap1=m1, dstmap2=m2)
-            cv2.remap(levels[level], m1, m2, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
-        else:
-            cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
+            # (In place: at level 0 this is q's last use, `_trilinear` samples the next level
+            # first; a separate rounded copy costs ~3 % of a frame in cache misses.)
+            q += _ROUND_32
+            q -= _ROUND_32
+        cv2.remap(levels[level], q, None, cv2.INTER_LINEAR, dst=dst, borderMode=self._border)
         edges: _Edges | None = scratch.get("edges")
         if edges is not None and edges.aa.size:
             # (The map holds each edge pixel's own ray: what an edge crosses mixes in the other side.)
@@ -1004,7 +1013,8 @@ _EDGE_REFINE = 4  # bisections of the hidden background's march (`_march_points`
 SPIKE_PX = 7  # depth-map px: a narrower peak toward the camera in the hidden depth is a sliver of the near object (`_spikes`)
 ISLAND_SHARE = 0.01  # a piece of the far side under this share of the depth map may be a near object's (`_near_islands`)
 _ERODE_CV_MAX = 65  # square erosions up to this wide by OpenCV, wider ones by `_erode_square`'s sparse table
-_RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap
+_RAY_COLS = 1024  # scattered rays are folded into rows this wide for cv2.remap (`_fold`)
+_REMAP_SIDE = 32767  # cv2.remap's maps take at most this many points a side
 _RAY_CHUNK = 32 * _RAY_COLS  # edge rays cast at a time (their arrays stay in cache)
 
 
@@ -1120,9 +1130,7 @@ def _torn(layers: _Layers, px, py, s, Bx, By) -> np.ndarray:
     than TEAR_PX depth-map pixels from where the step's near side (the 3x3 minimum of s) and
     its far side (the maximum) would put it. The move pulled the step apart there: the ray
     sees what the photo hid. On a layer, or a slope, one side is where the ray already is."""
-    shape = np.shape(px)
-    lo = _sample(layers.s_min, np.ravel(px), np.ravel(py)).reshape(shape)
-    hi = _sample(layers.s_max, np.ravel(px), np.ravel(py)).reshape(shape)
+    lo, hi = _sample(layers.s_min, px, py), _sample(layers.s_max, px, py)
     b = np.hypot(Bx, By)
     inv = 1.0 / s
     return (b * (1.0 / lo - inv) > TEAR_PX) & (b * (inv - 1.0 / hi) > TEAR_PX) & (hi - lo > layers.s_step)
@@ -1134,13 +1142,16 @@ def _march_points(s_map, ax, ay, bx, by, u_near: float, u_far: float, step_px: f
     meets first, marching u from u_near to u_far in even steps of about step_px pixels along
     the longest ray (at most max_steps), then `refine` bisections of the step where it met
     the surface and the secant in what is left. A ray that meets nothing ends on u_far. As in
-    `_depth_maps`' march: one step at a time over all rays (padded to whole rows of _RAY_COLS,
-    so each lookup is one cv2.remap without a copy), then the first step behind (`_first_behind`)."""
+    `_depth_maps`' march: one step at a time over all rays (more than fit one row of cv2.remap's
+    maps padded to whole rows of _RAY_COLS, so each lookup is one cv2.remap without a copy:
+    `_fold`), then the first step behind (`_first_behind`)."""
     n_rays = np.size(ax)
     if n_rays == 0:
         return np.empty(0, np.float32)
-    size = -(-n_rays // _RAY_COLS) * _RAY_COLS
+    size = n_rays if n_rays <= _REMAP_SIDE else -(-n_rays // _RAY_COLS) * _RAY_COLS  # (see _fold)
     def pad(v):  # (with its last value)
+        if size == n_rays:
+            return np.ascontiguousarray(v, np.float32)
         out = np.empty(size, np.float32)
         out[:n_rays], out[n_rays:] = v, v[-1]
         return out
@@ -1274,11 +1285,13 @@ class _EdgeRays(NamedTuple):
         return qx, qy
 
     def _cast(self, layers: _Layers, x: np.ndarray, y: np.ndarray, near_s: np.ndarray, far_s: np.ndarray):
-        """`cast` for up to _RAY_CHUNK rays, padded to whole rows of _RAY_COLS, so each depth
-        lookup is one cv2.remap without a copy."""
+        """`cast` for up to _RAY_CHUNK rays, more than fit one row of cv2.remap's maps padded to
+        whole rows of _RAY_COLS, so each depth lookup is one cv2.remap without a copy (`_fold`)."""
         n = x.size
-        size = -(-n // _RAY_COLS) * _RAY_COLS
+        size = n if n <= _REMAP_SIDE else -(-n // _RAY_COLS) * _RAY_COLS  # (see _fold)
         def pad(v):  # (with its last value)
+            if size == n:
+                return np.ascontiguousarray(v, np.float32)
             out = np.empty(size, np.float32)
             out[:n], out[n:] = v, v[-1]
             return out
@@ -1498,31 +1511,38 @@ def _pick(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (bi + cond * (ai - bi)).view(np.float32)
 
 
-def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """image (one channel; or (h, w, c): then (n, c)) at the points (x, y) (1-D, OpenCV
-    pixels), bilinear (or as `interpolation` says), edges replicated: cv2.remap through maps
-    folded into rows of _RAY_COLS (it takes at most 32767 a side); float32 points that fold
-    exactly (`_EdgeRays.cast` pads its rays so) are folded without a copy."""
-    n, cols = x.size, _RAY_COLS
+def _fold(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points (x, y) (1-D, or 2-D) as cv2.remap's maps, which take at most _REMAP_SIDE a side:
+    float32 points as they are, in one row if 1-D (no copy); longer lists folded into rows of
+    _RAY_COLS (without a copy where they fold exactly: `_EdgeRays.cast` pads its rays so)."""
+    n = x.size
+    if x.dtype == y.dtype == np.float32 and max(x.shape) <= _REMAP_SIDE:
+        return (x, y) if x.ndim == 2 else (x.reshape(1, n), y.reshape(1, n))
+    cols = _RAY_COLS
     rows = -(-n // cols)
     if n == rows * cols and x.dtype == y.dtype == np.float32:
-        mx, my = x, y
-    else:
-        mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
-        mx[:n], my[:n] = x, y
-    out = cv2.remap(image, mx.reshape(rows, cols), my.reshape(rows, cols), interpolation,
-                    borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(rows * cols, -1)[:n] if out.ndim == 3 else out.ravel()[:n]
+        return x.reshape(rows, cols), y.reshape(rows, cols)
+    mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
+    mx[:n], my[:n] = np.ravel(x), np.ravel(y)
+    return mx.reshape(rows, cols), my.reshape(rows, cols)
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """image (one channel; or (h, w, c): then c values a point) at the points (x, y) (1-D or
+    2-D, OpenCV pixels; x's shape out), bilinear (or as `interpolation` says), edges
+    replicated: cv2.remap with the points as its maps (`_fold`)."""
+    if not x.size:
+        return np.empty(x.shape + image.shape[2:], image.dtype)
+    mx, my = _fold(x, y)
+    out = cv2.remap(image, mx, my, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape((-1,) + image.shape[2:])[:x.size].reshape(x.shape + image.shape[2:])
 
 
 def _sample_colour(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
     """image (H, W, c) at the points (x, y) (1-D, OpenCV pixels), bilinear, float32 (n, c)."""
-    n, cols = x.size, 1024
-    rows = -(-n // cols)
-    mx, my = np.zeros(rows * cols, np.float32), np.zeros(rows * cols, np.float32)
-    mx[:n], my[:n] = x, y
-    out = cv2.remap(image, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR, borderMode=border)
-    return out.reshape(-1, image.shape[2])[:n].astype(np.float32)
+    mx, my = _fold(x, y)
+    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=border)
+    return out.reshape(-1, image.shape[2])[:x.size].astype(np.float32)
 
 
 def _buffer(scratch: dict, key: str, shape: tuple, dtype) -> np.ndarray:
