@@ -627,7 +627,8 @@ class CameraRenderer:
             channels = dst.shape[2]
             pixel = np.dtype(f"V{channels}")
             own = dst.reshape(-1).view(pixel)[at].view(np.uint8).reshape(-1, channels).astype(np.float32)
-            other = _sample_colour(levels[level], edges.aa_x * scale, edges.aa_y * scale, self._border)
+            other = _sample(levels[level], edges.aa_x * scale, edges.aa_y * scale, border=self._border)
+            other = other.astype(np.float32)
             own += edges.aa_w[:, None] * (other - own)
             dst.reshape(-1).view(pixel)[at] = (own + 0.5).astype(np.uint8).reshape(-1).view(pixel)
 
@@ -1148,15 +1149,8 @@ def _march_points(s_map, ax, ay, bx, by, u_near: float, u_far: float, step_px: f
     n_rays = np.size(ax)
     if n_rays == 0:
         return np.empty(0, np.float32)
-    size = n_rays if n_rays <= _REMAP_SIDE else -(-n_rays // _RAY_COLS) * _RAY_COLS  # (see _fold)
-    def pad(v):  # (with its last value)
-        if size == n_rays:
-            return np.ascontiguousarray(v, np.float32)
-        out = np.empty(size, np.float32)
-        out[:n_rays], out[n_rays:] = v, v[-1]
-        return out
-
-    ax, ay, bx, by = pad(ax), pad(ay), pad(bx), pad(by)
+    size = _ray_count(n_rays)
+    ax, ay, bx, by = (_pad_rays(v, size) for v in (ax, ay, bx, by))
     u_near, u_far = np.float32(u_near), np.float32(u_far)
     span = float(np.sqrt(np.max(bx * bx + by * by))) * abs(float(u_near) - float(u_far))
     n = int(np.clip(math.ceil(span / step_px), 1, max_steps))
@@ -1288,15 +1282,9 @@ class _EdgeRays(NamedTuple):
         """`cast` for up to _RAY_CHUNK rays, more than fit one row of cv2.remap's maps padded to
         whole rows of _RAY_COLS, so each depth lookup is one cv2.remap without a copy (`_fold`)."""
         n = x.size
-        size = n if n <= _REMAP_SIDE else -(-n // _RAY_COLS) * _RAY_COLS  # (see _fold)
-        def pad(v):  # (with its last value)
-            if size == n:
-                return np.ascontiguousarray(v, np.float32)
-            out = np.empty(size, np.float32)
-            out[:n], out[n:] = v, v[-1]
-            return out
-
-        x, y, u_near, u_far = pad(x), pad(y), np.float32(1.0) / pad(near_s), np.float32(1.0) / pad(far_s)
+        size = _ray_count(n)
+        x, y = _pad_rays(x, size), _pad_rays(y, size)
+        u_near, u_far = np.float32(1.0) / _pad_rays(near_s, size), np.float32(1.0) / _pad_rays(far_s, size)
         Ax, Ay, Bx, By = self.ends(x, y)
         with np.errstate(divide="ignore"):
             tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)  # TEAR_PX in u (inf: no parallax)
@@ -1527,22 +1515,31 @@ def _fold(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mx.reshape(rows, cols), my.reshape(rows, cols)
 
 
-def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+def _ray_count(n: int) -> int:
+    """How many rays to cast for n, so that each depth lookup is one cv2.remap without a copy
+    (`_fold`): n where one row of its maps holds them, else n padded to whole rows of _RAY_COLS."""
+    return n if n <= _REMAP_SIDE else -(-n // _RAY_COLS) * _RAY_COLS
+
+
+def _pad_rays(v: np.ndarray, size: int) -> np.ndarray:
+    """A 1-D array of rays as float32 of `size` (`_ray_count`), padded with its last value."""
+    if v.size == size:
+        return np.ascontiguousarray(v, np.float32)
+    out = np.empty(size, np.float32)
+    out[:v.size], out[v.size:] = v, v[-1]
+    return out
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, interpolation: int = cv2.INTER_LINEAR,
+            border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """image (one channel; or (h, w, c): then c values a point) at the points (x, y) (1-D or
     2-D, OpenCV pixels; x's shape out), bilinear (or as `interpolation` says), edges
-    replicated: cv2.remap with the points as its maps (`_fold`)."""
+    replicated (or as `border` says): cv2.remap with the points as its maps (`_fold`)."""
     if not x.size:
         return np.empty(x.shape + image.shape[2:], image.dtype)
     mx, my = _fold(x, y)
-    out = cv2.remap(image, mx, my, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(image, mx, my, interpolation, borderMode=border)
     return out.reshape((-1,) + image.shape[2:])[:x.size].reshape(x.shape + image.shape[2:])
-
-
-def _sample_colour(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.ndarray:
-    """image (H, W, c) at the points (x, y) (1-D, OpenCV pixels), bilinear, float32 (n, c)."""
-    mx, my = _fold(x, y)
-    out = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=border)
-    return out.reshape(-1, image.shape[2])[:x.size].astype(np.float32)
 
 
 def _buffer(scratch: dict, key: str, shape: tuple, dtype) -> np.ndarray:
