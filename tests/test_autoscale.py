@@ -42,7 +42,7 @@ from tests.conftest import textured_image
 from tests.seaweed import free_port
 from tests.test_batch import BIN, RayHead
 
-pytestmark = [pytest.mark.autoscale, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.autoscale, pytest.mark.timeout(720)]
 
 REPO = Path(__file__).resolve().parent.parent
 PAN = json.loads((REPO / "examples/paths/pan.json").read_text())
@@ -119,7 +119,10 @@ def build_test_app(settings: dict):
         "min_replicas": 1,
         "max_replicas": MAX_GPU_NODES,
         "upscale_delay_s": 1,
-        "downscale_delay_s": 4,
+        # Long enough that a lull in the test's load (its own polling is slow on a loaded
+        # 2-core machine) does not take back a replica still starting: in CI one run went up
+        # to 3, back to 2 before the third was up, and its node idled away.
+        "downscale_delay_s": 12,
         "metrics_interval_s": 0.5,
         "look_back_period_s": 2,
     }
@@ -138,7 +141,7 @@ def build_test_app(settings: dict):
     return Ingress.options(**small).bind(runner, settings=settings)
 
 
-def wait_for(what: str, condition, timeout_s: float, during=None) -> float:
+def wait_for(what: str, condition, timeout_s: float, during=None, logs: Path | None = None) -> float:
     """Polls `condition` (calling `during` each round, e.g. to keep load on); returns the
     seconds it took."""
     t0 = time.monotonic()
@@ -149,7 +152,16 @@ def wait_for(what: str, condition, timeout_s: float, during=None) -> float:
             return time.monotonic() - t0
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout_s} s (base replicas {base_replicas()}, "
-                         f"GPU nodes {gpu_nodes()})\n{cluster_status()}")
+                         f"GPU nodes {gpu_nodes()})\n{scaling_decisions(logs)}{cluster_status()}")
+
+
+def scaling_decisions(logs: Path | None) -> str:
+    """The Serve controller's up/down decisions (with the load it saw), from the head's logs."""
+    lines = []
+    for path in sorted(logs.glob("session_*/logs/serve/controller_*.log")) if logs else []:
+        lines += [line.strip() for line in path.read_text(errors="replace").splitlines()
+                  if "scaling" in line.lower() and "BaseStage" in line]
+    return "Serve's scaling decisions for the base stage:\n" + "\n".join(lines[-30:]) + "\n"
 
 
 def cluster_status() -> str:
@@ -208,6 +220,7 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
                   name="d2v", route_prefix="/")
         assert base_replicas() == 1 and gpu_nodes() == 1
         t_ready = time.monotonic()
+        logs = Path(cluster.head.temp_dir)
 
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         image = cv2.imencode(".png", textured_image(640, 360, seed=9)[:, :, ::-1])[1].tobytes()
@@ -233,9 +246,9 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
                 in_flight.append(r.json()["status_url"])
 
         up_s = wait_for("scale up to the max", lambda: base_replicas() == MAX_GPU_NODES == gpu_nodes(),
-                        timeout_s=150, during=keep_load)
-        drain_s = wait_for("the jobs in flight to finish", lambda: not in_flight, timeout_s=120,
-                           during=lambda: keep_load(target=0))
+                        timeout_s=270, during=keep_load, logs=logs)
+        drain_s = wait_for("the jobs in flight to finish", lambda: not in_flight, timeout_s=150,
+                           during=lambda: keep_load(target=0), logs=logs)
         assert finished and all(s["status"] == "succeeded" for s in finished), \
             [s for s in finished if s["status"] != "succeeded"][:2]
 
@@ -243,7 +256,7 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
         # a finished job's clip still referenced anywhere keeps its node up (a fake GPU
         # node below with object_store_memory in use and no GPU in use is that).
         down_s = wait_for("scale down to one replica on one GPU node",
-                          lambda: base_replicas() == 1 and gpu_nodes() == 1, timeout_s=120)
+                          lambda: base_replicas() == 1 and gpu_nodes() == 1, timeout_s=150, logs=logs)
         print(f"\ncluster + app up {t_ready - t_start:.0f} s; scaled up to {MAX_GPU_NODES} replicas on "
               f"{MAX_GPU_NODES} fake GPU nodes in {up_s:.0f} s; {len(finished)} jobs drained in {drain_s:.0f} s; "
               f"back to 1 + 1 in {down_s:.0f} s")
