@@ -42,7 +42,7 @@ from tests.conftest import textured_image
 from tests.seaweed import free_port
 from tests.test_batch import BIN, RayHead
 
-pytestmark = [pytest.mark.autoscale, pytest.mark.timeout(720)]
+pytestmark = [pytest.mark.autoscale, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
 PAN = json.loads((REPO / "examples/paths/pan.json").read_text())
@@ -160,7 +160,7 @@ def scaling_decisions(logs: Path | None) -> str:
     lines = []
     for path in sorted(logs.glob("session_*/logs/serve/controller_*.log")) if logs else []:
         lines += [line.strip() for line in path.read_text(errors="replace").splitlines()
-                  if "scaling" in line.lower() and "BaseStage" in line]
+                  if "scaling" in line.lower() and "BaseStage" in line and line.strip() not in lines]
     return "Serve's scaling decisions for the base stage:\n" + "\n".join(lines[-30:]) + "\n"
 
 
@@ -232,7 +232,11 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
             """Poll the jobs in flight; top them up to `target` (each a new job: the
             result cache would answer a repeated request, so every job gets its own seed)."""
             for url in list(in_flight):
-                status = client.get(url).json()
+                r = client.get(url)
+                if r.status_code == 503:  # the farm busy (a slow machine): asked again next round
+                    continue
+                assert r.status_code == 200, r.text
+                status = r.json()
                 if status["status"] in ("succeeded", "failed"):
                     in_flight.remove(url)
                     finished.append(status)
@@ -242,12 +246,14 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
                            "height": 270, "motion_blur": 1.0, "motion_blur_samples": 32, "seed": seed[0]}
                 r = client.post("/v1/jobs", files={"image": ("photo.png", image, "image/png")},
                                 data={"request": json.dumps(request)})
+                if r.status_code == 503:
+                    break
                 assert r.status_code == 202, r.text
                 in_flight.append(r.json()["status_url"])
 
         up_s = wait_for("scale up to the max", lambda: base_replicas() == MAX_GPU_NODES == gpu_nodes(),
                         timeout_s=270, during=keep_load, logs=logs)
-        drain_s = wait_for("the jobs in flight to finish", lambda: not in_flight, timeout_s=150,
+        drain_s = wait_for("the jobs in flight to finish", lambda: not in_flight, timeout_s=240,
                            during=lambda: keep_load(target=0), logs=logs)
         assert finished and all(s["status"] == "succeeded" for s in finished), \
             [s for s in finished if s["status"] != "succeeded"][:2]
