@@ -24,6 +24,7 @@ count one for one; its autoscaling keeps serve-gpu.yaml's per-replica settings
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import tempfile
@@ -141,18 +142,24 @@ def build_test_app(settings: dict):
     return Ingress.options(**small).bind(runner, settings=settings)
 
 
-def wait_for(what: str, condition, timeout_s: float, during=None, logs: Path | None = None) -> float:
+def wait_for(what: str, condition, timeout_s: float, during=None, logs: Path | None = None, jobs=None) -> float:
     """Polls `condition` (calling `during` each round, e.g. to keep load on); returns the
-    seconds it took."""
+    seconds it took. A failure shows how replicas, nodes and (`jobs()`) the jobs went."""
     t0 = time.monotonic()
+    timeline, noted = [], -10.0
     while time.monotonic() - t0 < timeout_s:
         if during is not None:
             during()
         if condition():
             return time.monotonic() - t0
+        if time.monotonic() - noted >= 5:
+            noted = time.monotonic()
+            timeline.append(f"{noted - t0:5.0f} s: base replicas {base_replicas()}, GPU nodes {gpu_nodes()}"
+                            + (f", jobs {jobs()}" if jobs else ""))
         time.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout_s} s (base replicas {base_replicas()}, "
-                         f"GPU nodes {gpu_nodes()})\n{scaling_decisions(logs)}{cluster_status()}")
+                         f"GPU nodes {gpu_nodes()})\n" + "\n".join(timeline[-30:]) + "\n"
+                         f"{scaling_decisions(logs)}{cluster_status()}")
 
 
 def scaling_decisions(logs: Path | None) -> str:
@@ -227,6 +234,10 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
         in_flight: list[str] = []
         finished: list[dict] = []
         seed = [0]
+        states: dict[str, str] = {}  # job in flight -> its status:stage at the last poll
+
+        def jobs() -> str:
+            return f"{len(finished)} finished, in flight {dict(collections.Counter(states.values()))}"
 
         def keep_load(target: int = 6) -> None:
             """Poll the jobs in flight; top them up to `target` (each a new job: the
@@ -237,8 +248,10 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
                     continue
                 assert r.status_code == 200, r.text
                 status = r.json()
+                states[url] = f"{status['status']}:{status.get('stage')}"
                 if status["status"] in ("succeeded", "failed"):
                     in_flight.remove(url)
+                    states.pop(url)
                     finished.append(status)
             while len(in_flight) < target:
                 seed[0] += 1
@@ -252,9 +265,9 @@ def test_load_scales_base_stage_and_gpu_nodes_up_then_down(tmp_path, monkeypatch
                 in_flight.append(r.json()["status_url"])
 
         up_s = wait_for("scale up to the max", lambda: base_replicas() == MAX_GPU_NODES == gpu_nodes(),
-                        timeout_s=270, during=keep_load, logs=logs)
+                        timeout_s=270, during=keep_load, logs=logs, jobs=jobs)
         drain_s = wait_for("the jobs in flight to finish", lambda: not in_flight, timeout_s=240,
-                           during=lambda: keep_load(target=0), logs=logs)
+                           during=lambda: keep_load(target=0), logs=logs, jobs=jobs)
         assert finished and all(s["status"] == "succeeded" for s in finished), \
             [s for s in finished if s["status"] != "succeeded"][:2]
 
