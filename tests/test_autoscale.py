@@ -121,8 +121,8 @@ def build_test_app(settings: dict):
         "max_replicas": MAX_GPU_NODES,
         "upscale_delay_s": 1,
         # Long enough that a lull in the test's load (its own polling is slow on a loaded
-        # 2-core machine) does not take back a replica still starting: in CI one run went up
-        # to 3, back to 2 before the third was up, and its node idled away.
+        # 2-core machine) does not take back a replica still starting, whose GPU node would
+        # then idle away (one reading of a CI run that stayed at 2 of 3 for 150 s).
         "downscale_delay_s": 12,
         "metrics_interval_s": 0.5,
         "look_back_period_s": 2,
@@ -130,7 +130,11 @@ def build_test_app(settings: dict):
     small = {"ray_actor_options": {"num_cpus": 0.05}}
     farm = FarmSettings.from_args(settings)
     runner = runner_deployment(farm.queue, farm.max_running_jobs).options(**small).bind(
-        DepthStage.options(**small).bind(), TrajectoryStage.options(**small).bind(),
+        DepthStage.options(**small).bind(),
+        # Two planners: a base call is counted as load only once its trajectory is planned
+        # (Ray resolves a call's arguments first), and one planner starved of CPU by three
+        # renders on two cores would hide the queue from the base stage's autoscaling.
+        TrajectoryStage.options(num_replicas=2, **small).bind(),
         BaseStage.options(ray_actor_options={"num_cpus": 0.05, "num_gpus": 1},
                           max_ongoing_requests=base["max_ongoing_requests"],
                           autoscaling_config=autoscaling).bind(),
