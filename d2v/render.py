@@ -853,6 +853,8 @@ class CameraRenderer:
         # the other side's colour too, as a matte (`_matte`).
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
+        if layers.bg is not None and torn.any():
+            _drop_fragments(rays, layers, ys, xs, xc, yc, far_c, width, height, (qx, qy, torn1, rim1, u1), scratch)
         aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
             return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0]), band
@@ -1383,6 +1385,37 @@ class _EdgeRays(NamedTuple):
                 row0[i] = layers.bg.offset
         qx, qy = self.texture(px, py, row0)
         return qx[:n], qy[:n], torn[:n], rim[:n], u[:n]
+
+
+def _drop_fragments(rays: "_EdgeRays", layers: _Layers, ys, xs, xc, yc, far_c, width: int, height: int,
+                    cast: tuple, scratch: dict) -> None:
+    """Edge pixels whose ray met the photo's layer while the rays of all four of their neighbours
+    saw what the photo hid: a fragment a pixel wide floating in a revealed band (a ray that
+    grazed a corner of the near layer, a depth-map pixel left between near and far), which a
+    move makes flicker. They are taken as revealed: their rays are cast again on the hidden
+    background, in place in `cast` (the arrays `_EdgeRays.cast` returned). (Neighbours among
+    the edge pixels only: four gathers from a frame-sized image kept in scratch, as `_across`.)"""
+    qx, qy, torn1, rim1, u1 = cast
+    wide = width + 2
+    image = scratch.get("torn_px")
+    if image is None or image.shape != (height + 2, wide):
+        image = scratch["torn_px"] = np.zeros((height + 2, wide), np.uint8)
+    flat = image.ravel()
+    at = ((ys + 1) * wide + xs + 1).astype(np.intp)
+    flat[at] = torn1.view(np.uint8) + np.uint8(1)  # 1 the photo's layer, 2 torn; 0 elsewhere
+    i = np.flatnonzero(~torn1)
+    ai = at[i]
+    alone = (flat[ai + 1] == 2) & (flat[ai - 1] == 2) & (flat[ai + wide] == 2) & (flat[ai - wide] == 2)
+    flat[at] = 0  # (put back: zeros between calls, not a frame-sized fill)
+    i = i[alone]
+    if not i.size:
+        return
+    Ax, Ay, Bx, By = rays.ends(np.ascontiguousarray(xc[i]), np.ascontiguousarray(yc[i]))
+    with np.errstate(divide="ignore"):
+        tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)
+    u, _ = _settle(layers.bg_u, Ax, Ay, Bx, By, tb, np.float32(1.0) / far_c[i])
+    qx[i], qy[i] = rays.texture(Ax + Bx * u, Ay + By * u, np.float32(layers.bg.offset))
+    torn1[i], rim1[i], u1[i] = True, False, u
 
 
 def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
