@@ -43,7 +43,8 @@
   under orbit). Soft steps of an estimated depth map are snapped to hard ones once
   (`snap_depth_edges`), and its speckle, lone pixels and pairs off their surroundings,
   taken out (`despeckle_depth`: each would be a hole punched through the near layer or a
-  fragment floating in a revealed band). Where a pixel's ray and a
+  fragment floating in a revealed band); an edge pixel whose ray met the photo's layer alone
+  among four neighbours that see what it hid is revealed too (`_drop_fragments`). Where a pixel's ray and a
   4-neighbour's see two sides of a step, the edge crosses the pixel: it is anti-aliased as
   a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
   map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
