@@ -35,9 +35,16 @@
   staircase of grid cells). Where the grid's map bends (`_bends`), the pixels of those
   cells whose corners part get a ray each, at the centre, tried on the nearest and the
   farthest layer its cell's corners found (`_settle`, nearest first: near things occlude).
-  A ray sees the depth of the depth-map pixel it falls in, so a soft step's in-between
-  values (flying pixels) put it on one side or the other; soft steps of an estimated depth
-  map are snapped to hard ones once (`snap_depth_edges`). Where a pixel's ray and a
+  A ray sees the side of a step that the bilinear depth at its point lies nearer to, the
+  depth-map pixel's own depth where that pixel is on this side (`_side`), so a soft step's
+  in-between values (flying pixels) put it on one side or the other, and the edge follows the
+  bilinear depth's half-way contour, which cuts the pixels' corners: not a staircase of
+  depth-map pixels, magnified by a move that shows the photo larger (the motorcycle's rims
+  under orbit). Soft steps of an estimated depth map are snapped to hard ones once
+  (`snap_depth_edges`), and its speckle, lone pixels and pairs off their surroundings,
+  taken out (`despeckle_depth`: each would be a hole punched through the near layer or a
+  fragment floating in a revealed band); an edge pixel whose ray met the photo's layer alone
+  among four neighbours that see what it hid is revealed too (`_drop_fragments`). Where a pixel's ray and a
   4-neighbour's see two sides of a step, the edge crosses the pixel: it is anti-aliased as
   a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
   map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
@@ -188,6 +195,9 @@ class _Layers(NamedTuple):
     # The edge rays work in u = 1/s (a ray's point is linear in it, no divisions):
     u: np.ndarray | None = None  # 1 / s
     u_rim: np.ndarray | None = None  # u dilated over RIM_PX: what lies within RIM_PX of a nearer layer
+    # (h, w, 2) float32: within a pixel of a step (s_min and s_max more than s_step apart) its
+    # far and near side's u, elsewhere u twice: which side a ray sees (`_side`).
+    u_sides: np.ndarray | None = None
     bg_u: np.ndarray | None = None  # 1 / bg_s
     # Per frame of the trajectory the layers are for: whether it shows parallax (`_moved`),
     # known from the spreads that gave the reach (each costs a quarter of a millisecond).
@@ -289,7 +299,7 @@ class CameraRenderer:
         if depth.shape != (dh, dw):
             shrinking = depth.shape[0] > dh
             depth = cv2.resize(depth, (dw, dh), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        return snap_depth_edges(np.clip(depth, 0.0, 1.0))
+        return despeckle_depth(snap_depth_edges(np.clip(depth, 0.0, 1.0)))
 
     def _small_size(self) -> tuple[int, int]:
         scale = min(1.0, _DEPTH_MAX_SIDE / max(self.width, self.height))
@@ -317,7 +327,11 @@ class CameraRenderer:
         if reach <= 0 or depth is not self.depth:
             return layers  # the stand-in depth is smooth: nothing to reveal
         k = np.ones((3, 3), np.uint8)
-        layers = layers._replace(s_min=cv2.erode(s, k), s_max=cv2.dilate(s, k), s_step=parallax * STEP_DEPTH / s_pivot,
+        s_min, s_max, s_step = cv2.erode(s, k), cv2.dilate(s, k), parallax * STEP_DEPTH / s_pivot
+        step = (s_max - s_min) > s_step
+        u = layers.u
+        u_sides = cv2.merge([np.where(step, np.float32(1.0) / s_max, u), np.where(step, np.float32(1.0) / s_min, u)])
+        layers = layers._replace(s_min=s_min, s_max=s_max, s_step=s_step, u_sides=u_sides,
                                  u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
                                  hidden=(reach, parallax, s_pivot))
         return self._with_background(layers) if background else layers
@@ -840,6 +854,8 @@ class CameraRenderer:
         # the other side's colour too, as a matte (`_matte`).
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
+        if layers.bg is not None and torn.any():
+            _drop_fragments(rays, layers, ys, xs, xc, yc, far_c, width, height, (qx, qy, torn1, rim1, u1), scratch)
         aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
         if not aa.size:
             return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0]), band
@@ -1036,6 +1052,30 @@ def snap_depth_edges(depth: np.ndarray) -> np.ndarray:
     return np.where(soft, snapped, depth).astype(np.float32)
 
 
+def despeckle_depth(depth: np.ndarray) -> np.ndarray:
+    """Depth with its lone pixels and pairs (no 8-neighbour within STEP_DEPTH of their own
+    depth but, for a pair, each other) set to the median of their 3x3: a measured or estimated
+    depth map's speckle (a flying pixel left between near and far, a dropout inside a near
+    object). Each is a step of its own, so a move shows it as a fragment a depth-map pixel wide
+    floating in the revealed band, or a hole punched through the near layer. A line a pixel
+    wide (a wire, a spoke) has two such neighbours along it and stays."""
+    h, w = depth.shape
+    pad = np.pad(depth, 1, mode="edge")
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    similar = [np.abs(pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] - depth) <= STEP_DEPTH for dy, dx in offsets]
+    count = np.sum(similar, axis=0, dtype=np.int32)
+    lone = count <= 1
+    if not lone.any():
+        return depth
+    # A pixel with one similar neighbour is one of a pair only if that neighbour has no other.
+    cpad = np.pad(count, 1, constant_values=9)
+    for (dy, dx), sim in zip(offsets, similar):
+        lone &= ~sim | (cpad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] <= 1)
+    if not lone.any():
+        return depth
+    return np.where(lone, cv2.medianBlur(depth, 3), depth).astype(np.float32)
+
+
 def _to_yuva(rgb: np.ndarray) -> np.ndarray:
     """An RGB texture (h, w, 3) in the encoder's BT.709 limited-range YUV (`d2v.encode`'s matrix)
     with a fourth channel (unused: OpenCV warps and remaps 4 channels faster than 3), for frames
@@ -1196,7 +1236,7 @@ def _first_behind(ahead: np.ndarray) -> np.ndarray:
     return k
 
 
-def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
+def _settle(u_map, ax, ay, bx, by, tb, u0, sides=None) -> tuple[np.ndarray, np.ndarray]:
     """Rays (1-D: Q(u) = a + b u, depth-map pixels, u = 1/s) started at layer u0, moved to the
     layer of the depth-map pixel they see there, then to the layer they see from that one
     (a fixed point: exact on a flat layer at once, close on a gentle slope): (u, whether the
@@ -1205,12 +1245,45 @@ def _settle(u_map, ax, ay, bx, by, tb, u0) -> tuple[np.ndarray, np.ndarray]:
     pixels of a step, bilinear depth would be a ramp half way between near and far (a flying
     pixel) that every ray grazing the step meets; the pixel's own depth puts the ray on one
     side or the other. On a slope (the two agree within TEAR_PX) the bilinear depth is the
-    finer. u_map: 1/s."""
+    finer. u_map: 1/s.
+
+    sides (`_Layers.u_sides`, None: as above): what a ray sees is then the side of the step
+    whose layer the bilinear depth at its point lies nearer to (`_side`): the edge runs along
+    the bilinear depth's half-way contour, through the depth map's pixel corners, instead of
+    along their borders, so a diagonal or curved edge is not a staircase of depth-map pixels
+    (magnified by a move that shows the photo larger)."""
     u = _sample(u_map, ax + bx * u0, ay + by * u0, cv2.INTER_NEAREST)
+    if sides is not None:
+        seen = _side(sides, u_map, ax + bx * u, ay + by * u, tb)
+        return seen, np.abs(seen - u) <= tb
     x, y = ax + bx * u, ay + by * u
     seen = _sample(u_map, x, y, cv2.INTER_NEAREST)
     smooth = _sample(u_map, x, y)
     return _pick(np.abs(smooth - seen) <= tb, smooth, seen), np.abs(seen - u) <= tb
+
+
+def _side(sides: np.ndarray, u_map: np.ndarray, x: np.ndarray, y: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """The layer (u) a ray at depth-map points (x, y) sees (`_settle`): the bilinear u, but where
+    it lies between the two sides of a step (`_Layers.u_sides`: their u), more than tb / 2 from
+    each (a flying pixel's value, no layer at all), the side it lies nearer to: the depth-map
+    pixel's own u where that pixel is on this side (exact on a sloping side), else the side's
+    (the 3x3 extreme). So the edge follows the bilinear depth's half-way contour, which cuts
+    the depth map's pixel corners, instead of the pixels' borders. (The sides are looked up only
+    where the bilinear u is more than tb / 2 from the pixel's own, beside a step: the render
+    costs no more CPU than with the pixel's own u alone.)"""
+    own = _sample(u_map, x, y, cv2.INTER_NEAREST)
+    u = _sample(u_map, x, y)
+    half = np.float32(0.5) * tb
+    i = np.flatnonzero(np.abs(u - own) > half)
+    if i.size:
+        ui, oi, hi_ = u[i], own[i], half[i]
+        v = _sample(sides, x[i], y[i])
+        lo, hi = np.ascontiguousarray(v[:, 0]), np.ascontiguousarray(v[:, 1])
+        between = ((ui - lo) > hi_) & ((hi - ui) > hi_)
+        near = (ui - lo) > (hi - ui)
+        side, other = _pick(near, hi, lo), _pick(near, lo, hi)
+        u[i] = _pick(between, _pick(np.abs(oi - side) < np.abs(oi - other), oi, side), ui)
+    return u
 
 
 class _EdgeRays(NamedTuple):
@@ -1288,10 +1361,10 @@ class _EdgeRays(NamedTuple):
         Ax, Ay, Bx, By = self.ends(x, y)
         with np.errstate(divide="ignore"):
             tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)  # TEAR_PX in u (inf: no parallax)
-        u, ok = _settle(layers.u, Ax, Ay, Bx, By, tb, u_near)
+        u, ok = _settle(layers.u, Ax, Ay, Bx, By, tb, u_near, layers.u_sides)
         torn = ~ok
         if (i := np.flatnonzero(torn)).size:
-            u[i], ok_far = _settle(layers.u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i])
+            u[i], ok_far = _settle(layers.u, Ax[i], Ay[i], Bx[i], By[i], tb[i], u_far[i], layers.u_sides)
             torn[i] = ~ok_far
         px, py = Ax + Bx * u, Ay + By * u
         if layers.bg is None:
@@ -1313,6 +1386,37 @@ class _EdgeRays(NamedTuple):
                 row0[i] = layers.bg.offset
         qx, qy = self.texture(px, py, row0)
         return qx[:n], qy[:n], torn[:n], rim[:n], u[:n]
+
+
+def _drop_fragments(rays: "_EdgeRays", layers: _Layers, ys, xs, xc, yc, far_c, width: int, height: int,
+                    cast: tuple, scratch: dict) -> None:
+    """Edge pixels whose ray met the photo's layer while the rays of all four of their neighbours
+    saw what the photo hid: a fragment a pixel wide floating in a revealed band (a ray that
+    grazed a corner of the near layer, a depth-map pixel left between near and far), which a
+    move makes flicker. They are taken as revealed: their rays are cast again on the hidden
+    background, in place in `cast` (the arrays `_EdgeRays.cast` returned). (Neighbours among
+    the edge pixels only: four gathers from a frame-sized image kept in scratch, as `_across`.)"""
+    qx, qy, torn1, rim1, u1 = cast
+    wide = width + 2
+    image = scratch.get("torn_px")
+    if image is None or image.shape != (height + 2, wide):
+        image = scratch["torn_px"] = np.zeros((height + 2, wide), np.uint8)
+    flat = image.ravel()
+    at = ((ys + 1) * wide + xs + 1).astype(np.intp)
+    flat[at] = torn1.view(np.uint8) + np.uint8(1)  # 1 the photo's layer, 2 torn; 0 elsewhere
+    i = np.flatnonzero(~torn1)
+    ai = at[i]
+    alone = (flat[ai + 1] == 2) & (flat[ai - 1] == 2) & (flat[ai + wide] == 2) & (flat[ai - wide] == 2)
+    flat[at] = 0  # (put back: zeros between calls, not a frame-sized fill)
+    i = i[alone]
+    if not i.size:
+        return
+    Ax, Ay, Bx, By = rays.ends(np.ascontiguousarray(xc[i]), np.ascontiguousarray(yc[i]))
+    with np.errstate(divide="ignore"):
+        tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)
+    u, _ = _settle(layers.bg_u, Ax, Ay, Bx, By, tb, np.float32(1.0) / far_c[i])
+    qx[i], qy[i] = rays.texture(Ax + Bx * u, Ay + By * u, np.float32(layers.bg.offset))
+    torn1[i], rim1[i], u1[i] = True, False, u
 
 
 def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
