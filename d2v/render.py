@@ -44,7 +44,7 @@
   (`snap_depth_edges`), and its speckle, lone pixels and pairs off their surroundings,
   taken out (`despeckle_depth`: each would be a hole punched through the near layer or a
   fragment floating in a revealed band); an edge pixel whose ray met the photo's layer alone
-  among four neighbours that see what it hid is revealed too (`_drop_fragments`). Where a pixel's ray and a
+  among four neighbours that see what it hid is revealed too (`_across`, `_reveal`). Where a pixel's ray and a
   4-neighbour's see two sides of a step, the edge crosses the pixel: it is anti-aliased as
   a matte (`_matte`): the other side's colour at the pixel, its share how fully the depth
   map shows the front side at the pixel's point (bilinear: about a depth-map pixel of soft
@@ -854,9 +854,9 @@ class CameraRenderer:
         # the other side's colour too, as a matte (`_matte`).
         xc, yc = xs.astype(np.float32) + np.float32(0.5), ys.astype(np.float32) + np.float32(0.5)
         qx, qy, torn1, rim1, u1 = rays.cast(layers, xc, yc, near_c, far_c)
-        if layers.bg is not None and torn.any():
-            _drop_fragments(rays, layers, ys, xs, xc, yc, far_c, width, height, (qx, qy, torn1, rim1, u1), scratch)
-        aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch)
+        reveal = ((lambda i: _reveal(rays, layers, i, xc, yc, far_c, (qx, qy, torn1, rim1, u1)))
+                  if layers.bg is not None and torn.any() else None)
+        aa, o = _across(ys, xs, width, height, torn1, u1, layers.s_step, scratch, reveal)
         if not aa.size:
             return _Edges(idx, ys, xs, qx, qy, torn1.astype(np.float32), aa, qx[:0], qy[:0], qx[:0]), band
         aa_x, aa_y, aa_w = _matte(rays, layers, xc[aa], yc[aa], (u1[aa], torn1[aa]), (u1[o], torn1[o], rim1[o]),
@@ -1388,29 +1388,14 @@ class _EdgeRays(NamedTuple):
         return qx[:n], qy[:n], torn[:n], rim[:n], u[:n]
 
 
-def _drop_fragments(rays: "_EdgeRays", layers: _Layers, ys, xs, xc, yc, far_c, width: int, height: int,
-                    cast: tuple, scratch: dict) -> None:
-    """Edge pixels whose ray met the photo's layer while the rays of all four of their neighbours
-    saw what the photo hid: a fragment a pixel wide floating in a revealed band (a ray that
-    grazed a corner of the near layer, a depth-map pixel left between near and far), which a
-    move makes flicker. They are taken as revealed: their rays are cast again on the hidden
-    background, in place in `cast` (the arrays `_EdgeRays.cast` returned). (Neighbours among
-    the edge pixels only: four gathers from a frame-sized image kept in scratch, as `_across`.)"""
+def _reveal(rays: "_EdgeRays", layers: _Layers, i: np.ndarray, xc, yc, far_c, cast: tuple) -> None:
+    """Edge pixels i (positions in the edge pixels) whose ray met the photo's layer while the
+    rays of all four of their neighbours saw what the photo hid (`_across` finds them): a
+    fragment a pixel wide floating in a revealed band (a ray that grazed a corner of the near
+    layer, a depth-map pixel left between near and far), which a move makes flicker. They are
+    taken as revealed: their rays are cast again on the hidden background, in place in `cast`
+    (the arrays `_EdgeRays.cast` returned)."""
     qx, qy, torn1, rim1, u1 = cast
-    wide = width + 2
-    image = scratch.get("torn_px")
-    if image is None or image.shape != (height + 2, wide):
-        image = scratch["torn_px"] = np.zeros((height + 2, wide), np.uint8)
-    flat = image.ravel()
-    at = ((ys + 1) * wide + xs + 1).astype(np.intp)
-    flat[at] = torn1.view(np.uint8) + np.uint8(1)  # 1 the photo's layer, 2 torn; 0 elsewhere
-    i = np.flatnonzero(~torn1)
-    ai = at[i]
-    alone = (flat[ai + 1] == 2) & (flat[ai - 1] == 2) & (flat[ai + wide] == 2) & (flat[ai - wide] == 2)
-    flat[at] = 0  # (put back: zeros between calls, not a frame-sized fill)
-    i = i[alone]
-    if not i.size:
-        return
     Ax, Ay, Bx, By = rays.ends(np.ascontiguousarray(xc[i]), np.ascontiguousarray(yc[i]))
     with np.errstate(divide="ignore"):
         tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)
@@ -1434,15 +1419,20 @@ def _bends(grid: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_step: float,
-            scratch: dict) -> tuple[np.ndarray, np.ndarray]:
+            scratch: dict, reveal=None) -> tuple[np.ndarray, np.ndarray]:
     """The edge pixels (rows ys, columns xs; each centre ray torn or not, on layer u) that
     have a 4-neighbour across a step among the edge pixels, and that neighbour (positions in
     ys): one on the other side of a depth step (layers more than s_step apart in s), or one
     torn where the pixel is not (or the reverse); of several, the farthest in s. (The cells
-    round the edge pixels lie on one layer each: none of them is across.)"""
+    round the edge pixels lie on one layer each: none of them is across.)
+
+    reveal (None: not asked): called first with the pixels that are not torn while all four
+    of their neighbours are (fragments: `_reveal`), which it makes torn in place; the answer
+    is then the one for the pixels as they are after it (the fragments and their neighbours
+    looked at again: a handful a frame, not another pass)."""
     n, wide = ys.size, width + 2
     at = ((ys + 1) * wide + xs + 1).astype(np.intp)  # in a frame-sized image with a border (intp: 3x faster gathers)
-    label = _pick(torn, np.full(n, 1000.0, np.float32), np.float32(1.0) / u)  # all torn pixels alike: no layer
+    label = _pick(torn, np.full(n, _TORN, np.float32), np.float32(1.0) / u)  # all torn pixels alike: no layer
     # Each pixel's 4-neighbours' labels, NaN off the edge pixels (fmax and fmin pass it over):
     # four gathers, where a dilation and an erosion of the whole frame cost more.
     # (NaN everywhere between calls: each call puts back what it wrote, not a frame-sized fill.)
@@ -1453,18 +1443,35 @@ def _across(ys, xs, width: int, height: int, torn: np.ndarray, u: np.ndarray, s_
     flat[at] = label
     offsets = (1, -1, wide, -wide)  # right, left, below, above
     around = [flat[at + d] for d in offsets]
-    flat[at] = np.nan
     most = np.fmax(np.fmax(around[0], around[1]), np.fmax(around[2], around[3]))
     least = np.fmin(np.fmin(around[0], around[1]), np.fmin(around[2], around[3]))
+    pos = _buffer(scratch, "edge_pos", image.shape, np.int32).ravel()
+    pos[at] = np.arange(n, dtype=np.int32)
+    if reveal is not None and (i := np.flatnonzero((least == _TORN) & ~torn)).size:
+        # (least: a NaN neighbour, off the edge pixels, is passed over: all four asked again)
+        i = i[(around[0][i] == _TORN) & (around[1][i] == _TORN) & (around[2][i] == _TORN) & (around[3][i] == _TORN)]
+        if i.size:
+            reveal(i)
+            label[i] = _TORN
+            flat[at[i]] = _TORN
+            # What the fragments' neighbours (edge pixels all) see around them has changed.
+            again = np.unique(np.concatenate([i] + [pos[at[i] + d] for d in offsets]).astype(np.intp))
+            for k, d in enumerate(offsets):
+                around[k][again] = flat[at[again] + d]
+            a = [around[k][again] for k in range(4)]
+            most[again] = np.fmax(np.fmax(a[0], a[1]), np.fmax(a[2], a[3]))
+            least[again] = np.fmin(np.fmin(a[0], a[1]), np.fmin(a[2], a[3]))
+    flat[at] = np.nan
     up, down = most - label, label - least
     aa = np.flatnonzero(np.fmax(up, down) > s_step)  # (NaN: no neighbour among the edge pixels)
     # Which neighbour holds that label: the first that does.
     target = _pick(up[aa] >= down[aa], most[aa], least[aa])
     code = sum((around[k][aa] == target).view(np.uint8) << k for k in range(4))
     nb = at[aa] + _FIRST_HIT[code, 0] + wide * _FIRST_HIT[code, 1]
-    pos = _buffer(scratch, "edge_pos", image.shape, np.int32).ravel()
-    pos[at] = np.arange(n, dtype=np.int32)
     return aa, pos[nb].astype(np.intp)
+
+
+_TORN = np.float32(1000.0)  # `_across`'s label of a torn pixel: beyond any layer's s
 
 
 # Of the 4-neighbours (right, left, below, above: bits 0-3 of a code), the first that holds
