@@ -861,10 +861,11 @@ def _run_serve(config_path: Path, described: str, env: dict[str, str], handed: d
     return code
 
 
-def _wait_port_closed(url: str, wait_s: float = 5.0) -> None:
+def _wait_port_closed(url: str, wait_s: float = 15.0) -> None:
     """Ray's HTTP proxy is a worker of a raylet that exits on its own schedule: on a loaded
-    machine it can hold the port a moment after `serve run` has gone. "Stopped" means the
-    port is closed, so wait for that (bounded)."""
+    machine it can hold the port a moment after `serve run` has gone (on a Ray that was
+    joined, whose raylet stays, more than 5 s once in a .ci/run here). "Stopped" means the port is
+    closed, so wait for that (bounded)."""
     import socket
     import time
     from urllib.parse import urlsplit
