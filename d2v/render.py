@@ -1359,8 +1359,7 @@ class _EdgeRays(NamedTuple):
         x, y = _pad_rays(x, size), _pad_rays(y, size)
         u_near, u_far = np.float32(1.0) / _pad_rays(near_s, size), np.float32(1.0) / _pad_rays(far_s, size)
         Ax, Ay, Bx, By = self.ends(x, y)
-        with np.errstate(divide="ignore"):
-            tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)  # TEAR_PX in u (inf: no parallax)
+        tb = _tear_band(Bx, By)
         u, ok = _settle(layers.u, Ax, Ay, Bx, By, tb, u_near, layers.u_sides)
         torn = ~ok
         if (i := np.flatnonzero(torn)).size:
@@ -1397,11 +1396,16 @@ def _reveal(rays: "_EdgeRays", layers: _Layers, i: np.ndarray, xc, yc, far_c, ca
     (the arrays `_EdgeRays.cast` returned)."""
     qx, qy, torn1, rim1, u1 = cast
     Ax, Ay, Bx, By = rays.ends(np.ascontiguousarray(xc[i]), np.ascontiguousarray(yc[i]))
-    with np.errstate(divide="ignore"):
-        tb = np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)
-    u, _ = _settle(layers.bg_u, Ax, Ay, Bx, By, tb, np.float32(1.0) / far_c[i])
+    u, _ = _settle(layers.bg_u, Ax, Ay, Bx, By, _tear_band(Bx, By), np.float32(1.0) / far_c[i])
     qx[i], qy[i] = rays.texture(Ax + Bx * u, Ay + By * u, np.float32(layers.bg.offset))
     torn1[i], rim1[i], u1[i] = True, False, u
+
+
+def _tear_band(Bx: np.ndarray, By: np.ndarray) -> np.ndarray:
+    """TEAR_PX in u for rays whose point moves (Bx, By) depth-map pixels per unit of u: how far
+    apart two layers a ray meets must be to tear (inf: a ray without parallax never tears)."""
+    with np.errstate(divide="ignore"):
+        return np.float32(TEAR_PX) / np.sqrt(Bx * Bx + By * By)
 
 
 def _bends(grid: np.ndarray, tol: float) -> np.ndarray:

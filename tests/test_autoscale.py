@@ -168,10 +168,10 @@ def wait_for(what: str, condition, timeout_s: float, during=None, logs: Path | N
 
 def scaling_decisions(logs: Path | None) -> str:
     """The Serve controller's up/down decisions (with the load it saw), from the head's logs."""
-    lines = []
-    for path in sorted(logs.glob("session_*/logs/serve/controller_*.log")) if logs else []:
-        lines += [line.strip() for line in path.read_text(errors="replace").splitlines()
-                  if "scaling" in line.lower() and "BaseStage" in line and line.strip() not in lines]
+    # (resolved: session_latest is a link to the session's own directory, read once)
+    paths = sorted({p.resolve() for p in logs.glob("session_*/logs/serve/controller_*.log")}) if logs else []
+    lines = [line.strip() for path in paths for line in path.read_text(errors="replace").splitlines()
+             if "scaling" in line.lower() and "BaseStage" in line]
     return "Serve's scaling decisions for the base stage:\n" + "\n".join(lines[-30:]) + "\n"
 
 
