@@ -219,7 +219,12 @@ def test_the_index_is_reserved_up_front_when_the_frame_count_is_known(tmp_path: 
     encode_mp4(iter(frames), tmp_path / "stream.mp4", 24)
     reserved = top_level_boxes((tmp_path / "list.mp4").read_bytes())
     assert reserved.index("moov") < reserved.index("free") < reserved.index("mdat"), reserved
-    assert np.array_equal(decode_video(tmp_path / "list.mp4")[0], decode_video(tmp_path / "stream.mp4")[0])
+    listed, streamed = (decode_video(tmp_path / name)[0].astype(np.float64) for name in ("list.mp4", "stream.mp4"))
+    assert listed.shape == streamed.shape == (12, 180, 320, 3)
+    # The same pictures, to within x264's own run-to-run variation: on a loaded machine the
+    # same frames encode a little differently (56 dB apart at worst in 300 tries, session 17;
+    # CI once saw it), while a frame dropped or out of order is 22 dB.
+    assert 10 * np.log10(255**2 / np.mean((listed - streamed) ** 2)) > 45
 
 
 def test_a_plain_flat_render_converts_only_the_frames_also_wanted_in_rgb(tmp_path, yuv_conversions):
