@@ -401,9 +401,13 @@ class CameraRenderer:
             near_side &= nearer
         hole = cv2.dilate(near_side.view(np.uint8), k3)  # and the step's own blended pixels
         # The near side, as the hole: its blended pixels (and a pixel more in colour, below);
-        # and what a near object shows of a middle layer among its parts, not the far side.
+        # and what a near object shows of a middle layer among its parts, not the far side:
+        # no source, and hidden too, so that a band reaching it shows the far side continued,
+        # not a piece of the object (an orbit of the motorcycle showed its tank's red there).
         near_px = cv2.dilate(nearer.view(np.uint8), k3)
-        near_px |= _near_islands(depth, ~(hole | near_px).view(bool))
+        islands = _near_islands(depth, ~(hole | near_px).view(bool))
+        near_px |= islands
+        hole |= islands
         bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         # A narrow spike toward the camera left in the hidden depth (a sliver of the near
         # object's soft edge the steps missed) is a post standing in the revealed band: every

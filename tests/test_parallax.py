@@ -264,6 +264,44 @@ def test_what_the_near_object_reveals_is_filled_from_the_background(monkeypatch)
     assert (~valid & picture).sum() < 1.15 * (dx / s - dx) * (y1 - y0)  # the revealed area, and little more
 
 
+
+WALL = np.array([60, 110, 170])
+
+
+def tank_and_bar(w: int = 320, h: int = 180) -> tuple[np.ndarray, np.ndarray]:
+    """A red tank (depth 0.5) with a grey bar across it (1.0, nearer still) before a blue wall
+    (0), each textured a little: the tank's strips beside the bar are the far side of the bar's
+    step only, cut off from the wall by the tank's own near side."""
+    rng = np.random.default_rng(0)
+    photo = np.empty((h, w, 3), np.float64)
+    photo[:] = WALL
+    depth = np.zeros((h, w), np.float32)
+    photo[66:114, 135:185] = (200, 30, 30)
+    depth[66:114, 135:185] = 0.5
+    photo[87:93, 115:205] = (200, 200, 200)
+    depth[87:93, 115:205] = 1.0
+    return np.clip(photo + rng.normal(0, 6, photo.shape), 0, 255).astype(np.uint8), depth
+
+
+def test_no_piece_of_a_near_object_is_left_in_its_hidden_background(monkeypatch):
+    """What a near object shows of a middle layer among its parts (the tank beside the bar,
+    `_near_islands`) is no source of the hidden background's fill, and is hidden itself: the
+    hidden background continues the wall there, so a band that reaches it shows no piece of the
+    tank (an orbit of the motorcycle showed pieces of its red tank in the revealed wall)."""
+    from d2v import render
+
+    photo, depth = tank_and_bar()
+    found = []
+    near_islands = render._near_islands
+    monkeypatch.setattr(render, "_near_islands", lambda d, known: found.append(near_islands(d, known)) or found[-1])
+    bg = CameraRenderer(photo, depth)._background(16)
+    hidden = bg.levels[0][bg.offset: bg.offset + photo.shape[0]]
+    strips = found[0].astype(bool)
+    assert strips.sum() > 300 and (photo[strips][:, 0] > 150).all()  # the scene holds them: red
+    assert bg.inpainted[strips].all()
+    assert np.abs(hidden[strips].mean(axis=0) - WALL).max() < 10, hidden[strips].mean(axis=0)
+    assert not (hidden[..., 0].astype(int) - hidden[..., 2] > 60).any()  # no red left anywhere
+
 # -- against known truth: a disc in front of a photo ------------------------------------------
 
 DW, DH = 384, 216  # small: the geometry is exact at any size
