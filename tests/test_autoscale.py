@@ -167,11 +167,14 @@ def wait_for(what: str, condition, timeout_s: float, during=None, logs: Path | N
 
 
 def scaling_decisions(logs: Path | None) -> str:
-    """The Serve controller's up/down decisions (with the load it saw), from the head's logs."""
+    """The Serve controller's up/down decisions (with the load it saw), from the head's logs,
+    and any handle whose load it stopped counting (no report for 10 s: its calls then read as
+    no load at all; a CI run went from 2 base replicas to 1 at "ongoing requests: 0.00" with six
+    jobs in flight, and never back up)."""
     # (resolved: session_latest is a link to the session's own directory, read once)
     paths = sorted({p.resolve() for p in logs.glob("session_*/logs/serve/controller_*.log")}) if logs else []
     lines = [line.strip() for path in paths for line in path.read_text(errors="replace").splitlines()
-             if "scaling" in line.lower() and "BaseStage" in line]
+             if ("scaling" in line.lower() and "BaseStage" in line) or "Dropping stale metrics" in line]
     return "Serve's scaling decisions for the base stage:\n" + "\n".join(lines[-30:]) + "\n"
 
 
