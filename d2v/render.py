@@ -405,9 +405,7 @@ class CameraRenderer:
         # no source, and hidden too, so that a band reaching it shows the far side continued,
         # not a piece of the object (an orbit of the motorcycle showed its tank's red there).
         near_px = cv2.dilate(nearer.view(np.uint8), k3)
-        islands = _near_islands(depth, ~(hole | near_px).view(bool))
-        near_px |= islands
-        hole |= islands
+        hole |= _near_islands(depth, ~(hole | near_px).view(bool))
         bg_depth = fill_smooth(depth, hole.view(bool), source=~near_px.view(bool))
         # A narrow spike toward the camera left in the hidden depth (a sliver of the near
         # object's soft edge the steps missed) is a post standing in the revealed band: every

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from d2v import camera
+from d2v import camera, render
 from d2v.fidelity import measure_fidelity
 from d2v.models import CameraTrajectory, RenderRequest, parse_request
 from d2v.pipeline import render_job
@@ -264,7 +264,6 @@ def test_what_the_near_object_reveals_is_filled_from_the_background(monkeypatch)
     assert (~valid & picture).sum() < 1.15 * (dx / s - dx) * (y1 - y0)  # the revealed area, and little more
 
 
-
 WALL = np.array([60, 110, 170])
 
 
@@ -288,8 +287,6 @@ def test_no_piece_of_a_near_object_is_left_in_its_hidden_background(monkeypatch)
     `_near_islands`) is no source of the hidden background's fill, and is hidden itself: the
     hidden background continues the wall there, so a band that reaches it shows no piece of the
     tank (an orbit of the motorcycle showed pieces of its red tank in the revealed wall)."""
-    from d2v import render
-
     photo, depth = tank_and_bar()
     found = []
     near_islands = render._near_islands
@@ -301,6 +298,7 @@ def test_no_piece_of_a_near_object_is_left_in_its_hidden_background(monkeypatch)
     assert bg.inpainted[strips].all()
     assert np.abs(hidden[strips].mean(axis=0) - WALL).max() < 10, hidden[strips].mean(axis=0)
     assert not (hidden[..., 0].astype(int) - hidden[..., 2] > 60).any()  # no red left anywhere
+
 
 # -- against known truth: a disc in front of a photo ------------------------------------------
 
