@@ -28,6 +28,10 @@ class UnknownEffectError(InvalidRequestError):
     """The effect name is not one d2v knows."""
 
 
+class DepthMapMismatchError(InvalidRequestError):
+    """The depth map cannot be the photo's: it is turned a quarter against the photo."""
+
+
 class InvalidImageError(D2VError, ValueError):
     """The upload is not an image d2v can decode."""
 

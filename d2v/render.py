@@ -122,7 +122,7 @@ import numpy as np
 
 from d2v import camera
 from d2v.encode import I420, RGB_TO_YUV709
-from d2v.errors import InvalidImageError
+from d2v.errors import DepthMapMismatchError, InvalidImageError
 from d2v.inpaint import fill_background, fill_smooth, grain_noise
 from d2v.models import CameraFrame, CameraTrajectory
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS, PSEUDO_DEPTH_EFFECTS, PSEUDO_PARALLAX
@@ -1710,8 +1710,21 @@ def _same_camera(a: CameraFrame, b: CameraFrame) -> bool:
 
 def load_depth_map(data: bytes | str | Path, width: int, height: int) -> np.ndarray:
     """A grayscale depth image (brighter = nearer; 8- or 16-bit, or float) -> float32
-    (height, width) in [0, 1]. Integer images are scaled by their type's maximum; float
-    images are stretched to [0, 1]. Colour images are converted to gray."""
+    (height, width) in [0, 1], for a width x height photo (`read_depth_map`). A map of another
+    size is resized to the photo's, also one of another aspect (a depth model's raw output,
+    made on the photo squeezed to a square, stretches back), but not one turned a quarter
+    against it (`check_depth_shape`)."""
+    depth = read_depth_map(data)
+    check_depth_shape(depth.shape[1], depth.shape[0], width, height)
+    if depth.shape != (height, width):
+        shrinking = depth.shape[0] * depth.shape[1] > width * height
+        depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.clip(depth, 0.0, 1.0)
+
+
+def read_depth_map(data: bytes | str | Path) -> np.ndarray:
+    """A depth image at its own size, float32 in [0, 1]: integer images scaled by their type's
+    maximum, float images stretched to [0, 1], colour images converted to gray."""
     if isinstance(data, (str, Path)):
         try:
             data = Path(data).read_bytes()
@@ -1723,16 +1736,37 @@ def load_depth_map(data: bytes | str | Path, width: int, height: int) -> np.ndar
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2GRAY if arr.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if np.issubdtype(arr.dtype, np.integer):
-        depth = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
-    else:
-        depth = arr.astype(np.float32)
-        depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(depth.min()), float(depth.max())
-        depth = (depth - lo) / (hi - lo) if hi > lo else np.zeros_like(depth)
-    if depth.shape != (height, width):
-        shrinking = depth.shape[0] * depth.shape[1] > width * height
-        depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.clip(depth, 0.0, 1.0)
+        return arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    depth = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(depth.min()), float(depth.max())
+    return (depth - lo) / (hi - lo) if hi > lo else np.zeros_like(depth)
+
+
+# A picture this much wider than tall (or taller than wide) is landscape (portrait): a depth
+# map of one and a photo of the other are turned against each other. Nearly square ones are
+# neither (a model's square raw output stretches back to any photo).
+TURNED_ASPECT = 1.15
+
+
+def check_depth_shape(depth_w: int, depth_h: int, width: int, height: int) -> None:
+    """Refuse a depth map turned a quarter against the width x height photo (as shown: after
+    its EXIF orientation): stretched onto it, every depth edge would land in the wrong place.
+    It is the depth of a photo whose EXIF turn the depth tool did not apply, or of another photo."""
+    def shape(w: int, h: int) -> str | None:
+        return "landscape" if w >= TURNED_ASPECT * h else "portrait" if h >= TURNED_ASPECT * w else None
+
+    mine, photo = shape(depth_w, depth_h), shape(width, height)
+    if mine and photo and mine != photo:
+        raise DepthMapMismatchError(
+            f"depth map is {depth_w}x{depth_h} ({mine}) and the photo is {width}x{height} ({photo}, as shown, "
+            f"its EXIF orientation applied): it is turned a quarter or of another photo; give the depth map "
+            f"of the photo as it is shown")
+
+
+def check_depth_map(data: bytes, width: int, height: int) -> None:
+    """`load_depth_map`'s checks, for a width x height photo, without resizing: decodable, not turned."""
+    depth = read_depth_map(data)
+    check_depth_shape(depth.shape[1], depth.shape[0], width, height)
 
 
 def pseudo_depth(width: int, height: int, subject_uv, radius_frac: float = 0.4) -> np.ndarray:

@@ -58,7 +58,7 @@ from d2v.errors import (
 )
 from d2v.images import (
     MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, PHOTO_FORMATS, check_depth_header, check_image_header,
-    decode_image,
+    decode_image, oriented_size,
 )
 from d2v.subjects import attach_masks, mask_names, outline_answer
 from d2v.jobqueue import JobQueue
@@ -74,7 +74,7 @@ from d2v.pipeline import content_job_id, require_backend
 from d2v.presets import presets
 from d2v.preview import preview as render_preview
 from d2v.preview import working_size
-from d2v.render import load_depth_map
+from d2v.render import check_depth_map, load_depth_map
 from d2v.stages import plan
 from d2v.store import LocalStore, store_from_env, validate_job_id
 from deployments.http_models import JobAccepted, JobList, JobView, add_request_schemas, errors, multipart_body
@@ -393,8 +393,9 @@ class Ingress:
             if depth_upload is not None and not isinstance(depth_upload, str):
                 depth_bytes = await depth_upload.read()
                 check_depth_header(depth_bytes)
-                # Decoded now: a corrupt depth map is the caller's 415, not a job failing later.
-                await asyncio.to_thread(load_depth_map, depth_bytes, 8, 8)
+                # Decoded now: a corrupt depth map (415) or one turned against the photo (422) is
+                # the caller's mistake, not a job failing later.
+                await asyncio.to_thread(check_depth_map, depth_bytes, *oriented_size(image_bytes))
             lut_bytes = await self._read_lut(render_request, lut_upload)
             if names := mask_names(render_request):  # subjects' and still regions' mask images, by part name
                 masks = {n: await form[n].read() for n in names if n in form and not isinstance(form[n], str)}

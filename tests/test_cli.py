@@ -111,6 +111,33 @@ def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_a_depth_map_made_without_the_photos_exif_turn_is_refused(tmp_path):
+    """A phone photo stored landscape with EXIF orientation 6 is shown (and rendered) portrait;
+    a depth tool that ignored the tag made a landscape map. Stretched onto the portrait photo,
+    its edges would all be misplaced: exit 2, one line, before any work."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from tests.conftest import textured_image
+
+    stored = textured_image(320, 200, seed=3)  # as the sensor wrote it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: 200x320
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", exif=exif.tobytes())
+    (tmp_path / "phone.jpg").write_bytes(buf.getvalue())
+    gray = cv2.cvtColor(stored, cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(tmp_path / "depth.png"), gray)  # the stored pixels' depth: 320x200, landscape
+    r = d2v("render", "phone.jpg", "--path", PATHS / "parallax.json", "--effect", "parallax", "--depth", "depth.png",
+            "--size", "128x72", "--duration", "0.5", "--fps", "4", "-o", "x.mp4", cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "depth map is 320x200 (landscape) and the photo is 200x320 (portrait" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.mp4").exists() and not (tmp_path / "data/jobs").exists()  # no job begun
+
+
 @pytest.mark.parametrize("command", [
     ["render", EXAMPLE, "--path", PATHS / "pan.json", "--size", "64x64", "--duration", "0.5", "--fps", "2"],
     ["interpolate", REPO / "docs/page-laptop.jpg", "--fps", "4"],

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from d2v import camera
-from d2v.errors import InvalidImageError
+from d2v.errors import DepthMapMismatchError, InvalidImageError
 from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.render import CameraRenderer, load_depth_map, pseudo_depth, reference_center
 from d2v.trajectory import plan_trajectory
@@ -516,6 +516,21 @@ def test_load_depth_map_from_png_bytes():
     assert np.allclose(d16, np.linspace(0, 1, 200)[None, :], atol=1e-3)
     with pytest.raises(InvalidImageError):
         load_depth_map(b"not an image", 10, 10)
+
+
+def test_a_depth_map_of_another_size_is_stretched_but_a_turned_one_is_refused():
+    """A depth model's raw output (square, or a few percent off the photo's aspect) stretches back
+    onto the photo; a portrait map for a landscape photo (or the reverse: a phone photo's EXIF
+    turn the depth tool did not apply) would put every depth edge in the wrong place."""
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))  # near on the right
+    for w, h in ((64, 64), (64, 37)):  # square; 1.73 for a 1.78 photo
+        d = load_depth_map(cv2.imencode(".png", ramp[:h, :w])[1].tobytes(), 320, 180)
+        assert d.shape == (180, 320) and d[:, :10].max() < 0.05 and d[:, -10:].min() > 0.95
+    turned = cv2.imencode(".png", np.ascontiguousarray(ramp[:, :36]))[1].tobytes()  # 36x64: portrait
+    with pytest.raises(DepthMapMismatchError) as e:
+        load_depth_map(turned, 320, 180)
+    assert str(e.value).startswith("depth map is 36x64 (portrait) and the photo is 320x180 (landscape")
+    assert load_depth_map(turned, 180, 320).shape == (320, 180)  # the portrait photo it belongs to
 
 
 # -- motion blur ---------------------------------------------------------------------

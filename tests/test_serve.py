@@ -270,6 +270,9 @@ def _ico() -> bytes:
     ({"image": ("x.png", PHOTO, "image/png")}, '{"path": ' + "[" * 5000 + "]" * 5000 + "}", 422, "nested"),
     ({"image": ("x.png", PHOTO, "image/png"), "depth": ("d.png", _truncated_png(), "image/png")}, GOOD, 415,
      "depth map"),
+    # A portrait depth map for the landscape photo: turned, or another photo's (stretched, every edge misplaced).
+    ({"image": ("x.png", PHOTO, "image/png"), "depth": ("d.png", png_bytes(textured_image(270, 480)), "image/png")},
+     GOOD, 422, "depth map is 270x480 (portrait) and the photo is 960x540 (landscape"),
 ])
 def test_caller_mistakes_are_refused_at_submit(farm, files, request_body, status, words):
     """Found at submit, with a 4xx, not as a job that fails after its 202."""
