@@ -97,7 +97,9 @@ def make_inputs(d: Path) -> None:
     (d / "notes.txt").write_text("a file, not a folder")
     # depth maps (brighter = nearer)
     Image.fromarray((ramp * 65535).astype(np.uint16)).save(d / "depth16.png")
-    Image.fromarray((ramp * 255).astype(np.uint8)).resize((100, 300)).save(d / "depth_wrong_size.png")
+    Image.fromarray((ramp * 255).astype(np.uint8)).resize((100, 60)).save(d / "depth_wrong_size.png")
+    # (the photo's depth turned a quarter: a portrait map for the landscape photo)
+    Image.fromarray((ramp * 255).astype(np.uint8)).resize((240, 320)).save(d / "depth_turned.png")
     nan = ramp.astype(np.float32)
     nan[10:20, 10:20] = np.nan
     Image.fromarray(nan).save(d / "depth_nan.tif")
@@ -153,7 +155,7 @@ def cases() -> list[tuple[str, list[str], str, tuple | None]]:
                                     ("--duration 20 --fps 60", ["--duration", "20", "--fps", "60"], "ok", 1200)]:
         out.append((name, r("photo.png", "diag.json", "--size", "64x64", *flags), ok, (frames, 64, 64)))
     for depth, ok in [("zero.jpg", "bad"), ("anim.webp", "bad"), ("tiny_8x8.png", "bad"), ("depth16.png", "ok"),
-                      ("depth_wrong_size.png", "ok"), ("depth_nan.tif", "ok")]:
+                      ("depth_wrong_size.png", "ok"), ("depth_turned.png", "bad"), ("depth_nan.tif", "ok")]:
         out.append((f"--depth {depth}", r("photo.png", "diag.json", *SMALL, "--effect", "parallax", "--depth",
                                           f"IN/{depth}"), ok, (8, 128, 96)))
     out.append(("preset infinite_zoom (20x)", r("odd_1001x777.png", "diag.json", "--size", "256x144", "--fps", "4",
