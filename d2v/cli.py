@@ -398,8 +398,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())
+    if report.verdict != "followed" and depth is None and not (args.job or args.manifest or args.flat):
+        _note_checked_without_depth()
     return {"followed": EXIT_FOLLOWED, "missed": EXIT_MISSED, "clamped": EXIT_CLAMPED}.get(report.verdict,
                                                                                          EXIT_UNMEASURED)
+
+
+def _note_checked_without_depth() -> None:
+    """A clip rendered with a depth map (given, or estimated) but checked without one is measured
+    against another move (the planner sizes orbit, dolly_zoom, parallax and a view's borders by
+    depth) and located as a flat picture, which its parallax is not: its 'missed' or
+    'unmeasured' may say nothing about the render. Say so, and what to give."""
+    print("note: checked without a depth map: if the video was rendered with one (--depth FILE, or an estimated "
+          "depth), give the same --depth FILE, or check the job itself (--job ID): depth changes the planned move "
+          "and how frames are located", file=sys.stderr)
 
 
 def _flags_check(args: argparse.Namespace):
@@ -424,6 +436,7 @@ def _flags_check(args: argparse.Namespace):
     fps = args.fps or min(60, max(1, round(facts["fps"] or 24)))
     duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
     args.size, args.fps, args.duration = (width, height), fps, duration
+    args.flat = args.depth == "none"  # (said as flat: no note that depth was left out)
     args.look, args.depth = None, None
     return _request_from_args(args), image, depth, args.video
 

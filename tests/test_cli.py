@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from d2v.encode import probe_video
@@ -109,6 +110,25 @@ def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, args, words):
     assert words in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_check_of_a_depth_clip_without_its_depth_map_says_to_give_it(tmp_path):
+    """s17 note: a parallax rendered with a depth map, checked without it, was 'missed' (another
+    planned move, frames located as a flat picture) with no word of why."""
+    import cv2
+
+    photo = cv2.imread(str(EXAMPLE))
+    near = cv2.GaussianBlur(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY), (0, 0), 4) > 20  # the galaxies near
+    cv2.imwrite(str(tmp_path / "depth.png"), cv2.GaussianBlur(near.astype(np.uint8) * 255, (0, 0), 1.0))
+    move = ["--image", EXAMPLE, "--path", PATHS / "parallax.json", "--effect", "parallax"]
+    r = d2v("render", *move[1:], "--depth", "depth.png", "--size", "384x216", "--duration", "2", "--fps", "12",
+            "-o", "clip.mp4", cwd=tmp_path)
+    assert r.returncode == 0 and "path followed" in r.stdout, (r.stdout, r.stderr)
+    note = "note: checked without a depth map: if the video was rendered with one"
+    without = d2v("check", "clip.mp4", *move, cwd=tmp_path)
+    assert without.returncode != 0 and note in without.stderr, (without.stdout, without.stderr)
+    given = d2v("check", "clip.mp4", *move, "--depth", "depth.png", cwd=tmp_path)
+    assert given.returncode == 0 and "path followed" in given.stdout and note not in given.stderr, given.stderr
 
 
 def test_a_depth_map_made_without_the_photos_exif_turn_is_refused(tmp_path):
