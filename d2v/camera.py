@@ -55,6 +55,57 @@ def rot_z(angle_rad: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
+# Rotations as rotation vectors (axis times angle) and back, and the slerp between two: what
+# motion blur, shake and typed cameras need of scipy's Rotation, whose import (scipy.spatial,
+# about 0.16 s) would otherwise be most of such a render's start-up.
+
+
+def rotvec_matrices(v: np.ndarray) -> np.ndarray:
+    """Rotation vectors (..., 3) -> rotation matrices (..., 3, 3) (Rodrigues' formula; the
+    series near zero, where the formula's division loses digits)."""
+    v = np.asarray(v, float)
+    theta2 = np.sum(v * v, axis=-1)[..., None, None]
+    theta = np.sqrt(theta2)
+    small = theta2 < 1e-12
+    safe = np.where(small, 1.0, theta)
+    a = np.where(small, 1.0 - theta2 / 6.0, np.sin(safe) / safe)  # sin(t) / t
+    b = np.where(small, 0.5 - theta2 / 24.0, (1.0 - np.cos(safe)) / (safe * safe))  # (1 - cos t) / t^2
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    zero = np.zeros_like(x)
+    k = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1), np.stack([-y, x, zero], -1)], -2)
+    return np.eye(3) + a * k + b * (k @ k)
+
+
+def matrix_rotvec(R: np.ndarray) -> np.ndarray:
+    """A rotation matrix (3, 3) -> its rotation vector (3,), angle in [0, pi]: through the unit
+    quaternion (the largest of its four components first, Shepperd's method, exact at any angle)."""
+    R = np.asarray(R, float)
+    t = np.trace(R)
+    i = int(np.argmax([R[0, 0], R[1, 1], R[2, 2], t]))
+    if i == 3:
+        w = 0.5 * math.sqrt(1.0 + t)
+        xyz = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (4.0 * w)
+    else:
+        j, k = (i + 1) % 3, (i + 2) % 3
+        xyz = np.empty(3)
+        xyz[i] = 0.5 * math.sqrt(max(0.0, 1.0 + R[i, i] - R[j, j] - R[k, k]))
+        xyz[j] = (R[j, i] + R[i, j]) / (4.0 * xyz[i])
+        xyz[k] = (R[k, i] + R[i, k]) / (4.0 * xyz[i])
+        w = (R[k, j] - R[j, k]) / (4.0 * xyz[i])
+    if w < 0.0:  # the same rotation; this one turns by at most pi
+        w, xyz = -w, -xyz
+    s = float(np.linalg.norm(xyz))
+    angle = 2.0 * math.atan2(s, w)
+    return xyz * (angle / s if s > 1e-12 else 2.0 / max(w, 1e-12))
+
+
+def slerp(R0: np.ndarray, R1: np.ndarray, a) -> np.ndarray:
+    """The rotation a fraction a of the way from R0 to R1 (the shorter way round, at a constant
+    rate); a scalar gives (3, 3), an array (..., 3, 3)."""
+    delta = matrix_rotvec(np.asarray(R0, float).T @ np.asarray(R1, float))
+    return np.asarray(R0, float) @ rotvec_matrices(np.multiply.outer(np.asarray(a, float), delta))
+
+
 def look_at(center: np.ndarray, target: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
     """World->camera rotation for a camera at `center` looking at `target`, image-down
     aligned with world +Y (the picture's down) before the roll."""
@@ -157,13 +208,9 @@ def interpolate_camera(f0: CameraFrame, f1: CameraFrame, alpha: float) -> Camera
     blur): centre linear, rotation by slerp, focal length log-linear (constant speed in
     zoom), principal point and time linear. Summary fields (`center`, `zoom`) are
     recomputed as `make_frame` does; `roll_deg` takes the short way round."""
-    from scipy.spatial.transform import Rotation
-
     a = float(alpha)
     C = (1.0 - a) * f0.camera_center() + a * f1.camera_center()
-    r0 = Rotation.from_matrix(f0.R())
-    delta = r0.inv() * Rotation.from_matrix(f1.R())
-    R = (r0 * Rotation.from_rotvec(a * delta.as_rotvec())).as_matrix()
+    R = slerp(f0.R(), f1.R(), a)
     fx = math.exp((1.0 - a) * math.log(f0.fx) + a * math.log(f1.fx))
     fy = math.exp((1.0 - a) * math.log(f0.fy) + a * math.log(f1.fy))
     cx = (1.0 - a) * f0.cx + a * f1.cx

@@ -13,7 +13,7 @@ never leaves the image (unless `allow_borders`). A typed camera (the request's `
 replaces the first steps: d2v.typed_camera turns its keyframes into cameras, which get the
 same shake and clamp (effect "camera"). Camera conventions are d2v.camera's:
 reference camera at (crop centre, -D) with D = cover-crop width and fx = output width;
-zoom z spans 1/z of the crop. Pure numpy (scipy only for handheld shake's rotations).
+zoom z spans 1/z of the crop. Pure numpy.
 
 "Inside the image" covers depth too: where the renderer (d2v.render) puts image points at
 relative depths s != 1 (the stand-in depth of dolly_zoom and parallax, or a depth map when
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from d2v.camera import cover_crop, look_at, make_frame, rot_z
+from d2v.camera import cover_crop, look_at, make_frame, rot_z, rotvec_matrices
 from d2v.errors import InvalidPathError, InvalidRequestError, UnknownEffectError
 from d2v.models import EFFECTS, CameraFrame, CameraTrajectory, RenderRequest
 from d2v.pathshape import (
@@ -422,10 +422,8 @@ def _shake(rig: _Rig, amount: float, seed: int, fps: int, loop: bool, out_w: int
     # W_out / fx so the shake is the same share of the view at any zoom.
     turn = amount * SHAKE_VIEW_RMS * out_w / rig.fx
     roll = amount * math.radians(SHAKE_ROLL_RMS_DEG) * sig[2]
-    from scipy.spatial.transform import Rotation  # only shaken moves pay for importing scipy
-
     # Rotation vectors in camera axes (x right, y down, z forward): pitch, yaw, roll.
-    delta = Rotation.from_rotvec(np.column_stack([turn * sig[1], turn * sig[0], roll])).as_matrix()
+    delta = rotvec_matrices(np.column_stack([turn * sig[1], turn * sig[0], roll]))
     return replace(rig, R=delta @ rig.R, roll=rig.roll + roll)
 
 

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from d2v.camera import rot_z
+from d2v.camera import rot_z, slerp
 from d2v.models import CameraKeyframe, TypedCamera
 
 TYPED_EFFECT = "camera"  # CameraTrajectory.effect of a typed camera: depth is measured from the picture plane
@@ -98,12 +98,13 @@ def typed_cameras(camera: TypedCamera, times: np.ndarray, view: ReferenceView
     centres = np.column_stack([np.interp(x, np.arange(len(keys)), C[:, j]) for j in range(3)])
     fx = np.exp(np.interp(x, np.arange(len(keys)), log_fx))
     roll = np.interp(x, np.arange(len(keys)), rolls)
-    from scipy.spatial.transform import Rotation, Slerp  # only typed cameras pay for importing scipy
-
     # Slerp takes the short way between keyframes; a roll of more than 180 degrees between two
     # keyframes must go the long way: turn the rolled-out camera, then roll about the axis.
-    unrolled = Rotation.from_matrix(np.stack([rot_z(-r) @ p[1] for r, p in zip(rolls, poses)]))
-    R = Slerp(np.arange(len(keys)), unrolled)(x).as_matrix()
+    unrolled = [rot_z(-r) @ p[1] for r, p in zip(rolls, poses)]
+    R = np.empty((len(times), 3, 3))
+    for k in np.unique(seg):
+        at = seg == k
+        R[at] = slerp(unrolled[k], unrolled[k + 1], u[at])
     R = np.stack([rot_z(r) @ m for r, m in zip(roll, R)])
     return centres, R, fx, roll
 

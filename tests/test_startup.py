@@ -45,6 +45,25 @@ def test_a_flat_camera_render_imports_no_torch_transformers_ray_or_scipy(tmp_pat
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
+@pytest.mark.parametrize("move", [
+    ["--preset", "michael_bay"],  # handheld shake and motion blur: rotations slerped and turned
+    ["--effect", "pan", "--shake", "0.5"],
+    ["--camera", "CAMERA"],  # a typed camera: keyframes slerped
+])
+def test_shake_motion_blur_and_typed_cameras_import_no_scipy(tmp_path, move):
+    """s18: their rotations were scipy's Rotation and Slerp, whose import (scipy.spatial, ~0.16 s)
+    was most of such a render's start-up; now d2v.camera's own (the same matrices to 1e-12)."""
+    camera = tmp_path / "camera.json"
+    camera.write_text('{"keyframes": [{"t": 0, "pan": 0}, {"t": 0.5, "pan": 10, "tilt": -3, "roll": 200}]}')
+    move = [str(camera) if a == "CAMERA" else a for a in move]
+    path = [] if "--camera" in move else ["--path", "examples/paths/orbit.json"]
+    modules = imported_modules(
+        ["render", "examples/hubble.jpg", *path, *move, "--size", "128x72", "--duration", "0.5", "--fps", "8",
+         "--depth", "none", "--no-cache", "-q", "-o", str(tmp_path / "out.mp4")], tmp_path)
+    assert "av" in modules and heavy(modules) == [], "imported " + ", ".join(heavy(modules)[:8])
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
 def test_a_render_leaves_the_environment_as_it_found_it(tmp_path):
     """The render's imports start neither pydantic's plugin search nor OpenBLAS's thread pool
     (`_lean_imports`), and the environment is put back for what the process starts next."""

@@ -551,3 +551,33 @@ def test_only_the_ratios_of_timestamps_matter():
     seconds = plan(pts(xy, [0, 1, 3, 4]), "pan")
     huge = plan(pts(xy, [0, 1e300, 3e300, 4e300]), "pan")
     assert np.allclose(centres(seconds), centres(huge))
+
+
+def test_rotations_are_scipys():
+    """d2v.camera's rotation vectors and slerp (motion blur, shake and typed cameras use them, so
+    that such renders need not import scipy) give scipy's Rotation and Slerp, at every angle:
+    near zero, where Rodrigues' formula divides by the angle, and near and at a half turn, where
+    the matrix's antisymmetric part vanishes."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    from d2v.camera import matrix_rotvec, rotvec_matrices, slerp
+
+    rng = np.random.default_rng(7)
+    axes = rng.normal(size=(300, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate([rng.uniform(0, 1e-7, 50), rng.uniform(0, 3.1, 150), np.pi - rng.uniform(0, 1e-7, 50),
+                             np.full(50, np.pi)])
+    v = axes * angles[:, None]
+    R = Rotation.from_rotvec(v).as_matrix()
+    assert np.abs(rotvec_matrices(v) - R).max() < 1e-12
+    back = np.array([matrix_rotvec(m) for m in R])
+    assert np.abs(rotvec_matrices(back) - R).max() < 1e-12  # the same rotation
+    assert np.all(np.linalg.norm(back, axis=1) <= np.pi + 1e-12)  # turning the short way
+    short = angles < 3.1
+    assert np.abs(back[short] - v[short]).max() < 1e-12
+    R0, R1 = Rotation.random(40, random_state=3).as_matrix(), Rotation.random(40, random_state=4).as_matrix()
+    a = np.linspace(0, 1, 9)
+    for r0, r1 in zip(R0, R1):
+        expected = Slerp([0, 1], Rotation.from_matrix([r0, r1]))(a).as_matrix()
+        assert np.abs(slerp(r0, r1, a) - expected).max() < 1e-12
+        assert np.abs(slerp(r0, r1, 0.3) - Slerp([0, 1], Rotation.from_matrix([r0, r1]))(0.3).as_matrix()).max() < 1e-12
