@@ -64,6 +64,21 @@ def test_shake_motion_blur_and_typed_cameras_import_no_scipy(tmp_path, move):
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
+@pytest.mark.skipif(Path("/proc/driver/nvidia").exists(), reason="an NVIDIA driver: torch is asked about CUDA")
+def test_upscale_on_a_machine_without_a_gpu_imports_no_torch(tmp_path):
+    """s18: the automatic device imported torch (a second) to learn there was no CUDA device;
+    without an NVIDIA driver the answer is known, and Lanczos + sharpening is OpenCV's."""
+    from d2v.encode import encode_mp4, probe_video
+    from tests.conftest import textured_image
+
+    encode_mp4(iter([textured_image(160, 90, seed=i) for i in range(4)]), tmp_path / "in.mp4", 8)
+    modules = imported_modules(["upscale", str(tmp_path / "in.mp4"), "--size", "320x180", "-o",
+                                str(tmp_path / "out.mp4")], tmp_path)
+    assert heavy(modules) == [], "imported " + ", ".join(heavy(modules)[:8])
+    facts = probe_video(tmp_path / "out.mp4")
+    assert (facts["width"], facts["height"], facts["frames"]) == (320, 180, 4)
+
+
 def test_a_render_leaves_the_environment_as_it_found_it(tmp_path):
     """The render's imports start neither pydantic's plugin search nor OpenBLAS's thread pool
     (`_lean_imports`), and the environment is put back for what the process starts next."""
