@@ -313,6 +313,103 @@ def test_depth_frames_drawn_on_threads_are_one_threads_frames(photo, monkeypatch
     assert not [t for t in threading.enumerate() if t.name.startswith("d2v-depth")]
 
 
+def _forked_clip(photo, n: int = 12):
+    W, H, w, h = 960, 540, 320, 180
+    depth = near_square_depth(W, H, (330, 120, 630, 420))
+    traj = trajectory([view(W, H, w, h, offset=(5 * i, 0, 0)) for i in range(n)], W, H, w, h)
+    return CameraRenderer(photo, depth, parallax=0.35), traj
+
+
+@pytest.fixture
+def forks(monkeypatch):
+    """The pids of the render workers d2v.forked forks (os.fork wrapped) during a test."""
+    import os
+
+    pids: list[int] = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def _reaped(pid: int) -> bool:
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_depth_frames_drawn_by_forked_workers_are_one_threads_frames(photo, monkeypatch, forks):
+    """A depth clip of FORK_FRAMES or more is drawn by forked workers (d2v.forked): every pixel
+    what one thread draws, RGB frames and I420 planes mixed, with a shutter, a subset of indices;
+    no worker outlives its clip, nor one whose consumer stops early."""
+    from d2v import render
+
+    r, traj = _forked_clip(photo)
+    planes = set(range(0, 12, 3))
+    runs = lambda: (list(r.render(traj, planes=planes)), list(r.render(traj, motion_blur=1.0, samples=3)),  # noqa: E731
+                    list(r.render(traj, indices=[11, 2, 7, 3, 9, 0, 5, 8])))
+    drawn = runs()
+    assert len(forks) == 6 and all(_reaped(pid) for pid in forks)  # two workers a clip
+    monkeypatch.setattr(render, "RENDER_THREADS", 1)
+    alone = runs()
+    for got, want in zip(drawn, alone):
+        for a, b in zip(got, want, strict=True):
+            assert type(a) is type(b)
+            assert np.array_equal(getattr(a, "buffer", a), getattr(b, "buffer", b))
+    assert np.abs(alone[1][1].astype(int) - alone[1][-1]).mean() > 1  # the frames differ: order is checked
+    one = list(r.render(traj))
+    monkeypatch.setattr(render, "RENDER_THREADS", 2)
+    frames = r.render(traj)
+    for k, frame in enumerate(frames):  # (the first, which cannot tear, are drawn before the fork)
+        assert np.array_equal(frame, one[k])
+        if len(forks) == 8:
+            break
+    frames.close()  # the consumer stops with the workers drawing
+    assert k < 11 and all(_reaped(pid) for pid in forks)
+
+
+def test_a_render_worker_that_dies_or_hangs_costs_the_clip_nothing(photo, monkeypatch, forks, caplog):
+    """A worker killed mid-clip (the OOM killer, a crash) or one that stops answering: the frames
+    still to come are drawn in this process, the same pixels, and every worker is reaped."""
+    import os
+    import time
+
+    from d2v import forked, render
+
+    r, traj = _forked_clip(photo)
+    monkeypatch.setattr(render, "RENDER_THREADS", 1)
+    want = list(r.render(traj))
+    monkeypatch.setattr(render, "RENDER_THREADS", 2)
+    parent = os.getpid()
+    draw = CameraRenderer._render_into
+
+    for fate in ("dies", "hangs"):
+        def failing(self, out, frame, *args, **kw):
+            if os.getpid() != parent and frame.index == 5:
+                if fate == "dies":
+                    os._exit(9)
+                time.sleep(3600)
+            return draw(self, out, frame, *args, **kw)
+
+        monkeypatch.setattr(CameraRenderer, "_render_into", failing)
+        monkeypatch.setattr(forked, "WORKER_TIMEOUT_S", 2.0)
+        caplog.clear()
+        got = list(r.render(traj))
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), fate
+        assert "drawing the rest of the clip in this process" in caplog.text, fate
+        assert all(_reaped(pid) for pid in forks), fate
+
+
 def test_frames_that_cannot_tear_come_while_the_hidden_background_is_made(photo, monkeypatch):
     """The hidden background is made on a thread of its own (a third of a second on a 1000 px
     photo, which the encoder would wait for): the first frames of a move, whose layers part too
