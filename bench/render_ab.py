@@ -14,7 +14,7 @@ scikit-image's motorcycle with its measured disparity.
 
 With --encode, each tree's render + encode instead, as render_bench times it (a fresh renderer
 streamed into the encoder, the whole 4 s clip, as I420 planes where that tree's renderer draws
-them for depth, `render_bench.depth_frames`): wall and CPU seconds (the process's and its forked render workers'), the two trees
+them for depth, `render_bench.depth_frames`): wall and process CPU seconds, the two trees
 one after the other, in alternating order, --rounds times, beside render_bench's plain floor
 (encode-only of the flat move's frames) in each round; medians, and the median of the rounds'
 this/base wall ratios (a pair runs seconds apart, so a load that drifts hits both alike).
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -111,14 +110,10 @@ def encode_ab(base, rgb, depth, args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ab.mp4"
 
-        def cpu() -> float:  # this process's CPU and its reaped children's (the forked render workers)
-            t = os.times()
-            return t.user + t.system + t.children_user + t.children_system
-
         def timed(run):
-            t0, c0 = time.perf_counter(), cpu()
+            t0, c0 = time.perf_counter(), time.process_time()
             run()
-            return time.perf_counter() - t0, cpu() - c0
+            return time.perf_counter() - t0, time.process_time() - c0
 
         for effect in args.effects.split(","):
             trajectory = plan_trajectory(request_for(effect), rgb.shape[1], rgb.shape[0], depth_parallax=DEFAULT_PARALLAX)

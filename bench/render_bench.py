@@ -108,19 +108,13 @@ def main() -> None:
             for name in depth_effects}
 
     rows: dict[str, list[float]] = {"encode-only": [], "render+encode": []}
-    # CPU seconds of this process (all its threads) and its reaped children (a depth clip's forked
-    # render workers, `d2v.forked`), beside the wall.
-    cpu: dict[str, list[float]] = {}
-
-    def cpu_now() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
+    cpu: dict[str, list[float]] = {}  # CPU seconds of this process (all its threads), beside the wall
 
     def timed(name: str, run) -> None:
-        t0, c0 = time.perf_counter(), cpu_now()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         rows[name].append(time.perf_counter() - t0)
-        cpu.setdefault(name, []).append(cpu_now() - c0)
+        cpu.setdefault(name, []).append(time.process_time() - c0)
 
     if not args.quick:
         rows.update({"+check": [], "library": [], "cli": []})

@@ -79,15 +79,12 @@
   frames than the background beside it.
 * Motion blur: sub-frame accumulation over a shutter centred on each frame, cameras
   interpolated with `camera.interpolate_camera`.
-* Processes: a depth trajectory's frames are drawn by RENDER_THREADS workers, each frame alone
+* Threads: a depth trajectory's frames are drawn on RENDER_THREADS threads, each frame alone
   (the same pixels as one thread draws), yielded in order: beside x264 the render is the
-  slow side. On Linux the workers are forked processes (`d2v.forked`; a clip of FORK_FRAMES
-  or more): the edge work holds the GIL a quarter of the time, so two threads cost 25-30 % more
-  CPU than one, where two processes cost 4 % (render + encode 5-16 % less wall, bench/RESULTS.md,
-  session 18); elsewhere, or with D2V_RENDER_FORK=0, threads. The hidden background is made on a
-  thread of its own meanwhile: the first frames of an eased move, whose layers part by TEAR_PX
-  or less (`_Layers.tears`), cannot reveal anything and are drawn without it (the same pixels),
-  so the encoder has frames while it is made; the workers fork once it is made, to share it.
+  slow side, and OpenCV and numpy let go of the GIL in their loops. The hidden background is
+  made on a thread of its own meanwhile: the first frames of an eased move, whose layers part
+  by TEAR_PX or less (`_Layers.tears`), cannot reveal anything and are drawn without it (the
+  same pixels), so the encoder has frames while it is made.
 * Flat warps (every frame without depth) run on an RGBA copy of the pyramid, made on first
   use, and are then made RGB: OpenCV warps 4 channels in 60% of the time it takes for 3
   (its SIMD paths), bit for bit the same RGB (a 1024x576 frame: 4.9 ms instead of 7.8).
@@ -123,7 +120,7 @@ from typing import Collection, Iterator, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from d2v import camera, forked
+from d2v import camera
 from d2v.encode import I420, RGB_TO_YUV709
 from d2v.errors import DepthMapMismatchError, InvalidImageError
 from d2v.inpaint import fill_background, fill_smooth, grain_noise
@@ -146,8 +143,7 @@ _DEPTH_REFINE = 2
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
-RENDER_THREADS = 2  # threads (or forked processes) drawing a depth trajectory's frames (`CameraRenderer.render`)
-FORK_FRAMES = 8  # depth clips of at least this many frames are drawn in forked processes (`d2v.forked`)
+RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
 _FIXED_MAP_LIMIT = 30000.0  # |coordinate| fixed-point (int16) remap maps hold, with room to spare (and < 2**17: _ROUND_32)
 # dolly_zoom's stand-in depth falls to half this far from the subject, x the first view's
@@ -1000,22 +996,6 @@ class CameraRenderer:
 
         if layers is None or RENDER_THREADS < 2:  # flat warps: a millisecond a frame, nothing to share
             yield from map(frame, order)
-            return
-        if len(order) >= FORK_FRAMES and forked.available():
-            # Drawn by RENDER_THREADS forked processes (`d2v.forked`: the edge work holds the GIL a
-            # quarter of the time, two threads cost 25-30 % more CPU than one, two processes 4 %),
-            # which share this renderer as it is when they fork, so the hidden background is made
-            # first; the frames before the first that can tear are drawn here meanwhile.
-            order = list(order)
-            if hidden is not None:
-                if offsets is None:
-                    ahead = next((k for k, i in enumerate(order) if layers.tears[i]), len(order))
-                    yield from map(frame, order[:ahead])
-                    order = order[ahead:]
-                if order:
-                    hidden.result()
-            if order:
-                yield from forked.forked_frames(frame, order, RENDER_THREADS, w * h * 3)
             return
         # Depth frames on RENDER_THREADS threads, yielded in order: the render is the slow side
         # of render + encode, and OpenCV and numpy let go of the GIL in their loops, so a frame
