@@ -380,20 +380,23 @@ def parse_cube(data: bytes, name: str = "look.cube") -> Look:
 
 def _onto_unit_domain(table: np.ndarray, lo, hi) -> np.ndarray:
     """The LUT resampled (trilinear) onto a grid over [0, 1]^3, the domain frames live in, at
-    most PILLOW_MAX_SIZE a side. A LUT already on [0, 1] at a size Pillow takes is returned as is."""
+    most PILLOW_MAX_SIZE a side. A LUT already on [0, 1] at a size Pillow takes is returned as is.
+    The new grid's points along each axis depend on that axis alone, so trilinear is linear
+    interpolation along the three axes in turn (no scipy.ndimage: its import is a look's start-up)."""
     n = table.shape[0]
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     if np.allclose(lo, 0) and np.allclose(hi, 1) and n <= PILLOW_MAX_SIZE:
         return table
-    from scipy.ndimage import map_coordinates
-
     m = min(n, PILLOW_MAX_SIZE)
-    points = identity_table(m).astype(np.float64)  # [b][g][r] -> (r, g, b) in [0, 1]
-    coords = (points - lo) / (hi - lo) * (n - 1)  # where each point falls on the file's grid
-    coords = np.clip(coords, 0, n - 1)
-    order = [coords[..., 2], coords[..., 1], coords[..., 0]]  # the table's axes are b, g, r
-    return np.stack([map_coordinates(table[..., c], order, order=1, mode="nearest") for c in range(3)],
-                    axis=-1).astype(np.float32)
+    points = np.linspace(0.0, 1.0, m, dtype=np.float32).astype(np.float64)  # identity_table's, per axis
+    out = np.asarray(table, np.float64)
+    for axis, channel in ((0, 2), (1, 1), (2, 0)):  # the table's axes are b, g, r
+        at = np.clip((points - lo[channel]) / (hi[channel] - lo[channel]) * (n - 1), 0, n - 1)
+        below = np.floor(at).astype(np.intp)
+        above = np.minimum(below + 1, n - 1)
+        w = (at - below).reshape([-1 if a == axis else 1 for a in range(4)])
+        out = np.take(out, below, axis=axis) * (1.0 - w) + np.take(out, above, axis=axis) * w
+    return out.astype(np.float32)
 
 
 def write_cube(look: Look, title: str | None = None) -> bytes:

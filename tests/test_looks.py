@@ -259,3 +259,23 @@ def test_a_long_clip_switches_to_the_table_without_a_visible_step():
     while _tables.get(look, 0) is None:  # count a big frame's worth at a time, without grading it
         _tables.get(look, ALL_COLOURS)
     assert np.abs(look.apply(frame).astype(int) - before).max() <= 1
+
+
+def test_a_cube_off_the_unit_domain_is_resampled_as_scipy_would():
+    """A .cube whose DOMAIN_MIN/MAX are not 0 and 1, or larger than Pillow's grid, is resampled
+    (trilinear) onto [0, 1]: axis by axis, as scipy.ndimage.map_coordinates(order=1) does it in
+    one go (the renderer no longer imports scipy for it)."""
+    from scipy.ndimage import map_coordinates
+
+    from d2v.looks import PILLOW_MAX_SIZE, _onto_unit_domain, identity_table
+
+    rng = np.random.default_rng(5)
+    for n, lo, hi in [(17, [-0.1, 0.0, 0.05], [1.2, 0.9, 1.0]), (70, [0, 0, 0], [1, 1, 1]),
+                      (33, [0.2, 0.1, 0.0], [0.8, 2.0, 1.5])]:
+        table = rng.random((n, n, n, 3)).astype(np.float32)
+        m = min(n, PILLOW_MAX_SIZE)
+        coords = np.clip((identity_table(m).astype(np.float64) - lo) / (np.subtract(hi, lo)) * (n - 1), 0, n - 1)
+        axes = [coords[..., 2], coords[..., 1], coords[..., 0]]
+        expected = np.stack([map_coordinates(table[..., c], axes, order=1, mode="nearest") for c in range(3)], -1)
+        got = _onto_unit_domain(table, lo, hi)
+        assert got.shape == (m, m, m, 3) and np.abs(got - expected).max() < 1e-6

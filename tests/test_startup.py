@@ -49,13 +49,17 @@ def test_a_flat_camera_render_imports_no_torch_transformers_ray_or_scipy(tmp_pat
     ["--preset", "michael_bay"],  # handheld shake and motion blur: rotations slerped and turned
     ["--effect", "pan", "--shake", "0.5"],
     ["--camera", "CAMERA"],  # a typed camera: keyframes slerped
+    ["--effect", "pan", "--look", "CUBE"],  # a .cube LUT off the unit domain, resampled
 ])
-def test_shake_motion_blur_and_typed_cameras_import_no_scipy(tmp_path, move):
+def test_shake_motion_blur_typed_cameras_and_cube_looks_import_no_scipy(tmp_path, move):
     """s18: their rotations were scipy's Rotation and Slerp, whose import (scipy.spatial, ~0.16 s)
     was most of such a render's start-up; now d2v.camera's own (the same matrices to 1e-12)."""
     camera = tmp_path / "camera.json"
     camera.write_text('{"keyframes": [{"t": 0, "pan": 0}, {"t": 0.5, "pan": 10, "tilt": -3, "roll": 200}]}')
-    move = [str(camera) if a == "CAMERA" else a for a in move]
+    cube = tmp_path / "wide.cube"  # a LUT over [-0.1, 1.2]: resampled onto [0, 1] (once scipy.ndimage)
+    cube.write_text("LUT_3D_SIZE 2\nDOMAIN_MIN -0.1 -0.1 -0.1\nDOMAIN_MAX 1.2 1.2 1.2\n"
+                    + "".join(f"{r} {g} {b}\n" for b in (0, 1) for g in (0, 1) for r in (0, 1)))
+    move = [str(camera) if a == "CAMERA" else str(cube) if a == "CUBE" else a for a in move]
     path = [] if "--camera" in move else ["--path", "examples/paths/orbit.json"]
     modules = imported_modules(
         ["render", "examples/hubble.jpg", *path, *move, "--size", "128x72", "--duration", "0.5", "--fps", "8",
