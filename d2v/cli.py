@@ -375,7 +375,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from d2v.subject_check import draw_subjects, measure_with_subjects
     from d2v.trajectory import move_points
 
-    check = _job_check(args) if (args.job or args.manifest) else _flags_check(args)
+    from_job = bool(args.job or args.manifest)
+    flat = args.depth == "none"  # (checked as flat on purpose: no note that depth was left out)
+    check = _job_check(args) if from_job else _flags_check(args)
     request, image, depth, video = check
     retimed = [name for name in request.post if name not in CAMERA_PRESERVING_POST]
     if retimed:
@@ -398,7 +400,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not cv2.imwrite(str(args.picture), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             raise InvalidRequestError(f"cannot write the picture to {args.picture} (use a .png path)")
     print(report.model_dump_json(indent=2) if args.json else report.one_line())
-    if report.verdict != "followed" and depth is None and not (args.job or args.manifest or args.flat):
+    if report.verdict != "followed" and depth is None and not (from_job or flat):
         _note_checked_without_depth()
     return {"followed": EXIT_FOLLOWED, "missed": EXIT_MISSED, "clamped": EXIT_CLAMPED}.get(report.verdict,
                                                                                          EXIT_UNMEASURED)
@@ -436,7 +438,6 @@ def _flags_check(args: argparse.Namespace):
     fps = args.fps or min(60, max(1, round(facts["fps"] or 24)))
     duration = args.duration or min(20.0, max(0.5, facts["frames"] / fps))
     args.size, args.fps, args.duration = (width, height), fps, duration
-    args.flat = args.depth == "none"  # (said as flat: no note that depth was left out)
     args.look, args.depth = None, None
     return _request_from_args(args), image, depth, args.video
 

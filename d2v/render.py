@@ -1713,9 +1713,8 @@ def load_depth_map(data: bytes | str | Path, width: int, height: int) -> np.ndar
     (height, width) in [0, 1], for a width x height photo (`read_depth_map`). A map of another
     size is resized to the photo's, also one of another aspect (a depth model's raw output,
     made on the photo squeezed to a square, stretches back), but not one turned a quarter
-    against it (`check_depth_shape`)."""
-    depth = read_depth_map(data)
-    check_depth_shape(depth.shape[1], depth.shape[0], width, height)
+    against it (`check_depth_map`)."""
+    depth = check_depth_map(data, width, height)
     if depth.shape != (height, width):
         shrinking = depth.shape[0] * depth.shape[1] > width * height
         depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
@@ -1763,10 +1762,12 @@ def check_depth_shape(depth_w: int, depth_h: int, width: int, height: int) -> No
             f"of the photo as it is shown")
 
 
-def check_depth_map(data: bytes, width: int, height: int) -> None:
-    """`load_depth_map`'s checks, for a width x height photo, without resizing: decodable, not turned."""
+def check_depth_map(data: bytes | str | Path, width: int, height: int) -> np.ndarray:
+    """The depth map for a width x height photo at its own size (`read_depth_map`), checked:
+    decodable and not turned against the photo (`check_depth_shape`)."""
     depth = read_depth_map(data)
     check_depth_shape(depth.shape[1], depth.shape[0], width, height)
+    return depth
 
 
 def pseudo_depth(width: int, height: int, subject_uv, radius_frac: float = 0.4) -> np.ndarray:

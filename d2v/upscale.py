@@ -121,14 +121,18 @@ def _gaussian_blur(x, sigma: float):
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this Linux machine has an NVIDIA driver loaded (its /proc entry or a device node)."""
+    return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def _cuda_available() -> bool:
     """Whether torch sees a CUDA device. Asked of torch only where one could be: torch already
     loaded, or (Linux) an NVIDIA driver present; importing torch just to hear "no" costs a CPU
     machine's `d2v upscale` a second (about a quarter of its run)."""
     torch = sys.modules.get("torch")
     if torch is None:
-        if sys.platform.startswith("linux") and not (Path("/proc/driver/nvidia").exists()
-                                                     or any(Path("/dev").glob("nvidia[0-9]*"))):
+        if sys.platform.startswith("linux") and not nvidia_driver_present():
             return False
         try:
             import torch

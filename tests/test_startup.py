@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from d2v.upscale import nvidia_driver_present
+
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "transformers", "ray", "scipy", "diffusers")
 
@@ -68,7 +70,7 @@ def test_shake_motion_blur_typed_cameras_and_cube_looks_import_no_scipy(tmp_path
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
-@pytest.mark.skipif(Path("/proc/driver/nvidia").exists(), reason="an NVIDIA driver: torch is asked about CUDA")
+@pytest.mark.skipif(nvidia_driver_present(), reason="an NVIDIA driver: torch is asked about CUDA")
 def test_upscale_on_a_machine_without_a_gpu_imports_no_torch(tmp_path):
     """s18: the automatic device imported torch (a second) to learn there was no CUDA device;
     without an NVIDIA driver the answer is known, and Lanczos + sharpening is OpenCV's."""
