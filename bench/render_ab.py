@@ -5,12 +5,13 @@ after the other, frame by frame, so machine noise hits both alike; each frame's 
 render thread's own CPU time, OpenCV on that one thread (as during an encode). For a change to the depth render: make the base tree with
 `git archive <commit> | tar -x -C /tmp/base`, then
 
-    python bench/render_ab.py /tmp/base [--scene photo|motorcycle] [--effects parallax,orbit,zoom_in,dolly_zoom] [--planes]
+    python bench/render_ab.py /tmp/base [--scene photo|motorcycle|phone] [--effects parallax,orbit,zoom_in,dolly_zoom] [--planes]
 
 (--planes: every frame drawn as the encoder's I420 planes, as render_job draws a plain move's.)
 
 The scenes are render_bench's: the example photo with its derived hard-edged depth, or
-scikit-image's motorcycle with its measured disparity.
+scikit-image's motorcycle with its measured disparity; or `phone`: the motorcycle enlarged to
+4032 px wide (bicubic), a 12 MP phone photo's size, with the same depth map.
 
 With --encode, each tree's render + encode instead, as render_bench times it (a fresh renderer
 streamed into the encoder, the whole 4 s clip, as I420 planes where that tree's renderer draws
@@ -42,7 +43,7 @@ from d2v.trajectory import DEFAULT_PARALLAX, plan_trajectory  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("base", help="a tree holding the base d2v/render.py")
-    ap.add_argument("--scene", choices=("photo", "motorcycle"), default="photo")
+    ap.add_argument("--scene", choices=("photo", "motorcycle", "phone"), default="photo")
     ap.add_argument("--effects", default="parallax,orbit,zoom_in,dolly_zoom")
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--encode", action="store_true", help="render + encode wall of each tree (see above)")
@@ -53,10 +54,14 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("base_render", Path(args.base) / "d2v/render.py")
     base = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(base)
-    if args.scene == "motorcycle":
+    if args.scene in ("motorcycle", "phone"):
         from bench.depth_check_bench import motorcycle
 
         rgb, depth = motorcycle()
+        if args.scene == "phone":
+            import cv2
+
+            rgb = cv2.resize(rgb, (4032, round(4032 * rgb.shape[0] / rgb.shape[1])), interpolation=cv2.INTER_CUBIC)
     else:
         rgb = load_image(REPO / "examples/hubble.jpg").rgb
         depth = derived_depth(rgb)

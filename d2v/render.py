@@ -68,7 +68,11 @@
   far side: `fill_smooth`. OpenCV's Telea, used before, is off by up to 1.5 on a float map,
   which made the hidden depth noise wherever the far side is not at depth 0, and real depth's
   revealed bands ragged blotches and horizontal streaks), made once per renderer in photo space
-  and stacked under the photo in one texture; torn rays march that layer. So a band
+  and stacked under the photo in one texture; torn rays march that layer. Its colour is made at
+  the finest pyramid level the trajectory's frames read (`_Reach.finest`, `_fill_at_level`: a
+  12 MP photo shown at 1024x576 reads its half- and quarter-size levels; inpainted at full size
+  it cost 2.3 s and 1.5 GB before the first frame that tears), composed as the pyramid of the
+  photo filled at full size would be where the hole's edge crosses a level's pixels. So a band
   revealed frame by frame keeps what it showed, travelling with the background; the far
   side's pixels just beside a step (on its rim, which mix in the near layer's colours) are
   taken from it too. `render_validity` marks torn pixels as invented, but those that meet
@@ -142,6 +146,9 @@ _DEPTH_MAX_STEPS = 23
 _DEPTH_REFINE = 2
 _DEPTH_MAX_SIDE = 1024  # depth is sampled from a copy at most this large (it is smooth)
 _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level alone
+# Frames with a hidden background whose share of the finer level is under this read the coarser
+# alone: the background need not be made at the finer level, 4x the pixels, for a tenth of a frame.
+_BG_BLEND_EPS = 0.1
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
@@ -155,14 +162,20 @@ class _Background(NamedTuple):
     """The second layer of a layered depth image: what the photo hides behind the near side
     of its depth steps, made once in photo space (so a band revealed frame by frame keeps
     what it showed). The near side of every step, as far as a move reveals (`reach`), is
-    inpainted from the far side only (`d2v.inpaint`), in colour and in depth."""
+    inpainted from the far side only (`d2v.inpaint`), in colour and in depth. It is made at
+    the finest pyramid level the frames sample (`finest`, `_Reach`): a 12 MP phone photo
+    shown at 1024x576 is read from its quarter- and eighth-size levels, and inpainting its
+    full size took 2.3 s and 1.5 GB before the first frame could tear (bench/RESULTS.md)."""
     depth: np.ndarray  # depth [0, 1] at the depth map's size, the near side continued from the far
-    levels: list  # pyramid of the photo stacked above the background, `offset` rows apart
+    # Pyramid of the photo stacked above the background, `offset` rows apart (offset >> k at
+    # level k); None at the levels finer than `finest`, which no frame of its layers samples.
+    levels: list
     # The same in the encoder's YUV with a fourth channel (`_to_yuva`), for frames drawn as I420
     # planes: empty until a render that draws them asks (`CameraRenderer._bg_yuva`).
     yuva_levels: list
-    offset: int  # the background's first row in levels[0] (a multiple of 2 ** len(levels))
-    inpainted: np.ndarray  # (image h, w) bool: where the background is not the photo's own pixel, a pixel wider
+    offset: int  # the background's first row in level 0's rows (a multiple of 2 ** len(levels))
+    inpainted: np.ndarray  # (level `finest` h, w) bool: where the background is not the photo's own pixel, a pixel wider
+    finest: int = 0  # the finest level made
 
 
 class _Edges(NamedTuple):
@@ -206,9 +219,17 @@ class _Layers(NamedTuple):
     # may see what the photo hid: a frame whose layers do not is drawn the same without the
     # hidden background, so it need not wait for it (`CameraRenderer.render`).
     tears: tuple | None = None
-    # What the hidden background is made with, (reach, parallax, s_pivot) (`_with_background`),
+    # What the hidden background is made with, (reach, parallax, s_pivot, finest) (`_with_background`),
     # where the layers have steps and it is not yet added; None where there is none to add.
     hidden: tuple | None = None
+
+
+class _Reach(NamedTuple):
+    """What a trajectory's frames need of the hidden background (`CameraRenderer._reach`)."""
+    reach: float  # the widest band any frame reveals, depth-map pixels
+    moved: tuple  # per frame: whether it shows parallax (`_moved`)
+    tears: tuple  # per frame: whether it may see what the photo hid (`_Layers.tears`)
+    finest: int  # the finest pyramid level any frame reads (the background is made there)
 
 
 def local_scale(G: np.ndarray, x, y):
@@ -268,11 +289,11 @@ class CameraRenderer:
             self._levels.append(cv2.pyrDown(self._levels[-1]))
 
         self.depth = None if depth is None else self._prepare_depth(depth)
-        self._bg_cache: dict[int, _Background] = {}  # by reach (see _background)
+        self._bg_cache: dict[tuple[int, int], _Background] = {}  # by reach and finest level (see _background)
         self._bg_lock = threading.Lock()
-        self._rgba_levels: list[np.ndarray] | None = None  # see _rgba
-        self._yuva_levels: list[np.ndarray] | None = None  # see _yuva
-        self._rgba_lock = threading.Lock()
+        # The pyramid in RGBA and in YUV (`_rgba`, `_yuva`): each level made on first use.
+        self._rgba_levels = _LazyLevels(self._levels, lambda level: cv2.cvtColor(level, cv2.COLOR_RGB2RGBA))
+        self._yuva_levels = _LazyLevels(self._levels, _to_yuva)
 
     @property
     def image(self) -> np.ndarray:
@@ -306,13 +327,13 @@ class CameraRenderer:
         return max(2, round(self.width * scale)), max(2, round(self.height * scale))
 
     def _layers(self, depth: np.ndarray | None, c0: np.ndarray, pivot=None, parallax=None,
-                reach: float = 0.0, background: bool = True) -> _Layers | None:
+                reach: float = 0.0, finest: int = 0, background: bool = True) -> _Layers | None:
         """Depth -> relative depth s of every image point (1 = on the plane, < 1 nearer,
         > 1 farther). With a pivot (an image point), s is divided by the pivot's own s,
         so the pivot's layer becomes the plane and what lies behind it gets s > 1.
         reach (depth-map pixels): the widest band any frame reveals; with it, the user
-        depth map gets its hidden background (`_background`), or, background False, all but
-        that (`_with_background` adds it)."""
+        depth map gets its hidden background (`_background`, made at pyramid level `finest`),
+        or, background False, all but that (`_with_background` adds it)."""
         if depth is None:
             return None
         parallax = self.parallax if parallax is None else parallax
@@ -333,14 +354,14 @@ class CameraRenderer:
         u_sides = cv2.merge([np.where(step, np.float32(1.0) / s_max, u), np.where(step, np.float32(1.0) / s_min, u)])
         layers = layers._replace(s_min=s_min, s_max=s_max, s_step=s_step, u_sides=u_sides,
                                  u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
-                                 hidden=(reach, parallax, s_pivot))
+                                 hidden=(reach, parallax, s_pivot, finest))
         return self._with_background(layers) if background else layers
 
     def _with_background(self, layers: _Layers, yuva: bool = False) -> _Layers:
         """Layers made by `_layers(reach=..., background=False)` with their hidden background;
         yuva: with its textures in YUV too (`_bg_yuva`), for frames drawn as I420 planes."""
-        reach, parallax, s_pivot = layers.hidden
-        bg = self._background(reach)
+        reach, parallax, s_pivot, finest = layers.hidden
+        bg = self._background(reach, finest)
         if yuva:
             self._bg_yuva(bg)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
@@ -353,32 +374,32 @@ class CameraRenderer:
         about 4 ms on a 1000 px photo; an RGB render need not hold twice the memory)."""
         with self._bg_lock:
             if not bg.yuva_levels:
-                bg.yuva_levels.extend(_to_yuva(level) for level in bg.levels)
+                bg.yuva_levels.extend(None if level is None else _to_yuva(level) for level in bg.levels)
             return bg.yuva_levels
 
-    def _background(self, reach: float) -> _Background:
+    def _background(self, reach: float, finest: int = 0) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
         to a multiple of 16, so a renderer makes it once or twice, shared by every
-        trajectory and thread): `_Background`."""
-        key = 16 * max(1, math.ceil(reach / 16))
+        trajectory and thread), made at pyramid level `finest` and coarser: `_Background`."""
+        key = 16 * max(1, math.ceil(reach / 16)), min(max(0, int(finest)), len(self._levels) - 1)
         with self._bg_lock:
             if key not in self._bg_cache:
-                self._bg_cache[key] = self._make_background(key)
+                self._bg_cache[key] = self._make_background(*key)
             return self._bg_cache[key]
 
-    def _make_background(self, reach: int) -> _Background:
+    def _make_background(self, reach: int, finest: int) -> _Background:
         # It is made before the first frame, while the encoder waits for it: what the next
         # steps do not wait for (the wide erosion, the grain's pattern, the hidden depth's
         # last fill) is made on a second thread beside them (numpy and OpenCV let go of the
         # GIL in their loops).
         with ThreadPoolExecutor(1, thread_name_prefix="d2v-build") as pool:
-            return self._build_background(reach, pool)
+            return self._build_background(reach, finest, pool)
 
-    def _build_background(self, reach: int, pool: ThreadPoolExecutor) -> _Background:
+    def _build_background(self, reach: int, finest: int, pool: ThreadPoolExecutor) -> _Background:
         """`_make_background`, with a second thread (`pool`) for what the rest does not wait for."""
         depth = self.depth
         eroded = pool.submit(_erode_square, depth, 4 * reach + 1)  # (needed first)
-        noise = pool.submit(grain_noise, (self.height, self.width))
+        noise = pool.submit(grain_noise, self._levels[finest].shape[:2])  # (colour is filled at that level)
         # The near side of a step: depth pixels within `reach` of a step (a jump of STEP_DEPTH
         # or more between neighbours) with something STEP_DEPTH farther within reach.
         k3 = np.ones((3, 3), np.uint8)
@@ -422,44 +443,47 @@ class CameraRenderer:
         # a step the depth map puts a pixel off), and those colours must not be continued.
         big = cv2.dilate(big, k3).view(bool)
         near = cv2.resize(near_px, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
-        photo = self._levels[0]
-        background = photo
+        source = ~cv2.dilate(near, k3).view(bool)
+        background, inpainted = self._levels[finest], big
         if big.any():
-            background = fill_background(photo, big, source=~cv2.dilate(near, k3).view(bool), noise=noise.result())
+            background, inpainted = _fill_at_level(self._levels, finest, big, source, noise.result())
 
         # Stacked, level by level: the photo's own pyramid (so a frame drawn without the
         # background, before it exists, reads the same pixels), rows of both reflected (so
         # neither reads the other), the background's pyramid; `offset` a multiple of
-        # 2 ** levels, so each level halves it.
+        # 2 ** levels, so each level halves it. None at the levels finer than `finest`.
         n = len(self._levels)
         unit = 1 << n
         offset = -(-(self.height + 4 * unit) // unit) * unit
         behind = [background]
-        while len(behind) < n:
+        while finest + len(behind) < n:
             behind.append(cv2.pyrDown(behind[-1]))
-        levels = [_stack(front, back, offset >> k) for k, (front, back) in enumerate(zip(self._levels, behind))]
+        levels = [None] * finest + [_stack(self._levels[finest + k], back, offset >> (finest + k))
+                                    for k, back in enumerate(behind)]
         if refilled is not None:
             bg_depth = refilled.result()
         # (Inpainted a pixel wider: a point is read bilinearly from the pixels round it.)
-        return _Background(bg_depth, levels, [], offset, cv2.dilate(big.view(np.uint8), k3).view(bool))
+        return _Background(bg_depth, levels, [], offset, cv2.dilate(inpainted.view(np.uint8), k3).view(bool), finest)
 
-    def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int
-               ) -> tuple[float, tuple, tuple]:
-        """The widest band (depth-map pixels) any of these frames can reveal: how far a
-        ray's source moves between the nearest and the farthest layer, at the output's corners;
-        and for each frame whether it shows parallax (`_moved`) and whether it may tear
-        (`_Layers.tears`), from the same spreads."""
-        reach, moved, tears = 0.0, [], []
+    def _reach(self, frames: Sequence[CameraFrame], layers: _Layers, width: int, height: int) -> "_Reach":
+        """What these frames need of the hidden background (`_Reach`): the widest band
+        (depth-map pixels) any of them can reveal, how far a ray's source moves between the
+        nearest and the farthest layer at the output's corners; for each frame whether it
+        shows parallax (`_moved`) and whether it may tear (`_Layers.tears`), from the same
+        spreads; and the finest pyramid level they read."""
+        reach, moved, tears, finest = 0.0, [], [], len(self._levels) - 1
         sx = layers.s.shape[1] / self.width
         for frame in frames:
             image_px, output_px = _layer_spread(frame, layers, width, height)
             reach = max(reach, image_px * sx)
             moved.append(output_px >= SUBPIXEL_PARALLAX)
             tears.append(image_px * sx > TEAR_PX)
+            lo, frac = self._level(np.linalg.inv(camera.frame_homography(frame)), width, height)
+            finest = min(finest, lo + 1 if frac > 1.0 - _BG_BLEND_EPS else lo)
         # A view that looks past the picture's horizon has an infinite spread (the planner
         # refuses such cameras; a trajectory made by hand may not): no band is wider than the map.
         reach = min(reach, float(np.hypot(*layers.s.shape)))
-        return reach + 2.0, tuple(moved), tuple(tears)
+        return _Reach(reach + 2.0, tuple(moved), tuple(tears), finest)
 
     def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray, background: bool = True
                            ) -> _Layers | None:
@@ -472,9 +496,9 @@ class CameraRenderer:
         pivot = trajectory.subject if trajectory.effect in PIVOT_EFFECTS else None
         if self.depth is not None:
             layers = self._layers(self.depth, c0, pivot)
-            reach, moved, tears = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
-            return self._layers(self.depth, c0, pivot, reach=reach, background=background)._replace(
-                moved=moved, tears=tears)
+            need = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
+            return self._layers(self.depth, c0, pivot, reach=need.reach, finest=need.finest,
+                                background=background)._replace(moved=need.moved, tears=need.tears)
         if _pseudo_depth(trajectory):
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
             # Sized by what the first frame shows, so the near blob holds the subject and
@@ -512,7 +536,8 @@ class CameraRenderer:
         c0 = reference_center(self.width, self.height, width, height) if reference is None else reference
         layers = self._layers(self.depth, np.asarray(c0, float), pivot)
         if layers is not None:
-            layers = self._layers(self.depth, layers.c0, pivot, reach=self._reach([frame], layers, width, height)[0])
+            need = self._reach([frame], layers, width, height)
+            layers = self._layers(self.depth, layers.c0, pivot, reach=need.reach, finest=need.finest)
         self._render_into(out, frame, layers, {})
         return out
 
@@ -532,6 +557,8 @@ class CameraRenderer:
                 levels = self._yuva() if yuva else self._levels
             else:
                 levels = self._bg_yuva(layers.bg) if yuva else layers.bg.levels
+                if lo < layers.bg.finest:  # (a frame of the trajectory only within _BG_BLEND_EPS of it)
+                    lo, frac = layers.bg.finest, 0.0
             sample = lambda lvl, dst: self._remap(levels, lvl, q, dst, scratch)  # noqa: E731
         elif yuva:
             sample = lambda lvl, dst: self._warp_into(self._yuva(), lvl, G, dst)  # noqa: E731
@@ -596,21 +623,16 @@ class CameraRenderer:
         self._warp_into(self._rgba(), level, G, rgba)
         cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB, dst=dst)
 
-    def _rgba(self) -> list[np.ndarray]:
-        """The pyramid with a fourth channel, for flat warps: made on first use (a depth render
-        may never warp flat), once, shared by every thread."""
-        with self._rgba_lock:
-            if self._rgba_levels is None:
-                self._rgba_levels = [cv2.cvtColor(level, cv2.COLOR_RGB2RGBA) for level in self._levels]
-            return self._rgba_levels
+    def _rgba(self) -> "_LazyLevels":
+        """The pyramid with a fourth channel, for flat warps: each level made on first use (a
+        depth render may never warp flat), once, shared by every thread."""
+        return self._rgba_levels
 
-    def _yuva(self) -> list[np.ndarray]:
+    def _yuva(self) -> "_LazyLevels":
         """The pyramid as BT.709 limited-range YUV (the encoder's matrix) with a fourth channel,
-        for frames drawn as I420 planes: made on first use, once, shared by every thread."""
-        with self._rgba_lock:
-            if self._yuva_levels is None:
-                self._yuva_levels = [_to_yuva(level) for level in self._levels]
-            return self._yuva_levels
+        for frames drawn as I420 planes: each level made on first use (a large photo's finest,
+        0.1 s of a 12 MP one, is often never read), once, shared by every thread."""
+        return self._yuva_levels
 
     def _remap(self, levels: list, level: int, q: np.ndarray, dst: np.ndarray, scratch: dict) -> None:
         # q: (h, w, 2) image coordinates in OpenCV convention at level 0; scaled for the level.
@@ -917,7 +939,8 @@ class CameraRenderer:
                 # A ray that crossed a step yet met, on the hidden background, a point that was
                 # not inpainted (a step's far side just beyond the hole, or a thin thing the
                 # depth puts on the far layer) shows the photo's own pixel: not invented.
-                inpainted = cv2.remap(layers.bg.inpainted.view(np.uint8), q, None, cv2.INTER_NEAREST,
+                at_level = q if not layers.bg.finest else q * np.float32(0.5 ** layers.bg.finest)
+                inpainted = cv2.remap(layers.bg.inpainted.view(np.uint8), at_level, None, cv2.INTER_NEAREST,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=1).view(bool)
                 revealed &= ~on_bg | inpainted
             yield inside & ~revealed
@@ -1078,6 +1101,29 @@ def despeckle_depth(depth: np.ndarray) -> np.ndarray:
     return np.where(lone, cv2.medianBlur(depth, 3), depth).astype(np.float32)
 
 
+class _LazyLevels:
+    """A pyramid made from another (`sources`, a list) level by level, on first use, each once
+    (`make(source)`; thread-safe): a frame reads one or two levels, and a large photo's finest
+    are often never read."""
+
+    def __init__(self, sources: list, make):
+        self._sources, self._make = sources, make
+        self._made: list = [None] * len(sources)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._made)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        level = self._made[k]
+        if level is None:
+            with self._lock:
+                if self._made[k] is None:
+                    self._made[k] = self._make(self._sources[k])
+                level = self._made[k]
+        return level
+
+
 def _to_yuva(rgb: np.ndarray) -> np.ndarray:
     """An RGB texture (h, w, 3) in the encoder's BT.709 limited-range YUV (`d2v.encode`'s matrix)
     with a fourth channel (unused: OpenCV warps and remaps 4 channels faster than 3), for frames
@@ -1090,6 +1136,45 @@ def _to_yuva(rgb: np.ndarray) -> np.ndarray:
 
 _TO_YUV = RGB_TO_YUV709.copy()
 _TO_YUV[1:3, 3] -= 0.125
+
+
+def _fill_at_level(levels: list, level: int, hole: np.ndarray, source: np.ndarray, noise: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (its pyramid, `levels`) with `hole` (level 0, bool) inpainted from `source`
+    (level 0, bool), at pyramid `level`: (that level of the filled photo's pyramid, where it
+    is not the photo's own pixels). Level 0: `fill_background`. Coarser, the fill is made at
+    that level and composed as the pyramid of the photo filled at full size has it: pyramid
+    levels are linear in the photo, so a pixel is the photo's pixels outside the hole reduced
+    level by level (P) plus the fill times the share of its footprint the hole covers (1 - W,
+    W: the mask outside the hole reduced alike). Where W is half or more, P / W is the mean of
+    the footprint's pixels outside the hole: known background, the fill's source, with none of
+    the near object's colour in it. (Filling every pixel the hole touches from the others
+    instead lost a background's thin parts beside a near object, 2 ** level photo pixels of
+    them, and the edge of the revealed band was 1 dB further from the truth.)"""
+    photo = levels[level]
+    if level == 0:
+        return fill_background(photo, hole, source=source, noise=noise), hole
+    keep = (~hole).view(np.uint8)
+    part = cv2.bitwise_and(levels[0], levels[0], mask=keep)  # (P at level 0: the photo outside the hole)
+    weight = keep * np.uint8(255)  # (W, as bytes, then a share)
+    sources = source.view(np.uint8) * np.uint8(255)
+    part, weight, sources = cv2.pyrDown(part), cv2.pyrDown(weight), cv2.pyrDown(sources)  # (bytes: the big one)
+    part, weight = part.astype(np.float32), weight.astype(np.float32) * np.float32(1 / 255)
+    for _ in range(level - 1):
+        part, weight, sources = cv2.pyrDown(part), cv2.pyrDown(weight), cv2.pyrDown(sources)
+    touched = weight < np.float32(254.5 / 255)  # (a footprint wholly outside the hole reduces to 1)
+    known = ~touched | (weight >= np.float32(0.5))
+    # (By flat index, as `d2v.inpaint` does: a boolean index of a few megapixels costs more.)
+    at, edge = np.flatnonzero(touched), np.flatnonzero(touched & known)
+    parts, weights = part.reshape(-1, 3), weight.ravel()
+    image = photo.copy()
+    mean = parts[edge] / weights[edge, None] + np.float32(0.5)
+    image.reshape(-1, 3)[edge] = np.clip(mean, 0, 255, out=mean).astype(np.uint8)
+    filled = fill_background(image, ~known, source=known & (sources == 255), noise=noise)
+    mix = parts[at] + filled.reshape(-1, 3)[at] * (np.float32(1) - weights[at])[:, None] + np.float32(0.5)
+    out = photo.copy()
+    out.reshape(-1, 3)[at] = np.clip(mix, 0, 255, out=mix).astype(np.uint8)
+    return out, touched
 
 
 def _stack(photo: np.ndarray, background: np.ndarray, offset: int) -> np.ndarray:
