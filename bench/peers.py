@@ -21,7 +21,9 @@ each command's median wall and CPU seconds (all its threads and children) and th
 the per-pair wall ratios against ffmpeg+scale. The machine's load average is printed before
 and after: on a shared machine, ratios are the numbers to read.
 
-    python bench/peers.py [--pairs 7] [--baseline DIR] [--depth [--depth-frames 12] [--depth-only]]
+    python bench/peers.py [--pairs 7] [--baseline DIR] [--photo FILE] [--depth [--depth-frames 12] [--depth-only]]
+
+(--photo: another photo than hubble.jpg for every command, e.g. a 12 MP one from a phone.)
 
 DepthFlow renders through Mesa's llvmpipe at 8-12 s a frame on a loaded 2-core VM (13-20
 minutes for the 96-frame clip), so --depth-frames shortens the depth pair's clip (both tools,
@@ -181,13 +183,17 @@ def compare(new: Path, old: Path) -> str:
 
 
 def main() -> None:
+    global IMAGE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=7, help="interleaved rounds (default 7)")
     ap.add_argument("--baseline", type=Path, default=None, help="another d2v checkout to time beside this one")
     ap.add_argument("--depth", action="store_true", help="also d2v's dolly_zoom with a depth map against DepthFlow")
     ap.add_argument("--depth-frames", type=int, default=FRAMES, help=f"the depth pair's clip length (default {FRAMES})")
     ap.add_argument("--depth-only", action="store_true", help="with --depth: only the depth pair")
+    ap.add_argument("--photo", type=Path, default=None, help=f"the photo (default {IMAGE.relative_to(REPO)})")
     args = ap.parse_args()
+    if args.photo is not None:
+        IMAGE = args.photo.resolve()
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is not on PATH (Debian: apt-get install ffmpeg)")
 

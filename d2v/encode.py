@@ -98,6 +98,12 @@ RGB_TO_YUV709 = np.array([
 ], np.float32)
 
 
+# The inverse, for a frame drawn as planes that is wanted as a picture too (`I420.rgb`).
+_YUV709_TO_RGB = np.hstack([np.linalg.inv(RGB_TO_YUV709[:, :3].astype(np.float64)),
+                            -np.linalg.inv(RGB_TO_YUV709[:, :3].astype(np.float64)) @ RGB_TO_YUV709[:, 3:]]
+                           ).astype(np.float32)
+
+
 class I420:
     """One frame as x264 takes it: BT.709 limited-range YUV 4:2:0, the Y plane and then U and V
     at half size, back to back in one (height * 3/2, width) uint8 `buffer` (the shape PyAV's
@@ -116,6 +122,14 @@ class I420:
         self.y = flat[:luma].reshape(h, w)
         self.u = flat[luma : luma + chroma].reshape(h // 2, w // 2)
         self.v = flat[luma + chroma :].reshape(h // 2, w // 2)
+
+    def rgb(self) -> np.ndarray:
+        """The frame as a fresh (height, width, 3) uint8 RGB picture, as a player shows it: U and
+        V upsampled bilinearly from the 2x2 blocks' centres, BT.709 limited range back to RGB."""
+        size = (self.width, self.height)
+        yuv = cv2.merge([self.y, cv2.resize(self.u, size, interpolation=cv2.INTER_LINEAR),
+                         cv2.resize(self.v, size, interpolation=cv2.INTER_LINEAR)])
+        return cv2.transform(yuv, _YUV709_TO_RGB)
 
 
 class Yuv420:

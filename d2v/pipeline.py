@@ -27,7 +27,7 @@ import numpy as np
 from d2v import __version__
 from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.depth import ImageDepth, depth_for, depth_model_setting
-from d2v.encode import encode_mp4
+from d2v.encode import I420, encode_mp4
 from d2v.looks import look_for
 from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
 from d2v.images import LoadedImage, check_depth_header, decode_image
@@ -300,9 +300,16 @@ def _run_stages(image, image_bytes, user_depth, request, store, job_id, output_p
 
 def drawn_as_planes(n: int) -> set[int]:
     """Of an n-frame camera clip whose renderer draws I420 planes (`CameraRenderer.draws_planes`),
-    the frames drawn so: all but those also wanted in RGB, the path check's samples and the
-    poster (the middle frame)."""
-    return set(range(n)) - set(sample_indices(n)) - {n // 2}
+    the frames drawn so: every one. Those also wanted as pictures (the path check's samples, the
+    poster) are turned back into RGB off the render thread (`as_picture`), as a player shows them:
+    drawn in RGB, they needed the photo's pyramid in RGBA too (0.1 s of a 12 MP photo's finest
+    level) and the encoder's conversion."""
+    return set(range(n))
+
+
+def as_picture(frame: np.ndarray | I420) -> np.ndarray:
+    """A frame as an RGB picture the caller may keep: a copy, or the planes shown as RGB."""
+    return frame.rgb() if isinstance(frame, I420) else frame.copy()
 
 
 def stream_camera_job(
@@ -370,7 +377,7 @@ def stream_camera_job(
     def frames() -> Iterator[np.ndarray]:
         for i, frame in enumerate(graded(clip, look, finishing, rgb={total // 2})):
             if i == total // 2:
-                poster.append(frame.copy())
+                poster.append(as_picture(frame))
             if arriving is not None:
                 arriving.rendered()
             yield frame
@@ -502,7 +509,8 @@ class _Arriving(Mapping):
         self.waited += time.perf_counter() - t0
         if index not in self._kept:
             raise RuntimeError(f"the render stopped before frame {index}")
-        return self._kept[index]
+        frame = self._kept[index]
+        return frame.rgb() if isinstance(frame, I420) else frame  # (off the render thread)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices)
