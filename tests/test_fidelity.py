@@ -442,6 +442,38 @@ def test_a_clip_whose_last_frame_cannot_be_located_is_unmeasured(motorcycle_clip
     assert f"the last frame (frame {last}) could not be located" in report.reason
 
 
+def test_a_depth_map_of_noise_does_not_fail_the_path_check():
+    """A depth map of noise (what a model with random weights gives) puts each photo feature at
+    a random depth, and a frame's matches then pile onto few points: OpenCV's SQPnP asserts on
+    such a sample (their variance) and the whole check failed ("the measurement failed (error:
+    OpenCV(5.1.0) ... sqpnp.cpp ...)"). Such a frame is not located by the photo's features
+    alone (its render's are tried too): the faithful clip is measured (followed, or unmeasured
+    with how many frames were located), the path drawn the other way is `missed`."""
+    from d2v.render import load_depth_map
+
+    photo = skimage.data.rocket()
+    h, w = photo.shape[:2]
+    noise = np.random.default_rng(7).random((h, w))
+    depth = load_depth_map(cv2.imencode(".png", np.round(noise * 65535).astype(np.uint16))[1].tobytes(), w, h)
+    renderer = CameraRenderer(photo, depth)
+
+    def check(xs) -> object:
+        path = [{"x": x * w, "y": 0.5 * h} for x in xs]
+        request = parse_request({"path": path, "effect": "parallax", "duration_s": 1.0, "fps": 24,
+                                 "width": 320, "height": 180})
+        trajectory = plan_trajectory(request, w, h, depth_parallax=renderer.depth_parallax)
+        picked = sample_indices(len(trajectory))
+        return trajectory, dict(zip(picked, renderer.render(trajectory, indices=picked)))
+
+    right, frames = check(np.linspace(0.3, 0.7, 12))
+    report = measure_fidelity(frames, photo, right, n_frames=len(right), depth=depth)
+    assert report.verdict == "followed" or "could be located" in report.reason, report.one_line()
+    assert "failed" not in (report.reason or "") and "OpenCV" not in (report.reason or ""), report.one_line()
+    _, back = check(np.linspace(0.7, 0.3, 12))
+    report = measure_fidelity(back, photo, right, n_frames=len(right), depth=depth)
+    assert report.verdict == "missed", report.one_line()
+
+
 def test_a_batch_of_svd_items_loads_the_model_once(tmp_path, monkeypatch):
     """One model per batch worker: the first item loads it, the others reuse it."""
     from d2v.batch import Options, run_batch
