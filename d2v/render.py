@@ -149,6 +149,12 @@ _BLEND_EPS = 0.02  # level fractions closer than this to a level use that level 
 # Frames with a hidden background whose share of the finer level is under this read the coarser
 # alone: the background need not be made at the finer level, 4x the pixels, for a tenth of a frame.
 _BG_BLEND_EPS = 0.1
+# A hidden background's finest level is filled only where the frames reading it look, when
+# that is under this share of it (`_Reach.window`), with this many of its pixels more around
+# (a motion-blurred frame's sub-frames lie between frames), in whole multiples of WINDOW_ALIGN.
+WINDOW_SHARE = 0.5
+WINDOW_PAD = 48
+WINDOW_ALIGN = 16
 SUBPIXEL_PARALLAX = 0.25  # output pixels: a frame whose depth layers part by less shows the plane
 RENDER_THREADS = 2  # threads drawing a depth trajectory's frames (`CameraRenderer.render`)
 _ROUND_32 = np.float32(3 * 2**17)  # x + this - this in float32: x rounded to 1/32 (half to even) for |x| < 2**17
@@ -219,7 +225,7 @@ class _Layers(NamedTuple):
     # may see what the photo hid: a frame whose layers do not is drawn the same without the
     # hidden background, so it need not wait for it (`CameraRenderer.render`).
     tears: tuple | None = None
-    # What the hidden background is made with, (reach, parallax, s_pivot, finest) (`_with_background`),
+    # What the hidden background is made with, (reach, parallax, s_pivot, finest, window) (`_with_background`),
     # where the layers have steps and it is not yet added; None where there is none to add.
     hidden: tuple | None = None
 
@@ -230,6 +236,10 @@ class _Reach(NamedTuple):
     moved: tuple  # per frame: whether it shows parallax (`_moved`)
     tears: tuple  # per frame: whether it may see what the photo hid (`_Layers.tears`)
     finest: int  # the finest pyramid level any frame reads (the background is made there)
+    # Where on that level the frames that read it look, (x0, y0, x1, y1) in its pixels, when
+    # that is under WINDOW_SHARE of it (a push in ends on a small part of a large photo); None:
+    # anywhere.
+    window: tuple | None = None
 
 
 def local_scale(G: np.ndarray, x, y):
@@ -327,12 +337,14 @@ class CameraRenderer:
         return max(2, round(self.width * scale)), max(2, round(self.height * scale))
 
     def _layers(self, depth: np.ndarray | None, c0: np.ndarray, pivot=None, parallax=None,
-                reach: float = 0.0, finest: int = 0, background: bool = True) -> _Layers | None:
+                reach: float = 0.0, finest: int = 0, window: tuple | None = None, background: bool = True
+                ) -> _Layers | None:
         """Depth -> relative depth s of every image point (1 = on the plane, < 1 nearer,
         > 1 farther). With a pivot (an image point), s is divided by the pivot's own s,
         so the pivot's layer becomes the plane and what lies behind it gets s > 1.
         reach (depth-map pixels): the widest band any frame reveals; with it, the user
-        depth map gets its hidden background (`_background`, made at pyramid level `finest`),
+        depth map gets its hidden background (`_background`, made at pyramid level `finest`, within
+        `window` there when given),
         or, background False, all but that (`_with_background` adds it)."""
         if depth is None:
             return None
@@ -354,14 +366,14 @@ class CameraRenderer:
         u_sides = cv2.merge([np.where(step, np.float32(1.0) / s_max, u), np.where(step, np.float32(1.0) / s_min, u)])
         layers = layers._replace(s_min=s_min, s_max=s_max, s_step=s_step, u_sides=u_sides,
                                  u_rim=cv2.dilate(layers.u, np.ones((2 * RIM_PX + 1,) * 2, np.uint8)),
-                                 hidden=(reach, parallax, s_pivot, finest))
+                                 hidden=(reach, parallax, s_pivot, finest, window))
         return self._with_background(layers) if background else layers
 
     def _with_background(self, layers: _Layers, yuva: bool = False) -> _Layers:
         """Layers made by `_layers(reach=..., background=False)` with their hidden background;
         yuva: with its textures in YUV too (`_bg_yuva`), for frames drawn as I420 planes."""
-        reach, parallax, s_pivot, finest = layers.hidden
-        bg = self._background(reach, finest)
+        reach, parallax, s_pivot, finest, window = layers.hidden
+        bg = self._background(reach, finest, window)
         if yuva:
             self._bg_yuva(bg)
         bg_s = np.ascontiguousarray((1.0 - parallax * bg.depth) / s_pivot, dtype=np.float32)
@@ -377,29 +389,33 @@ class CameraRenderer:
                 bg.yuva_levels.extend(None if level is None else _to_yuva(level) for level in bg.levels)
             return bg.yuva_levels
 
-    def _background(self, reach: float, finest: int = 0) -> _Background:
+    def _background(self, reach: float, finest: int = 0, window: tuple | None = None) -> _Background:
         """The hidden background for bands up to `reach` depth-map pixels wide (rounded up
         to a multiple of 16, so a renderer makes it once or twice, shared by every
-        trajectory and thread), made at pyramid level `finest` and coarser: `_Background`."""
-        key = 16 * max(1, math.ceil(reach / 16)), min(max(0, int(finest)), len(self._levels) - 1)
+        trajectory and thread), made at pyramid level `finest` (only within `window` there,
+        where one is given: `_Reach.window`) and coarser: `_Background`."""
+        finest = min(max(0, int(finest)), len(self._levels) - 1)
+        key = 16 * max(1, math.ceil(reach / 16)), finest, window if finest + 1 < len(self._levels) else None
         with self._bg_lock:
             if key not in self._bg_cache:
                 self._bg_cache[key] = self._make_background(*key)
             return self._bg_cache[key]
 
-    def _make_background(self, reach: int, finest: int) -> _Background:
+    def _make_background(self, reach: int, finest: int, window: tuple | None) -> _Background:
         # It is made before the first frame, while the encoder waits for it: what the next
         # steps do not wait for (the wide erosion, the grain's pattern, the hidden depth's
         # last fill) is made on a second thread beside them (numpy and OpenCV let go of the
         # GIL in their loops).
         with ThreadPoolExecutor(1, thread_name_prefix="d2v-build") as pool:
-            return self._build_background(reach, finest, pool)
+            return self._build_background(reach, finest, window, pool)
 
-    def _build_background(self, reach: int, finest: int, pool: ThreadPoolExecutor) -> _Background:
+    def _build_background(self, reach: int, finest: int, window: tuple | None, pool: ThreadPoolExecutor
+                          ) -> _Background:
         """`_make_background`, with a second thread (`pool`) for what the rest does not wait for."""
         depth = self.depth
         eroded = pool.submit(_erode_square, depth, 4 * reach + 1)  # (needed first)
-        noise = pool.submit(grain_noise, self._levels[finest].shape[:2])  # (colour is filled at that level)
+        # (Colour is filled at that level; within a window, with its own pattern: `_fill_window`.)
+        noise = pool.submit(grain_noise, self._levels[finest].shape[:2]) if window is None else None
         # The near side of a step: depth pixels within `reach` of a step (a jump of STEP_DEPTH
         # or more between neighbours) with something STEP_DEPTH farther within reach.
         k3 = np.ones((3, 3), np.uint8)
@@ -444,9 +460,14 @@ class CameraRenderer:
         big = cv2.dilate(big, k3).view(bool)
         near = cv2.resize(near_px, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
         source = ~cv2.dilate(near, k3).view(bool)
-        background, inpainted = self._levels[finest], big
-        if big.any():
-            background, inpainted = _fill_at_level(self._levels, finest, big, source, noise.result())
+        photo = self._levels[finest]
+        background, inpainted = photo, np.zeros(photo.shape[:2], bool)
+        if big.any() and window is not None:
+            # Only frames reading `finest` look inside the window: there the level is filled; the
+            # next level is filled whole and stands in, doubled, elsewhere (`_fill_window`).
+            background, inpainted = _fill_window(self._levels, finest, big, source, window)
+        elif big.any():
+            background, inpainted = _fill_at_level(self._levels[0], photo, finest, big, source, noise.result())
 
         # Stacked, level by level: the photo's own pyramid (so a frame drawn without the
         # background, before it exists, reads the same pixels), rows of both reflected (so
@@ -473,6 +494,7 @@ class CameraRenderer:
         spreads; and the finest pyramid level they read."""
         reach, moved, tears, finest = 0.0, [], [], len(self._levels) - 1
         sx = layers.s.shape[1] / self.width
+        seen = []  # per frame: the finest level it reads, and where on the photo it looks
         for frame in frames:
             image_px, output_px = _layer_spread(frame, layers, width, height)
             reach = max(reach, image_px * sx)
@@ -480,10 +502,31 @@ class CameraRenderer:
             tears.append(image_px * sx > TEAR_PX)
             lo, frac = self._level(np.linalg.inv(camera.frame_homography(frame)), width, height)
             finest = min(finest, lo + 1 if frac > 1.0 - _BG_BLEND_EPS else lo)
+            seen.append((lo, _layer_box(frame, layers, width, height)))
         # A view that looks past the picture's horizon has an infinite spread (the planner
         # refuses such cameras; a trajectory made by hand may not): no band is wider than the map.
         reach = min(reach, float(np.hypot(*layers.s.shape)))
-        return _Reach(reach + 2.0, tuple(moved), tuple(tears), finest)
+        return _Reach(reach + 2.0, tuple(moved), tuple(tears), finest, self._window(finest, seen))
+
+    def _window(self, level: int, seen: list) -> tuple | None:
+        """`_Reach.window`: the box on pyramid `level` (its pixels, WINDOW_PAD more each way) that
+        the frames reading it see (`seen`: (finest level read, (x0, y0, x1, y1) on the photo)),
+        in whole multiples of WINDOW_ALIGN; None where it is WINDOW_SHARE of the level or more,
+        or is not finite."""
+        boxes = [box for lo, box in seen if lo <= level]
+        if level + 1 >= len(self._levels) or not boxes:
+            return None
+        box = np.concatenate([np.min(boxes, axis=0)[:2], np.max(boxes, axis=0)[2:]]) / (1 << level)
+        if not np.all(np.isfinite(box)):
+            return None
+        k = 1 << level
+        w, h = self.width // k, self.height // k  # (whole level pixels of the photo's own)
+        a = WINDOW_ALIGN
+        x0, y0 = (max(0, int(v - WINDOW_PAD) // a * a) for v in box[:2])
+        x1, y1 = min(w, -(-int(box[2] + WINDOW_PAD) // a) * a), min(h, -(-int(box[3] + WINDOW_PAD) // a) * a)
+        if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) >= WINDOW_SHARE * w * h:
+            return None
+        return x0, y0, x1, y1
 
     def _trajectory_layers(self, trajectory: CameraTrajectory, c0: np.ndarray, background: bool = True
                            ) -> _Layers | None:
@@ -497,7 +540,7 @@ class CameraRenderer:
         if self.depth is not None:
             layers = self._layers(self.depth, c0, pivot)
             need = self._reach(trajectory.frames, layers, trajectory.width, trajectory.height)
-            return self._layers(self.depth, c0, pivot, reach=need.reach, finest=need.finest,
+            return self._layers(self.depth, c0, pivot, reach=need.reach, finest=need.finest, window=need.window,
                                 background=background)._replace(moved=need.moved, tears=need.tears)
         if _pseudo_depth(trajectory):
             dw, dh = self._small_size()  # computed small: it is sampled at this size anyway
@@ -537,7 +580,7 @@ class CameraRenderer:
         layers = self._layers(self.depth, np.asarray(c0, float), pivot)
         if layers is not None:
             need = self._reach([frame], layers, width, height)
-            layers = self._layers(self.depth, layers.c0, pivot, reach=need.reach, finest=need.finest)
+            layers = self._layers(self.depth, layers.c0, pivot, reach=need.reach, finest=need.finest, window=need.window)
         self._render_into(out, frame, layers, {})
         return out
 
@@ -1138,24 +1181,31 @@ _TO_YUV = RGB_TO_YUV709.copy()
 _TO_YUV[1:3, 3] -= 0.125
 
 
-def _fill_at_level(levels: list, level: int, hole: np.ndarray, source: np.ndarray, noise: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """The photo (its pyramid, `levels`) with `hole` (level 0, bool) inpainted from `source`
-    (level 0, bool), at pyramid `level`: (that level of the filled photo's pyramid, where it
-    is not the photo's own pixels). Level 0: `fill_background`. Coarser, the fill is made at
-    that level and composed as the pyramid of the photo filled at full size has it: pyramid
-    levels are linear in the photo, so a pixel is the photo's pixels outside the hole reduced
-    level by level (P) plus the fill times the share of its footprint the hole covers (1 - W,
-    W: the mask outside the hole reduced alike). Where W is half or more, P / W is the mean of
-    the footprint's pixels outside the hole: known background, the fill's source, with none of
-    the near object's colour in it. (Filling every pixel the hole touches from the others
-    instead lost a background's thin parts beside a near object, 2 ** level photo pixels of
-    them, and the edge of the revealed band was 1 dB further from the truth.)"""
-    photo = levels[level]
+def _fill_at_level(full: np.ndarray, photo: np.ndarray, level: int, hole: np.ndarray, source: np.ndarray,
+                   noise: np.ndarray, anchor: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (`full`, and its pyramid's `level`, `photo`) with `hole` (full size, bool)
+    inpainted from `source` (full size, bool), at pyramid `level`: (that level of the filled
+    photo's pyramid, where it is not the photo's own pixels). Level 0: `fill_background`.
+    Coarser, the fill is made at that level and composed as the pyramid of the photo filled at
+    full size has it: pyramid levels are linear in the photo, so a pixel is the photo's pixels
+    outside the hole reduced level by level (P) plus the fill times the share of its footprint
+    the hole covers (1 - W, W: the mask outside the hole reduced alike). Where W is half or
+    more, P / W is the mean of the footprint's pixels outside the hole: known background, the
+    fill's source, with none of the near object's colour in it. (Filling every pixel the hole
+    touches from the others instead lost a background's thin parts beside a near object, 2 **
+    level photo pixels of them, and the edge of the revealed band was 1 dB further from the
+    truth.) anchor: (mask, values) at `level`, pixels the fill takes as known with those values
+    where they are not (`_fill_window`'s border)."""
     if level == 0:
-        return fill_background(photo, hole, source=source, noise=noise), hole
+        image, unknown, sources = photo, hole, source
+        if anchor is not None:
+            mask, values = anchor
+            image = photo.copy()
+            image[mask] = values[mask]
+            unknown, sources = hole & ~mask, source | mask
+        return fill_background(image, unknown, source=sources, noise=noise), hole
     keep = (~hole).view(np.uint8)
-    part = cv2.bitwise_and(levels[0], levels[0], mask=keep)  # (P at level 0: the photo outside the hole)
+    part = cv2.bitwise_and(full, full, mask=keep)  # (P at level 0: the photo outside the hole)
     weight = keep * np.uint8(255)  # (W, as bytes, then a share)
     sources = source.view(np.uint8) * np.uint8(255)
     part, weight, sources = cv2.pyrDown(part), cv2.pyrDown(weight), cv2.pyrDown(sources)  # (bytes: the big one)
@@ -1170,11 +1220,50 @@ def _fill_at_level(levels: list, level: int, hole: np.ndarray, source: np.ndarra
     image = photo.copy()
     mean = parts[edge] / weights[edge, None] + np.float32(0.5)
     image.reshape(-1, 3)[edge] = np.clip(mean, 0, 255, out=mean).astype(np.uint8)
-    filled = fill_background(image, ~known, source=known & (sources == 255), noise=noise)
+    fill_source = known & (sources == 255)
+    if anchor is not None:
+        mask, values = anchor
+        add = mask & ~known
+        image[add] = values[add]
+        known, fill_source = known | add, fill_source | add
+    filled = fill_background(image, ~known, source=fill_source, noise=noise)
     mix = parts[at] + filled.reshape(-1, 3)[at] * (np.float32(1) - weights[at])[:, None] + np.float32(0.5)
     out = photo.copy()
     out.reshape(-1, 3)[at] = np.clip(mix, 0, 255, out=mix).astype(np.uint8)
     return out, touched
+
+
+def _fill_window(levels: list, level: int, hole: np.ndarray, source: np.ndarray, window: tuple
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`_fill_at_level` of pyramid `level` made within `window` (x0, y0, x1, y1, its pixels)
+    only; elsewhere the next level's, filled whole, doubled (`cv2.pyrUp`), in the hole only. The
+    window is filled with WINDOW_PAD of its pixels more round it (a crop's own pyramid is wrong
+    at its border), where that doubled fill is taken as known: so a band the window's edge cuts
+    continues what the whole fill makes beyond it, not only the crop's pixels. A push in that
+    ends on a fifth of a 12 MP photo fills 3 MP and a fifth of 12, not 12."""
+    photo = levels[level]
+    coarse, coarse_hole = _fill_at_level(levels[0], levels[level + 1], level + 1, hole, source,
+                                         grain_noise(levels[level + 1].shape[:2]))
+    h, w = photo.shape[:2]
+    doubled = cv2.pyrUp(coarse, dstsize=(w, h))
+    doubled_hole = cv2.resize(coarse_hole.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
+    out = photo.copy()
+    at = np.flatnonzero(doubled_hole)
+    out.reshape(-1, 3)[at] = doubled.reshape(-1, 3)[at]
+    x0, y0, x1, y1 = window
+    k = 1 << level
+    cx0, cy0 = max(0, x0 - WINDOW_PAD), max(0, y0 - WINDOW_PAD)
+    cx1, cy1 = min(x1 + WINDOW_PAD, levels[0].shape[1] // k), min(y1 + WINDOW_PAD, levels[0].shape[0] // k)
+    crop, full = (slice(cy0, cy1), slice(cx0, cx1)), (slice(cy0 * k, cy1 * k), slice(cx0 * k, cx1 * k))
+    inner = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
+    ring = np.ones((cy1 - cy0, cx1 - cx0), bool)
+    ring[inner] = False
+    filled, touched = _fill_at_level(levels[0][full], np.ascontiguousarray(photo[crop]), level,
+                                     np.ascontiguousarray(hole[full]), np.ascontiguousarray(source[full]),
+                                     grain_noise((cy1 - cy0, cx1 - cx0)), anchor=(ring, doubled[crop]))
+    out[y0:y1, x0:x1] = filled[inner]
+    doubled_hole[y0:y1, x0:x1] = touched[inner]
+    return out, doubled_hole
 
 
 def _stack(photo: np.ndarray, background: np.ndarray, offset: int) -> np.ndarray:
@@ -1614,6 +1703,26 @@ def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) 
     scale = local_scale(G, corners[0], corners[1])  # image pixels per output pixel
     moved = np.hypot(*B) * spread
     return float(np.max(moved)), float(np.max(moved / np.maximum(scale, 1e-9)))
+
+
+def _layer_box(frame: CameraFrame, layers: _Layers, width: int, height: int) -> np.ndarray:
+    """Where on the photo the frame's rays look, at any of the layers in front of the camera:
+    (x0, y0, x1, y1), image pixels (inf where a corner's ray does not meet the layers' side).
+    At a layer the frame sees a quadrilateral of the photo whose corners move linearly in 1/s
+    (as in `_depth_maps`: a ray's image point is A + B / s), so the box of the corners at the
+    nearest and the farthest layer holds every point it reads."""
+    C, c0 = frame.camera_center(), layers.c0
+    s_hi = layers.far
+    s_lo = min(s_hi, max(layers.near, 1.0 - C[2] / c0[2] + 1e-3))
+    corners = np.array([[0.0, width, width, 0.0], [0.0, 0.0, height, height], [1.0, 1.0, 1.0, 1.0]])
+    d = frame.R().T @ np.linalg.inv(frame.K()) @ corners
+    if np.any(d[2] <= 1e-9):
+        return np.array([-math.inf, -math.inf, math.inf, math.inf])
+    e = d[:2] / d[2]
+    A = c0[:2, None] - c0[2] * e
+    B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * e
+    points = np.hstack([A + B * min(1.0 / s_hi, 1.0), A + B * max(1.0 / s_lo, 1.0)])
+    return np.concatenate([points.min(axis=1), points.max(axis=1)])
 
 
 def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -455,6 +455,50 @@ def test_a_large_photo_gets_its_hidden_background_at_the_level_its_frames_read(d
     assert (~valid).sum() > 2000 and (valid != full_valid).mean() <= 0.002, ((~valid).sum(), (valid != full_valid).mean())
 
 
+def test_a_push_in_on_a_large_photo_fills_only_where_its_close_frames_look(disc_scene, monkeypatch):
+    """The disc scene as a 1536x864 photo: a wide frame (its quarter-size level) and two
+    frames pushed in 4x on the disc and trucked (its full size, around the disc alone). The
+    full-size level is inpainted only in the window those close frames see (and the
+    half-size level whole, standing in elsewhere), not all of it: the frames are those of a
+    background made whole where the photo shows the pixel, and the revealed band within a few
+    levels of it (a window that missed where the frames look would show the disc's colours
+    there: under 20 dB)."""
+    k = 4
+    W_, H_ = DW * k, DH * k
+    photo = cv2.resize(disc_scene["photo"], (W_, H_), interpolation=cv2.INTER_CUBIC)
+    depth = cv2.resize(disc_scene["depth"], (W_, H_), interpolation=cv2.INTER_NEAREST)
+    centre = (W_ / 2, H_ / 2)
+    frames = [view(W_, H_, DW, DH), view(W_, H_, DW, DH, center=centre, zoom=k),
+              view(W_, H_, DW, DH, center=centre, zoom=k, offset=(300.0, 0, 0))]
+    tr = trajectory(frames, W_, H_, DW, DH)
+    filled = []
+    fill = render.fill_background
+
+    def spy(image, hole, **kw):
+        filled.append(image.shape[:2])
+        return fill(image, hole, **kw)
+
+    monkeypatch.setattr(render, "fill_background", spy)
+    renderer = CameraRenderer(photo, depth)
+    window = renderer._trajectory_layers(tr, tr.frames[0].camera_center(), background=False).hidden[4]
+    assert window is not None
+    x0, y0, x1, y1 = window
+    assert (x1 - x0) * (y1 - y0) < 0.5 * W_ * H_
+    got = list(renderer.render(tr))
+    assert filled == [(H_ // 2, W_ // 2), (y1 - y0 + 2 * render.WINDOW_PAD, x1 - x0 + 2 * render.WINDOW_PAD)], filled
+
+    reach = CameraRenderer._reach
+    monkeypatch.setattr(CameraRenderer, "_reach", lambda self, *a: reach(self, *a)._replace(window=None))
+    filled.clear()
+    whole = list(CameraRenderer(photo, depth).render(tr))
+    assert filled == [(H_, W_)], filled
+    valid = list(CameraRenderer(photo, depth).render_validity(tr))[2]
+    assert (~valid).sum() > 1000  # (the truck reveals a band beside the disc)
+    diff = np.abs(got[2].astype(int) - whole[2].astype(int)).max(axis=2)
+    assert (diff[valid] <= 1).mean() >= 0.999 and diff[valid].max() <= 8, ((diff[valid] > 1).sum(), diff[valid].max())
+    assert _psnr(got[2], whole[2], ~valid) >= 30, _psnr(got[2], whole[2], ~valid)
+
+
 def test_a_band_revealed_over_a_smooth_background_is_smooth_and_of_its_colour(disc_scene):
     """Behind the disc: a smooth gradient with sparse dark clutter round it (short dashes, as
     the odds and ends on a shelf). A truck of 80 px reveals a band the photo never showed,
