@@ -170,8 +170,9 @@ class _Background(NamedTuple):
     what it showed). The near side of every step, as far as a move reveals (`reach`), is
     inpainted from the far side only (`d2v.inpaint`), in colour and in depth. It is made at
     the finest pyramid level the frames sample (`finest`, `_Reach`): a 12 MP phone photo
-    shown at 1024x576 is read from its quarter- and eighth-size levels, and inpainting its
-    full size took 2.3 s and 1.5 GB before the first frame could tear (bench/RESULTS.md)."""
+    shown at 1024x576 is read from its half- and quarter-size levels, and inpainting its
+    full size took 2.3 s and 1.5 GB before the first frame could tear (bench/RESULTS.md); a
+    push in that ends on a part of it, only there (`_Reach.window`, `_fill_window`)."""
     depth: np.ndarray  # depth [0, 1] at the depth map's size, the near side continued from the far
     # Pyramid of the photo stacked above the background, `offset` rows apart (offset >> k at
     # level k); None at the levels finer than `finest`, which no frame of its layers samples.
@@ -299,7 +300,7 @@ class CameraRenderer:
             self._levels.append(cv2.pyrDown(self._levels[-1]))
 
         self.depth = None if depth is None else self._prepare_depth(depth)
-        self._bg_cache: dict[tuple[int, int], _Background] = {}  # by reach and finest level (see _background)
+        self._bg_cache: dict[tuple, _Background] = {}  # by reach, finest level and window (see _background)
         self._bg_lock = threading.Lock()
         # The pyramid in RGBA and in YUV (`_rgba`, `_yuva`): each level made on first use.
         self._rgba_levels = _LazyLevels(self._levels, lambda level: cv2.cvtColor(level, cv2.COLOR_RGB2RGBA))
@@ -343,9 +344,9 @@ class CameraRenderer:
         > 1 farther). With a pivot (an image point), s is divided by the pivot's own s,
         so the pivot's layer becomes the plane and what lies behind it gets s > 1.
         reach (depth-map pixels): the widest band any frame reveals; with it, the user
-        depth map gets its hidden background (`_background`, made at pyramid level `finest`, within
-        `window` there when given),
-        or, background False, all but that (`_with_background` adds it)."""
+        depth map gets its hidden background (`_background`, made at pyramid level `finest`,
+        within `window` there when given), or, background False, all but that
+        (`_with_background` adds it)."""
         if depth is None:
             return None
         parallax = self.parallax if parallax is None else parallax
