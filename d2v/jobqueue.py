@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -319,6 +320,17 @@ def redis_server_binary() -> str:
 
 
 _HANDED_OUT: set[int] = set()  # ports free_ports has returned in this process
+PORT_FLOOR = 10000  # free_ports picks at or above this (below it lie the well-known services')
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel draws the ports of outgoing connections (and of bind to port 0)
+    from: Linux's ip_local_port_range, else its default."""
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def free_ports(n: int, besides: Collection[int] = ()) -> list[int]:
@@ -326,15 +338,30 @@ def free_ports(n: int, besides: Collection[int] = ()) -> list[int]:
     in `besides` (ports chosen otherwise and not bound yet). A port is free here only until
     its server binds it: picked and let go one at a time, the kernel can hand the same port
     out again (CI once gave a Ray head's metrics exporter and its dashboard agent one port,
-    and the head refused to start), hence each is held bound until all are picked."""
+    and the head refused to start), hence each is held bound until all are picked. And they
+    are picked below the kernel's ephemeral range, at random, where a port is never the local
+    end of an outgoing connection: one picked by binding port 0 was, between the pick and its
+    server's bind (CI: Serve's proxy "Failed to bind to address '127.0.0.1:32823'", Errno 98,
+    and the 36 tests of its farm errored). Where that range leaves too little room below it,
+    the kernel picks (port 0), as before."""
+    low, _ = _ephemeral_ports()
+    pick = random.SystemRandom()
     held: list[socket.socket] = []
     ports: list[int] = []
+    tries = 0
     try:
         while len(ports) < n:
-            held.append(socket.socket())
-            held[-1].bind(("127.0.0.1", 0))
-            port = held[-1].getsockname()[1]
-            if port not in besides and port not in _HANDED_OUT:
+            tries += 1
+            wanted = pick.randrange(PORT_FLOOR, low) if low - PORT_FLOOR >= 1000 and tries <= 1000 else 0
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:  # (in use: another pick)
+                sock.close()
+                continue
+            held.append(sock)
+            port = sock.getsockname()[1]
+            if port not in besides and port not in _HANDED_OUT and port not in ports:
                 ports.append(port)
     finally:
         for s in held:
