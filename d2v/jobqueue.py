@@ -320,7 +320,9 @@ def redis_server_binary() -> str:
 
 
 _HANDED_OUT: set[int] = set()  # ports free_ports has returned in this process
-PORT_FLOOR = 10000  # free_ports picks at or above this (below it lie the well-known services')
+# free_ports picks at or above this: below it lie the well-known services' ports and Ray's
+# workers' (10002-19999 by default: a Redis put at 12463, or Ray's client server at 18222, clashed).
+PORT_FLOOR = 20000
 
 
 def _ephemeral_ports() -> tuple[int, int]:
@@ -342,8 +344,8 @@ def free_ports(n: int, besides: Collection[int] = ()) -> list[int]:
     are picked below the kernel's ephemeral range, at random, where a port is never the local
     end of an outgoing connection: one picked by binding port 0 was, between the pick and its
     server's bind (CI: Serve's proxy "Failed to bind to address '127.0.0.1:32823'", Errno 98,
-    and the 36 tests of its farm errored). Where that range leaves too little room below it,
-    the kernel picks (port 0), as before."""
+    and the 36 tests of its farm errored); nor among Ray's worker ports (`PORT_FLOOR`). Where
+    that range leaves too little room below it, the kernel picks (port 0), as before."""
     low, _ = _ephemeral_ports()
     pick = random.SystemRandom()
     held: list[socket.socket] = []

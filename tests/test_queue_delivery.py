@@ -51,7 +51,8 @@ def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs_from():
     """The ports a farm, its Redis and its S3 server are started on: free, distinct, and none in
     the kernel's ephemeral range, whence every outgoing connection's local port comes (a port
     picked there, by binding port 0, was taken by one before Serve's proxy bound it: CI's
-    "Failed to bind to address '127.0.0.1:32823'", and a farm's 36 tests errored)."""
+    "Failed to bind to address '127.0.0.1:32823'", and a farm's 36 tests errored), nor among
+    the ports Ray gives its workers (a Redis put at 12463 clashed with them)."""
     import socket
 
     from d2v.jobqueue import PORT_FLOOR, _ephemeral_ports, free_ports
@@ -60,6 +61,7 @@ def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs_from():
     assert low - PORT_FLOOR >= 1000  # (this machine's range leaves room below it)
     ports = free_ports(40)
     assert len(set(ports)) == 40 and all(PORT_FLOOR <= p < low for p in ports), ports
+    assert not any(10002 <= p <= 19999 for p in ports)  # (Ray's workers' ports, by default)
     assert not set(ports) & set(free_ports(40))  # (never handed out twice in a process)
     for port in ports[:5]:
         with socket.socket() as s:
