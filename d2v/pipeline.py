@@ -509,8 +509,7 @@ class _Arriving(Mapping):
         self.waited += time.perf_counter() - t0
         if index not in self._kept:
             raise RuntimeError(f"the render stopped before frame {index}")
-        frame = self._kept[index]
-        return frame.rgb() if isinstance(frame, I420) else frame  # (off the render thread)
+        return as_picture(self._kept[index])  # (off the render thread)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices)

@@ -395,8 +395,7 @@ class CameraRenderer:
         to a multiple of 16, so a renderer makes it once or twice, shared by every
         trajectory and thread), made at pyramid level `finest` (only within `window` there,
         where one is given: `_Reach.window`) and coarser: `_Background`."""
-        finest = min(max(0, int(finest)), len(self._levels) - 1)
-        key = 16 * max(1, math.ceil(reach / 16)), finest, window if finest + 1 < len(self._levels) else None
+        key = 16 * max(1, math.ceil(reach / 16)), finest, window
         with self._bg_lock:
             if key not in self._bg_cache:
                 self._bg_cache[key] = self._make_background(*key)
@@ -1684,45 +1683,50 @@ def _matte(rays: "_EdgeRays", layers: _Layers, x, y, own, other, gap_u):
     return ox, oy, _pick(own_front, np.float32(1.0) - cover, cover)
 
 
+def _corner_rays(frame: CameraFrame, layers: _Layers, width: int, height: int):
+    """The rays through the output's corners, as in `_depth_maps`: a ray's image point is A + B u
+    over the layers in front of the camera, u = 1/s from u_lo to u_hi (the plane's 1 among
+    them): (corners (3, 4), A, B (2, 4), u_lo, u_hi), image pixels; None where a corner's ray
+    does not meet the layers' side."""
+    C, c0 = frame.camera_center(), layers.c0
+    s_hi = layers.far
+    s_lo = min(s_hi, max(layers.near, 1.0 - C[2] / c0[2] + 1e-3))
+    corners = np.array([[0.0, width, width, 0.0], [0.0, 0.0, height, height], [1.0, 1.0, 1.0, 1.0]])
+    d = frame.R().T @ np.linalg.inv(frame.K()) @ corners
+    if np.any(d[2] <= 1e-9):
+        return None
+    A = c0[:2, None] - c0[2] * (d[:2] / d[2])
+    B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
+    return corners, A, B, min(1.0 / s_hi, 1.0), max(1.0 / s_lo, 1.0)
+
+
 def _layer_spread(frame: CameraFrame, layers: _Layers, width: int, height: int) -> tuple[float, float]:
     """How far a ray's image point moves between the nearest layer in front of the camera
     and the farthest, at the output's corners (where it is largest): (in image pixels, in
     output pixels there). inf where a corner's ray does not meet the layers' side."""
-    C, c0 = frame.camera_center(), layers.c0
-    if np.linalg.norm(C - c0) <= 1e-6 * abs(c0[2]):
+    if np.linalg.norm(frame.camera_center() - layers.c0) <= 1e-6 * abs(layers.c0[2]):
         return 0.0, 0.0
-    # As in _depth_maps: a ray's image point is A + B / s over the layers in front of the camera.
-    s_hi = layers.far
-    s_lo = min(s_hi, max(layers.near, 1.0 - C[2] / c0[2] + 1e-3))
-    spread = max(1.0 / s_lo, 1.0) - min(1.0 / s_hi, 1.0)
-    corners = np.array([[0.0, width, width, 0.0], [0.0, 0.0, height, height], [1.0, 1.0, 1.0, 1.0]])
-    d = frame.R().T @ np.linalg.inv(frame.K()) @ corners
-    if np.any(d[2] <= 1e-9):
+    rays = _corner_rays(frame, layers, width, height)
+    if rays is None:
         return math.inf, math.inf
-    B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * d[:2] / d[2]
+    corners, _, B, u_lo, u_hi = rays
     G = np.linalg.inv(camera.frame_homography(frame))
     scale = local_scale(G, corners[0], corners[1])  # image pixels per output pixel
-    moved = np.hypot(*B) * spread
+    moved = np.hypot(*B) * (u_hi - u_lo)
     return float(np.max(moved)), float(np.max(moved / np.maximum(scale, 1e-9)))
 
 
 def _layer_box(frame: CameraFrame, layers: _Layers, width: int, height: int) -> np.ndarray:
     """Where on the photo the frame's rays look, at any of the layers in front of the camera:
     (x0, y0, x1, y1), image pixels (inf where a corner's ray does not meet the layers' side).
-    At a layer the frame sees a quadrilateral of the photo whose corners move linearly in 1/s
-    (as in `_depth_maps`: a ray's image point is A + B / s), so the box of the corners at the
-    nearest and the farthest layer holds every point it reads."""
-    C, c0 = frame.camera_center(), layers.c0
-    s_hi = layers.far
-    s_lo = min(s_hi, max(layers.near, 1.0 - C[2] / c0[2] + 1e-3))
-    corners = np.array([[0.0, width, width, 0.0], [0.0, 0.0, height, height], [1.0, 1.0, 1.0, 1.0]])
-    d = frame.R().T @ np.linalg.inv(frame.K()) @ corners
-    if np.any(d[2] <= 1e-9):
+    At a layer the frame sees a quadrilateral of the photo whose corners move linearly in u
+    (`_corner_rays`), so the box of the corners at the nearest and the farthest layer holds
+    every point it reads."""
+    rays = _corner_rays(frame, layers, width, height)
+    if rays is None:
         return np.array([-math.inf, -math.inf, math.inf, math.inf])
-    e = d[:2] / d[2]
-    A = c0[:2, None] - c0[2] * e
-    B = (C[:2, None] - c0[:2, None]) + (c0[2] - C[2]) * e
-    points = np.hstack([A + B * min(1.0 / s_hi, 1.0), A + B * max(1.0 / s_lo, 1.0)])
+    _, A, B, u_lo, u_hi = rays
+    points = np.hstack([A + B * u_lo, A + B * u_hi])
     return np.concatenate([points.min(axis=1), points.max(axis=1)])
 
 
