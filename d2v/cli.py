@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from d2v.errors import D2VError, InvalidPathError, InvalidRequestError
+from d2v.errors import D2VError, InvalidPathError, InvalidRequestError, Stopped
 from d2v.names import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # plain data: `d2v --help` imports no pydantic
 
 EXIT_BAD_INPUT = 2
@@ -1232,8 +1232,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises `Stopped` in the main thread, as Ctrl-C raises KeyboardInterrupt: the
+    default would end the process on the spot, the job it runs left 'running' and its video's
+    temporary file left behind. (`d2v serve` installs its own handlers over this one.)"""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise Stopped("stopped (SIGTERM)")
+
+    # (Only the main thread may set handlers; one set by whoever runs us, or SIG_IGN, stays.)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
+        _stop_on_sigterm()
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         return args.func(args)
@@ -1243,6 +1259,9 @@ def main(argv: list[str] | None = None) -> int:
     except D2VError as e:
         print(f"d2v: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_BAD_INPUT)  # d2v.client's errors: 1 for a farm away or a failed job
+    except Stopped as e:
+        print(f"d2v: {e}", file=sys.stderr)
+        return 143  # (128 + SIGTERM, as the shell reports a process SIGTERM ended)
     except KeyboardInterrupt:
         print("d2v: interrupted", file=sys.stderr)
         return 130

@@ -123,3 +123,8 @@ def user_error(exc: BaseException) -> D2VError | None:
 
 class InvalidLookError(InvalidRequestError):
     """The look is not one d2v knows, or its .cube LUT file is malformed or missing."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: `kill`, a container or service manager): handled
+    as Ctrl-C is, so a job in hand is failed with this reason and no half-written file stays."""

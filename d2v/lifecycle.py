@@ -168,10 +168,28 @@ def process_owner(kind: str) -> str:
 
 
 def has_live_owner(status: JobStatus, now: float | None = None) -> bool:
-    """Running, with an owner whose last heartbeat is within the lease."""
+    """Running, with an owner whose last heartbeat is within the lease, unless the owner is a
+    process of this machine that is gone (a `d2v render` killed: nobody need wait out its lease)."""
     if status.status != "running" or not status.owner or status.heartbeat_at is None:
         return False
-    return (now or time.time()) - status.heartbeat_at <= status.lease_s
+    if (now or time.time()) - status.heartbeat_at > status.lease_s:
+        return False
+    return not _gone_here(status.owner)
+
+
+def _gone_here(owner: str) -> bool:
+    """Whether `owner` ('kind:host:pid', `process_owner`) names a process of this host that no
+    longer exists. (A pid reused since by another process reads as alive: the lease decides.)"""
+    _, host, pid = (owner.split(":") + ["", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # (another user's process: alive)
+        return False
+    return False
 
 
 @dataclass(frozen=True)

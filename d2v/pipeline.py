@@ -29,7 +29,7 @@ from d2v.cost import StageUsage, cuda_device_name, price_table
 from d2v.depth import ImageDepth, depth_for, depth_model_setting
 from d2v.encode import I420, encode_mp4
 from d2v.looks import look_for
-from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError
+from d2v.errors import D2VError, JobBusyError, ModelNotConfiguredError, Stopped
 from d2v.images import LoadedImage, check_depth_header, decode_image
 from d2v.models import CameraTrajectory, DepthSource, FidelityReport, JobResult, Manifest, RenderRequest, job_id_for
 from d2v.render import CameraRenderer, load_depth_map
@@ -260,7 +260,7 @@ def render_job(
     except BaseException as e:  # never leave a 'running' job behind, a bug or Ctrl-C included
         reason = str(e) if isinstance(e, D2VError) else f"internal error: {type(e).__name__}: {e}"
         if isinstance(e, KeyboardInterrupt):
-            reason = "stopped by the user (Ctrl-C)"
+            reason = str(e) if isinstance(e, Stopped) else "stopped by the user (Ctrl-C)"
         try:
             jobs.fail(status, reason)
         except StaleAttempt:

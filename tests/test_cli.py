@@ -225,3 +225,61 @@ def test_serve_hands_every_app_the_malloc_settings_that_keep_its_memory_flat(tmp
     mine = d2v("serve", "--print-config", cwd=tmp_path,
                env_extra={"D2V_REDIS_URL": "redis://127.0.0.1:1/0", "MALLOC_ARENA_MAX": "4"})
     assert yaml.safe_load(mine.stdout)["applications"][0]["runtime_env"]["env_vars"]["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_a_render_stopped_by_sigterm_fails_its_job_and_leaves_no_file(tmp_path):
+    """`kill` (a service manager, a container stopping) is handled as Ctrl-C is: the job is
+    failed with the reason, no temporary video is left beside the output, and rendering again
+    starts at once. (SIGTERM's default would leave the job 'running' and a .part file behind.)"""
+    import signal
+    import time
+
+    exe = shutil.which("d2v", path=str(Path(sys.executable).parent)) or "d2v"
+    env = {**os.environ, "D2V_DATA_DIR": str(tmp_path / "data")}
+    env.pop("D2V_S3_ENDPOINT", None)
+    args = [exe, "render", str(EXAMPLE), "--path", str(PATHS / "pan.json"), "--effect", "pan", "--size", "640x360",
+            "--duration", "20", "--fps", "24", "--motion-blur", "1", "-q", "--no-cache", "-o", "out/clip.mp4"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (found := list((tmp_path / "data").glob("jobs/*/status.json"))) or \
+            json.loads(found[0].read_text())["status"] != "running":
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the frames
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip() == "d2v: stopped (SIGTERM)", (proc.returncode, err)
+    status = json.loads(found[0].read_text())
+    assert status["status"] == "failed" and status["error"] == "stopped (SIGTERM)", status
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    short = [a if a != "20" else "1" for a in args]
+    again = subprocess.run(short, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert probe_video(tmp_path / "out/clip.mp4")["frames"] == 24
+
+
+def test_a_killed_renders_job_is_taken_over_at_once_on_the_same_machine(tmp_path):
+    """SIGKILL leaves no chance to clean up: the job stays 'running' with a fresh heartbeat. Its
+    owner is a process of this machine that no longer exists, so the next render takes the job
+    over at once instead of refusing it for the rest of the lease."""
+    import signal
+    import time
+
+    exe = shutil.which("d2v", path=str(Path(sys.executable).parent)) or "d2v"
+    env = {**os.environ, "D2V_DATA_DIR": str(tmp_path / "data"), "D2V_LEASE_S": "600"}
+    env.pop("D2V_S3_ENDPOINT", None)
+    args = [exe, "render", str(EXAMPLE), "--path", str(PATHS / "pan.json"), "--effect", "pan", "--size", "320x180",
+            "--duration", "6", "--fps", "24", "--motion-blur", "1", "-q", "-o", "out/clip.mp4"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (found := list((tmp_path / "data").glob("jobs/*/status.json"))) or \
+            json.loads(found[0].read_text())["status"] != "running":
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads(found[0].read_text())["status"] == "running"
+    again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(found[0].read_text())["status"] == "succeeded"
+    assert probe_video(tmp_path / "out/clip.mp4")["frames"] == 144
