@@ -52,7 +52,7 @@ from typing import Callable, Protocol
 
 from d2v.errors import D2VError, ObjectNotFoundError, StoreUnavailableError
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
-from d2v.store import Store, VersionChanged, job_key, validate_job_id
+from d2v.store import ABSENT, Store, VersionChanged, job_key, validate_job_id
 
 # Names of a job's files under jobs/{id}/.
 REQUEST = "request.json"
@@ -272,8 +272,10 @@ class Jobs:
 
     # -- moving -----------------------------------------------------------------------
 
-    def _put(self, status: JobStatus, store: Store | None = None, version: str | None = None) -> None:
-        """Write status.json; with `version`, only if it is still the one read (else StaleAttempt)."""
+    def _put(self, status: JobStatus, store: Store | None = None, version: str | None = None,
+             claiming: bool = False) -> None:
+        """Write status.json; with `version`, only if it is still the one read (else StaleAttempt:
+        logged, but for a claim, where losing to another claimant is the normal outcome)."""
         key, data = job_key(status.job_id, STATUS), status.model_dump_json(indent=2).encode()
         if version is None:
             (store or self.store).put_bytes(key, data)
@@ -281,6 +283,8 @@ class Jobs:
         try:
             (store or self.store).put_if_version(key, data, version)
         except VersionChanged:
+            if claiming:
+                raise StaleAttempt(f"job {status.job_id}: another attempt claimed it first") from None
             self._refuse(status, "the job's status was written by someone else since it was read")
 
     def check_attempt(self, status: JobStatus) -> str | None:
@@ -315,7 +319,8 @@ class Jobs:
         raise StaleAttempt(f"job {status.job_id}: attempt {status.attempt_id} of {status.owner} is no longer "
                            f"the job's ({why}); its write was refused")
 
-    def _write(self, status: JobStatus, to: str, *, checked: bool = False, version: str | None = None) -> JobStatus:
+    def _write(self, status: JobStatus, to: str, *, checked: bool = False, version: str | None = None,
+               claiming: bool = False) -> JobStatus:
         """Move the job to `to`. `checked`: an attempt's write that `check_attempt` has just
         passed; it goes through the bounded store, to land within the lease the check renewed.
         `version`: written only if status.json is still at it."""
@@ -324,7 +329,7 @@ class Jobs:
         was_unfinished = status.status in UNFINISHED
         status.status = to
         status.updated_at = now_iso()
-        self._put(status, self.attempt_store if checked else None, version)
+        self._put(status, self.attempt_store if checked else None, version, claiming)
         # The marker follows the status: written before a job can be lost, removed after it is done.
         if to in UNFINISHED and not was_unfinished:
             self.store.put_bytes(ACTIVE_PREFIX + status.job_id, b"")
@@ -358,7 +363,7 @@ class Jobs:
                 data, version = self.store.get_versioned(job_key(job_id, STATUS))
                 status = JobStatus.model_validate_json(data)
             except ObjectNotFoundError:
-                pass
+                version = ABSENT  # (of two renders of a new job started together, one creates it)
         fresh = status is None
         if fresh:
             status = JobStatus(job_id=validate_job_id(job_id), status="queued", created_at=now_iso())
@@ -375,7 +380,7 @@ class Jobs:
         if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
             self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
         try:
-            claimed = Claim(self._write(status, "running", version=version))
+            claimed = Claim(self._write(status, "running", version=version, claiming=True))
         except StaleAttempt:
             return Claim(None, "another attempt claimed it at the same moment")
         self._claimed_at[job_id] = time.monotonic()

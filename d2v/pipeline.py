@@ -230,7 +230,8 @@ def render_job(
     # the same image and request): then say who, rather than render it twice.
     claim = jobs.claim(job_id, owner or process_owner("cli"), rerun=True)
     if claim.status is None:
-        raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it or pass --no-cache")
+        raise JobBusyError(f"job {job_id} is not free: {claim.reason}; wait for it"
+                           + (" or pass --no-cache" if use_cache else ", then render again"))
     status = claim.status
     try:  # from the claim on, every write is inside: a store error fails the job, never leaves it running
         store.put_bytes(input_key(job_id, image.extension), image_bytes)

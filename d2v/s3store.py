@@ -134,7 +134,8 @@ class S3Store(Store):
         MinIO and SeaweedFS answer 412 when the object changed). minio-py's put_object turns
         unknown headers into user metadata, so this goes through its request method with the
         header as is; small objects only (one PUT, no multipart)."""
-        headers = {"Content-Type": content_type_for(key), "If-Match": version}
+        # (If-None-Match: * for ABSENT: the PUT creates the object or is refused with 412.)
+        headers = {"Content-Type": content_type_for(key), **({"If-Match": version} if version else {"If-None-Match": "*"})}
         try:
             self.client._put_object(self.bucket, check_key(key), data, headers)
         except S3Error as e:

@@ -71,6 +71,9 @@ class VersionChanged(RuntimeError):
     """A conditional write (`Store.put_if_version`) found the object changed since it was read."""
 
 
+ABSENT = ""  # the version of an object that does not exist: `put_if_version` with it creates it, once
+
+
 class Store(ABC):
     """Objects by key. Implementations must make `put_*` atomic: a reader sees the whole
     old object or the whole new one, never a partial write. `get_versioned` and
@@ -116,7 +119,8 @@ class Store(ABC):
     @abstractmethod
     def put_if_version(self, key: str, data: bytes, version: str) -> None:
         """Write the object only if it is still at `version`, in one step (no write of another
-        process can land between the compare and the write); VersionChanged when it is not."""
+        process can land between the compare and the write); VersionChanged when it is not.
+        `ABSENT`: only if there is no such object yet (of two creators, one wins)."""
 
     def copy(self, source_key: str, key: str) -> None:
         """Copy an object within the store (a server-side copy on S3)."""
@@ -182,11 +186,12 @@ class LocalStore(Store):
 
     def put_if_version(self, key: str, data: bytes, version: str) -> None:
         path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with self._folder_locked(path):
             try:
                 current = self._version(path.read_bytes())
             except FileNotFoundError:
-                current = None
+                current = ABSENT
             if current != version:
                 raise VersionChanged(f"{key} changed since it was read")
             self._replace(path, data)

@@ -4,6 +4,7 @@ Redis that is away answering in seconds with a named error."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -77,11 +78,12 @@ class RacingStore(LocalStore):
         self.rival = rival
 
     def get_versioned(self, key):
-        read = super().get_versioned(key)
-        if self.rival is not None and key.endswith("status.json"):
-            rival, self.rival = self.rival, None
-            assert rival().status is not None
-        return read
+        try:
+            return super().get_versioned(key)
+        finally:  # (whether it found the job or not)
+            if self.rival is not None and key.endswith("status.json"):
+                rival, self.rival = self.rival, None
+                assert rival().status is not None
 
 
 def test_of_two_takeovers_of_a_silent_job_exactly_one_runs_it(tmp_path):
@@ -94,6 +96,37 @@ def test_of_two_takeovers_of_a_silent_job_exactly_one_runs_it(tmp_path):
     assert lost.status is None and "same moment" in lost.reason
     stored = Jobs(LocalStore(root)).get(job)
     assert (stored.owner, stored.status, stored.attempts) == ("cli:b", "running", 2)
+
+
+def test_of_two_renders_of_a_new_job_started_together_exactly_one_runs_it(tmp_path):
+    """Two `d2v render --no-cache` of the same image and request at once: both find no job;
+    the one whose creation lands second is refused (it once overwrote the first's claim, and
+    the first, refused its writes half way, had written its video all the same)."""
+    root = tmp_path / "store"
+    job = new_job_id()
+    racing = RacingStore(root, rival=lambda: Jobs(LocalStore(root)).claim(job, "cli:b", rerun=True))
+    lost = Jobs(racing).claim(job, "cli:a", rerun=True)
+    assert lost.status is None and "same moment" in lost.reason
+    stored = Jobs(LocalStore(root)).get(job)
+    assert (stored.owner, stored.status, stored.attempts) == ("cli:b", "running", 1)
+
+
+def test_an_owner_process_of_this_machine_that_is_gone_is_not_live(jobs):
+    """A killed `d2v render` (SIGKILL: no chance to fail its job) need not be waited for: its
+    heartbeat is fresh, but its process is gone. Another machine's owner, or a live one, is."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for owner, live in [(f"cli:{socket.gethostname()}:{gone.pid}", False),
+                        (f"cli:{socket.gethostname()}:{os.getpid()}", True),
+                        (f"cli:another-host:{gone.pid}", True), ("farm:a1b2c3", True)]:
+        job = new_job_id()
+        status = jobs.claim(job, owner).status
+        assert has_live_owner(status) is live, owner
+        assert (jobs.claim(job, "cli:next").status is None) is live, owner
 
 
 def test_a_finished_job_is_not_claimed_again_unless_rerun(jobs):
@@ -282,7 +315,7 @@ def test_a_cli_render_whose_final_write_fails_ends_failed_not_running(tmp_path):
 def test_a_conditional_write_is_refused_once_another_write_landed(tmp_path, request, where):
     """Store.put_if_version, what the lifecycle's compare-and-set rests on: If-Match on a real
     S3 server (SeaweedFS), a folder lock on a directory."""
-    from d2v.store import VersionChanged
+    from d2v.store import ABSENT, VersionChanged
 
     store = LocalStore(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_store")
     store.put_bytes("jobs/x/status.json", b'{"v": 1}')
@@ -295,6 +328,11 @@ def test_a_conditional_write_is_refused_once_another_write_landed(tmp_path, requ
     assert data == b'{"v": 2}'
     store.put_if_version("jobs/x/status.json", b'{"v": 3}', version)  # read afresh: ours
     assert store.get_bytes("jobs/x/status.json") == b'{"v": 3}'
+    # ABSENT: created once; a second creator is refused, the first's object stays.
+    store.put_if_version("jobs/y/status.json", b'{"w": 1}', ABSENT)
+    with pytest.raises(VersionChanged):
+        store.put_if_version("jobs/y/status.json", b'{"w": 2}', ABSENT)
+    assert store.get_bytes("jobs/y/status.json") == b'{"w": 1}'
 
 
 def test_a_cli_heartbeat_that_compared_before_the_reconciler_failed_its_job_is_refused(jobs, caplog):
