@@ -34,7 +34,6 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from d2v.errors import D2VError, InvalidPathError, InvalidRequestError, Stopped
 from d2v.names import EFFECTS, LOOKS, LUT_SUFFIX, POST_EFFECTS  # plain data: `d2v --help` imports no pydantic
@@ -73,16 +72,6 @@ def _size(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 1024x576, got {text!r}") from None
-
-
-def _read_json_file(path: str, what: str, error: type[D2VError]) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"{what} file not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise error(f"{what} file {p} is not valid JSON: {e or 'nested too deep'}") from None
 
 
 
@@ -172,7 +161,7 @@ def _is_lut_file(look: str | None) -> bool:
 
 def _request_from_args(args: argparse.Namespace):
     """The request the flags ask for: only the flags given (see _add_request_flags)."""
-    from d2v.models import DEPTH_MODES, parse_request  # `--depth`: a mode, or a file
+    from d2v.models import DEPTH_MODES, parse_request, read_json_file  # `--depth`: a mode, or a file
 
     given = {field: value for field in FLAG_FIELDS
              if (value := getattr(args, FLAG_DEST.get(field, field), None)) is not None}
@@ -188,9 +177,9 @@ def _request_from_args(args: argparse.Namespace):
     given.update(subject_fields(getattr(args, "subject", ()), getattr(args, "subjects", None),
                                 getattr(args, "still", ())))
     if getattr(args, "path", None) is not None:
-        given["path"] = _read_json_file(args.path, "path", InvalidPathError)
+        given["path"] = read_json_file(args.path, "path", InvalidPathError)
     if getattr(args, "camera", None) is not None:
-        given["camera"] = _read_json_file(args.camera, "camera", InvalidRequestError)
+        given["camera"] = read_json_file(args.camera, "camera")
     return parse_request(given)
 
 
@@ -201,7 +190,12 @@ def _lut_bytes(look: str | None) -> bytes | None:
     p = Path(look)
     if not p.is_file():
         raise InvalidRequestError(f"look file not found: {p} (a {LUT_SUFFIX} 3D LUT, or one of: {', '.join(LOOKS)})")
+    from d2v.looks import MAX_LUT_BYTES
+
     try:
+        if (size := p.stat().st_size) > MAX_LUT_BYTES:
+            raise InvalidRequestError(f"look file {p} is {size / 2**20:.0f} MiB; the limit is "
+                                      f"{MAX_LUT_BYTES / 2**20:.0f} MiB (a 65-point .cube is about 7 MiB)")
         return p.read_bytes()
     except OSError as e:
         raise InvalidRequestError(f"cannot read look file {p}: {e.strerror}") from None
@@ -355,6 +349,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 EXIT_FOLLOWED, EXIT_MISSED, EXIT_UNMEASURED, EXIT_CLAMPED = 0, 1, 3, 4
+MAX_CHECK_SAMPLES = 240  # `d2v check --samples`: ten seconds of 24 fps, every frame
 # Post effects that keep each frame the camera's own frame at its own time (glitch touches a
 # few frames): the video can be measured against the camera move. The others re-time or
 # reshape the frames.
@@ -375,6 +370,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from d2v.subject_check import draw_subjects, measure_with_subjects
     from d2v.trajectory import move_points
 
+    if not 2 <= args.samples <= MAX_CHECK_SAMPLES:
+        raise InvalidRequestError(f"--samples must be 2..{MAX_CHECK_SAMPLES}, got {args.samples}")
+    if args.picture:  # (refused now, not after the whole check)
+        picture_path = Path(args.picture)
+        if picture_path.suffix.lower() not in (".png", ".jpg", ".jpeg") or picture_path.is_dir():
+            raise InvalidRequestError(f"--picture must name a .png (or .jpg) file, got {args.picture}")
+        if not picture_path.parent.is_dir():
+            raise InvalidRequestError(f"--picture: no folder {picture_path.parent} to write {picture_path.name} in")
     from_job = bool(args.job or args.manifest)
     flat = args.depth == "none"  # (checked as flat on purpose: no note that depth was left out)
     check = _job_check(args) if from_job else _flags_check(args)
@@ -447,10 +450,12 @@ def _job_check(args: argparse.Namespace):
     preset expanded), the photo and depth it was rendered from, its video (or VIDEO)."""
     import tempfile
 
+    from pydantic import ValidationError
+
     from d2v.depth import cached_depth
     from d2v.images import decode_image, read_image_bytes
     from d2v.lifecycle import DEPTH, INPUT_PREFIX, Jobs, file_key, job_key
-    from d2v.models import DEPTH_MODES, Manifest
+    from d2v.models import DEPTH_MODES, Manifest, one_line_errors
     from d2v.render import load_depth_map
 
     if args.path is not None or args.camera is not None:
@@ -472,6 +477,8 @@ def _job_check(args: argparse.Namespace):
             manifest = Manifest.model_validate_json(where.read_bytes())
         except OSError as e:
             raise InvalidRequestError(f"cannot read the manifest {where}: {e.strerror}") from None
+        except ValidationError as e:
+            raise InvalidRequestError(f"{where} is not a d2v manifest: {one_line_errors(e, limit=3)}") from None
         except ValueError as e:
             raise InvalidRequestError(f"{where} is not a d2v manifest: {str(e).splitlines()[0]}") from None
         folder = where.parent  # a local store's job folder holds the photo and the video beside it
@@ -573,11 +580,23 @@ def cmd_models_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_folder(directory: str) -> str:
+    """Where `models make-tiny*` writes: a folder that is not a file, made if need be."""
+    p = Path(directory)
+    if p.exists() and not p.is_dir():
+        raise InvalidRequestError(f"{p} is a file: give a folder to write the model into")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidRequestError(f"cannot make the folder {p}: {e.strerror}") from None
+    return directory
+
+
 def cmd_models_make_tiny(args: argparse.Namespace) -> int:
     from d2v.bases import BASES
     from d2v.bases.tiny import make_tiny
 
-    out = make_tiny(args.base, args.directory, seed=args.seed)
+    out = make_tiny(args.base, _model_folder(args.directory), seed=args.seed)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     base = BASES[args.base]
     print(f"wrote a tiny random-weight {args.base} pipeline ({base.title}'s layout) to {out} ({size / 2**20:.1f} MiB)")
@@ -588,7 +607,7 @@ def cmd_models_make_tiny(args: argparse.Namespace) -> int:
 def cmd_models_make_tiny_depth(args: argparse.Namespace) -> int:
     from d2v.depth import make_tiny_depth
 
-    out = make_tiny_depth(args.directory, seed=args.seed, kind=args.kind)
+    out = make_tiny_depth(_model_folder(args.directory), seed=args.seed, kind=args.kind)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(f"wrote a tiny random-weight depth model to {out} ({size / 2**10:.0f} KiB)")
     print(f"try: D2V_DEPTH_MODEL={out} d2v depth IMAGE -o depth.png")
@@ -1232,6 +1251,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments that name a file or folder: given as '' (an unset shell variable), Path('') is '.',
+# the current folder, which the commands would read, or write models into, as if named.
+_FILE_ARGS = ("image", "input", "video", "directory", "output", "path", "depth", "camera", "subjects", "still",
+              "subject", "picture", "manifest", "look", "config")
+
+
+def _refuse_empty_file_names(args: argparse.Namespace) -> None:
+    for dest in _FILE_ARGS:
+        value = getattr(args, dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            flag = dest if dest in ("image", "input", "video", "directory") else "--" + dest
+            raise _UsageError(f"{flag} is an empty name: give a {'folder' if dest == 'directory' else 'file'}")
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM raises `Stopped` in the main thread, as Ctrl-C raises KeyboardInterrupt: the
     default would end the process on the spot, the job it runs left 'running' and its video's
@@ -1252,6 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
         _stop_on_sigterm()
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
+        _refuse_empty_file_names(args)
         return args.func(args)
     except _UsageError as e:
         print(f"d2v: error: {e}", file=sys.stderr)

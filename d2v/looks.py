@@ -52,6 +52,7 @@ from d2v.models import LOOKS, LUT_SUFFIX, RenderRequest
 
 GRID = 33  # the named looks' LUT size: the industry's usual, smooth curves need no more
 MAX_CUBE_SIZE = 256  # larger .cube grids are refused (a 256^3 table is already 200 MB of text)
+MAX_LUT_BYTES = 16 * 2**20  # .cube files larger are refused unread (a 65-point one is about 7 MiB of text)
 PILLOW_MAX_SIZE = 65  # Color3DLUT's largest grid; larger .cube files are resampled to it
 
 
@@ -317,7 +318,11 @@ def parse_cube(data: bytes, name: str = "look.cube") -> Look:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidLookError(f"{name}: not a text file (a .cube LUT is text: LUT_3D_SIZE, then rows of r g b)") from None
+        # Older tools write a TITLE or comments in Latin-1: the table itself is ASCII either way.
+        if b"\0" in data:
+            raise InvalidLookError(f"{name}: not a text file (a .cube LUT is text: LUT_3D_SIZE, then rows of r g b)"
+                                   ) from None
+        text = data.decode("latin-1")
     size = None
     domain_min, domain_max = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     rows: list[tuple[float, float, float]] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
@@ -98,8 +99,10 @@ class PathPoint(BaseModel):
 
 
 class Canvas(BaseModel):
-    width: float = Field(gt=0, description="width of the drawing canvas, in canvas units")
-    height: float = Field(gt=0, description="height of the drawing canvas, in canvas units")
+    # (At most 1e9 units: a wider canvas is a number gone wrong, and would squeeze every point
+    # drawn on it into one pixel.)
+    width: float = Field(gt=0, le=1e9, description="width of the drawing canvas, in canvas units")
+    height: float = Field(gt=0, le=1e9, description="height of the drawing canvas, in canvas units")
 
     @field_validator("width", "height", mode="before")
     @classmethod
@@ -141,10 +144,14 @@ class DrawnPath(BaseModel):
 
     def image_points(self, image_width: int, image_height: int) -> np.ndarray:
         """Points in image pixels (continuous coordinates, origin at the top-left corner), (N, 2)."""
+        from d2v.pathshape import check_reach
+
         xy = np.array([[p.x, p.y] for p in self.points], dtype=np.float64)
         if self.canvas is not None:
-            xy[:, 0] *= image_width / self.canvas.width
-            xy[:, 1] *= image_height / self.canvas.height
+            with np.errstate(all="ignore"):  # (an overflow is refused by check_reach)
+                xy[:, 0] *= image_width / self.canvas.width
+                xy[:, 1] *= image_height / self.canvas.height
+        check_reach(xy, "path")
         return xy
 
     def times(self) -> np.ndarray | None:
@@ -187,7 +194,10 @@ class Region(BaseModel):
 
     def image_points(self, points: list[PathPoint], image_width: int, image_height: int) -> np.ndarray:
         """Brush or polygon points in image pixels, (N, 2)."""
-        return DrawnPath.model_construct(canvas=self.canvas, points=points).image_points(image_width, image_height)
+        try:
+            return DrawnPath.model_construct(canvas=self.canvas, points=points).image_points(image_width, image_height)
+        except InvalidPathError as e:
+            raise InvalidRequestError(str(e).replace("invalid path", "invalid subject region", 1)) from None
 
 
 class Subject(BaseModel):
@@ -699,9 +709,28 @@ class Manifest(BaseModel):
     d2v_version: str
 
 
-def _one_line(err: ValidationError) -> str:
+def read_json_file(path: str | Path, what: str, error: type[D2VError] = InvalidRequestError) -> Any:
+    """A request's part from a JSON file (`what`: "path", "camera", "--subjects"): a UTF-8
+    byte-order mark allowed (Windows editors write one); `null` or a missing or broken file
+    is `error`, naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise error(f"{what} file {p} is not valid JSON: {e or 'nested too deep'}") from None
+    if data is None:
+        raise error(f"{what} file {p} holds null: nothing to read")
+    return data
+
+
+def one_line_errors(err: ValidationError, limit: int | None = None) -> str:
+    """A validation error's problems on one line, field by field (the first `limit`, and how
+    many more)."""
     parts = []
-    for e in err.errors():
+    problems = err.errors()
+    for e in problems[:limit]:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "missing":
@@ -709,11 +738,12 @@ def _one_line(err: ValidationError) -> str:
         elif e["type"] == "extra_forbidden":
             msg = "is not a known field"
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    more = len(problems) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more else "")
 
 
 def _raise_named(err: ValidationError, what: str) -> None:
-    message = f"invalid {what}: {_one_line(err)}"
+    message = f"invalid {what}: {one_line_errors(err)}"
     locs = [e["loc"] for e in err.errors()]
     if any(loc and loc[0] == "effect" for loc in locs):
         raise UnknownEffectError(message) from None
@@ -751,7 +781,7 @@ def parse_camera(data: Any) -> TypedCamera:
     try:
         return TypedCamera.model_validate(data)
     except ValidationError as e:
-        raise InvalidRequestError(f"invalid camera: {_one_line(e)}") from None
+        raise InvalidRequestError(f"invalid camera: {one_line_errors(e)}") from None
 
 
 MAX_JSON_DEPTH = 16  # a request nests 4 deep (request > path > points > point); allow some slack

@@ -84,12 +84,20 @@ def _as_points(xy: np.ndarray) -> np.ndarray:
         raise InvalidPathError(f"invalid path: expected (N, 2) points, got shape {pts.shape}")
     if not np.all(np.isfinite(pts)):
         raise InvalidPathError("invalid path: points must be finite numbers")
-    if pts.size and (farthest := float(np.abs(pts).max())) > MAX_COORDINATE_PX:
+    check_reach(pts, "path")
+    return pts
+
+
+def check_reach(pts: np.ndarray, what: str) -> None:
+    """Points in image pixels (a path's, a region's) must lie within MAX_COORDINATE_PX of the
+    image: farther ones are a canvas size or a number gone wrong, and overflow what draws them."""
+    with np.errstate(all="ignore"):  # (inf or nan: refused below, without numpy's warnings)
+        farthest = float(np.abs(pts).max()) if pts.size else 0.0
+    if not farthest <= MAX_COORDINATE_PX:
         raise InvalidPathError(
-            f"invalid path: a point lies {farthest:.3g} pixels from the image; points must be within "
+            f"invalid {what}: a point lies {farthest:.3g} pixels from the image; points must be within "
             f"{MAX_COORDINATE_PX:.0e} pixels of it (is the canvas size right?)"
         )
-    return pts
 
 
 def dedupe(xy: np.ndarray) -> np.ndarray:

@@ -40,7 +40,6 @@ out of the frame smears as a filmed one does. Its sub-frames move the subject, n
 from __future__ import annotations
 
 import base64
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ import numpy as np
 from d2v import camera
 from d2v.errors import InvalidRequestError
 from d2v.inpaint import fill_smooth, inpaint_hole
-from d2v.models import CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject
+from d2v.models import CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject, read_json_file
 from d2v.render import CameraRenderer
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS
 
@@ -679,15 +678,6 @@ def canvas_of(request: RenderRequest, width: int, height: int) -> Canvas:
 # -- from files (the CLI, batch lines) --------------------------------------------------------
 
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise InvalidRequestError(f"{what}: file not found: {path}")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise InvalidRequestError(f"{what}: {path} is not valid JSON: {e}") from None
-
-
 def _with_mask_files(regions: list, base: Path, what: str) -> list:
     """Regions (JSON) whose `mask` is a file path (relative to `base`) carry the file instead."""
     out = []
@@ -710,13 +700,16 @@ def subject_fields(subject_args: Sequence[str] = (), subjects_file: str | None =
     subjects, still = [], []
     if subjects_file:
         f = Path(subjects_file)
-        data = _read_json(f, "--subjects")
+        data = read_json_file(f, "--subjects")
         if isinstance(data, list):
             data = {"subjects": data}
-        if not isinstance(data, dict):
+        listed = (data.get("subjects", []), data.get("still", [])) if isinstance(data, dict) else (None, None)
+        if not all(isinstance(v, list) for v in listed):
             raise InvalidRequestError(f"--subjects: {f} must hold a list of subjects or {{\"subjects\": [...]}}")
-        subjects += [s for s in data.get("subjects", [])]
-        still += list(data.get("still", []))
+        if not any(listed):
+            raise InvalidRequestError(f"--subjects: {f} holds no subjects (and no still regions)")
+        subjects += listed[0]
+        still += listed[1]
         folder = f.parent
         subjects = [{**s, "region": _with_mask_files([s.get("region")], folder, f"subjects[{i}].region")[0]}
                     if isinstance(s, dict) else s for i, s in enumerate(subjects)]
@@ -730,7 +723,7 @@ def subject_fields(subject_args: Sequence[str] = (), subjects_file: str | None =
         if not Path(mask).is_file():
             raise InvalidRequestError(f"subjects[{i}].region.mask: file not found: {mask}")
         subjects.append({"region": {"mask": mask_data_url(Path(mask).read_bytes())},
-                         "path": _read_json(Path(path), f"subjects[{i}].path")})
+                         "path": read_json_file(path, f"subjects[{i}].path")})
     for arg in still_args:
         still += _with_mask_files([{"mask": arg}], base or Path("."), "still")
     fields = {}

@@ -62,7 +62,7 @@ from d2v.images import (
 )
 from d2v.subjects import attach_masks, mask_names, outline_answer
 from d2v.jobqueue import JobQueue
-from d2v.looks import parse_cube
+from d2v.looks import MAX_LUT_BYTES, parse_cube
 from d2v.lifecycle import (
     DEPTH, FIDELITY, INPUT_PREFIX, LUT, MANIFEST, POSTER, REQUEST, VIDEO, Jobs, StaleAttempt, file_key, input_key,
     new_job_id, tenant_of,
@@ -88,7 +88,6 @@ HEALTH_TIMEOUT_S = 1.0  # /healthz: a dependency that takes longer counts as dow
 DEPENDENCY_TIMEOUT_S = 1.5  # a request waits this long for the store or the queue, then 503 (clients: 2 s)
 BODY_IDLE_TIMEOUT_S = 8.0  # an upload that sends nothing for this long is refused (408)
 STORE_PUT_TIMEOUT_S = 30.0  # storing an upload (up to 50 MiB) before the 202
-MAX_LUT_BYTES = 16 * 2**20  # a 65-point .cube is about 7 MiB of text
 MAX_UPLOAD_FILES = 12  # image, depth, lut and the subjects' and still regions' mask images
 MAX_LIST = 100  # GET /v1/jobs?limit=: the most jobs one listing returns (each is a status read)
 STATS_TIMEOUT_S = 20.0  # GET /v1/stats: the most work one report does (a LIST of the store per day of the span)

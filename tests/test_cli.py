@@ -283,3 +283,70 @@ def test_a_killed_renders_job_is_taken_over_at_once_on_the_same_machine(tmp_path
     assert again.returncode == 0, again.stderr
     assert json.loads(found[0].read_text())["status"] == "succeeded"
     assert probe_video(tmp_path / "out/clip.mp4")["frames"] == 144
+
+
+@pytest.mark.parametrize("case, words", [
+    ("image ''", "image is an empty name"),
+    ("-o ''", "--output is an empty name"),
+    ("--depth ''", "--depth is an empty name"),
+    ("camera null", "holds null"),
+    ("subjects {}", "holds no subjects"),
+    ("canvas 1e308", "path.canvas.width: Input should be less than or equal to 1000000000"),
+    ("polygon 1e308", "invalid subject region: a point lies 1e+308 pixels from the image"),
+    ("look 17 MiB", "the limit is 16 MiB"),
+    ("check --picture x.mp4", "--picture must name a .png"),
+    ("check --samples 0", "--samples must be 2..240"),
+    ("check --manifest {}", "is not a d2v manifest: job_id: is required; request: is required"),
+    ("make-tiny-depth FILE", "is a file: give a folder"),
+    ("make-tiny-depth ''", "directory is an empty name: give a folder"),
+])
+def test_more_bad_input_gives_one_line_and_exit_2(tmp_path, case, words):
+    """An audit's findings: each once a traceback, an 'internal error', a wrong message or
+    (an empty name read as '.') work done in the current folder."""
+    (tmp_path / "null.json").write_text("null")
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "canvas.json").write_text('{"canvas": {"width": 1e308, "height": 1e308}, '
+                                          '"points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}')
+    (tmp_path / "polygon.json").write_text('{"subjects": [{"region": {"polygon": [{"x": 1e308, "y": 0}, {"x": 10, "y": 0}, '
+                                           '{"x": 10, "y": 10}]}, "path": [{"x": 100, "y": 100}, {"x": 150, "y": 120}]}]}')
+    with open(tmp_path / "big.cube", "w") as f:
+        f.write("LUT_3D_SIZE 256\n")
+        f.truncate(17 * 2**20)
+    path = str(PATHS / "zoom_in.json")
+    render = ["render", EXAMPLE, "--size", "128x96", "--duration", "1", "--fps", "8"]
+    check = ["check", "clip.mp4", "--image", EXAMPLE, "--path", path]
+    args = {
+        "image ''": ["render", "", "--path", path, "-o", "x.mp4"],
+        "-o ''": [*render, "--path", path, "-o", ""],
+        "--depth ''": [*render, "--path", path, "--depth", "", "-o", "x.mp4"],
+        "camera null": [*render, "--camera", "null.json", "-o", "x.mp4"],
+        "subjects {}": [*render, "--subjects", "empty.json", "-o", "x.mp4"],
+        "canvas 1e308": [*render, "--path", "canvas.json", "-o", "x.mp4"],
+        "polygon 1e308": [*render, "--subjects", "polygon.json", "-o", "x.mp4"],
+        "look 17 MiB": [*render, "--path", path, "--look", "big.cube", "-o", "x.mp4"],
+        "check --picture x.mp4": [*check, "--picture", "x.mp4"],
+        "check --samples 0": [*check, "--samples", "0"],
+        "check --manifest {}": ["check", "clip.mp4", "--manifest", "empty.json"],
+        "make-tiny-depth FILE": ["models", "make-tiny-depth", "null.json"],
+        "make-tiny-depth ''": ["models", "make-tiny-depth", ""],
+    }[case]
+    if case.startswith("check"):
+        assert d2v(*render, "--path", path, "-o", "clip.mp4", cwd=tmp_path).returncode == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = d2v(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "data") == [n for n in before if n != "data"]
+
+
+def test_a_bom_in_json_and_latin1_in_a_cube_title_are_read(tmp_path):
+    """Windows editors start JSON with a byte-order mark; older LUT tools write a TITLE in
+    Latin-1. Both were refused ("Unexpected UTF-8 BOM", "not a text file")."""
+    path = (PATHS / "zoom_in.json").read_text()
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + path.encode())
+    cube = ['TITLE "caf\xe9"', "LUT_3D_SIZE 2"] + [f"{r} {g} {b}" for b in (0, 1) for g in (0, 1) for r in (0, 1)]
+    (tmp_path / "title.cube").write_bytes("\n".join(cube).encode("latin-1"))
+    r = d2v("render", EXAMPLE, "--path", "bom.json", "--look", "title.cube", "--size", "128x96", "--duration", "1",
+            "--fps", "8", "-o", "x.mp4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert probe_video(tmp_path / "x.mp4")["frames"] == 8

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from d2v.errors import ModelNotConfiguredError
+from d2v.errors import InvalidRequestError, ModelNotConfiguredError
 from d2v.models import CameraTrajectory, FidelityAttempt, RenderRequest
 
 if TYPE_CHECKING:
@@ -60,10 +60,19 @@ def resolve_device(device: str | None) -> str:
 
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(str(device))
+    except (RuntimeError, ValueError):
+        raise InvalidRequestError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        log.warning("device %s requested but torch sees no CUDA GPU: the model runs on the CPU", device)
+        if device not in _warned:  # (once: a load resolves its device more than once)
+            _warned.add(device)
+            log.warning("device %s requested but torch sees no CUDA GPU: the model runs on the CPU", device)
         return "cpu"
     return str(device)
+
+
+_warned: set = set()
 
 
 class SharedModels:
