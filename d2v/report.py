@@ -31,14 +31,18 @@ MAX_SPAN = timedelta(days=366)
 
 
 def parse_since(text: str) -> timedelta:
-    """'30m', '24h', '7d', '2w' -> a timedelta."""
+    """'30m', '24h', '7d', '2w' -> a timedelta, more than 0 and at most MAX_SPAN."""
     m = _SPAN.match(text or "")
     if not m:
         raise InvalidRequestError(f"since: {text!r} is not a span; use a number and m, h, d or w (e.g. 7d, 24h)")
-    span = timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
-    if span > MAX_SPAN:
-        raise InvalidRequestError(f"since: {text!r} is more than {MAX_SPAN.days} days; report a shorter span")
-    return span
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]  # bounded before timedelta, which overflows on 1e20 w
+    if seconds > MAX_SPAN.total_seconds():
+        raise InvalidRequestError(f"since: {text!r} is more than {MAX_SPAN.days} days; report a shorter span "
+                                  "(e.g. 30d, 52w)")
+    if timedelta(seconds=seconds) <= timedelta(0):
+        raise InvalidRequestError(f"since: {text!r} is an empty span; use a number above 0 and m, h, d or w "
+                                  "(e.g. 7d, 24h)")
+    return timedelta(seconds=seconds)
 
 
 def kpis(records: list[JobRecord]) -> dict:

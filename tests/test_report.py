@@ -177,3 +177,13 @@ def test_a_bad_span_is_a_one_line_error(tmp_path, monkeypatch, capsys, since):
     monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path))
     code, out, err = cli(capsys, "report", "--since", since)
     assert code == 2 and out == "" and err.count("\n") == 1 and "since" in err
+
+
+@pytest.mark.parametrize("since", ["99999999999999999999w", "9" * 400 + "d", "0d", "0.0000000001m", "367d"])
+def test_an_absurd_or_empty_span_is_refused_with_the_accepted_form(tmp_path, monkeypatch, capsys, since):
+    """99999999999999999999w overflowed timedelta (exit 1, 'internal error'); 0d reported
+    an empty window as if it were a report."""
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path))
+    code, out, err = cli(capsys, "report", "--since", since)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"d2v: error: since: {since!r}") and "(e.g." in err and "internal" not in err
