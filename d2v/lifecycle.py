@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
-from d2v.errors import D2VError, ObjectNotFoundError, StoreUnavailableError
+from d2v.errors import D2VError, ObjectNotFoundError, StoreUnavailableError, user_error
 from d2v.models import JobResult, JobStatus, Manifest, RenderRequest
 from d2v.store import ABSENT, Store, VersionChanged, job_key, validate_job_id
 
@@ -204,7 +204,7 @@ class JobRecord:
 
     finished_at: datetime
     job_id: str
-    status: str  # succeeded | failed
+    status: str  # succeeded | failed (ours) | rejected, stopped (a failed job's `failure`: not ours)
     backend: str
     effect: str  # the effect rendered ('auto' resolved); for a failed job, the one asked for
     seconds: float | None  # the last attempt, claim to end
@@ -229,6 +229,20 @@ class JobRecord:
                        cost=None if cost == "x" else int(cost) / 1e9)
         except ValueError:
             return None
+
+
+CALLERS_MISTAKES = (413, 415, 422)  # too large, not an image, a request (or model setting) that cannot render
+
+
+def failure_of(e: BaseException) -> str | None:
+    """The kind of failure of a job that raised `e` (JobStatus.failure): 'stopped' by the user,
+    'rejected' for the caller's own input (a D2VError whose status is one of CALLERS_MISTAKES);
+    None: ours. Other 4xx inside a job are ours: a 404 or 400 there is an input the store lost
+    (deployments.runner), a 409 another attempt."""
+    if isinstance(e, KeyboardInterrupt):
+        return "stopped"
+    user = user_error(e)
+    return "rejected" if user is not None and user.status_code in CALLERS_MISTAKES else None
 
 
 @dataclass
@@ -375,7 +389,7 @@ class Jobs:
                                f"{ago:.0f} s ago)")
         status.owner, status.heartbeat_at, status.lease_s = owner, time.time(), self.lease_s
         status.attempt_id = attempt_id or new_attempt_id()
-        status.stage, status.progress, status.error, status.result = "trajectory", 0.0, None, None
+        status.stage, status.progress, status.error, status.result, status.failure = "trajectory", 0.0, None, None, None
         status.attempts += 1
         if fresh:  # a stored queued job has its marker from `create`; _write adds it for the rest
             self.store.put_bytes(ACTIVE_PREFIX + job_id, b"")
@@ -427,10 +441,12 @@ class Jobs:
         self._record(status, manifest=manifest)
         return status
 
-    def fail(self, status: JobStatus, error: str) -> JobStatus:
-        """The attempt `status` names ends the job as failed (checked like every attempt's write)."""
+    def fail(self, status: JobStatus, error: str, failure: str | None = None) -> JobStatus:
+        """The attempt `status` names ends the job as failed (checked like every attempt's write).
+        `failure`: 'rejected' or 'stopped' when it was not ours (`failure_of`)."""
         checked = status.attempt_id is not None
-        self._move(status, "failed", checked=checked, error=error, owner=None, attempt_id=None, heartbeat_at=None)
+        self._move(status, "failed", checked=checked, error=error, owner=None, attempt_id=None, heartbeat_at=None,
+                   failure=failure)
         self._record(status)
         return status
 
@@ -478,8 +494,8 @@ class Jobs:
         except Exception as e:  # no request stored (refused before), a store hiccup
             log.debug("job %s: its record has no backend/effect (%s)", status.job_id, e)
         seconds = time.monotonic() - claimed if claimed is not None else None
-        record = JobRecord(datetime.now(timezone.utc), status.job_id, status.status, backend, effect, seconds,
-                           currency, cost)
+        how = status.failure if status.status == "failed" and status.failure else status.status
+        record = JobRecord(datetime.now(timezone.utc), status.job_id, how, backend, effect, seconds, currency, cost)
         try:
             self.store.put_bytes(record.key(), b"")
             if status.tenant:  # the same record in the tenant's own folder: its /v1/stats lists only that

@@ -864,9 +864,13 @@ class JobStatus(BaseModel):
     content: str | None = None  # content address of image + request: the result cache's key
     cached_from: str | None = None  # answered from this earlier job's result
     queue: str | None = None  # the farm queue that runs it (None: a CLI or batch render)
+    # A failed job's kind of failure, so `d2v report` counts only ours against the success rate:
+    # 'rejected' (the caller's input, found only once it ran), 'stopped' (by the user, Ctrl-C).
+    # None: ours (and every job written before this field).
+    failure: Literal["rejected", "stopped"] | None = None
 
     PRIVATE: ClassVar[set[str]] = {"updated_at", "owner", "heartbeat_at", "lease_s", "tenant", "content", "cached_from", "queue",
-                                   "attempt_id"}
+                                   "attempt_id", "failure"}
 
     def public(self) -> dict:
         """The body of GET /v1/jobs/{id}: what a caller may see."""

@@ -53,7 +53,8 @@ from d2v.stages import (
 )
 from d2v.bases import BASES, choose_backend, configured
 from d2v.lifecycle import (
-    LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, file_key, input_key, lease_setting, process_owner,
+    LUT, MANIFEST, REQUEST, VIDEO, Heartbeat, Jobs, StaleAttempt, failure_of, file_key, input_key, lease_setting,
+    process_owner,
 )
 from d2v.store import Store
 
@@ -263,7 +264,7 @@ def render_job(
         if isinstance(e, KeyboardInterrupt):
             reason = str(e) if isinstance(e, Stopped) else "stopped by the user (Ctrl-C)"
         try:
-            jobs.fail(status, reason)
+            jobs.fail(status, reason, failure_of(e))  # the caller's mistakes and Ctrl-C are not counted as ours
         except StaleAttempt:
             pass  # logged by the lifecycle: the job is another's now
         raise

@@ -44,8 +44,8 @@ from d2v.depth import planned_depth_source
 from d2v.images import decode_image
 from d2v.jobqueue import MAX_RETRIES, JobQueue, job_timeout_s
 from d2v.lifecycle import (
-    DEPTH, INPUT_PREFIX, MANIFEST, REQUEST, UNFINISHED, Heartbeat, Jobs, StaleAttempt, attempt_token, file_key,
-    has_live_owner,
+    DEPTH, INPUT_PREFIX, MANIFEST, REQUEST, UNFINISHED, Heartbeat, Jobs, StaleAttempt, attempt_token, failure_of,
+    file_key, has_live_owner,
     new_attempt_id,
 )
 from d2v.models import JobStatus, parse_request
@@ -234,7 +234,7 @@ class JobRunner:
     def _ended(self, status: JobStatus, started: float, source=None, reason: str | None = None) -> None:
         """Log and count how an attempt ended (deployments.telemetry). `source`: the manifest
         (the effect `auto` chose) or else the request, for the backend and effect."""
-        how = {"queued": "retried", "running": "lost"}.get(status.status, status.status)
+        how = {"queued": "retried", "running": "lost"}.get(status.status, status.failure or status.status)
         seconds = time.monotonic() - started
         job_log(log, status.job_id).info("job %s: %s after %.2f s%s", status.job_id, how, seconds,
                                          f": {status.error}" if status.error else "")
@@ -295,7 +295,7 @@ class JobRunner:
         reason = str(user) if user is not None else one_line(e)
         try:
             if user is not None and user.status_code < 500:  # the job's own fault: no retry
-                self.jobs.fail(status, reason)
+                self.jobs.fail(status, reason, failure_of(e))  # the caller's mistake is not counted as ours
                 self._let_go(attempt)
                 return "failed"
             ours = is_system_failure(e) or user is not None  # a 503 from a stage: the store was away

@@ -4,7 +4,8 @@ Metrics are `ray.util.metrics` objects, defined here once. Ray serves them with 
 every node's metrics port (`d2v serve --metrics-port`, default 8080; `ray start
 --metrics-export-port` on a cluster), each name prefixed `ray_`, counters suffixed `_total`:
 
-    ray_d2v_jobs_total{status,backend,effect,queue}        jobs that ended: succeeded | failed | retried
+    ray_d2v_jobs_total{status,backend,effect,queue}        jobs that ended: succeeded | failed (ours) |
+                                                           rejected (the caller's input) | retried
     ray_d2v_job_failures_total{reason}                     failed jobs by reason (the error's class)
     ray_d2v_jobs_submitted_total{backend,effect}           accepted by POST /v1/jobs (202)
     ray_d2v_requests_refused_total{code,reason}            refused at the edge (4xx, 503)
@@ -93,7 +94,7 @@ def _record(name: str, value: float, **tags) -> None:
 class JobOutcome:
     """How one job ended, for the metrics: what the runner knows when it lets the job go."""
 
-    status: str  # succeeded | failed | retried | lost (another attempt has the job now)
+    status: str  # succeeded | failed | rejected (the caller's mistake) | retried | lost (another attempt has it now)
     backend: str
     effect: str
     queue: str
@@ -108,7 +109,7 @@ def job_ended(outcome: JobOutcome) -> None:
     if o.status in ("retried", "lost"):  # not an ending: the job goes on elsewhere
         return
     _record("d2v_job_seconds", o.seconds, status=o.status, backend=o.backend, effect=o.effect)
-    if o.status == "failed":
+    if o.status in ("failed", "rejected"):
         _record("d2v_job_failures", 1, reason=o.reason or "unknown")
         return
     cost = getattr(o.manifest, "cost", None)

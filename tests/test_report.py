@@ -177,3 +177,59 @@ def test_a_bad_span_is_a_one_line_error(tmp_path, monkeypatch, capsys, since):
     monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path))
     code, out, err = cli(capsys, "report", "--since", since)
     assert code == 2 and out == "" and err.count("\n") == 1 and "since" in err
+
+
+@pytest.mark.parametrize("since", ["99999999999999999999w", "9" * 400 + "d", "0d", "0.0000000001m", "367d"])
+def test_an_absurd_or_empty_span_is_refused_with_the_accepted_form(tmp_path, monkeypatch, capsys, since):
+    """99999999999999999999w overflowed timedelta (exit 1, 'internal error'); 0d reported
+    an empty window as if it were a report."""
+    monkeypatch.setenv("D2V_DATA_DIR", str(tmp_path))
+    code, out, err = cli(capsys, "report", "--since", since)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"d2v: error: since: {since!r}") and "(e.g." in err and "internal" not in err
+
+
+def test_the_callers_mistakes_and_ctrl_c_are_listed_not_counted_against_success(tmp_path, monkeypatch, capsys):
+    """Bad input found only once the job ran (an empty subject region, a D2V_DEPTH_MODEL that
+    is not there) and a job stopped with Ctrl-C were stored failed and counted against the
+    success rate, as if ours: 1 video of 5 read 20%. Only our own failure counts now."""
+    import numpy as np
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("D2V_DATA_DIR", str(data))
+    (tmp_path / "photo.png").write_bytes(photo_png())
+    (tmp_path / "pan.json").write_text(json.dumps(PAN))
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros((192, 320), np.uint8))
+    render = ("render", str(tmp_path / "photo.png"), "--path", str(tmp_path / "pan.json"), "--size", "160x96",
+              "--fps", "8", "--duration", "1", "--quiet", "-o", str(tmp_path / "out.mp4"))
+    assert cli(capsys, *render)[0] == 0
+    code, _, err = cli(capsys, *render, "--subject", f"{tmp_path / 'empty.png'}:{tmp_path / 'pan.json'}")
+    assert code == 2 and "subjects[0].region" in err
+    monkeypatch.setenv("D2V_DEPTH_MODEL", str(tmp_path / "no-such-model"))
+    code, _, err = cli(capsys, *render, "--effect", "orbit")
+    assert code == 2 and "D2V_DEPTH_MODEL" in err
+    monkeypatch.delenv("D2V_DEPTH_MODEL")
+
+    def raising(e: BaseException):  # Ctrl-C (or a bug) as the depth stage starts
+        def progress(stage: str, fraction: float) -> None:
+            if stage == "depth":
+                raise e
+        return progress
+
+    store = LocalStore(data)
+    with pytest.raises(KeyboardInterrupt):
+        render_job(photo_png(1), small_request(), store, job_id="ctrl-c", progress=raising(KeyboardInterrupt()))
+    with pytest.raises(RuntimeError):
+        render_job(photo_png(2), small_request(), store, job_id="ours", progress=raising(RuntimeError("a bug")))
+
+    code, out, _ = cli(capsys, "report", "--since", "1h", "--json")
+    counts = json.loads(out)["all"]
+    assert code == 0 and counts["success_rate"] == 0.5  # 1 video / (1 video + 1 failure of ours)
+    assert {k: counts[k] for k in ("jobs", "videos", "failed", "rejected", "stopped")} == \
+        {"jobs": 5, "videos": 1, "failed": 1, "rejected": 2, "stopped": 1}
+    code, table, _ = cli(capsys, "report", "--since", "1h")
+    header, row = table.splitlines()[1:3]
+    assert "rejected" in header and "stopped" in header
+    assert row.split()[:6] == ["all", "5", "1", "50.0%", "2", "1"]
+    # status.json says so too (not shown to callers: GET /v1/jobs/{id} is unchanged)
+    assert (Jobs(store).get("ctrl-c").failure, Jobs(store).get("ours").failure) == ("stopped", None)
