@@ -1068,11 +1068,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_upscale(args: argparse.Namespace) -> int:
     """Resize a video with the upscale stage to exactly --size (cover crop on aspect change)."""
     from d2v.encode import decode_video, encode_mp4
-    from d2v.upscale import method_for, upscale_frames
+    from d2v.upscale import MAX_SHARPEN, method_for, upscale_frames
 
     width, height = args.size
     if width < 2 or height < 2 or width % 2 or height % 2 or max(width, height) > 8192:
         raise InvalidRequestError(f"--size must have even sides in 2..8192 for H.264, got {width}x{height}")
+    if args.sharpen is not None and not 0 <= args.sharpen <= MAX_SHARPEN:
+        raise InvalidRequestError(f"--sharpen must be in 0..{MAX_SHARPEN:g} (0 = off), got {args.sharpen}")
     out = _video_output(args.output)
     frames, fps = decode_video(args.input)
     rate = max(1, round(fps))  # the encoder takes whole frame rates
@@ -1217,7 +1219,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("input", help="the video (MP4, ...)")
     p.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, even sides")
     p.add_argument("-o", "--output", required=True, help="the MP4 to write")
-    p.add_argument("--sharpen", type=float, default=None, help="unsharp amount after enlarging (default 0.3, 0 = off)")
+    p.add_argument("--sharpen", type=float, default=None,
+                   help="unsharp amount after enlarging, 0..3 (default 0.3, 0 = off)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.set_defaults(func=cmd_upscale)

@@ -157,3 +157,30 @@ def test_cli_upscale_refuses_bad_input(case, clip_mp4, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("d2v: error: "), r.stderr
     assert not o.exists()
+
+
+# -- s20 audit: sharpen's range ----------------------------------------------------------------
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "1e9", "-5", "3.5"])
+def test_cli_upscale_refuses_a_sharpen_out_of_range(amount, clip_mp4, tmp_path):
+    """NaN made an all-white video, 1e9 a black-and-white one, -5 was taken as "off"."""
+    o = tmp_path / "o.mp4"
+    r = run_d2v("upscale", clip_mp4, "--size", "256x144", "--sharpen", amount, "-o", o)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"d2v: error: --sharpen must be in 0..3 (0 = off), got {float(amount)}"]
+    assert not o.exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-torch"])
+def test_the_library_checks_sharpen_and_its_strongest_stays_a_picture(device):
+    if device == "cpu-torch":
+        pytest.importorskip("torch")
+    f = frames()
+    for bad in (float("nan"), float("inf"), -0.5, 3.5):
+        with pytest.raises(InvalidRequestError, match=r"sharpen must be a number in 0\.\.3"):
+            upscale_frames(f, 320, 180, sharpen_amount=bad, device=device)
+    plain = upscale_frames(f, 320, 180, sharpen_amount=0.0, device=device)
+    strongest = upscale_frames(f, 320, 180, sharpen_amount=3.0, device=device)
+    # Sharper, not binarised: few more pixels clipped to black or white (1e9: all of them).
+    clipped = [np.isin(x, (0, 255)).mean() for x in (plain, strongest)]
+    assert clipped[1] < clipped[0] + 0.1 and psnr(strongest, plain) > 20, clipped
