@@ -1050,7 +1050,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     """Retime a video with the interpolate stage: its frames and timing kept, frame i of
     the output at time i/fps (DESIGN.md)."""
     from d2v.encode import decode_video, encode_mp4
-    from d2v.interpolate import interpolate_frames, method_from_env
+    from d2v.interpolate import interpolate_frames, method_for_frames, method_from_env
 
     if not 1 <= args.fps <= 240:
         raise InvalidRequestError(f"--fps must be in 1..240, got {args.fps}")
@@ -1058,7 +1058,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     frames, fps_in = decode_video(args.input)
     if not fps_in > 0:
         raise InvalidRequestError(f"{args.input}: the video does not say its frame rate")
-    method = args.method or method_from_env()
+    method = method_for_frames(args.method or method_from_env(), *frames.shape[1:3])
     result = interpolate_frames(frames, fps_in, args.fps, loop=args.loop, method=method)
     encode_mp4(iter(result), out, args.fps, crf=args.crf, preset=args.preset)
     print(f"wrote {out} ({len(frames)} frames at {fps_in:g} fps -> {len(result)} at {args.fps} fps, {method})")

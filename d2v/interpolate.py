@@ -95,6 +95,15 @@ def method_from_env() -> str:
     return "learned" if os.environ.get(MODEL_ENV) else METHOD
 
 
+def method_for_frames(method: str, height: int, width: int) -> str:
+    """The method that runs on frames of this size: flow needs `MIN_FLOW_SIDE` pixels each
+    way (OpenCV's DIS refuses, or crashes on, less), and frames that small show no motion
+    to follow, so they blend."""
+    from d2v.flow import MIN_FLOW_SIDE
+
+    return "blend" if method == "flow" and min(height, width) < MIN_FLOW_SIDE else method
+
+
 def interpolate_frames(
     frames: np.ndarray,
     fps_in: float,
@@ -109,7 +118,7 @@ def interpolate_frames(
     `n_out` overrides the count (e.g. a clip's exact frame count when keyframes span it),
     and then the output spans the input exactly: frame 0 = first, last = last input frame.
     `method`: "flow" | "blend" | "learned" (default: learned when D2V_INTERP_MODEL is
-    set, else flow)."""
+    set, else flow; frames under 16 px a side blend, `method_for_frames`)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise InvalidRequestError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -122,7 +131,7 @@ def interpolate_frames(
     if n_in == 0:
         raise InvalidRequestError("no frames to interpolate")
     pos = positions_for(n_in, fps_in, fps_out, n_out, loop)
-    pair_fn = _pair_maker(method)
+    pair_fn = _pair_maker(method_for_frames(method, *frames.shape[1:3]))
 
     out = np.empty((len(pos),) + frames.shape[1:], dtype=np.uint8)
     splits = [_split(float(p), n_in, loop) for p in pos]

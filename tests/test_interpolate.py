@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from d2v.encode import encode_mp4, probe_video
+from d2v.encode import decode_video, encode_mp4, probe_video
 from d2v.errors import ModelNotConfiguredError
 from d2v.interpolate import (
     camera_inbetweens,
@@ -20,6 +20,7 @@ from d2v.interpolate import (
     output_count,
     positions_for,
 )
+from tests.conftest import write_mp4
 
 D2V = str(Path(sys.executable).parent / "d2v")
 
@@ -249,3 +250,27 @@ def test_flow_at_an_odd_size_above_the_flow_working_size():
     p_flow = np.mean([psnr(flow[i], truth[i]) for i in (1, 3)])
     p_blend = np.mean([psnr(blend[i], truth[i]) for i in (1, 3)])
     assert p_flow >= p_blend + 7.0, (p_flow, p_blend)
+
+
+# -- inputs other tools make: tiny and thin frames (s20 audit) -------------------------------------
+
+LEVELS = [20 + 20 * k for k in range(8)]  # one grey per frame: an in-between's grey says where it sits
+
+
+def greys(w: int, h: int) -> list[np.ndarray]:
+    return [np.full((h, w, 3), v, np.uint8) for v in LEVELS]
+
+
+@pytest.mark.parametrize("size", [(2, 2), (200, 12), (1024, 20)])
+def test_cli_interpolates_tiny_and_thin_videos(size, tmp_path):
+    """2x2 was an internal error from OpenCV (its DIS flow needs 12 px); 200x12, and 1024x20
+    (flow at 512x10), crashed the process inside DIS. Frames under 16 px a side blend; larger
+    ones keep a flow working size of 16 px or more."""
+    w, h = size
+    src = write_mp4(tmp_path / "in.mp4", greys(w, h), np.arange(8) / 8)
+    r = run_d2v("interpolate", src, "--fps", 16, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    out, fps = decode_video(tmp_path / "out.mp4")
+    assert out.shape == (15, h, w, 3) and fps == 16
+    grey = out.reshape(15, -1).mean(axis=1)
+    assert np.allclose(grey, np.interp(np.arange(15) / 2, np.arange(8), LEVELS), atol=3), grey
