@@ -1049,6 +1049,8 @@ def _video_output(path: str) -> Path:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """Retime a video with the interpolate stage: its frames and timing kept, frame i of
     the output at time i/fps (DESIGN.md)."""
+    import numpy as np
+
     from d2v.encode import decode_video, encode_mp4
     from d2v.interpolate import interpolate_frames, method_for_frames, method_from_env
 
@@ -1058,10 +1060,16 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     frames, fps_in = decode_video(args.input)
     if not fps_in > 0:
         raise InvalidRequestError(f"{args.input}: the video does not say its frame rate")
-    method = method_for_frames(args.method or method_from_env(), *frames.shape[1:3])
+    h, w = frames.shape[1:3]
+    method = method_for_frames(args.method or method_from_env(), h, w)
     result = interpolate_frames(frames, fps_in, args.fps, loop=args.loop, method=method)
+    size = ""
+    if w % 2 or h % 2:
+        # H.264 (4:2:0) wants even sides: repeat the last column / row, keeping every input pixel.
+        result = np.pad(result, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        size = f", {w}x{h} -> {result.shape[2]}x{result.shape[1]} (edge repeated for H.264)"
     encode_mp4(iter(result), out, args.fps, crf=args.crf, preset=args.preset)
-    print(f"wrote {out} ({len(frames)} frames at {fps_in:g} fps -> {len(result)} at {args.fps} fps, {method})")
+    print(f"wrote {out} ({len(frames)} frames at {fps_in:g} fps -> {len(result)} at {args.fps} fps, {method}{size})")
     return 0
 
 

@@ -252,7 +252,7 @@ def test_flow_at_an_odd_size_above_the_flow_working_size():
     assert p_flow >= p_blend + 7.0, (p_flow, p_blend)
 
 
-# -- inputs other tools make: tiny and thin frames (s20 audit) -------------------------------------
+# -- inputs other tools make: tiny and thin frames, odd sizes (s20 audit) --------------------------
 
 LEVELS = [20 + 20 * k for k in range(8)]  # one grey per frame: an in-between's grey says where it sits
 
@@ -274,3 +274,19 @@ def test_cli_interpolates_tiny_and_thin_videos(size, tmp_path):
     assert out.shape == (15, h, w, 3) and fps == 16
     grey = out.reshape(15, -1).mean(axis=1)
     assert np.allclose(grey, np.interp(np.arange(15) / 2, np.arange(8), LEVELS), atol=3), grey
+
+
+def test_cli_interpolate_pads_an_odd_size_to_even(tmp_path):
+    """101x77 was refused ("must be even for H.264") though `d2v upscale` reads it. The output
+    is 102x78: every input pixel where it was, the last column and row repeated."""
+    truth = [np.ascontiguousarray(BG[60 + 2 * k : 137 + 2 * k, 40 + 3 * k : 141 + 3 * k]) for k in range(8)]
+    src = write_mp4(tmp_path / "in.mp4", truth, np.arange(8) / 8, codec="mpeg4")  # x264 refuses odd sizes
+    keys, _ = decode_video(src)
+    r = run_d2v("interpolate", src, "--fps", 16, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    assert "101x77 -> 102x78" in r.stdout
+    out, fps = decode_video(tmp_path / "out.mp4")
+    assert out.shape == (15, 78, 102, 3) and fps == 16
+    assert min(psnr(out[2 * k, :77, :101], keys[k]) for k in range(8)) > 35
+    assert np.abs(out[:, :, 101].astype(int) - out[:, :, 100]).mean() < 3
+    assert np.abs(out[:, 77].astype(int) - out[:, 76]).mean() < 3
