@@ -1067,38 +1067,51 @@ def _video_output(path: str) -> Path:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """Retime a video with the interpolate stage: its frames and timing kept, frame i of
-    the output at time i/fps (DESIGN.md)."""
-    from d2v.encode import decode_video, encode_mp4
-    from d2v.interpolate import interpolate_frames, method_from_env
+    the output at time i/fps (DESIGN.md), on the frames' own clock when it is uneven."""
+    import numpy as np
+
+    from d2v.encode import decode_video_times, encode_mp4
+    from d2v.interpolate import interpolate_frames, method_for_frames, method_from_env
 
     if not 1 <= args.fps <= 240:
         raise InvalidRequestError(f"--fps must be in 1..240, got {args.fps}")
     out = _video_output(args.output)
-    frames, fps_in = decode_video(args.input)
-    if not fps_in > 0:
+    frames, fps_in, times = decode_video_times(args.input)
+    if times is None and not fps_in > 0:
         raise InvalidRequestError(f"{args.input}: the video does not say its frame rate")
-    method = args.method or method_from_env()
-    result = interpolate_frames(frames, fps_in, args.fps, loop=args.loop, method=method)
+    h, w = frames.shape[1:3]
+    method = method_for_frames(args.method or method_from_env(), h, w)
+    result = interpolate_frames(frames, fps_in, args.fps, loop=args.loop, method=method, times=times)
+    size = ""
+    if w % 2 or h % 2:
+        # H.264 (4:2:0) wants even sides: repeat the last column / row, keeping every input pixel.
+        result = np.pad(result, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        size = f", {w}x{h} -> {result.shape[2]}x{result.shape[1]} (edge repeated for H.264)"
     encode_mp4(iter(result), out, args.fps, crf=args.crf, preset=args.preset)
-    print(f"wrote {out} ({len(frames)} frames at {fps_in:g} fps -> {len(result)} at {args.fps} fps, {method})")
+    rate = f"{fps_in:g} fps" if times is None else f"a variable rate over {times[-1]:g} s"
+    print(f"wrote {out} ({len(frames)} frames at {rate} -> {len(result)} at {args.fps} fps, {method}{size})")
     return 0
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    """Resize a video with the upscale stage to exactly --size (cover crop on aspect change)."""
-    from d2v.encode import decode_video, encode_mp4
-    from d2v.upscale import method_for, upscale_frames
+    """Resize a video with the upscale stage to exactly --size (cover crop on aspect change),
+    its frames and their times kept."""
+    from d2v.encode import decode_video_times, encode_mp4
+    from d2v.upscale import MAX_SHARPEN, method_for, upscale_frames
 
     width, height = args.size
     if width < 2 or height < 2 or width % 2 or height % 2 or max(width, height) > 8192:
         raise InvalidRequestError(f"--size must have even sides in 2..8192 for H.264, got {width}x{height}")
+    if args.sharpen is not None and not 0 <= args.sharpen <= MAX_SHARPEN:
+        raise InvalidRequestError(f"--sharpen must be in 0..{MAX_SHARPEN:g} (0 = off), got {args.sharpen}")
     out = _video_output(args.output)
-    frames, fps = decode_video(args.input)
-    rate = max(1, round(fps))  # the encoder takes whole frame rates
+    frames, fps, times = decode_video_times(args.input)
+    rate = max(1, round(fps))  # the encoder takes whole frame rates (an uneven clock keeps its times)
     result = upscale_frames(frames, width, height, sharpen_amount=args.sharpen)
-    encode_mp4(iter(result), out, rate, crf=args.crf, preset=args.preset)
+    encode_mp4(iter(result), out, rate, crf=args.crf, preset=args.preset, times=times)
     h, w = frames.shape[1:3]
-    note = f", rate {fps:g} -> {rate}" if abs(rate - fps) > 1e-3 else ""
+    note = f", rate {fps:g} -> {rate}" if abs(rate - fps) > 1e-3 and times is None else ""
+    note += f", a variable rate over {times[-1]:g} s kept" if times is not None else ""
     print(f"wrote {out} ({len(result)} frames, {w}x{h} -> {width}x{height}, {method_for(w, h, width, height)}{note})")
     return 0
 
@@ -1236,7 +1249,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("input", help="the video (MP4, ...)")
     p.add_argument("--size", type=_size, required=True, help="WIDTHxHEIGHT, even sides")
     p.add_argument("-o", "--output", required=True, help="the MP4 to write")
-    p.add_argument("--sharpen", type=float, default=None, help="unsharp amount after enlarging (default 0.3, 0 = off)")
+    p.add_argument("--sharpen", type=float, default=None,
+                   help="unsharp amount after enlarging, 0..3 (default 0.3, 0 = off)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     p.set_defaults(func=cmd_upscale)

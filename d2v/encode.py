@@ -2,11 +2,13 @@
 
 * `encode_mp4` streams RGB frames (any iterable, e.g. `CameraRenderer.render`) into
   libx264 / yuv420p through PyAV. Frame i gets pts i in a 1/fps time base, so a decoder
-  sees exactly N frames lasting N/fps seconds. The MP4 is written "faststart" (the
-  'moov' index before the media data) so browsers can play it while it downloads.
+  sees exactly N frames lasting N/fps seconds (or, given `times`, a variable-rate clip's
+  own clock in 90 kHz ticks). The MP4 is written "faststart" (the 'moov' index before
+  the media data) so browsers can play it while it downloads.
 * `encode_poster` makes the JPEG shown before the video plays.
 * `decode_video` / `probe_video` read a video back (tests, `d2v interpolate`,
-  `d2v upscale`) and turn anything that is not a video into `InvalidVideoError`.
+  `d2v upscale`; `decode_video_times` with a variable-rate clip's frame times) and turn
+  anything that is not a video into `InvalidVideoError`.
 
 Colour: frames are converted RGB -> YUV with the BT.709 matrix, limited ("TV") range,
 and the stream is tagged so; players assume BT.709 for HD, and decoding here reads the
@@ -263,6 +265,7 @@ def encode_mp4(
     preset: str = "veryfast",
     threads: int = 0,
     codec: str = "libx264",
+    times: np.ndarray | None = None,
 ) -> EncodeStats:
     """Encode RGB uint8 frames (all the same even size; any of them may come as `I420` planes
     instead, encoded as they are) to an H.264 MP4 at `out`
@@ -270,7 +273,9 @@ def encode_mp4(
     one at a time, so a generator streams straight through without holding the video;
     when `frames` has a length, the MP4's index is written in space reserved for it.
     codec "h264_nvenc" encodes on an NVIDIA GPU (`nvenc_available()`): crf becomes NVENC's
-    constant quality, and the x264 preset its nearest (p1 fastest .. p7 slowest)."""
+    constant quality, and the x264 preset its nearest (p1 fastest .. p7 slowest).
+    `times` (seconds, from 0, increasing; one per frame) keeps a variable-rate clip's clock
+    (`decode_video_times`): frame i is shown at times[i] instead of i/fps, the last for 1/fps."""
     if codec not in ("libx264", "h264_nvenc"):
         raise InvalidRequestError(f"unknown encoder {codec!r}; choose libx264 or h264_nvenc")
     if isinstance(fps, bool) or not isinstance(fps, numbers.Integral) or fps < 1:
@@ -279,6 +284,10 @@ def encode_mp4(
         raise InvalidRequestError(f"crf must be in 0..51, got {crf}")
     if preset not in X264_PRESETS:
         raise InvalidRequestError(f"unknown x264 preset {preset!r}; choose one of: {', '.join(X264_PRESETS)}")
+    if times is not None:
+        times = np.asarray(times, np.float64)
+        if times.ndim != 1 or not (np.all(np.isfinite(times)) and times[0] >= 0 and np.all(np.diff(times) > 0)):
+            raise InvalidRequestError("times must be finite seconds from 0, increasing, one per frame")
     t_start = time.perf_counter()
 
     fps = int(fps)
@@ -293,7 +302,7 @@ def encode_mp4(
     try:
         count = len(frames) if hasattr(frames, "__len__") else None
         with encoder_owns_cores():
-            stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads, codec, count)
+            stats = _encode_to_path(frames, Path(tmp), fps, crf, preset, threads, codec, count, times)
         if to_path:
             publish_mode(tmp)
             os.replace(tmp, out)
@@ -328,7 +337,7 @@ def nvenc_available() -> bool:
 
 def _encode_to_path(
     frames: Iterable[np.ndarray | I420], path: Path, fps: int, crf: int, preset: str, threads: int,
-    codec: str = "libx264", count: int | None = None,
+    codec: str = "libx264", count: int | None = None, times: np.ndarray | None = None,
 ) -> EncodeStats:
     it = iter(frames)
     t_wait = time.perf_counter()
@@ -341,6 +350,11 @@ def _encode_to_path(
 
     av = _av()  # (after the first frame: see _av)
     rate = Fraction(fps, 1)
+    # A variable-rate clock needs ticks finer than a frame: MPEG's 90 kHz.
+    time_base = 1 / rate if times is None else Fraction(1, 90000)
+    if times is not None:
+        ticks = np.append(np.rint(times * 90000).astype(np.int64), 0)
+        ticks[-1] = ticks[-2] + round(90000 / fps)  # the end of the last frame
     to_yuv = Yuv420(w, h)
     # 'moov' first either way; reserved space spares the faststart pass's rewrite of the file.
     index = {"moov_size": str(_moov_reserve(count))} if count else {"movflags": "faststart"}
@@ -349,9 +363,9 @@ def _encode_to_path(
         with av.open(str(path), "w", format="mp4", options=index) as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.time_base = 1 / rate
+            stream.time_base = time_base
             cc = stream.codec_context
-            cc.time_base = 1 / rate
+            cc.time_base = time_base
             cc.thread_count = int(threads)
             if codec == "libx264":
                 # Frame threads, as the ffmpeg command uses: PyAV asks for slice threads, which
@@ -363,6 +377,10 @@ def _encode_to_path(
                 stream.options = {"rc": "vbr", "cq": str(int(crf)), "preset": _NVENC_PRESET[preset]}
             else:
                 stream.options = {"crf": str(int(crf)), "preset": str(preset)}
+            if times is not None:
+                # No B-frames: the MP4's sample durations are decode-time steps, which, with
+                # frames reordered on an uneven clock, no longer add up to the clip's length.
+                stream.options = {**stream.options, "bf": "0"}
 
             # libx264 copies each picture into its own frames before `encode` returns, so it can
             # read our I420 buffer in place (the buffer is reused for the next frame); NVENC may
@@ -370,7 +388,6 @@ def _encode_to_path(
             # as rows // 6 * 4: wrong (270 -> 268) unless the height is a multiple of 4.
             in_place = codec == "libx264" and size[1] % 4 == 0
             wrap = av.VideoFrame.from_numpy_buffer if in_place else av.VideoFrame.from_ndarray
-            time_base = 1 / rate
             frame = first
             while frame is not None:
                 _check_frame(frame, size, n)
@@ -379,15 +396,22 @@ def _encode_to_path(
                 planes = frame.buffer if isinstance(frame, I420) else to_yuv(frame)
                 vf = wrap(planes, format="yuv420p")
                 vf.colorspace, vf.color_range = _AVCOL_BT709, _AVCOL_RANGE_MPEG
-                vf.pts = n
+                if times is None:
+                    vf.pts = n
+                    vf.duration = 1  # the last frame lasts 1/fps too, so duration = N/fps
+                elif n < len(times):
+                    vf.pts, vf.duration = int(ticks[n]), int(ticks[n + 1] - ticks[n])
+                else:
+                    raise InvalidRequestError(f"{len(times)} times for more frames than that")
                 vf.time_base = time_base
-                vf.duration = 1  # the last frame lasts 1/fps too, so duration = N/fps
                 container.mux(stream.encode(vf))
                 n += 1
                 t_wait = time.perf_counter()
                 frame = next(it, None)
                 input_seconds += time.perf_counter() - t_wait
             container.mux(stream.encode(None))
+        if times is not None and n != len(times):
+            raise InvalidRequestError(f"{len(times)} times for {n} frames")
     except av.error.FFmpegError as e:
         raise InvalidRequestError(f"encoding failed: {e} (preset {preset!r}, crf {crf})") from None
     return EncodeStats(
@@ -436,22 +460,38 @@ def _stream_fps(stream) -> float:
 
 def decode_video(src: str | Path | bytes | BinaryIO) -> tuple[np.ndarray, float]:
     """Decode every frame: ((N, H, W, 3) uint8 RGB, frames per second)."""
+    frames, fps, _ = decode_video_times(src)
+    return frames, fps
+
+
+def decode_video_times(src: str | Path | bytes | BinaryIO) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """`decode_video` and the frames' clock: each frame's presentation time in seconds
+    from the first (pts x time_base), for a variable-frame-rate video; None where frame k
+    is at k / fps (within a tenth of a frame: a millisecond time base jitters that much)
+    or where the timestamps are missing or do not increase, so frame k is taken at k / fps."""
     container, name = _open_input(src)
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
         out: list[np.ndarray] = []
+        pts: list[float | None] = []
         sws = _sws_to_rgb()
         try:
             for frame in container.decode(stream):
                 # to_ndarray converts with the frame's own colour tags (BT.709 for ours).
                 out.append(frame.to_ndarray(format="rgb24", interpolation=sws))
+                pts.append(None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base))
         except _av().error.FFmpegError as e:
             raise InvalidVideoError(f"{name}: decoding failed after {len(out)} frames ({e})") from None
     if not out:
         raise InvalidVideoError(f"{name} has a video stream but no decodable frames")
-    return np.stack(out), fps
+    times = None
+    if None not in pts and len(pts) > 1:
+        t = np.asarray(pts) - pts[0]
+        steady = fps > 0 and np.all(np.abs(t - np.arange(len(t)) / fps) < 0.1 / fps)
+        times = None if steady or not np.all(np.diff(t) > 0) else t
+    return np.stack(out), fps, times
 
 
 def decode_frames(src: str | Path | bytes | BinaryIO, indices) -> tuple[dict[int, np.ndarray], int, float]:

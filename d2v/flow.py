@@ -37,6 +37,7 @@ import numpy as np
 
 FLOW_SIDE = 512  # flow runs at most this long on its long side (see module docstring)
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+MIN_FLOW_SIDE = 16  # DIS refuses under 12 px, and crashes on wide frames under 16 px tall
 CONSISTENCY_PX = 2.0  # forward/backward mismatch (working-size px) counted as "not seen"
 
 
@@ -62,7 +63,8 @@ class PairInterpolator:
         self.f0, self.f1 = f0, f1
         h, w = f0.shape[:2]
         self.scale = min(1.0, FLOW_SIDE / max(w, h))
-        sw, sh = max(8, round(w * self.scale)), max(8, round(h * self.scale))
+        # (A thin frame's short side stays at MIN_FLOW_SIDE; the flow is scaled back per axis.)
+        sw, sh = max(MIN_FLOW_SIDE, round(w * self.scale)), max(MIN_FLOW_SIDE, round(h * self.scale))
         self.size = (sw, sh)
         dis = dis or make_dis()
         g0, g1 = _gray(f0, self.size), _gray(f1, self.size)

@@ -75,6 +75,25 @@ def positions_for(n_in: int, fps_in: float, fps_out: float, n_out: int | None, l
     return np.linspace(0.0, n_in - 1, n_out) if n_out > 1 else np.zeros(1)
 
 
+def positions_on_clock(times: np.ndarray, fps_out: float, n_out: int | None, loop: bool) -> np.ndarray:
+    """`positions_for` for frames at uneven `times` (seconds, increasing): output frame i
+    at time i / fps_out (or n_out spread over the span), placed between the input frames
+    either side of it in time. A loop's last frame lasts the mean frame time."""
+    t = np.asarray(times, np.float64) - times[0]
+    n = len(t)
+    if n < 2:
+        return positions_for(n, 1.0, fps_out, n_out, loop)
+    period = t[-1] * n / (n - 1)
+    if n_out is None:
+        out_t = np.arange(output_count(n, (n - 1) / t[-1], fps_out, loop=loop)) / fps_out
+    elif n_out < 1:
+        raise InvalidRequestError(f"n_out must be at least 1, got {n_out}")
+    else:
+        out_t = np.arange(n_out) * (period / n_out) if loop else np.linspace(0.0, t[-1], n_out)
+    # Position n (the loop's wrap back to frame 0) is at `period`.
+    return np.interp(out_t, np.append(t, period), np.arange(n + 1.0))
+
+
 def _split(p: float, n_in: int, loop: bool) -> tuple[int, int, float]:
     """Position -> (left keyframe, right keyframe, fraction); fraction 0 = a keyframe."""
     lo = math.floor(p + 1e-9)
@@ -95,6 +114,15 @@ def method_from_env() -> str:
     return "learned" if os.environ.get(MODEL_ENV) else METHOD
 
 
+def method_for_frames(method: str, height: int, width: int) -> str:
+    """The method that runs on frames of this size: flow needs `MIN_FLOW_SIDE` pixels each
+    way (OpenCV's DIS refuses, or crashes on, less), and frames that small show no motion
+    to follow, so they blend."""
+    from d2v.flow import MIN_FLOW_SIDE
+
+    return "blend" if method == "flow" and min(height, width) < MIN_FLOW_SIDE else method
+
+
 def interpolate_frames(
     frames: np.ndarray,
     fps_in: float,
@@ -103,13 +131,16 @@ def interpolate_frames(
     *,
     loop: bool = False,
     method: str | None = None,
+    times: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, H, W, 3) uint8 at fps_in -> (M, H, W, 3) uint8 at fps_out.
 
     `n_out` overrides the count (e.g. a clip's exact frame count when keyframes span it),
     and then the output spans the input exactly: frame 0 = first, last = last input frame.
     `method`: "flow" | "blend" | "learned" (default: learned when D2V_INTERP_MODEL is
-    set, else flow)."""
+    set, else flow; frames under 16 px a side blend, `method_for_frames`). `times`: each input
+    frame's time in seconds where they are not evenly spaced at fps_in (a variable-frame-rate
+    video, `d2v.encode.decode_video_times`); output frame i still shows time i / fps_out."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise InvalidRequestError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -121,8 +152,11 @@ def interpolate_frames(
     n_in = len(frames)
     if n_in == 0:
         raise InvalidRequestError("no frames to interpolate")
-    pos = positions_for(n_in, fps_in, fps_out, n_out, loop)
-    pair_fn = _pair_maker(method)
+    if times is not None and (len(times) != n_in or not np.all(np.diff(times) > 0)):
+        raise InvalidRequestError(f"times must increase, one per frame ({n_in}), got {len(times)}")
+    pos = positions_for(n_in, fps_in, fps_out, n_out, loop) if times is None else positions_on_clock(
+        times, fps_out, n_out, loop)
+    pair_fn = _pair_maker(method_for_frames(method, *frames.shape[1:3]))
 
     out = np.empty((len(pos),) + frames.shape[1:], dtype=np.uint8)
     splits = [_split(float(p), n_in, loop) for p in pos]

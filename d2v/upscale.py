@@ -15,14 +15,15 @@ taken first ("cover"), so nothing is stretched; the crop is then resized to exac
   The model's fixed scale is followed by an exact resize to the target. Runs on CUDA
   when present; uint8 conversion happens on the device.
 * Otherwise classical: area averaging when shrinking (no aliasing), Lanczos (8x8 taps)
-  when enlarging, then an optional mild unsharp mask (`sharpen`, default
-  `DEFAULT_SHARPEN`; measured on real footage in bench/interp_bench.py: a 2x
-  enlargement gains PSNR over plain bicubic). With CUDA, the same is done in torch
+  when enlarging, then an optional mild unsharp mask (`sharpen`, 0 = off up to
+  `MAX_SHARPEN`, default `DEFAULT_SHARPEN`; measured on real footage in
+  bench/interp_bench.py: a 2x enlargement gains PSNR over plain bicubic). With CUDA, the same is done in torch
   (antialiased bicubic) on the GPU.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ from d2v.errors import InvalidRequestError, ModelNotConfiguredError, one_line
 
 MODEL_ENV = "D2V_SR_MODEL"
 DEFAULT_SHARPEN = 0.3  # unsharp-mask amount after enlarging (0 = off)
+MAX_SHARPEN = 3.0  # past this the mask only rings and clips: edges go to black and white
 SHARPEN_SIGMA = 1.0  # its Gaussian, in output pixels
 MAX_SIDE = 8192
 
@@ -44,6 +46,16 @@ def check_size(width: int, height: int) -> None:
         raise InvalidRequestError(f"size must be whole pixels, got {width}x{height}")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise InvalidRequestError(f"size {width}x{height} is out of range (1..{MAX_SIDE} per side)")
+
+
+def check_sharpen(amount: float | None) -> float:
+    """The unsharp amount to use: the default for None, else `amount` once checked (a NaN
+    would turn every frame white, a huge one binarise it, a negative one do nothing)."""
+    if amount is None:
+        return DEFAULT_SHARPEN
+    if not (isinstance(amount, numbers.Real) and 0.0 <= amount <= MAX_SHARPEN):
+        raise InvalidRequestError(f"sharpen must be a number in 0..{MAX_SHARPEN:g} (0 = off), got {amount}")
+    return float(amount)
 
 
 def method_for(src_w: int, src_h: int, width: int, height: int) -> str:
@@ -83,7 +95,7 @@ def resize_frame(frame: np.ndarray, width: int, height: int, *, sharpen_amount: 
     enlarge = width * height > cw * ch
     out = cv2.resize(crop, (width, height), interpolation=cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA)
     if enlarge:
-        out = sharpen(out, DEFAULT_SHARPEN if sharpen_amount is None else sharpen_amount)
+        out = sharpen(out, check_sharpen(sharpen_amount))
     return out
 
 
@@ -102,7 +114,7 @@ def resize_tensor(x, width: int, height: int, *, sharpen_amount: float | None = 
     if (cw, ch) != (width, height):
         enlarge = width * height > cw * ch
         x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=not enlarge)
-        amount = DEFAULT_SHARPEN if sharpen_amount is None else sharpen_amount
+        amount = check_sharpen(sharpen_amount)
         if enlarge and amount > 0:
             x = x + amount * (x - _gaussian_blur(x, SHARPEN_SIGMA))
     return (x.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
@@ -149,6 +161,7 @@ def upscale_frames(
     device: None = automatic (CUDA when present, else OpenCV on the CPU), "cpu" (OpenCV),
     or a torch device string ("cuda", "cuda:1", "cpu-torch" for the torch code on CPU)."""
     check_size(width, height)
+    check_sharpen(sharpen_amount)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise InvalidRequestError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")

@@ -31,6 +31,26 @@ def textured_image(width: int = 960, height: int = 540, seed: int = 0) -> np.nda
     return img.astype(np.uint8)
 
 
+def write_mp4(path: Path, frames, times, codec: str = "libx264") -> Path:
+    """An MP4 written with PyAV alone, frame i shown at times[i] seconds: the inputs d2v's own
+    encoder never makes (an uneven clock; odd sizes, which x264 refuses: codec "mpeg4")."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=8)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for frame, t in zip(frames, times):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            vf.pts, vf.time_base = round(t * 1000), Fraction(1, 1000)
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode(None))
+    return path
+
+
 @pytest.fixture
 def photo() -> np.ndarray:
     return textured_image()

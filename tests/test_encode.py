@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from d2v.encode import EncodeStats, Yuv420, decode_video, encode_mp4, encode_poster, probe_video
+from d2v.encode import EncodeStats, Yuv420, decode_video, decode_video_times, encode_mp4, encode_poster, probe_video
 from d2v.errors import InvalidRequestError, InvalidVideoError
 
 from .conftest import textured_image
@@ -293,3 +293,29 @@ def test_a_plain_flat_render_converts_no_frame_to_planes(tmp_path, yuv_conversio
     graded = render_job(image, request.model_copy(update={"look": "vibrant"}), store)
     assert len(yuv_conversions) == 1  # the poster, graded in RGB
     assert store.get_bytes(graded.keys["poster"]) == encode_poster(named_look("vibrant").apply(rendered[n // 2]))
+
+
+UNEVEN = np.array([0.0, 0.01, 0.02, 0.5, 0.51, 2.0, 2.01, 3.0])  # seconds: bursts and gaps
+
+
+def test_an_uneven_clock_is_kept(tmp_path: Path):
+    """`times` (what `d2v upscale` passes for a variable-frame-rate video): every frame at its
+    time, the last lasting 1/fps, and the MP4's length saying so (B-frames would shorten it)."""
+    frames = moving_frames(8)
+    encode_mp4(frames, tmp_path / "v.mp4", 4, times=UNEVEN)
+    video, _, times = decode_video_times(tmp_path / "v.mp4")
+    assert len(video) == 8 and np.allclose(times, UNEVEN, atol=1e-4), times
+    assert probe_video(tmp_path / "v.mp4")["duration_s"] == pytest.approx(3.25, abs=1e-3)
+    nearest = [int(np.argmin([np.abs(v.astype(int) - f).mean() for f in frames])) for v in video]
+    assert nearest == list(range(8))  # in order, none dropped or repeated
+    encode_mp4(frames, tmp_path / "c.mp4", 4)
+    _, fps, times = decode_video_times(tmp_path / "c.mp4")
+    assert fps == 4 and times is None  # an even clock is told by its rate alone
+
+
+@pytest.mark.parametrize("times", [UNEVEN[::-1], UNEVEN + np.nan, UNEVEN[:5], np.append(UNEVEN, 4.0)],
+                         ids=["decreasing", "nan", "too_few", "too_many"])
+def test_times_that_are_not_one_increasing_clock_per_frame_are_refused(tmp_path: Path, times):
+    with pytest.raises(InvalidRequestError, match="times"):
+        encode_mp4(moving_frames(8), tmp_path / "v.mp4", 4, times=times)
+    assert list(tmp_path.iterdir()) == []

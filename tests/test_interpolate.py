@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from d2v.encode import encode_mp4, probe_video
+from d2v.encode import decode_video, decode_video_times, encode_mp4, probe_video
 from d2v.errors import ModelNotConfiguredError
 from d2v.interpolate import (
     camera_inbetweens,
@@ -19,7 +19,9 @@ from d2v.interpolate import (
     interpolate_frames,
     output_count,
     positions_for,
+    positions_on_clock,
 )
+from tests.conftest import write_mp4
 
 D2V = str(Path(sys.executable).parent / "d2v")
 
@@ -249,3 +251,68 @@ def test_flow_at_an_odd_size_above_the_flow_working_size():
     p_flow = np.mean([psnr(flow[i], truth[i]) for i in (1, 3)])
     p_blend = np.mean([psnr(blend[i], truth[i]) for i in (1, 3)])
     assert p_flow >= p_blend + 7.0, (p_flow, p_blend)
+
+
+# -- inputs other tools make: tiny and thin frames, odd sizes, an uneven clock (s20 audit) ---------
+
+LEVELS = [20 + 20 * k for k in range(8)]  # one grey per frame: an in-between's grey says where it sits
+UNEVEN = np.array([0.0, 0.01, 0.02, 0.5, 0.51, 2.0, 2.01, 3.0])
+
+
+def greys(w: int, h: int) -> list[np.ndarray]:
+    return [np.full((h, w, 3), v, np.uint8) for v in LEVELS]
+
+
+@pytest.mark.parametrize("size", [(2, 2), (200, 12), (1024, 20)])
+def test_cli_interpolates_tiny_and_thin_videos(size, tmp_path):
+    """2x2 was an internal error from OpenCV (its DIS flow needs 12 px); 200x12, and 1024x20
+    (flow at 512x10), crashed the process inside DIS. Frames under 16 px a side blend; larger
+    ones keep a flow working size of 16 px or more."""
+    w, h = size
+    src = write_mp4(tmp_path / "in.mp4", greys(w, h), np.arange(8) / 8)
+    r = run_d2v("interpolate", src, "--fps", 16, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    out, fps = decode_video(tmp_path / "out.mp4")
+    assert out.shape == (15, h, w, 3) and fps == 16
+    grey = out.reshape(15, -1).mean(axis=1)
+    assert np.allclose(grey, np.interp(np.arange(15) / 2, np.arange(8), LEVELS), atol=3), grey
+
+
+def test_cli_interpolate_pads_an_odd_size_to_even(tmp_path):
+    """101x77 was refused ("must be even for H.264") though `d2v upscale` reads it. The output
+    is 102x78: every input pixel where it was, the last column and row repeated."""
+    truth = [np.ascontiguousarray(BG[60 + 2 * k : 137 + 2 * k, 40 + 3 * k : 141 + 3 * k]) for k in range(8)]
+    src = write_mp4(tmp_path / "in.mp4", truth, np.arange(8) / 8, codec="mpeg4")  # x264 refuses odd sizes
+    keys, _ = decode_video(src)
+    r = run_d2v("interpolate", src, "--fps", 16, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    assert "101x77 -> 102x78" in r.stdout
+    out, fps = decode_video(tmp_path / "out.mp4")
+    assert out.shape == (15, 78, 102, 3) and fps == 16
+    assert min(psnr(out[2 * k, :77, :101], keys[k]) for k in range(8)) > 35
+    assert np.abs(out[:, :, 101].astype(int) - out[:, :, 100]).mean() < 3
+    assert np.abs(out[:, 77].astype(int) - out[:, 76]).mean() < 3
+
+
+def test_cli_interpolate_follows_an_uneven_clock(tmp_path):
+    """Frames at 0..3 s on an uneven clock came out as 31 frames over 0-1.875 s (frame index
+    over the average rate). DESIGN.md: output frame i shows time i/fps of the input, up to
+    its last frame's time."""
+    src = write_mp4(tmp_path / "in.mp4", greys(64, 48), UNEVEN)
+    r = run_d2v("interpolate", src, "--fps", 16, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    out, fps, times = decode_video_times(tmp_path / "out.mp4")
+    assert len(out) == 49 and fps == 16 and times is None
+    assert probe_video(tmp_path / "out.mp4")["duration_s"] == pytest.approx(49 / 16, abs=1e-3)
+    grey = out.reshape(49, -1).mean(axis=1)
+    assert np.allclose(grey, np.interp(np.arange(49) / 16, UNEVEN, LEVELS), atol=3), grey
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("n_out", [None, 7])
+@pytest.mark.parametrize(("fps_in", "fps_out"), [(12, 25), (24, 30), (8, 16), (30, 24)])
+def test_an_even_clock_places_frames_as_its_rate_does(loop, n_out, fps_in, fps_out):
+    """The clock's positions agree with the constant-rate ones, from any first timestamp."""
+    clock = 5.0 + np.arange(10) / fps_in
+    assert np.allclose(positions_on_clock(clock, fps_out, n_out, loop),
+                       positions_for(10, fps_in, fps_out, n_out, loop), atol=1e-9)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from d2v.encode import encode_mp4, probe_video
+from d2v.encode import decode_video_times, encode_mp4, probe_video
 from d2v.errors import InvalidRequestError, ModelNotConfiguredError
 from d2v.upscale import load_sr_model, method_for, resize_frame, upscale_frames
+from tests.conftest import write_mp4
 
 D2V = str(Path(sys.executable).parent / "d2v")
 
@@ -157,3 +158,43 @@ def test_cli_upscale_refuses_bad_input(case, clip_mp4, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("d2v: error: "), r.stderr
     assert not o.exists()
+
+
+# -- s20 audit: sharpen's range, an uneven clock ---------------------------------------------------
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "1e9", "-5", "3.5"])
+def test_cli_upscale_refuses_a_sharpen_out_of_range(amount, clip_mp4, tmp_path):
+    """NaN made an all-white video, 1e9 a black-and-white one, -5 was taken as "off"."""
+    o = tmp_path / "o.mp4"
+    r = run_d2v("upscale", clip_mp4, "--size", "256x144", "--sharpen", amount, "-o", o)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"d2v: error: --sharpen must be in 0..3 (0 = off), got {float(amount)}"]
+    assert not o.exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cpu-torch"])
+def test_the_library_checks_sharpen_and_its_strongest_stays_a_picture(device):
+    if device == "cpu-torch":
+        pytest.importorskip("torch")
+    f = frames()
+    for bad in (float("nan"), float("inf"), -0.5, 3.5):
+        with pytest.raises(InvalidRequestError, match=r"sharpen must be a number in 0\.\.3"):
+            upscale_frames(f, 320, 180, sharpen_amount=bad, device=device)
+    plain = upscale_frames(f, 320, 180, sharpen_amount=0.0, device=device)
+    strongest = upscale_frames(f, 320, 180, sharpen_amount=3.0, device=device)
+    # Sharper, not binarised: few more pixels clipped to black or white (1e9: all of them).
+    clipped = [np.isin(x, (0, 255)).mean() for x in (plain, strongest)]
+    assert clipped[1] < clipped[0] + 0.1 and psnr(strongest, plain) > 20, clipped
+
+
+def test_cli_upscale_keeps_an_uneven_clock(tmp_path):
+    """8 frames at 0..3 s on an uneven clock came out at 4 fps, 2 s long: each frame keeps its time."""
+    uneven = np.array([0.0, 0.01, 0.02, 0.5, 0.51, 2.0, 2.01, 3.0])
+    greys = [20 + 20 * k for k in range(8)]
+    src = write_mp4(tmp_path / "in.mp4", [np.full((48, 64, 3), v, np.uint8) for v in greys], uneven)
+    r = run_d2v("upscale", src, "--size", "128x96", "-o", tmp_path / "out.mp4")
+    assert r.returncode == 0, r.stderr
+    out, _, times = decode_video_times(tmp_path / "out.mp4")
+    assert out.shape == (8, 96, 128, 3) and np.allclose(times, uneven, atol=1e-3), times
+    assert probe_video(tmp_path / "out.mp4")["duration_s"] > 3.0
+    assert np.allclose(out.reshape(8, -1).mean(axis=1), greys, atol=3)
