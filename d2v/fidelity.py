@@ -125,6 +125,10 @@ SAME_PICTURE_CORRELATION = 0.97  # a frame this close to its smeared render, unm
 REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are this wide
 SUBJECT_PATCH = 0.3  # dolly_zoom, orbit with depth: the subject is fitted alone in a patch this wide (x frame)
 MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
+# A frame whose view spans fewer photo pixels across than this (a typed camera's 200x push into
+# a small photo) shows a smear of a few pixels: not measured, as its tolerance (1% of the view)
+# would be a hundredth of a pixel. (A 16 px photo, seen whole, is still measured.)
+MIN_VIEW_PX = 8.0
 DEFAULT_SAMPLES = 16  # frames measured per clip (the first and last always): 10% of a camera job's time
 MIN_PHOTO_DETAIL = 2.0  # std of the photo's Laplacian (gray levels) below which it counts as flat
 NOISE_SLOPE = -1.0  # power-spectrum slope above which the photo counts as noise (natural: about -2)
@@ -865,7 +869,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         back = lambda xy: None if xy is None else [xy[0] - pad, xy[1] - pad]  # noqa: E731
         results = [r.model_copy(update={"center": back(r.center), "planned_center": back(r.planned_center)})
                    for r in results]
-        return _verdict(results, n, tolerance, trajectory.effect)
+        return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
         results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans, n, tolerance)
         if not all(r.located for r in results):
@@ -873,9 +877,15 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
             # are measured as before, as views against the renders of the planned cameras.
             flat = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
             results = [r if r.located else f for r, f in zip(results, flat)]
-        return _verdict(results, n, tolerance, trajectory.effect)
+        return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
     results = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
-    return _verdict(results, n, tolerance, trajectory.effect)
+    return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
+
+
+def _too_close(plans: Mapping[int, CameraFrame], out_w: int, out_h: int) -> dict[int, float]:
+    """The sampled frames whose planned view spans under MIN_VIEW_PX photo pixels: how many it spans."""
+    spans = {i: _span(out_w, out_h) * _view(camera.frame_homography(f), out_w, out_h)[1] for i, f in plans.items()}
+    return {i: span for i, span in spans.items() if span < MIN_VIEW_PX}
 
 
 def _border_reach(plans: Mapping[int, CameraFrame], photo: np.ndarray, out_w: int, out_h: int) -> int:
@@ -1129,10 +1139,19 @@ def _excess(r: FidelityFrame, tolerance: Tolerance, is_end: bool) -> tuple[float
     return max(options, key=lambda o: o[0])
 
 
-def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect: str) -> FidelityReport:
+def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect: str,
+             too_close: Mapping[int, float] | None = None) -> FidelityReport:
     """followed: every located frame within tolerance, and at least MIN_LOCATED_SHARE located.
     missed: a located frame beyond it (two, when too few were located to vouch for the rest).
-    unmeasured: too few located and no clear miss among them."""
+    unmeasured: too few located and no clear miss among them. `too_close`: frames not measured
+    for showing too few photo pixels (`_too_close`), whatever their fit said."""
+    too_close = too_close or {}
+    results = [FidelityFrame(index=r.index, located=False) if r.index in too_close else r for r in results]
+    if results and results[-1].index == n - 1 and (span := too_close.get(n - 1)) is not None:
+        end_unseen = (f"the last frame (frame {n - 1}) shows {span:.1f} px of the photo across: too few to locate, "
+                      "so where the move ended was not checked")
+    else:
+        end_unseen = None
     located = [r for r in results if r.located]
     base = dict(effect=effect, located=len(located), sampled=len(results), tolerance=tolerance.as_dict(),
                 frames=results)
@@ -1143,8 +1162,9 @@ def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect:
     if len(located) < need and len(misses) < 2:
         return FidelityReport(
             verdict="unmeasured", **base,
-            reason=f"only {len(located)} of {len(results)} sampled frames could be located in the photo (at least "
-                   f"{need} needed): the video may not be of this photo, or shows too little of its detail")
+            reason=end_unseen or f"only {len(located)} of {len(results)} sampled frames could be located in the photo "
+                                 f"(at least {need} needed): the video may not be of this photo, or shows too little "
+                                 "of its detail")
     centres = np.sort([r.center_pct for r in located])
     middle = [(len(centres) - 1) // 2, len(centres) // 2]  # the median (np.median imports numpy.ma: 16 ms)
     summary = dict(end_center_pct=end.center_pct if end else None,
@@ -1160,8 +1180,8 @@ def _verdict(results: list[FidelityFrame], n: int, tolerance: Tolerance, effect:
     if end is None:  # where the move ends is what a path is judged by: unchecked, it is not followed
         return FidelityReport(
             verdict="unmeasured", worst_frame=worst.index, **summary, **base,
-            reason=f"the last frame (frame {n - 1}) could not be located in the photo, so where the move ended "
-                   f"was not checked ({len(located)} of {len(results)} sampled frames located)")
+            reason=(end_unseen or f"the last frame (frame {n - 1}) could not be located in the photo, so where "
+                    "the move ended was not checked") + f" ({len(located)} of {len(results)} sampled frames located)")
     return FidelityReport(verdict="followed", reason=None, worst_frame=worst.index, **summary, **base)
 
 

@@ -140,6 +140,11 @@ class DrawnPath(BaseModel):
         times = [p.t for p in pts]
         if any(t is not None for t in times) and any(t is None for t in times):
             raise ValueError("either every point has 't' or none does")
+        if times and times[0] is not None:
+            back = next((i for i in range(1, len(times)) if times[i] < times[i - 1]), None)
+            if back is not None:  # (seconds since the stroke began: a clock that runs back is not a stroke)
+                raise ValueError(f"'t' must not decrease: point {back} has t={times[back]:g} after "
+                                 f"t={times[back - 1]:g}")
         return pts
 
     def image_points(self, image_width: int, image_height: int) -> np.ndarray:

@@ -299,6 +299,7 @@ def test_a_killed_renders_job_is_taken_over_at_once_on_the_same_machine(tmp_path
     ("check --manifest {}", "is not a d2v manifest: job_id: is required; request: is required"),
     ("make-tiny-depth FILE", "is a file: give a folder"),
     ("make-tiny-depth ''", "directory is an empty name: give a folder"),
+    ("path t backwards", "'t' must not decrease: point 1 has t=0 after t=1"),
 ])
 def test_more_bad_input_gives_one_line_and_exit_2(tmp_path, case, words):
     """An audit's findings: each once a traceback, an 'internal error', a wrong message or
@@ -309,6 +310,7 @@ def test_more_bad_input_gives_one_line_and_exit_2(tmp_path, case, words):
                                           '"points": [{"x": 200, "y": 200}, {"x": 800, "y": 700}]}')
     (tmp_path / "polygon.json").write_text('{"subjects": [{"region": {"polygon": [{"x": 1e308, "y": 0}, {"x": 10, "y": 0}, '
                                            '{"x": 10, "y": 10}]}, "path": [{"x": 100, "y": 100}, {"x": 150, "y": 120}]}]}')
+    (tmp_path / "backwards.json").write_text('[{"x": 20, "y": 20, "t": 1}, {"x": 80, "y": 70, "t": 0}]')
     with open(tmp_path / "big.cube", "w") as f:
         f.write("LUT_3D_SIZE 256\n")
         f.truncate(17 * 2**20)
@@ -329,6 +331,7 @@ def test_more_bad_input_gives_one_line_and_exit_2(tmp_path, case, words):
         "check --manifest {}": ["check", "clip.mp4", "--manifest", "empty.json"],
         "make-tiny-depth FILE": ["models", "make-tiny-depth", "null.json"],
         "make-tiny-depth ''": ["models", "make-tiny-depth", ""],
+        "path t backwards": [*render, "--path", "backwards.json", "-o", "x.mp4"],
     }[case]
     if case.startswith("check"):
         assert d2v(*render, "--path", path, "-o", "clip.mp4", cwd=tmp_path).returncode == 0

@@ -221,3 +221,16 @@ def test_a_trajectory_made_past_the_horizon_still_renders(monkeypatch):
                            depth_parallax=DEFAULT_PARALLAX)
     frames = list(CameraRenderer(photo, depth).render(plan))
     assert len(frames) == len(plan.frames) and frames[-1].shape == (72, 128, 3)
+
+
+def test_a_push_past_the_photos_pixels_is_unmeasured_not_missed(tmp_path):
+    """A typed camera that enlarges a 320 px photo 200x ends on a view 1.6 photo px wide: a
+    smear the check cannot place to 1% of its width (0.02 px). It said 'missed' ("end 25% off",
+    0.6 photo px); such frames are not measured, and the verdict says why."""
+    cv2.imwrite(str(tmp_path / "photo.png"), textured_image(320, 240, seed=3))
+    (tmp_path / "cam.json").write_text(json.dumps({"keyframes": [{"t": 0, "zoom": 1.5},
+                                                                 {"t": 1, "dolly": 0.9, "zoom": 20}]}))
+    r = d2v("render", "photo.png", "--camera", "cam.json", "--size", "128x96", "--duration", "1", "--fps", "8",
+            "-o", "x.mp4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "path unmeasured: the last frame (frame 7) shows 1.6 px of the photo across" in r.stdout, r.stdout
