@@ -454,7 +454,7 @@ def _job_check(args: argparse.Namespace):
 
     from d2v.depth import cached_depth
     from d2v.images import decode_image, read_image_bytes
-    from d2v.lifecycle import DEPTH, INPUT_PREFIX, Jobs, file_key, job_key
+    from d2v.lifecycle import DEPTH, INPUT_PREFIX, MANIFEST, Jobs, file_key, job_key
     from d2v.models import DEPTH_MODES, Manifest, one_line_errors
     from d2v.render import load_depth_map
 
@@ -467,9 +467,12 @@ def _job_check(args: argparse.Namespace):
         status = Jobs(store).get(_job_id(args.job))
         if status is None:
             raise InvalidRequestError(f"no job {args.job!r} in the store at {store.describe()}")
-        if status.status != "succeeded" or status.result is None or status.result.manifest_key is None:
+        key = status.result.manifest_key if status.status == "succeeded" and status.result is not None else None
+        if key is None and status.status == "failed" and store.exists(file_key(status.job_id, MANIFEST)):
+            key = file_key(status.job_id, MANIFEST)  # a rerun that failed: the video before it is still there
+        if key is None:
             raise InvalidRequestError(f"job {args.job} is {status.status}: there is no video to check yet")
-        manifest = Manifest.model_validate_json(store.get_bytes(status.result.manifest_key))
+        manifest = Manifest.model_validate_json(store.get_bytes(key))
         folder = None
     else:
         where = Path(args.manifest)

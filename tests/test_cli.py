@@ -353,3 +353,32 @@ def test_a_bom_in_json_and_latin1_in_a_cube_title_are_read(tmp_path):
             "--fps", "8", "-o", "x.mp4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert probe_video(tmp_path / "x.mp4")["frames"] == 8
+
+
+def test_a_job_whose_rerun_was_stopped_is_still_checked_by_its_video(tmp_path):
+    """A render again (--no-cache) stopped half way fails the job, but the video it had is
+    still in the store: `check --job` checks that one ('job is failed: there is no video to
+    check yet' before)."""
+    import signal
+    import time
+
+    exe = shutil.which("d2v", path=str(Path(sys.executable).parent)) or "d2v"
+    env = {**os.environ, "D2V_DATA_DIR": str(tmp_path / "data")}
+    env.pop("D2V_S3_ENDPOINT", None)
+    args = [exe, "render", str(EXAMPLE), "--path", str(PATHS / "pan.json"), "--effect", "pan", "--size", "320x180",
+            "--duration", "10", "--fps", "24", "--motion-blur", "1", "-q", "-o", "out/clip.mp4"]
+    first = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    job = first.stdout.split("job ")[1].split(")")[0]
+    status_file = tmp_path / "data" / "jobs" / job / "status.json"
+    proc = subprocess.Popen([*args, "--no-cache"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while json.loads(status_file.read_text())["status"] != "running":
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert json.loads(status_file.read_text())["status"] == "failed"
+    r = d2v("check", "--job", job, cwd=tmp_path)
+    assert r.returncode == 0 and "path followed" in r.stdout, (r.stdout, r.stderr)
