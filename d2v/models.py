@@ -295,7 +295,10 @@ class CameraKeyframe(BaseModel):
     @model_validator(mode="after")
     def _axes_or_pose(self) -> "CameraKeyframe":
         if self.pose is not None:
-            axes = [a for a in CAMERA_AXES if a in self.model_fields_set]
+            # (An axis at its default with a pose is no conflict: a stored request.json, dumped
+            # with every field, has them so, and is parsed again by the farm's runner.)
+            axes = [a for a in CAMERA_AXES
+                    if a in self.model_fields_set and getattr(self, a) != type(self).model_fields[a].default]
             if axes:
                 raise ValueError(f"give either axes or a pose, not both (this keyframe has a pose and {', '.join(axes)})")
         return self

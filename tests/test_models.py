@@ -110,3 +110,23 @@ def test_drawn_path_times():
 def test_trajectory_model_schema_has_cameras():
     fields = CameraTrajectory.model_fields
     assert {"frames", "effect", "clamped_frames", "subject"} <= set(fields)
+
+
+POSE = {"center": [160, 120, -100], "rotation": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "fov_deg": 60}
+POLYGON = {"polygon": [{"x": 10, "y": 10}, {"x": 60, "y": 10}, {"x": 60, "y": 50}]}
+
+
+@pytest.mark.parametrize("extra", [
+    {"path": None, "camera": {"keyframes": [{"t": 0, "pose": POSE}, {"t": 1, "pose": {**POSE, "fov_deg": 40}}]}},
+    {"path": None, "camera": {"keyframes": [{"t": 0, "zoom": 1.5}, {"t": 1, "dolly": 0.5, "pan": 10}]}},
+    {"subjects": [{"region": POLYGON, "path": [{"x": 30, "y": 30}, {"x": 90, "y": 40}], "scale": 1.2}],
+     "still": [{"brush": [{"x": 100, "y": 100}], "radius": 12}]},
+    {"post": ["boomerang", "glitch"], "look": "noir", "shake": 0.3, "end_zoom": 2.0},
+])
+def test_a_stored_request_parses_back_to_itself(extra):
+    """The farm stores request.json (every field dumped, defaults included) and its runner
+    parses it again: a request that parses once must parse from its dump to the same request.
+    A typed camera of poses did not (its dumped default axes beside each pose were 'both')."""
+    r = parse_request({"path": [{"x": 10, "y": 20}, {"x": 200, "y": 100}], "width": 128, "height": 96,
+                       "duration_s": 1, "fps": 8, **extra})
+    assert parse_request(r.model_dump_json()) == r
