@@ -43,6 +43,7 @@ EffectName = Literal[
 ]
 PostName = Literal["reverse", "boomerang", "glitch", "mirror_fold", "bullet_time", "tenet"]
 MAX_POST_EFFECTS = 8
+MAX_OUTPUT_S = 40  # seconds of video after post effects: 20 s played forward and back (RenderRequest._post_length)
 
 
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"]
@@ -500,9 +501,27 @@ class RenderRequest(BaseModel):
             raise PydanticCustomError("missing_move", f"{first}: is required ({what}), or give {alternatives}")
         return self
 
+    @model_validator(mode="after")
+    def _post_length(self) -> "RenderRequest":
+        """Each boomerang doubles the clip (2n - 1 frames): eight of them made a 1 s request a
+        224 s video. At most MAX_OUTPUT_S seconds after post effects."""
+        if (frames := self.output_frames) > MAX_OUTPUT_S * self.fps:
+            raise ValueError(f"post: {self.post.count('boomerang')} boomerangs make {frames / self.fps:.0f} s of video "
+                             f"from {self.duration_s:g} s; at most {MAX_OUTPUT_S} s after post effects (the longest "
+                             "clip, played forward and back): use fewer, or a shorter clip")
+        return self
+
     @property
     def n_frames(self) -> int:
         return max(1, round(self.duration_s * self.fps))
+
+    @property
+    def output_frames(self) -> int:
+        """The video's frames after post effects (only boomerang changes the count: 2n - 1)."""
+        n = self.n_frames
+        for _ in range(self.post.count("boomerang")):
+            n = 2 * n - 1
+        return n
 
     def canonical_json(self) -> str:
         # A move field (or still regions) left unset is left out, so requests that never had it keep

@@ -61,6 +61,12 @@ def test_bare_list_is_image_pixels_and_canvas_scales():
         (req(duration_s=False), InvalidRequestError, "duration_s must be a number, got false"),
         (req(duration_s=float("nan")), InvalidRequestError, "duration_s: Input should be a finite number"),
         (req(shake=float("inf")), InvalidRequestError, "shake: Input should be a finite number"),
+        # s20 audit: eight boomerangs made a 1 s request a 224 s video
+        (req(duration_s=1, fps=8, post=["boomerang"] * 8), InvalidRequestError,
+         "post: 8 boomerangs make 224 s of video from 1 s; at most 40 s"),
+        (req(duration_s=11, post=["boomerang", "boomerang"]), InvalidRequestError, "make 44 s of video from 11 s"),
+        (req(path={"canvas": {"width": 1e308, "height": 5}, "points": PATH["points"]}), InvalidPathError,
+         "canvas.width: Input should be less than or equal to 1000000000"),
     ],
 )
 def test_bad_requests_raise_named_errors(body, error, words):
