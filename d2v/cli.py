@@ -1282,10 +1282,12 @@ def _refuse_empty_file_names(args: argparse.Namespace) -> None:
             raise _UsageError(f"{flag} is an empty name: give a {'folder' if dest == 'directory' else 'file'}")
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM raises `Stopped` in the main thread, as Ctrl-C raises KeyboardInterrupt: the
-    default would end the process on the spot, the job it runs left 'running' and its video's
-    temporary file left behind. (`d2v serve` installs its own handlers over this one.)"""
+@contextmanager
+def _stop_on_sigterm():
+    """While a command runs, SIGTERM raises `Stopped` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt: the default would end the process on the spot, the job it runs left
+    'running' and its video's temporary file left behind. The handler before is put back after
+    (main() called in-process, as tests do). `d2v serve` installs its own handlers over this one."""
     import signal
     import threading
 
@@ -1293,13 +1295,23 @@ def _stop_on_sigterm() -> None:
         raise Stopped("stopped (SIGTERM)")
 
     # (Only the main thread may set handlers; one set by whoever runs us, or SIG_IGN, stays.)
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _stop_on_sigterm():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
-        _stop_on_sigterm()
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser(argv[0] if argv and not argv[0].startswith("-") else None).parse_args(argv)
         _refuse_empty_file_names(args)
