@@ -784,6 +784,10 @@ def _decoded(data: Any, what: str, error: type[D2VError]) -> Any:
     """`data` as given, or decoded when it is JSON text; `error` naming `what` when it is not."""
     if not isinstance(data, (str, bytes)):
         return data
+    if isinstance(data, bytes):
+        data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Windows editors write one)
+    else:
+        data = data.removeprefix("\ufeff")
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as e:  # RecursionError: thousands of nested brackets

@@ -47,11 +47,14 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from d2v import camera
 from d2v.errors import InvalidRequestError
 from d2v.inpaint import fill_smooth, inpaint_hole
-from d2v.models import CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject, read_json_file
+from d2v.models import (
+    CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject, one_line_errors, read_json_file,
+)
 from d2v.render import CameraRenderer
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS
 
@@ -80,8 +83,13 @@ COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # 
 
 def mask_data_url(png_bytes: bytes) -> str:
     """A mask image file -> the `mask` value a validated request carries (re-encoded as PNG)."""
-    img = cv2.imdecode(np.frombuffer(png_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
+    if not png_bytes:
+        raise InvalidRequestError("mask: the file is empty (0 bytes; use a PNG: white = the region)")
+    try:
+        img = cv2.imdecode(np.frombuffer(png_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # (a header it chokes on, rather than declines)
+        img = None
+    if img is None or img.size == 0:
         raise InvalidRequestError("mask: not an image OpenCV can read (use a PNG: white = the region)")
     ok, png = cv2.imencode(".png", _mask_plane(img))
     return MASK_PREFIX + base64.b64encode(png.tobytes()).decode()
@@ -95,8 +103,10 @@ def _mask_plane(img: np.ndarray) -> np.ndarray:
         plane = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2GRAY)
     else:
         plane = img
-    if plane.dtype != np.uint8:
-        plane = (plane.astype(np.float64) * 255.0 / max(1.0, float(np.iinfo(plane.dtype).max))).astype(np.uint8)
+    if np.issubdtype(plane.dtype, np.floating):  # (a float TIFF: 0..1)
+        plane = np.nan_to_num(plane.astype(np.float64)) * 255.0
+    elif plane.dtype != np.uint8:
+        plane = plane.astype(np.float64) * 255.0 / max(1.0, float(np.iinfo(plane.dtype).max))
     return np.where(plane >= 128, 255, 0).astype(np.uint8)
 
 
@@ -289,8 +299,8 @@ def outline_answer(image_bytes: bytes, region_json: str | bytes, mask_bytes: byt
 
     try:
         region = Region.model_validate_json(region_json)
-    except ValueError as e:
-        raise InvalidRequestError(f"invalid region: {str(e).splitlines()[-1].strip()}") from None
+    except ValidationError as e:  # (field by field, as a request's errors: not pydantic's last line, a URL)
+        raise InvalidRequestError(f"invalid region: {one_line_errors(e, limit=3)}") from None
     if region.mask is not None and not region.mask.startswith(MASK_PREFIX):
         if mask_bytes is None:
             raise InvalidRequestError("region.mask: send the mask image as a file part named 'mask'")

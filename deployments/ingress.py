@@ -100,6 +100,16 @@ api = FastAPI(
     description="Draw a path on a photo, get a video whose camera follows it. "
     "POST an image and a request to /v1/jobs, then poll the status_url.",
 )
+
+
+def get_and_head(path: str, **kw):
+    """A GET route that answers HEAD too (its status and headers; the server sends no body),
+    as HTTP asks of every GET resource: link checkers and players ask HEAD first. The HEAD
+    route stays out of the OpenAPI schema (one operation per path and method there)."""
+    def register(fn):
+        api.add_api_route(path, fn, methods=["HEAD"], include_in_schema=False)
+        return api.get(path, **kw)(fn)
+    return register
 api.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
 
@@ -134,6 +144,8 @@ def _error(status: int, detail: str) -> JSONResponse:
 async def _d2v_error(request: Request, exc: D2VError) -> JSONResponse:
     refused(exc.status_code, type(exc).__name__)
     headers = {"Retry-After": "10"} if exc.status_code == 503 else None
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": "Bearer"}  # (what a 401 must name: the scheme to answer with)
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)}, headers=headers)
 
 
@@ -166,6 +178,48 @@ async def _answer(awaitable, what: str, timeout_s: float | None = None):
 def lut_too_large(nbytes: int) -> ImageTooLargeError:
     return ImageTooLargeError(f"lut: the .cube file is {nbytes / 2**20:.1f} MiB; the limit is "
                               f"{MAX_LUT_BYTES / 2**20:.0f} MiB")
+
+
+async def _multipart(request: Request, parts: str, max_files: int, max_fields: int):
+    """The request's multipart form (`parts`: what it should hold, for the message), checked
+    cheapest first: the declared size and type, then the body parsed as it arrives (files
+    spool to disk past 1 MiB), counted on the way (a chunked upload has no Content-Length, and
+    a header can lie) and cut at the limit: never held whole in memory, never waited on for
+    ever (a client that stops sending mid-body gets a 408 after BODY_IDLE_TIMEOUT_S)."""
+    limit = MAX_IMAGE_BYTES + 1_000_000
+    too_large = ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+    try:
+        length = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise InvalidRequestError("the Content-Length header is not a number") from None
+    if length > limit:
+        raise ImageTooLargeError(f"upload is {length / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # (any case: RFC 2045)
+        raise InvalidRequestError(f"send multipart/form-data with {parts}")
+
+    async def counted():
+        received = 0
+        body = Request.stream(request).__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(body.__anext__(), BODY_IDLE_TIMEOUT_S)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"the upload stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s "
+                                     f"after {received} bytes; send the whole body") from None
+            received += len(chunk)
+            if received > limit:
+                raise too_large
+            yield chunk
+
+    request.stream = counted  # what request.form() reads
+    try:
+        return await request.form(max_files=max_files, max_fields=max_fields)
+    except D2VError:
+        raise
+    except Exception as e:
+        raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
 
 
 def check_cube(data: bytes) -> None:
@@ -209,8 +263,8 @@ class Ingress:
     @staticmethod
     def _key_of(request: Request, keys: list[str]) -> str | None:
         """Which of `keys` the request's bearer token is, if any."""
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""  # (a scheme's case does not matter: RFC 9110)
         # As bytes: compare_digest refuses str with non-ASCII characters (a 500 before).
         given = token.encode("utf-8", "surrogateescape")
         found = None
@@ -232,7 +286,7 @@ class Ingress:
     def _is_operator(self, request: Request) -> bool:
         return bool(self.admin_keys) and self._key_of(request, self.admin_keys) is not None
 
-    @api.get("/healthz")
+    @get_and_head("/healthz")
     async def healthz(self, request: Request) -> JSONResponse:
         """200 when the store and the queue answer; 503 (saying which is down) when not. Never
         blocks the event loop: each is probed in a thread, with a short timeout. Anyone gets
@@ -259,27 +313,27 @@ class Ingress:
         except Exception as e:
             return f"unavailable: {one_line(e)}"
 
-    @api.get("/v1/effects")
+    @get_and_head("/v1/effects")
     async def effects(self) -> list[dict]:
         return [{"name": name, "description": text} for name, text in EFFECTS.items()]
 
-    @api.get("/v1/presets")
+    @get_and_head("/v1/presets")
     async def list_presets(self) -> list[dict]:
         """The named presets: what each shows, and the request fields it sets (a request's own
         fields override them)."""
         return [{"name": name, **entry} for name, entry in presets().items()]
 
-    @api.get("/v1/looks")
+    @get_and_head("/v1/looks")
     async def list_looks(self) -> list[dict]:
         """The named colour grades; a request's `look` may instead name a .cube file sent as `lut`."""
         return [{"name": name, "description": text} for name, text in LOOKS.items()]
 
-    @api.get("/v1/post")
+    @get_and_head("/v1/post")
     async def list_post_effects(self) -> list[dict]:
         """The post effects a request's `post` list may name, applied in its order."""
         return [{"name": name, "description": text} for name, text in POST_EFFECTS.items()]
 
-    @api.get("/v1/backends")
+    @get_and_head("/v1/backends")
     async def list_backends(self) -> list[dict]:
         """Each backend of the base stage, configured on this farm or not (and why not), with its
         limits (native size, frames per generation, frame rule, text), licence, and what `auto`
@@ -288,7 +342,7 @@ class Ingress:
 
         return backends_table(self.settings.base_models())
 
-    @api.get("/v1/limits")
+    @get_and_head("/v1/limits")
     async def limits(self) -> dict:
         """What this farm takes, so a client can check before it uploads: the photo's bytes,
         pixels and smallest side, the clip's duration, frame rate and output sides, and the
@@ -302,7 +356,7 @@ class Ingress:
             "max_lut_bytes": MAX_LUT_BYTES,
         }
 
-    @api.get("/v1/stats", responses=errors(401, 422, 503))
+    @get_and_head("/v1/stats", responses=errors(401, 422, 503))
     async def stats(self, request: Request, since: str = Query("7d", description=(
             "jobs that ended in this span: a number and m, h, d or w (30m, 24h, 7d, 2w)"))) -> dict:
         """The KPIs over the jobs that ended in `since`: videos, success rate, median and p95
@@ -322,8 +376,8 @@ class Ingress:
             made = asyncio.to_thread(report, self.stats_store, since, tenant=None if farm_wide else tenant,
                                      deadline=deadline)
             data = await _answer(made, "the object store", STATS_TIMEOUT_S + STATS_CALL_S)
-        if not farm_wide:
-            data.pop("store", None)  # where the store is: for operators
+        if not self._is_operator(request):
+            data.pop("store", None)  # where the store is (a local path, a bucket): for operators' keys only
         return data
 
     @api.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -341,43 +395,7 @@ class Ingress:
         """The multipart body of POST /v1/jobs and /v1/preview, checked cheapest first:
         size, shape, the request, then the image's header (never a full decode here).
         Returns the request and the bytes of the image, the depth map and the look's .cube."""
-        limit = MAX_IMAGE_BYTES + 1_000_000
-        too_large = ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
-        try:
-            length = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            raise InvalidRequestError("the Content-Length header is not a number") from None
-        if length > limit:
-            raise ImageTooLargeError(f"upload is {length / 2**20:.1f} MiB; the limit is "
-                                     f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB")
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'request' JSON field")
-        # The body is parsed as it arrives (files spool to disk past 1 MiB), counted on the way
-        # (a chunked upload has no Content-Length, and a header can lie) and cut at the limit:
-        # never held whole in memory.
-        async def counted():
-            received = 0
-            body = Request.stream(request).__aiter__()
-            while True:
-                try:  # a client that stops sending mid-body is answered, not waited on for ever
-                    chunk = await asyncio.wait_for(body.__anext__(), BODY_IDLE_TIMEOUT_S)
-                except StopAsyncIteration:
-                    return
-                except asyncio.TimeoutError:
-                    raise RequestTimeout(f"the upload stalled: nothing arrived for {BODY_IDLE_TIMEOUT_S:g} s "
-                                         f"after {received} bytes; send the whole body") from None
-                received += len(chunk)
-                if received > limit:
-                    raise too_large
-                yield chunk
-
-        request.stream = counted  # what request.form() reads
-        try:
-            form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=16)
-        except D2VError:
-            raise
-        except Exception as e:
-            raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
+        form = await _multipart(request, "an 'image' file and a 'request' JSON field", MAX_UPLOAD_FILES, 16)
         try:
             upload, raw_request, depth_upload = form.get("image"), form.get("request"), form.get("depth")
             lut_upload = form.get("lut")
@@ -397,6 +415,9 @@ class Ingress:
                 await asyncio.to_thread(check_depth_map, depth_bytes, *oriented_size(image_bytes))
             lut_bytes = await self._read_lut(render_request, lut_upload)
             if names := mask_names(render_request):  # subjects' and still regions' mask images, by part name
+                if taken := sorted(names & {"image", "request", "depth", "lut"}):
+                    raise InvalidRequestError(f"mask: the part {taken[0]!r} is the job's own; send each mask image "
+                                              "as a file part of its own name")
                 masks = {n: await form[n].read() for n in names if n in form and not isinstance(form[n], str)}
                 render_request = await asyncio.to_thread(attach_masks, render_request, masks)
         finally:
@@ -429,14 +450,7 @@ class Ingress:
         edges (d2v.subjects), answered at once: its outlines in the region's canvas units and
         the share of the photo it covers. Nothing is stored."""
         self._authorize(request)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise InvalidRequestError("send multipart/form-data with an 'image' file and a 'region' JSON field")
-        if int(request.headers.get("content-length") or 0) > MAX_IMAGE_BYTES + 1_000_000:
-            raise ImageTooLargeError(f"upload is over the limit of {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
-        try:
-            form = await request.form(max_files=2, max_fields=4)
-        except Exception as e:
-            raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
+        form = await _multipart(request, "an 'image' file and a 'region' JSON field", 2, 4)
         try:
             upload, raw = form.get("image"), form.get("region")
             if upload is None or isinstance(upload, str):
@@ -576,7 +590,7 @@ class Ingress:
             status.stage, status.progress = seen  # fresher than the last heartbeat
         return status
 
-    @api.get("/v1/jobs", response_model=JobList, responses=errors(401, 422, 503))
+    @get_and_head("/v1/jobs", response_model=JobList, responses=errors(401, 422, 503))
     async def list_jobs(
         self, request: Request,
         limit: int = Query(20, ge=1, le=MAX_LIST, description="how many of the latest jobs, newest first"),
@@ -589,7 +603,7 @@ class Ingress:
         mine = [s for s in statuses if s is not None and (not self.api_keys or s.tenant == tenant)]
         return JSONResponse({"jobs": [self._public(request, s) for s in mine]})
 
-    @api.get("/v1/jobs/{job_id}", name="job_status", response_model=JobView, responses=errors(400, 401, 404, 422, 503))
+    @get_and_head("/v1/jobs/{job_id}", name="job_status", response_model=JobView, responses=errors(400, 401, 404, 422, 503))
     async def job_status(
         self, job_id: str, request: Request,
         wait_s: float = Query(0.0, ge=0.0, le=MAX_WAIT_S, description=(
@@ -679,11 +693,15 @@ class Ingress:
         status and headers, no body."""
         files = {"video": (VIDEO, "video/mp4"), "poster": (POSTER, "image/jpeg"),
                  "fidelity": (FIDELITY, "image/png"), "manifest": (MANIFEST, "application/json")}
+        if name == "request":
+            return await self.job_request(job_id, request)
+        if name == "image":
+            return await self.job_image(job_id, request)
         if name not in files:
             raise InvalidRequestError(f"no such resource under job {job_id!r}")
         return await self._result_object(job_id, request, *files[name])
 
-    @api.get("/v1/jobs/{job_id:path}", include_in_schema=False)
+    @get_and_head("/v1/jobs/{job_id:path}", include_in_schema=False)
     async def job_bad_id(self, job_id: str) -> dict:
         # Anything with a '/' in it ('../x' decoded from %2F) lands here: say why it is refused.
         validate_job_id(job_id)

@@ -766,3 +766,45 @@ def test_metrics_cost_stats_and_json_logs_of_the_farms_jobs(farm):
     about = [line for line in lines if line.get("job_id") == broken]
     assert any("failed" in line["message"] for line in about), lines[-5:]
     assert all(broken in line["message"] for line in about)
+
+
+def test_an_audits_http_findings(farm):
+    """An audit of the API (s20): each of these was a 500, a 2xx for a bad request, a body that
+    did not say what to fix, or a header HTTP asks for and did not get."""
+    client, _ = farm
+    mask_req = {**GOOD, "still": [{"canvas": {"width": 320, "height": 240}, "mask": "m1"}]}
+    # An empty mask part: a 500 from OpenCV's decoder; on the outline route too.
+    r = submit(client, PHOTO, mask_req, m1=("m.png", b"", "image/png"))
+    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    r = client.post("/v1/subjects/outline", files={"image": ("x.png", PHOTO, "image/png"),
+                                                   "mask": ("m.png", b"", "image/png")},
+                    data={"region": json.dumps({"mask": "mask"})})
+    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    # A mask naming the photo's own part (read already: it came back empty).
+    r = submit(client, PHOTO, {**GOOD, "still": [{"mask": "image"}]})
+    assert r.status_code == 422 and "the part 'image' is the job's own" in r.json()["detail"], r.text
+    # The outline's region errors name the field, not pydantic's URL.
+    r = client.post("/v1/subjects/outline", files={"image": ("x.png", PHOTO, "image/png")},
+                    data={"region": json.dumps({"polygon": [{"x": 1, "y": 1}] * 3, "colour": "red"})})
+    assert r.status_code == 422 and r.json()["detail"] == "invalid region: colour: is not a known field", r.text
+    # Stacked boomerangs: a 1 s request made a 224 s video.
+    r = submit(client, PHOTO, {**GOOD, "post": ["boomerang"] * 8})
+    assert r.status_code == 422 and "8 boomerangs make" in r.json()["detail"], r.text
+    # A request JSON with a byte-order mark (the CLI reads one too).
+    r = client.post("/v1/jobs", files={"image": ("x.png", PHOTO, "image/png")},
+                    data={"request": "\ufeff" + json.dumps({**GOOD, "seed": 77})})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    # HEAD wherever GET is answered (a 405 or 422 before), with GET's status and no body.
+    for path in ("/healthz", "/v1/effects", "/v1/limits", "/v1/jobs", job["status_url"],
+                 job["status_url"] + "/request", job["status_url"] + "/image"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == get.status_code and head.status_code in (200, 307), (path, head.status_code)
+        assert head.content == b""
+    # A farm without keys shows no one where its store is (/healthz did not; /v1/stats did).
+    assert "store" not in client.get("/v1/stats?since=1h").json()
+    # The keyed app: the scheme in any case, and a 401 names the scheme to answer with.
+    assert client.get("/keyed/v1/jobs", headers={"Authorization": "bearer key-a"}).status_code == 200
+    refused = client.get("/keyed/v1/jobs")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert wait(client, job["status_url"])["status"] == "succeeded"
