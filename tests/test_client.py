@@ -34,6 +34,15 @@ def test_submit_to_a_stopped_farm_gives_up_within_the_bound_with_one_line(tmp_pa
     assert not (tmp_path / "out.mp4").exists()
 
 
+def _send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict, **headers: str) -> None:
+    body = json.dumps(payload).encode()
+    handler.send_response(status)
+    for name, value in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _BusyFarm(BaseHTTPRequestHandler):
     """Answers every request as the farm does when its queue is full."""
 
@@ -41,13 +50,8 @@ class _BusyFarm(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
-        body = json.dumps({"detail": "the farm is busy (16 jobs waiting); retry in a few seconds"}).encode()
-        self.send_response(503)
-        self.send_header("Retry-After", "2")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _send_json(self, 503, {"detail": "the farm is busy (16 jobs waiting); retry in a few seconds"},
+                   **{"Retry-After": "2"})
 
     def log_message(self, *args) -> None:
         pass
@@ -150,12 +154,7 @@ class _RefusingFarm(BaseHTTPRequestHandler):
     """A farm that refuses, in its own JSON."""
 
     def do_GET(self) -> None:
-        body = json.dumps({"detail": "limit: must be at most 100"}).encode()
-        self.send_response(422)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _send_json(self, 422, {"detail": "limit: must be at most 100"})
 
     def log_message(self, *args) -> None:
         pass
