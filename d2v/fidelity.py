@@ -126,9 +126,10 @@ REFERENCE_SIDE = 384  # parallax: the camera backend's reference renders are thi
 SUBJECT_PATCH = 0.3  # dolly_zoom, orbit with depth: the subject is fitted alone in a patch this wide (x frame)
 MIN_LOCATED_SHARE = 0.5  # fewer located frames than this share: unmeasured
 # A frame whose view spans fewer photo pixels across than this (a typed camera's 200x push into
-# a small photo) shows a smear of a few pixels: not measured, as its tolerance (1% of the view)
-# would be a hundredth of a pixel. (A 16 px photo, seen whole, is still measured.)
-MIN_VIEW_PX = 8.0
+# a small photo: 1.6 px) shows a smear of a few pixels: not measured, as its tolerance (1% of the
+# view) would be a sixtieth of a pixel. (A 16 px photo panned across, 6.4 px views, is measured
+# and followed: the frames still hold its pixels' pattern.)
+MIN_VIEW_PX = 4.0
 DEFAULT_SAMPLES = 16  # frames measured per clip (the first and last always): 10% of a camera job's time
 MIN_PHOTO_DETAIL = 2.0  # std of the photo's Laplacian (gray levels) below which it counts as flat
 NOISE_SLOPE = -1.0  # power-spectrum slope above which the photo counts as noise (natural: about -2)

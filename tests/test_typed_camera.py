@@ -234,3 +234,15 @@ def test_a_push_past_the_photos_pixels_is_unmeasured_not_missed(tmp_path):
             "-o", "x.mp4", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "path unmeasured: the last frame (frame 7) shows 1.6 px of the photo across" in r.stdout, r.stdout
+
+
+def test_a_tiny_photo_panned_across_is_still_measured(tmp_path):
+    """The floor under which frames are not judged must not take small photos' checks away: a
+    16 px photo panned across shows 6.4 px views, and its faithful video is followed."""
+    photo = cv2.resize(textured_image(320, 240, seed=5), (16, 16), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    (tmp_path / "path.json").write_text(json.dumps({"canvas": {"width": 1000, "height": 1000}, "points": [
+        {"x": 200, "y": 200}, {"x": 800, "y": 700}]}))
+    r = d2v("render", "photo.png", "--path", "path.json", "--size", "128x96", "--duration", "1", "--fps", "8",
+            "-o", "x.mp4", cwd=tmp_path)
+    assert r.returncode == 0 and "path followed" in r.stdout, (r.stdout, r.stderr)
