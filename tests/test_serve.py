@@ -775,11 +775,11 @@ def test_an_audits_http_findings(farm):
     mask_req = {**GOOD, "still": [{"canvas": {"width": 320, "height": 240}, "mask": "m1"}]}
     # An empty mask part: a 500 from OpenCV's decoder; on the outline route too.
     r = submit(client, PHOTO, mask_req, m1=("m.png", b"", "image/png"))
-    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "still[0].mask 'm1': the file is empty" in r.json()["detail"], r.text
     r = client.post("/v1/subjects/outline", files={"image": ("x.png", PHOTO, "image/png"),
                                                    "mask": ("m.png", b"", "image/png")},
                     data={"region": json.dumps({"mask": "mask"})})
-    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "region.mask 'mask': the file is empty" in r.json()["detail"], r.text
     # A mask naming the photo's own part (read already: it came back empty).
     r = submit(client, PHOTO, {**GOOD, "still": [{"mask": "image"}]})
     assert r.status_code == 422 and "the part 'image' is the job's own" in r.json()["detail"], r.text
