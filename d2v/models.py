@@ -789,10 +789,23 @@ def _decoded(data: Any, what: str, error: type[D2VError]) -> Any:
     else:
         data = data.removeprefix("\ufeff")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_int=_json_int)
     except (ValueError, RecursionError) as e:  # RecursionError: thousands of nested brackets
         reason = f"nested deeper than {MAX_JSON_DEPTH}" if isinstance(e, RecursionError) else str(e)
         raise error(f"invalid {what}: not JSON ({reason})") from None
+
+
+def _json_int(text: str) -> int:
+    # Python refuses integers over 4300 digits with advice for programmers (sys.set_int_max_str_digits);
+    # no field takes anything near 100 digits, so the first 100 (sign kept) stand in and the field
+    # says its own range ("seed: Input should be less than or equal to 4294967295").
+    return int(text[:100])
+
+
+def _json_type(value: Any) -> str:
+    """A decoded JSON value's type in JSON's words (not Python's NoneType or dict)."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(type(value), "a number")
 
 
 def parse_path(data: Any) -> DrawnPath:
@@ -813,6 +826,19 @@ def parse_camera(data: Any) -> TypedCamera:
         return TypedCamera.model_validate(data)
     except ValidationError as e:
         raise InvalidRequestError(f"invalid camera: {one_line_errors(e)}") from None
+
+
+def parse_region(data: Any) -> Region:
+    """Untrusted JSON (already decoded, or a str) -> Region (POST /v1/subjects/outline's `region`),
+    or InvalidRequestError naming the field, as a request's errors do."""
+    data = _decoded(data, "region", InvalidRequestError)
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"invalid region: expected a JSON object (brush, polygon or mask), "
+                                  f"got {_json_type(data)}")
+    try:
+        return Region.model_validate(data)
+    except ValidationError as e:
+        raise InvalidRequestError(f"invalid region: {one_line_errors(e, limit=3)}") from None
 
 
 MAX_JSON_DEPTH = 16  # a request nests 4 deep (request > path > points > point); allow some slack
@@ -839,7 +865,7 @@ def parse_request(data: Any) -> RenderRequest:
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidRequestError(f"invalid request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
-        raise InvalidRequestError(f"invalid request: expected a JSON object, got {type(data).__name__}")
+        raise InvalidRequestError(f"invalid request: expected a JSON object, got {_json_type(data)}")
     try:
         return RenderRequest.model_validate(data)
     except ValidationError as e:

@@ -47,13 +47,12 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
-from pydantic import ValidationError
 
 from d2v import camera
 from d2v.errors import InvalidRequestError
 from d2v.inpaint import fill_smooth, inpaint_hole
 from d2v.models import (
-    CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject, one_line_errors, read_json_file,
+    CameraTrajectory, Canvas, DrawnPath, Region, RenderRequest, Subject, parse_region, read_json_file,
 )
 from d2v.render import CameraRenderer
 from d2v.trajectory import DEFAULT_PARALLAX, PIVOT_EFFECTS
@@ -81,16 +80,17 @@ COLOURS = ["#ff5a5a", "#4fb3ff", "#ffd23f", "#5ee07a", "#c77dff", "#ff9f40"]  # 
 # -- the request's parts ----------------------------------------------------------------------
 
 
-def mask_data_url(png_bytes: bytes) -> str:
-    """A mask image file -> the `mask` value a validated request carries (re-encoded as PNG)."""
+def mask_data_url(png_bytes: bytes, what: str = "mask") -> str:
+    """A mask image file -> the `mask` value a validated request carries (re-encoded as PNG);
+    `what` names the file in errors (a request may name several)."""
     if not png_bytes:
-        raise InvalidRequestError("mask: the file is empty (0 bytes; use a PNG: white = the region)")
+        raise InvalidRequestError(f"{what}: the file is empty (0 bytes; use a PNG: white = the region)")
     try:
         img = cv2.imdecode(np.frombuffer(png_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:  # (a header it chokes on, rather than declines)
         img = None
     if img is None or img.size == 0:
-        raise InvalidRequestError("mask: not an image OpenCV can read (use a PNG: white = the region)")
+        raise InvalidRequestError(f"{what}: not an image OpenCV can read (use a PNG: white = the region)")
     ok, png = cv2.imencode(".png", _mask_plane(img))
     return MASK_PREFIX + base64.b64encode(png.tobytes()).decode()
 
@@ -119,7 +119,7 @@ def attach_masks(request: RenderRequest, files: dict[str, bytes]) -> RenderReque
         if region.mask not in files:
             raise InvalidRequestError(f"{where}.mask: {region.mask!r} was not sent: attach the mask image as a file "
                                       f"part named {region.mask!r}")
-        return region.model_copy(update={"mask": mask_data_url(files[region.mask])})
+        return region.model_copy(update={"mask": mask_data_url(files[region.mask], f"{where}.mask {region.mask!r}")})
 
     subjects = [s.model_copy(update={"region": attach(s.region, f"subjects[{i}].region")})
                 for i, s in enumerate(request.subjects)]
@@ -297,14 +297,11 @@ def outline_answer(image_bytes: bytes, region_json: str | bytes, mask_bytes: byt
     in the region's canvas units), "share" (of the photo)}; a bad region is InvalidRequestError."""
     from d2v.images import decode_image
 
-    try:
-        region = Region.model_validate_json(region_json)
-    except ValidationError as e:  # (field by field, as a request's errors: not pydantic's last line, a URL)
-        raise InvalidRequestError(f"invalid region: {one_line_errors(e, limit=3)}") from None
+    region = parse_region(region_json)
     if region.mask is not None and not region.mask.startswith(MASK_PREFIX):
         if mask_bytes is None:
             raise InvalidRequestError("region.mask: send the mask image as a file part named 'mask'")
-        region = region.model_copy(update={"mask": mask_data_url(mask_bytes)})
+        region = region.model_copy(update={"mask": mask_data_url(mask_bytes, "region.mask 'mask'")})
     rgb = decode_image(image_bytes).rgb
     full_h, full_w = rgb.shape[:2]
     k = min(1.0, OUTLINE_SIDE / max(full_w, full_h))
@@ -697,7 +694,7 @@ def _with_mask_files(regions: list, base: Path, what: str) -> list:
             f = base / region["mask"]
             if not f.is_file():
                 raise InvalidRequestError(f"{what}[{i}].mask: file not found: {f}")
-            region = {**region, "mask": mask_data_url(f.read_bytes())}
+            region = {**region, "mask": mask_data_url(f.read_bytes(), f"{what}[{i}].mask {str(f)!r}")}
         out.append(region)
     return out
 
@@ -732,7 +729,8 @@ def subject_fields(subject_args: Sequence[str] = (), subjects_file: str | None =
         i = len(subjects)
         if not Path(mask).is_file():
             raise InvalidRequestError(f"subjects[{i}].region.mask: file not found: {mask}")
-        subjects.append({"region": {"mask": mask_data_url(Path(mask).read_bytes())},
+        data_url = mask_data_url(Path(mask).read_bytes(), f"subjects[{i}].region.mask {mask!r}")
+        subjects.append({"region": {"mask": data_url},
                          "path": read_json_file(path, f"subjects[{i}].path")})
     for arg in still_args:
         still += _with_mask_files([{"mask": arg}], base or Path("."), "still")

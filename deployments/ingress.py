@@ -40,10 +40,16 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from ray import serve
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.routing import Match
 
 from d2v import __version__
 from d2v.depth import cached_depth, planned_depth_source
@@ -136,8 +142,41 @@ class RequestTimeout(D2VError):
     status_code = 408
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+class UnsupportedMediaType(D2VError):
+    status_code = 415
+
+
+def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+class ResultFile(FileResponse):
+    """A result file from the local store (S3 answers Range itself): Starlette's FileResponse, but
+    a Range it refuses is answered in JSON like every other refusal (its own are text), and a
+    Range in a unit other than bytes is ignored, as RFC 9110 (14.2) asks: the whole file."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = Headers(scope=scope)
+        asked = headers.get("range")
+        if asked is not None and self.status_code == 200:
+            if self.stat_result is None:  # (stat once: the parent uses it, and If-Range its ETag)
+                self.stat_result = await asyncio.to_thread(os.stat, self.path)
+                self.set_stat_headers(self.stat_result)
+            size = self.stat_result.st_size
+            if asked.partition("=")[0].strip().lower() != "bytes":
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+            elif headers.get("if-range") is None or self._should_use_range(headers["if-range"]):
+                try:
+                    self._parse_range_header(asked, size)
+                except MalformedRangeHeader:
+                    refusal = _error(400, f"Range {asked!r}: ask bytes=START-END (0-based, END included, "
+                                          f"START <= END) within the file's {size} bytes")
+                    return await refusal(scope, receive, send)
+                except RangeNotSatisfiable:
+                    refusal = _error(416, f"Range {asked!r}: the file is {size} bytes; ask for a start below {size}",
+                                     {"Content-Range": f"bytes */{size}"})
+                    return await refusal(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 @api.exception_handler(D2VError)
@@ -147,6 +186,19 @@ async def _d2v_error(request: Request, exc: D2VError) -> JSONResponse:
     if exc.status_code == 401:
         headers = {"WWW-Authenticate": "Bearer"}  # (what a 401 must name: the scheme to answer with)
     return JSONResponse(status_code=exc.status_code, content={"detail": str(exc)}, headers=headers)
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 405:
+        # Starlette's 405 names the methods of the first route on the path only ("Allow: POST" for
+        # /v1/jobs, which GET and HEAD answer too): the app's routes are asked about each method.
+        allowed = [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if any(
+            r.matches({**request.scope, "method": m})[0] == Match.FULL for r in request.app.router.routes)]
+        if allowed:  # (none: the static files' 405, left as it is)
+            return _error(405, f"{request.method} is not answered at {request.url.path}: use {', '.join(allowed)}",
+                          {"Allow": ", ".join(allowed)})
+    return await http_exception_handler(request, exc)
 
 
 @api.exception_handler(RequestValidationError)
@@ -195,7 +247,7 @@ async def _multipart(request: Request, parts: str, max_files: int, max_fields: i
     if length > limit:
         raise ImageTooLargeError(f"upload is {length / 2**20:.1f} MiB; the limit is {MAX_IMAGE_BYTES / 2**20:.0f} MiB")
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # (any case: RFC 2045)
-        raise InvalidRequestError(f"send multipart/form-data with {parts}")
+        raise UnsupportedMediaType(f"send multipart/form-data with {parts}")
 
     async def counted():
         received = 0
@@ -213,11 +265,19 @@ async def _multipart(request: Request, parts: str, max_files: int, max_fields: i
                 raise too_large
             yield chunk
 
-    request.stream = counted  # what request.form() reads
+    # Starlette's parser itself, not request.form(): a part over its size limit can then be named.
+    parser = MultiPartParser(request.headers, counted(), max_files=max_files, max_fields=max_fields)
     try:
-        return await request.form(max_files=max_files, max_fields=max_fields)
+        return await parser.parse()
     except D2VError:
         raise
+    except MultiPartException as e:
+        if "exceeded maximum size" in e.message:  # (a file part spools to disk; a field is held in memory)
+            # (the part being read: Starlette's parser state, so read with care)
+            name = getattr(getattr(parser, "_current_part", None), "field_name", "") or "a field"
+            raise ImageTooLargeError(f"{name}: over the {parser.max_part_size // 2**20} MiB limit of a part without a "
+                                     "filename; send large data (a mask image) as a file part") from None
+        raise InvalidRequestError(f"the multipart body could not be read: {e.message}") from None
     except Exception as e:
         raise InvalidRequestError(f"the multipart body could not be read: {one_line(e)}") from None
 
@@ -644,7 +704,7 @@ class Ingress:
         if key is None:
             return _error(404, f"job {job_id} has no {name}")
         if isinstance(self.store, LocalStore):
-            return FileResponse(self.store.local_path(key), media_type=media_type)
+            return ResultFile(self.store.local_path(key), media_type=media_type)
         return RedirectResponse(self.store.url(key, self.settings.url_expiry_s), status_code=307)
 
     @api.get("/v1/jobs/{job_id}/video", name="job_video", responses=errors(400, 401, 404, 409, 503))
@@ -684,7 +744,7 @@ class Ingress:
         if not keys:
             return _error(404, f"job {job_id} has no stored photo")
         if isinstance(self.store, LocalStore):
-            return FileResponse(self.store.local_path(keys[0]))
+            return ResultFile(self.store.local_path(keys[0]))
         return RedirectResponse(self.store.url(keys[0], self.settings.url_expiry_s), status_code=307)
 
     @api.head("/v1/jobs/{job_id}/{name}", include_in_schema=False)

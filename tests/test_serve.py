@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -442,7 +443,7 @@ def test_missing_fields_and_bad_ids(farm):
     r = client.post("/v1/jobs", files={"image": ("x.png", PHOTO, "image/png")})
     assert r.status_code == 422 and "request: is required" in r.json()["detail"]
     r = client.post("/v1/jobs", json=GOOD)
-    assert r.status_code == 422 and "multipart/form-data" in r.json()["detail"]
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
     r = client.get("/v1/jobs/0123456789abcdef01234567")
     assert r.status_code == 404 and "no job" in r.json()["detail"]
     r = client.get("/v1/jobs/..%2F..%2Fetc%2Fpasswd")
@@ -775,11 +776,11 @@ def test_an_audits_http_findings(farm):
     mask_req = {**GOOD, "still": [{"canvas": {"width": 320, "height": 240}, "mask": "m1"}]}
     # An empty mask part: a 500 from OpenCV's decoder; on the outline route too.
     r = submit(client, PHOTO, mask_req, m1=("m.png", b"", "image/png"))
-    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "still[0].mask 'm1': the file is empty" in r.json()["detail"], r.text
     r = client.post("/v1/subjects/outline", files={"image": ("x.png", PHOTO, "image/png"),
                                                    "mask": ("m.png", b"", "image/png")},
                     data={"region": json.dumps({"mask": "mask"})})
-    assert r.status_code == 422 and "mask: the file is empty" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "region.mask 'mask': the file is empty" in r.json()["detail"], r.text
     # A mask naming the photo's own part (read already: it came back empty).
     r = submit(client, PHOTO, {**GOOD, "still": [{"mask": "image"}]})
     assert r.status_code == 422 and "the part 'image' is the job's own" in r.json()["detail"], r.text
@@ -808,3 +809,67 @@ def test_an_audits_http_findings(farm):
     refused = client.get("/keyed/v1/jobs")
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
     assert wait(client, job["status_url"])["status"] == "succeeded"
+
+
+def test_a_second_http_audit(farm):
+    """The rest of the audit (s20): each was a 4xx that did not say what to fix, the wrong 4xx,
+    a header that named the wrong methods, or a route that read its upload unguarded."""
+    client, _ = farm
+    photo = {"image": ("x.png", PHOTO, "image/png")}
+    # A stalled upload (1000 bytes declared, 5 sent) to the outline route and the preview: both
+    # are answered with the JSON 408 of /v1/jobs, not held for Serve's 120 s.
+    host, port = client.base_url.host, client.base_url.port
+    held = []
+    for path in ("/v1/subjects/outline", "/v1/preview"):
+        sock = socket.create_connection((host, port), timeout=60)  # (generous: the bound is 8 s)
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n"
+                     "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n".encode())
+        held.append(sock)
+    for sock in held:
+        answer = b""
+        with sock:
+            while not answer.endswith(b"}") and (chunk := sock.recv(4096)):  # (the body may come after the head)
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b'"detail":"the upload stalled' in answer, answer
+    # Every mask part that is empty names itself: a subject's, and on the preview too.
+    subject = {**GOOD, "subjects": [{"region": {"mask": "m2"}, "path": PAN}]}
+    r = submit(client, PHOTO, subject, m2=("m.png", b"", "image/png"))
+    assert r.status_code == 422 and r.json()["detail"].startswith("subjects[0].region.mask 'm2': the file is empty")
+    r = client.post("/v1/preview", files={**photo, "m2": ("m.png", b"", "image/png")},
+                    data={"request": json.dumps(subject)})
+    assert r.status_code == 422 and "subjects[0].region.mask 'm2': the file is empty" in r.json()["detail"]
+    # The outline's region is read as /v1/jobs reads its request: what is wrong and what to send.
+    for region, detail in [
+            ("not json", "invalid region: not JSON (Expecting value: line 1 column 1 (char 0))"),
+            ("[]", "invalid region: expected a JSON object (brush, polygon or mask), got an array"),
+            ("null", "invalid region: expected a JSON object (brush, polygon or mask), got null"),
+            ('{"polygon": [{"x": NaN, "y": 1}, {"x": 5, "y": 1}, {"x": 1, "y": 5}]}',
+             "invalid region: polygon.0.x: x must be a finite number, got nan")]:
+        r = client.post("/v1/subjects/outline", files=photo, data={"region": region})
+        assert (r.status_code, r.json()["detail"]) == (422, detail), region
+    # A 405 names every method its path takes (it said "Allow: POST" for /v1/jobs).
+    for method, path, allow in [("DELETE", "/v1/jobs", "GET, HEAD, POST"), ("POST", "/v1/effects", "GET, HEAD"),
+                                ("PUT", "/v1/jobs/0123456789abcdef01234567/video", "GET, HEAD"),
+                                ("GET", "/v1/preview", "POST")]:
+        r = client.request(method, path)
+        assert (r.status_code, r.headers["allow"]) == (405, allow), (method, path, r.headers)
+        assert r.json()["detail"] == f"{method} is not answered at {path}: use {allow}"
+    # HEAD wherever GET is, the documents and the page included.
+    for path in ("/", "/favicon.ico", "/docs", "/openapi.json", "/v1/presets", "/v1/looks", "/v1/post",
+                 "/v1/backends", "/v1/stats"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", (path, head.status_code)
+    # Not multipart: 415, the status for a body of the wrong media type; the type's name in any case.
+    r = client.post("/v1/jobs", content=f"request={json.dumps(GOOD)}",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and "send multipart/form-data" in r.json()["detail"], r.text
+    form = client.build_request("POST", "/v1/jobs", files=photo, data={"request": json.dumps({**GOOD, "seed": 78})})
+    form.headers["Content-Type"] = form.headers["Content-Type"].replace("multipart/form-data", "Multipart/Form-Data")
+    assert client.send(form).status_code == 202
+    # A request part past the parser's 1 MiB: a 413 naming the part (a 422 that named neither).
+    r = client.post("/v1/jobs", files=photo, data={"request": " " * 2**20 + json.dumps(GOOD)})
+    assert r.status_code == 413 and r.json()["detail"].startswith("request: over the 1 MiB limit"), r.text
+    # A 5000-digit seed: the field's range, not Python's advice to programmers.
+    r = client.post("/v1/jobs", files=photo, data={"request": json.dumps(GOOD)[:-1] + ', "seed": ' + "7" * 5000 + "}"})
+    assert r.status_code == 422 and r.json()["detail"] == (
+        "invalid request: seed: Input should be less than or equal to 4294967295"), r.text

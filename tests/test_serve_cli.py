@@ -249,6 +249,17 @@ def test_d2v_serve_stopped_by_sigterm_mid_job_restarted_on_a_running_ray_finishe
             assert status["status"] == "succeeded", status
             video = client.get(status["result"]["video_url"], headers=auth)
             assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+            # The local store's Range answers (S3 answers its own): a refusal is JSON like every
+            # other (Starlette's were text), a unit other than bytes is ignored (RFC 9110 14.2).
+            size, ranged = len(video.content), lambda asked: client.get(
+                status["result"]["video_url"], headers={**auth, "Range": asked})
+            for asked, code in (("bytes=5-2", 400), ("bytes=abc", 400), (f"bytes={size}-", 416)):
+                r = ranged(asked)
+                assert r.status_code == code and r.json()["detail"].startswith(f"Range {asked!r}: "), (asked, r.text)
+            assert r.headers["content-range"] == f"bytes */{size}"
+            part, whole = ranged("bytes=0-9"), ranged("items=0-1")
+            assert (part.status_code, part.content, whole.status_code, whole.content) == (
+                206, video.content[:10], 200, video.content)
             assert (tmp_path / "data/jobs" / status["job_id"] / "video.mp4").is_file()
             # `d2v jobs`: each key its own list, newest first.
             listed = subprocess.run([str(exe), "jobs", "--server", farm, "--api-key", "k-2"], capture_output=True,
