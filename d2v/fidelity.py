@@ -858,6 +858,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
     # The plan's cameras for the sampled frames, at the frames' size.
     k = out_w / trajectory.width
     plans = {i: _resized(_planned_frame(trajectory, i, n), k) for i in indices}
+    too_close = _too_close(plans, out_w, out_h)  # (not judged, whichever way they are located)
     if depth is None and (pad := _border_reach(plans, photo, out_w, out_h)):
         # Views allowed past the photo's borders show it mirrored there (the renderer's reflect
         # border), which the photo alone matches at the mirrored place, or not at all: they are
@@ -870,7 +871,7 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
         back = lambda xy: None if xy is None else [xy[0] - pad, xy[1] - pad]  # noqa: E731
         results = [r.model_copy(update={"center": back(r.center), "planned_center": back(r.planned_center)})
                    for r in results]
-        return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
+        return _verdict(results, n, tolerance, trajectory.effect, too_close)
     if depth is not None:  # a depth map: frames are located in 3D, against the planned cameras
         results = _measure_in_3d(_PoseLocator(index, photo, trajectory, depth), picked, plans, n, tolerance)
         if not all(r.located for r in results):
@@ -878,9 +879,9 @@ def _measure(frames, photo, trajectory, n_frames, depth, photo_index, tolerance,
             # are measured as before, as views against the renders of the planned cameras.
             flat = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
             results = [r if r.located else f for r, f in zip(results, flat)]
-        return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
+        return _verdict(results, n, tolerance, trajectory.effect, too_close)
     results = _measure_views(index, photo, picked, trajectory, plans, depth, n, k, motion_blur, blur_samples)
-    return _verdict(results, n, tolerance, trajectory.effect, _too_close(plans, out_w, out_h))
+    return _verdict(results, n, tolerance, trajectory.effect, too_close)
 
 
 def _too_close(plans: Mapping[int, CameraFrame], out_w: int, out_h: int) -> dict[int, float]:

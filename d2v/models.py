@@ -150,15 +150,7 @@ class DrawnPath(BaseModel):
 
     def image_points(self, image_width: int, image_height: int) -> np.ndarray:
         """Points in image pixels (continuous coordinates, origin at the top-left corner), (N, 2)."""
-        from d2v.pathshape import check_reach
-
-        xy = np.array([[p.x, p.y] for p in self.points], dtype=np.float64)
-        if self.canvas is not None:
-            with np.errstate(all="ignore"):  # (an overflow is refused by check_reach)
-                xy[:, 0] *= image_width / self.canvas.width
-                xy[:, 1] *= image_height / self.canvas.height
-        check_reach(xy, "path")
-        return xy
+        return _image_points(self.canvas, self.points, image_width, image_height, "path", InvalidPathError)
 
     def times(self) -> np.ndarray | None:
         """Seconds since the stroke began, (N,), or None when the points carry no `t`."""
@@ -200,10 +192,22 @@ class Region(BaseModel):
 
     def image_points(self, points: list[PathPoint], image_width: int, image_height: int) -> np.ndarray:
         """Brush or polygon points in image pixels, (N, 2)."""
-        try:
-            return DrawnPath.model_construct(canvas=self.canvas, points=points).image_points(image_width, image_height)
-        except InvalidPathError as e:
-            raise InvalidRequestError(str(e).replace("invalid path", "invalid subject region", 1)) from None
+        return _image_points(self.canvas, points, image_width, image_height, "subject region", InvalidRequestError)
+
+
+def _image_points(canvas: Canvas | None, points: list[PathPoint], image_width: int, image_height: int, what: str,
+                  error: type[D2VError]) -> np.ndarray:
+    """Drawn points (canvas units with `canvas`, else image pixels) in image pixels, (N, 2),
+    within `check_reach` of the image (`what` and `error` name them when not)."""
+    from d2v.pathshape import check_reach
+
+    xy = np.array([[p.x, p.y] for p in points], dtype=np.float64)
+    if canvas is not None:
+        with np.errstate(all="ignore"):  # (an overflow is refused by check_reach)
+            xy[:, 0] *= image_width / canvas.width
+            xy[:, 1] *= image_height / canvas.height
+    check_reach(xy, what, error)
+    return xy
 
 
 class Subject(BaseModel):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d2v.errors import InvalidPathError
+from d2v.errors import InvalidPathError, InvalidRequestError
 
 JITTER_FRACTION = 0.004  # of the stroke's bounding-box diagonal (see `decimate`)
 # Smoothing and corner detection scales, in image pixels (clipped fractions of the length).
@@ -88,13 +88,13 @@ def _as_points(xy: np.ndarray) -> np.ndarray:
     return pts
 
 
-def check_reach(pts: np.ndarray, what: str) -> None:
+def check_reach(pts: np.ndarray, what: str, error: type[InvalidRequestError] = InvalidPathError) -> None:
     """Points in image pixels (a path's, a region's) must lie within MAX_COORDINATE_PX of the
     image: farther ones are a canvas size or a number gone wrong, and overflow what draws them."""
     with np.errstate(all="ignore"):  # (inf or nan: refused below, without numpy's warnings)
         farthest = float(np.abs(pts).max()) if pts.size else 0.0
     if not farthest <= MAX_COORDINATE_PX:
-        raise InvalidPathError(
+        raise error(
             f"invalid {what}: a point lies {farthest:.3g} pixels from the image; points must be within "
             f"{MAX_COORDINATE_PX:.0e} pixels of it (is the canvas size right?)"
         )
